@@ -1,0 +1,10 @@
+"""Backends: how the gateway reaches each declared server.
+
+`Backend` supervises one server; `BackendSession` is one live MCP session to it; each backend kind
+(stdio here) only contributes a transport: an async context manager yielding the message streams.
+"""
+
+from gateway.backends.backend import Backend, Caller, FleetEvents, State
+from gateway.backends.session import BackendSession
+
+__all__ = ["Backend", "BackendSession", "Caller", "FleetEvents", "State"]

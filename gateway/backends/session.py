@@ -1,0 +1,279 @@
+"""One live MCP session to a backend, over any transport, kept open and multiplexed.
+
+The session speaks the raw JSON-RPC layer of the `mcp` SDK: params go out as the client sent them
+and results come back as dicts, so nothing a backend says is lost to a model round trip, and no
+per-call validation or `tools/list` is added on the hot path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import anyio
+import mcp_types as types
+from mcp.client.session import ClientRequestContext, ClientSession
+from mcp.shared._stream_protocols import ReadStream, WriteStream
+from mcp.shared.dispatcher import CallOptions, ProgressFnT
+from mcp.shared.exceptions import MCPError
+from mcp.shared.message import SessionMessage
+
+from gateway import __version__
+from gateway.catalogue import BackendListing
+from gateway.errors import BackendStartError, BackendTimeout, BackendUnavailable
+
+logger = logging.getLogger(__name__)
+
+Streams = tuple[ReadStream[SessionMessage | Exception], WriteStream[SessionMessage]]
+TransportFactory = Callable[[], AbstractAsyncContextManager[Streams]]
+
+# Listing pages are followed to the end, but a backend that hands out cursors forever must not
+# hang a refresh.
+_MAX_LIST_PAGES = 100
+
+
+class SessionHooks(Protocol):
+    """What a backend session reports upward (implemented by the supervising `Backend`)."""
+
+    async def on_notification(self, session: BackendSession, method: str, params: Mapping[str, Any]) -> None: ...
+
+    async def on_request(self, session: BackendSession, method: str, params: dict[str, Any]) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Forwarded:
+    """Which server-to-client features the gateway declares to this backend."""
+
+    sampling: bool = True
+    elicitation: bool = True
+    roots: bool = False
+
+
+class BackendSession:
+    """An initialized MCP client session; use as an async context manager.
+
+    `closed` is set when the transport ends (process exit, container death, connection loss),
+    which is how the supervisor learns of a crash without polling.
+    """
+
+    def __init__(
+        self,
+        server: str,
+        transport: TransportFactory,
+        hooks: SessionHooks,
+        *,
+        startup_timeout: float,
+        forwarded: Forwarded = Forwarded(),
+    ) -> None:
+        self.server = server
+        self._transport = transport
+        self._hooks = hooks
+        self._startup_timeout = startup_timeout
+        self._forwarded = forwarded
+        self._stack = AsyncExitStack()
+        self._client: ClientSession | None = None
+        self.closed = anyio.Event()
+        self.initialize_result: types.InitializeResult | None = None
+        self.listing = BackendListing()
+
+    async def __aenter__(self) -> BackendSession:
+        try:
+            # Entering the transport and the SDK session opens task groups that outlive this
+            # method, so only the handshake itself sits inside the start-up deadline.
+            read, write = await self._stack.enter_async_context(self._transport())
+            read = await self._stack.enter_async_context(_watch_end(read, self.closed))
+            self._client = ClientSession(
+                read,
+                write,
+                client_info=types.Implementation(name="mcp-gateway", version=__version__),
+                message_handler=self._on_message,
+                **self._callbacks(),
+            )
+            await self._stack.enter_async_context(self._client)
+            with anyio.fail_after(self._startup_timeout):
+                self.initialize_result = await self._client.initialize()
+                self.listing = await self.fetch_listing()
+        except BaseException as exc:
+            # No shield of our own here: a new cancel scope cannot enclose the exit of task groups
+            # opened outside it. The SDK's stdio transport shields its own process teardown.
+            await self._stack.aclose()
+            self.closed.set()
+            if isinstance(exc, TimeoutError):
+                raise BackendStartError(
+                    self.server, f"{self.server}: no MCP handshake within {self._startup_timeout:g}s"
+                ) from None
+            if isinstance(exc, MCPError | OSError | anyio.BrokenResourceError | anyio.ClosedResourceError):
+                raise BackendStartError(self.server, f"{self.server}: failed to start: {_describe(exc)}") from exc
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            await self._stack.aclose()
+        finally:
+            self.closed.set()
+
+    @property
+    def capabilities(self) -> types.ServerCapabilities:
+        assert self.initialize_result is not None
+        return self.initialize_result.capabilities
+
+    async def request(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None,
+        *,
+        timeout: float,
+        on_progress: ProgressFnT | None = None,
+    ) -> dict[str, Any]:
+        """Send one request and return the backend's raw result.
+
+        Raises `BackendUnavailable` when the session is gone, `BackendTimeout` after `timeout`
+        (the backend is sent `notifications/cancelled`), and the backend's own `MCPError` as is.
+        """
+        client = self._client
+        if client is None or self.closed.is_set():
+            raise BackendUnavailable(self.server, f"server {self.server!r} is not running")
+        data: dict[str, Any] = {"method": method, "params": dict(params) if params else {}}
+        opts: CallOptions = {"timeout": timeout}
+        if on_progress is not None:
+            opts["on_progress"] = on_progress
+        client._stamp(data, opts)  # era headers / _meta envelope, exactly as the SDK's typed calls do
+        try:
+            return await client._dispatcher.send_raw_request(method, data["params"] or None, opts)
+        except MCPError as exc:
+            if exc.code == types.REQUEST_TIMEOUT:
+                raise BackendTimeout(
+                    self.server, f"server {self.server!r} did not answer {method} within {timeout:g}s"
+                ) from None
+            if exc.code == types.CONNECTION_CLOSED:
+                raise BackendUnavailable(self.server, f"server {self.server!r} closed the connection") from None
+            raise
+
+    async def notify(self, method: str, params: Mapping[str, Any] | None) -> None:
+        if self._client is not None and not self.closed.is_set():
+            opts: CallOptions = {}
+            data: dict[str, Any] = {"method": method, "params": dict(params or {})}
+            self._client._stamp(data, opts)
+            await self._client._dispatcher.notify(method, data["params"] or None, opts)
+
+    async def fetch_listing(self) -> BackendListing:
+        caps = self.capabilities
+        timeout = self._startup_timeout
+        tools = await self._list_all("tools/list", "tools", timeout) if caps.tools else []
+        prompts = await self._list_all("prompts/list", "prompts", timeout) if caps.prompts else []
+        resources, templates = [], []
+        if caps.resources:
+            resources = await self._list_all("resources/list", "resources", timeout)
+            templates = await self._list_all("resources/templates/list", "resourceTemplates", timeout)
+        return BackendListing(tools=tools, prompts=prompts, resources=resources, templates=templates)
+
+    async def _list_all(self, method: str, key: str, timeout: float) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        cursor: str | None = None
+        for _ in range(_MAX_LIST_PAGES):
+            result = await self.request(method, {"cursor": cursor} if cursor else None, timeout=timeout)
+            items.extend(result.get(key) or [])
+            cursor = result.get("nextCursor")
+            if not cursor:
+                break
+        return items
+
+    def _callbacks(self) -> dict[str, Any]:
+        # Declaring a capability changes what backends expose (server-everything adds tools for
+        # sampling; server-filesystem swaps its directories for the client's roots), so only what
+        # the config forwards is declared.
+        callbacks: dict[str, Any] = {}
+        if self._forwarded.sampling:
+            callbacks["sampling_callback"] = self._relay("sampling/createMessage")
+        if self._forwarded.elicitation:
+            callbacks["elicitation_callback"] = self._relay("elicitation/create")
+        if self._forwarded.roots:
+
+            async def roots(context: ClientRequestContext) -> Any:
+                return await self._hooks.on_request(self, "roots/list", {})
+
+            callbacks["list_roots_callback"] = roots
+        return callbacks
+
+    def _relay(self, method: str) -> Callable[[ClientRequestContext, Any], Awaitable[Any]]:
+        async def relay(context: ClientRequestContext, params: Any) -> Any:
+            raw = params.model_dump(by_alias=True, mode="json", exclude_none=True)
+            try:
+                # The SDK validates whatever the callback returns into the result union.
+                return await self._hooks.on_request(self, method, raw)
+            except MCPError as exc:
+                return exc.error
+
+        return relay
+
+    async def _on_message(self, message: Any) -> None:
+        if isinstance(message, Exception):
+            # A garbage line on stdout costs that line only; the session goes on.
+            logger.warning("server %s sent an unparseable message: %s", self.server, type(message).__name__)
+            return
+        data = message.model_dump(by_alias=True, mode="json", exclude_none=True)
+        await self._hooks.on_notification(self, data["method"], data.get("params") or {})
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, MCPError):
+        return exc.message
+    if isinstance(exc, FileNotFoundError):
+        return f"command not found: {exc.filename}"
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return "the connection closed during the handshake"
+
+
+class _watch_end:  # noqa: N801 - used like a function in `async with`
+    """Pass a read stream through unchanged, setting `event` when it ends."""
+
+    def __init__(self, stream: ReadStream[SessionMessage | Exception], event: anyio.Event) -> None:
+        self._stream = stream
+        self._event = event
+
+    async def __aenter__(self) -> _WatchedStream:
+        return _WatchedStream(self._stream, self._event)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._event.set()
+
+
+class _WatchedStream:
+    def __init__(self, stream: ReadStream[SessionMessage | Exception], event: anyio.Event) -> None:
+        self._stream = stream
+        self._event = event
+
+    async def receive(self) -> SessionMessage | Exception:
+        try:
+            return await self._stream.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._event.set()
+            raise
+
+    def __aiter__(self) -> AsyncIterator[SessionMessage | Exception]:
+        return self
+
+    async def __anext__(self) -> SessionMessage | Exception:
+        try:
+            return await self.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    def close(self) -> None:
+        close = getattr(self._stream, "close", None)
+        if close is not None:
+            close()
+
+    async def __aenter__(self) -> _WatchedStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

@@ -1,0 +1,124 @@
+"""`mcp-gateway`: serve a fleet, check a config, list the merged tools.
+
+Exit codes scripts can rely on: 0 success; 1 a runtime failure (a backend failed in `check`);
+2 the command line or the config is wrong (nothing was started).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+
+from gateway import __version__
+from gateway.config import GatewayConfig, load_config
+from gateway.errors import ConfigError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mcp-gateway", description="One MCP endpoint over a fleet of MCP servers.")
+    parser.add_argument("--version", action="version", version=f"mcp-gateway {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", "-c", default="gateway.yaml", help="gateway.yaml, or a desktop mcpServers JSON")
+        p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+        return p
+
+    serve = with_config(sub.add_parser("serve", help="start the fleet and serve the MCP endpoint"))
+    serve.add_argument("--host", help="interface to bind (default from config, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default from config, 8765; 0 picks a free one)")
+    serve.add_argument("--stdio", action="store_true", help="serve over stdin/stdout instead of HTTP")
+    check = with_config(sub.add_parser("check", help="validate a config, start the fleet once, print the catalogue"))
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.add_argument("--no-start", action="store_true", help="validate only; launch nothing")
+    tools = with_config(sub.add_parser("tools", help="list the namespaced tools of the fleet"))
+    tools.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"mcp-gateway: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "serve":
+        return _serve(config, args)
+    return anyio.run(_inspect, config, args)
+
+
+def _serve(config: GatewayConfig, args: argparse.Namespace) -> int:
+    if args.stdio:
+        from gateway.stdio import serve_stdio
+
+        anyio.run(serve_stdio, config)
+        return EXIT_OK
+    import uvicorn
+
+    from gateway.app import build_app
+
+    host = args.host or config.listen.host
+    port = config.listen.port if args.port is None else args.port
+    uvicorn.run(build_app(config), host=host, port=port, log_level=args.log_level, lifespan="on", access_log=False)
+    return EXIT_OK
+
+
+async def _inspect(config: GatewayConfig, args: argparse.Namespace) -> int:
+    from gateway.fleet import Fleet
+
+    if getattr(args, "no_start", False):
+        print(f"{args.config}: valid ({len(config.servers)} servers)")
+        return EXIT_OK
+    fleet = Fleet(config)
+    async with fleet.running():
+        await fleet.wait_started()
+        catalogue = fleet.catalogue
+        failed = {n: b.last_error for n, b in fleet.backends.items() if not b.available}
+        states = {n: {"state": b.state.value, "error": b.last_error} for n, b in fleet.backends.items()}
+    if args.command == "tools":
+        rows: list[dict[str, Any]] = [
+            {"name": t["name"], "server": catalogue.tool_routes[t["name"]].server, "description": t.get("description")}
+            for t in catalogue.tools
+        ]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            for row in rows:
+                print(f"{row['name']:<48} {(row['description'] or '').splitlines()[0][:70] if row['description'] else ''}")
+        return EXIT_FAILURE if failed else EXIT_OK
+    report = {
+        "config": args.config,
+        "servers": states,
+        "tools": [t["name"] for t in catalogue.tools],
+        "prompts": [p["name"] for p in catalogue.prompts],
+        "resources": [r["uri"] for r in catalogue.resources],
+        "resource_templates": [t["uriTemplate"] for t in catalogue.templates],
+        "collisions": list(catalogue.collisions),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{args.config}: valid, {len(config.servers)} servers")
+        for name, info in report["servers"].items():
+            print(f"  {name}: {info['state']}" + (f" ({info['error']})" if info["error"] else ""))
+        for kind in ("tools", "prompts", "resources", "resource_templates"):
+            print(f"{kind} ({len(report[kind])}):")
+            for item in report[kind]:
+                print(f"  {item}")
+        for problem in catalogue.collisions:
+            print(f"error: {problem}")
+    return EXIT_FAILURE if failed or catalogue.collisions else EXIT_OK

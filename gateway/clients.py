@@ -1,0 +1,59 @@
+"""The client connections the gateway serves, so fleet-wide news can reach them.
+
+Handshake-era (2025-11-25) clients keep a session with a standalone stream: list changes, resource
+updates and backend logs are pushed there. Each connection is registered on its first request and
+forgotten when the SDK tears it down.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any
+
+from mcp.server.connection import Connection
+
+logger = logging.getLogger(__name__)
+
+
+class Clients:
+    def __init__(self) -> None:
+        self._connections: dict[int, Connection] = {}
+        self.subscriptions: dict[str, set[int]] = {}  # public resource URI -> connection ids
+        self.on_disconnect: list[Callable[[Hashable], Awaitable[None]]] = []
+
+    def __len__(self) -> int:
+        return len(self._connections)
+
+    def track(self, connection: Connection) -> Hashable:
+        key = id(connection)
+        if key not in self._connections:
+            self._connections[key] = connection
+            connection.exit_stack.push_async_callback(self._forget, key)
+        return key
+
+    async def _forget(self, key: int) -> None:
+        self._connections.pop(key, None)
+        for subscribers in self.subscriptions.values():
+            subscribers.discard(key)
+        for callback in self.on_disconnect:
+            try:
+                await callback(key)
+            except Exception:
+                logger.exception("disconnect hook failed")
+
+    def subscribe(self, key: Hashable, uri: str) -> None:
+        self.subscriptions.setdefault(uri, set()).add(key)  # type: ignore[arg-type]
+
+    def unsubscribe(self, key: Hashable, uri: str) -> None:
+        self.subscriptions.get(uri, set()).discard(key)  # type: ignore[arg-type]
+
+    async def broadcast(self, method: str, params: dict[str, Any] | None = None) -> None:
+        for connection in list(self._connections.values()):
+            await connection.notify(method, params)
+
+    async def resource_updated(self, uri: str) -> None:
+        for key in list(self.subscriptions.get(uri, ())):
+            connection = self._connections.get(key)
+            if connection is not None:
+                await connection.notify("notifications/resources/updated", {"uri": uri})

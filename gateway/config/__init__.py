@@ -1,0 +1,26 @@
+"""Configuration: models, loading and secret references."""
+
+from gateway.config._loader import load_config, parse_config
+from gateway.config.models import (
+    GatewayConfig,
+    HttpServer,
+    ListenConfig,
+    MiddlewareSpec,
+    ServerSpec,
+    StdioServer,
+    ToolFilter,
+    namespace_of,
+)
+
+__all__ = [
+    "GatewayConfig",
+    "HttpServer",
+    "ListenConfig",
+    "MiddlewareSpec",
+    "ServerSpec",
+    "StdioServer",
+    "ToolFilter",
+    "load_config",
+    "namespace_of",
+    "parse_config",
+]

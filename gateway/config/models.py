@@ -1,0 +1,157 @@
+"""The declarative shape of `gateway.yaml`: one pydantic model per backend kind.
+
+Everything is validated before anything starts. Values may hold `${env:NAME}` / `${file:PATH}`
+references; they stay unresolved here (so a config can be printed safely) and are resolved when a
+backend launches (`gateway.config.secrets`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# A namespace must survive in tool names ([A-Za-z0-9_.-], the charset clients accept) and must not
+# contain the separator, or `a` + `b__x` and `a__b` + `x` would be the same name.
+_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+SEPARATOR = "__"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ToolFilter(_Model):
+    """Which of a server's tools are exposed: globs matched against the server's own names."""
+
+    allow: list[str] = Field(default_factory=lambda: ["*"])
+    deny: list[str] = Field(default_factory=list)
+
+
+class _ServerBase(_Model):
+    prefix: str | None = Field(
+        default=None,
+        description="Namespace for this server's tools, prompts and resources. Defaults to the server "
+        'name; "" exposes names unchanged.',
+    )
+    tools: ToolFilter = Field(default_factory=ToolFilter)
+    timeout: float = Field(default=60.0, gt=0, description="Seconds a request may take before it fails.")
+    startup_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds to launch and finish the MCP handshake (npx may download)."
+    )
+    required: bool = Field(default=True, description="Whether /readyz waits for this server.")
+    enabled: bool = True
+    session: Literal["shared", "per-client"] = Field(
+        default="shared",
+        description="shared: one backend session serves every client (stateless servers). per-client: each "
+        "client connection gets its own backend session (stateful servers; one process each for stdio).",
+    )
+    restart: Literal["always", "on-failure", "never"] = "on-failure"
+
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return value
+        if not _PREFIX.match(value) or SEPARATOR in value:
+            raise ValueError(
+                f"prefix {value!r} must use letters, digits, '_', '.', '-' and must not contain {SEPARATOR!r}"
+            )
+        return value
+
+
+class StdioServer(_ServerBase):
+    """A local process speaking MCP over stdin/stdout."""
+
+    type: Literal["stdio"] = "stdio"
+    command: str = Field(min_length=1)
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment; values may be ${env:NAME} or ${file:PATH}."
+    )
+    inherit_env: list[str] = Field(
+        default_factory=list,
+        description="Names of gateway environment variables passed through, on top of the safe defaults "
+        "(HOME, LOGNAME, PATH, SHELL, TERM, USER).",
+    )
+    cwd: str | None = None
+
+
+class HttpServer(_ServerBase):
+    """A remote MCP server reached by URL (streamable HTTP, or legacy SSE)."""
+
+    type: Literal["http", "sse"] = "http"
+    url: str = Field(pattern=r"^https?://")
+    headers: dict[str, str] = Field(default_factory=dict, description="Values may hold secret references.")
+
+
+ServerSpec = Annotated[StdioServer | HttpServer, Field(discriminator="type")]
+
+
+class MiddlewareSpec(_Model):
+    use: str = Field(description='A built-in name ("auth", "ratelimit", ...) or "module:attr".')
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ListenConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+    path: str = "/mcp"
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Extra Host header values accepted (DNS-rebinding protection); loopback is always allowed.",
+    )
+    allowed_origins: list[str] = Field(default_factory=list, description="Extra Origin values accepted.")
+
+
+class GatewayConfig(_Model):
+    name: str = "mcp-gateway"
+    listen: ListenConfig = Field(default_factory=ListenConfig)
+    servers: dict[str, ServerSpec] = Field(default_factory=dict)
+    middleware: list[MiddlewareSpec] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _infer_server_types(cls, data: Any) -> Any:
+        # Desktop-client configs omit `type`: a `command` means stdio, a `url` means HTTP.
+        if isinstance(data, dict) and isinstance(data.get("servers"), dict):
+            servers = {}
+            for name, spec in data["servers"].items():
+                if isinstance(spec, dict) and "type" not in spec:
+                    spec = {**spec, "type": "http" if "url" in spec else "stdio"}
+                elif isinstance(spec, dict) and spec.get("type") == "streamable-http":
+                    spec = {**spec, "type": "http"}
+                servers[name] = spec
+            data = {**data, "servers": servers}
+        return data
+
+    @field_validator("servers")
+    @classmethod
+    def _check_names(cls, servers: dict[str, Any]) -> dict[str, Any]:
+        for name in servers:
+            if not _PREFIX.match(name) or SEPARATOR in name:
+                raise ValueError(
+                    f"server name {name!r} must use letters, digits, '_', '.', '-' and must not contain "
+                    f"{SEPARATOR!r} (set `prefix:` to choose the namespace independently)"
+                )
+        return servers
+
+    @model_validator(mode="after")
+    def _check_prefixes_unique(self) -> GatewayConfig:
+        owners: dict[str, str] = {}
+        for name, spec in self.servers.items():
+            prefix = name if spec.prefix is None else spec.prefix
+            if prefix == "":
+                continue  # unprefixed servers collide only by tool name; checked when catalogues merge
+            if prefix in owners:
+                raise ValueError(
+                    f"servers {owners[prefix]!r} and {name!r} both use the namespace {prefix!r}; "
+                    "give one of them a different `prefix:`"
+                )
+            owners[prefix] = name
+        return self
+
+
+def namespace_of(name: str, spec: StdioServer | HttpServer) -> str:
+    return name if spec.prefix is None else spec.prefix

@@ -1,0 +1,129 @@
+"""Every error the gateway raises, and the one place they become JSON-RPC errors.
+
+Hierarchy::
+
+    GatewayError                      base; carries a JSON-RPC code and a client-safe message
+    ├── ConfigError                   a config file is wrong (file, key path, what to do)
+    ├── SecretError                   a ${env:...}/${file:...} reference cannot be resolved
+    ├── RoutingError                  no such tool / resource / prompt in the merged catalogue
+    ├── BackendError                  something about one backend
+    │   ├── BackendUnavailable        not running (starting, crashed, stopped, circuit open)
+    │   ├── BackendTimeout            no answer within the server's `timeout`
+    │   └── BackendStartError         failed to launch or to complete the MCP handshake
+    └── MiddlewareError               the request was refused by the chain
+        ├── Denied                    authorization said no
+        ├── RateLimited               a limit was hit (retry-after in `data`)
+        └── ChainFailure              a middleware raised: the chain fails closed
+
+Third-party exceptions (the `mcp` SDK's `MCPError`, `OSError` from spawning, pydantic's
+`ValidationError`) are translated where they enter the gateway; `to_jsonrpc_error` is the only
+function that turns any exception into an `ErrorData` for a client.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mcp.shared.exceptions import MCPError
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, REQUEST_TIMEOUT, ErrorData
+
+logger = logging.getLogger(__name__)
+
+# Server-defined codes live in -32000..-32099 (JSON-RPC 2.0 §5.1). They are part of the public
+# contract: clients and scripts may switch on them, so they never change meaning.
+BACKEND_UNAVAILABLE = -32010
+DENIED = -32003
+RATE_LIMITED = -32029
+CHAIN_FAILURE = INTERNAL_ERROR
+
+
+class GatewayError(Exception):
+    """Base class. `message` is safe to show a client; `data` is structured detail."""
+
+    code: int = INTERNAL_ERROR
+
+    def __init__(self, message: str, *, data: Any = None, code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+        if code is not None:
+            self.code = code
+
+
+class ConfigError(GatewayError):
+    """A configuration problem found before anything starts.
+
+    `problems` holds one line per problem, each naming the file, the key path and the fix.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+class SecretError(GatewayError):
+    """A secret reference could not be resolved. The message names the reference, never a value."""
+
+
+class RoutingError(GatewayError):
+    code = INVALID_PARAMS
+
+
+class BackendError(GatewayError):
+    def __init__(self, server: str, message: str, *, data: Any = None, code: int | None = None) -> None:
+        self.server = server
+        super().__init__(message, data={"server": server, **(data or {})}, code=code)
+
+
+class BackendUnavailable(BackendError):
+    code = BACKEND_UNAVAILABLE
+
+
+class BackendTimeout(BackendError):
+    code = REQUEST_TIMEOUT
+
+
+class BackendStartError(BackendError):
+    code = BACKEND_UNAVAILABLE
+
+
+class MiddlewareError(GatewayError):
+    pass
+
+
+class Denied(MiddlewareError):
+    code = DENIED
+
+
+class RateLimited(MiddlewareError):
+    code = RATE_LIMITED
+
+    def __init__(self, message: str, *, retry_after: float, limit: str) -> None:
+        super().__init__(message, data={"retry_after": round(retry_after, 3), "limit": limit})
+
+
+class ChainFailure(MiddlewareError):
+    code = CHAIN_FAILURE
+
+
+def to_jsonrpc_error(exc: BaseException) -> ErrorData:
+    """Map any exception to the JSON-RPC error a client sees.
+
+    Backend errors pass through with their own code and message (that is the backend talking to
+    the client, as if the gateway were not there); unknown exceptions become a generic internal
+    error, because their text may hold paths or secrets.
+    """
+    if isinstance(exc, GatewayError):
+        return ErrorData(code=exc.code, message=exc.message, data=exc.data)
+    if isinstance(exc, MCPError):
+        return exc.error
+    logger.error("unexpected error", exc_info=exc)
+    return ErrorData(code=INTERNAL_ERROR, message="Internal gateway error")
+
+
+def as_mcp_error(exc: BaseException) -> MCPError:
+    """`to_jsonrpc_error` in the form the SDK's server runner sends on the wire."""
+    if isinstance(exc, MCPError):
+        return exc
+    return MCPError.from_error_data(to_jsonrpc_error(exc))

@@ -1,0 +1,111 @@
+"""The fleet: every declared backend, supervised together, and the merged catalogue over them.
+
+`Fleet.running()` starts all backends concurrently (start-up takes as long as the slowest, not the
+sum) and stops them all, shielded, when it exits. Whenever a backend's listing changes (started,
+crashed, announced `list_changed`) the catalogue is rebuilt at once and clients are told which
+lists changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from gateway.backends import Backend, State
+from gateway.catalogue import Catalogue, Source
+from gateway.clients import Clients
+from gateway.config.models import GatewayConfig, namespace_of
+
+logger = logging.getLogger(__name__)
+
+_LISTS = (
+    ("tools", "notifications/tools/list_changed"),
+    ("prompts", "notifications/prompts/list_changed"),
+    ("resources", "notifications/resources/list_changed"),
+    ("templates", "notifications/resources/list_changed"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    time: float
+    server: str
+    old: str
+    new: str
+    reason: str
+
+
+class Fleet:
+    def __init__(self, config: GatewayConfig, clients: Clients | None = None) -> None:
+        self.config = config
+        self.clients = clients or Clients()
+        self.backends: dict[str, Backend] = {
+            name: Backend(name, spec, self) for name, spec in config.servers.items() if spec.enabled
+        }
+        self.catalogue = Catalogue()
+        self.events: deque[Event] = deque(maxlen=1000)
+        self.notification_hooks: list[Callable[[Backend, str, Mapping[str, Any]], Awaitable[None]]] = []
+        self._tg: anyio.abc.TaskGroup | None = None
+        self.clients.on_disconnect.append(self._release_client)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Fleet]:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            for backend in self.backends.values():
+                tg.start_soon(backend.run, name=f"backend {backend.name}")
+            try:
+                yield self
+            finally:
+                self._tg = None
+                tg.cancel_scope.cancel()
+
+    async def wait_started(self) -> None:
+        """Until every backend has made its first start attempt (each bounded by its own timeout)."""
+        for backend in self.backends.values():
+            await backend.first_attempt.wait()
+
+    @property
+    def ready(self) -> bool:
+        return all(b.available for b in self.backends.values() if b.spec.required)
+
+    # -- FleetEvents --------------------------------------------------------------------------
+
+    def listing_changed(self, backend: Backend) -> None:
+        old = self.catalogue
+        self.catalogue = new = Catalogue.build(
+            Source(name, namespace_of(name, b.spec), b.spec.tools, b.listing)
+            for name, b in self.backends.items()
+        )
+        for problem in new.collisions:
+            if problem not in old.collisions:
+                logger.error("name collision: %s", problem)
+        changed = {method for attr, method in _LISTS if getattr(old, attr) != getattr(new, attr)}
+        if changed and self._tg is not None:
+            for method in sorted(changed):
+                self._tg.start_soon(self.clients.broadcast, method)
+
+    async def backend_notification(self, backend: Backend, method: str, params: Mapping[str, Any]) -> None:
+        if method == "notifications/resources/updated" and isinstance(params.get("uri"), str):
+            await self.clients.resource_updated(self.catalogue.public_uri(backend.name, params["uri"]))
+            return
+        for hook in self.notification_hooks:
+            await hook(backend, method, params)
+
+    def state_changed(self, backend: Backend, old: State, new: State, reason: str) -> None:
+        self.events.append(Event(time.time(), backend.name, old.value, new.value, reason))
+        level = logging.WARNING if new in (State.BACKOFF, State.FAILED) else logging.INFO
+        logger.log(level, "server %s: %s -> %s%s", backend.name, old.value, new.value, f" ({reason})" if reason else "")
+
+    async def _release_client(self, key: Any) -> None:
+        for backend in self.backends.values():
+            if backend.per_client:
+                await backend.release(key)

@@ -1,0 +1,783 @@
+"""Gateway benchmark: ``python -m tests.bench`` (run from the repository root).
+
+Measures ``mcp-server-time``'s ``get_current_time`` ({"timezone": "UTC"}) reached
+
+* ``direct``  - over stdio with ``fastmcp.Client`` (no gateway at all),
+* ``gateway`` - through ``python -m gateway serve`` over streamable HTTP,
+* ``proxy``   - through FastMCP's own ``create_proxy`` over streamable HTTP (same stdio backend),
+
+each sequentially (``--calls`` calls from one client after ``--warmup`` warm-up calls) and with
+``--clients`` concurrent clients (each its own ``fastmcp.Client`` session, ``--calls-per-client``
+calls each, after a short untimed warm-up per client).
+
+The servers under test always run in their own processes (started here, in their own process
+groups, bound to 127.0.0.1); the client side runs in this process on one asyncio loop. On a small
+machine the client and the servers share the cores, so compare paths measured in the same run
+rather than numbers across machines.
+
+Adding a section: write ``async def _scenario_x(ctx: BenchContext) -> ScenarioResult`` (the
+helpers ``run_standard_loads``, ``run_sequential``, ``run_concurrent``, ``gateway_server`` and
+``http_server`` do the heavy lifting) and append a ``Scenario`` to ``SCENARIOS``. Scenarios with
+``default=False`` only run when named in ``--only``. Summary lines that compare scenarios live in
+``summarize``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.metadata
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import psutil  # type: ignore[import-untyped, unused-ignore]
+import yaml
+from fastmcp import Client
+from fastmcp.client.transports import StdioTransport
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BIN_DIR = Path(sys.executable).parent
+TIME_SERVER = str(BIN_DIR / "mcp-server-time")
+TIME_ARGS = ["--local-timezone", "UTC"]
+TOOL = "get_current_time"
+TOOL_ARGS: dict[str, Any] = {"timezone": "UTC"}
+LOOPBACK = "127.0.0.1"
+
+MetricValue = float | int | str | None
+
+
+# --------------------------------------------------------------------------------------------
+# Settings and results
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    calls: int = 500
+    warmup: int = 50
+    clients: int = 20
+    calls_per_client: int = 100
+    client_warmup: int = 5
+    ready_timeout: float = 60.0
+    call_timeout: float = 30.0
+    stop_timeout: float = 5.0
+
+
+@dataclass
+class LoadResult:
+    """One measured load pattern against one endpoint."""
+
+    scenario: str
+    mode: str  # "sequential" | "concurrent" | anything a later section defines
+    clients: int
+    calls: int
+    errors: int
+    wall_s: float
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+    first_error: str | None = None
+
+    @property
+    def ok_calls(self) -> int:
+        return self.calls - self.errors
+
+    @property
+    def calls_per_s(self) -> float:
+        return self.ok_calls / self.wall_s if self.wall_s > 0 else 0.0
+
+    def pct(self, q: float) -> float | None:
+        return percentile(self.latencies_ms, q)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "mode": self.mode,
+            "clients": self.clients,
+            "calls": self.calls,
+            "errors": self.errors,
+            "wall_s": round(self.wall_s, 4),
+            "calls_per_s": round(self.calls_per_s, 1),
+            "p50_ms": _round(self.pct(50)),
+            "p95_ms": _round(self.pct(95)),
+            "p99_ms": _round(self.pct(99)),
+            "max_ms": _round(max(self.latencies_ms) if self.latencies_ms else None),
+            "first_error": self.first_error,
+        }
+
+
+@dataclass
+class ScenarioResult:
+    name: str
+    title: str
+    loads: list[LoadResult] = field(default_factory=list)
+    metrics: dict[str, MetricValue] = field(default_factory=dict)
+    error: str | None = None
+
+    def load(self, mode: str) -> LoadResult | None:
+        return next((ld for ld in self.loads if ld.mode == mode), None)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    run: Callable[[BenchContext], Awaitable[ScenarioResult]]
+    default: bool = True
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """How to open one client session to the thing under test, and which tool to call."""
+
+    label: str
+    make_client: Callable[[], Client[Any]]
+    tool: str
+    arguments: dict[str, Any]
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Linear-interpolated percentile (q in 0..100)."""
+    if not values:
+        return None
+    data = sorted(values)
+    if len(data) == 1:
+        return data[0]
+    pos = (len(data) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(data) - 1)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def _round(v: float | None, nd: int = 3) -> float | None:
+    return None if v is None else round(v, nd)
+
+
+# --------------------------------------------------------------------------------------------
+# Process management: every server under test lives in its own process group
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    log_file: IO[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-n:])
+
+
+class ProcessManager:
+    """Starts subprocesses in new sessions and kills whole groups (plus strays) on stop."""
+
+    def __init__(self, workdir: Path, stop_timeout: float) -> None:
+        self.workdir = workdir
+        self.stop_timeout = stop_timeout
+        self._procs: list[ManagedProcess] = []
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ManagedProcess:
+        log_path = self.workdir / f"{name}.log"
+        log_file = log_path.open("ab")
+        popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        mp = ManagedProcess(name=name, popen=popen, log_path=log_path, log_file=log_file)
+        self._procs.append(mp)
+        return mp
+
+    def stop(self, mp: ManagedProcess) -> None:
+        if mp in self._procs:
+            self._procs.remove(mp)
+        # Backends may have left the group (setsid): remember every descendant before killing.
+        try:
+            descendants = psutil.Process(mp.pid).children(recursive=True)
+        except psutil.Error:
+            descendants = []
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if mp.popen.poll() is not None:
+                break
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(mp.pid, sig)
+            try:
+                mp.popen.wait(timeout=self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(mp.pid, signal.SIGKILL)  # leftovers still in the group
+        kill_processes(descendants, self.stop_timeout)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            mp.popen.wait(timeout=self.stop_timeout)
+        mp.log_file.close()
+
+    def stop_all(self) -> None:
+        for mp in list(reversed(self._procs)):
+            self.stop(mp)
+
+
+def kill_processes(procs: Sequence[psutil.Process], timeout: float) -> None:
+    alive: list[psutil.Process] = []
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            if p.is_running():
+                p.terminate()
+                alive.append(p)
+    _gone, alive = psutil.wait_procs(alive, timeout=timeout)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(alive, timeout=timeout)
+
+
+def reap_own_children(timeout: float) -> None:
+    """Last resort: anything this bench process started (e.g. stdio backends) and left running."""
+    with contextlib.suppress(psutil.Error):
+        kill_processes(psutil.Process().children(recursive=True), timeout)
+
+
+def rss_metrics(pid: int, prefix: str) -> dict[str, MetricValue]:
+    """RSS of the process itself and, separately, of all its descendants (MiB)."""
+    try:
+        proc = psutil.Process(pid)
+        own = proc.memory_info().rss
+        children = proc.children(recursive=True)
+    except psutil.Error as exc:
+        return {f"{prefix}_rss_error": str(exc)}
+    child_rss = 0
+    for c in children:
+        with contextlib.suppress(psutil.Error):
+            child_rss += c.memory_info().rss
+    return {
+        f"{prefix}_rss_mib": round(own / 2**20, 1),
+        f"{prefix}_children_rss_mib": round(child_rss / 2**20, 1),
+        f"{prefix}_children": len(children),
+    }
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+# --------------------------------------------------------------------------------------------
+# Context handed to scenarios
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunningServer:
+    process: ManagedProcess
+    base_url: str
+    ready_s: float
+
+    @property
+    def mcp_url(self) -> str:
+        return f"{self.base_url}/mcp"
+
+
+@dataclass
+class BenchContext:
+    settings: BenchSettings
+    procs: ProcessManager
+    workdir: Path
+    log: Callable[[str], None]
+
+    def write_yaml(self, name: str, data: dict[str, Any]) -> Path:
+        path = self.workdir / name
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    @contextlib.asynccontextmanager
+    async def http_server(
+        self, name: str, argv: list[str], port: int, ready_path: str = "/readyz"
+    ) -> AsyncIterator[RunningServer]:
+        """Start an HTTP server subprocess, wait (bounded) for ``ready_path`` -> 200, stop it after."""
+        base_url = f"http://{LOOPBACK}:{port}"
+        t0 = time.perf_counter()
+        mp = self.procs.spawn(name, argv)
+        try:
+            await wait_ready(mp, base_url + ready_path, self.settings.ready_timeout)
+            ready_s = time.perf_counter() - t0
+            self.log(f"  {name}: ready in {ready_s:.2f}s on {base_url} (pid {mp.pid})")
+            yield RunningServer(process=mp, base_url=base_url, ready_s=ready_s)
+        finally:
+            self.procs.stop(mp)
+
+    @contextlib.asynccontextmanager
+    async def gateway_server(self, name: str, config: dict[str, Any]) -> AsyncIterator[RunningServer]:
+        """Run ``python -m gateway serve`` with ``config`` (a dict written as YAML)."""
+        cfg = self.write_yaml(f"{name}.yaml", config)
+        port = free_port()
+        argv = [
+            sys.executable, "-m", "gateway", "serve",
+            "--config", str(cfg), "--host", LOOPBACK, "--port", str(port),
+        ]  # fmt: skip
+        async with self.http_server(name, argv, port) as srv:
+            yield srv
+
+
+async def wait_ready(mp: ManagedProcess, url: str, limit_s: float) -> None:
+    deadline = time.monotonic() + limit_s
+    last = "no answer"
+    async with httpx.AsyncClient(trust_env=False, timeout=2.0) as http:
+        while time.monotonic() < deadline:
+            rc = mp.popen.poll()
+            if rc is not None:
+                raise RuntimeError(
+                    f"{mp.name} exited with code {rc} before ready; log tail:\n{mp.log_tail()}"
+                )
+            try:
+                resp = await http.get(url)
+                if resp.status_code == 200:
+                    return
+                last = f"HTTP {resp.status_code}"
+            except httpx.HTTPError as exc:
+                last = type(exc).__name__
+            await asyncio.sleep(0.1)
+    raise TimeoutError(
+        f"{mp.name} not ready at {url} after {limit_s:.0f}s ({last}); log tail:\n{mp.log_tail()}"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Load generation (client side, this process, asyncio)
+# --------------------------------------------------------------------------------------------
+
+
+async def _call(client: Client[Any], ep: Endpoint, limit_s: float) -> str | None:
+    """One call; returns an error description or None."""
+    try:
+        res = await client.call_tool(ep.tool, ep.arguments, raise_on_error=False, timeout=limit_s)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if res.is_error:
+        return f"tool error: {res.content!r:.200}"
+    return None
+
+
+async def _check_first_call(client: Client[Any], ep: Endpoint, limit_s: float) -> None:
+    """Fail loudly if the endpoint does not answer with a real time result (misrouting, etc.)."""
+    res = await client.call_tool(ep.tool, ep.arguments, raise_on_error=False, timeout=limit_s)
+    if res.is_error:
+        raise RuntimeError(f"{ep.label}: {ep.tool} returned an error: {res.content!r:.300}")
+    text = json.dumps(res.structured_content) if res.structured_content else repr(res.content)
+    if "UTC" not in text:
+        raise RuntimeError(f"{ep.label}: unexpected {ep.tool} result: {text:.300}")
+
+
+async def run_sequential(ctx: BenchContext, ep: Endpoint, scenario: str) -> LoadResult:
+    s = ctx.settings
+    lat: list[float] = []
+    errors = 0
+    first_error: str | None = None
+    async with ep.make_client() as client:
+        await _check_first_call(client, ep, s.call_timeout)
+        for _ in range(s.warmup):
+            await _call(client, ep, s.call_timeout)
+        t_start = time.perf_counter()
+        for _ in range(s.calls):
+            t0 = time.perf_counter()
+            err = await _call(client, ep, s.call_timeout)
+            t1 = time.perf_counter()
+            if err is None:
+                lat.append((t1 - t0) * 1000.0)
+            else:
+                errors += 1
+                first_error = first_error or err
+        wall = time.perf_counter() - t_start
+    return LoadResult(scenario, "sequential", 1, s.calls, errors, wall, lat, first_error)
+
+
+async def run_concurrent(
+    ctx: BenchContext, ep: Endpoint, scenario: str, clients: int | None = None
+) -> LoadResult:
+    """``clients`` sessions connect and warm up first (untimed), then all start together."""
+    s = ctx.settings
+    n = clients if clients is not None else s.clients
+    lat: list[float] = []
+    errors = 0
+    first_error: str | None = None
+    ready = 0
+    all_ready = asyncio.Event()
+    go = asyncio.Event()
+    end_times: list[float] = []
+
+    async def worker() -> None:
+        nonlocal ready, errors, first_error
+        async with ep.make_client() as client:
+            await _check_first_call(client, ep, s.call_timeout)
+            for _ in range(s.client_warmup):
+                await _call(client, ep, s.call_timeout)
+            ready += 1
+            if ready == n:
+                all_ready.set()
+            await go.wait()
+            for _ in range(s.calls_per_client):
+                t0 = time.perf_counter()
+                err = await _call(client, ep, s.call_timeout)
+                t1 = time.perf_counter()
+                if err is None:
+                    lat.append((t1 - t0) * 1000.0)
+                else:
+                    errors += 1
+                    first_error = first_error or err
+            end_times.append(time.perf_counter())
+            if len(end_times) == n:
+                all_done.set()
+            # Stay connected until everyone is done so teardown does not overlap measurement.
+            await finished.wait()
+
+    all_done = asyncio.Event()
+    finished = asyncio.Event()
+    t_start = 0.0
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(n):
+            tg.create_task(worker())
+        connect_timeout = ctx.settings.ready_timeout + n * 2.0
+        await asyncio.wait_for(all_ready.wait(), timeout=connect_timeout)
+        t_start = time.perf_counter()
+        go.set()
+        await all_done.wait()
+        finished.set()
+    wall = max(end_times) - t_start
+    return LoadResult(scenario, "concurrent", n, n * s.calls_per_client, errors, wall, lat, first_error)
+
+
+async def run_standard_loads(ctx: BenchContext, ep: Endpoint, scenario: str) -> list[LoadResult]:
+    loads: list[LoadResult] = []
+    ctx.log(f"  {scenario}: sequential, {ctx.settings.calls} calls (+{ctx.settings.warmup} warm-up)")
+    loads.append(await run_sequential(ctx, ep, scenario))
+    if ctx.settings.clients > 0:
+        ctx.log(f"  {scenario}: {ctx.settings.clients} clients x {ctx.settings.calls_per_client} calls")
+        loads.append(await run_concurrent(ctx, ep, scenario))
+    return loads
+
+
+def http_endpoint(label: str, url: str, tool: str, arguments: dict[str, Any] = TOOL_ARGS) -> Endpoint:
+    return Endpoint(label=label, make_client=lambda: Client(url), tool=tool, arguments=arguments)
+
+
+# --------------------------------------------------------------------------------------------
+# Scenarios
+# --------------------------------------------------------------------------------------------
+
+
+def time_server_gateway_config() -> dict[str, Any]:
+    return {"servers": {"time": {"type": "stdio", "command": TIME_SERVER, "args": list(TIME_ARGS)}}}
+
+
+async def _scenario_direct(ctx: BenchContext) -> ScenarioResult:
+    res = ScenarioResult("direct", "mcp-server-time over stdio, fastmcp.Client (one backend per client)")
+
+    def make_client() -> Client[Any]:
+        transport = StdioTransport(
+            TIME_SERVER, list(TIME_ARGS), keep_alive=False, log_file=ctx.workdir / "direct-stdio.log"
+        )
+        return Client(transport)
+
+    ep = Endpoint("direct", make_client, TOOL, TOOL_ARGS)
+    res.loads = await run_standard_loads(ctx, ep, res.name)
+    return res
+
+
+async def _scenario_gateway(ctx: BenchContext) -> ScenarioResult:
+    res = ScenarioResult("gateway", "our gateway over streamable HTTP -> mcp-server-time (stdio)")
+    async with ctx.gateway_server("gateway", time_server_gateway_config()) as srv:
+        res.metrics["ready_s"] = round(srv.ready_s, 3)
+        ep = http_endpoint("gateway", srv.mcp_url, f"time__{TOOL}")
+        res.loads = await run_standard_loads(ctx, ep, res.name)
+        res.metrics.update(rss_metrics(srv.process.pid, "gateway"))
+    return res
+
+
+async def _scenario_proxy(ctx: BenchContext) -> ScenarioResult:
+    res = ScenarioResult("proxy", "FastMCP create_proxy over streamable HTTP -> mcp-server-time (stdio)")
+    port = free_port()
+    argv = [
+        sys.executable, "-m", "tests.bench", "--serve-fastmcp-proxy",
+        "--port", str(port), "--", TIME_SERVER, *TIME_ARGS,
+    ]  # fmt: skip
+    async with ctx.http_server("fastmcp-proxy", argv, port) as srv:
+        res.metrics["ready_s"] = round(srv.ready_s, 3)
+        ep = http_endpoint("proxy", srv.mcp_url, TOOL)
+        res.loads = await run_standard_loads(ctx, ep, res.name)
+        res.metrics.update(rss_metrics(srv.process.pid, "proxy"))
+    return res
+
+
+SCENARIOS: list[Scenario] = [
+    Scenario("direct", "direct stdio", _scenario_direct),
+    Scenario("gateway", "through the gateway (HTTP)", _scenario_gateway),
+    Scenario("proxy", "through FastMCP 4.1 create_proxy (HTTP)", _scenario_proxy),
+    # Later: "chain" (full vs empty middleware chain), "masking" (100 KB text),
+    # "startup" (20 stdio backends), "docker" (Docker backend vs plain stdio, default=False).
+]
+
+
+def serve_fastmcp_proxy(port: int, backend: list[str]) -> None:
+    """Child-process entry point: FastMCP's own proxy over one kept-alive stdio backend."""
+    from fastmcp.server import create_proxy
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, Response
+
+    if not backend:
+        raise SystemExit("--serve-fastmcp-proxy needs the backend command after --")
+    proxy = create_proxy(StdioTransport(backend[0], backend[1:]), name="fastmcp-proxy")
+
+    @proxy.custom_route("/readyz", methods=["GET"])
+    async def readyz(_request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    proxy.run(transport="http", host=LOOPBACK, port=port, show_banner=False, log_level="WARNING")
+
+
+# --------------------------------------------------------------------------------------------
+# Reporting
+# --------------------------------------------------------------------------------------------
+
+
+def summarize(results: dict[str, ScenarioResult], clients: int) -> dict[str, str]:
+    lines: dict[str, str] = {}
+
+    def p50(name: str, mode: str) -> float | None:
+        r = results.get(name)
+        ld = r.load(mode) if r else None
+        return ld.pct(50) if ld else None
+
+    def cps(name: str, mode: str) -> float | None:
+        r = results.get(name)
+        ld = r.load(mode) if r else None
+        return ld.calls_per_s if ld and ld.ok_calls else None
+
+    direct = p50("direct", "sequential")
+    parts = []
+    for name in ("gateway", "proxy"):
+        other = p50(name, "sequential")
+        if name in results:
+            if direct is not None and other is not None:
+                parts.append(f"{name} {other - direct:+.2f} ms ({other:.2f} vs {direct:.2f})")
+            else:
+                parts.append(f"{name} n/a")
+    if parts:
+        lines["added p50 latency vs direct (sequential)"] = "; ".join(parts)
+
+    gw, px = cps("gateway", "concurrent"), cps("proxy", "concurrent")
+    if "gateway" in results and "proxy" in results:
+        ratio = f"{gw / px:.2f}x ({gw:.0f} vs {px:.0f} calls/s)" if gw and px else "n/a"
+        lines[f"gateway/FastMCP-proxy throughput ratio at {clients} clients"] = ratio
+    return lines
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def print_table(results: dict[str, ScenarioResult], summary: dict[str, str], header: dict[str, Any]) -> None:
+    print()
+    print("  ".join(f"{k}={v}" for k, v in header.items()))
+    cols = f"{'scenario':<10} {'mode':<11} {'clients':>7} {'calls':>6} {'errors':>6} "
+    cols += f"{'calls/s':>9} {'p50 ms':>8} {'p95 ms':>8}"
+    print(cols)
+    print("-" * len(cols))
+    for r in results.values():
+        for ld in r.loads:
+            print(
+                f"{r.name:<10} {ld.mode:<11} {ld.clients:>7} {ld.calls:>6} {ld.errors:>6} "
+                f"{ld.calls_per_s:>9.1f} {_fmt(ld.pct(50), '>8.2f')} {_fmt(ld.pct(95), '>8.2f')}"
+            )
+        if r.error:
+            print(f"{r.name:<10} FAILED: {r.error.splitlines()[0] if r.error else ''}")
+    print()
+    for r in results.values():
+        for ld in r.loads:
+            if ld.first_error:
+                print(f"{r.name} {ld.mode}: first error: {ld.first_error}")
+        if r.metrics:
+            print(f"{r.name}: " + ", ".join(f"{k}={v}" for k, v in r.metrics.items()))
+        if r.error and "\n" in r.error:
+            print(f"{r.name} error detail:\n{r.error}")
+    for k, v in summary.items():
+        print(f"{k}: {v}")
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    d = BenchSettings()
+    names = [s.name for s in SCENARIOS]
+    p = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--calls", type=int, default=d.calls, help="sequential calls (default %(default)s)")
+    p.add_argument(
+        "--warmup", type=int, default=d.warmup, help="sequential warm-up calls (default %(default)s)"
+    )
+    p.add_argument("--clients", type=int, default=d.clients, help="concurrent clients, 0 to skip")
+    p.add_argument(
+        "--calls-per-client", type=int, default=d.calls_per_client, help="calls per concurrent client"
+    )
+    p.add_argument("--client-warmup", type=int, default=d.client_warmup, help="untimed calls per client")
+    p.add_argument("--ready-timeout", type=float, default=d.ready_timeout, help="seconds to wait for /readyz")
+    p.add_argument(
+        "--only",
+        default=None,
+        help=f"comma-separated scenarios from {','.join(names)} (default: all default ones)",
+    )
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON only")
+    p.add_argument("--keep-logs", action="store_true", help="keep the temp dir with server logs")
+    # internal: child-process mode for the FastMCP proxy baseline
+    p.add_argument("--serve-fastmcp-proxy", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("backend", nargs="*", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.backend and not args.serve_fastmcp_proxy:
+        p.error(f"unexpected arguments: {args.backend}")
+    if args.only:
+        wanted = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in wanted if n not in names]
+        if unknown:
+            p.error(f"unknown scenario(s) {unknown}; choose from {names}")
+        args.selected = [s for s in SCENARIOS if s.name in wanted]
+    else:
+        args.selected = [s for s in SCENARIOS if s.default]
+    return args
+
+
+async def run_bench(ctx: BenchContext, selected: Sequence[Scenario]) -> dict[str, ScenarioResult]:
+    results: dict[str, ScenarioResult] = {}
+    for sc in selected:
+        ctx.log(f"[{sc.name}] {sc.title}")
+        try:
+            results[sc.name] = await sc.run(ctx)
+        except Exception as exc:
+            detail = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, ExceptionGroup):
+                detail += "".join(f"\n  {type(e).__name__}: {e}" for e in exc.exceptions)
+            ctx.log(f"  {sc.name} FAILED: {detail}")
+            results[sc.name] = ScenarioResult(sc.name, sc.title, error=detail)
+    return results
+
+
+def _dist_version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+def _on_sigterm(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def bench_workdir(keep: bool) -> Iterator[Path]:
+    if keep:
+        yield Path(tempfile.mkdtemp(prefix="mcp-bench-"))
+    else:
+        with tempfile.TemporaryDirectory(prefix="mcp-bench-") as d:
+            yield Path(d)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.serve_fastmcp_proxy:
+        serve_fastmcp_proxy(args.port, list(args.backend))
+        return 0
+    for flag in ("calls", "warmup", "clients", "calls_per_client", "client_warmup"):
+        if getattr(args, flag) < 0:
+            raise SystemExit(f"--{flag.replace('_', '-')} must be >= 0")
+    if args.calls < 1:
+        raise SystemExit("--calls must be >= 1")
+    if not Path(TIME_SERVER).exists():
+        raise SystemExit(f"{TIME_SERVER} not found: pip install mcp-server-time into this venv")
+
+    settings = BenchSettings(
+        calls=args.calls,
+        warmup=args.warmup,
+        clients=args.clients,
+        calls_per_client=args.calls_per_client,
+        client_warmup=args.client_warmup,
+        ready_timeout=args.ready_timeout,
+    )
+    quiet = bool(args.json)
+
+    def log(msg: str) -> None:
+        if not quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    with bench_workdir(args.keep_logs) as workdir:
+        procs = ProcessManager(workdir, settings.stop_timeout)
+        try:
+            results = asyncio.run(run_bench(BenchContext(settings, procs, workdir, log), args.selected))
+        except KeyboardInterrupt:
+            log("interrupted; stopping servers")
+            return 130
+        finally:
+            procs.stop_all()
+            reap_own_children(settings.stop_timeout)
+            if args.keep_logs:
+                log(f"logs kept in {workdir}")
+
+    header: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "fastmcp": _dist_version("fastmcp"),
+        "mcp": _dist_version("mcp"),
+        "calls": settings.calls,
+        "warmup": settings.warmup,
+        "clients": settings.clients,
+        "calls_per_client": settings.calls_per_client,
+    }
+    summary = summarize(results, settings.clients)
+    if args.json:
+        out = {
+            "settings": asdict(settings),
+            "environment": header,
+            "scenarios": {
+                name: {
+                    "title": r.title,
+                    "error": r.error,
+                    "loads": [ld.summary() for ld in r.loads],
+                    "metrics": r.metrics,
+                }
+                for name, r in results.items()
+            },
+            "summary": summary,
+        }
+        print(json.dumps(out, indent=2))
+    else:
+        print_table(results, summary, header)
+    return 1 if any(r.error for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,518 @@
+#!/usr/bin/env python3
+"""misbehave: a small stdio MCP server that fails on request, for the gateway's tests.
+
+Run as ``python tests/servers/misbehave.py [--mode MODE] [options]``.
+
+Normal operation serves, through the SDK's lowlevel ``Server`` (so both the
+2025-11-25 ``initialize`` handshake and 2026-07-28 ``server/discover`` work):
+
+tools
+    ``echo(text)``      text "<name>: <text>" + structuredContent {"text": same}; has an outputSchema
+    ``add(a, b)``       text of the sum
+    ``fail()``          a result with isError true
+    ``sleep(seconds)``  progress every 0.1 s when the caller sent a progressToken; cancellable
+    ``crash()``         os._exit(3) right away, no response
+    ``hang()``          never answers (until cancelled)
+    ``log(level, message)``  emits notifications/message, then returns "logged"
+    ``change_tools()``  adds tool ``extra`` and sends notifications/tools/list_changed
+    ``pid()``           text os.getpid(); structuredContent {"pid", "childPid"}
+    ``env(name)``       structuredContent {"name", "value"} (value null when unset); text the value
+resources
+    ``misbehave://static/hello`` (text) and the template ``misbehave://item/{id}``
+prompts
+    ``greet(name)``
+
+Misbehaviours (combinable; ``--mode X`` is the same as ``--X`` and may repeat):
+
+--crash-at-start      print a line to stderr, exit 2 before reading stdin
+--hang-at-start       read and discard stdin forever, never answer (not even on EOF)
+--garbage             non-JSON lines on stdout at start and before every message the server writes
+--stderr-chatter N    N lines on stderr at start, one of them carrying a fake AWS key
+--exit-after S        exit with code 1 after S seconds
+--ignore-sigterm      SIGTERM is caught and ignored (only SIGKILL stops the process)
+--spawn-child         start ``sleep 1000`` in the same process group (its pid is in ``pid()``)
+--name NAME           serverInfo.name and the echo prefix
+
+Everything that happens before the protocol starts is done before the (slow,
+~0.7 s) SDK import, so start-up failures are immediate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import IO, TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    import mcp_types as types
+    from mcp.server.context import ServerRequestContext
+
+FAKE_SECRET = "AKIAIOSFODNN7EXAMPLE"
+MODES = ("normal", "crash-at-start", "hang-at-start", "garbage")
+GARBAGE_LINES = (
+    "garbage: this line is not JSON",
+    '{"half": "a JSON object that never ends',
+    "\x1b[31mWARNING\x1b[0m a banner printed on stdout by mistake",
+    '{"hello": "valid JSON, but not JSON-RPC"}',
+    "",
+)
+
+
+def eprint(*parts: object) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="misbehave", description="A stdio MCP server that misbehaves on request."
+    )
+    p.add_argument("--mode", action="append", choices=MODES, default=[], help="same as the flag of that name")
+    p.add_argument("--name", default="misbehave", help="serverInfo name and echo prefix")
+    p.add_argument("--crash-at-start", action="store_true", help="print to stderr and exit 2 at once")
+    p.add_argument("--hang-at-start", action="store_true", help="never answer initialize")
+    p.add_argument("--garbage", action="store_true", help="interleave non-JSON lines on stdout")
+    p.add_argument("--stderr-chatter", type=int, default=0, metavar="N", help="N stderr lines at start")
+    p.add_argument("--exit-after", type=float, default=None, metavar="SECONDS", help="exit 1 after SECONDS")
+    p.add_argument("--ignore-sigterm", action="store_true", help="catch and ignore SIGTERM")
+    p.add_argument("--spawn-child", action="store_true", help="start a `sleep 1000` grandchild")
+    args = p.parse_args(argv)
+    for mode in args.mode:
+        if mode != "normal":
+            setattr(args, mode.replace("-", "_"), True)
+    return args
+
+
+# --------------------------------------------------------------------------- pre-protocol behaviours
+
+
+def _ignore_sigterm(signum: int, frame: object) -> None:
+    eprint(f"misbehave[{os.getpid()}]: ignoring SIGTERM")
+
+
+def _exit_later(seconds: float) -> None:
+    def fire() -> None:
+        eprint(f"misbehave[{os.getpid()}]: --exit-after {seconds} reached, exiting 1")
+        os._exit(1)
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+
+
+def _hang_forever() -> None:
+    """Swallow whatever arrives on stdin and never write a byte to stdout."""
+    eprint(f"misbehave[{os.getpid()}]: hanging, will never answer")
+    stdin = sys.stdin.buffer
+    while stdin.readline():
+        pass
+    while True:  # EOF changes nothing: a hung server does not notice
+        time.sleep(3600)
+
+
+_garbage: Iterator[str] = itertools.cycle(GARBAGE_LINES)
+
+
+class _GarblingWriter(io.TextIOWrapper):
+    """stdout for the SDK's stdio transport that writes a garbage line before every message."""
+
+    def __init__(self, buffer: IO[bytes], garbage: Iterator[str]) -> None:
+        super().__init__(buffer, encoding="utf-8", line_buffering=False)
+        self._garbage = garbage
+
+    def write(self, s: str) -> int:
+        super().write(next(self._garbage) + "\n")
+        return super().write(s)
+
+
+# --------------------------------------------------------------------------- the MCP server
+
+
+class Misbehave:
+    """Tool, resource and prompt handlers; all state is per process."""
+
+    def __init__(self, name: str, child_pid: int | None) -> None:
+        import mcp_types as types
+
+        self.name = name
+        self.child_pid = child_pid
+        self.extra_enabled = False
+        self.log_level: str = "debug"  # set by logging/setLevel
+        obj: dict[str, Any] = {"type": "object"}
+        self.tools: dict[str, types.Tool] = {
+            t.name: t
+            for t in [
+                types.Tool(
+                    name="echo",
+                    description="Echo the text back, prefixed with the server name.",
+                    input_schema={**obj, "properties": {"text": {"type": "string"}}, "required": ["text"]},
+                    output_schema={**obj, "properties": {"text": {"type": "string"}}, "required": ["text"]},
+                ),
+                types.Tool(
+                    name="add",
+                    description="Add two numbers.",
+                    input_schema={
+                        **obj,
+                        "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
+                        "required": ["a", "b"],
+                    },
+                ),
+                types.Tool(name="fail", description="Always returns isError.", input_schema=obj),
+                types.Tool(
+                    name="sleep",
+                    description="Sleep, reporting progress every 0.1 s; honours cancellation.",
+                    input_schema={
+                        **obj,
+                        "properties": {"seconds": {"type": "number"}},
+                        "required": ["seconds"],
+                    },
+                ),
+                types.Tool(
+                    name="crash", description="Exit the server process at once (code 3).", input_schema=obj
+                ),
+                types.Tool(name="hang", description="Never answer.", input_schema=obj),
+                types.Tool(
+                    name="log",
+                    description="Send a notifications/message log entry, then return.",
+                    input_schema={
+                        **obj,
+                        "properties": {
+                            "level": {
+                                "type": "string",
+                                "enum": [
+                                    "debug",
+                                    "info",
+                                    "notice",
+                                    "warning",
+                                    "error",
+                                    "critical",
+                                    "alert",
+                                    "emergency",
+                                ],
+                            },
+                            "message": {"type": "string"},
+                        },
+                        "required": ["level", "message"],
+                    },
+                ),
+                types.Tool(
+                    name="change_tools",
+                    description="Add the tool `extra` and send notifications/tools/list_changed.",
+                    input_schema=obj,
+                ),
+                types.Tool(
+                    name="pid",
+                    description="The server's process id (and its spawned child's, if any).",
+                    input_schema=obj,
+                    output_schema={
+                        **obj,
+                        "properties": {"pid": {"type": "integer"}, "childPid": {"type": ["integer", "null"]}},
+                        "required": ["pid", "childPid"],
+                    },
+                ),
+                types.Tool(
+                    name="env",
+                    description="The value of one environment variable of the server process.",
+                    input_schema={**obj, "properties": {"name": {"type": "string"}}, "required": ["name"]},
+                    output_schema={
+                        **obj,
+                        "properties": {"name": {"type": "string"}, "value": {"type": ["string", "null"]}},
+                        "required": ["name", "value"],
+                    },
+                ),
+            ]
+        }
+        self.extra_tool = types.Tool(
+            name="extra", description="Appears after change_tools().", input_schema=obj
+        )
+
+    # ------------------------------------------------------------------ helpers
+
+    def visible_tools(self) -> list[types.Tool]:
+        tools = list(self.tools.values())
+        if self.extra_enabled:
+            tools.append(self.extra_tool)
+        return tools
+
+    def input_schema(self, name: str) -> dict[str, Any] | None:
+        tool = next((t for t in self.visible_tools() if t.name == name), None)
+        return None if tool is None else tool.input_schema
+
+    @staticmethod
+    def text(
+        value: str, *, structured: dict[str, Any] | None = None, error: bool = False
+    ) -> types.CallToolResult:
+        import mcp_types as types
+
+        return types.CallToolResult(
+            content=[types.TextContent(type="text", text=value)],
+            structured_content=structured,
+            is_error=error,
+        )
+
+    # ------------------------------------------------------------------ handlers
+
+    async def list_tools(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        import mcp_types as types
+
+        return types.ListToolsResult(tools=self.visible_tools())
+
+    async def call_tool(
+        self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        import anyio
+        import mcp_types as types
+        from mcp.shared.exceptions import MCPError
+
+        name = params.name
+        args = params.arguments or {}
+        if name not in self.tools and not (name == "extra" and self.extra_enabled):
+            raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {name}")
+
+        def arg(key: str, kind: type | tuple[type, ...]) -> Any:
+            value = args.get(key)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise _BadArgument(f"{name}: argument {key!r} must be {getattr(kind, '__name__', kind)}")
+            return value
+
+        try:
+            if name == "echo":
+                out = f"{self.name}: {arg('text', str)}"
+                return self.text(out, structured={"text": out})
+            if name == "add":
+                return self.text(str(arg("a", (int, float)) + arg("b", (int, float))))
+            if name == "fail":
+                return self.text("deliberate failure", error=True)
+            if name == "sleep":
+                seconds = float(arg("seconds", (int, float)))
+                start = anyio.current_time()
+                try:
+                    while (elapsed := anyio.current_time() - start) < seconds:
+                        await ctx.session.report_progress(
+                            round(elapsed, 3), seconds, f"slept {elapsed:.1f}s of {seconds}s"
+                        )
+                        await anyio.sleep(min(0.1, seconds - elapsed))
+                except anyio.get_cancelled_exc_class():
+                    eprint(f"misbehave[{os.getpid()}]: sleep cancelled")
+                    raise
+                await ctx.session.report_progress(seconds, seconds, "done")
+                return self.text(f"slept {seconds}s")
+            if name == "crash":
+                eprint(f"misbehave[{os.getpid()}]: crash() called, exiting 3")
+                os._exit(3)
+            if name == "hang":
+                await anyio.sleep_forever()
+            if name == "log":
+                level = arg("level", str)
+                if level not in _LEVELS:
+                    raise _BadArgument(f"log: unknown level {level!r}")
+                level = cast("types.LoggingLevel", level)
+                message = arg("message", str)
+                if _LEVELS.index(level) >= _LEVELS.index(self.log_level):
+                    # Deprecated at 2026-07-28 (where the SDK only sends it if the request opted in).
+                    await ctx.session.send_log_message(
+                        level, message, logger=self.name, related_request_id=ctx.request_id
+                    )
+                return self.text("logged")
+            if name == "change_tools":
+                if not self.extra_enabled:
+                    self.extra_enabled = True
+                    await ctx.session.send_tool_list_changed()
+                return self.text("added tool extra")
+            if name == "extra":
+                return self.text(f"{self.name}: extra")
+            if name == "pid":
+                pid = os.getpid()
+                return self.text(str(pid), structured={"pid": pid, "childPid": self.child_pid})
+            if name == "env":
+                key = arg("name", str)
+                value = os.environ.get(key)
+                return self.text(value if value is not None else "", structured={"name": key, "value": value})
+        except _BadArgument as exc:
+            return self.text(str(exc), error=True)
+        raise AssertionError(f"unhandled tool {name}")  # pragma: no cover
+
+    async def set_level(
+        self, ctx: ServerRequestContext[Any], params: types.SetLevelRequestParams
+    ) -> types.EmptyResult:
+        import mcp_types as types
+
+        self.log_level = params.level
+        return types.EmptyResult()
+
+    async def list_resources(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        import mcp_types as types
+
+        return types.ListResourcesResult(
+            resources=[
+                types.Resource(
+                    name="hello",
+                    uri="misbehave://static/hello",
+                    mime_type="text/plain",
+                    description="A greeting.",
+                )
+            ]
+        )
+
+    async def list_resource_templates(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        import mcp_types as types
+
+        return types.ListResourceTemplatesResult(
+            resource_templates=[
+                types.ResourceTemplate(
+                    name="item",
+                    uri_template="misbehave://item/{id}",
+                    mime_type="text/plain",
+                    description="An item.",
+                )
+            ]
+        )
+
+    async def read_resource(
+        self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        import mcp_types as types
+        from mcp.shared.exceptions import MCPError
+
+        uri = str(params.uri)
+        if uri == "misbehave://static/hello":
+            text = f"hello from {self.name}"
+        elif uri.startswith("misbehave://item/") and len(uri) > len("misbehave://item/"):
+            text = f"item {uri.removeprefix('misbehave://item/')} from {self.name}"
+        else:
+            raise MCPError(types.INVALID_PARAMS, f"Resource not found: {uri}", {"uri": uri})
+        return types.ReadResourceResult(
+            contents=[types.TextResourceContents(uri=uri, mime_type="text/plain", text=text)]
+        )
+
+    async def list_prompts(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListPromptsResult:
+        import mcp_types as types
+
+        return types.ListPromptsResult(
+            prompts=[
+                types.Prompt(
+                    name="greet",
+                    description="Greet someone.",
+                    arguments=[types.PromptArgument(name="name", description="Who to greet", required=True)],
+                )
+            ]
+        )
+
+    async def get_prompt(
+        self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams
+    ) -> types.GetPromptResult:
+        import mcp_types as types
+        from mcp.shared.exceptions import MCPError
+
+        if params.name != "greet":
+            raise MCPError(types.INVALID_PARAMS, f"Unknown prompt: {params.name}")
+        who = (params.arguments or {}).get("name")
+        if not who:
+            raise MCPError(types.INVALID_PARAMS, "greet: argument 'name' is required")
+        return types.GetPromptResult(
+            description="A greeting",
+            messages=[
+                types.PromptMessage(
+                    role="user", content=types.TextContent(type="text", text=f"Hello, {who}! ({self.name})")
+                )
+            ],
+        )
+
+
+class _BadArgument(Exception):
+    pass
+
+
+_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+
+
+async def serve(args: argparse.Namespace, child_pid: int | None) -> None:
+    import anyio
+    import mcp_types as types
+    from mcp.server.lowlevel import NotificationOptions, Server
+    from mcp.server.stdio import stdio_server
+    from mcp.shared.exceptions import MCPDeprecationWarning
+
+    app = Misbehave(args.name, child_pid)
+    server: Server[Any] = Server(
+        args.name,
+        version="0.1.0",
+        instructions="A test server that misbehaves on request.",
+        get_tool_input_schema=app.input_schema,
+        on_list_tools=app.list_tools,
+        on_call_tool=app.call_tool,
+        on_list_resources=app.list_resources,
+        on_list_resource_templates=app.list_resource_templates,
+        on_read_resource=app.read_resource,
+        on_list_prompts=app.list_prompts,
+        on_get_prompt=app.get_prompt,
+    )
+    # Registered this way (not on_set_logging_level=) to skip the SDK's deprecation warning;
+    # it still makes the server declare the logging capability on the handshake era.
+    server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, app.set_level)
+    options = server.create_initialization_options(NotificationOptions(tools_changed=True))
+
+    stdout: anyio.AsyncFile[str] | None = None
+    if args.garbage:
+        # An explicit stdout also stops the SDK from diverting fd 1 to stderr, so it stays the wire.
+        stdout = anyio.wrap_file(_GarblingWriter(sys.stdout.buffer, _garbage))
+    warnings.simplefilter("ignore", MCPDeprecationWarning)  # send_log_message; stderr stays ours
+    async with stdio_server(stdout=stdout) as (read_stream, write_stream):
+        await server.run(read_stream, write_stream, options)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    pid = os.getpid()
+    if args.ignore_sigterm:
+        signal.signal(signal.SIGTERM, _ignore_sigterm)
+    for i in range(args.stderr_chatter):
+        if i == args.stderr_chatter // 2:
+            eprint(f"misbehave[{pid}]: chatter {i}: using AWS_ACCESS_KEY_ID={FAKE_SECRET}")
+        else:
+            eprint(f"misbehave[{pid}]: chatter {i}: nothing to see here")
+    if args.crash_at_start:
+        eprint(f"misbehave[{pid}]: --crash-at-start: exiting 2 before reading anything")
+        return 2
+    child_pid: int | None = None
+    if args.spawn_child:
+        child = subprocess.Popen(
+            ["sleep", "1000"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        child_pid = child.pid
+        eprint(f"misbehave[{pid}]: spawned child sleep pid={child_pid}")
+    if args.exit_after is not None:
+        _exit_later(args.exit_after)
+    if args.garbage:
+        sys.stdout.write("misbehave: garbage before the first response\n" + next(_garbage) + "\n")
+        sys.stdout.flush()
+    if args.hang_at_start:
+        _hang_forever()
+
+    import anyio
+
+    try:
+        anyio.run(serve, args, child_pid)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
