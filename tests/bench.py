@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import importlib.metadata
 import json
 import os
@@ -35,6 +36,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -49,7 +51,7 @@ from fastmcp import Client
 from fastmcp.client.transports import StdioTransport
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-BIN_DIR = Path(sys.executable).parent
+BIN_DIR = Path(sysconfig.get_path("scripts"))  # the venv's bin dir
 TIME_SERVER = str(BIN_DIR / "mcp-server-time")
 TIME_ARGS = ["--local-timezone", "UTC"]
 TOOL = "get_current_time"
@@ -215,11 +217,13 @@ class ProcessManager:
     def stop(self, mp: ManagedProcess) -> None:
         if mp in self._procs:
             self._procs.remove(mp)
-        # Backends may have left the group (setsid): remember every descendant before killing.
+        # Backends may have left the group (setsid): remember every descendant before killing,
+        # and (as child subreaper) catch the orphans it re-parents to us while it shuts down.
         try:
             descendants = psutil.Process(mp.pid).children(recursive=True)
         except psutil.Error:
             descendants = []
+        ours_before = {p.pid for p in _own_children()}
         for sig in (signal.SIGTERM, signal.SIGKILL):
             if mp.popen.poll() is not None:
                 break
@@ -234,6 +238,8 @@ class ProcessManager:
         kill_processes(descendants, self.stop_timeout)
         with contextlib.suppress(subprocess.TimeoutExpired):
             mp.popen.wait(timeout=self.stop_timeout)
+        orphans = [p for p in _own_children() if p.pid not in ours_before and p.pid != mp.pid]
+        kill_processes(orphans, self.stop_timeout)
         mp.log_file.close()
 
     def stop_all(self) -> None:
@@ -255,10 +261,28 @@ def kill_processes(procs: Sequence[psutil.Process], timeout: float) -> None:
     psutil.wait_procs(alive, timeout=timeout)
 
 
+def _own_children() -> list[psutil.Process]:
+    try:
+        return list(psutil.Process().children(recursive=False))
+    except psutil.Error:
+        return []
+
+
 def reap_own_children(timeout: float) -> None:
     """Last resort: anything this bench process started (e.g. stdio backends) and left running."""
     with contextlib.suppress(psutil.Error):
         kill_processes(psutil.Process().children(recursive=True), timeout)
+
+
+def become_child_subreaper() -> bool:
+    """Linux: orphans of our servers' backends re-parent to us, so they can be found and killed."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(36, 1, 0, 0, 0)) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
 
 
 def rss_metrics(pid: int, prefix: str) -> dict[str, MetricValue]:
@@ -686,6 +710,14 @@ async def run_bench(ctx: BenchContext, selected: Sequence[Scenario]) -> dict[str
     return results
 
 
+def _loadavg() -> float | None:
+    """Other work on the machine skews every number; the 1-minute load average shows it."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
 def _dist_version(dist: str) -> str:
     try:
         return importlib.metadata.version(dist)
@@ -694,7 +726,16 @@ def _dist_version(dist: str) -> str:
 
 
 def _on_sigterm(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
+    raise KeyboardInterrupt  # only outside the event loop; inside it, SIGTERM cancels the main task
+
+
+async def _run_cancellable(ctx: BenchContext, selected: Sequence[Scenario]) -> dict[str, ScenarioResult]:
+    """Like Ctrl-C under asyncio.run, SIGTERM cancels the main task so every context unwinds."""
+    task = asyncio.current_task()
+    if task is not None:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await run_bench(ctx, selected)
 
 
 @contextlib.contextmanager
@@ -733,17 +774,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not quiet:
             print(msg, file=sys.stderr, flush=True)
 
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    # Ctrl-C must work even if SIGINT was inherited as ignored (e.g. started with `&` from a script).
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    become_child_subreaper()
     with bench_workdir(args.keep_logs) as workdir:
         procs = ProcessManager(workdir, settings.stop_timeout)
+        ctx = BenchContext(settings, procs, workdir, log)
+        load_before = _loadavg()
         try:
-            results = asyncio.run(run_bench(BenchContext(settings, procs, workdir, log), args.selected))
-        except KeyboardInterrupt:
+            results = asyncio.run(_run_cancellable(ctx, args.selected))
+        except (KeyboardInterrupt, asyncio.CancelledError):
             log("interrupted; stopping servers")
             return 130
         finally:
+            # Cleanup is bounded (stop_timeout per wait); do not let a second signal cut it short.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             procs.stop_all()
             reap_own_children(settings.stop_timeout)
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
             if args.keep_logs:
                 log(f"logs kept in {workdir}")
 
@@ -752,6 +803,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "python": platform.python_version(),
         "fastmcp": _dist_version("fastmcp"),
         "mcp": _dist_version("mcp"),
+        "loadavg_1m_before": load_before,
+        "loadavg_1m_after": _loadavg(),
         "calls": settings.calls,
         "warmup": settings.warmup,
         "clients": settings.clients,

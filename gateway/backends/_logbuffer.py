@@ -29,6 +29,7 @@ class LogBuffer:
         self.server = server
         self.lines: deque[LogLine] = deque(maxlen=size)
         self.listeners: list[Callable[[LogLine], None]] = []
+        self.pid: int | None = None  # of the process writing to it, while there is one
 
     def append(self, text: str) -> None:
         line = LogLine(time.time(), self.server, text[:_MAX_LINE])
@@ -38,20 +39,35 @@ class LogBuffer:
             listener(line)
 
 
-async def pump_pipe(fd: int, buffer: LogBuffer) -> None:
-    """Read a pipe's lines into `buffer` until EOF. Owns (and closes) `fd`."""
+class _LineReader(asyncio.Protocol):
+    """Splits what a pipe delivers into lines, on the event loop's own callbacks (no task)."""
+
+    def __init__(self, buffer: LogBuffer) -> None:
+        self._buffer = buffer
+        self._partial = b""
+        self.done = asyncio.Event()
+
+    def data_received(self, data: bytes) -> None:
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for line in lines:
+            self._buffer.append(line.decode("utf-8", "replace").rstrip("\r"))
+        if len(self._partial) > _MAX_LINE:
+            self._buffer.append(self._partial.decode("utf-8", "replace"))
+            self._partial = b""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._partial:
+            self._buffer.append(self._partial.decode("utf-8", "replace"))
+            self._partial = b""
+        self.done.set()
+
+
+async def read_pipe_into(fd: int, buffer: LogBuffer) -> tuple[asyncio.BaseTransport, _LineReader]:
+    """Start copying the lines of pipe `fd` into `buffer`; `reader.done` is set at EOF.
+
+    Takes ownership of `fd`: closing the returned transport closes it.
+    """
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 20)
     pipe = os.fdopen(fd, "rb", buffering=0)
-    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
-    try:
-        while True:
-            try:
-                raw = await reader.readline()
-            except ValueError:  # a line over the limit: drop what was buffered and go on
-                continue
-            if not raw:
-                return
-            buffer.append(raw.decode("utf-8", "replace").rstrip("\r\n"))
-    finally:
-        transport.close()
+    transport, reader = await loop.connect_read_pipe(lambda: _LineReader(buffer), pipe)
+    return transport, reader

@@ -29,7 +29,7 @@ from gateway.backends.session import BackendSession, Forwarded, TransportFactory
 from gateway.backends.stdio import stdio_transport
 from gateway.catalogue import BackendListing
 from gateway.config.models import ServerSpec, StdioServer
-from gateway.errors import BackendError, BackendUnavailable, GatewayError
+from gateway.errors import BackendUnavailable, GatewayError
 
 logger = logging.getLogger(__name__)
 
@@ -156,9 +156,13 @@ class Backend:
                         self.events.listing_changed(self)
                         await session.closed.wait()
                         crashed = True
-                except BackendError as exc:
+                except GatewayError as exc:
                     self.last_error = exc.message
-                    logger.warning("%s", exc.message)
+                    logger.warning("%s; %s", exc.message, self._tail())
+                except Exception as exc:
+                    # A bug or an unforeseen failure in one backend must not end the fleet.
+                    self.last_error = f"unexpected error: {type(exc).__name__}"
+                    logger.exception("server %s failed unexpectedly", self.name)
                 finally:
                     self._shared = None
                     self.started_at = None

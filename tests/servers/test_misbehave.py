@@ -13,14 +13,14 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, TextIO
 
 import anyio
 import mcp_types as types
 import pytest
 from anyio.abc import ByteReceiveStream, Process
 from anyio.streams.buffered import BufferedByteReceiveStream
-from mcp.client.session import ClientSession, MessageHandlerFnT
+from mcp.client.session import ClientSession, LoggingFnT, MessageHandlerFnT
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.shared.exceptions import MCPError
 
@@ -36,10 +36,10 @@ def anyio_backend() -> str:
 @asynccontextmanager
 async def connect(
     *args: str,
-    errlog: IO[str] | None = None,
+    errlog: TextIO | None = None,
     env: dict[str, str] | None = None,
     message_handler: MessageHandlerFnT | None = None,
-    logging_callback: Any = None,
+    logging_callback: LoggingFnT | None = None,
 ) -> AsyncIterator[ClientSession]:
     """An SDK client session on a fresh misbehave process (not yet initialized)."""
     params = StdioServerParameters(command=sys.executable, args=[str(SERVER), *args], env=env)

@@ -1,0 +1,82 @@
+"""Stdio backends against our misbehaving server: environment, stderr, and process discipline."""
+
+from __future__ import annotations
+
+import os
+
+import anyio
+import psutil
+import pytest
+
+from gateway.fleet import Fleet
+from tests._support import config, misbehave, process_tree
+
+pytestmark = pytest.mark.anyio
+
+
+async def _call(fleet: Fleet, server: str, tool: str, **args: object) -> dict[str, object]:
+    result = await fleet.backends[server].request("tools/call", {"name": tool, "arguments": args})
+    return result
+
+
+async def test_environment_is_an_allowlist_and_secrets_resolve_at_launch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_TEST_SECRET", "s3cr3t-value")
+    monkeypatch.setenv("GATEWAY_TEST_PASSED", "visible")
+    monkeypatch.setenv("GATEWAY_TEST_HIDDEN", "should-not-leak")
+    spec = misbehave(env={"API_KEY": "${env:GATEWAY_TEST_SECRET}"}, inherit_env=["GATEWAY_TEST_PASSED"])
+    fleet = Fleet(config({"mb": spec}))
+    async with fleet.running():
+        with anyio.fail_after(30):
+            await fleet.wait_started()
+        values = {}
+        for name in ("API_KEY", "GATEWAY_TEST_PASSED", "GATEWAY_TEST_HIDDEN", "PATH"):
+            result = await _call(fleet, "mb", "env", name=name)
+            values[name] = result["structuredContent"]["value"]  # type: ignore[index]
+    assert values["API_KEY"] == "s3cr3t-value"
+    assert values["GATEWAY_TEST_PASSED"] == "visible"
+    assert values["GATEWAY_TEST_HIDDEN"] is None
+    assert values["PATH"]
+
+
+async def test_missing_secret_fails_that_backend_with_a_message_naming_the_variable() -> None:
+    os.environ.pop("GATEWAY_TEST_UNSET", None)
+    fleet = Fleet(config({"mb": misbehave(env={"KEY": "${env:GATEWAY_TEST_UNSET}"}, restart="never")}))
+    async with fleet.running():
+        with anyio.fail_after(30):
+            await fleet.wait_started()
+        error = fleet.backends["mb"].last_error or ""
+    assert "GATEWAY_TEST_UNSET" in error and "servers.mb.env.KEY" in error
+
+
+async def test_stderr_is_kept_in_a_bounded_buffer() -> None:
+    fleet = Fleet(config({"mb": misbehave("--stderr-chatter", "1500")}))
+    async with fleet.running():
+        with anyio.fail_after(30):
+            await fleet.wait_started()
+            log = fleet.backends["mb"].log
+            while len(log.lines) < log.lines.maxlen:  # type: ignore[operator]
+                await anyio.sleep(0.01)
+    assert len(log.lines) == 1000
+    assert log.lines[-1].text  # the newest lines are kept
+
+
+async def test_shutdown_kills_grandchildren_and_sigterm_ignorers() -> None:
+    cfg = config(
+        {
+            "child": misbehave("--spawn-child"),
+            "stubborn": misbehave("--ignore-sigterm", "--spawn-child"),
+        }
+    )
+    fleet = Fleet(cfg)
+    async with fleet.running():
+        with anyio.fail_after(30):
+            await fleet.wait_started()
+        pids = []
+        for name in ("child", "stubborn"):
+            result = await _call(fleet, name, "pid")
+            content = result["structuredContent"]
+            pids += [content["pid"], content["childPid"]]  # type: ignore[index]
+        assert all(psutil.pid_exists(p) for p in pids)
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, pid
+    assert process_tree() == []

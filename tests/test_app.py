@@ -1,0 +1,67 @@
+"""The HTTP surface: probes and DNS-rebinding protection, over real HTTP."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests._support import config, misbehave, serve, time_server
+
+pytestmark = pytest.mark.anyio
+
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+}
+HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+async def test_readyz_is_503_until_required_backends_run_and_names_the_failure() -> None:
+    cfg = config({"time": time_server(), "dead": misbehave("--crash-at-start", restart="never")})
+    async with serve(cfg) as gw, httpx.AsyncClient() as http:
+        ready = await http.get(f"{gw.base}/readyz")
+        assert ready.status_code == 503
+        body = ready.json()
+        assert body["servers"]["time"]["state"] == "running"
+        assert body["servers"]["dead"]["state"] == "failed"
+        assert (await http.get(f"{gw.base}/healthz")).status_code == 200
+
+
+async def test_optional_backend_does_not_block_readiness() -> None:
+    cfg = config({"time": time_server(), "dead": misbehave("--crash-at-start", restart="never", required=False)})
+    async with serve(cfg) as gw, httpx.AsyncClient() as http:
+        assert (await http.get(f"{gw.base}/readyz")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("headers", "allowed"),
+    [
+        ({}, True),
+        ({"Origin": "http://127.0.0.1:1234"}, True),
+        ({"Host": "evil.example:8765"}, False),
+        ({"Origin": "http://evil.example"}, False),
+    ],
+)
+async def test_dns_rebinding_protection(headers: dict[str, str], allowed: bool) -> None:
+    async with serve(config({"time": time_server()})) as gw, httpx.AsyncClient() as http:
+        response = await http.post(gw.url, json=INIT, headers={**HEADERS, **headers})
+        if allowed:
+            assert response.status_code == 200, response.text
+        else:
+            assert response.status_code in (403, 421), response.text
+
+
+async def test_configured_host_is_allowed() -> None:
+    cfg = config({"time": time_server()}, listen={"allowed_hosts": ["gateway.internal"]})
+    async with serve(cfg) as gw, httpx.AsyncClient() as http:
+        response = await http.post(gw.url, json=INIT, headers={**HEADERS, "Host": "gateway.internal"})
+        assert response.status_code == 200
+
+
+async def test_malformed_json_rpc_gets_a_parse_error() -> None:
+    async with serve(config({"time": time_server()})) as gw, httpx.AsyncClient() as http:
+        response = await http.post(gw.url, content=b"{not json", headers=HEADERS)
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == -32700

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from gateway import naming
+from gateway.catalogue import BackendListing, Catalogue, Source
+from gateway.config.models import ToolFilter
+
+
+def source(server: str, ns: str, tools: list[str], **listing: list[dict[str, str]]) -> Source:
+    return Source(server, ns, ToolFilter(), BackendListing(tools=[{"name": t} for t in tools], **listing))
+
+
+def test_names_are_namespaced_and_route_back() -> None:
+    cat = Catalogue.build([source("a", "a", ["x", "b__y"]), source("a_b", "a_b", ["y"])])
+    assert {t["name"] for t in cat.tools} == {"a__x", "a__b__y", "a_b__y"}
+    assert cat.tool_routes["a__b__y"].server == "a" and cat.tool_routes["a__b__y"].name == "b__y"
+    assert cat.tool_routes["a_b__y"].server == "a_b"
+
+
+def test_collision_between_unprefixed_servers_keeps_first_and_names_both() -> None:
+    cat = Catalogue.build([source("one", "", ["x"]), source("two", "", ["x"])])
+    assert [t["name"] for t in cat.tools] == ["x"]
+    assert cat.tool_routes["x"].server == "one"
+    assert "'one'" in cat.collisions[0] and "'two'" in cat.collisions[0]
+
+
+def test_long_names_are_shortened_stably_within_64() -> None:
+    long = "t" * 70
+    public = naming.public_name("server", long)
+    assert len(public) == 64
+    assert public == naming.public_name("server", long)
+    assert public != naming.public_name("server", long + "x")
+    cat = Catalogue.build([source("server", "server", [long])])
+    assert cat.tool_routes[public].name == long
+
+
+def test_resource_uris_round_trip() -> None:
+    cat = Catalogue.build(
+        [
+            source("fs_1", "fs_1", [], resources=[{"uri": "file:///tmp/a"}], templates=[{"uriTemplate": "file:///{p}"}]),
+            source("plain", "", [], resources=[{"uri": "memo://x"}]),
+        ]
+    )
+    assert cat.resources[0]["uri"] == "fs-1+file:///tmp/a"
+    assert cat.templates[0]["uriTemplate"] == "fs-1+file:///{p}"
+    route = cat.route_uri("fs-1+file:///tmp/other")
+    assert route is not None and route.server == "fs_1" and route.name == "file:///tmp/other"
+    unprefixed = cat.route_uri("memo://y")
+    assert unprefixed is not None and unprefixed.server == "plain"
+
+
+def test_tool_filter_globs() -> None:
+    src = Source("s", "s", ToolFilter(allow=["git_*"], deny=["git_push"]),
+                 BackendListing(tools=[{"name": n} for n in ("git_log", "git_push", "rm")]))
+    assert [t["name"] for t in Catalogue.build([src]).tools] == ["s__git_log"]

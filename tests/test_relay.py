@@ -1,0 +1,181 @@
+"""End to end: real clients over real HTTP, through the gateway, to real backends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import mcp_types as types
+import pytest
+from fastmcp import Client as FastMCPClient
+from mcp import Client as SdkClient
+from mcp.shared.exceptions import MCPError
+
+from tests._support import misbehave, serve, time_server
+from tests._support import config as make_config
+
+pytestmark = pytest.mark.anyio
+
+
+def fleet(**extra: Any) -> Any:
+    return make_config({"time": time_server(), "mb": misbehave("--name", "mb"), **extra})
+
+
+async def test_tools_are_namespaced_and_carry_structured_content() -> None:
+    async with serve(fleet()) as gw, FastMCPClient(gw.url) as client:
+        names = {t.name for t in await client.list_tools()}
+        assert {"time__get_current_time", "time__convert_time", "mb__echo", "mb__sleep"} <= names
+        echo = next(t for t in await client.list_tools() if t.name == "mb__echo")
+        assert echo.output_schema is not None
+        result = await client.call_tool("mb__echo", {"text": "hi"})
+        assert result.structured_content == {"text": "mb: hi"}
+        assert result.content[0].text == "mb: hi"  # type: ignore[union-attr]
+        now = await client.call_tool("time__get_current_time", {"timezone": "UTC"})
+        assert now.structured_content is not None and now.structured_content["timezone"] == "UTC"
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_sdk_client_both_protocol_revisions(mode: str) -> None:
+    async with serve(fleet()) as gw:
+        async with SdkClient(gw.url, mode=mode) as client:
+            assert client.protocol_version == ("2025-11-25" if mode == "legacy" else "2026-07-28")
+            tools = await client.list_tools()
+            assert "mb__add" in {t.name for t in tools.tools}
+            result = await client.call_tool("mb__add", {"a": 2, "b": 3})
+            assert isinstance(result, types.CallToolResult)
+            assert result.content[0].text == "5"  # type: ignore[union-attr]
+            failed = await client.call_tool("mb__fail", {})
+            assert failed.is_error is True
+
+
+async def test_unknown_tool_is_invalid_params() -> None:
+    async with serve(fleet()) as gw, SdkClient(gw.url, mode="legacy") as client:
+        with pytest.raises(MCPError) as err:
+            await client.call_tool("nope__nothing", {})
+        assert err.value.code == types.INVALID_PARAMS
+
+
+async def test_progress_is_relayed_to_the_calling_client() -> None:
+    seen: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(progress)
+
+    async with serve(fleet()) as gw, FastMCPClient(gw.url) as client:
+        with anyio.fail_after(20):
+            await client.call_tool("mb__sleep", {"seconds": 0.5}, progress_handler=on_progress)
+    assert len(seen) >= 3
+    assert seen == sorted(seen)
+
+
+async def test_resources_and_templates_are_namespaced_and_read_back() -> None:
+    async with serve(fleet()) as gw, FastMCPClient(gw.url) as client:
+        uris = {str(r.uri) for r in await client.list_resources()}
+        assert "mb+misbehave://static/hello" in uris
+        templates = {t.uri_template for t in await client.list_resource_templates()}
+        assert "mb+misbehave://item/{id}" in templates
+        contents = await client.read_resource("mb+misbehave://static/hello")
+        assert str(contents[0].uri) == "mb+misbehave://static/hello"
+        item = await client.read_resource("mb+misbehave://item/42")
+        assert "42" in item[0].text  # type: ignore[union-attr]
+
+
+async def test_prompts_are_namespaced() -> None:
+    async with serve(fleet()) as gw, FastMCPClient(gw.url) as client:
+        assert "mb__greet" in {p.name for p in await client.list_prompts()}
+        prompt = await client.get_prompt("mb__greet", {"name": "Ada"})
+        assert "Ada" in prompt.messages[0].content.text  # type: ignore[union-attr]
+
+
+async def test_prefix_override_and_empty_prefix() -> None:
+    cfg = make_config({"t": time_server(prefix="clock"), "mb": misbehave(prefix="")})
+    async with serve(cfg) as gw, FastMCPClient(gw.url) as client:
+        names = {t.name for t in await client.list_tools()}
+        assert "clock__get_current_time" in names
+        assert "echo" in names and "mb__echo" not in names
+        assert str((await client.read_resource("misbehave://static/hello"))[0].uri) == "misbehave://static/hello"
+
+
+async def test_tool_filter_hides_tools() -> None:
+    cfg = make_config({"mb": misbehave(tools={"allow": ["e*", "add"], "deny": ["env"]})})
+    async with serve(cfg) as gw, FastMCPClient(gw.url) as client:
+        assert {t.name for t in await client.list_tools()} == {"mb__echo", "mb__add"}
+        with pytest.raises(Exception, match="Unknown tool"):
+            await client.call_tool("mb__fail", {})
+
+
+async def test_concurrent_calls_are_multiplexed_not_serialized() -> None:
+    async with serve(fleet()) as gw, FastMCPClient(gw.url) as client:
+        start = anyio.current_time()
+        async with anyio.create_task_group() as tg:
+            for _ in range(5):
+                tg.start_soon(client.call_tool, "mb__sleep", {"seconds": 1.0})
+        # Serialized this would take 5 s; multiplexed on one backend session, about 1 s.
+        assert anyio.current_time() - start < 3.5
+
+
+async def test_list_changed_from_a_backend_refreshes_the_catalogue_and_reaches_clients() -> None:
+    changed = anyio.Event()
+
+    async def on_message(message: object) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+
+    async with serve(fleet()) as gw, SdkClient(gw.url, mode="legacy", message_handler=on_message) as client:
+        assert "mb__extra" not in {t.name for t in (await client.list_tools()).tools}
+        await client.call_tool("mb__change_tools", {})
+        with anyio.fail_after(10):
+            await changed.wait()
+        assert "mb__extra" in {t.name for t in (await client.list_tools()).tools}
+
+
+async def test_backend_log_notifications_reach_the_client() -> None:
+    got: list[types.LoggingMessageNotificationParams] = []
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        got.append(params)
+
+    async with serve(fleet()) as gw, SdkClient(gw.url, mode="legacy", logging_callback=on_log) as client:
+        await client.call_tool("mb__log", {"level": "warning", "message": "disk almost full"})
+        with anyio.fail_after(5):
+            while not got:
+                await anyio.sleep(0.01)
+    assert got[0].level == "warning"
+    assert "disk almost full" in str(got[0].data)
+    assert got[0].logger is not None and got[0].logger.startswith("mb")
+
+
+async def test_cancellation_reaches_the_backend() -> None:
+    async with serve(fleet()) as gw, SdkClient(gw.url, mode="legacy") as client:
+        with anyio.move_on_after(0.5):
+            await client.call_tool("mb__sleep", {"seconds": 30})
+        # The backend saw notifications/cancelled and freed the call: nothing stays in flight.
+        with anyio.fail_after(5):
+            while gw.fleet.backends["mb"].callers():
+                await anyio.sleep(0.01)
+        assert (await client.call_tool("mb__echo", {"text": "still here"})).is_error is not True
+
+
+async def test_per_client_sessions_give_each_client_its_own_backend_process() -> None:
+    cfg = make_config({"mb": misbehave(session="per-client")})
+    async with serve(cfg) as gw:
+        pids = set()
+        for _ in range(2):
+            async with SdkClient(gw.url, mode="legacy") as client:
+                a = await client.call_tool("mb__pid", {})
+                b = await client.call_tool("mb__pid", {})
+                assert a.structured_content == b.structured_content  # same session within a client
+                assert a.structured_content is not None
+                pids.add(a.structured_content["pid"])
+        assert len(pids) == 2
+
+
+async def test_shared_session_is_one_process_for_all_clients() -> None:
+    async with serve(fleet()) as gw:
+        pids = set()
+        for _ in range(2):
+            async with SdkClient(gw.url, mode="legacy") as client:
+                result = await client.call_tool("mb__pid", {})
+                assert result.structured_content is not None
+                pids.add(result.structured_content["pid"])
+        assert len(pids) == 1
