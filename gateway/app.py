@@ -36,7 +36,8 @@ def transport_security(listen: ListenConfig) -> TransportSecuritySettings:
 
 def build_app(config: GatewayConfig, fleet: Fleet | None = None) -> Starlette:
     fleet = fleet or Fleet(config)
-    server = Relay(fleet).build_server()
+    relay = Relay(fleet)
+    server = relay.build_server()
     manager = StreamableHTTPSessionManager(app=server, security_settings=transport_security(config.listen))
     endpoint = StreamableHTTPASGIApp(manager)
 
@@ -53,7 +54,7 @@ def build_app(config: GatewayConfig, fleet: Fleet | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with fleet.running(), manager.run():
+        async with fleet.running(), relay.inputs.running(), manager.run():
             app.state.fleet = fleet
             yield
 

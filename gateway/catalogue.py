@@ -63,6 +63,7 @@ class Catalogue:
     unprefixed: tuple[str, ...] = ()
     resource_routes: Mapping[str, Route] = field(default_factory=dict)  # exact public uri -> route
     collisions: tuple[str, ...] = ()
+    input_schemas: Mapping[str, Any] = field(default_factory=dict)  # public tool name -> inputSchema
 
     @classmethod
     def build(cls, sources: Iterable[Source]) -> Catalogue:
@@ -126,6 +127,7 @@ class Catalogue:
             unprefixed=tuple(unprefixed),
             resource_routes=resource_routes,
             collisions=tuple(collisions),
+            input_schemas={t["name"]: t.get("inputSchema") for t in tools},
         )
 
     def route_uri(self, uri: str) -> Route | None:

@@ -2,7 +2,8 @@
 
 Handshake-era (2025-11-25) clients keep a session with a standalone stream: list changes, resource
 updates and backend logs are pushed there. Each connection is registered on its first request and
-forgotten when the SDK tears it down.
+forgotten when the SDK tears it down. 2026-07-28 clients have no session; they hold a
+`subscriptions/listen` stream instead, fed from `bus`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,14 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 from mcp.server.connection import Connection
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    PromptsListChanged,
+    ResourcesListChanged,
+    ResourceUpdated,
+    ServerEvent,
+    ToolsListChanged,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +30,7 @@ class Clients:
         self._connections: dict[int, Connection] = {}
         self.subscriptions: dict[str, set[int]] = {}  # public resource URI -> connection ids
         self.on_disconnect: list[Callable[[Hashable], Awaitable[None]]] = []
+        self.bus = InMemorySubscriptionBus()
 
     def __len__(self) -> int:
         return len(self._connections)
@@ -51,9 +61,20 @@ class Clients:
     async def broadcast(self, method: str, params: dict[str, Any] | None = None) -> None:
         for connection in list(self._connections.values()):
             await connection.notify(method, params)
+        event = _LIST_EVENTS.get(method)
+        if event is not None:
+            await self.bus.publish(event)
 
     async def resource_updated(self, uri: str) -> None:
         for key in list(self.subscriptions.get(uri, ())):
             connection = self._connections.get(key)
             if connection is not None:
                 await connection.notify("notifications/resources/updated", {"uri": uri})
+        await self.bus.publish(ResourceUpdated(uri=uri))  # listen streams filter by URI themselves
+
+
+_LIST_EVENTS: dict[str, ServerEvent] = {
+    "notifications/tools/list_changed": ToolsListChanged(),
+    "notifications/prompts/list_changed": PromptsListChanged(),
+    "notifications/resources/list_changed": ResourcesListChanged(),
+}

@@ -16,12 +16,16 @@ from typing import Any, TypeVar
 from mcp.server.caching import CACHEABLE_METHODS, CacheHint
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import NotificationOptions, Server
+from mcp.server.connection import allowed_log_levels
 from mcp.server.models import InitializationOptions
+from mcp.server.subscriptions import ListenHandler
+from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from gateway import __version__, _sdk
+from gateway._inputs import InputBridge, InputCaller
 from gateway.backends import Backend
 from gateway.catalogue import Route
 from gateway.errors import GatewayError, as_mcp_error
@@ -36,6 +40,10 @@ _F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
 # Keys of the 2026-07-28 request envelope describe the client's connection to the gateway, not ours
 # to the backend; the backend session stamps its own.
 _ENVELOPE_PREFIX = "io.modelcontextprotocol/"
+# A 2026-07-28 retry carries these for the gateway's own input rounds; the backend never sees them.
+_INPUT_ROUND_KEYS = ("inputResponses", "requestState")
+# The methods whose 2026-07-28 results may be `input_required`.
+_INPUT_METHODS = ("tools/call", "prompts/get", "resources/read")
 
 
 class GatewayServer(Server[Any]):
@@ -77,12 +85,6 @@ class _Caller:
         self.key = key
 
     async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        if self.ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
-            raise MCPError(
-                code=INVALID_PARAMS,
-                message=f"{method} from a backend cannot be relayed to a {self.ctx.protocol_version} client yet; "
-                "connect with protocol 2025-11-25",
-            )
         return await _sdk.ask_client(self.ctx, method, params)
 
 
@@ -94,8 +96,20 @@ def _finish(ctx: Ctx, result: Result) -> Result:
     return result
 
 
+def _progress_to(ctx: Ctx) -> ProgressFnT | None:
+    meta = ctx.params.get("_meta") if ctx.params else None
+    if not isinstance(meta, Mapping) or meta.get("progressToken") is None:
+        return None
+    report = ctx.session.report_progress
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        await report(progress, total, message)
+
+    return on_progress
+
+
 def _forward_params(raw: Mapping[str, Any] | None, **replace: Any) -> dict[str, Any]:
-    params = dict(raw or {})
+    params = {k: v for k, v in (raw or {}).items() if k not in _INPUT_ROUND_KEYS}
     params.update(replace)
     meta = params.get("_meta")
     if meta:
@@ -110,6 +124,7 @@ def _forward_params(raw: Mapping[str, Any] | None, **replace: Any) -> dict[str, 
 class Relay:
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
+        self.inputs = InputBridge()
         fleet.notification_hooks.append(self._backend_log)
 
     def build_server(self) -> GatewayServer:
@@ -135,7 +150,15 @@ class Relay:
                 on_unsubscribe_resource=self.unsubscribe,
                 on_completion=self.complete,
                 on_set_logging_level=self.set_logging_level,
+                on_subscriptions_listen=ListenHandler(self.fleet.clients.bus),
+                # Without it, every 2026-07-28 call with arguments would run a full tools/list to
+                # check the Mcp-Param headers.
+                get_tool_input_schema=self._input_schema,
             )
+
+    def _input_schema(self, name: str) -> Mapping[str, Any] | None:
+        schema: Mapping[str, Any] | None = self.fleet.catalogue.input_schemas.get(name)
+        return schema
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -158,15 +181,29 @@ class Relay:
                     res["uri"] = self.fleet.catalogue.public_uri(server, res["uri"])
 
     async def _relay(self, ctx: Ctx, route: Route, method: str, params: dict[str, Any]) -> Result:
-        meta = ctx.params.get("_meta") if ctx.params else None
-        on_progress = None
-        if isinstance(meta, Mapping) and meta.get("progressToken") is not None:
-            report = ctx.session.report_progress
+        backend = self._backend(route)
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS and method in _INPUT_METHODS:
+            return await self._relay_with_input_rounds(ctx, backend, method, params)
+        result = await backend.request(method, params, self._caller(ctx), on_progress=_progress_to(ctx))
+        return _finish(ctx, result)
 
-            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-                await report(progress, total, message)
+    async def _relay_with_input_rounds(self, ctx: Ctx, backend: Backend, method: str, params: dict[str, Any]) -> Result:
+        raw = ctx.params or {}
+        token = raw.get("requestState")
+        if isinstance(token, str):
+            deferred = self.inputs.resume(token, dict(raw.get("inputResponses") or {}), ctx)
+        else:
+            # 2026-07-28 clients have no session: they share one backend session per identity.
+            key = ("stateless", None)
 
-        result = await self._backend(route).request(method, params, self._caller(ctx), on_progress=on_progress)
+            def progress(p: float, t: float | None, m: str | None) -> Awaitable[None]:
+                return deferred.context.session.report_progress(p, t, m)  # type: ignore[no-any-return]
+
+            def call(caller: InputCaller) -> Awaitable[Result]:
+                return backend.request(method, params, caller, on_progress=progress)
+
+            deferred = self.inputs.start(key, ctx, call)
+        result = await self.inputs.next_result(deferred)
         return _finish(ctx, result)
 
     # -- tools ------------------------------------------------------------------------------
@@ -279,8 +316,11 @@ class Relay:
             # The backend is working for these calls: tell their clients on the calls' streams.
             seen: set[Hashable] = set()
             for caller in callers:
-                if caller.key not in seen and isinstance(caller, _Caller):
-                    seen.add(caller.key)
+                if caller.key in seen or not isinstance(caller, _Caller):
+                    continue
+                seen.add(caller.key)
+                # 2026-07-28 clients opt in to logs per request, with a minimum level.
+                if params.get("level") in allowed_log_levels(caller.ctx.protocol_version, caller.ctx.meta):
                     await _sdk.notify_request(caller.ctx, method, params)
             return
         await self.fleet.clients.broadcast(method, params)

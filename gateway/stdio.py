@@ -11,8 +11,9 @@ from gateway.relay import Relay
 
 async def serve_stdio(config: GatewayConfig) -> None:
     fleet = Fleet(config)
-    server = Relay(fleet).build_server()
-    async with fleet.running():
+    relay = Relay(fleet)
+    server = relay.build_server()
+    async with fleet.running(), relay.inputs.running():
         # A launched gateway is asked for its tools at once; answer with the whole fleet.
         await fleet.wait_started()
         async with stdio_server() as (read, write):
