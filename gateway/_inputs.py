@@ -92,10 +92,14 @@ class InputBridge:
     def __len__(self) -> int:
         return len(self._calls)
 
-    def start(self, key: Hashable, context: Any, call: Callable[[InputCaller], Awaitable[Result]]) -> Deferred:
+    def start(
+        self, key: Hashable, context: Any, call: Callable[[InputCaller], Awaitable[Result]]
+    ) -> Deferred:
         self._expire()
         assert self._tg is not None, "InputBridge.running() must be entered"
-        deferred = Deferred(token=secrets.token_urlsafe(24), expires=time.monotonic() + self.ttl, context=context)
+        deferred = Deferred(
+            token=secrets.token_urlsafe(24), expires=time.monotonic() + self.ttl, context=context
+        )
         caller = InputCaller(deferred, key)
 
         async def run() -> None:
@@ -115,7 +119,9 @@ class InputBridge:
         self._expire()
         deferred = self._calls.get(token)
         if deferred is None:
-            raise MCPError(code=INVALID_PARAMS, message="Unknown or expired requestState; start the call again")
+            raise MCPError(
+                code=INVALID_PARAMS, message="Unknown or expired requestState; start the call again"
+            )
         deferred.context = context
         deferred.expires = time.monotonic() + self.ttl
         for key, response in responses.items():
@@ -138,7 +144,9 @@ class InputBridge:
             if waiting:
                 return {
                     "resultType": "input_required",
-                    "inputRequests": {k: {"method": a.method, "params": a.params} for k, a in waiting.items()},
+                    "inputRequests": {
+                        k: {"method": a.method, "params": a.params} for k, a in waiting.items()
+                    },
                     "requestState": deferred.token,
                 }
             await deferred.changed.wait()

@@ -17,7 +17,9 @@ def connection_of(ctx: ServerRequestContext[Any, Any]) -> Connection:
     return connection
 
 
-async def ask_client(ctx: ServerRequestContext[Any, Any], method: str, params: dict[str, Any]) -> dict[str, Any]:
+async def ask_client(
+    ctx: ServerRequestContext[Any, Any], method: str, params: dict[str, Any]
+) -> dict[str, Any]:
     """Send a server-to-client request on the stream of the request `ctx` is handling."""
     result: dict[str, Any] = await ctx.session._request_outbound.send_raw_request(method, params)
     return result

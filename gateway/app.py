@@ -17,8 +17,14 @@ from gateway.fleet import Fleet
 from gateway.relay import Relay
 
 _LOOPBACK_HOSTS = ["127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]", "[::1]:*"]
-_LOOPBACK_ORIGINS = ["http://127.0.0.1", "http://127.0.0.1:*", "http://localhost", "http://localhost:*",
-                     "http://[::1]", "http://[::1]:*"]
+_LOOPBACK_ORIGINS = [
+    "http://127.0.0.1",
+    "http://127.0.0.1:*",
+    "http://localhost",
+    "http://localhost:*",
+    "http://[::1]",
+    "http://[::1]:*",
+]
 
 
 def transport_security(listen: ListenConfig) -> TransportSecuritySettings:

@@ -23,12 +23,16 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mcp-gateway", description="One MCP endpoint over a fleet of MCP servers.")
+    parser = argparse.ArgumentParser(
+        prog="mcp-gateway", description="One MCP endpoint over a fleet of MCP servers."
+    )
     parser.add_argument("--version", action="version", version=f"mcp-gateway {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", "-c", default="gateway.yaml", help="gateway.yaml, or a desktop mcpServers JSON")
+        p.add_argument(
+            "--config", "-c", default="gateway.yaml", help="gateway.yaml, or a desktop mcpServers JSON"
+        )
         p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
         return p
 
@@ -36,7 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="interface to bind (default from config, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default from config, 8765; 0 picks a free one)")
     serve.add_argument("--stdio", action="store_true", help="serve over stdin/stdout instead of HTTP")
-    check = with_config(sub.add_parser("check", help="validate a config, start the fleet once, print the catalogue"))
+    check = with_config(
+        sub.add_parser("check", help="validate a config, start the fleet once, print the catalogue")
+    )
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.add_argument("--no-start", action="store_true", help="validate only; launch nothing")
     tools = with_config(sub.add_parser("tools", help="list the namespaced tools of the fleet"))
@@ -73,7 +79,9 @@ def _serve(config: GatewayConfig, args: argparse.Namespace) -> int:
 
     host = args.host or config.listen.host
     port = config.listen.port if args.port is None else args.port
-    uvicorn.run(build_app(config), host=host, port=port, log_level=args.log_level, lifespan="on", access_log=False)
+    uvicorn.run(
+        build_app(config), host=host, port=port, log_level=args.log_level, lifespan="on", access_log=False
+    )
     return EXIT_OK
 
 
@@ -91,14 +99,19 @@ async def _inspect(config: GatewayConfig, args: argparse.Namespace) -> int:
         states = {n: {"state": b.state.value, "error": b.last_error} for n, b in fleet.backends.items()}
     if args.command == "tools":
         rows: list[dict[str, Any]] = [
-            {"name": t["name"], "server": catalogue.tool_routes[t["name"]].server, "description": t.get("description")}
+            {
+                "name": t["name"],
+                "server": catalogue.tool_routes[t["name"]].server,
+                "description": t.get("description"),
+            }
             for t in catalogue.tools
         ]
         if args.json:
             print(json.dumps(rows, indent=2))
         else:
             for row in rows:
-                print(f"{row['name']:<48} {(row['description'] or '').splitlines()[0][:70] if row['description'] else ''}")
+                summary = (row["description"] or "").strip().split("\n")[0][:70]
+                print(f"{row['name']:<48} {summary}")
         return EXIT_FAILURE if failed else EXIT_OK
     report = {
         "config": args.config,

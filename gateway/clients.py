@@ -27,8 +27,8 @@ logger = logging.getLogger(__name__)
 
 class Clients:
     def __init__(self) -> None:
-        self._connections: dict[int, Connection] = {}
-        self.subscriptions: dict[str, set[int]] = {}  # public resource URI -> connection ids
+        self._connections: dict[Hashable, Connection] = {}
+        self.subscriptions: dict[str, set[Hashable]] = {}  # public resource URI -> connection keys
         self.on_disconnect: list[Callable[[Hashable], Awaitable[None]]] = []
         self.bus = InMemorySubscriptionBus()
 
@@ -42,7 +42,7 @@ class Clients:
             connection.exit_stack.push_async_callback(self._forget, key)
         return key
 
-    async def _forget(self, key: int) -> None:
+    async def _forget(self, key: Hashable) -> None:
         self._connections.pop(key, None)
         for subscribers in self.subscriptions.values():
             subscribers.discard(key)
@@ -53,10 +53,10 @@ class Clients:
                 logger.exception("disconnect hook failed")
 
     def subscribe(self, key: Hashable, uri: str) -> None:
-        self.subscriptions.setdefault(uri, set()).add(key)  # type: ignore[arg-type]
+        self.subscriptions.setdefault(uri, set()).add(key)
 
     def unsubscribe(self, key: Hashable, uri: str) -> None:
-        self.subscriptions.get(uri, set()).discard(key)  # type: ignore[arg-type]
+        self.subscriptions.get(uri, set()).discard(key)
 
     async def broadcast(self, method: str, params: dict[str, Any] | None = None) -> None:
         for connection in list(self._connections.values()):

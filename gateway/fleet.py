@@ -103,7 +103,14 @@ class Fleet:
     def state_changed(self, backend: Backend, old: State, new: State, reason: str) -> None:
         self.events.append(Event(time.time(), backend.name, old.value, new.value, reason))
         level = logging.WARNING if new in (State.BACKOFF, State.FAILED) else logging.INFO
-        logger.log(level, "server %s: %s -> %s%s", backend.name, old.value, new.value, f" ({reason})" if reason else "")
+        logger.log(
+            level,
+            "server %s: %s -> %s%s",
+            backend.name,
+            old.value,
+            new.value,
+            f" ({reason})" if reason else "",
+        )
 
     async def _release_client(self, key: Any) -> None:
         for backend in self.backends.values():

@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import functools
 import logging
-import warnings
-from collections.abc import Awaitable, Callable, Hashable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from typing import Any, TypeVar, cast
 
-from mcp.server.caching import CACHEABLE_METHODS, CacheHint
+import mcp_types as types
+from mcp.server.caching import CACHEABLE_METHODS, CacheableMethod, CacheHint
+from mcp.server.connection import allowed_log_levels
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import NotificationOptions, Server
-from mcp.server.connection import allowed_log_levels
 from mcp.server.models import InitializationOptions
 from mcp.server.subscriptions import ListenHandler
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import BaseModel
 
 from gateway import __version__, _sdk
 from gateway._inputs import InputBridge, InputCaller
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 Ctx = ServerRequestContext[Any, Any]
 Result = dict[str, Any]
+Handler = Callable[[Ctx, Any], Awaitable[Result]]
 _F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
 
 # Keys of the 2026-07-28 request envelope describe the client's connection to the gateway, not ours
@@ -96,6 +98,12 @@ def _finish(ctx: Ctx, result: Result) -> Result:
     return result
 
 
+def _may_answer(ctx: Ctx) -> bool:
+    """Whether the client declared any capability a backend could ask it to use."""
+    caps = ctx.session.client_capabilities
+    return caps is not None and (caps.sampling or caps.elicitation or caps.roots) is not None
+
+
 def _progress_to(ctx: Ctx) -> ProgressFnT | None:
     meta = ctx.params.get("_meta") if ctx.params else None
     if not isinstance(meta, Mapping) or meta.get("progressToken") is None:
@@ -128,33 +136,43 @@ class Relay:
         fleet.notification_hooks.append(self._backend_log)
 
     def build_server(self) -> GatewayServer:
-        config = self.fleet.config
-        with warnings.catch_warnings():
-            # logging/setLevel is deprecated in 2026-07-28 but still what 2025-11-25 clients use.
-            warnings.simplefilter("ignore")
-            return GatewayServer(
-                config.name,
-                version=__version__,
-                instructions=None,
-                # 2026-07-28 list results must carry freshness hints. The catalogue can change at
-                # any moment (a backend restarts), and lists differ per identity: never cache.
-                cache_hints={method: CacheHint(ttl_ms=0, scope="private") for method in CACHEABLE_METHODS},
-                on_list_tools=self.list_tools,
-                on_call_tool=self.call_tool,
-                on_list_prompts=self.list_prompts,
-                on_get_prompt=self.get_prompt,
-                on_list_resources=self.list_resources,
-                on_list_resource_templates=self.list_resource_templates,
-                on_read_resource=self.read_resource,
-                on_subscribe_resource=self.subscribe,
-                on_unsubscribe_resource=self.unsubscribe,
-                on_completion=self.complete,
-                on_set_logging_level=self.set_logging_level,
-                on_subscriptions_listen=ListenHandler(self.fleet.clients.bus),
-                # Without it, every 2026-07-28 call with arguments would run a full tools/list to
-                # check the Mcp-Param headers.
-                get_tool_input_schema=self._input_schema,
-            )
+        server = GatewayServer(
+            self.fleet.config.name,
+            version=__version__,
+            # 2026-07-28 list results must carry freshness hints. The catalogue can change at any
+            # moment (a backend restarts), and lists differ per identity: never cache.
+            cache_hints=dict.fromkeys(
+                cast("Iterable[CacheableMethod]", CACHEABLE_METHODS), CacheHint(ttl_ms=0, scope="private")
+            ),
+            # Without it, every 2026-07-28 call with arguments would run a full tools/list to check
+            # the Mcp-Param headers.
+            get_tool_input_schema=self._input_schema,
+        )
+        # Registered one by one (not as constructor arguments) because the handlers return the
+        # backends' raw JSON; the advertised capabilities follow from what is registered here.
+        handlers: dict[str, tuple[type[BaseModel], Handler]] = {
+            "tools/list": (types.PaginatedRequestParams, self.list_tools),
+            "tools/call": (types.CallToolRequestParams, self.call_tool),
+            "prompts/list": (types.PaginatedRequestParams, self.list_prompts),
+            "prompts/get": (types.GetPromptRequestParams, self.get_prompt),
+            "resources/list": (types.PaginatedRequestParams, self.list_resources),
+            "resources/templates/list": (types.PaginatedRequestParams, self.list_resource_templates),
+            "resources/read": (types.ReadResourceRequestParams, self.read_resource),
+            "resources/subscribe": (types.SubscribeRequestParams, self.subscribe),
+            "resources/unsubscribe": (types.UnsubscribeRequestParams, self.unsubscribe),
+            "completion/complete": (types.CompleteRequestParams, self.complete),
+            "logging/setLevel": (types.SetLevelRequestParams, self.set_logging_level),
+            "subscriptions/listen": (
+                types.SubscriptionsListenRequestParams,
+                ListenHandler(self.fleet.clients.bus),  # type: ignore[dict-item]
+            ),
+        }
+        for method, (params_type, handler) in handlers.items():
+            server.add_request_handler(method, params_type, handler)
+        # The SDK's own per-request OpenTelemetry middleware costs ~10% of a relayed call; the
+        # gateway's telemetry middleware records its own spans.
+        server.middleware = []
+        return server
 
     def _input_schema(self, name: str) -> Mapping[str, Any] | None:
         schema: Mapping[str, Any] | None = self.fleet.catalogue.input_schemas.get(name)
@@ -176,18 +194,23 @@ class Relay:
                 continue
             if item.get("type") == "resource_link" and isinstance(item.get("uri"), str):
                 item["uri"] = self.fleet.catalogue.public_uri(server, item["uri"])
-            elif item.get("type") == "resource" and isinstance(res := item.get("resource"), dict):
-                if isinstance(res.get("uri"), str):
-                    res["uri"] = self.fleet.catalogue.public_uri(server, res["uri"])
+            elif (
+                item.get("type") == "resource"
+                and isinstance(res := item.get("resource"), dict)
+                and isinstance(res.get("uri"), str)
+            ):
+                res["uri"] = self.fleet.catalogue.public_uri(server, res["uri"])
 
     async def _relay(self, ctx: Ctx, route: Route, method: str, params: dict[str, Any]) -> Result:
         backend = self._backend(route)
-        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS and method in _INPUT_METHODS:
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS and method in _INPUT_METHODS and _may_answer(ctx):
             return await self._relay_with_input_rounds(ctx, backend, method, params)
         result = await backend.request(method, params, self._caller(ctx), on_progress=_progress_to(ctx))
         return _finish(ctx, result)
 
-    async def _relay_with_input_rounds(self, ctx: Ctx, backend: Backend, method: str, params: dict[str, Any]) -> Result:
+    async def _relay_with_input_rounds(
+        self, ctx: Ctx, backend: Backend, method: str, params: dict[str, Any]
+    ) -> Result:
         raw = ctx.params or {}
         token = raw.get("requestState")
         if isinstance(token, str):
@@ -196,8 +219,8 @@ class Relay:
             # 2026-07-28 clients have no session: they share one backend session per identity.
             key = ("stateless", None)
 
-            def progress(p: float, t: float | None, m: str | None) -> Awaitable[None]:
-                return deferred.context.session.report_progress(p, t, m)  # type: ignore[no-any-return]
+            async def progress(progress: float, total: float | None, message: str | None) -> None:
+                await deferred.context.session.report_progress(progress, total, message)
 
             def call(caller: InputCaller) -> Awaitable[Result]:
                 return backend.request(method, params, caller, on_progress=progress)
@@ -268,7 +291,9 @@ class Relay:
     @_translated
     async def subscribe(self, ctx: Ctx, params: Any) -> Result:
         uri, route = self._route_uri(ctx)
-        result = await self._relay(ctx, route, "resources/subscribe", _forward_params(ctx.params, uri=route.name))
+        result = await self._relay(
+            ctx, route, "resources/subscribe", _forward_params(ctx.params, uri=route.name)
+        )
         self.fleet.clients.subscribe(self._caller(ctx).key, uri)
         return result
 
@@ -276,7 +301,9 @@ class Relay:
     async def unsubscribe(self, ctx: Ctx, params: Any) -> Result:
         uri, route = self._route_uri(ctx)
         self.fleet.clients.unsubscribe(self._caller(ctx).key, uri)
-        return await self._relay(ctx, route, "resources/unsubscribe", _forward_params(ctx.params, uri=route.name))
+        return await self._relay(
+            ctx, route, "resources/unsubscribe", _forward_params(ctx.params, uri=route.name)
+        )
 
     # -- completions and logging ------------------------------------------------------------
 

@@ -29,7 +29,6 @@ EXIT_GRACE = 2.0
 TERM_GRACE = 2.0
 # Time to read a dead process's last stderr lines before giving up on the pipe.
 STDERR_DRAIN = 0.5
-# Pending writes get this long to reach the child before stdin is closed under them.
 _POLL = 0.01
 # Messages buffered each way: enough to keep concurrent calls flowing, small enough to push back.
 _BUFFER = 32
@@ -105,18 +104,22 @@ def _parse(line: bytes) -> SessionMessage | Exception:
         return exc
 
 
+async def _exited(process: anyio.abc.Process, within: float) -> None:
+    # Polled, not `process.wait()`: on asyncio that also waits for the pipes to reach EOF, which a
+    # grandchild holding them open would delay past the grace period.
+    with anyio.move_on_after(within):
+        while process.returncode is None:  # noqa: ASYNC110
+            await anyio.sleep(_POLL)
+
+
 async def _stop(process: anyio.abc.Process) -> None:
     if process.stdin is not None:
         with suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
             await process.stdin.aclose()
-    with anyio.move_on_after(EXIT_GRACE):
-        while process.returncode is None:
-            await anyio.sleep(_POLL)
+    await _exited(process, EXIT_GRACE)
     # SIGTERM then SIGKILL the whole group; a no-op when it is already empty.
     await terminate_posix_process_tree(process, TERM_GRACE)
-    with anyio.move_on_after(TERM_GRACE):
-        while process.returncode is None:
-            await anyio.sleep(_POLL)
+    await _exited(process, TERM_GRACE)
     for stream in (process.stdout, process.stderr):
         if stream is not None:
             with suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):

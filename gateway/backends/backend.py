@@ -39,6 +39,7 @@ _BACKOFF_FIRST = 0.5
 _BACKOFF_MAX = 30.0
 _MAX_RESTARTS = 5  # consecutive failures before the backend is left `failed`
 
+
 class State(enum.StrEnum):
     STOPPED = "stopped"
     STARTING = "starting"
@@ -46,6 +47,7 @@ class State(enum.StrEnum):
     STOPPING = "stopping"
     BACKOFF = "backoff"
     FAILED = "failed"
+
 
 class Caller(Protocol):
     """The client request a backend call was made for (implemented by the front relay)."""
@@ -57,12 +59,16 @@ class Caller(Protocol):
     async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """Send a server-to-client request to this caller and return its result."""
 
+
 class FleetEvents(Protocol):
     def listing_changed(self, backend: Backend) -> None: ...
 
-    async def backend_notification(self, backend: Backend, method: str, params: Mapping[str, Any]) -> None: ...
+    async def backend_notification(
+        self, backend: Backend, method: str, params: Mapping[str, Any]
+    ) -> None: ...
 
     def state_changed(self, backend: Backend, old: State, new: State, reason: str) -> None: ...
+
 
 @dataclass
 class _Held:
@@ -75,10 +81,12 @@ class _InFlight:
     caller: Caller
     session: BackendSession
 
+
 def transport_for(name: str, spec: ServerSpec, log: LogBuffer) -> TransportFactory:
     if isinstance(spec, StdioServer):
         return stdio_transport(name, spec, log)
     raise GatewayError(f"servers.{name}: type {spec.type!r} is not supported by this gateway build")
+
 
 class Backend:
     def __init__(self, name: str, spec: ServerSpec, events: FleetEvents) -> None:
@@ -204,7 +212,9 @@ class Backend:
         session: BackendSession = await self._tg.start(self._hold_session, caller.key)
         return session
 
-    async def _hold_session(self, key: Hashable, *, task_status: anyio.abc.TaskStatus[BackendSession]) -> None:
+    async def _hold_session(
+        self, key: Hashable, *, task_status: anyio.abc.TaskStatus[BackendSession]
+    ) -> None:
         release = anyio.Event()
         async with self._new_session() as session:
             held = _Held(session, release)
@@ -248,7 +258,9 @@ class Backend:
 
     # -- SessionHooks: what the backend sends us -------------------------------------------------
 
-    async def on_request(self, session: BackendSession, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def on_request(
+        self, session: BackendSession, method: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
         caller = self._caller_for(session)
         if caller is None:
             raise MCPError(

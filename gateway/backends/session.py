@@ -38,9 +38,13 @@ _MAX_LIST_PAGES = 100
 class SessionHooks(Protocol):
     """What a backend session reports upward (implemented by the supervising `Backend`)."""
 
-    async def on_notification(self, session: BackendSession, method: str, params: Mapping[str, Any]) -> None: ...
+    async def on_notification(
+        self, session: BackendSession, method: str, params: Mapping[str, Any]
+    ) -> None: ...
 
-    async def on_request(self, session: BackendSession, method: str, params: dict[str, Any]) -> dict[str, Any]: ...
+    async def on_request(
+        self, session: BackendSession, method: str, params: dict[str, Any]
+    ) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,9 @@ class BackendSession:
                     self.server, f"{self.server}: no MCP handshake within {self._startup_timeout:g}s"
                 ) from None
             if isinstance(exc, MCPError | OSError | anyio.BrokenResourceError | anyio.ClosedResourceError):
-                raise BackendStartError(self.server, f"{self.server}: failed to start: {_describe(exc)}") from exc
+                raise BackendStartError(
+                    self.server, f"{self.server}: failed to start: {_describe(exc)}"
+                ) from exc
             raise
         return self
 
@@ -150,7 +156,9 @@ class BackendSession:
                     self.server, f"server {self.server!r} did not answer {method} within {timeout:g}s"
                 ) from None
             if exc.code == types.CONNECTION_CLOSED:
-                raise BackendUnavailable(self.server, f"server {self.server!r} closed the connection") from None
+                raise BackendUnavailable(
+                    self.server, f"server {self.server!r} closed the connection"
+                ) from None
             raise
 
     async def notify(self, method: str, params: Mapping[str, Any] | None) -> None:
@@ -229,14 +237,14 @@ def _describe(exc: BaseException) -> str:
     return "the connection closed during the handshake"
 
 
-class _watch_end:  # noqa: N801 - used like a function in `async with`
+class _watch_end:
     """Pass a read stream through unchanged, setting `event` when it ends."""
 
     def __init__(self, stream: ReadStream[SessionMessage | Exception], event: anyio.Event) -> None:
         self._stream = stream
         self._event = event
 
-    async def __aenter__(self) -> _WatchedStream:
+    async def __aenter__(self) -> ReadStream[SessionMessage | Exception]:
         return _WatchedStream(self._stream, self._event)
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -255,7 +263,7 @@ class _WatchedStream:
             self._event.set()
             raise
 
-    def __aiter__(self) -> AsyncIterator[SessionMessage | Exception]:
+    def __aiter__(self) -> _WatchedStream:
         return self
 
     async def __anext__(self) -> SessionMessage | Exception:

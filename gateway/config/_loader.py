@@ -83,7 +83,9 @@ def _describe(source: str, err: Any) -> str:
     kind = err["type"]
     msg = err["msg"]
     if kind == "extra_forbidden":
-        msg = "unknown key (check the spelling; `mcp-gateway check` lists the accepted keys in the JSON Schema)"
+        msg = (
+            "unknown key (check the spelling; `mcp-gateway check` lists the accepted keys in the JSON Schema)"
+        )
     elif kind == "missing":
         msg = "required key is missing"
     elif kind == "union_tag_invalid":

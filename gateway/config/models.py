@@ -100,7 +100,7 @@ class ListenConfig(_Model):
     path: str = "/mcp"
     allowed_hosts: list[str] = Field(
         default_factory=list,
-        description="Extra Host header values accepted (DNS-rebinding protection); loopback is always allowed.",
+        description="Extra Host header values accepted (DNS-rebinding protection); loopback always is.",
     )
     allowed_origins: list[str] = Field(default_factory=list, description="Extra Origin values accepted.")
 

@@ -28,7 +28,9 @@ def resolve(value: str, *, where: str, environ: Mapping[str, str] | None = None)
         kind, ref = match.group(1), match.group(2).strip()
         if kind == "env":
             if ref not in env:
-                raise SecretError(f"{where}: environment variable {ref} is not set (export it, or remove {{env:{ref}}})")
+                raise SecretError(
+                    f"{where}: environment variable {ref} is not set (export it, or remove {{env:{ref}}})"
+                )
             return env[ref]
         try:
             return Path(ref).expanduser().read_text(encoding="utf-8").rstrip("\n")
@@ -40,5 +42,3 @@ def resolve(value: str, *, where: str, environ: Mapping[str, str] | None = None)
 
 def resolve_mapping(values: Mapping[str, str], *, where: str) -> dict[str, str]:
     return {key: resolve(value, where=f"{where}.{key}") for key, value in values.items()}
-
-
