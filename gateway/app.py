@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.config.models import GatewayConfig, ListenConfig
 from gateway.fleet import Fleet
+from gateway.middleware import Identity, extras, instantiate
 from gateway.relay import Relay
 
 _LOOPBACK_HOSTS = ["127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]", "[::1]:*"]
@@ -25,6 +27,8 @@ _LOOPBACK_ORIGINS = [
     "http://[::1]",
     "http://[::1]:*",
 ]
+
+Authenticator = Callable[[Request], Awaitable["Identity | Response"]]
 
 
 def transport_security(listen: ListenConfig) -> TransportSecuritySettings:
@@ -40,12 +44,31 @@ def transport_security(listen: ListenConfig) -> TransportSecuritySettings:
     )
 
 
+class _Authenticated:
+    """Runs the configured authenticator before the MCP endpoint; its refusal is the response."""
+
+    def __init__(self, app: ASGIApp, authenticate: Authenticator) -> None:
+        self.app = app
+        self.authenticate = authenticate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        outcome = await self.authenticate(Request(scope, receive))
+        if isinstance(outcome, Response):
+            await outcome(scope, receive, send)
+            return
+        scope.setdefault("state", {})["identity"] = outcome
+        await self.app(scope, receive, send)
+
+
 def build_app(config: GatewayConfig, fleet: Fleet | None = None) -> Starlette:
+    middlewares = instantiate(config.middleware)  # config errors surface here, before anything runs
     fleet = fleet or Fleet(config)
-    relay = Relay(fleet)
+    relay = Relay(fleet, middlewares)
     server = relay.build_server()
     manager = StreamableHTTPSessionManager(app=server, security_settings=transport_security(config.listen))
-    endpoint = StreamableHTTPASGIApp(manager)
+    endpoint: ASGIApp = StreamableHTTPASGIApp(manager)
+    for authenticate in extras(middlewares, "authenticate"):
+        endpoint = _Authenticated(endpoint, authenticate)
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -60,17 +83,23 @@ def build_app(config: GatewayConfig, fleet: Fleet | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with fleet.running(), relay.inputs.running(), manager.run():
+        async with AsyncExitStack() as stack:
+            for middleware_lifespan in extras(middlewares, "lifespan"):
+                await stack.enter_async_context(middleware_lifespan())
+            await stack.enter_async_context(fleet.running())
+            await stack.enter_async_context(relay.inputs.running())
+            await stack.enter_async_context(manager.run())
             app.state.fleet = fleet
+            app.state.relay = relay
             yield
 
     path = config.listen.path.rstrip("/") or "/mcp"
-    return Starlette(
-        routes=[
-            Route(path, endpoint=endpoint),
-            Route(path + "/", endpoint=endpoint),
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-        ],
-        lifespan=lifespan,
-    )
+    routes: list[BaseRoute] = [
+        Route(path, endpoint=endpoint),
+        Route(path + "/", endpoint=endpoint),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+    ]
+    for extra_routes in extras(middlewares, "routes"):
+        routes.extend(extra_routes)
+    return Starlette(routes=routes, lifespan=lifespan)

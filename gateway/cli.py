@@ -62,9 +62,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mcp-gateway: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
-    if args.command == "serve":
-        return _serve(config, args)
-    return anyio.run(_inspect, config, args)
+    try:
+        if args.command == "serve":
+            return _serve(config, args)
+        return anyio.run(_inspect, config, args)
+    except ConfigError as exc:  # middleware options are validated when the chain is built
+        print(f"mcp-gateway: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def _serve(config: GatewayConfig, args: argparse.Namespace) -> int:

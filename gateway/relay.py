@@ -1,5 +1,5 @@
-"""The front MCP server: every client request is answered from the catalogue or relayed to the
-backend that owns the name, with the namespace taken off on the way in and put back on the way out.
+"""The front MCP server: every client request runs through the middleware chain and is then
+answered from the catalogue or relayed to the backend that owns the name.
 
 Results are relayed as the backend's raw JSON (structuredContent, _meta, annotations, isError and
 anything newer pass through untouched); only names and resource URIs are rewritten.
@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 import mcp_types as types
 from mcp.server.caching import CACHEABLE_METHODS, CacheableMethod, CacheHint
 from mcp.server.connection import allowed_log_levels
-from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
 from mcp.server.subscriptions import ListenHandler
-from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -27,23 +25,18 @@ from pydantic import BaseModel
 
 from gateway import __version__, _sdk
 from gateway._inputs import InputBridge, InputCaller
+from gateway._rewrite import Ctx, Result, finish, forward_params, may_answer, progress_to, rewrite_content
 from gateway.backends import Backend
 from gateway.catalogue import Route
 from gateway.errors import GatewayError, as_mcp_error
 from gateway.fleet import Fleet
+from gateway.middleware import ANONYMOUS, Call, Identity, Middleware, build_chain
 
 logger = logging.getLogger(__name__)
 
-Ctx = ServerRequestContext[Any, Any]
-Result = dict[str, Any]
 Handler = Callable[[Ctx, Any], Awaitable[Result]]
 _F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
 
-# Keys of the 2026-07-28 request envelope describe the client's connection to the gateway, not ours
-# to the backend; the backend session stamps its own.
-_ENVELOPE_PREFIX = "io.modelcontextprotocol/"
-# A 2026-07-28 retry carries these for the gateway's own input rounds; the backend never sees them.
-_INPUT_ROUND_KEYS = ("inputResponses", "requestState")
 # The methods whose 2026-07-28 results may be `input_required`.
 _INPUT_METHODS = ("tools/call", "prompts/get", "resources/read")
 
@@ -90,50 +83,37 @@ class _Caller:
         return await _sdk.ask_client(self.ctx, method, params)
 
 
-def _finish(ctx: Ctx, result: Result) -> Result:
-    # 2026-07-28 results must say they are complete; backends reached over the handshake era
-    # never do, and 2025-11-25 clients must not see the field (the SDK's per-version sieve drops it).
-    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
-        result.setdefault("resultType", "complete")
-    return result
-
-
-def _may_answer(ctx: Ctx) -> bool:
-    """Whether the client declared any capability a backend could ask it to use."""
-    caps = ctx.session.client_capabilities
-    return caps is not None and (caps.sampling or caps.elicitation or caps.roots) is not None
-
-
-def _progress_to(ctx: Ctx) -> ProgressFnT | None:
-    meta = ctx.params.get("_meta") if ctx.params else None
-    if not isinstance(meta, Mapping) or meta.get("progressToken") is None:
-        return None
-    report = ctx.session.report_progress
-
-    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-        await report(progress, total, message)
-
-    return on_progress
-
-
-def _forward_params(raw: Mapping[str, Any] | None, **replace: Any) -> dict[str, Any]:
-    params = {k: v for k, v in (raw or {}).items() if k not in _INPUT_ROUND_KEYS}
-    params.update(replace)
-    meta = params.get("_meta")
-    if meta:
-        kept = {k: v for k, v in meta.items() if k != "progressToken" and not k.startswith(_ENVELOPE_PREFIX)}
-        if kept:
-            params["_meta"] = kept
-        else:
-            del params["_meta"]
-    return params
+def identity_of(ctx: Ctx, default: Identity) -> Identity:
+    """The identity HTTP authentication attached to the request (stdio: the configured one)."""
+    state = getattr(ctx.request, "state", None)
+    found = getattr(state, "identity", None)
+    return found if isinstance(found, Identity) else default
 
 
 class Relay:
-    def __init__(self, fleet: Fleet) -> None:
+    def __init__(
+        self, fleet: Fleet, middlewares: Sequence[Middleware] = (), *, identity: Identity = ANONYMOUS
+    ):
         self.fleet = fleet
         self.inputs = InputBridge()
-        fleet.notification_hooks.append(self._backend_log)
+        self.default_identity = identity
+        self.chain = build_chain(middlewares, self._terminal)
+        self._terminals: dict[str, Callable[[Call], Awaitable[Result]]] = {
+            "tools/list": lambda call: self._listing("tools", self.fleet.catalogue.tools),
+            "prompts/list": lambda call: self._listing("prompts", self.fleet.catalogue.prompts),
+            "resources/list": lambda call: self._listing("resources", self.fleet.catalogue.resources),
+            "resources/templates/list": lambda call: self._listing(
+                "resourceTemplates", self.fleet.catalogue.templates
+            ),
+            "tools/call": self._call_tool,
+            "prompts/get": self._get_prompt,
+            "resources/read": self._read_resource,
+            "resources/subscribe": self._forward_uri,
+            "resources/unsubscribe": self._forward_uri,
+            "completion/complete": self._complete,
+            "notifications/message": self._deliver_log,
+        }
+        fleet.notification_hooks.append(self._backend_notification)
 
     def build_server(self) -> GatewayServer:
         server = GatewayServer(
@@ -151,16 +131,16 @@ class Relay:
         # Registered one by one (not as constructor arguments) because the handlers return the
         # backends' raw JSON; the advertised capabilities follow from what is registered here.
         handlers: dict[str, tuple[type[BaseModel], Handler]] = {
-            "tools/list": (types.PaginatedRequestParams, self.list_tools),
-            "tools/call": (types.CallToolRequestParams, self.call_tool),
-            "prompts/list": (types.PaginatedRequestParams, self.list_prompts),
-            "prompts/get": (types.GetPromptRequestParams, self.get_prompt),
-            "resources/list": (types.PaginatedRequestParams, self.list_resources),
-            "resources/templates/list": (types.PaginatedRequestParams, self.list_resource_templates),
-            "resources/read": (types.ReadResourceRequestParams, self.read_resource),
-            "resources/subscribe": (types.SubscribeRequestParams, self.subscribe),
-            "resources/unsubscribe": (types.UnsubscribeRequestParams, self.unsubscribe),
-            "completion/complete": (types.CompleteRequestParams, self.complete),
+            "tools/list": (types.PaginatedRequestParams, self.handle),
+            "tools/call": (types.CallToolRequestParams, self.handle),
+            "prompts/list": (types.PaginatedRequestParams, self.handle),
+            "prompts/get": (types.GetPromptRequestParams, self.handle),
+            "resources/list": (types.PaginatedRequestParams, self.handle),
+            "resources/templates/list": (types.PaginatedRequestParams, self.handle),
+            "resources/read": (types.ReadResourceRequestParams, self.handle),
+            "resources/subscribe": (types.SubscribeRequestParams, self.handle),
+            "resources/unsubscribe": (types.UnsubscribeRequestParams, self.handle),
+            "completion/complete": (types.CompleteRequestParams, self.handle),
             "logging/setLevel": (types.SetLevelRequestParams, self.set_logging_level),
             "subscriptions/listen": (
                 types.SubscriptionsListenRequestParams,
@@ -178,37 +158,74 @@ class Relay:
         schema: Mapping[str, Any] | None = self.fleet.catalogue.input_schemas.get(name)
         return schema
 
-    # -- helpers ----------------------------------------------------------------------------
+    # -- the entry point: client request -> Call -> chain ------------------------------------
 
-    def _caller(self, ctx: Ctx) -> _Caller:
-        return _Caller(ctx, self.fleet.clients.track(_sdk.connection_of(ctx)))
+    @_translated
+    async def handle(self, ctx: Ctx, params: Any) -> Result:
+        raw = dict(ctx.params or {})
+        call = Call(
+            method=ctx.method,
+            params=raw,
+            identity=identity_of(ctx, self.default_identity),
+            request_id=ctx.request_id,
+            context=ctx,
+        )
+        self._route(call)
+        return finish(ctx, await self.chain(call))
 
-    def _backend(self, route: Route) -> Backend:
-        return self.fleet.backends[route.server]
-
-    def _rewrite_content(self, server: str, items: list[Any] | None) -> None:
-        if not items or not self.fleet.catalogue.namespaces.get(server):
+    def _route(self, call: Call) -> None:
+        """Fill in which backend serves the call, before the chain sees it."""
+        catalogue = self.fleet.catalogue
+        route: Route | None = None
+        if call.method == "tools/call":
+            call.name = call.params.get("name", "")
+            route = catalogue.tool_routes.get(call.name or "")
+            kind = "tool"
+        elif call.method == "prompts/get":
+            call.name = call.params.get("name", "")
+            route = catalogue.prompt_routes.get(call.name or "")
+            kind = "prompt"
+        elif call.method.startswith("resources/") and "uri" in call.params:
+            call.name = call.params["uri"]
+            route = catalogue.route_uri(call.name or "")
+            kind = "resource"
+        elif call.method == "completion/complete":
+            ref = call.params.get("ref") or {}
+            if ref.get("type") == "ref/prompt":
+                call.name, kind = ref.get("name", ""), "prompt"
+                route = catalogue.prompt_routes.get(call.name or "")
+            else:
+                call.name, kind = ref.get("uri", ""), "resource"
+                route = catalogue.route_uri(call.name or "")
+        else:
             return
-        for item in items:
-            if not isinstance(item, dict):
-                continue
-            if item.get("type") == "resource_link" and isinstance(item.get("uri"), str):
-                item["uri"] = self.fleet.catalogue.public_uri(server, item["uri"])
-            elif (
-                item.get("type") == "resource"
-                and isinstance(res := item.get("resource"), dict)
-                and isinstance(res.get("uri"), str)
-            ):
-                res["uri"] = self.fleet.catalogue.public_uri(server, res["uri"])
+        if route is None:
+            raise MCPError(code=INVALID_PARAMS, message=f"Unknown {kind}: {call.name}")
+        call.server, call.original = route.server, route.name
 
-    async def _relay(self, ctx: Ctx, route: Route, method: str, params: dict[str, Any]) -> Result:
-        backend = self._backend(route)
-        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS and method in _INPUT_METHODS and _may_answer(ctx):
-            return await self._relay_with_input_rounds(ctx, backend, method, params)
-        result = await backend.request(method, params, self._caller(ctx), on_progress=_progress_to(ctx))
-        return _finish(ctx, result)
+    async def _terminal(self, call: Call) -> Result:
+        return await self._terminals[call.method](call)
 
-    async def _relay_with_input_rounds(
+    # -- terminals: what happens once the chain lets a call through --------------------------
+
+    async def _listing(self, key: str, items: list[dict[str, Any]]) -> Result:
+        return {key: items}  # shared lists: a middleware filtering them builds new ones
+
+    async def _forward(self, call: Call, **replace: Any) -> Result:
+        assert call.server is not None
+        backend = self.fleet.backends[call.server]
+        params = forward_params(call.params, **replace)
+        ctx: Ctx = call.context
+        if (
+            ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+            and call.method in _INPUT_METHODS
+            and may_answer(ctx)
+        ):
+            return await self._forward_with_input_rounds(ctx, backend, call.method, params)
+        caller = _Caller(ctx, self.fleet.clients.track(_sdk.connection_of(ctx)))
+        return await backend.request(call.method, params, caller, on_progress=progress_to(ctx))
+
+    async def _forward_with_input_rounds(
         self, ctx: Ctx, backend: Backend, method: str, params: dict[str, Any]
     ) -> Result:
         raw = ctx.params or {}
@@ -222,106 +239,52 @@ class Relay:
             async def progress(progress: float, total: float | None, message: str | None) -> None:
                 await deferred.context.session.report_progress(progress, total, message)
 
-            def call(caller: InputCaller) -> Awaitable[Result]:
+            def run(caller: InputCaller) -> Awaitable[Result]:
                 return backend.request(method, params, caller, on_progress=progress)
 
-            deferred = self.inputs.start(key, ctx, call)
-        result = await self.inputs.next_result(deferred)
-        return _finish(ctx, result)
+            deferred = self.inputs.start(key, ctx, run)
+        return await self.inputs.next_result(deferred)
 
-    # -- tools ------------------------------------------------------------------------------
+    def _public_uri(self, server: str) -> Callable[[str], str]:
+        return functools.partial(self.fleet.catalogue.public_uri, server)
 
-    async def list_tools(self, ctx: Ctx, params: Any) -> Result:
-        return _finish(ctx, {"tools": self.fleet.catalogue.tools})
-
-    @_translated
-    async def call_tool(self, ctx: Ctx, params: Any) -> Result:
-        name = ctx.params["name"] if ctx.params else ""
-        route = self.fleet.catalogue.tool_routes.get(name)
-        if route is None:
-            raise MCPError(code=INVALID_PARAMS, message=f"Unknown tool: {name}")
-        result = await self._relay(ctx, route, "tools/call", _forward_params(ctx.params, name=route.name))
-        self._rewrite_content(route.server, result.get("content"))
+    async def _call_tool(self, call: Call) -> Result:
+        result = await self._forward(call, name=call.original)
+        if self.fleet.catalogue.namespaces.get(call.server or ""):
+            rewrite_content(result.get("content"), self._public_uri(call.server or ""))
         return result
 
-    # -- prompts ----------------------------------------------------------------------------
-
-    async def list_prompts(self, ctx: Ctx, params: Any) -> Result:
-        return _finish(ctx, {"prompts": self.fleet.catalogue.prompts})
-
-    @_translated
-    async def get_prompt(self, ctx: Ctx, params: Any) -> Result:
-        name = ctx.params["name"] if ctx.params else ""
-        route = self.fleet.catalogue.prompt_routes.get(name)
-        if route is None:
-            raise MCPError(code=INVALID_PARAMS, message=f"Unknown prompt: {name}")
-        result = await self._relay(ctx, route, "prompts/get", _forward_params(ctx.params, name=route.name))
-        for message in result.get("messages") or []:
-            if isinstance(message, dict):
-                self._rewrite_content(route.server, [message.get("content")])
+    async def _get_prompt(self, call: Call) -> Result:
+        result = await self._forward(call, name=call.original)
+        if self.fleet.catalogue.namespaces.get(call.server or ""):
+            rewrite_content(
+                [m.get("content") for m in result.get("messages") or [] if isinstance(m, dict)],
+                self._public_uri(call.server or ""),
+            )
         return result
 
-    # -- resources --------------------------------------------------------------------------
-
-    async def list_resources(self, ctx: Ctx, params: Any) -> Result:
-        return _finish(ctx, {"resources": self.fleet.catalogue.resources})
-
-    async def list_resource_templates(self, ctx: Ctx, params: Any) -> Result:
-        return _finish(ctx, {"resourceTemplates": self.fleet.catalogue.templates})
-
-    def _route_uri(self, ctx: Ctx) -> tuple[str, Route]:
-        uri = ctx.params["uri"] if ctx.params else ""
-        route = self.fleet.catalogue.route_uri(uri)
-        if route is None:
-            raise MCPError(code=INVALID_PARAMS, message=f"Unknown resource: {uri}")
-        return uri, route
-
-    @_translated
-    async def read_resource(self, ctx: Ctx, params: Any) -> Result:
-        uri, route = self._route_uri(ctx)
-        result = await self._relay(ctx, route, "resources/read", _forward_params(ctx.params, uri=route.name))
-        if uri != route.name:
+    async def _read_resource(self, call: Call) -> Result:
+        result = await self._forward(call, uri=call.original)
+        if call.name != call.original:
+            public = self._public_uri(call.server or "")
             for item in result.get("contents") or []:
-                if isinstance(item, dict) and item.get("uri") == route.name:
-                    item["uri"] = uri
-                elif isinstance(item, dict) and isinstance(item.get("uri"), str):
-                    item["uri"] = self.fleet.catalogue.public_uri(route.server, item["uri"])
+                if isinstance(item, dict) and isinstance(item.get("uri"), str):
+                    item["uri"] = call.name if item["uri"] == call.original else public(item["uri"])
         return result
 
-    @_translated
-    async def subscribe(self, ctx: Ctx, params: Any) -> Result:
-        uri, route = self._route_uri(ctx)
-        result = await self._relay(
-            ctx, route, "resources/subscribe", _forward_params(ctx.params, uri=route.name)
-        )
-        self.fleet.clients.subscribe(self._caller(ctx).key, uri)
-        return result
+    async def _forward_uri(self, call: Call) -> Result:
+        key = self.fleet.clients.track(_sdk.connection_of(call.context))
+        if call.method == "resources/subscribe":
+            result = await self._forward(call, uri=call.original)
+            self.fleet.clients.subscribe(key, call.name or "")
+            return result
+        self.fleet.clients.unsubscribe(key, call.name or "")
+        return await self._forward(call, uri=call.original)
 
-    @_translated
-    async def unsubscribe(self, ctx: Ctx, params: Any) -> Result:
-        uri, route = self._route_uri(ctx)
-        self.fleet.clients.unsubscribe(self._caller(ctx).key, uri)
-        return await self._relay(
-            ctx, route, "resources/unsubscribe", _forward_params(ctx.params, uri=route.name)
-        )
-
-    # -- completions and logging ------------------------------------------------------------
-
-    @_translated
-    async def complete(self, ctx: Ctx, params: Any) -> Result:
-        ref = dict((ctx.params or {}).get("ref") or {})
-        if ref.get("type") == "ref/prompt":
-            route = self.fleet.catalogue.prompt_routes.get(ref.get("name", ""))
-            if route is None:
-                raise MCPError(code=INVALID_PARAMS, message=f"Unknown prompt: {ref.get('name')}")
-            ref["name"] = route.name
-        else:
-            found = self.fleet.catalogue.route_uri(ref.get("uri", ""))
-            if found is None:
-                raise MCPError(code=INVALID_PARAMS, message=f"Unknown resource: {ref.get('uri')}")
-            route = found
-            ref["uri"] = route.name
-        return await self._relay(ctx, route, "completion/complete", _forward_params(ctx.params, ref=ref))
+    async def _complete(self, call: Call) -> Result:
+        ref = dict(call.params.get("ref") or {})
+        ref["name" if ref.get("type") == "ref/prompt" else "uri"] = call.original
+        return await self._forward(call, ref=ref)
 
     async def set_logging_level(self, ctx: Ctx, params: Any) -> Result:
         level = (ctx.params or {}).get("level")
@@ -331,23 +294,35 @@ class Relay:
                     await backend.request("logging/setLevel", {"level": level})
                 except (GatewayError, MCPError) as exc:
                     logger.info("server %s refused logging/setLevel: %s", backend.name, exc)
-        return _finish(ctx, {})
+        return finish(ctx, {})
 
-    async def _backend_log(self, backend: Backend, method: str, params: Mapping[str, Any]) -> None:
+    # -- backend notifications -> chain -> clients -------------------------------------------
+
+    async def _backend_notification(self, backend: Backend, method: str, params: Mapping[str, Any]) -> None:
         if method != "notifications/message":
             return
-        params = dict(params)
+        call = Call(method=method, params=dict(params), kind="notification", server=backend.name)
+        call.state["backend"] = backend
+        try:
+            await self.chain(call)
+        except (GatewayError, MCPError) as exc:
+            logger.info("log notification from %s dropped by the chain: %s", backend.name, exc)
+
+    async def _deliver_log(self, call: Call) -> Result:
+        backend: Backend = call.state["backend"]
+        params = dict(call.params)
         params["logger"] = f"{backend.name}/{params['logger']}" if params.get("logger") else backend.name
         callers = backend.callers()
-        if callers:
-            # The backend is working for these calls: tell their clients on the calls' streams.
-            seen: set[Hashable] = set()
-            for caller in callers:
-                if caller.key in seen or not isinstance(caller, _Caller):
-                    continue
-                seen.add(caller.key)
-                # 2026-07-28 clients opt in to logs per request, with a minimum level.
-                if params.get("level") in allowed_log_levels(caller.ctx.protocol_version, caller.ctx.meta):
-                    await _sdk.notify_request(caller.ctx, method, params)
-            return
-        await self.fleet.clients.broadcast(method, params)
+        if not callers:
+            await self.fleet.clients.broadcast(call.method, params)
+            return params
+        # The backend is working for these calls: tell their clients on the calls' streams.
+        seen: set[Hashable] = set()
+        for caller in callers:
+            if caller.key in seen or not isinstance(caller, _Caller):
+                continue
+            seen.add(caller.key)
+            # 2026-07-28 clients opt in to logs per request, with a minimum level.
+            if params.get("level") in allowed_log_levels(caller.ctx.protocol_version, caller.ctx.meta):
+                await _sdk.notify_request(caller.ctx, call.method, params)
+        return params

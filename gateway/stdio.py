@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
+
 from mcp.server.stdio import stdio_server
 
 from gateway.config.models import GatewayConfig
 from gateway.fleet import Fleet
+from gateway.middleware import ANONYMOUS, extras, instantiate
 from gateway.relay import Relay
 
 
 async def serve_stdio(config: GatewayConfig) -> None:
+    middlewares = instantiate(config.middleware)
     fleet = Fleet(config)
-    relay = Relay(fleet)
+    # Nobody authenticates over stdio: whoever launched the gateway is the configured local identity.
+    identities = [local() for local in extras(middlewares, "local_identity")]
+    relay = Relay(fleet, middlewares, identity=identities[0] if identities else ANONYMOUS)
     server = relay.build_server()
-    async with fleet.running(), relay.inputs.running():
+    async with AsyncExitStack() as stack:
+        for middleware_lifespan in extras(middlewares, "lifespan"):
+            await stack.enter_async_context(middleware_lifespan())
+        await stack.enter_async_context(fleet.running())
+        await stack.enter_async_context(relay.inputs.running())
         # A launched gateway is asked for its tools at once; answer with the whole fleet.
         await fleet.wait_started()
         async with stdio_server() as (read, write):

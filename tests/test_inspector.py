@@ -90,8 +90,10 @@ async def inspect(inspector: Inspector, era: str, method: str, *args: str) -> Ru
     with anyio.fail_after(CLI_TIMEOUT):  # a cancelled run_process kills the CLI
         done = await anyio.run_process(argv, env=env, cwd=inspector.home, check=False)
     stdout, stderr = done.stdout.decode(), done.stderr.decode()
-    # `--format json`: the result object on stdout, or an {"error": ...} envelope on stderr.
-    printed = stdout if done.returncode == 0 else stderr.strip().splitlines()[-1] if stderr.strip() else stdout
+    # `--format json`: the result object on stdout, or an {"error": ...} envelope last on stderr.
+    printed = stdout
+    if done.returncode != 0 and stderr.strip():
+        printed = stderr.strip().splitlines()[-1]
     try:
         output: dict[str, Any] = json.loads(printed)
     except ValueError:
@@ -174,9 +176,8 @@ async def test_call_time_tool_returns_its_structured_result(inspector: Inspector
 
 @pytest.mark.parametrize("era", ERAS)
 async def test_call_everything_tools_with_typed_arguments(inspector: Inspector, era: str) -> None:
-    summed = await inspect(
-        inspector, era, "tools/call", "--tool-name", "everything__get-sum", "--tool-args-json", '{"a": 2, "b": 3}'
-    )
+    sum_args = ("--tool-name", "everything__get-sum", "--tool-args-json", '{"a": 2, "b": 3}')
+    summed = await inspect(inspector, era, "tools/call", *sum_args)
     check_era(era, summed.result)
     assert summed.result["content"] == [{"type": "text", "text": "The sum of 2 and 3 is 5."}]
 
@@ -204,9 +205,8 @@ async def test_read_resource_and_get_prompt(inspector: Inspector, era: str) -> N
     assert content["mimeType"] == "text/markdown"
     assert content["text"].startswith("# Everything Server - Features")
 
-    prompt = await inspect(
-        inspector, era, "prompts/get", "--prompt-name", "everything__args-prompt", "--prompt-args", "city=Paris"
-    )
+    prompt_args = ("--prompt-name", "everything__args-prompt", "--prompt-args", "city=Paris")
+    prompt = await inspect(inspector, era, "prompts/get", *prompt_args)
     check_era(era, prompt.result)
     assert prompt.result["messages"] == [
         {"role": "user", "content": {"type": "text", "text": "What's weather in Paris?"}}

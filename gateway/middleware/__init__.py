@@ -1,0 +1,18 @@
+"""The middleware chain: every call and every backend notification passes through it."""
+
+from gateway.middleware.base import ANONYMOUS, Call, CallNext, Identity, Middleware, Result
+from gateway.middleware.chain import BUILTINS, build_chain, extras, instantiate, load
+
+__all__ = [
+    "ANONYMOUS",
+    "BUILTINS",
+    "Call",
+    "CallNext",
+    "Identity",
+    "Middleware",
+    "Result",
+    "build_chain",
+    "extras",
+    "instantiate",
+    "load",
+]

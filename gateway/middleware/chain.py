@@ -1,0 +1,96 @@
+"""Assemble the middleware chain from `gateway.yaml`, once, in one place.
+
+Built-ins and plugins are named the same way: a built-in's short name is only an alias for its
+`"module:attr"`. The chain fails closed: a middleware that raises anything but a deliberate refusal
+(`GatewayError`) or a backend's own error turns the call into a JSON-RPC internal error; the raw
+result it was handling never reaches the client.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from mcp.shared.exceptions import MCPError
+from pydantic import ValidationError
+
+from gateway.config.models import MiddlewareSpec
+from gateway.errors import ChainFailure, ConfigError, GatewayError
+from gateway.middleware.base import Call, CallNext, Middleware, Result
+
+logger = logging.getLogger(__name__)
+
+BUILTINS = {
+    "auth": "gateway.middleware.auth:Auth",
+    "ratelimit": "gateway.middleware.ratelimit:RateLimit",
+    "masking": "gateway.middleware.masking:Masking",
+    "telemetry": "gateway.middleware.telemetry:Telemetry",
+    "audit": "gateway.middleware.audit:Audit",
+    "pinning": "gateway.middleware.pinning:Pinning",
+}
+
+
+def load(target: str) -> Callable[..., Middleware]:
+    """Import `"module:attr"` (or a built-in's short name)."""
+    path = BUILTINS.get(target, target)
+    module_name, sep, attr = path.partition(":")
+    if not sep or not attr:
+        raise ValueError(f"{target!r} is neither a built-in ({', '.join(BUILTINS)}) nor 'module:attr'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import {module_name!r}: {exc}") from None
+    try:
+        factory: Callable[..., Middleware] = getattr(module, attr)
+    except AttributeError:
+        raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
+    return factory
+
+
+def instantiate(specs: Sequence[MiddlewareSpec], *, source: str = "gateway.yaml") -> list[Middleware]:
+    """Create every configured middleware, reporting all configuration problems at once."""
+    instances: list[Middleware] = []
+    problems: list[str] = []
+    for index, spec in enumerate(specs):
+        where = f"{source}: middleware[{index}] ({spec.use})"
+        try:
+            instances.append(load(spec.use)(**spec.options))
+        except ValidationError as exc:
+            for err in exc.errors():
+                key = ".".join(str(p) for p in err["loc"])
+                problems.append(f"{where}.options.{key}: {err['msg']}")
+        except (ValueError, TypeError) as exc:
+            problems.append(f"{where}: {exc}")
+    if problems:
+        raise ConfigError(problems)
+    return instances
+
+
+def build_chain(middlewares: Sequence[Middleware], terminal: CallNext) -> CallNext:
+    """Compose `middlewares` around `terminal`, the first listed outermost."""
+    handler = terminal
+    for middleware in reversed(middlewares):
+        handler = _link(middleware, handler)
+    return handler
+
+
+def _link(middleware: Middleware, call_next: CallNext) -> CallNext:
+    name = type(middleware).__name__
+
+    async def run(call: Call) -> Result:
+        try:
+            return await middleware(call, call_next)
+        except (GatewayError, MCPError):
+            raise  # a deliberate refusal, or a backend's own error passing through
+        except Exception as exc:
+            logger.exception("middleware %s failed on %s; failing closed", name, call.method)
+            raise ChainFailure(f"request refused: middleware {name} failed") from exc
+
+    return run
+
+
+def extras(middlewares: Sequence[Middleware], attribute: str) -> list[Any]:
+    """The optional extras (`routes`, `lifespan`, `authenticate`) the middlewares provide."""
+    return [getattr(m, attribute) for m in middlewares if hasattr(m, attribute)]

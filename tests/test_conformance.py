@@ -1,0 +1,253 @@
+"""The official MCP conformance suite (@modelcontextprotocol/conformance), run twice: against
+server-everything directly (its streamable HTTP mode) and against the gateway fronting the same
+server over stdio with `prefix: ""`. Whatever passes directly must pass through the gateway.
+
+The suite's scenarios are written for its own test server (tools named `test_simple_text`,
+`test_image_content`, ...), so against server-everything most of them fail both ways; the
+comparison is over the ones that pass directly. It writes one `checks.json` per scenario into
+`--output-dir`, which is what is compared here, check by check.
+
+Two scenarios "pass" directly only because server-everything answers a call to a tool it does not
+have with an `isError` *result* ("Tool test_simple_text not found"), which those two lax checks
+accept. The gateway answers an unknown tool with the JSON-RPC error -32602 the specification
+prescribes (2025-11-25, server/tools, "Error Handling"), so those vacuous passes are left out of
+the comparison (see `_vacuous`).
+
+The whole run takes a few seconds: the suite's scenarios are quick and Node starts twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import psutil  # type: ignore[import-untyped, unused-ignore]
+import pytest
+
+from tests import _infra
+from tests._support import START_TIMEOUT, config, free_port, serve
+
+pytestmark = [pytest.mark.anyio, pytest.mark.node]
+
+LOOPBACK_PRELOAD = Path(__file__).parent / "conformance" / "loopback.cjs"
+# One run of the whole suite takes 2-3 s here; bounded generously for a loaded CI machine.
+SUITE_TIMEOUT = 150.0
+STOP_TIMEOUT = 10.0
+# Scenario directories are named `server-<scenario>-<ISO timestamp with : and . replaced by ->`.
+_RESULT_DIR = re.compile(r"^server-(?P<scenario>.+)-\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d-\d{3}Z$")
+_STARTED = re.compile(r"^=== Running scenario: (?P<scenario>\S+) ===$", re.MULTILINE)
+_TOOL_MISSING = re.compile(r"\bTool \S+ not found\b")
+# Scenarios that need no test_* tool/resource/prompt, so server-everything passes them directly.
+CORE_SCENARIOS = {"server-initialize", "ping", "tools-list", "resources-list", "prompts-list"}
+
+
+# --- the suite's results -----------------------------------------------------------------------
+
+
+@dataclass
+class Scenario:
+    name: str
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """The suite's own verdict: no check failed (INFO and WARNING checks do not fail)."""
+        return not any(c.get("status") == "FAILURE" for c in self.checks)
+
+    def succeeded(self) -> set[str]:
+        """Ids of the checks that succeeded (and did not also fail, for ids that occur twice)."""
+        ok = {c["id"] for c in self.checks if c.get("status") == "SUCCESS"}
+        return ok - {c["id"] for c in self.checks if c.get("status") == "FAILURE"}
+
+    def failures(self) -> list[str]:
+        return [
+            f"{c['id']}: {c.get('errorMessage') or c.get('description')}"
+            for c in self.checks
+            if c.get("status") == "FAILURE"
+        ]
+
+    def summary(self) -> str:
+        statuses = [c.get("status") for c in self.checks]
+        ok, failed = statuses.count("SUCCESS"), statuses.count("FAILURE")
+        return f"{'PASS' if self.passed else 'FAIL'} ({ok} ok, {failed} failed)"
+
+
+def _vacuous(scenario: Scenario) -> bool:
+    """Passed only because the backend said, as a tool *result*, that the scenario's tool is missing."""
+    for check in scenario.checks:
+        result = (check.get("details") or {}).get("result") or {}
+        texts = [c.get("text", "") for c in result.get("content") or [] if isinstance(c, dict)]
+        if result.get("isError") and any(_TOOL_MISSING.search(t) for t in texts):
+            return True
+    return False
+
+
+def _conformance_env(home: Path) -> dict[str, str]:
+    env = _infra.node22_env()
+    env["HOME"] = str(home)
+    return env
+
+
+async def run_suite(url: str, workdir: Path) -> dict[str, Scenario]:
+    """`conformance server --suite all` against `url`; every scenario's checks, by scenario name."""
+    out = workdir / "results"
+    argv = [*_infra.conformance_cli(), "server", "--url", url, "--suite", "all", "--output-dir", str(out)]
+    with anyio.fail_after(SUITE_TIMEOUT):  # a cancelled run_process kills the suite
+        done = await anyio.run_process(argv, env=_conformance_env(workdir), cwd=workdir, check=False)
+    stdout, stderr = done.stdout.decode(), done.stderr.decode()
+    (workdir / "stdout.txt").write_text(stdout)
+    (workdir / "stderr.txt").write_text(stderr)
+    started = _STARTED.findall(stdout)
+    assert started, f"the suite ran no scenario (exit {done.returncode}):\n{stdout}\n{stderr}"
+
+    scenarios = {name: Scenario(name) for name in started}
+    for result_dir in out.iterdir() if out.is_dir() else []:
+        match = _RESULT_DIR.match(result_dir.name)
+        if match and match["scenario"] in scenarios:
+            scenarios[match["scenario"]].checks = json.loads((result_dir / "checks.json").read_text())
+    for scenario in scenarios.values():
+        if not scenario.checks:  # the suite crashed in it, and saved nothing: its message is on stderr
+            message = f"no checks.json; suite stderr: {stderr.strip()[-2000:]}"
+            scenario.checks = [{"id": scenario.name, "status": "FAILURE", "errorMessage": message}]
+    return scenarios
+
+
+# --- server-everything over streamable HTTP, on loopback only -------------------------------
+
+
+def _listening(pid: int) -> list[str]:
+    return [
+        f"{conn.laddr.ip}:{conn.laddr.port}"
+        for conn in psutil.Process(pid).net_connections(kind="inet")
+        if conn.status == psutil.CONN_LISTEN
+    ]
+
+
+@asynccontextmanager
+async def everything_over_http(log: Path) -> AsyncIterator[str]:
+    """server-everything in streamableHttp mode on a free loopback port; yields its /mcp URL."""
+    node, *args = _infra.npm_server_command("server-everything", "streamableHttp")
+    port = free_port()
+    env = {**os.environ, "PORT": str(port)}
+    argv = [node, "--require", str(LOOPBACK_PRELOAD), *args]
+    with log.open("wb") as sink:
+        process = await anyio.open_process(argv, env=env, stdin=None, stdout=sink, stderr=sink)
+        try:
+            with anyio.fail_after(START_TIMEOUT):
+                while True:
+                    if process.returncode is not None:
+                        output = await anyio.Path(log).read_text()
+                        pytest.fail(f"server-everything exited {process.returncode}:\n{output}")
+                    try:
+                        stream = await anyio.connect_tcp("127.0.0.1", port)
+                    except OSError:
+                        await anyio.sleep(0.05)
+                        continue
+                    await stream.aclose()
+                    break
+            # The preload did its job: nothing listens beyond loopback.
+            assert _listening(process.pid) == [f"127.0.0.1:{port}"]
+            yield f"http://127.0.0.1:{port}/mcp"
+        finally:
+            with anyio.CancelScope(shield=True):
+                if process.returncode is None:
+                    process.terminate()
+                with anyio.move_on_after(STOP_TIMEOUT):
+                    await process.wait()
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+                await process.aclose()
+
+
+def everything_stdio(**extra: Any) -> dict[str, Any]:
+    cmd = _infra.npm_server_command("server-everything")
+    return {"command": cmd[0], "args": cmd[1:], **extra}
+
+
+# --- the tests ---------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(2 * SUITE_TIMEOUT + 2 * START_TIMEOUT)
+async def test_what_passes_directly_passes_through_the_gateway(tmp_path: Path) -> None:
+    _infra.require("conformance")
+    (direct_dir := tmp_path / "direct").mkdir()
+    (gateway_dir := tmp_path / "gateway").mkdir()
+
+    async with everything_over_http(tmp_path / "server-everything.log") as url:
+        direct = await run_suite(url, direct_dir)
+    async with serve(config({"everything": everything_stdio(prefix="")})) as gw:
+        through = await run_suite(gw.url, gateway_dir)
+
+    width = max(map(len, direct))
+    print(f"\n{'scenario':<{width}}  {'direct':<22}  gateway")
+    for name, scenario in direct.items():
+        other = through.get(name)
+        note = "  (vacuous direct pass: tool missing)" if scenario.passed and _vacuous(scenario) else ""
+        print(f"{name:<{width}}  {scenario.summary():<22}  {other.summary() if other else 'NOT RUN'}{note}")
+
+    assert set(through) == set(direct), "both runs must cover the same scenarios"
+    compared = {s.name for s in direct.values() if s.passed and not _vacuous(s)}
+    # A broken direct run would make the comparison vacuous: these pass against any working server.
+    assert compared >= CORE_SCENARIOS, f"scenarios passing directly: {sorted(compared)}"
+
+    regressions: list[str] = []
+    for scenario in direct.values():
+        if _vacuous(scenario):
+            continue
+        gateway = through[scenario.name]
+        lost = sorted(scenario.succeeded() - gateway.succeeded())
+        if (scenario.passed and not gateway.passed) or lost:
+            regressions.append(
+                f"{scenario.name}: checks that succeed directly but not through the gateway: {lost}; "
+                f"gateway failures: {gateway.failures()}"
+            )
+    assert not regressions, "\n".join(regressions)
+
+    # The suite's own DNS-rebinding scenario, which server-everything fails, passes at the gateway.
+    assert through["dns-rebinding-protection"].passed, through["dns-rebinding-protection"].failures()
+
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "rebinding-probe", "version": "0"},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("headers", "allowed"),
+    [
+        ({}, True),
+        ({"Origin": "http://localhost"}, True),
+        ({"Host": "evil.example"}, False),
+        ({"Host": "evil.example:80"}, False),
+        ({"Origin": "http://evil.example"}, False),
+        ({"Host": "evil.example", "Origin": "http://evil.example"}, False),
+    ],
+    ids=["loopback", "loopback-origin", "foreign-host", "foreign-host-port", "foreign-origin", "both"],
+)
+async def test_gateway_rejects_dns_rebinding(headers: dict[str, str], allowed: bool) -> None:
+    # Host/Origin are checked before any MCP processing, so no backend is needed.
+    async with serve(config({})) as gw, httpx.AsyncClient(timeout=30) as http:
+        response = await http.post(
+            gw.url, json=INITIALIZE, headers={"Accept": "application/json, text/event-stream", **headers}
+        )
+    if allowed:
+        assert response.status_code == 200, response.text
+    else:
+        assert 400 <= response.status_code < 500, (response.status_code, response.text)
+        assert "rebinding-probe" not in response.text and "serverInfo" not in response.text
