@@ -64,6 +64,8 @@ def build_app(config: GatewayConfig, fleet: Fleet | None = None) -> Starlette:
     middlewares = instantiate(config.middleware)  # config errors surface here, before anything runs
     fleet = fleet or Fleet(config)
     relay = Relay(fleet, middlewares)
+    for attach in extras(middlewares, "attach"):
+        attach(fleet)
     server = relay.build_server()
     manager = StreamableHTTPSessionManager(app=server, security_settings=transport_security(config.listen))
     endpoint: ASGIApp = StreamableHTTPASGIApp(manager)

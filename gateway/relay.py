@@ -221,20 +221,22 @@ class Relay:
             and call.method in _INPUT_METHODS
             and may_answer(ctx)
         ):
-            return await self._forward_with_input_rounds(ctx, backend, call.method, params)
+            return await self._forward_with_input_rounds(call, backend, params)
         caller = _Caller(ctx, self.fleet.clients.track(_sdk.connection_of(ctx)))
         return await backend.request(call.method, params, caller, on_progress=progress_to(ctx))
 
     async def _forward_with_input_rounds(
-        self, ctx: Ctx, backend: Backend, method: str, params: dict[str, Any]
+        self, call: Call, backend: Backend, params: dict[str, Any]
     ) -> Result:
+        ctx: Ctx = call.context
+        method = call.method
         raw = ctx.params or {}
         token = raw.get("requestState")
         if isinstance(token, str):
             deferred = self.inputs.resume(token, dict(raw.get("inputResponses") or {}), ctx)
         else:
             # 2026-07-28 clients have no session: they share one backend session per identity.
-            key = ("stateless", None)
+            key = ("stateless", call.identity.name)
 
             async def progress(progress: float, total: float | None, message: str | None) -> None:
                 await deferred.context.session.report_progress(progress, total, message)

@@ -18,6 +18,8 @@ async def serve_stdio(config: GatewayConfig) -> None:
     # Nobody authenticates over stdio: whoever launched the gateway is the configured local identity.
     identities = [local() for local in extras(middlewares, "local_identity")]
     relay = Relay(fleet, middlewares, identity=identities[0] if identities else ANONYMOUS)
+    for attach in extras(middlewares, "attach"):
+        attach(fleet)
     server = relay.build_server()
     async with AsyncExitStack() as stack:
         for middleware_lifespan in extras(middlewares, "lifespan"):

@@ -30,9 +30,14 @@ class LogBuffer:
         self.lines: deque[LogLine] = deque(maxlen=size)
         self.listeners: list[Callable[[LogLine], None]] = []
         self.pid: int | None = None  # of the process writing to it, while there is one
+        # Applied to every line before it is kept or shown (the masking middleware installs one).
+        self.transform: Callable[[str], str] | None = None
 
     def append(self, text: str) -> None:
-        line = LogLine(time.time(), self.server, text[:_MAX_LINE])
+        text = text[:_MAX_LINE]
+        if self.transform is not None:
+            text = self.transform(text)
+        line = LogLine(time.time(), self.server, text)
         self.lines.append(line)
         logger.debug("%s: %s", self.server, line.text)
         for listener in list(self.listeners):

@@ -11,9 +11,13 @@ A middleware is a small class with one entry point::
 
 Every client request (`tools/list`, `tools/call`, `resources/read`, ...) and every notification a
 backend sends to clients (`notifications/message`, kind "notification") passes through it.
-Optional extras a middleware may define: `routes` (Starlette routes to mount), `lifespan()` (an
-async context manager run while the gateway runs), `authenticate(request)` (HTTP authentication,
-returning an `Identity`).
+Optional extras a middleware may define:
+- `routes`: Starlette routes to mount beside the MCP endpoint (e.g. `/metrics`);
+- `lifespan()`: an async context manager entered while the gateway runs;
+- `attach(fleet)`: called once with the `Fleet` (backend states, log buffers, catalogue);
+- `authenticate(request)`: HTTP authentication of the MCP endpoint, returning an `Identity` or a
+  Starlette `Response` (the refusal, e.g. a 401) — the first middleware that has it is used;
+- `local_identity()`: the `Identity` of whoever launched the gateway over stdio.
 """
 
 from __future__ import annotations
