@@ -47,11 +47,22 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--no-start", action="store_true", help="validate only; launch nothing")
     tools = with_config(sub.add_parser("tools", help="list the namespaced tools of the fleet"))
     tools.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.add_parser("schema", help="print the JSON Schema of gateway.yaml (for editors)")
     return parser
+
+
+def schema() -> dict[str, Any]:
+    document = GatewayConfig.model_json_schema()
+    document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    document["title"] = "mcp-gateway configuration (gateway.yaml)"
+    return document
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "schema":
+        print(json.dumps(schema(), indent=2))
+        return EXIT_OK
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,

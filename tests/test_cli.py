@@ -113,3 +113,24 @@ async def test_stdio_mode_serves_the_same_aggregate(tmp_path: Path) -> None:
             assert "time__get_current_time" in names
             result = await client.call_tool("time__get_current_time", {"timezone": "UTC"})
             assert result.structured_content is not None
+
+
+def test_committed_json_schema_is_current() -> None:
+    from gateway.cli import schema
+
+    committed = json.loads((Path(__file__).parent.parent / "config" / "gateway.schema.json").read_text())
+    assert committed == schema(), "run: python -m gateway schema > config/gateway.schema.json"
+
+
+@pytest.mark.parametrize("name", ["full.yaml", "claude_desktop_config.json"])
+def test_example_configs_are_valid(name: str) -> None:
+    from gateway.config import load_config
+
+    load_config(Path(__file__).parent.parent / "config" / name)
+
+
+def test_default_gateway_yaml_is_valid() -> None:
+    from gateway.config import load_config
+
+    cfg = load_config(Path(__file__).parent.parent / "gateway.yaml")
+    assert {"time", "memory"} <= set(cfg.servers)
