@@ -9,17 +9,15 @@ lists changed.
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import anyio.abc
 
-from gateway.backends import Backend, State
+from gateway.backends import Backend, Event
 from gateway.catalogue import Catalogue, Source
 from gateway.clients import Clients
 from gateway.config.models import GatewayConfig, namespace_of
@@ -34,15 +32,6 @@ _LISTS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    time: float
-    server: str
-    old: str
-    new: str
-    reason: str
-
-
 class Fleet:
     def __init__(self, config: GatewayConfig, clients: Clients | None = None) -> None:
         self.config = config
@@ -52,6 +41,7 @@ class Fleet:
         }
         self.catalogue = Catalogue()
         self.events: deque[Event] = deque(maxlen=1000)
+        self.event_listeners: list[Callable[[Event], None]] = []
         self.notification_hooks: list[Callable[[Backend, str, Mapping[str, Any]], Awaitable[None]]] = []
         self._tg: anyio.abc.TaskGroup | None = None
         self.clients.on_disconnect.append(self._release_client)
@@ -84,6 +74,7 @@ class Fleet:
         self.catalogue = new = Catalogue.build(
             Source(name, namespace_of(name, b.spec), b.spec.tools, b.listing)
             for name, b in self.backends.items()
+            if b.listed
         )
         for problem in new.collisions:
             if problem not in old.collisions:
@@ -100,17 +91,13 @@ class Fleet:
         for hook in self.notification_hooks:
             await hook(backend, method, params)
 
-    def state_changed(self, backend: Backend, old: State, new: State, reason: str) -> None:
-        self.events.append(Event(time.time(), backend.name, old.value, new.value, reason))
-        level = logging.WARNING if new in (State.BACKOFF, State.FAILED) else logging.INFO
-        logger.log(
-            level,
-            "server %s: %s -> %s%s",
-            backend.name,
-            old.value,
-            new.value,
-            f" ({reason})" if reason else "",
-        )
+    def backend_event(self, backend: Backend, event: Event) -> None:
+        self.events.append(event)
+        level = {"error": logging.ERROR, "warning": logging.WARNING}.get(event.severity, logging.INFO)
+        reason = f" ({event.reason})" if event.reason else ""
+        logger.log(level, "server %s: %s -> %s%s", backend.name, event.old, event.new, reason)
+        for listener in list(self.event_listeners):
+            listener(event)
 
     async def _release_client(self, key: Any) -> None:
         for backend in self.backends.values():

@@ -30,6 +30,7 @@ class LogBuffer:
         self.lines: deque[LogLine] = deque(maxlen=size)
         self.listeners: list[Callable[[LogLine], None]] = []
         self.pid: int | None = None  # of the process writing to it, while there is one
+        self.exit_code: int | None = None  # of the last process or container, once it ended
         # Applied to every line before it is kept or shown (the masking middleware installs one).
         self.transform: Callable[[str], str] | None = None
 

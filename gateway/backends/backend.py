@@ -1,18 +1,21 @@
-"""A supervised backend: one declared server, its session(s), and its restart loop.
+"""A supervised backend: one declared server, its session(s), and its lifecycle.
 
-`Backend.run()` keeps the backend's session alive for as long as the fleet runs: it launches, waits
-for the transport to end, and restarts with exponential backoff according to `restart:`. Calls go
-through `Backend.request()`, which picks the shared session or the caller's own one
-(`session: per-client`), and remembers which caller is waiting so that a backend's requests back to
-the client (sampling, elicitation, roots) reach the client whose call caused them.
+`Backend.run()` lives as long as the fleet. It keeps the backend in the state an operator wants
+(`start()`, `stop()`, `restart()`; `autostart`, `lazy`, `idle_timeout` in config): it launches the
+server, watches it (transport end, health pings, idleness), and restarts it after a failure with
+exponential backoff according to `restart:` until `max_restarts` failures in a row open the
+circuit (`failed`). Every state change is an `Event` (see `lifecycle`).
+
+Calls go through `Backend.request()`, which picks the shared session or the caller's own one
+(`session: per-client`), waits (bounded) for a backend that is starting, wakes a dormant one, and
+remembers which caller is waiting so that a backend's requests back to the client (sampling,
+elicitation, roots) reach the client whose call caused them.
 """
 
 from __future__ import annotations
 
-import enum
 import itertools
 import logging
-import random
 import time
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
@@ -25,28 +28,14 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_REQUEST
 
 from gateway.backends._logbuffer import LogBuffer
+from gateway.backends.lifecycle import STABLE_AFTER, Event, State, backoff_delay
 from gateway.backends.session import BackendSession, Forwarded, TransportFactory
 from gateway.backends.stdio import stdio_transport
 from gateway.catalogue import BackendListing
-from gateway.config.models import ServerSpec, StdioServer
+from gateway.config.models import DockerServer, ServerSpec, StdioServer
 from gateway.errors import BackendUnavailable, GatewayError
 
 logger = logging.getLogger(__name__)
-
-# Restart backoff: first retry after 0.5 s, doubling to 30 s, with ±20% jitter so a fleet that
-# crashed together does not restart in lockstep.
-_BACKOFF_FIRST = 0.5
-_BACKOFF_MAX = 30.0
-_MAX_RESTARTS = 5  # consecutive failures before the backend is left `failed`
-
-
-class State(enum.StrEnum):
-    STOPPED = "stopped"
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    BACKOFF = "backoff"
-    FAILED = "failed"
 
 
 class Caller(Protocol):
@@ -67,7 +56,7 @@ class FleetEvents(Protocol):
         self, backend: Backend, method: str, params: Mapping[str, Any]
     ) -> None: ...
 
-    def state_changed(self, backend: Backend, old: State, new: State, reason: str) -> None: ...
+    def backend_event(self, backend: Backend, event: Event) -> None: ...
 
 
 @dataclass
@@ -83,9 +72,26 @@ class _InFlight:
 
 
 def transport_for(name: str, spec: ServerSpec, log: LogBuffer) -> TransportFactory:
+    """Each backend kind contributes only its transport; imported on use (docker, httpx stay cold)."""
     if isinstance(spec, StdioServer):
         return stdio_transport(name, spec, log)
-    raise GatewayError(f"servers.{name}: type {spec.type!r} is not supported by this gateway build")
+    if isinstance(spec, DockerServer):
+        from gateway.backends.docker import docker_transport
+
+        return docker_transport(name, spec, log)
+    from gateway.backends.http import http_transport
+
+    return http_transport(name, spec, log)
+
+
+class _Ended(Exception):
+    """Why a running session ended, when it was not cancelled."""
+
+    def __init__(self, reason: str, *, failure: bool, category: str = "lifecycle") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.failure = failure
+        self.category = category
 
 
 class Backend:
@@ -98,15 +104,23 @@ class Backend:
         self.last_error: str | None = None
         self.restarts = 0
         self.started_at: float | None = None
+        self.last_used = time.monotonic()
         self.listing = BackendListing()
         self.first_attempt = anyio.Event()
+        # Dormant: stopped on purpose (lazy, idle) but still listed; the next call wakes it.
+        self.dormant = False
+        self._want = spec.autostart or spec.lazy
+        self._learning = spec.lazy  # a lazy backend starts once, to learn its catalogue, then sleeps
+        self._wake = anyio.Event()
+        self._changed = anyio.Event()
+        self._run_scope: anyio.CancelScope | None = None
         self._shared: BackendSession | None = None
         self._per_client: dict[Hashable, _Held] = {}
         self._inflight: dict[int, _InFlight] = {}
         self._ids = itertools.count()
         self._tg: anyio.abc.TaskGroup | None = None
-        forward_roots = spec.session == "per-client"
-        self._forwarded = Forwarded(roots=forward_roots)
+        self._transport = transport_for(name, spec, self.log)
+        self._forwarded = Forwarded(roots=spec.session == "per-client")
 
     @property
     def per_client(self) -> bool:
@@ -116,92 +130,236 @@ class Backend:
     def available(self) -> bool:
         return self.state is State.RUNNING
 
+    @property
+    def listed(self) -> bool:
+        """Whether the backend's tools belong in the catalogue now."""
+        return self.state is State.RUNNING or self.dormant
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._inflight)
+
     def capabilities_have(self, name: str) -> bool:
         session = self._shared
         return session is not None and getattr(session.capabilities, name, None) is not None
 
-    def _set_state(self, new: State, reason: str = "") -> None:
-        old, self.state = self.state, new
-        if old is not new:
-            self.events.state_changed(self, old, new, reason)
+    def _set_state(self, new: State, reason: str = "", category: str = "lifecycle") -> None:
+        old = self.state
+        if old is new:
+            return
+        event = Event.transition(self.name, old, new, reason, category)
+        self.state = new
+        self._changed.set()
+        self._changed = anyio.Event()
+        self.events.backend_event(self, event)
 
     def _new_session(self) -> BackendSession:
         return BackendSession(
             self.name,
-            transport_for(self.name, self.spec, self.log),
+            self._transport,
             self,
             startup_timeout=self.spec.startup_timeout,
             forwarded=self._forwarded,
         )
 
+    # -- control (admin API, lazy start, shutdown) --------------------------------------------
+
+    def start(self) -> None:
+        """Want the backend running (also closes an open circuit)."""
+        self._want = True
+        self._wake.set()
+
+    async def stop(self, reason: str = "stopped by request") -> None:
+        """Stop the backend and wait until it is stopped. Its tools leave the catalogue."""
+        self._want = False
+        self.dormant = False
+        scope = self._run_scope
+        if scope is not None:
+            self._stop_reason = reason
+            scope.cancel()
+        elif self.state is State.FAILED:
+            self._set_state(State.STOPPING, reason, "admin")
+            self._set_state(State.STOPPED, reason, "admin")
+        self._wake.set()
+        with anyio.fail_after(self.spec.startup_timeout + 15):  # bounded: teardown itself is bounded
+            while self.state not in (State.STOPPED, State.FAILED):
+                await self._changed.wait()
+        self.events.listing_changed(self)
+
+    async def restart(self) -> None:
+        await self.stop("restart requested")
+        self.start()
+
+    # -- the supervisor --------------------------------------------------------------------------
+
     async def run(self) -> None:
-        """Keep the backend up until cancelled. Never raises for a backend failure."""
+        """The backend's life within the fleet. Never raises for a backend failure."""
         # Sessions must be closed by the task that opened them (their task groups are bound to
         # it), so per-client sessions live in tasks of this group rather than in request handlers.
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            try:
-                await self._supervise()
-            finally:
-                self._tg = None
-                tg.cancel_scope.cancel()
+        self._stop_reason = "shutdown"
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                while True:
+                    if not self._want:
+                        self.first_attempt.set()
+                        await self._wake.wait()
+                        self._wake = anyio.Event()
+                        continue
+                    with anyio.CancelScope() as scope:
+                        self._run_scope = scope
+                        await self._supervise()
+                    self._run_scope = None
+                    if scope.cancel_called:
+                        self._after_stop(self._stop_reason)
+        finally:
+            self._tg = None
+            self._run_scope = None
+            self._after_stop("shutdown")
+            aclose = getattr(self._transport, "aclose", None)  # URL backends own an HTTP client
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
+
+    def _after_stop(self, reason: str) -> None:
+        for held in list(self._per_client.values()):
+            held.release.set()
+        if self.state not in (State.STOPPED, State.STOPPING, State.FAILED):
+            self._set_state(State.STOPPING, reason, "admin")
+        if self.state is State.STOPPING:
+            self._set_state(State.STOPPED, reason, "admin")
 
     async def _supervise(self) -> None:
+        """Run until the backend gives up (failed), goes dormant, or the scope is cancelled (stop)."""
         failures = 0
-        try:
-            while True:
-                self._set_state(State.STARTING, "restart" if self.restarts else "start")
-                crashed = False
-                try:
-                    async with self._new_session() as session:
-                        self._shared = session
-                        self.listing = session.listing
-                        self.started_at = time.time()
-                        failures = 0
-                        self.last_error = None
-                        self._set_state(State.RUNNING, "handshake complete")
-                        self.first_attempt.set()
-                        self.events.listing_changed(self)
-                        await session.closed.wait()
-                        crashed = True
-                except GatewayError as exc:
-                    self.last_error = exc.message
-                    logger.warning("%s; %s", exc.message, self._tail())
-                except Exception as exc:
-                    # A bug or an unforeseen failure in one backend must not end the fleet.
-                    self.last_error = f"unexpected error: {type(exc).__name__}"
-                    logger.exception("server %s failed unexpectedly", self.name)
-                finally:
-                    self._shared = None
-                    self.started_at = None
-                self.first_attempt.set()
-                self.listing = BackendListing()
-                self.events.listing_changed(self)
-                if crashed:
-                    self.last_error = "the server exited"
-                    logger.warning("server %s exited; %s", self.name, self._tail())
-                failures += 1
-                if self.spec.restart == "never" or failures > _MAX_RESTARTS:
-                    self._set_state(State.FAILED, self.last_error or "")
+        while self._want:
+            self._set_state(State.STARTING, "restart" if self.restarts else "start")
+            began = time.monotonic()
+            try:
+                async with self._new_session() as session:
+                    await self._serve(session)
+            except _Ended as ended:
+                if not ended.failure:  # idle or lazy: stop, stay listed, wake on the next call
+                    self._want = False
+                    self.dormant = True
+                    self._set_state(State.STOPPING, ended.reason, ended.category)
+                    self._set_state(State.STOPPED, ended.reason, ended.category)
+                    self.events.listing_changed(self)
                     return
-                self.restarts += 1
-                delay = min(_BACKOFF_MAX, _BACKOFF_FIRST * 2 ** (failures - 1)) * random.uniform(0.8, 1.2)
-                self._set_state(State.BACKOFF, f"{self.last_error}; retry in {delay:.1f}s")
-                await anyio.sleep(delay)
-        finally:
-            for held in list(self._per_client.values()):
-                held.release.set()
-            if self.state is not State.FAILED:
-                self._set_state(State.STOPPED, "shutdown")
+                self.last_error = ended.reason
+                logger.warning("server %s: %s; %s", self.name, ended.reason, self._tail())
+            except GatewayError as exc:
+                self.last_error = exc.message
+                logger.warning("%s; %s", exc.message, self._tail())
+            except Exception as exc:
+                # A bug or an unforeseen failure in one backend must not end the fleet.
+                self.last_error = f"unexpected error: {type(exc).__name__}"
+                logger.exception("server %s failed unexpectedly", self.name)
+            finally:
+                self._shared = None
+                self.started_at = None
+                self.first_attempt.set()
+            if not self.dormant:
+                self.listing = BackendListing()
+            self.events.listing_changed(self)
+            stable = time.monotonic() - began >= STABLE_AFTER
+            failures = 1 if stable else failures + 1
+            if self.spec.restart == "never" or failures > self.spec.max_restarts:
+                self._want = False
+                self.dormant = False
+                self.events.listing_changed(self)
+                self._set_state(State.FAILED, f"{self.last_error} (circuit open after {failures} failures)")
+                return
+            self.restarts += 1
+            delay = 0.0 if stable else backoff_delay(failures)
+            self._set_state(State.BACKOFF, f"{self.last_error}; retry in {delay:.1f}s")
+            await anyio.sleep(delay)
+
+    async def _serve(self, session: BackendSession) -> None:
+        """The backend is up: publish it, then watch it until something ends the session."""
+        self._shared = session
+        self.listing = session.listing
+        self.started_at = time.time()
+        self.last_error = None
+        self.dormant = False
+        self._set_state(State.RUNNING, "handshake complete")
+        self.first_attempt.set()
+        self.events.listing_changed(self)
+        if self._learning:
+            self._learning = False
+            raise _Ended("lazy: catalogue learned, sleeping until the first call", failure=False)
+        ended: list[_Ended] = []
+        async with anyio.create_task_group() as watch:
+
+            def end(reason: _Ended) -> None:
+                ended.append(reason)
+                watch.cancel_scope.cancel()
+
+            watch.start_soon(self._watch_exit, session, end)
+            if self.spec.health.enabled:
+                watch.start_soon(self._watch_health, session, end)
+            if self.spec.idle_timeout:
+                watch.start_soon(self._watch_idle, self.spec.idle_timeout, end)
+        if ended:
+            raise ended[0]
+
+    async def _watch_exit(self, session: BackendSession, end: Any) -> None:
+        await session.closed.wait()
+        code = self.log.exit_code
+        detail = f" with code {code}" if code is not None else ""
+        if code == 0 and self.spec.restart == "on-failure":
+            self._want = False
+        end(_Ended(f"the server exited{detail}", failure=True))
+
+    async def _watch_health(self, session: BackendSession, end: Any) -> None:
+        health = self.spec.health
+        misses = 0
+        while True:
+            await anyio.sleep(health.interval)
+            try:
+                await session.request("ping", None, timeout=health.timeout)
+                misses = 0
+            except (GatewayError, MCPError) as exc:
+                misses += 1
+                logger.warning(
+                    "server %s: health check %d/%d failed: %s", self.name, misses, health.failures, exc
+                )
+                if misses >= health.failures:
+                    end(_Ended(f"{misses} health checks failed in a row", failure=True, category="health"))
+                    return
+
+    async def _watch_idle(self, idle_timeout: float, end: Any) -> None:
+        while True:
+            idle_for = time.monotonic() - self.last_used
+            if idle_for >= idle_timeout and not self._inflight:
+                end(_Ended(f"idle for {idle_timeout:g}s", failure=False))
+                return
+            await anyio.sleep(max(idle_timeout - idle_for, 0.05))
 
     def _tail(self) -> str:
         lines = [line.text for line in list(self.log.lines)[-3:]]
         return "last stderr: " + " | ".join(lines) if lines else "no stderr output"
 
-    async def _session_for(self, caller: Caller | None) -> BackendSession:
+    async def _ensure_running(self) -> None:
+        """Wake a dormant backend and wait (bounded) for one that is starting."""
+        if self.state is State.RUNNING:
+            return
+        if self.dormant and not self._want:
+            self.start()
+        deadline = anyio.current_time() + self.spec.startup_timeout
+        while self._want and self.state in (State.STOPPED, State.STARTING):
+            with anyio.move_on_at(deadline):
+                await self._changed.wait()
+            if anyio.current_time() >= deadline:
+                break
         if not self.available:
             reason = f" ({self.last_error})" if self.last_error else ""
+            if self.state is State.FAILED:
+                reason += "; an admin must start it again"
             raise BackendUnavailable(self.name, f"server {self.name!r} is {self.state.value}{reason}")
+
+    async def _session_for(self, caller: Caller | None) -> BackendSession:
+        await self._ensure_running()
         if not self.per_client or caller is None:
             assert self._shared is not None
             return self._shared
@@ -246,6 +404,7 @@ class Backend:
         *,
         on_progress: ProgressFnT | None = None,
     ) -> dict[str, Any]:
+        self.last_used = time.monotonic()
         session = await self._session_for(caller)
         if caller is None:
             return await session.request(method, params, timeout=self.spec.timeout, on_progress=on_progress)
@@ -255,6 +414,7 @@ class Backend:
             return await session.request(method, params, timeout=self.spec.timeout, on_progress=on_progress)
         finally:
             del self._inflight[token]
+            self.last_used = time.monotonic()
 
     # -- SessionHooks: what the backend sends us -------------------------------------------------
 

@@ -151,6 +151,12 @@ class BackendSession:
         try:
             return await client._dispatcher.send_raw_request(method, data["params"] or None, opts)
         except MCPError as exc:
+            if getattr(self._transport, "expired", False):
+                # The server forgot our session: end it, so the supervisor re-establishes it now.
+                self.closed.set()
+                raise BackendUnavailable(
+                    self.server, f"server {self.server!r} expired the session; reconnecting, retry the call"
+                ) from None
             if exc.code == types.REQUEST_TIMEOUT:
                 raise BackendTimeout(
                     self.server, f"server {self.server!r} did not answer {method} within {timeout:g}s"

@@ -37,7 +37,11 @@ def stdio_transport(name: str, spec: StdioServer, log: LogBuffer) -> TransportFa
             *(secrets.resolve(a, where=f"servers.{name}.args") for a in spec.args),
         ]
         async with spawn(argv, env=environment(name, spec), cwd=spec.cwd, log=log) as (streams, process):
-            log.pid = process.pid
-            yield streams
+            log.pid, log.exit_code = process.pid, None
+            try:
+                yield streams
+            finally:
+                log.pid = None
+        log.exit_code = process.returncode
 
     return open_stdio

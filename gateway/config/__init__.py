@@ -2,6 +2,7 @@
 
 from gateway.config._loader import load_config, parse_config
 from gateway.config.models import (
+    DockerServer,
     GatewayConfig,
     HttpServer,
     ListenConfig,
@@ -13,6 +14,7 @@ from gateway.config.models import (
 )
 
 __all__ = [
+    "DockerServer",
     "GatewayConfig",
     "HttpServer",
     "ListenConfig",

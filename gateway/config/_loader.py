@@ -77,7 +77,7 @@ def _from_desktop_shape(data: dict[str, Any], source: str) -> dict[str, Any]:
 def _describe(source: str, err: Any) -> str:
     loc = [str(part) for part in err["loc"]]
     # Drop the discriminator tag pydantic inserts ("servers.time.stdio.command").
-    if len(loc) >= 3 and loc[0] == "servers" and loc[2] in ("stdio", "http", "sse"):
+    if len(loc) >= 3 and loc[0] == "servers" and loc[2] in ("stdio", "http", "sse", "docker"):
         del loc[2]
     key = ".".join(loc) or "(top level)"
     kind = err["type"]
@@ -89,7 +89,7 @@ def _describe(source: str, err: Any) -> str:
     elif kind == "missing":
         msg = "required key is missing"
     elif kind == "union_tag_invalid":
-        msg = f"unknown server type {err.get('ctx', {}).get('tag')!r} (use one of: stdio, http, sse)"
+        msg = f"unknown server type {err.get('ctx', {}).get('tag')!r} (use one of: stdio, http, sse, docker)"
     elif msg.startswith("Value error, "):
         msg = msg.removeprefix("Value error, ")
     return f"{source}: {key}: {msg}"

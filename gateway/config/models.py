@@ -29,6 +29,24 @@ class ToolFilter(_Model):
     deny: list[str] = Field(default_factory=list)
 
 
+class HealthCheck(_Model):
+    """MCP `ping` on an interval; `failures` misses in a row restart the backend."""
+
+    interval: float = Field(default=30.0, gt=0)
+    timeout: float = Field(default=5.0, gt=0)
+    failures: int = Field(default=3, ge=1)
+    enabled: bool = True
+
+
+class EnvVar(_Model):
+    name: str
+    type: Literal["string", "integer", "number", "boolean", "url", "path"] = "string"
+    required: bool = True
+    secret: bool = False
+    default: str | None = None
+    description: str | None = None
+
+
 class _ServerBase(_Model):
     prefix: str | None = Field(
         default=None,
@@ -48,6 +66,19 @@ class _ServerBase(_Model):
         "client connection gets its own backend session (stateful servers; one process each for stdio).",
     )
     restart: Literal["always", "on-failure", "never"] = "on-failure"
+    max_restarts: int = Field(
+        default=5, ge=0, description="Consecutive failed starts before the server is left `failed`."
+    )
+    autostart: bool = Field(default=True, description="Start with the gateway (else: on demand or by admin).")
+    lazy: bool = Field(
+        default=False,
+        description="Start on the first call; until then its catalogue is the one learned at its last start.",
+    )
+    idle_timeout: float | None = Field(default=None, gt=0, description="Stop after this many idle seconds.")
+    health: HealthCheck = Field(default_factory=lambda: HealthCheck())
+    env_schema: list[EnvVar] = Field(
+        default_factory=list, description="Environment the server needs; checked before it starts."
+    )
 
     @field_validator("prefix")
     @classmethod
@@ -84,9 +115,45 @@ class HttpServer(_ServerBase):
     type: Literal["http", "sse"] = "http"
     url: str = Field(pattern=r"^https?://")
     headers: dict[str, str] = Field(default_factory=dict, description="Values may hold secret references.")
+    bearer_token: str | None = Field(
+        default=None, description="Sent as `Authorization: Bearer`; a reference."
+    )
+    health_check: str | None = Field(
+        default=None, description="An HTTP path (e.g. /health) checked instead of MCP ping."
+    )
+    verify_tls: bool = True
+    connect_timeout: float = Field(default=10.0, gt=0)
 
 
-ServerSpec = Annotated[StdioServer | HttpServer, Field(discriminator="type")]
+class DockerResources(_Model):
+    memory: str = "256m"
+    cpus: float = Field(default=0.5, gt=0)
+    pids: int = Field(default=64, ge=1)
+
+
+class DockerServer(_ServerBase):
+    """An MCP server image run as a hardened container, spoken to over its stdin/stdout."""
+
+    type: Literal["docker"] = "docker"
+    image: str = Field(min_length=1)
+    args: list[str] = Field(default_factory=list, description="Arguments after the image's entrypoint.")
+    env: dict[str, str] = Field(default_factory=dict, description="Container environment; may hold secrets.")
+    volumes: list[str] = Field(
+        default_factory=list, description='"host:container[:ro]"; relative to the config.'
+    )
+    resources: DockerResources = Field(default_factory=DockerResources)
+    network: Literal["none", "host"] = Field(
+        default="none",
+        description="none (default) or host, for a container that must serve HTTP on 127.0.0.1.",
+    )
+    user: str | None = Field(default=None, description="Default: the image's user if not root, else 65534.")
+    read_only: bool = True
+    tmpfs: list[str] = Field(default_factory=lambda: ["/tmp"])
+    pull: Literal["never", "missing", "always"] = "missing"
+    cap_add: list[str] = Field(default_factory=list, description="Loosening: capabilities to keep.")
+
+
+ServerSpec = Annotated[StdioServer | HttpServer | DockerServer, Field(discriminator="type")]
 
 
 class MiddlewareSpec(_Model):
@@ -105,9 +172,17 @@ class ListenConfig(_Model):
     allowed_origins: list[str] = Field(default_factory=list, description="Extra Origin values accepted.")
 
 
+class SecretsConfig(_Model):
+    """Where `secret_ref:<name>` values come from: a YAML/JSON file of name: value, then the environment."""
+
+    file: str | None = None
+    env_prefix: str = Field(default="MCP_SECRET_", description="secret_ref:api_key -> $MCP_SECRET_API_KEY")
+
+
 class GatewayConfig(_Model):
     name: str = "mcp-gateway"
     listen: ListenConfig = Field(default_factory=ListenConfig)
+    secrets: SecretsConfig = Field(default_factory=SecretsConfig)
     servers: dict[str, ServerSpec] = Field(default_factory=dict)
     middleware: list[MiddlewareSpec] = Field(default_factory=list)
 
@@ -119,7 +194,10 @@ class GatewayConfig(_Model):
             servers = {}
             for name, spec in data["servers"].items():
                 if isinstance(spec, dict) and "type" not in spec:
-                    spec = {**spec, "type": "http" if "url" in spec else "stdio"}
+                    spec = {
+                        **spec,
+                        "type": "http" if "url" in spec else "docker" if "image" in spec else "stdio",
+                    }
                 elif isinstance(spec, dict) and spec.get("type") == "streamable-http":
                     spec = {**spec, "type": "http"}
                 servers[name] = spec
@@ -153,5 +231,5 @@ class GatewayConfig(_Model):
         return self
 
 
-def namespace_of(name: str, spec: StdioServer | HttpServer) -> str:
+def namespace_of(name: str, spec: StdioServer | HttpServer | DockerServer) -> str:
     return name if spec.prefix is None else spec.prefix

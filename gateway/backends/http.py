@@ -1,0 +1,100 @@
+"""URL backends: a remote MCP server over streamable HTTP, or legacy SSE.
+
+One HTTP client per backend, kept for the backend's whole life: one connection pool and one SSL
+context, however many sessions and calls (FIELD-NOTES §3: a client per request spent 79% of a
+proxy's CPU creating SSL contexts). Header values and the bearer token may hold secret references;
+they are resolved when the client is built and only ever sent to this backend (the client's own
+credentials are never forwarded).
+
+A backend that forgets our session (HTTP 404 on its session id: it restarted, or expired the
+session) ends the session; the supervisor re-establishes it at once, the call that met the 404 gets
+a clear error, and later calls work.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx2
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+
+from gateway.backends._logbuffer import LogBuffer
+from gateway.backends.session import Streams, TransportFactory
+from gateway.config import secrets
+from gateway.config.models import HttpServer
+
+logger = logging.getLogger(__name__)
+
+# An SSE stream is idle between server messages; this only bounds how long a dead one goes unnoticed.
+SSE_READ_TIMEOUT = 300.0
+
+
+def _headers(name: str, spec: HttpServer) -> dict[str, str]:
+    headers = secrets.resolve_mapping(spec.headers, where=f"servers.{name}.headers")
+    if spec.bearer_token:
+        token = secrets.resolve(spec.bearer_token, where=f"servers.{name}.bearer_token")
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+class HttpTransport:
+    """The transport factory of one URL backend; owns the backend's HTTP client."""
+
+    def __init__(self, name: str, spec: HttpServer, log: LogBuffer) -> None:
+        self.name = name
+        self.spec = spec
+        self.log = log
+        self._client: httpx2.AsyncClient | None = None
+        self.expired = False  # the server answered 404 to our session id; the session must be redone
+
+    def client(self) -> httpx2.AsyncClient:
+        if self._client is None:
+            self._client = httpx2.AsyncClient(
+                headers=_headers(self.name, self.spec),
+                timeout=httpx2.Timeout(self.spec.timeout, connect=self.spec.connect_timeout),
+                verify=self.spec.verify_tls,
+                event_hooks={"response": [self._on_response]},
+            )
+        return self._client
+
+    async def _on_response(self, response: httpx2.Response) -> None:
+        if response.status_code == 404 and "mcp-session-id" in response.request.headers:
+            self.log.append(f"session {response.request.headers['mcp-session-id'][:8]}... expired (HTTP 404)")
+            self.expired = True
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    @asynccontextmanager
+    async def __call__(self) -> AsyncIterator[Streams]:
+        self.expired = False
+        if self.spec.type == "sse":
+            headers = _headers(self.name, self.spec)
+            async with sse_client(
+                self.spec.url,
+                headers=headers,
+                timeout=self.spec.connect_timeout,
+                sse_read_timeout=SSE_READ_TIMEOUT,
+            ) as streams:
+                yield streams
+            return
+        async with streamable_http_client(self.spec.url, http_client=self.client()) as streams:
+            yield streams
+
+    async def health(self) -> None:
+        """GET the configured health path; raises on anything but 2xx."""
+        assert self.spec.health_check is not None
+        url = httpx2.URL(self.spec.url).join(self.spec.health_check)
+        response = await self.client().get(url, timeout=self.spec.health.timeout)
+        response.raise_for_status()
+
+
+def http_transport(name: str, spec: HttpServer, log: LogBuffer) -> TransportFactory:
+    transport: Any = HttpTransport(name, spec, log)
+    return transport  # type: ignore[no-any-return]

@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""tiny: the smallest stdio MCP server we could write, standard library only.
+
+Starts in a few milliseconds and a few MB, so tests can run fleets of 50 of them. Speaks the
+2025-11-25 handshake: initialize, ping, tools/list (one tool, `hello`), tools/call.
+"""
+
+import json
+import os
+import sys
+
+
+def reply(request_id: object, result: dict[str, object]) -> None:
+    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result}) + "\n")
+    sys.stdout.flush()
+
+
+def main() -> None:
+    name = sys.argv[1] if len(sys.argv) > 1 else "tiny"
+    for line in sys.stdin:
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        method, request_id = message.get("method"), message.get("id")
+        if request_id is None:
+            continue  # a notification
+        if method == "initialize":
+            reply(request_id, {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": name, "version": "1"},
+            })
+        elif method == "tools/list":
+            reply(request_id, {"tools": [{"name": "hello", "inputSchema": {"type": "object"}}]})
+        elif method == "tools/call":
+            text = f"{name} {os.getpid()}"
+            reply(request_id, {"content": [{"type": "text", "text": text}]})
+        else:
+            reply(request_id, {})
+
+
+if __name__ == "__main__":
+    main()
