@@ -235,6 +235,7 @@ class Backend:
         while self._want:
             self._set_state(State.STARTING, "restart" if self.restarts else "start")
             began = time.monotonic()
+            category = "lifecycle"
             try:
                 async with self._new_session() as session:
                     await self._serve(session)
@@ -246,7 +247,7 @@ class Backend:
                     self._set_state(State.STOPPED, ended.reason, ended.category)
                     self.events.listing_changed(self)
                     return
-                self.last_error = ended.reason
+                self.last_error, category = ended.reason, ended.category
                 logger.warning("server %s: %s; %s", self.name, ended.reason, self._tail())
             except GatewayError as exc:
                 self.last_error = exc.message
@@ -271,8 +272,8 @@ class Backend:
                 self._set_state(State.FAILED, f"{self.last_error} (circuit open after {failures} failures)")
                 return
             self.restarts += 1
-            delay = 0.0 if stable else backoff_delay(failures)
-            self._set_state(State.BACKOFF, f"{self.last_error}; retry in {delay:.1f}s")
+            delay = 0.0 if stable else backoff_delay(failures, *self.spec.backoff)
+            self._set_state(State.BACKOFF, f"{self.last_error}; retry in {delay:.1f}s", category)
             await anyio.sleep(delay)
 
     async def _serve(self, session: BackendSession) -> None:
@@ -280,6 +281,7 @@ class Backend:
         self._shared = session
         self.listing = session.listing
         self.started_at = time.time()
+        self.last_used = time.monotonic()  # idleness counts from being up, not from being declared
         self.last_error = None
         self.dormant = False
         self._set_state(State.RUNNING, "handshake complete")

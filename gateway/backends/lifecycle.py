@@ -66,17 +66,16 @@ class Event:
         return cls(time.time(), server, old.value, new.value, reason, _SEVERITY.get(new, "info"), category)
 
 
-# Restart backoff: first retry after 0.5 s, doubling to 30 s, with ±20% jitter so a fleet that
-# crashed together does not restart in lockstep.
-BACKOFF_FIRST = 0.5
-BACKOFF_MAX = 30.0
 # A backend that stayed up this long had a healthy run: its next crash starts a fresh count and is
 # retried at once (an expired HTTP session, a one-off crash), not after an escalating delay.
 STABLE_AFTER = 10.0
 
 
-def backoff_delay(failures: int) -> float:
-    """Seconds before retry number `failures` (1-based); 0 for the first retry after a healthy run."""
+def backoff_delay(failures: int, first: float, maximum: float) -> float:
+    """Seconds before retry number `failures` (1-based): doubling from `first` up to `maximum`.
+
+    The ±20% jitter keeps a fleet that crashed together from restarting in lockstep.
+    """
     if failures <= 0:
         return 0.0
-    return float(min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** (failures - 1)) * random.uniform(0.8, 1.2))
+    return float(min(maximum, first * 2.0 ** (failures - 1)) * random.uniform(0.8, 1.2))

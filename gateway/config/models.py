@@ -69,6 +69,10 @@ class _ServerBase(_Model):
     max_restarts: int = Field(
         default=5, ge=0, description="Consecutive failed starts before the server is left `failed`."
     )
+    backoff: tuple[float, float] = Field(
+        default=(0.5, 30.0),
+        description="Restart delay: [first, max] seconds; doubles per failure in a row, with ±20% jitter.",
+    )
     autostart: bool = Field(default=True, description="Start with the gateway (else: on demand or by admin).")
     lazy: bool = Field(
         default=False,
