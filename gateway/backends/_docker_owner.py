@@ -123,5 +123,7 @@ def sweep(api: Any) -> list[str]:
             api.remove_container(container["Id"], force=True, v=True)
             removed.append(name)
     if removed:
-        logger.info("removed %d container(s) left behind by dead gateways: %s", len(removed), ", ".join(removed))
+        logger.info(
+            "removed %d container(s) left behind by dead gateways: %s", len(removed), ", ".join(removed)
+        )
     return removed

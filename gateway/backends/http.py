@@ -6,8 +6,8 @@ proxy's CPU creating SSL contexts). Header values and the bearer token may hold 
 they are resolved when the client is built and only ever sent to this backend (the client's own
 credentials are never forwarded).
 
-A backend that forgets our session (HTTP 404 on its session id: it restarted, or expired the
-session) ends the session; the supervisor re-establishes it at once, the call that met the 404 gets
+A backend that forgets our session (HTTP 404 on its session id, or a 400 saying so: it restarted,
+or expired the session) ends the session; the supervisor re-establishes it at once, the call that met the 404 gets
 a clear error, and later calls work.
 """
 
@@ -62,9 +62,16 @@ class HttpTransport:
         return self._client
 
     async def _on_response(self, response: httpx2.Response) -> None:
-        if response.status_code == 404 and "mcp-session-id" in response.request.headers:
-            self.log.append(f"session {response.request.headers['mcp-session-id'][:8]}... expired (HTTP 404)")
-            self.expired = True
+        if "mcp-session-id" not in response.request.headers or response.status_code not in (400, 404):
+            return
+        # The spec says 404 for an unknown session; some servers (server-everything) answer 400
+        # "No valid session ID". Both mean the same: this session is gone.
+        if response.status_code == 400:
+            body = (await response.aread())[:2048].decode("utf-8", "replace").lower()
+            if "session" not in body:
+                return
+        self.log.append(f"session expired (HTTP {response.status_code}); reconnecting")
+        self.expired = True
 
     async def aclose(self) -> None:
         if self._client is not None:

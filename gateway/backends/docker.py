@@ -1,0 +1,434 @@
+"""Docker backends: an MCP server image run as a hardened container, spoken to over stdin/stdout.
+
+Hardened by default; each loosening is an explicit config key:
+
+==========================  =========================================  ==========================
+what                        default                                    loosened by
+==========================  =========================================  ==========================
+network                     none (no interface but loopback)           ``network: host``
+root filesystem             read-only; tmpfs (noexec, 16m) on `tmpfs`   ``read_only: false``
+capabilities                all dropped                                ``cap_add: [...]``
+privilege escalation        no-new-privileges                          -
+user                        the image's user if not root, else         ``user: ...``
+                            65534:65534 (nobody)
+memory / swap / pids / cpu  ``resources`` (memory = memory+swap)       ``resources: {...}``
+PID 1                       docker's init (forwards SIGTERM, reaps)    -
+==========================  =========================================  ==========================
+
+``network: host`` shares the host's network namespace, for a server that must also serve HTTP:
+configure it to bind 127.0.0.1; the gateway still speaks to it over stdio.
+
+Secrets: only ``env`` may hold ``${env:..}``/``${file:..}`` references, resolved at launch into the
+container's environment. The command line, image, volumes and user may not, because they are
+visible to anyone who can list containers (``docker ps``/``inspect``) and end up in our logs.
+(``Config.Env`` is visible to ``docker inspect`` too; whoever can reach the engine is root anyway.)
+
+Volumes: ``"host:container[:ro|rw]"`` (rw by default) bind mounts. A relative host path is resolved
+against the gateway's current working directory at launch; it must exist (it is not created).
+Named volumes are not supported.
+
+Images: ``pull: never`` (must be present), ``missing`` (pull when absent; the default) or
+``always`` (pull at every start). A missing image or a failed pull is a `BackendStartError` naming
+the image.
+
+Lifecycle: the container is created with stdin open and StdinOnce, attached *before* it starts
+(no output is lost), then started. Its end is seen as the end of the attach stream: its exit code
+(and whether the kernel OOM-killed it) is then written into the backend's log buffer and
+`LogBuffer.exit_code` before the session learns of the end, so the supervisor's restart and
+`last_error` can explain it. Teardown is shielded and bounded: half-close stdin (EOF, the MCP
+stdio shutdown) -> up to `EXIT_GRACE` for it to exit -> ``docker stop`` (SIGTERM, SIGKILL after
+`STOP_TIMEOUT`) -> ``docker rm -f``. The container is removed also when its start is cancelled.
+Leftovers of a gateway that died without teardown are removed by the next gateway process on the
+same host (see `_docker_owner`).
+
+Every call into the (blocking) Docker SDK runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+import docker  # type: ignore[import-untyped]
+import docker.errors  # type: ignore[import-untyped]
+import docker.types  # type: ignore[import-untyped]
+import docker.utils  # type: ignore[import-untyped]
+import requests.exceptions  # type: ignore[import-untyped, unused-ignore]
+from mcp.shared.message import SessionMessage
+
+from gateway.backends import _docker_owner
+from gateway.backends._docker_io import AttachedIO
+from gateway.backends._logbuffer import LogBuffer
+from gateway.backends.session import Streams, TransportFactory
+from gateway.config import secrets
+from gateway.config.models import DockerServer
+from gateway.errors import BackendStartError
+
+logger = logging.getLogger(__name__)
+
+# A well-behaved server exits soon after its stdin closes.
+EXIT_GRACE = 2.0
+# `docker stop -t`: after SIGTERM, seconds before the engine sends SIGKILL.
+STOP_TIMEOUT = 3.0
+# Bound on one ordinary engine call (create, start, inspect, rm); also the SDK's HTTP timeout.
+API_TIMEOUT = 30.0
+# After the attach stream ends: time for the engine to report the exit code.
+STATUS_TIMEOUT = 5.0
+# Time to flush our last message and half-close stdin.
+INPUT_CLOSE = 1.0
+# A pull may legitimately take minutes; one that stalls must not keep the backend starting forever.
+PULL_TIMEOUT = 600.0
+TMPFS_OPTIONS = "rw,nosuid,nodev,noexec,size=16m"
+NOBODY = "65534:65534"
+_BUFFER = 32  # messages buffered each way, as for a process
+
+ENGINE_ERRORS: tuple[type[BaseException], ...] = (
+    docker.errors.DockerException,
+    requests.exceptions.RequestException,
+    OSError,
+)
+_T = TypeVar("_T")
+
+
+async def _engine(fn: Callable[..., _T], *args: Any, abandon: bool = False, **kwargs: Any) -> _T:
+    """Run a blocking SDK call in a thread. `abandon`: a cancelled caller stops waiting for it."""
+    return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs), abandon_on_cancel=abandon)
+
+
+def _reason(exc: BaseException) -> str:
+    explanation = getattr(exc, "explanation", None)
+    return str(explanation or exc) or type(exc).__name__
+
+
+# -- what to create (pure; checked before anything is created) -------------------------------------
+
+
+def _no_secrets(name: str, spec: DockerServer) -> None:
+    fields: list[tuple[str, str]] = [("image", spec.image), *(("args", a) for a in spec.args)]
+    fields += [("volumes", v) for v in spec.volumes] + [("user", spec.user or "")]
+    for key, value in fields:
+        if secrets.has_reference(value):
+            raise BackendStartError(
+                name,
+                f"{name}: servers.{name}.{key} holds a secret reference; only `env` may (a container's "
+                "command line, image, volumes and user are visible to `docker ps`/`docker inspect`)",
+            )
+
+
+def mounts(name: str, volumes: list[str], cwd: str) -> list[Any]:
+    """`"host:container[:ro|rw]"` as bind mounts; relative host paths are taken from `cwd`."""
+    result = []
+    for i, volume in enumerate(volumes):
+        parts = volume.split(":")
+        mode = parts[2] if len(parts) == 3 else "rw"
+        if (
+            len(parts) not in (2, 3)
+            or not parts[0]
+            or not parts[1].startswith("/")
+            or mode not in ("ro", "rw")
+        ):
+            raise BackendStartError(
+                name,
+                f'{name}: servers.{name}.volumes[{i}] must be "host:container[:ro|rw]" with an absolute '
+                f"container path, not {volume!r}",
+            )
+        host = os.path.normpath(os.path.join(cwd, os.path.expanduser(parts[0])))
+        if not os.path.exists(host):
+            raise BackendStartError(name, f"{name}: servers.{name}.volumes[{i}]: {host} does not exist")
+        result.append(docker.types.Mount(parts[1], host, type="bind", read_only=mode == "ro"))
+    return result
+
+
+def container_user(spec: DockerServer, image_user: str) -> str:
+    """The configured user, else the image's unless it is root, else nobody."""
+    if spec.user is not None:
+        return spec.user
+    uid = image_user.split(":", 1)[0]
+    return image_user if uid not in ("", "root", "0") else NOBODY
+
+
+def host_config(name: str, spec: DockerServer, cwd: str) -> dict[str, Any]:
+    """Keyword arguments of `APIClient.create_host_config` for `spec`."""
+    res = spec.resources
+    return {
+        "network_mode": spec.network,
+        "read_only": spec.read_only,
+        "cap_drop": ["ALL"],
+        "cap_add": list(spec.cap_add) or None,
+        "security_opt": ["no-new-privileges"],
+        "mem_limit": res.memory,
+        "memswap_limit": res.memory,  # else the engine allows as much swap again (cgroup v1)
+        "pids_limit": res.pids,
+        "nano_cpus": int(res.cpus * 1e9),
+        # Without an init, the server is PID 1: SIGTERM does nothing and orphans are never reaped.
+        "init": True,
+        "tmpfs": dict.fromkeys(spec.tmpfs, TMPFS_OPTIONS),
+        "mounts": mounts(name, spec.volumes, cwd) or None,
+    }
+
+
+def describe_exit(state: dict[str, Any], memory: str) -> str:
+    code = state.get("ExitCode")
+    text = f"container exited with {code}"
+    if state.get("OOMKilled"):
+        if code == 137:
+            text += f" (OOM-killed: it reached its memory limit of {memory})"
+        else:  # the kernel killed one of its processes, not necessarily the server
+            text += f" (a process in it was OOM-killed at its memory limit of {memory})"
+    elif code == 137:
+        text += " (killed by SIGKILL)"
+    elif code == 143:
+        text += " (terminated by SIGTERM)"
+    if state.get("Error"):
+        text += f": {state['Error']}"
+    return text
+
+
+# -- the transport ---------------------------------------------------------------------------------
+
+
+class DockerTransport:
+    """The transport factory of one Docker backend; owns the backend's engine client."""
+
+    def __init__(self, name: str, spec: DockerServer, log: LogBuffer) -> None:
+        self.name = name
+        self.spec = spec
+        self.log = log
+        self._client: Any = None
+
+    def __call__(self) -> AbstractAsyncContextManager[Streams]:
+        return self._open()
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with anyio.move_on_after(API_TIMEOUT), suppress(*ENGINE_ERRORS):
+                await _engine(client.close, abandon=True)
+
+    async def _api(self) -> Any:
+        if self._client is None:
+            try:
+                self._client = await _engine(docker.from_env, timeout=int(API_TIMEOUT))
+            except ENGINE_ERRORS as exc:
+                raise BackendStartError(
+                    self.name, f"{self.name}: cannot reach the Docker engine: {_reason(exc)}"
+                ) from None
+        return self._client.api
+
+    @asynccontextmanager
+    async def _open(self) -> AsyncIterator[Streams]:
+        _no_secrets(self.name, self.spec)
+        config = host_config(self.name, self.spec, os.getcwd())
+        api = await self._api()
+        try:
+            await _engine(_docker_owner.sweep_once, api)
+        except ENGINE_ERRORS as exc:  # leftovers are a nuisance, not a reason to refuse to start
+            logger.warning("could not look for leftover containers: %s", _reason(exc))
+        image_user = await self._ensure_image(api)
+        env = secrets.resolve_mapping(self.spec.env, where=f"servers.{self.name}.env")
+        container = _Container(self.name, api, self.log, self.spec.resources.memory)
+        try:
+            conn = await container.launch(
+                image=self.spec.image,
+                command=list(self.spec.args) or None,
+                environment=env,
+                user=container_user(self.spec, image_user),
+                host_config=api.create_host_config(**config),
+            )
+            async with container.attached(conn) as streams:
+                yield streams
+        finally:
+            with anyio.CancelScope(shield=True):
+                await container.remove()
+
+    async def _ensure_image(self, api: Any) -> str:
+        """Apply the pull policy; returns the image's configured user."""
+        image, policy = self.spec.image, self.spec.pull
+        present = policy != "always" and await self._inspect_image(api) is not None
+        if not present:
+            if policy == "never":
+                raise BackendStartError(
+                    self.name,
+                    f"{self.name}: image {image!r} is not present and `pull: never` forbids pulling it "
+                    "(docker pull or docker load it first)",
+                )
+            await self._pull(api)
+        found = await self._inspect_image(api)
+        if found is None:
+            raise BackendStartError(self.name, f"{self.name}: image {image!r} is still missing after a pull")
+        return str((found.get("Config") or {}).get("User") or "")
+
+    async def _inspect_image(self, api: Any) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = await _engine(api.inspect_image, self.spec.image)
+        except docker.errors.ImageNotFound:
+            return None
+        except ENGINE_ERRORS as exc:
+            raise BackendStartError(
+                self.name, f"{self.name}: cannot inspect image {self.spec.image!r}: {_reason(exc)}"
+            ) from None
+        return found
+
+    async def _pull(self, api: Any) -> None:
+        image = self.spec.image
+        repository, tag = docker.utils.parse_repository_tag(image)
+
+        def pull() -> None:
+            # Without a tag the engine would pull every tag of the repository.
+            for event in api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+                if isinstance(event, dict) and event.get("error"):
+                    raise docker.errors.DockerException(str(event["error"]))
+
+        logger.info("server %s: pulling image %s", self.name, image)
+        try:
+            with anyio.fail_after(PULL_TIMEOUT):
+                await _engine(pull, abandon=True)
+        except TimeoutError:
+            raise BackendStartError(
+                self.name, f"{self.name}: pulling image {image!r} took longer than {PULL_TIMEOUT:g}s"
+            ) from None
+        except ENGINE_ERRORS as exc:
+            raise BackendStartError(
+                self.name, f"{self.name}: cannot pull image {image!r}: {_reason(exc)}"
+            ) from None
+
+
+def docker_transport(name: str, spec: DockerServer, log: LogBuffer) -> TransportFactory:
+    transport: TransportFactory = DockerTransport(name, spec, log)
+    return transport
+
+
+class _Container:
+    """One container's life: launch, attached I/O, bounded stop, removal."""
+
+    def __init__(self, server: str, api: Any, log: LogBuffer, memory: str) -> None:
+        self.server = server
+        self.api = api
+        self.log = log
+        self.memory = memory
+        # Our own name, known before `create` returns: a create interrupted in flight is still found.
+        self.name = f"mcp-gw-{server}-{uuid.uuid4().hex[:12]}"
+        self.id: str | None = None
+        self.ended = anyio.Event()  # the attach stream ended and the exit status was looked up
+
+    async def launch(self, **create: Any) -> anyio.abc.SocketStream:
+        """Create, attach, start. The threads run to completion even if we are cancelled meanwhile,
+        so `self.id` is set whenever a container exists, and `remove()` finds it."""
+        api, step = self.api, "create"
+        try:
+            created = await _engine(
+                api.create_container,
+                name=self.name,
+                stdin_open=True,  # and, because not detached, StdinOnce: our EOF reaches the server
+                tty=False,
+                labels=_docker_owner.labels(self.server),
+                **create,
+            )
+            self.id = str(created["Id"])
+            step = "attach to"
+            sock = await _engine(self._attach_socket)
+            try:
+                conn = await anyio.abc.SocketStream.from_socket(sock)
+            except BaseException:
+                sock.close()
+                raise
+            try:
+                step = "start"
+                await _engine(api.start, self.id)
+            except BaseException:
+                await conn.aclose()
+                raise
+        except ENGINE_ERRORS as exc:
+            raise BackendStartError(
+                self.server, f"{self.server}: cannot {step} container for {create['image']!r}: {_reason(exc)}"
+            ) from None
+        logger.info("server %s: started container %s (%s)", self.server, self.name, create["image"])
+        self.log.pid, self.log.exit_code = None, None
+        return conn
+
+    def _attach_socket(self) -> socket.socket:
+        # Runs in a thread; returns a socket of our own, leaving nothing of the SDK's open.
+        raw = self.api.attach_socket(self.id, {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+        sock = getattr(raw, "_sock", raw)
+        try:
+            own: socket.socket = sock.dup()
+        finally:
+            # The SDK's response, socket file and socket: closing them returns nothing to its pool
+            # that could be reused (the pool reconnects a closed connection).
+            for obj in (getattr(raw, "_response", None), raw, sock):
+                close = getattr(obj, "close", None)
+                if close is not None:
+                    with suppress(Exception):
+                        close()
+        own.setblocking(False)
+        return own
+
+    @asynccontextmanager
+    async def attached(self, conn: anyio.abc.SocketStream) -> AsyncIterator[Streams]:
+        io = AttachedIO(conn, self.log)
+        to_session, from_container = anyio.create_memory_object_stream[SessionMessage | Exception](_BUFFER)
+        to_container, from_session = anyio.create_memory_object_stream[SessionMessage](_BUFFER)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(io.pump_output, to_session, self._record_exit)
+                tg.start_soon(io.pump_input, from_session)
+                try:
+                    yield from_container, to_container
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await self._stop(io)
+                    tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await conn.aclose()
+
+    async def _stop(self, io: AttachedIO) -> None:
+        await io.close_input(INPUT_CLOSE)
+        with anyio.move_on_after(EXIT_GRACE):
+            await io.output_ended.wait()
+        if not io.output_ended.is_set():
+            with anyio.move_on_after(STOP_TIMEOUT + API_TIMEOUT), suppress(*ENGINE_ERRORS):
+                await _engine(self.api.stop, self.id, timeout=int(STOP_TIMEOUT), abandon=True)
+        with anyio.move_on_after(STATUS_TIMEOUT):
+            await self.ended.wait()
+
+    async def _record_exit(self) -> None:
+        """The attach stream ended: note how the container ended, for the supervisor and operators."""
+        try:
+            with anyio.move_on_after(STATUS_TIMEOUT):
+                # `wait` returns once the engine has seen the exit; inspect then has the final state.
+                await _engine(self.api.wait, self.id, timeout=int(STATUS_TIMEOUT), abandon=True)
+                info = await _engine(self.api.inspect_container, self.id, abandon=True)
+                state = info.get("State") or {}
+                if not state.get("Running"):
+                    self.log.exit_code = state.get("ExitCode")
+                    self.log.append(describe_exit(state, self.memory))
+        except ENGINE_ERRORS as exc:
+            logger.debug("server %s: no exit status for %s: %s", self.server, self.name, _reason(exc))
+        finally:
+            self.ended.set()
+
+    async def remove(self) -> None:
+        """`docker rm -f`, by id or (if `create` never told us the id) by our name. Bounded."""
+        with anyio.move_on_after(API_TIMEOUT) as scope:
+            try:
+                await _engine(
+                    self.api.remove_container, self.id or self.name, force=True, v=True, abandon=True
+                )
+            except docker.errors.NotFound:
+                pass
+            except ENGINE_ERRORS as exc:
+                logger.warning(
+                    "server %s: could not remove container %s: %s", self.server, self.name, _reason(exc)
+                )
+        if scope.cancelled_caught:
+            logger.warning("server %s: removing container %s timed out", self.server, self.name)

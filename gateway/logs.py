@@ -1,0 +1,119 @@
+"""The gateway's own logs: one JSON object per line (or plain text), tagged with the request.
+
+`configure(level, json=True)` installs one handler on the root logger. Every record carries the
+request id and server of the call being handled, taken from context variables that the relay sets
+per request with `request_scope()`; records emitted outside any request have them as null::
+
+    {"ts": "2026-05-09T07:26:29.123Z", "level": "WARNING", "logger": "gateway.middleware.pinning",
+     "msg": "tool changed", "request_id": "3f2a9c0d51e84b7a", "server": "mb", "tool": "echo"}
+
+Fields passed with `extra={...}` are added as top-level keys (values that are not JSON become
+their `str()`).
+"""
+
+from __future__ import annotations
+
+import json as _json
+import logging
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import IO, Any
+
+_request_id: ContextVar[str | None] = ContextVar("gateway_request_id", default=None)
+_server: ContextVar[str | None] = ContextVar("gateway_server", default=None)
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s%(context)s: %(message)s"
+
+# Attributes every LogRecord has; anything else on a record came from `extra=`.
+_STANDARD = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", None, None))
+    | {"message", "asctime", "request_id", "server", "context", "taskName"}
+)
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+@contextmanager
+def request_scope(request_id: str | int | None = None, *, server: str | None = None) -> Iterator[str]:
+    """Tag every log record (and audit record) emitted inside with this request's id.
+
+    JSON-RPC ids repeat across sessions (every client counts from 1), so by default a fresh,
+    gateway-unique id is minted.
+    """
+    rid = new_request_id() if request_id is None else str(request_id)
+    rid_token = _request_id.set(rid)
+    server_token = _server.set(server)
+    try:
+        yield rid
+    finally:
+        _server.reset(server_token)
+        _request_id.reset(rid_token)
+
+
+def current_request_id() -> str | None:
+    return _request_id.get()
+
+
+def current_server() -> str | None:
+    return _server.get()
+
+
+class ContextFilter(logging.Filter):
+    """Copies the request context onto each record, unless `extra=` already set it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "request_id", None) is None:
+            record.request_id = _request_id.get()
+        if getattr(record, "server", None) is None:
+            record.server = _server.get()
+        parts = [f"{k}={v}" for k in ("request_id", "server") if (v := getattr(record, k)) is not None]
+        record.context = f" [{' '.join(parts)}]" if parts else ""
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")[:-6] + "Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "request_id": getattr(record, "request_id", None),
+            "server": getattr(record, "server", None),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return _json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Marks the handler `configure` installed, so a second call replaces it."""
+
+
+def configure(level: str | int = "info", json: bool = False, *, stream: IO[str] | None = None) -> None:
+    """Send every log record to `stream` (default stderr), as JSON lines or as text.
+
+    Replaces handlers installed by `logging.basicConfig` or an earlier call, so calling it twice
+    does not print every line twice.
+    """
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+        if isinstance(old, _Handler):
+            old.close()
+    handler = _Handler(stream if stream is not None else sys.stderr)
+    handler.addFilter(ContextFilter())
+    handler.setFormatter(JsonFormatter() if json else logging.Formatter(TEXT_FORMAT))
+    root.addHandler(handler)
+    root.setLevel(level.upper() if isinstance(level, str) else level)
