@@ -30,7 +30,7 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s%(context)s: %(message)s"
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", None, None))
+    set(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
     | {"message", "asctime", "request_id", "server", "context", "taskName"}
 )
 
@@ -104,14 +104,13 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
 def configure(level: str | int = "info", json: bool = False, *, stream: IO[str] | None = None) -> None:
     """Send every log record to `stream` (default stderr), as JSON lines or as text.
 
-    Replaces handlers installed by `logging.basicConfig` or an earlier call, so calling it twice
-    does not print every line twice.
+    Replaces the handler of `logging.basicConfig` or of an earlier call, so no line is printed
+    twice; other handlers (a file, a test's capture) stay.
     """
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
-        if isinstance(old, _Handler):
-            old.close()
+        if isinstance(old, _Handler) or type(old) is logging.StreamHandler:
+            root.removeHandler(old)
     handler = _Handler(stream if stream is not None else sys.stderr)
     handler.addFilter(ContextFilter())
     handler.setFormatter(JsonFormatter() if json else logging.Formatter(TEXT_FORMAT))

@@ -93,7 +93,9 @@ async def test_prefix_override_and_empty_prefix() -> None:
         names = {t.name for t in await client.list_tools()}
         assert "clock__get_current_time" in names
         assert "echo" in names and "mb__echo" not in names
-        assert str((await client.read_resource("misbehave://static/hello"))[0].uri) == "misbehave://static/hello"
+        assert (
+            str((await client.read_resource("misbehave://static/hello"))[0].uri) == "misbehave://static/hello"
+        )
 
 
 async def test_tool_filter_hides_tools() -> None:
@@ -179,3 +181,56 @@ async def test_shared_session_is_one_process_for_all_clients() -> None:
                 assert result.structured_content is not None
                 pids.add(result.structured_content["pid"])
         assert len(pids) == 1
+
+
+async def test_modern_clients_hear_list_changes_on_their_listen_stream() -> None:
+    from mcp.server.subscriptions import ToolsListChanged
+
+    async with serve(fleet()) as gw, SdkClient(gw.url, mode="2026-07-28") as client:
+        async with client.listen(tools_list_changed=True) as subscription:
+            assert subscription.honored.tools_list_changed
+            await client.call_tool("mb__change_tools", {})
+            with anyio.fail_after(10):
+                event = await subscription.__anext__()
+            assert isinstance(event, ToolsListChanged)
+        assert "mb__extra" in {t.name for t in (await client.list_tools()).tools}
+
+
+async def test_client_credentials_are_never_forwarded_to_backends() -> None:
+    """An HTTP backend of our own records every header it receives; the client's never arrive."""
+    import httpx2
+    import uvicorn
+    from fastmcp import FastMCP
+    from fastmcp.server.dependencies import get_http_headers
+    from mcp.client.streamable_http import streamable_http_client
+
+    from tests._support import free_port
+
+    seen: list[dict[str, str]] = []
+    backend = FastMCP("recorder")
+
+    @backend.tool
+    def whoami() -> str:
+        seen.append(get_http_headers(include_all=True))
+        return "recorded"
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(backend.http_app(), host="127.0.0.1", port=port, log_level="warning")
+    )
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve)
+        with anyio.fail_after(30):
+            while not server.started:
+                await anyio.sleep(0.01)
+        cfg = make_config({"rec": {"url": f"http://127.0.0.1:{port}/mcp"}})
+        headers = {"Authorization": "Bearer client-secret-token", "Cookie": "session=abc", "X-Api-Key": "k"}
+        async with serve(cfg) as gw, httpx2.AsyncClient(headers=headers) as http:
+            async with SdkClient(streamable_http_client(gw.url, http_client=http), mode="legacy") as client:
+                result = await client.call_tool("rec__whoami", {})
+        server.should_exit = True
+    assert result.content[0].text == "recorded"  # type: ignore[union-attr]
+    received = {k.lower(): v for k, v in seen[0].items()}
+    assert "authorization" not in received and "cookie" not in received and "x-api-key" not in received
+    assert "client-secret-token" not in str(received)

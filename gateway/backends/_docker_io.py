@@ -42,6 +42,7 @@ class AttachedIO:
         self._conn = conn
         self._log = log
         self._input_scope = anyio.CancelScope()
+        self._output_scope = anyio.CancelScope(shield=True)
         self.output_ended = anyio.Event()  # the container's stdout and stderr closed: it exited
         self.input_closed = anyio.Event()  # we sent EOF
 
@@ -52,33 +53,47 @@ class AttachedIO:
     ) -> None:
         """Demultiplex until the connection ends; then `on_end()`, then close `to_session`.
 
-        `on_end` runs before the session learns of the end, so whatever it records (the exit code)
-        is there when the supervisor looks.
+        Shielded: the container's output is read until it ends or `stop_output()`, also while the
+        session around us is being cancelled, because its end is how teardown learns that the
+        container exited. `on_end` runs before the session learns of the end, so whatever it
+        records (the exit code) is there when the supervisor looks.
         """
-        stderr = _LineReader(self._log)
-        partial = b""
-        frames = BufferedByteReceiveStream(self._conn)
         async with to_session:
-            try:
-                while True:
-                    kind, size = _HEADER.unpack(await frames.receive_exactly(_HEADER.size))
-                    payload = await frames.receive_exactly(size) if size else b""
-                    if kind == _STDERR:
-                        stderr.data_received(payload)
-                        continue
-                    if kind != _STDOUT:
-                        continue
+            with self._output_scope:
+                try:
+                    await self._demultiplex(to_session)
+                finally:
+                    self.output_ended.set()
+                await on_end()
+
+    async def _demultiplex(self, to_session: anyio.abc.ObjectSendStream[SessionMessage | Exception]) -> None:
+        stderr = _LineReader(self._log)
+        frames = BufferedByteReceiveStream(self._conn)
+        partial = b""
+        listening = True
+        try:
+            while True:
+                kind, size = _HEADER.unpack(await frames.receive_exactly(_HEADER.size))
+                payload = await frames.receive_exactly(size) if size else b""
+                if kind == _STDERR:
+                    stderr.data_received(payload)
+                elif kind == _STDOUT and listening:
                     *lines, partial = (partial + payload).split(b"\n")
                     for line in lines:
                         if line.strip():
-                            await to_session.send(_parse(line))
-            except _CLOSED:
-                pass
-            finally:
-                stderr.connection_lost(None)
-                self.output_ended.set()
-            with anyio.CancelScope(shield=True):
-                await on_end()
+                            try:
+                                await to_session.send(_parse(line))
+                            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                                # The session is gone; keep reading to see the container's end.
+                                listening = False
+                                break
+        except _CLOSED:
+            pass
+        finally:
+            stderr.connection_lost(None)
+
+    def stop_output(self) -> None:
+        self._output_scope.cancel()
 
     async def pump_input(self, from_session: anyio.abc.ObjectReceiveStream[SessionMessage]) -> None:
         """Write the session's messages as lines until it closes or `close_input()`; then send EOF."""

@@ -384,9 +384,12 @@ class _Container:
                 try:
                     yield from_container, to_container
                 finally:
-                    with anyio.CancelScope(shield=True):
-                        await self._stop(io)
-                    tg.cancel_scope.cancel()
+                    try:
+                        with anyio.CancelScope(shield=True):
+                            await self._stop(io)
+                    finally:
+                        io.stop_output()
+                        tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await conn.aclose()

@@ -18,8 +18,7 @@ net.Server.prototype.listen = function listenOnLoopback(...args) {
   const first = args[0];
   if (first === undefined || typeof first === "function") {
     // listen([cb]): an ephemeral port on every interface -> on loopback.
-    args.unshift(0, LOOPBACK);
-    if (args[2] === undefined) args.splice(2, 1);
+    args = [0, LOOPBACK, ...args.slice(first === undefined ? 1 : 0)];
   } else if (isPort(first)) {
     // listen(port[, host][, backlog][, cb])
     if (args.length > 1 && (typeof args[1] === "string" || args[1] == null)) {

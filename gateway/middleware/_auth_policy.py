@@ -1,0 +1,68 @@
+"""Authorization rules, compiled once: may these roles use this tool, prompt or resource?
+
+Globs are compiled into one regex per rule and kind; decisions are cached per (roles, kind,
+server, name) in a bounded LRU, so the check on every call is a dictionary lookup once warm. A
+`deny` rule that matches wins over any `allow`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from gateway.middleware._auth_options import Rule
+
+Kind = Literal["tool", "prompt", "resource"]
+KINDS: tuple[Kind, ...] = ("tool", "prompt", "resource")
+_CACHE_SIZE = 8192  # names are bounded by the catalogue, except resource URIs from templates
+
+
+def _compile(globs: Sequence[str]) -> re.Pattern[str]:
+    # fnmatch.translate anchors the end; `match` anchors the start. Case matters: names are exact.
+    return re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs) or r"(?!)")
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    roles: frozenset[str]
+    servers: re.Pattern[str]
+    kinds: dict[Kind, re.Pattern[str] | None]  # None: this rule says nothing about the kind
+    deny: bool
+
+
+def _compiled(rule: Rule) -> _Compiled:
+    named: dict[Kind, list[str] | None] = {"tool": rule.tools, "prompt": rule.prompts, "resource": rule.resources}
+    covers_all = all(globs is None for globs in named.values())
+    kinds: dict[Kind, re.Pattern[str] | None] = {
+        kind: _compile(["*"]) if covers_all else None if globs is None else _compile(globs)
+        for kind, globs in named.items()
+    }
+    return _Compiled(frozenset(rule.roles), _compile(rule.servers), kinds, rule.effect == "deny")
+
+
+class Policy:
+    """`rules=None` means no authorization at all (authentication only)."""
+
+    def __init__(self, rules: Sequence[Rule] | None) -> None:
+        self.unrestricted = rules is None
+        self._rules = [_compiled(r) for r in rules or ()]
+        self.roles = sorted({role for r in rules or () for role in r.roles})
+        self.allows = functools.lru_cache(maxsize=_CACHE_SIZE)(self._decide)
+
+    def _decide(self, roles: frozenset[str], kind: Kind, server: str, name: str) -> bool:
+        if self.unrestricted:
+            return True
+        allowed = False
+        for rule in self._rules:
+            pattern = rule.kinds[kind]
+            if pattern is None or rule.roles.isdisjoint(roles):
+                continue
+            if rule.servers.match(server) and pattern.match(name):
+                if rule.deny:
+                    return False
+                allowed = True
+        return allowed

@@ -1,0 +1,358 @@
+"""`audit`: an append-only record of every call — who, what, when, how it ended, how long it took.
+
+Configured in gateway.yaml::
+
+    middleware:
+      - use: masking          # first, so the arguments audit stores are the masked ones
+      - use: audit
+        options: {path: /var/lib/mcp-gateway/audit.db, arguments: keys, retention_days: 90}
+
+The store is SQLite (WAL mode). Calls never wait on the disk: records go into a bounded queue that
+one writer task drains in batches; when the queue is full the record is dropped, counted
+(`Audit.log.dropped`) and logged — an audit log must not become a way to stall the gateway.
+The table refuses UPDATE, and DELETE of rows younger than a day, by trigger; the only delete the
+gateway itself issues is the `retention_days` pruning when it starts.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import re
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import astuple, dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from mcp.shared.exceptions import MCPError
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.errors import GatewayError
+from gateway.logs import current_request_id
+from gateway.middleware.base import Call, CallNext, Result
+
+logger = logging.getLogger(__name__)
+
+_DAY_MS = 86_400_000
+_BATCH = 512
+_DRAIN_TIMEOUT = 10.0
+_DROP_LOG_INTERVAL = 10.0
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    identity TEXT NOT NULL,
+    identity_source TEXT NOT NULL,
+    method TEXT NOT NULL,
+    server TEXT,
+    name TEXT,
+    outcome TEXT NOT NULL,
+    error_code INTEGER,
+    duration_ms REAL NOT NULL,
+    request_id TEXT,
+    rpc_id TEXT,
+    arguments TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts_ms);
+CREATE INDEX IF NOT EXISTS audit_identity_ts ON audit (identity, ts_ms);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_recent_delete BEFORE DELETE ON audit
+WHEN old.ts_ms > CAST(strftime('%s', 'now') AS INTEGER) * 1000 - {_DAY_MS}
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only (only retention pruning deletes)'); END;
+"""
+_SECRET_KEYS = ["*password*", "*passwd*", "*secret*", "*token*", "*api_key*", "*apikey*", "*authorization*"]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    ts: str  # UTC ISO 8601, when the call arrived
+    ts_ms: int  # the same instant, epoch milliseconds
+    identity: str
+    identity_source: str
+    method: str
+    server: str | None
+    name: str | None  # public tool/prompt name or resource URI
+    outcome: str  # ok | is_error | input_required | error | cancelled
+    error_code: int | None
+    duration_ms: float
+    request_id: str | None  # the gateway's request id (as in the logs)
+    rpc_id: str | None  # the client's JSON-RPC id
+    arguments: str | None  # JSON, per the `arguments` option
+
+
+_COLUMNS = tuple(f.name for f in fields(AuditRecord))
+_INSERT = f"INSERT INTO audit ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+
+
+class AuditLog:
+    """The SQLite store: a non-blocking `append` while `running()`, and `query` for readers."""
+
+    def __init__(self, path: str | Path, *, queue_size: int = 10_000, retention_days: int | None = None):
+        self.path = Path(path).absolute()
+        self.queue_size = queue_size
+        self.retention_days = retention_days
+        self.written = 0
+        self.dropped = 0
+        self._appended = 0
+        self._processed = 0  # written or failed: what flush() waits for
+        self._send: MemoryObjectSendStream[AuditRecord] | None = None
+        self._waiters: list[tuple[int, anyio.Event]] = []
+        self._last_drop_log = -_DROP_LOG_INTERVAL
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def append(self, record: AuditRecord) -> bool:
+        """Queue a record for writing; never waits. False (and counted) when it had to be dropped."""
+        if self._send is not None:
+            try:
+                self._send.send_nowait(record)
+                self._appended += 1
+                return True
+            except anyio.WouldBlock:
+                pass
+        self.dropped += 1
+        now = time.monotonic()
+        if now - self._last_drop_log >= _DROP_LOG_INTERVAL:
+            self._last_drop_log = now
+            reason = "queue full" if self._send is not None else "store not running"
+            logger.warning("audit record dropped (%s); %d dropped so far", reason, self.dropped)
+        return False
+
+    async def flush(self) -> None:
+        """Until every record appended so far is on disk (for tests and admin reads)."""
+        if self._send is None or self._processed >= self._appended:
+            return
+        event = anyio.Event()
+        self._waiters.append((self._appended, event))
+        await event.wait()
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[AuditLog]:
+        conn = await anyio.to_thread.run_sync(self._open)
+        send, receive = anyio.create_memory_object_stream[AuditRecord](self.queue_size)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._writer, conn, receive)
+                self._send = send
+                try:
+                    yield self
+                finally:
+                    self._send = None
+                    tg.cancel_scope.cancel()
+        finally:
+            # Whatever was queued when we stopped (or were cancelled) still reaches the disk.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_DRAIN_TIMEOUT):
+                rest: list[AuditRecord] = []
+                with suppress(anyio.WouldBlock, anyio.EndOfStream):
+                    while True:
+                        rest.append(receive.receive_nowait())
+                if rest:
+                    await self._write(conn, rest)
+                await anyio.to_thread.run_sync(conn.close)
+            send.close()
+            receive.close()
+            for _, event in self._waiters:
+                event.set()
+            self._waiters.clear()
+
+    async def _writer(
+        self, conn: sqlite3.Connection, receive: MemoryObjectReceiveStream[AuditRecord]
+    ) -> None:
+        while True:
+            batch = [await receive.receive()]
+            with suppress(anyio.WouldBlock):
+                while len(batch) < _BATCH:
+                    batch.append(receive.receive_nowait())
+            with anyio.CancelScope(shield=True):  # a batch taken off the queue is written whole
+                await self._write(conn, batch)
+
+    async def _write(self, conn: sqlite3.Connection, batch: list[AuditRecord]) -> None:
+        try:
+            await anyio.to_thread.run_sync(_insert, conn, batch)
+            self.written += len(batch)
+        except sqlite3.Error:
+            self.dropped += len(batch)
+            logger.exception("audit: writing %d records to %s failed", len(batch), self.path)
+        self._processed += len(batch)
+        waiting = []
+        for target, event in self._waiters:
+            if self._processed >= target:
+                event.set()
+            else:
+                waiting.append((target, event))
+        self._waiters = waiting
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across crashes of the process
+        conn.executescript(_SCHEMA)
+        if self.retention_days is not None:
+            cutoff = int(time.time() * 1000) - self.retention_days * _DAY_MS
+            with conn:
+                pruned = conn.execute("DELETE FROM audit WHERE ts_ms < ?", (cutoff,)).rowcount
+            if pruned:
+                logger.info("audit: pruned %d records older than %d days", pruned, self.retention_days)
+        return conn
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def query(
+        self,
+        since: datetime | int | None = None,
+        identity: str | None = None,
+        server: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """The newest records first; `since` is a datetime or epoch milliseconds."""
+        return await anyio.to_thread.run_sync(self._query, since, identity, server, limit)
+
+    def _query(
+        self, since: datetime | int | None, identity: str | None, server: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        where: list[str] = []
+        args: list[Any] = []
+        if since is not None:
+            where.append("ts_ms >= ?")
+            args.append(int(since.timestamp() * 1000) if isinstance(since, datetime) else since)
+        if identity is not None:
+            where.append("identity = ?")
+            args.append(identity)
+        if server is not None:
+            where.append("server = ?")
+            args.append(server)
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM audit"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(max(0, min(limit, 10_000)))
+        conn = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True)
+        try:
+            rows = conn.execute(sql, args).fetchall()
+        finally:
+            conn.close()
+        records = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
+        for record in records:
+            if record["arguments"] is not None:
+                record["arguments"] = json.loads(record["arguments"])
+        return records
+
+
+def _insert(conn: sqlite3.Connection, batch: list[AuditRecord]) -> None:
+    with conn:
+        conn.executemany(_INSERT, [astuple(r) for r in batch])
+
+
+class AuditOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(
+        "audit.db", description="SQLite file (relative: to the directory the gateway starts in)"
+    )
+    arguments: Literal["full", "keys", "none"] = Field(
+        "keys", description="what to store of call arguments: values (truncated), key names, or nothing"
+    )
+    methods: list[str] = Field(["*"], description="globs of the methods to record")
+    retention_days: int | None = Field(None, ge=1, description="prune older records when the gateway starts")
+    queue_size: int = Field(10_000, ge=1, le=1_000_000)
+    max_value_chars: int = Field(200, ge=8, description="`full`: longer strings are cut to this length")
+    max_arguments_chars: int = Field(4_000, ge=64, description="`full`: larger arguments are stored as keys")
+    redact_keys: list[str] = Field(
+        _SECRET_KEYS, description="`full`: values under keys matching these globs are never stored"
+    )
+
+
+class Audit:
+    def __init__(self, **options: Any) -> None:
+        self.options = opts = AuditOptions(**options)
+        self.log = AuditLog(opts.path, queue_size=opts.queue_size, retention_days=opts.retention_days)
+        self._methods = [re.compile(fnmatch.translate(m)) for m in opts.methods]
+        self._redact = [re.compile(fnmatch.translate(k.lower())) for k in opts.redact_keys]
+
+    def lifespan(self) -> Any:
+        return self.log.running()
+
+    async def __call__(self, call: Call, call_next: CallNext) -> Result:
+        if call.kind != "request" or not any(m.match(call.method) for m in self._methods):
+            return await call_next(call)
+        wall = time.time()
+        start = time.perf_counter()
+        arguments = self._arguments(call)  # as the call arrives here: after any outer rewriting
+        outcome, code = "error", None
+        try:
+            result = await call_next(call)
+            if result.get("isError") is True:
+                outcome = "is_error"
+            elif result.get("resultType") == "input_required":
+                outcome = "input_required"
+            else:
+                outcome = "ok"
+            return result
+        except (GatewayError, MCPError) as exc:
+            code = exc.code
+            raise
+        except anyio.get_cancelled_exc_class():
+            outcome = "cancelled"
+            raise
+        except Exception:
+            code = -32603  # the chain turns it into an internal error
+            raise
+        finally:
+            self.log.append(
+                AuditRecord(
+                    ts=datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds")[:-6] + "Z",
+                    ts_ms=int(wall * 1000),
+                    identity=call.identity.name,
+                    identity_source=call.identity.source,
+                    method=call.method,
+                    server=call.server,
+                    name=call.name,
+                    outcome=outcome,
+                    error_code=code,
+                    duration_ms=round((time.perf_counter() - start) * 1000, 3),
+                    request_id=current_request_id(),
+                    rpc_id=None if call.request_id is None else str(call.request_id),
+                    arguments=arguments,
+                )
+            )
+
+    def _arguments(self, call: Call) -> str | None:
+        args = call.params.get("arguments")
+        mode = self.options.arguments
+        if mode == "none" or not isinstance(args, dict):
+            return None
+        keys = json.dumps(sorted(str(k) for k in args))
+        if mode == "keys":
+            return keys
+        text = json.dumps(self._clip(args, 0), ensure_ascii=False, default=str)
+        return text if len(text) <= self.options.max_arguments_chars else keys
+
+    def _clip(self, value: Any, depth: int) -> Any:
+        """A copy that is safe and small enough to store: secrets out, long strings cut."""
+        if depth > 8:
+            return "[nested too deep]"
+        if isinstance(value, dict):
+            return {
+                str(k): "[redacted]"
+                if any(p.match(str(k).lower()) for p in self._redact)
+                else self._clip(v, depth + 1)
+                for k, v in value.items()
+            }
+        if isinstance(value, list):
+            return [self._clip(v, depth + 1) for v in value[:50]] + (["[...]"] if len(value) > 50 else [])
+        if isinstance(value, str) and len(value) > self.options.max_value_chars:
+            return f"{value[: self.options.max_value_chars]}…[+{len(value) - self.options.max_value_chars}]"
+        return value
