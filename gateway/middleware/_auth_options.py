@@ -135,7 +135,7 @@ class Jwt(_Options):
 class Configured(_Options):
     """A fixed identity: the stdio caller, or unauthenticated HTTP callers."""
 
-    name: str = Field(default="local", min_length=1)
+    name: str | None = Field(default=None, min_length=1, description='Default: "local" (stdio), "anonymous".')
     roles: list[str] = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict)
 
