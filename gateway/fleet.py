@@ -20,7 +20,7 @@ import anyio.abc
 from gateway.backends import Backend, Event
 from gateway.catalogue import Catalogue, Source
 from gateway.clients import Clients
-from gateway.config.models import GatewayConfig, namespace_of
+from gateway.config.models import GatewayConfig, ServerSpec, namespace_of
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class Fleet:
         self.event_listeners: list[Callable[[Event], None]] = []
         self.notification_hooks: list[Callable[[Backend, str, Mapping[str, Any]], Awaitable[None]]] = []
         self._tg: anyio.abc.TaskGroup | None = None
+        self._scopes: dict[str, anyio.CancelScope] = {}
         self.clients.on_disconnect.append(self._release_client)
 
     @asynccontextmanager
@@ -51,12 +52,68 @@ class Fleet:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             for backend in self.backends.values():
-                tg.start_soon(backend.run, name=f"backend {backend.name}")
+                self._launch(backend)
             try:
                 yield self
             finally:
                 self._tg = None
                 tg.cancel_scope.cancel()
+
+    def _launch(self, backend: Backend) -> None:
+        assert self._tg is not None, "Fleet.running() must be entered"
+        scope = self._scopes[backend.name] = anyio.CancelScope()
+
+        async def run() -> None:
+            with scope:
+                await backend.run()
+
+        self._tg.start_soon(run, name=f"backend {backend.name}")
+
+    # -- membership: runtime registration and config reload -----------------------------------
+
+    def add(self, name: str, spec: ServerSpec) -> Backend:
+        """Start supervising a new backend (runtime registration, reload)."""
+        if name in self.backends:
+            raise ValueError(f"server {name!r} already exists")
+        backend = self.backends[name] = Backend(name, spec, self)
+        self.config = self.config.model_copy(update={"servers": {**self.config.servers, name: spec}})
+        if self._tg is not None:
+            self._launch(backend)
+        return backend
+
+    async def remove(self, name: str) -> None:
+        """Stop a backend (bounded, shielded teardown) and forget it; clients are told."""
+        backend = self.backends[name]
+        if backend.state.value not in ("stopped", "failed"):
+            await backend.stop("removed")
+        scope = self._scopes.pop(name, None)
+        if scope is not None:
+            scope.cancel()
+        del self.backends[name]
+        self.config = self.config.model_copy(
+            update={"servers": {k: v for k, v in self.config.servers.items() if k != name}}
+        )
+        self.listing_changed(backend)
+
+    async def apply(self, new: GatewayConfig) -> dict[str, list[str]]:
+        """Move the running fleet to `new` as a diff; untouched backends and their clients are left alone."""
+        wanted = {n: s for n, s in new.servers.items() if s.enabled}
+        current = {n: b.spec for n, b in self.backends.items()}
+        removed = [n for n in current if n not in wanted]
+        added = [n for n in wanted if n not in current]
+        changed = [n for n in wanted if n in current and wanted[n] != current[n]]
+        async with anyio.create_task_group() as tg:
+            for name in [*removed, *changed]:
+                tg.start_soon(self.remove, name)
+        for name in [*changed, *added]:
+            self.add(name, wanted[name])
+        self.config = new
+        return {
+            "added": added,
+            "removed": removed,
+            "changed": changed,
+            "unchanged": [n for n in wanted if n in current and n not in changed],
+        }
 
     async def wait_started(self) -> None:
         """Until every backend has made its first start attempt (each bounded by its own timeout)."""

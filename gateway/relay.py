@@ -97,6 +97,7 @@ class Relay:
         self.fleet = fleet
         self.inputs = InputBridge()
         self.default_identity = identity
+        self.middlewares = list(middlewares)
         self.chain = build_chain(middlewares, self._terminal)
         self._terminals: dict[str, Callable[[Call], Awaitable[Result]]] = {
             "tools/list": lambda call: self._listing("tools", self.fleet.catalogue.tools),
@@ -114,6 +115,11 @@ class Relay:
             "notifications/message": self._deliver_log,
         }
         fleet.notification_hooks.append(self._backend_notification)
+
+    def use(self, middlewares: Sequence[Middleware]) -> None:
+        """Swap the chain (config reload): calls already running finish on the old one."""
+        self.middlewares = list(middlewares)
+        self.chain = build_chain(middlewares, self._terminal)
 
     def build_server(self) -> GatewayServer:
         server = GatewayServer(

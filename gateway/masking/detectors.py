@@ -125,8 +125,7 @@ def nino_valid(value: str) -> bool:
     compact = value.replace(" ", "")
     if compact[:2] in _NINO_BAD_PREFIXES:
         return False
-    spaces = value.count(" ")
-    return spaces in (0, 4) or value[2:4].isdigit() and spaces == 1 and value[2] == " "
+    return value.count(" ") in (0, 4)  # "AB123456C" or "AB 12 34 56 C", not a mix
 
 
 def ca_sin_valid(value: str) -> bool:
@@ -141,7 +140,9 @@ def phone_valid(value: str) -> bool:
         if not 8 <= len(digits) <= 15 or "--" in value or ".." in value or "  " in value:
             return False
         return value.count("(") == value.count(")") <= 1
-    core = digits[1:] if len(digits) == 11 else digits
+    if len(digits) == 11 and digits[0] != "1":
+        return False
+    core = digits[-10:]
     if len(core) != 10 or core[0] in "01" or core[3] in "01":
         return False  # NANP: area code and exchange never start with 0 or 1
     separators = {ch for ch in value if ch in ".-"}
@@ -157,10 +158,14 @@ def ipv4_valid(value: str) -> bool:
 
 
 def ipv6_valid(value: str) -> bool:
-    if not any(ch.isdigit() for ch in value) or value.count(":") < 2:
-        return False  # "dead::beef" parses, but so do too many words in C++ and Rust
+    address = value.split("%", 1)[0]
+    groups = [g for g in address.split(":") if g]
+    # At least two groups, one of 3+ characters, and a digit: "::1" (loopback) is nobody's, and
+    # Python slices (`a[1::2]`) and C++/Rust paths (`dead::beef`) parse as addresses too.
+    if len(groups) < 2 or max(len(g) for g in groups) < 3 or not any(ch.isdigit() for ch in address):
+        return False
     try:
-        ipaddress.IPv6Address(value.split("%", 1)[0])
+        ipaddress.IPv6Address(address)
     except ValueError:
         return False
     return True
@@ -177,14 +182,24 @@ def assigned_secret(value: str) -> bool:
         return False
     if stripped[0] in "$<{%*[(" or stripped.startswith(("os.", "self.", "env.", "process.")):
         return False  # ${VAR}, <secret>, {{ token }}, %(x)s, ***, getenv calls
-    if stripped.isalpha() and stripped.islower():
-        return False  # an identifier: `token = tokenizer`
-    return shannon_entropy(stripped) >= 3.0
+    has_digit = any(ch.isdigit() for ch in stripped)
+    has_alpha = any(ch.isalpha() for ch in stripped)
+    if has_digit and has_alpha:
+        # Random strings of n characters have close to log2(n) bits per character.
+        return shannon_entropy(stripped) >= min(3.0, 0.8 * math.log2(len(stripped)))
+    # No digit: only long mixed-case strings (base64 without digits); words and code paths
+    # (`request.form`, `Content-Type`) stay.  No letter: a number, an id, a date.
+    return (
+        has_alpha
+        and len(stripped) >= 20
+        and not stripped.islower()
+        and not stripped.isupper()
+        and shannon_entropy(stripped) >= 3.5
+        and "." not in stripped
+    )
 
 
 # -- the detectors ------------------------------------------------------------------------------
-
-_ANY_CASE = "(?i:"  # scoped case-insensitivity: a pattern's first character stays case-sensitive
 
 DETECTORS: tuple[Detector, ...] = (
     # ---- secrets (the more specific first: on an overlap, the first listed names the span)
@@ -206,12 +221,9 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "aws_secret_key",
         "secret",
-        _c(
-            r"[Aa](?i:ws)?[\w.-]{0,20}?(?i:secret)[\w.-]{0,20}?[\"']?\s*[:=]>?\s*[\"']?"
-            r"([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"
-        ),
+        _c(r"[Ss](?i:ecret)[\w.-]{0,20}?[\"']?\s*[:=]>?\s*[\"']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"),
         group=1,
-        lower_anchors=("aws",),
+        lower_anchors=("aws", "akia", "asia"),
     ),
     Detector(
         "github_token",
@@ -269,13 +281,13 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "secret_assignment",
         "secret",
-        # A keyword (possibly inside a longer name: DB_PASSWORD, client_secret, apiKey) followed by
-        # `=`, `:` or `=>` and a value; the validator keeps the high-entropy ones.
+        # A keyword ending a name (DB_PASSWORD, client_secret, apiKey, GITHUB_TOKEN) followed by `=`,
+        # `:`, `=>` and a value; the validator keeps the high-entropy ones.
         _c(
-            r"[PpSsTtAaKkCc](?<![A-Za-z][PpSsTtAaKkCc])"
-            r"(?i:passw(?:or)?d|secret|token|api[_-]?key|access[_-]?key|auth[_-]?key|credentials?|key)"
-            r"(?![a-z])[\w.-]{0,20}?[\"']?\s*(?:[:=]|=>|:=)\s*"
-            r"([\"'`]?[^\s\"'`,;)}\]]{8,200})"
+            r"[PpSsTtAaCc](?<![a-z][psta]|[A-Z][PSTAC])"
+            r"(?i:passw(?:or)?d|pwd|secret|token|api[_-]?key|access[_-]?key|auth[_-]?key|private[_-]?key"
+            r"|credentials?)(?i:[_.-]?(?:key|value|string))?(?![A-Za-z0-9])"
+            r"[\"']?\s*(?:[:=]|=>|:=)\s*[\"'`]?([^\s\"'`,;)}\]]{8,200})"
         ),
         group=1,
         validate=assigned_secret,
@@ -319,9 +331,7 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "uk_nino",
         "pii",
-        _c(
-            r"[A-CEGHJ-PR-TW-Z](?<![\w][A-Z])[A-CEGHJ-NPR-TW-Z] ?\d\d ?\d\d ?\d\d ?[A-D](?!\w)"
-        ),
+        _c(r"[A-CEGHJ-PR-TW-Z](?<![\w][A-Z])[A-CEGHJ-NPR-TW-Z] ?\d\d ?\d\d ?\d\d ?[A-D](?!\w)"),
         validate=nino_valid,
         need="upper",
     ),
@@ -339,7 +349,7 @@ DETECTORS: tuple[Detector, ...] = (
         _c(
             r"(?:\+(?<![\w+]\+)[1-9][\d ().-]{6,20}\d"
             r"|\((?<![\w(]\()\d{3}\)[ .-]?\d{3}[ .-]\d{4}"
-            r"|\d(?<![\w.+-]\d)(?:1[ .-])?\d\d[ .-]\d{3}[ .-]\d{4})"
+            r"|\d(?<![\w.+-]\d)(?:[ .-]\d{3}[ .-]|\d\d[ .-])\d{3}[ .-]\d{4})"
             r"(?![\w-]|\.\d)"
         ),
         validate=phone_valid,
@@ -355,13 +365,14 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "ipv6",
         "pii",
-        # Candidates only (two colons at least); `ipaddress` decides.
+        # Candidates only: a `::` or eight groups (which `12:00:01` never has); `ipaddress` decides.
         _c(
-            r"[0-9A-Fa-f:](?<![\w:.][0-9A-Fa-f:])[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]{1,37}"
-            r"(?:%[A-Za-z0-9]+)?(?![\w:])"
+            r"[0-9A-Fa-f:](?<![\w:.][0-9A-Fa-f:])"
+            r"(?=[0-9A-Fa-f:]*:(?<=::)|[0-9A-Fa-f]{0,3}(?::[0-9A-Fa-f]{1,4}){7})"
+            r"[0-9A-Fa-f:]{2,38}(?:\d{1,3}(?:\.\d{1,3}){3})?(?:%[A-Za-z0-9]+)?(?![\w:.])"
         ),
         validate=ipv6_valid,
-        lower_anchors=("::", ":"),
+        anchors=(":",),
     ),
 )
 

@@ -154,9 +154,13 @@ class JwtVerifier:
 
     def __init__(self, opts: Jwt, *, default_audience: str | None, where: str) -> None:
         self.opts = opts
-        self.audience: str | list[str] = opts.audience if opts.audience is not None else default_audience or ""
+        self.audience: str | list[str] = (
+            opts.audience if opts.audience is not None else default_audience or ""
+        )
         self.issuers: frozenset[str] | None = (
-            None if opts.issuer is None else frozenset([opts.issuer] if isinstance(opts.issuer, str) else opts.issuer)
+            None
+            if opts.issuer is None
+            else frozenset([opts.issuer] if isinstance(opts.issuer, str) else opts.issuer)
         )
         self.jwks: JwksCache | None = None
         self._key: Any = None
@@ -182,7 +186,9 @@ class JwtVerifier:
             self.algorithms = tuple(opts.algorithms or fits)
             wrong = [a for a in self.algorithms if a not in fits]
             if wrong:
-                raise ValueError(f"{where}.public_key cannot verify {', '.join(wrong)}; it fits {', '.join(fits)}")
+                raise ValueError(
+                    f"{where}.public_key cannot verify {', '.join(wrong)}; it fits {', '.join(fits)}"
+                )
         else:
             assert opts.jwks_url is not None
             self.algorithms = tuple(opts.algorithms or (*_RSA, *_EC, "EdDSA"))
@@ -231,7 +237,11 @@ class JwtVerifier:
 
     def identity(self, claims: Mapping[str, Any]) -> Identity:
         name = next(
-            (v for c in (self.opts.name_claim, "client_id", "azp") if isinstance(v := claims.get(c), str) and v),
+            (
+                v
+                for c in (self.opts.name_claim, "client_id", "azp")
+                if isinstance(v := claims.get(c), str) and v
+            ),
             "jwt",
         )
         return Identity(name=name, roles=roles_of(claims, self.opts.roles_claim), source="jwt",

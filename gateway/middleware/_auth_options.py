@@ -16,14 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from gateway.config.secrets import has_reference
 
 HASH_HOWTO = (
-    "store its SHA-256 instead, as key: \"sha256:<hex>\" - compute it with "
-    "`printf %s \"$KEY\" | sha256sum` or "
-    "`python3 -c 'import hashlib,getpass; print(\"sha256:\" + "
-    "hashlib.sha256(getpass.getpass(\"key: \").encode()).hexdigest())'`"
+    'store its SHA-256 instead, as key: "sha256:<hex>" - compute it with '
+    '`printf %s "$KEY" | sha256sum` or '
+    '`python3 -c \'import hashlib,getpass; print("sha256:" + '
+    'hashlib.sha256(getpass.getpass("key: ").encode()).hexdigest())\'`'
 )
 _HASHED = re.compile(r"^sha256:[0-9a-fA-F]{64}$")
 # Printable, and safe inside an HTTP quoted-string (the WWW-Authenticate realm).
-_REALM = re.compile(r'^[\x20-\x7e]+$')
+_REALM = re.compile(r"^[\x20-\x7e]+$")
 _LABEL_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -40,7 +40,9 @@ class _Options(BaseModel):
 def _labels(value: dict[str, str]) -> dict[str, str]:
     for key in value:
         if not _LABEL_KEY.match(key):
-            raise ValueError(f"label name {key!r} must match [A-Za-z_][A-Za-z0-9_]* (it may become a metric label)")
+            raise ValueError(
+                f"label name {key!r} must match [A-Za-z_][A-Za-z0-9_]* (it may become a metric label)"
+            )
     return value
 
 
@@ -54,7 +56,9 @@ def _https_or_loopback(url: str, what: str) -> str:
 
 
 class ApiKey(_Options):
-    name: str = Field(min_length=1, description="Who holds the key; becomes the identity's name and `key` label.")
+    name: str = Field(
+        min_length=1, description="Who holds the key; becomes the identity's name and `key` label."
+    )
     key: str = Field(description='"sha256:<hex of sha256(key)>"; never the key itself.')
     roles: list[str] = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict, description="Extra non-secret labels for metrics.")
@@ -75,21 +79,30 @@ class Jwt(_Options):
     """One accepted token issuer. Exactly one of `secret`, `public_key`, `jwks_url`."""
 
     secret: str | None = Field(default=None, description="HS* shared secret, as ${env:NAME} or ${file:PATH}.")
-    public_key: str | None = Field(default=None, description="RS/PS/ES/EdDSA public key: PEM, or ${file:PATH}.")
+    public_key: str | None = Field(
+        default=None, description="RS/PS/ES/EdDSA public key: PEM, or ${file:PATH}."
+    )
     jwks_url: str | None = Field(default=None, description="Where the issuer publishes its signing keys.")
     algorithms: list[str] | None = Field(
-        default=None, description="Default: HS256 with `secret`, every asymmetric algorithm the key fits otherwise."
+        default=None,
+        description="Default: HS256 with `secret`, every asymmetric algorithm the key fits otherwise.",
     )
-    issuer: str | list[str] | None = Field(default=None, description="Accepted `iss` values (unchecked if unset).")
+    issuer: str | list[str] | None = Field(
+        default=None, description="Accepted `iss` values (unchecked if unset)."
+    )
     audience: str | list[str] | None = Field(
         default=None, description="Accepted `aud` values; defaults to the top-level `resource`. Required."
     )
-    leeway: float = Field(default=30.0, ge=0, le=600, description="Clock skew tolerated on exp/nbf/iat, seconds.")
+    leeway: float = Field(
+        default=30.0, ge=0, le=600, description="Clock skew tolerated on exp/nbf/iat, seconds."
+    )
     required_claims: list[str] = Field(default_factory=lambda: ["exp"])
     roles_claim: str = Field(
-        default="roles", description='Claim holding roles (list or space-separated); dots walk into objects.'
+        default="roles", description="Claim holding roles (list or space-separated); dots walk into objects."
     )
-    name_claim: str = Field(default="sub", description="Claim naming the caller (falls back to client_id, azp).")
+    name_claim: str = Field(
+        default="sub", description="Claim naming the caller (falls back to client_id, azp)."
+    )
     labels: dict[str, str] = Field(default_factory=dict)
     jwks_cache_seconds: float = Field(default=300.0, gt=0, description="How long fetched keys are trusted.")
     jwks_min_refresh_seconds: float = Field(
@@ -118,7 +131,9 @@ class Jwt(_Options):
     def _one_key_source(self) -> Jwt:
         given = [n for n in ("secret", "public_key", "jwks_url") if getattr(self, n) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of secret, public_key, jwks_url (got {', '.join(given) or 'none'})")
+            raise ValueError(
+                f"give exactly one of secret, public_key, jwks_url (got {', '.join(given) or 'none'})"
+            )
         if self.algorithms is not None:
             if not self.algorithms:
                 raise ValueError("algorithms must not be empty")
@@ -162,7 +177,7 @@ class AuthOptions(_Options):
     realm: str = Field(default="mcp-gateway")
     resource: str | None = Field(
         default=None,
-        description="This gateway's public MCP URL (e.g. https://gw.example.com/mcp); derived from requests if unset.",
+        description="Public MCP URL (https://gw.example.com/mcp); derived from each request if unset.",
     )
     authorization_servers: list[str] = Field(default_factory=list)
     scopes_supported: list[str] | None = Field(
@@ -170,9 +185,13 @@ class AuthOptions(_Options):
     )
     api_keys: list[ApiKey] = Field(default_factory=list)
     jwt: list[Jwt] = Field(default_factory=list, description="One issuer, or a list of them.")
-    anonymous: Configured | None = Field(default=None, description="Unset: callers without credentials get 401.")
+    anonymous: Configured | None = Field(
+        default=None, description="Unset: callers without credentials get 401."
+    )
     stdio_identity: Configured | None = Field(default=None, description="Unset: 'local' with no roles.")
-    rules: list[Rule] | None = Field(default=None, description="Unset: every authenticated caller may use everything.")
+    rules: list[Rule] | None = Field(
+        default=None, description="Unset: every authenticated caller may use everything."
+    )
 
     @field_validator("jwt", mode="before")
     @classmethod

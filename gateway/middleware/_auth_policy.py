@@ -35,7 +35,11 @@ class _Compiled:
 
 
 def _compiled(rule: Rule) -> _Compiled:
-    named: dict[Kind, list[str] | None] = {"tool": rule.tools, "prompt": rule.prompts, "resource": rule.resources}
+    named: dict[Kind, list[str] | None] = {
+        "tool": rule.tools,
+        "prompt": rule.prompts,
+        "resource": rule.resources,
+    }
     covers_all = all(globs is None for globs in named.values())
     kinds: dict[Kind, re.Pattern[str] | None] = {
         kind: _compile(["*"]) if covers_all else None if globs is None else _compile(globs)
