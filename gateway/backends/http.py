@@ -7,8 +7,8 @@ they are resolved when the client is built and only ever sent to this backend (t
 credentials are never forwarded).
 
 A backend that forgets our session (HTTP 404 on its session id, or a 400 saying so: it restarted,
-or expired the session) ends the session; the supervisor re-establishes it at once, the call that met the 404 gets
-a clear error, and later calls work.
+or expired the session) ends the session; the supervisor re-establishes it at once, the call that
+met the 404 gets a clear error, and later calls work.
 """
 
 from __future__ import annotations
