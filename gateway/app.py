@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
@@ -17,6 +18,7 @@ from gateway.config.models import GatewayConfig, ListenConfig
 from gateway.fleet import Fleet
 from gateway.middleware import Identity, extras, instantiate
 from gateway.relay import Relay
+from gateway.reload import Reloader
 
 _LOOPBACK_HOSTS = ["127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]", "[::1]:*"]
 _LOOPBACK_ORIGINS = [
@@ -60,12 +62,19 @@ class _Authenticated:
         await self.app(scope, receive, send)
 
 
-def build_app(config: GatewayConfig, fleet: Fleet | None = None) -> Starlette:
+def build_app(
+    config: GatewayConfig,
+    fleet: Fleet | None = None,
+    *,
+    config_path: str | Path | None = None,
+    watch: bool = False,
+) -> Starlette:
+    """The whole gateway as an ASGI app. With `config_path`, the admin API can reload it; with
+    `watch`, file changes and SIGHUP reload it too."""
     middlewares = instantiate(config.middleware)  # config errors surface here, before anything runs
     fleet = fleet or Fleet(config)
     relay = Relay(fleet, middlewares)
-    for attach in extras(middlewares, "attach"):
-        attach(fleet)
+    reloader = Reloader(fleet, relay, config_path)
     server = relay.build_server()
     manager = StreamableHTTPSessionManager(app=server, security_settings=transport_security(config.listen))
     endpoint: ASGIApp = StreamableHTTPASGIApp(manager)
@@ -86,13 +95,13 @@ def build_app(config: GatewayConfig, fleet: Fleet | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            for middleware_lifespan in extras(middlewares, "lifespan"):
-                await stack.enter_async_context(middleware_lifespan())
+            await stack.enter_async_context(reloader.running(watch=watch))
             await stack.enter_async_context(fleet.running())
             await stack.enter_async_context(relay.inputs.running())
             await stack.enter_async_context(manager.run())
             app.state.fleet = fleet
             app.state.relay = relay
+            app.state.reloader = reloader
             yield
 
     path = config.listen.path.rstrip("/") or "/mcp"

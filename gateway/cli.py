@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="interface to bind (default from config, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default from config, 8765; 0 picks a free one)")
     serve.add_argument("--stdio", action="store_true", help="serve over stdin/stdout instead of HTTP")
+    serve.add_argument(
+        "--no-reload", action="store_true", help="do not reload on config file changes or SIGHUP"
+    )
     check = with_config(
         sub.add_parser("check", help="validate a config, start the fleet once, print the catalogue")
     )
@@ -86,7 +89,7 @@ def _serve(config: GatewayConfig, args: argparse.Namespace) -> int:
     if args.stdio:
         from gateway.stdio import serve_stdio
 
-        anyio.run(serve_stdio, config)
+        anyio.run(serve_stdio, config, None if args.no_reload else args.config)
         return EXIT_OK
     import uvicorn
 
@@ -95,7 +98,12 @@ def _serve(config: GatewayConfig, args: argparse.Namespace) -> int:
     host = args.host or config.listen.host
     port = config.listen.port if args.port is None else args.port
     uvicorn.run(
-        build_app(config), host=host, port=port, log_level=args.log_level, lifespan="on", access_log=False
+        build_app(config, config_path=args.config, watch=not args.no_reload),
+        host=host,
+        port=port,
+        log_level=args.log_level,
+        lifespan="on",
+        access_log=False,
     )
     return EXIT_OK
 

@@ -10,20 +10,18 @@ from gateway.config.models import GatewayConfig
 from gateway.fleet import Fleet
 from gateway.middleware import ANONYMOUS, extras, instantiate
 from gateway.relay import Relay
+from gateway.reload import Reloader
 
 
-async def serve_stdio(config: GatewayConfig) -> None:
+async def serve_stdio(config: GatewayConfig, path: str | None = None) -> None:
     middlewares = instantiate(config.middleware)
     fleet = Fleet(config)
     # Nobody authenticates over stdio: whoever launched the gateway is the configured local identity.
     identities = [local() for local in extras(middlewares, "local_identity")]
     relay = Relay(fleet, middlewares, identity=identities[0] if identities else ANONYMOUS)
-    for attach in extras(middlewares, "attach"):
-        attach(fleet)
     server = relay.build_server()
     async with AsyncExitStack() as stack:
-        for middleware_lifespan in extras(middlewares, "lifespan"):
-            await stack.enter_async_context(middleware_lifespan())
+        await stack.enter_async_context(Reloader(fleet, relay, path).running(watch=path is not None))
         await stack.enter_async_context(fleet.running())
         await stack.enter_async_context(relay.inputs.running())
         # A launched gateway is asked for its tools at once; answer with the whole fleet.

@@ -51,13 +51,16 @@ class Running:
     url: str  # the MCP endpoint
     base: str
     fleet: Fleet
+    app: Any = None
 
 
 @asynccontextmanager
-async def serve(cfg: GatewayConfig, *, wait: bool = True) -> AsyncIterator[Running]:
+async def serve(
+    cfg: GatewayConfig, *, wait: bool = True, config_path: Path | None = None, watch: bool = False
+) -> AsyncIterator[Running]:
     """The real gateway app under uvicorn on 127.0.0.1, in this event loop."""
     fleet = Fleet(cfg)
-    app = build_app(cfg, fleet)
+    app = build_app(cfg, fleet, config_path=config_path, watch=watch)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False)
@@ -72,7 +75,7 @@ async def serve(cfg: GatewayConfig, *, wait: bool = True) -> AsyncIterator[Runni
                 await fleet.wait_started()
         base = f"http://127.0.0.1:{port}"
         try:
-            yield Running(url=f"{base}/mcp", base=base, fleet=fleet)
+            yield Running(url=f"{base}/mcp", base=base, fleet=fleet, app=app)
         finally:
             server.should_exit = True
 

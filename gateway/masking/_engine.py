@@ -39,7 +39,9 @@ class Masker:
     def __init__(self, actions: Mapping[str, Action], *, salt: str = "") -> None:
         self.actions = {d.name: actions.get(d.name, "allow") for d in DETECTORS}
         self._active: list[tuple[int, Detector, str]] = [
-            (order, d, self.actions[d.name]) for order, d in enumerate(DETECTORS) if self.actions[d.name] != "allow"
+            (order, d, self.actions[d.name])
+            for order, d in enumerate(DETECTORS)
+            if self.actions[d.name] != "allow"
         ]
         self._salt = salt.encode()
         self.enabled = bool(self._active)

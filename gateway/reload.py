@@ -1,0 +1,111 @@
+"""Live reload: `gateway.yaml` changes (file watch, SIGHUP, or the admin API) are applied as a diff.
+
+A new file is validated first, exactly as at start-up (including the middleware options); an
+invalid one is refused with the same errors and the running configuration stays. A valid one is
+applied as a diff: new servers start, removed ones stop, changed ones restart; untouched servers
+and the client sessions on them are not disturbed. A changed middleware list is built, started and
+swapped in whole: calls already running finish on the chain they started on, new calls use the new
+one. Listen address changes need a restart and are reported as such.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from gateway.config import load_config
+from gateway.errors import ConfigError
+from gateway.fleet import Fleet
+from gateway.middleware import Middleware, extras, instantiate
+from gateway.relay import Relay
+
+logger = logging.getLogger(__name__)
+
+# Editors save in bursts (write, rename, chmod): wait for the file to settle before reading it.
+_SETTLE = 0.2
+
+
+class Reloader:
+    def __init__(self, fleet: Fleet, relay: Relay, path: str | Path | None) -> None:
+        self.fleet = fleet
+        self.relay = relay
+        self.path = Path(path) if path is not None else None
+        self._lock = anyio.Lock()
+        self._stack: AsyncExitStack | None = None
+
+    @asynccontextmanager
+    async def running(self, *, watch: bool) -> AsyncIterator[None]:
+        """Start the current middlewares' lifespans; with `watch`, follow the file and SIGHUP."""
+        self._stack = await self._start(self.relay.middlewares)
+        try:
+            async with anyio.create_task_group() as tg:
+                if watch and self.path is not None:
+                    tg.start_soon(self._watch_file)
+                    tg.start_soon(self._watch_sighup)
+                try:
+                    yield
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            await self._stack.aclose()
+
+    async def _start(self, middlewares: Sequence[Middleware]) -> AsyncExitStack:
+        stack = AsyncExitStack()
+        try:
+            for lifespan in extras(middlewares, "lifespan"):
+                await stack.enter_async_context(lifespan())
+            for attach in extras(middlewares, "attach"):
+                attach(self.fleet)
+        except BaseException:
+            await stack.aclose()
+            raise
+        return stack
+
+    async def reload(self, who: str = "reload") -> dict[str, Any]:
+        """Validate and apply the config file. Raises `ConfigError`; the running config then stays."""
+        if self.path is None:
+            raise ConfigError(["the gateway was started without a config file; nothing to reload"])
+        async with self._lock:
+            new = load_config(self.path)
+            old = self.fleet.config
+            middlewares = None
+            if new.middleware != old.middleware:
+                middlewares = instantiate(new.middleware, source=str(self.path))
+            report: dict[str, Any] = {"servers": await self.fleet.apply(new), "middleware": "unchanged"}
+            if middlewares is not None:
+                stack = await self._start(middlewares)
+                self.relay.use(middlewares)
+                previous, self._stack = self._stack, stack
+                if previous is not None:
+                    await previous.aclose()
+                report["middleware"] = "replaced"
+            if new.listen != old.listen:
+                report["restart_required"] = ["listen"]
+            logger.info("configuration reloaded by %s: %s", who, report)
+            return report
+
+    async def _reload_logged(self, who: str) -> None:
+        try:
+            await self.reload(who)
+        except ConfigError as exc:
+            logger.error("reload refused, the running configuration stays: %s", exc.message)
+
+    async def _watch_file(self) -> None:
+        from watchfiles import awatch
+
+        assert self.path is not None
+        # Watch the directory: editors replace files by rename, which a file watch would lose.
+        async for changes in awatch(self.path.parent, debounce=int(_SETTLE * 1000), recursive=False):
+            if any(Path(changed).name == self.path.name for _, changed in changes):
+                await self._reload_logged("file change")
+
+    async def _watch_sighup(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGHUP) as signals:
+            async for _ in signals:
+                await self._reload_logged("SIGHUP")

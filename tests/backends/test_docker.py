@@ -1,0 +1,420 @@
+"""Docker backends against a real engine: hardening, secrets, crashes, OOM, teardown, leftovers.
+
+Needs a Docker engine and the images of tests/fixtures/docker/build-images (built once per session).
+Every container a test starts is found through the labels naming this process's gateway instance
+and the test's own server name, so concurrently running test gateways are never touched.
+
+``python -m tests.backends.test_docker`` prints the benchmark numbers (see `bench`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import docker  # type: ignore[import-untyped]
+import pytest
+from mcp import Client as SdkClient
+from mcp.shared.exceptions import MCPError
+
+from gateway.backends import State, _docker_owner
+from gateway.backends.docker import (
+    EXIT_GRACE,
+    STOP_TIMEOUT,
+    container_user,
+    describe_exit,
+    mounts,
+)
+from gateway.config.models import DockerServer
+from gateway.errors import BackendStartError, GatewayError
+from gateway.fleet import Fleet
+from tests._infra import REPO_ROOT, require
+from tests._support import config, serve, time_server
+
+pytestmark = pytest.mark.anyio
+TIME_IMAGE = "local/mcp-time:test"
+MISBEHAVE_IMAGE = "local/mcp-misbehave:test"
+BUILD_IMAGES = REPO_ROOT / "tests" / "fixtures" / "docker" / "build-images"
+SECRET = "d0cker-s3cret-Zq81"
+
+
+@pytest.fixture(scope="session")
+def images() -> None:
+    require("docker")
+    subprocess.run([str(BUILD_IMAGES)], check=True, capture_output=True, timeout=900)
+
+
+@pytest.fixture
+def engine(images: None) -> Iterator[Any]:
+    client = docker.from_env(timeout=60)
+    try:
+        yield client.api
+    finally:
+        client.close()
+
+
+def docker_time(**extra: Any) -> dict[str, Any]:
+    return {"type": "docker", "image": TIME_IMAGE, "pull": "never", **extra}
+
+
+def docker_misbehave(*flags: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "docker", "image": MISBEHAVE_IMAGE, "pull": "never", "args": list(flags), **extra}
+
+
+async def ours(api: Any, server: str) -> list[dict[str, Any]]:
+    """This process's containers for `server` (running or not), as `docker ps -a --filter label=...`."""
+    labels = [
+        f"{_docker_owner.LABEL_INSTANCE}={_docker_owner.current_instance()}",
+        f"{_docker_owner.LABEL_SERVER}={server}",
+    ]
+    found: list[dict[str, Any]] = await anyio.to_thread.run_sync(
+        lambda: api.containers(all=True, filters={"label": labels})
+    )
+    return found
+
+
+async def inspect_one(api: Any, server: str) -> dict[str, Any]:
+    found = await ours(api, server)
+    assert len(found) == 1, found
+    info: dict[str, Any] = await anyio.to_thread.run_sync(api.inspect_container, found[0]["Id"])
+    return info
+
+
+async def wait_for(predicate: Any, timeout: float = 60) -> None:
+    with anyio.fail_after(timeout):
+        while not predicate():  # noqa: ASYNC110 - state owned by the gateway, polled from outside
+            await anyio.sleep(0.02)
+
+
+async def call(fleet: Fleet, server: str, tool: str, **args: object) -> dict[str, Any]:
+    return await fleet.backends[server].request("tools/call", {"name": tool, "arguments": args})
+
+
+# -- through the whole gateway ---------------------------------------------------------------------
+
+
+async def test_time_image_answers_a_real_client_and_runs_hardened(engine: Any) -> None:
+    async with serve(config({"dtime": docker_time()})) as gw:
+        async with SdkClient(gw.url, mode="legacy") as client:
+            result = await client.call_tool("dtime__get_current_time", {"timezone": "UTC"})
+        assert not result.is_error
+        assert json.loads(result.content[0].text)["timezone"] == "UTC"  # type: ignore[union-attr]
+        info = await inspect_one(engine, "dtime")
+    host, cfg = info["HostConfig"], info["Config"]
+    assert host["NetworkMode"] == "none"
+    assert host["ReadonlyRootfs"] is True
+    assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["Memory"] == host["MemorySwap"] == 256 * 1024 * 1024
+    assert host["PidsLimit"] == 64 and host["NanoCpus"] == 500_000_000
+    assert host["Init"] is True
+    assert set(host["Tmpfs"]) == {"/tmp"} and "noexec" in host["Tmpfs"]["/tmp"]
+    assert cfg["User"] == "10001"  # the image's own non-root user
+    assert cfg["OpenStdin"] and cfg["StdinOnce"] and not cfg["Tty"]
+    assert cfg["Labels"][_docker_owner.LABEL_MANAGED] == "true"
+    assert cfg["Labels"][_docker_owner.LABEL_SERVER] == "dtime"
+    assert cfg["Labels"][_docker_owner.LABEL_INSTANCE] == _docker_owner.current_instance()
+    assert await ours(engine, "dtime") == []  # shutdown removed it
+
+
+async def test_secrets_reach_the_environment_only(
+    engine: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("GATEWAY_DOCKER_SECRET", SECRET)
+    spec = docker_misbehave("--stderr-chatter", "3", env={"API_KEY": "${env:GATEWAY_DOCKER_SECRET}"})
+    async with serve(config({"dsec": spec})) as gw:
+        starting = caplog.text  # everything logged while the container was created and started
+        async with SdkClient(gw.url, mode="legacy") as client:
+            result = await client.call_tool("dsec__env", {"name": "API_KEY"})
+            # The tool's result is the secret on purpose; the SDK's debug logs show it from here.
+            called = len(caplog.records)
+        assert result.structured_content == {"name": "API_KEY", "value": SECRET}
+        info = await inspect_one(engine, "dsec")
+        log = [line.text for line in gw.fleet.backends["dsec"].log.lines]
+    visible = json.dumps([info["Config"]["Cmd"], info["Config"]["Entrypoint"], info["Config"]["Labels"]])
+    assert SECRET not in visible and SECRET not in info["Name"] and SECRET not in info["Args"]
+    assert "API_KEY=" + SECRET in info["Config"]["Env"]  # where it belongs
+    stopping = "\n".join(record.getMessage() for record in caplog.records[called:])
+    assert "urllib3" in starting  # the engine calls were logged at DEBUG, and without it
+    assert SECRET not in starting and SECRET not in stopping
+    assert sum("chatter" in line for line in log) == 3  # container stderr lands in the log buffer
+
+
+async def test_a_secret_reference_outside_env_is_refused(images: None) -> None:
+    fleet = Fleet(config({"dargs": docker_time(args=["--token", "${env:HOME}"], restart="never")}))
+    async with fleet.running():
+        await fleet.wait_started()
+    error = fleet.backends["dargs"].last_error or ""
+    assert "servers.dargs.args" in error and "only `env`" in error
+
+
+# -- failures ----------------------------------------------------------------------------------------
+
+
+async def test_a_crash_is_seen_and_the_backend_restarts(engine: Any) -> None:
+    fleet = Fleet(config({"dcrash": docker_misbehave()}))
+    async with fleet.running():
+        await fleet.wait_started()
+        backend = fleet.backends["dcrash"]
+        assert backend.available
+        first = (await ours(engine, "dcrash"))[0]["Id"]
+        with pytest.raises((GatewayError, MCPError)):
+            await call(fleet, "dcrash", "crash")
+        await wait_for(lambda: backend.restarts == 1 and backend.state is State.RUNNING)
+        assert "container exited with 3" in [line.text for line in backend.log.lines]
+        assert backend.log.exit_code == 3
+        assert (await call(fleet, "dcrash", "echo", text="again"))["structuredContent"] == {
+            "text": "misbehave: again"
+        }
+        remaining = [c["Id"] for c in await ours(engine, "dcrash")]
+        assert first not in remaining and len(remaining) == 1  # the crashed one was removed
+
+
+_OOM_ON_CALL = """
+import mcp_server_time.server as s
+real = s.TimeServer.get_current_time
+def hog(self, tz):
+    if tz == "Antarctica/Troll":
+        blocks = []
+        while True:
+            blocks.append(b"x" * (8 << 20))
+    return real(self, tz)
+s.TimeServer.get_current_time = hog
+from mcp_server_time import main
+main()
+"""
+
+
+async def test_an_oom_kill_is_explained(engine: Any) -> None:
+    spec = docker_time(
+        args=["python3", "-c", _OOM_ON_CALL, "--local-timezone", "UTC"],
+        resources={"memory": "64m"},
+        restart="never",
+    )
+    fleet = Fleet(config({"doom": spec}))
+    async with fleet.running():
+        await fleet.wait_started()
+        backend = fleet.backends["doom"]
+        assert backend.available, backend.last_error
+        with pytest.raises((GatewayError, MCPError)):
+            await call(fleet, "doom", "get_current_time", timezone="Antarctica/Troll")
+        await wait_for(lambda: backend.state is State.FAILED)
+        last = backend.log.lines[-1].text
+    assert last.startswith("container exited with 137 (OOM-killed") and "64m" in last, last
+    assert "137" in (backend.last_error or "")
+    assert backend.log.exit_code == 137
+
+
+async def test_a_missing_image_is_a_clear_start_error(images: None) -> None:
+    fleet = Fleet(
+        config(
+            {
+                "dnever": docker_time(image="local/no-such-image:nope", restart="never"),
+                "dmissing": docker_time(image="local/no-such-image:nope", pull="missing", restart="never"),
+            }
+        )
+    )
+    async with fleet.running():
+        await fleet.wait_started()
+    never = fleet.backends["dnever"].last_error or ""
+    missing = fleet.backends["dmissing"].last_error or ""
+    assert "'local/no-such-image:nope'" in never and "pull: never" in never
+    assert "cannot pull image 'local/no-such-image:nope'" in missing
+    assert fleet.backends["dmissing"].state is State.FAILED
+
+
+# -- nothing left behind -------------------------------------------------------------------------------
+
+
+async def test_cancelled_mid_start_leaves_nothing(engine: Any) -> None:
+    spec = docker_misbehave("--hang-at-start", startup_timeout=120)
+    for delay in (0.0, 0.05, 0.2, 0.5):
+        fleet = Fleet(config({"dcancel": spec}))
+        with anyio.move_on_after(delay):
+            async with fleet.running():
+                await anyio.sleep_forever()
+        assert await ours(engine, "dcancel") == [], delay
+    # and once it certainly exists, hanging in the handshake
+    fleet = Fleet(config({"dcancel": spec}))
+    async with fleet.running():
+        await wait_for(lambda: fleet.backends["dcancel"].log.lines)  # its stderr: it runs
+        assert len(await ours(engine, "dcancel")) == 1
+    assert await ours(engine, "dcancel") == []
+
+
+async def test_a_server_that_ignores_eof_and_sigterm_is_killed_within_bounds(engine: Any) -> None:
+    spec = docker_misbehave("--hang-at-start", "--ignore-sigterm", startup_timeout=2, restart="never")
+    fleet = Fleet(config({"dstub": spec}))
+    async with fleet.running():
+        await wait_for(lambda: fleet.backends["dstub"].state is State.FAILED)
+    backend = fleet.backends["dstub"]
+    assert "no MCP handshake" in (backend.last_error or "")
+    assert backend.log.exit_code == 137  # docker stop's SIGKILL
+    assert await ours(engine, "dstub") == []
+    stopped_at = next(e for e in fleet.events if e.new == "failed").time
+    started_at = next(e for e in fleet.events if e.new == "starting").time
+    assert stopped_at - started_at < 2 + EXIT_GRACE + STOP_TIMEOUT + 10
+
+
+async def test_leftovers_of_dead_gateways_are_removed_on_start(
+    engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dead = await anyio.run_process([sys.executable, "-c", "import os; print(os.getpid())"])
+    dead_pid = int(dead.stdout)
+    host = socket.gethostname()
+    parent = os.getppid()
+    owners = {
+        "dead": f"{host}:{dead_pid}:1",
+        "reused": f"{host}:{os.getpid()}:1",  # our pid, another start time: a dead predecessor
+        "alive": _docker_owner.instance_id(parent),  # a live gateway (our parent stands in for it)
+        "remote": f"elsewhere.example:{dead_pid}:1",  # another host's: not ours to judge
+    }
+    created = {}
+    for key, owner in owners.items():
+        labels = {_docker_owner.LABEL_MANAGED: "true", _docker_owner.LABEL_INSTANCE: owner}
+        created[key] = engine.create_container(
+            TIME_IMAGE, labels=labels, name=f"leftover-{key}-{os.getpid()}"
+        )["Id"]
+    try:
+        monkeypatch.setattr(_docker_owner, "_swept", False)  # as in a freshly started gateway process
+        fleet = Fleet(config({"dsweep": docker_time()}))
+        async with fleet.running():
+            await fleet.wait_started()
+            assert fleet.backends["dsweep"].available
+        left = {c["Id"] for c in engine.containers(all=True, filters={"label": _docker_owner.LABEL_MANAGED})}
+        assert created["dead"] not in left and created["reused"] not in left
+        assert created["alive"] in left and created["remote"] in left
+    finally:
+        for cid in created.values():
+            with contextlib.suppress(docker.errors.NotFound):
+                engine.remove_container(cid, force=True)
+
+
+# -- loosening, volumes, and the pure parts --------------------------------------------------------
+
+
+async def test_each_loosening_is_explicit(
+    engine: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    spec = docker_misbehave(
+        network="host",
+        read_only=False,
+        cap_add=["NET_BIND_SERVICE"],
+        user="12345",
+        volumes=["data:/data:ro", f"{tmp_path}:/work"],
+        resources={"memory": "128m", "cpus": 0.25, "pids": 32},
+    )
+    fleet = Fleet(config({"dloose": spec}))
+    async with fleet.running():
+        await fleet.wait_started()
+        assert fleet.backends["dloose"].available, fleet.backends["dloose"].last_error
+        info = await inspect_one(engine, "dloose")
+    host = info["HostConfig"]
+    assert host["NetworkMode"] == "host" and host["ReadonlyRootfs"] is False
+    assert host["CapDrop"] == ["ALL"] and host["CapAdd"] == ["NET_BIND_SERVICE"]
+    assert info["Config"]["User"] == "12345"
+    assert host["Memory"] == 128 * 1024 * 1024 and host["PidsLimit"] == 32 and host["NanoCpus"] == 250_000_000
+    binds = {m["Destination"]: (m["Source"], m["RW"]) for m in info["Mounts"]}
+    assert binds == {"/data": (str(tmp_path / "data"), False), "/work": (str(tmp_path), True)}
+
+
+def test_volume_specs_are_checked(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    [mount] = mounts("x", ["sub:/in:ro"], str(tmp_path))
+    assert mount["Source"] == str(tmp_path / "sub") and mount["Target"] == "/in" and mount["ReadOnly"]
+    for bad in ("sub", "sub:relative", "sub:/in:rx", ":/in", "a:b:c:d"):
+        with pytest.raises(BackendStartError, match=r"servers\.x\.volumes\[0\]"):
+            mounts("x", [bad], str(tmp_path))
+    with pytest.raises(BackendStartError, match="does not exist"):
+        mounts("x", ["nope:/in"], str(tmp_path))
+
+
+def test_the_default_user_is_never_root() -> None:
+    spec = DockerServer(image="x")
+    assert container_user(spec, "10001") == "10001"
+    assert container_user(spec, "mcp:mcp") == "mcp:mcp"
+    for rootish in ("", "root", "0", "0:0", "root:staff"):
+        assert container_user(spec, rootish) == "65534:65534"
+    assert container_user(DockerServer(image="x", user="0"), "10001") == "0"  # explicit loosening
+
+
+def test_exit_descriptions() -> None:
+    assert describe_exit({"ExitCode": 0}, "256m") == "container exited with 0"
+    assert "OOM-killed" in describe_exit({"ExitCode": 137, "OOMKilled": True}, "64m")
+    assert "a process in it" in describe_exit({"ExitCode": 1, "OOMKilled": True}, "64m")
+    assert "SIGKILL" in describe_exit({"ExitCode": 137}, "64m")
+
+
+def test_owner_liveness() -> None:
+    me = _docker_owner.current_instance()
+    host, pid, start = me.rsplit(":", 2)
+    assert int(pid) == os.getpid() and not _docker_owner.owner_is_dead(me)
+    assert _docker_owner.owner_is_dead(f"{host}:{pid}:{int(start) + 1}")  # pid reused
+    assert not _docker_owner.owner_is_dead(f"other-host:{pid}:1")
+    assert not _docker_owner.owner_is_dead("garbage")
+
+
+# -- benchmark -------------------------------------------------------------------------------------
+
+
+async def bench(starts: int = 5, calls: int = 200, warmup: int = 20) -> dict[str, float]:
+    """Seconds to start `starts` time containers concurrently (until all are running), and the p50
+    (ms) of `get_current_time` through a Docker backend vs the same server over plain stdio, both
+    at the backend (`Backend.request`) and end to end (a real client through the gateway)."""
+    numbers: dict[str, float] = {}
+    fleet = Fleet(config({f"dstart{i}": docker_time() for i in range(starts)}))
+    began = time.perf_counter()
+    async with fleet.running():
+        await fleet.wait_started()
+        numbers[f"start_{starts}_concurrent_s"] = time.perf_counter() - began
+        assert all(b.available for b in fleet.backends.values())
+
+    args = {"timezone": "UTC"}
+    async with serve(config({"dk": docker_time(), "io": time_server()})) as gw:
+        for server in ("dk", "io"):
+            backend = gw.fleet.backends[server]
+            samples = []
+            for i in range(warmup + calls):
+                t = time.perf_counter()
+                await backend.request("tools/call", {"name": "get_current_time", "arguments": args})
+                if i >= warmup:
+                    samples.append(time.perf_counter() - t)
+            numbers[f"{server}_backend_p50_ms"] = statistics.median(samples) * 1000
+        async with SdkClient(gw.url, mode="legacy") as client:
+            for server in ("dk", "io"):
+                samples = []
+                for i in range(warmup + calls):
+                    t = time.perf_counter()
+                    await client.call_tool(f"{server}__get_current_time", args)
+                    if i >= warmup:
+                        samples.append(time.perf_counter() - t)
+                numbers[f"{server}_gateway_p50_ms"] = statistics.median(samples) * 1000
+    return numbers
+
+
+async def test_benchmark_runs(images: None) -> None:
+    numbers = await bench(starts=5, calls=20, warmup=5)
+    assert numbers["start_5_concurrent_s"] < 60
+    assert 0 < numbers["dk_backend_p50_ms"] < 1000 and 0 < numbers["io_backend_p50_ms"] < 1000
+
+
+if __name__ == "__main__":
+    require("docker")
+    subprocess.run([str(BUILD_IMAGES)], check=True, capture_output=True, timeout=900)
+    for key, value in anyio.run(bench).items():
+        print(f"{key:28} {value:8.2f}")

@@ -1,0 +1,438 @@
+"""The `auth` built-in: API keys, JWT (HS256, RS256 via a live JWKS), the 401 challenge, RFC 9728
+metadata, per-identity lists and call checks, stdio identity, and option errors."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx
+import httpx2
+import jwt
+import pytest
+import uvicorn
+from cryptography.hazmat.primitives.asymmetric import rsa
+from mcp import Client as SdkClient
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from gateway.config import parse_config
+from gateway.errors import DENIED, ConfigError
+from gateway.middleware import Call, Identity, instantiate
+from gateway.middleware.auth import Auth
+from tests._support import config, free_port, misbehave, serve
+
+pytestmark = pytest.mark.anyio
+
+READER_KEY = "rk_test_9b1f0c2e7a4d4f0e8f1a6b3c5d7e9f11"
+ADMIN_KEY = "ak_test_0f3e5d7c9b1a2c4e6f8a0b2d4f6e8a13"
+HS_SECRET = "s" * 40  # >= 32 bytes, as RFC 7518 requires for HS256
+AUDIENCE = "https://gw.test/mcp"
+WAIT = 60.0
+
+
+def hashed(key: str) -> str:
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+RULES = [
+    {"roles": ["admin"]},
+    {"roles": ["reader"], "servers": ["alpha"], "tools": ["alpha__echo", "alpha__add"], "prompts": ["*"]},
+    {"roles": ["reader"], "servers": ["beta"], "resources": ["beta+misbehave://static/*"]},
+    {"roles": ["reader"], "tools": ["*__add"], "effect": "deny"},
+]
+KEYS = [
+    {"name": "ci-bot", "key": hashed(READER_KEY), "roles": ["reader"], "labels": {"team": "infra"}},
+    {"name": "ops", "key": hashed(ADMIN_KEY), "roles": ["admin"]},
+]
+
+
+def auth_config(servers: dict[str, Any] | None = None, **options: Any) -> Any:
+    return config(servers or {"alpha": misbehave()}, middleware=[{"use": "auth", "options": options}])
+
+
+@asynccontextmanager
+async def connected(url: str, headers: dict[str, str], mode: str = "legacy") -> AsyncIterator[SdkClient]:
+    """A real SDK client whose every HTTP request carries `headers`."""
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=WAIT) as http,
+        SdkClient(streamable_http_client(url, http_client=http), mode=mode) as client,
+    ):
+        yield client
+
+
+async def post_initialize(url: str, headers: dict[str, str]) -> httpx.Response:
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"},
+        },
+    }
+    async with httpx.AsyncClient(timeout=WAIT) as http:
+        return await http.post(
+            url, json=body, headers={"Accept": "application/json, text/event-stream", **headers}
+        )
+
+
+def challenge_params(response: httpx.Response) -> dict[str, str]:
+    scheme, _, rest = response.headers["www-authenticate"].partition(" ")
+    assert scheme == "Bearer"
+    params = {}
+    for part in rest.split('", '):
+        key, _, value = part.partition("=")
+        params[key.strip()] = value.strip().strip('"')
+    return params
+
+
+# -- API keys, the challenge, the metadata ---------------------------------------------------
+
+
+async def test_api_key_in_either_header_and_refusals(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    cfg = auth_config(api_keys=KEYS, realm="test-realm")
+    async with serve(cfg) as gw:
+        for headers in ({"Authorization": f"Bearer {ADMIN_KEY}"}, {"X-API-Key": ADMIN_KEY}):
+            async with connected(gw.url, headers) as client:
+                result = await client.call_tool("alpha__echo", {"text": "hi"})
+                assert result.content[0].text == "misbehave: hi"  # type: ignore[union-attr]
+
+        wrong = await post_initialize(gw.url, {"Authorization": "Bearer not-a-key-at-all"})
+        assert wrong.status_code == 401
+        params = challenge_params(wrong)
+        assert params["realm"] == "test-realm"
+        assert params["resource_metadata"] == f"{gw.base}/.well-known/oauth-protected-resource"
+        assert params["error"] == "invalid_token"
+        assert wrong.json()["error"] == "invalid_token"
+        assert "not-a-key-at-all" not in wrong.text + str(wrong.headers)
+
+        wrong_header = await post_initialize(gw.url, {"X-API-Key": READER_KEY + "x"})
+        assert wrong_header.status_code == 401 and challenge_params(wrong_header)["error"] == "invalid_token"
+
+        # No credentials (or an unsupported scheme): a challenge without an error code (RFC 6750 §3).
+        for headers in ({}, {"Authorization": "Basic dXNlcjpwYXNz"}):
+            missing = await post_initialize(gw.url, headers)
+            assert missing.status_code == 401
+            assert "error" not in challenge_params(missing)
+            assert challenge_params(missing)["resource_metadata"].endswith(
+                "/.well-known/oauth-protected-resource"
+            )
+        # Health probes stay open.
+        async with httpx.AsyncClient(timeout=WAIT) as http:
+            assert (await http.get(f"{gw.base}/healthz")).status_code == 200
+    logged = caplog.text
+    assert "refused" in logged and READER_KEY not in logged and "not-a-key-at-all" not in logged
+
+
+async def test_protected_resource_metadata() -> None:
+    cfg = auth_config(
+        api_keys=KEYS,
+        rules=RULES,
+        authorization_servers=["https://idp.test/realms/mcp"],
+    )
+    async with serve(cfg) as gw, httpx.AsyncClient(timeout=WAIT) as http:
+        root = await http.get(f"{gw.base}/.well-known/oauth-protected-resource")
+        suffixed = await http.get(f"{gw.base}/.well-known/oauth-protected-resource/mcp")
+        other = await http.get(f"{gw.base}/.well-known/oauth-protected-resource/elsewhere")
+    assert root.status_code == suffixed.status_code == 200
+    assert root.json() == suffixed.json()
+    doc = root.json()
+    assert doc["resource"] == gw.url
+    assert doc["authorization_servers"] == ["https://idp.test/realms/mcp"]
+    assert doc["bearer_methods_supported"] == ["header"]
+    assert doc["scopes_supported"] == ["admin", "reader"]
+    assert doc["resource_name"] == cfg.name
+    assert root.headers["cache-control"] == "no-store"  # derived from the Host header
+    assert other.status_code == 404
+
+
+async def test_configured_resource_is_used_for_metadata_and_challenge() -> None:
+    cfg = auth_config(api_keys=KEYS, resource="https://gw.test/mcp", scopes_supported=["mcp:tools"])
+    async with serve(cfg) as gw, httpx.AsyncClient(timeout=WAIT) as http:
+        doc = (await http.get(f"{gw.base}/.well-known/oauth-protected-resource/mcp")).json()
+        refused = await post_initialize(gw.url, {})
+    assert doc["resource"] == "https://gw.test/mcp" and doc["scopes_supported"] == ["mcp:tools"]
+    assert "authorization_servers" not in doc
+    assert (
+        challenge_params(refused)["resource_metadata"]
+        == "https://gw.test/.well-known/oauth-protected-resource"
+    )
+
+
+async def test_anonymous_roles_and_no_silent_downgrade() -> None:
+    cfg = auth_config(
+        api_keys=KEYS,
+        anonymous={"roles": ["guest"]},
+        rules=[{"roles": ["guest"], "tools": ["alpha__echo"]}, {"roles": ["admin"]}],
+    )
+    async with serve(cfg) as gw:
+        async with connected(gw.url, {}) as client:
+            assert [t.name for t in (await client.list_tools()).tools] == ["alpha__echo"]
+        bad = await post_initialize(gw.url, {"X-API-Key": "wrong"})
+        assert bad.status_code == 401
+
+
+# -- authorization -----------------------------------------------------------------------------
+
+
+async def test_reader_sees_and_calls_only_what_rules_allow_admin_sees_all() -> None:
+    cfg = auth_config({"alpha": misbehave(), "beta": misbehave()}, api_keys=KEYS, rules=RULES)
+    async with serve(cfg) as gw:
+        async with connected(gw.url, {"X-API-Key": ADMIN_KEY}) as admin:
+            admin_tools = {t.name for t in (await admin.list_tools()).tools}
+            assert {"alpha__echo", "alpha__add", "alpha__fail", "beta__echo", "beta__add"} <= admin_tools
+            assert len((await admin.list_resource_templates()).resource_templates) == 2
+            assert (await admin.call_tool("beta__add", {"a": 1, "b": 2})).content[0].text == "3"  # type: ignore[union-attr]
+
+        async with connected(gw.url, {"Authorization": f"Bearer {READER_KEY}"}) as reader:
+            assert [t.name for t in (await reader.list_tools()).tools] == ["alpha__echo"]  # add: denied
+            assert [p.name for p in (await reader.list_prompts()).prompts] == ["alpha__greet"]
+            assert [str(r.uri) for r in (await reader.list_resources()).resources] == [
+                "beta+misbehave://static/hello"
+            ]
+            assert (await reader.list_resource_templates()).resource_templates == []
+            assert (await reader.call_tool("alpha__echo", {"text": "ok"})).content[0].text == "misbehave: ok"  # type: ignore[union-attr]
+            await reader.read_resource("beta+misbehave://static/hello")
+            await reader.get_prompt("alpha__greet", {"name": "x"})
+
+            for forbidden in ("beta__echo", "alpha__add", "alpha__fail"):
+                with pytest.raises(MCPError) as err:
+                    await reader.call_tool(forbidden, {"text": "x", "a": 1, "b": 2})
+                assert err.value.code == DENIED and forbidden in err.value.message
+                assert "reader" not in err.value.message and "rule" not in err.value.message
+            with pytest.raises(MCPError) as err:
+                await reader.read_resource("beta+misbehave://item/7")
+            assert err.value.code == DENIED
+            with pytest.raises(MCPError) as err:
+                await reader.get_prompt("beta__greet", {"name": "x"})
+            assert err.value.code == DENIED
+
+
+async def test_modern_client_is_authenticated_per_request() -> None:
+    cfg = auth_config(api_keys=KEYS, rules=RULES)
+    async with serve(cfg) as gw, connected(gw.url, {"X-API-Key": READER_KEY}, mode="2026-07-28") as client:
+        assert [t.name for t in (await client.list_tools()).tools] == ["alpha__echo"]
+        with pytest.raises(MCPError) as err:
+            await client.call_tool("alpha__fail", {})
+        assert err.value.code == DENIED
+
+
+# -- JWT ------------------------------------------------------------------------------------------
+
+
+def hs_token(**claims: Any) -> str:
+    now = int(time.time())
+    payload = {"sub": "alice", "aud": AUDIENCE, "iat": now, "exp": now + 300, "roles": ["admin"], **claims}
+    return jwt.encode(payload, HS_SECRET, algorithm="HS256")
+
+
+async def test_jwt_hs256_valid_expired_wrong_audience(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_GATEWAY_JWT_SECRET", HS_SECRET)
+    cfg = auth_config(
+        jwt={"secret": "${env:TEST_GATEWAY_JWT_SECRET}", "audience": AUDIENCE, "leeway": 5},
+        rules=[{"roles": ["admin"]}, {"roles": ["tools:echo"], "tools": ["alpha__echo"]}],
+    )
+    async with serve(cfg) as gw:
+        async with connected(gw.url, {"Authorization": f"Bearer {hs_token()}"}) as client:
+            assert len((await client.list_tools()).tools) > 1
+        # Roles from a space-separated OAuth scope.
+        scoped = hs_token(roles=None, scope="openid tools:echo")
+        async with connected(gw.url, {"Authorization": f"Bearer {scoped}"}) as client:
+            assert [t.name for t in (await client.list_tools()).tools] == ["alpha__echo"]
+
+        expired = hs_token(exp=int(time.time()) - 60)
+        refused = await post_initialize(gw.url, {"Authorization": f"Bearer {expired}"})
+        assert refused.status_code == 401
+        assert challenge_params(refused)["error"] == "invalid_token"
+        assert "expired" in refused.json()["error_description"]
+        assert expired not in refused.text + str(refused.headers)
+
+        other_aud = hs_token(aud="https://other.test/mcp")
+        refused = await post_initialize(gw.url, {"Authorization": f"Bearer {other_aud}"})
+        assert (
+            refused.status_code == 401
+            and "not issued for this resource" in refused.json()["error_description"]
+        )
+
+        forged = jwt.encode({"sub": "eve", "aud": AUDIENCE, "exp": int(time.time()) + 60}, "x" * 40, "HS256")
+        refused = await post_initialize(gw.url, {"Authorization": f"Bearer {forged}"})
+        assert refused.status_code == 401 and challenge_params(refused)["error"] == "invalid_token"
+
+
+@asynccontextmanager
+async def jwks_server(document: dict[str, Any], hits: list[float]) -> AsyncIterator[str]:
+    """A tiny identity provider publishing `document` (mutable: rotate keys by editing it)."""
+
+    async def jwks(request: Request) -> JSONResponse:
+        hits.append(time.monotonic())
+        return JSONResponse(document)
+
+    # Listening before uvicorn starts: early connections wait in the backlog, no polling needed.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    app = Starlette(routes=[Route("/jwks", jwks)])
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve, [sock])
+        try:
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}/jwks"
+        finally:
+            server.should_exit = True
+    sock.close()
+
+
+def rsa_key(kid: str) -> tuple[rsa.RSAPrivateKey, dict[str, Any]]:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_jwk = jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key(), as_dict=True)
+    return private, {**public_jwk, "kid": kid, "use": "sig", "alg": "RS256"}
+
+
+def rs_token(private: rsa.RSAPrivateKey, kid: str, **claims: Any) -> str:
+    now = int(time.time())
+    payload = {"sub": "bob", "iss": "https://idp.test", "aud": AUDIENCE, "exp": now + 300, **claims}
+    return jwt.encode(payload, private, algorithm="RS256", headers={"kid": kid})
+
+
+async def test_jwt_rs256_from_a_live_jwks_with_caching_and_rotation() -> None:
+    first, first_jwk = rsa_key("k1")
+    second, second_jwk = rsa_key("k2")
+    document: dict[str, Any] = {"keys": [first_jwk]}
+    hits: list[float] = []
+    async with jwks_server(document, hits) as jwks_url:
+        cfg = auth_config(
+            resource=AUDIENCE,  # the default audience
+            jwt={
+                "jwks_url": jwks_url,
+                "issuer": "https://idp.test",
+                "roles_claim": "realm_access.roles",
+                "jwks_min_refresh_seconds": 0,
+            },
+            rules=[{"roles": ["reader"], "tools": ["alpha__echo"]}],
+        )
+        async with serve(cfg) as gw:
+            token = rs_token(first, "k1", realm_access={"roles": ["reader"]})
+            async with connected(gw.url, {"Authorization": f"Bearer {token}"}) as client:
+                assert [t.name for t in (await client.list_tools()).tools] == ["alpha__echo"]
+                await client.call_tool("alpha__echo", {"text": "x"})
+            assert len(hits) == 1  # several HTTP requests, one fetch
+
+            wrong_issuer = rs_token(first, "k1", iss="https://evil.test")
+            assert (
+                await post_initialize(gw.url, {"Authorization": f"Bearer {wrong_issuer}"})
+            ).status_code == 401
+
+            # The provider rotates: a token with the new kid makes the gateway refetch once.
+            document["keys"] = [first_jwk, second_jwk]
+            rotated = rs_token(second, "k2", realm_access={"roles": ["reader"]})
+            async with connected(gw.url, {"Authorization": f"Bearer {rotated}"}) as client:
+                assert [t.name for t in (await client.list_tools()).tools] == ["alpha__echo"]
+            assert len(hits) == 2
+
+            # Signed by a key the provider never published, under a published kid.
+            impostor, _ = rsa_key("k1")
+            forged = rs_token(impostor, "k1")
+            refused = await post_initialize(gw.url, {"Authorization": f"Bearer {forged}"})
+            assert refused.status_code == 401 and challenge_params(refused)["error"] == "invalid_token"
+
+
+async def test_jwks_unreachable_is_503_not_401() -> None:
+    cfg = auth_config(
+        resource=AUDIENCE, jwt={"jwks_url": f"http://127.0.0.1:{free_port()}/jwks", "jwks_timeout_seconds": 5}
+    )
+    private, _ = rsa_key("k1")
+    async with serve(cfg) as gw:
+        refused = await post_initialize(gw.url, {"Authorization": f"Bearer {rs_token(private, 'k1')}"})
+    assert refused.status_code == 503 and refused.json()["error"] == "temporarily_unavailable"
+
+
+# -- unit level: stdio identity, the policy, option errors -------------------------------------
+
+
+def test_stdio_identity() -> None:
+    auth = Auth(stdio_identity={"name": "me", "roles": ["admin"], "labels": {"host": "laptop"}})
+    assert auth.local_identity() == Identity("me", frozenset({"admin"}), "stdio", {"host": "laptop"})
+    assert Auth(api_keys=KEYS).local_identity() == Identity("local", source="stdio")
+
+
+async def test_calls_are_checked_with_a_cached_decision() -> None:
+    auth = Auth(stdio_identity={"roles": ["reader"]}, rules=RULES)
+    identity = auth.local_identity()
+
+    async def terminal(call: Call) -> dict[str, Any]:
+        return {"ok": True}
+
+    allowed = Call("tools/call", {"name": "alpha__echo"}, identity, name="alpha__echo", server="alpha")
+    assert await auth(allowed, terminal) == {"ok": True}
+    denied = Call("tools/call", {"name": "alpha__add"}, identity, name="alpha__add", server="alpha")
+    with pytest.raises(Exception) as err:
+        await auth(denied, terminal)
+    assert getattr(err.value, "code", None) == DENIED
+    ref = {"type": "ref/prompt", "name": "alpha__greet"}
+    completion = Call("completion/complete", {"ref": ref}, identity, name="alpha__greet", server="alpha")
+    assert await auth(completion, terminal) == {"ok": True}
+    await auth(allowed, terminal)
+    info = auth.policy.allows.cache_info()
+    assert info.hits >= 1 and info.currsize == 3
+    # Notifications carry no caller and are not this middleware's business.
+    note = Call("notifications/message", {}, kind="notification", server="alpha")
+    assert await auth(note, terminal) == {"ok": True}
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"api_keys": [{"name": "x", "key": READER_KEY}]}, "sha256sum"),
+        ({"api_keys": [{"name": "x", "key": hashed("a")}, {"name": "x", "key": hashed("b")}]}, "unique"),
+        ({"jwt": {"secret": HS_SECRET, "audience": "a"}}, "${env:"),
+        ({"jwt": {"secret": "${env:TEST_AUTH_SHORT}", "audience": "a"}}, "too short"),
+        (
+            {"jwt": {"secret": "${env:TEST_AUTH_UNSET_VAR}", "audience": "a"}},
+            "TEST_AUTH_UNSET_VAR is not set",
+        ),
+        ({"jwt": {"jwks_url": "https://idp.test/jwks"}}, "audience"),
+        ({"jwt": {"jwks_url": "http://idp.test/jwks", "audience": "a"}}, "https://"),
+        ({"jwt": {"jwks_url": "https://idp.test/jwks", "audience": "a", "algorithms": ["HS256"]}}, "cannot"),
+        ({"jwt": {"public_key": "not a pem", "audience": "a"}}, "PEM"),
+        ({"rules": [{"roles": ["a"]}]}, "at least one of"),
+    ],
+)
+def test_bad_options_are_config_errors(
+    monkeypatch: pytest.MonkeyPatch, options: dict[str, Any], expected: str
+) -> None:
+    monkeypatch.setenv("TEST_AUTH_SHORT", "short")
+    with pytest.raises(ConfigError) as err:
+        instantiate(config({}, middleware=[{"use": "auth", "options": options}]).middleware)
+    text = str(err.value)
+    assert expected in text and "middleware[0] (auth)" in text
+    assert READER_KEY not in text and HS_SECRET not in text and "short'" not in text
+
+
+def test_yaml_example_parses() -> None:
+    cfg = parse_config(
+        "middleware:\n"
+        "  - use: auth\n"
+        "    options:\n"
+        "      api_keys: [{name: ci-bot, key: 'sha256:"
+        + hashlib.sha256(b"k").hexdigest()
+        + "', roles: [reader]}]\n"
+        "      stdio_identity: {name: local, roles: [admin]}\n"
+        "      rules:\n"
+        "        - {roles: [admin], servers: ['*'], tools: ['*']}\n"
+        "        - {roles: [reader], servers: [time], tools: ['time__*', 'git__git_log']}\n"
+    )
+    [auth] = instantiate(cfg.middleware)
+    assert isinstance(auth, Auth) and auth.local_identity().roles == {"admin"}

@@ -1,0 +1,114 @@
+"""Live reload: a valid config is applied as a diff without disturbing untouched servers or their
+clients; an invalid one is refused and the running config stays."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import yaml
+from mcp import Client as SdkClient
+
+from gateway.config import load_config
+from gateway.errors import ConfigError
+from tests._support import misbehave, serve
+
+pytestmark = pytest.mark.anyio
+
+
+def write(path: Path, servers: dict[str, Any], middleware: list[Any] | None = None) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump({"servers": servers, "middleware": middleware or []}))
+    tmp.replace(path)  # atomic, like an editor's save
+
+
+async def pid(client: SdkClient, tool: str) -> int:
+    result = await client.call_tool(tool, {})
+    assert result.structured_content is not None
+    value: int = result.structured_content["pid"]
+    return value
+
+
+async def test_reload_applies_a_diff_while_a_client_keeps_calling(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    write(path, {"keep": misbehave(), "gone": misbehave(), "chg": misbehave("--name", "before")})
+    async with serve(load_config(path), config_path=path) as gw, SdkClient(gw.url, mode="legacy") as client:
+        keep_pid = await pid(client, "keep__pid")
+        chg_pid = await pid(client, "chg__pid")
+        errors: list[BaseException] = []
+        calls = 0
+        done = anyio.Event()
+
+        async def hammer() -> None:
+            nonlocal calls
+            while not done.is_set():
+                try:
+                    result = await client.call_tool("keep__echo", {"text": str(calls)})
+                    assert result.content[0].text == f"misbehave: {calls}"  # type: ignore[union-attr]
+                    calls += 1
+                except BaseException as exc:  # noqa: BLE001 - every failure counts against the reload
+                    errors.append(exc)
+                    return
+
+        write(path, {"keep": misbehave(), "chg": misbehave("--name", "after"), "new": misbehave()})
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(hammer)
+            with anyio.fail_after(60):
+                report = await gw.app.state.reloader.reload("test")
+                await anyio.sleep(0.3)  # let the hammer run a little past the reload
+            done.set()
+        assert errors == []
+        assert calls > 5
+        assert report["servers"] == {
+            "added": ["new"],
+            "removed": ["gone"],
+            "changed": ["chg"],
+            "unchanged": ["keep"],
+        }
+        assert set(gw.fleet.backends) == {"keep", "chg", "new"}
+        with anyio.fail_after(30):
+            while not (gw.fleet.backends["new"].available and gw.fleet.backends["chg"].available):
+                await anyio.sleep(0.02)
+        assert await pid(client, "keep__pid") == keep_pid  # untouched: same process, same session
+        assert await pid(client, "chg__pid") != chg_pid
+        echo = await client.call_tool("chg__echo", {"text": "x"})
+        assert echo.content[0].text == "after: x"  # type: ignore[union-attr]
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert "new__echo" in names and not any(n.startswith("gone__") for n in names)
+
+
+async def test_invalid_file_is_refused_and_the_running_config_stays(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    write(path, {"keep": misbehave()})
+    async with serve(load_config(path), config_path=path) as gw, SdkClient(gw.url, mode="legacy") as client:
+        path.write_text("servers:\n  keep:\n    comand: nope\n")
+        with pytest.raises(ConfigError) as err:
+            await gw.app.state.reloader.reload("test")
+        assert f"{path}: servers.keep.comand: unknown key" in err.value.message
+        bad_mw = {"keep": misbehave()}
+        write(path, bad_mw, middleware=[{"use": "nosuch:Thing"}])
+        with pytest.raises(ConfigError):
+            await gw.app.state.reloader.reload("test")
+        assert set(gw.fleet.backends) == {"keep"} and gw.fleet.config.middleware == []
+        assert (await client.call_tool("keep__echo", {"text": "ok"})).is_error is not True
+
+
+async def test_file_change_and_sighup_trigger_reload(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    write(path, {"a": misbehave()})
+    async with serve(load_config(path), config_path=path, watch=True) as gw:
+        write(path, {"a": misbehave(), "b": misbehave()})
+        with anyio.fail_after(30):
+            while "b" not in gw.fleet.backends:
+                await anyio.sleep(0.05)
+        # SIGHUP: change the file under a watcher that may be debouncing, then signal.
+        write(path, {"a": misbehave()})
+        os.kill(os.getpid(), signal.SIGHUP)
+        with anyio.fail_after(30):
+            while "b" in gw.fleet.backends:
+                await anyio.sleep(0.05)
+        assert gw.fleet.backends["a"].available
