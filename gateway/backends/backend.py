@@ -27,7 +27,9 @@ from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_REQUEST
 
+from gateway.backends import _watchers
 from gateway.backends._logbuffer import LogBuffer
+from gateway.backends._watchers import Ended
 from gateway.backends.lifecycle import STABLE_AFTER, Event, State, backoff_delay
 from gateway.backends.session import BackendSession, Forwarded, TransportFactory
 from gateway.backends.stdio import stdio_transport
@@ -82,16 +84,6 @@ def transport_for(name: str, spec: ServerSpec, log: LogBuffer) -> TransportFacto
     from gateway.backends.http import http_transport
 
     return http_transport(name, spec, log)
-
-
-class _Ended(Exception):
-    """Why a running session ended, when it was not cancelled."""
-
-    def __init__(self, reason: str, *, failure: bool, category: str = "lifecycle") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.failure = failure
-        self.category = category
 
 
 class Backend:
@@ -239,7 +231,7 @@ class Backend:
             try:
                 async with self._new_session() as session:
                     await self._serve(session)
-            except _Ended as ended:
+            except Ended as ended:
                 if not ended.failure:  # idle or lazy: stop, stay listed, wake on the next call
                     self._want = False
                     self.dormant = True
@@ -289,54 +281,21 @@ class Backend:
         self.events.listing_changed(self)
         if self._learning:
             self._learning = False
-            raise _Ended("lazy: catalogue learned, sleeping until the first call", failure=False)
-        ended: list[_Ended] = []
+            raise Ended("lazy: catalogue learned, sleeping until the first call", failure=False)
+        ended: list[Ended] = []
         async with anyio.create_task_group() as watch:
 
-            def end(reason: _Ended) -> None:
+            def end(reason: Ended) -> None:
                 ended.append(reason)
                 watch.cancel_scope.cancel()
 
-            watch.start_soon(self._watch_exit, session, end)
+            watch.start_soon(_watchers.exit, self, session, end)
             if self.spec.health.enabled:
-                watch.start_soon(self._watch_health, session, end)
+                watch.start_soon(_watchers.health, self, session, end)
             if self.spec.idle_timeout:
-                watch.start_soon(self._watch_idle, self.spec.idle_timeout, end)
+                watch.start_soon(_watchers.idle, self, self.spec.idle_timeout, end)
         if ended:
             raise ended[0]
-
-    async def _watch_exit(self, session: BackendSession, end: Any) -> None:
-        await session.closed.wait()
-        code = self.log.exit_code
-        detail = f" with code {code}" if code is not None else ""
-        if code == 0 and self.spec.restart == "on-failure":
-            self._want = False
-        end(_Ended(f"the server exited{detail}", failure=True))
-
-    async def _watch_health(self, session: BackendSession, end: Any) -> None:
-        health = self.spec.health
-        misses = 0
-        while True:
-            await anyio.sleep(health.interval)
-            try:
-                await session.request("ping", None, timeout=health.timeout)
-                misses = 0
-            except (GatewayError, MCPError) as exc:
-                misses += 1
-                logger.warning(
-                    "server %s: health check %d/%d failed: %s", self.name, misses, health.failures, exc
-                )
-                if misses >= health.failures:
-                    end(_Ended(f"{misses} health checks failed in a row", failure=True, category="health"))
-                    return
-
-    async def _watch_idle(self, idle_timeout: float, end: Any) -> None:
-        while True:
-            idle_for = time.monotonic() - self.last_used
-            if idle_for >= idle_timeout and not self._inflight:
-                end(_Ended(f"idle for {idle_timeout:g}s", failure=False))
-                return
-            await anyio.sleep(max(idle_timeout - idle_for, 0.05))
 
     def _tail(self) -> str:
         lines = [line.text for line in list(self.log.lines)[-3:]]

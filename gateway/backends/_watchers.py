@@ -1,0 +1,72 @@
+"""What ends a running backend session: the transport closing, failed health checks, idleness.
+
+Each watcher runs beside a live session and calls `end(Ended(...))` when its condition is met; the
+supervisor then tears the session down and decides (restart policy) what happens next.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import anyio
+from mcp.shared.exceptions import MCPError
+
+from gateway.errors import GatewayError
+
+if TYPE_CHECKING:
+    from gateway.backends.backend import Backend
+    from gateway.backends.session import BackendSession
+
+logger = logging.getLogger("gateway.backends.backend")
+
+
+class Ended(Exception):
+    """Why a running session ended, when it was not cancelled."""
+
+    def __init__(self, reason: str, *, failure: bool, category: str = "lifecycle") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.failure = failure
+        self.category = category
+
+
+End = Callable[[Ended], None]
+
+
+async def exit(backend: Backend, session: BackendSession, end: End) -> None:
+    await session.closed.wait()
+    code = backend.log.exit_code
+    detail = f" with code {code}" if code is not None else ""
+    if code == 0 and backend.spec.restart == "on-failure":
+        backend._want = False
+    end(Ended(f"the server exited{detail}", failure=True))
+
+
+async def health(backend: Backend, session: BackendSession, end: End) -> None:
+    health = backend.spec.health
+    misses = 0
+    while True:
+        await anyio.sleep(health.interval)
+        try:
+            await session.request("ping", None, timeout=health.timeout)
+            misses = 0
+        except (GatewayError, MCPError) as exc:
+            misses += 1
+            logger.warning(
+                "server %s: health check %d/%d failed: %s", backend.name, misses, health.failures, exc
+            )
+            if misses >= health.failures:
+                end(Ended(f"{misses} health checks failed in a row", failure=True, category="health"))
+                return
+
+
+async def idle(backend: Backend, idle_timeout: float, end: End) -> None:
+    while True:
+        idle_for = time.monotonic() - backend.last_used
+        if idle_for >= idle_timeout and not backend._inflight:
+            end(Ended(f"idle for {idle_timeout:g}s", failure=False))
+            return
+        await anyio.sleep(max(idle_timeout - idle_for, 0.05))
