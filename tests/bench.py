@@ -556,12 +556,29 @@ async def _scenario_proxy(ctx: BenchContext) -> ScenarioResult:
     return res
 
 
+async def _scenario_fleet(ctx: BenchContext) -> ScenarioResult:
+    """Start-up of 20 real stdio backends, and the gateway's own memory with 50 idle ones."""
+    res = ScenarioResult("fleet", "fleet start-up and idle memory")
+    twenty = {
+        f"time{i}": {"command": TIME_SERVER, "args": list(TIME_ARGS), "startup_timeout": 120}
+        for i in range(20)
+    }
+    async with ctx.gateway_server("fleet20", {"servers": twenty}) as srv:
+        res.metrics["start_20_stdio_s"] = round(srv.ready_s, 2)
+    tiny = str(Path(__file__).parent / "servers" / "tiny.py")
+    fifty = {f"tiny{i}": {"command": sys.executable, "args": [tiny, f"tiny{i}"]} for i in range(50)}
+    async with ctx.gateway_server("fleet50", {"servers": fifty}) as srv:
+        res.metrics["start_50_tiny_s"] = round(srv.ready_s, 2)
+        await asyncio.sleep(1.0)  # let start-up garbage settle before reading RSS
+        res.metrics.update(rss_metrics(srv.process.pid, "gateway_50_idle"))
+    return res
+
+
 SCENARIOS: list[Scenario] = [
     Scenario("direct", "direct stdio", _scenario_direct),
     Scenario("gateway", "through the gateway (HTTP)", _scenario_gateway),
     Scenario("proxy", "through FastMCP 4.1 create_proxy (HTTP)", _scenario_proxy),
-    # Later: "chain" (full vs empty middleware chain), "masking" (100 KB text),
-    # "startup" (20 stdio backends), "docker" (Docker backend vs plain stdio, default=False).
+    Scenario("fleet", "start 20 stdio backends; RSS with 50 idle backends", _scenario_fleet),
 ]
 
 
