@@ -20,6 +20,7 @@ import anyio.abc
 from gateway.backends import Backend, Event
 from gateway.catalogue import Catalogue, Source
 from gateway.clients import Clients
+from gateway.config import secrets
 from gateway.config.models import GatewayConfig, ServerSpec, namespace_of
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ _LISTS = (
 class Fleet:
     def __init__(self, config: GatewayConfig, clients: Clients | None = None) -> None:
         self.config = config
+        secrets.configure(config.secrets)
         self.clients = clients or Clients()
         self.backends: dict[str, Backend] = {
             name: Backend(name, spec, self) for name, spec in config.servers.items() if spec.enabled

@@ -26,7 +26,7 @@ def environment(name: str, spec: StdioServer) -> dict[str, str]:
         if key in os.environ:
             env[key] = os.environ[key]
     env.update(secrets.resolve_mapping(spec.env, where=f"servers.{name}.env"))
-    return env
+    return secrets.check_env_schema(name, env, spec.env_schema)
 
 
 def stdio_transport(name: str, spec: StdioServer, log: LogBuffer) -> TransportFactory:
