@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
@@ -14,9 +14,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.config import secrets
 from gateway.config.models import GatewayConfig, ListenConfig
 from gateway.fleet import Fleet
-from gateway.middleware import Identity, extras, instantiate
+from gateway.middleware import Identity, Middleware, extras, instantiate
 from gateway.relay import Relay
 from gateway.reload import Reloader
 
@@ -47,18 +48,23 @@ def transport_security(listen: ListenConfig) -> TransportSecuritySettings:
 
 
 class _Authenticated:
-    """Runs the configured authenticator before the MCP endpoint; its refusal is the response."""
+    """Runs the chain's authenticator before the MCP endpoint; its refusal is the response.
 
-    def __init__(self, app: ASGIApp, authenticate: Authenticator) -> None:
+    Looked up per request, so a reload that changes `auth` takes effect for the next request.
+    """
+
+    def __init__(self, app: ASGIApp, relay: Relay) -> None:
         self.app = app
-        self.authenticate = authenticate
+        self.relay = relay
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        outcome = await self.authenticate(Request(scope, receive))
-        if isinstance(outcome, Response):
-            await outcome(scope, receive, send)
-            return
-        scope.setdefault("state", {})["identity"] = outcome
+        authenticators: list[Authenticator] = extras(self.relay.middlewares, "authenticate")
+        if authenticators:
+            outcome = await authenticators[0](Request(scope, receive))
+            if isinstance(outcome, Response):
+                await outcome(scope, receive, send)
+                return
+            scope.setdefault("state", {})["identity"] = outcome
         await self.app(scope, receive, send)
 
 
@@ -71,15 +77,14 @@ def build_app(
 ) -> Starlette:
     """The whole gateway as an ASGI app. With `config_path`, the admin API can reload it; with
     `watch`, file changes and SIGHUP reload it too."""
+    secrets.configure(config.secrets)  # middleware options may hold secret_ref: values
     middlewares = instantiate(config.middleware)  # config errors surface here, before anything runs
     fleet = fleet or Fleet(config)
     relay = Relay(fleet, middlewares)
     reloader = Reloader(fleet, relay, config_path)
     server = relay.build_server()
     manager = StreamableHTTPSessionManager(app=server, security_settings=transport_security(config.listen))
-    endpoint: ASGIApp = StreamableHTTPASGIApp(manager)
-    for authenticate in extras(middlewares, "authenticate"):
-        endpoint = _Authenticated(endpoint, authenticate)
+    endpoint: ASGIApp = _Authenticated(StreamableHTTPASGIApp(manager), relay)
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -111,6 +116,15 @@ def build_app(
         Route("/healthz", healthz),
         Route("/readyz", readyz),
     ]
-    for extra_routes in extras(middlewares, "routes"):
-        routes.extend(extra_routes)
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    fixed = len(routes)
+
+    def mount_middleware_routes(current: Sequence[Middleware]) -> None:
+        # Routes a middleware serves (/metrics, /.well-known/...) follow the chain across reloads.
+        del app.router.routes[fixed:]
+        for extra_routes in extras(current, "routes"):
+            app.router.routes.extend(extra_routes)
+
+    mount_middleware_routes(middlewares)
+    reloader.on_swap.append(mount_middleware_routes)
+    return app

@@ -31,7 +31,8 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s%(context)s: %(message)s"
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD = frozenset(
     set(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
-    | {"message", "asctime", "request_id", "server", "context", "taskName"}
+    # uvicorn's `color_message` is its message again, with terminal colour codes.
+    | {"message", "asctime", "request_id", "server", "context", "taskName", "color_message"}
 )
 
 

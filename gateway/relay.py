@@ -30,7 +30,7 @@ from gateway.backends import Backend
 from gateway.catalogue import Route
 from gateway.errors import GatewayError, as_mcp_error
 from gateway.fleet import Fleet
-from gateway.middleware import ANONYMOUS, Call, Identity, Middleware, build_chain
+from gateway.middleware import ANONYMOUS, Call, Identity, Middleware, build_chain, extras
 
 logger = logging.getLogger(__name__)
 
@@ -322,7 +322,10 @@ class Relay:
         params["logger"] = f"{backend.name}/{params['logger']}" if params.get("logger") else backend.name
         callers = backend.callers()
         if not callers:
-            await self.fleet.clients.broadcast(call.method, params)
+            # Nobody's call is running: a single-user gateway shows the log to every client, but
+            # with authentication on, a server's logs are not everyone's business.
+            if not extras(self.middlewares, "authenticate"):
+                await self.fleet.clients.broadcast(call.method, params)
             return params
         # The backend is working for these calls: tell their clients on the calls' streams.
         seen: set[Hashable] = set()

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from gateway.config import load_config
+from gateway.config import load_config, secrets
 from gateway.errors import ConfigError
 from gateway.fleet import Fleet
 from gateway.middleware import Middleware, extras, instantiate
@@ -38,6 +38,7 @@ class Reloader:
         self.path = Path(path) if path is not None else None
         self._lock = anyio.Lock()
         self._stack: AsyncExitStack | None = None
+        self.on_swap: list[Callable[[Sequence[Middleware]], None]] = []
 
     @asynccontextmanager
     async def running(self, *, watch: bool) -> AsyncIterator[None]:
@@ -74,6 +75,7 @@ class Reloader:
         async with self._lock:
             new = load_config(self.path)
             old = self.fleet.config
+            secrets.configure(new.secrets)
             middlewares = None
             if new.middleware != old.middleware:
                 middlewares = instantiate(new.middleware, source=str(self.path))
@@ -81,6 +83,8 @@ class Reloader:
             if middlewares is not None:
                 stack = await self._start(middlewares)
                 self.relay.use(middlewares)
+                for callback in self.on_swap:
+                    callback(middlewares)
                 previous, self._stack = self._stack, stack
                 if previous is not None:
                     await previous.aclose()

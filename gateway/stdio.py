@@ -6,6 +6,7 @@ from contextlib import AsyncExitStack
 
 from mcp.server.stdio import stdio_server
 
+from gateway.config import secrets
 from gateway.config.models import GatewayConfig
 from gateway.fleet import Fleet
 from gateway.middleware import ANONYMOUS, extras, instantiate
@@ -14,6 +15,7 @@ from gateway.reload import Reloader
 
 
 async def serve_stdio(config: GatewayConfig, path: str | None = None) -> None:
+    secrets.configure(config.secrets)  # middleware options may hold secret_ref: values
     middlewares = instantiate(config.middleware)
     fleet = Fleet(config)
     # Nobody authenticates over stdio: whoever launched the gateway is the configured local identity.

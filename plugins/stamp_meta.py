@@ -19,7 +19,7 @@ import fnmatch
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.logs import current_request_id
 from gateway.middleware import Call, CallNext, Result
@@ -51,16 +51,12 @@ class StampMetaOptions(BaseModel):
                 raise ValueError(f"{key!r} is reserved by the protocol; use a key of your own domain")
         return stamps
 
-    @model_validator(mode="after")
-    def _something_to_do(self) -> StampMetaOptions:
-        if not self.request and not self.result:
-            raise ValueError("set `request`, `result` or both")
-        return self
-
 
 class StampMeta:
     def __init__(self, **options: Any) -> None:
         self.options = StampMetaOptions(**options)
+        if not self.options.request and not self.options.result:
+            raise ValueError("nothing to stamp: set `options.request`, `options.result` or both")
         self.methods = _globs(self.options.methods)
         self.servers = _globs(self.options.servers)
 

@@ -2,18 +2,14 @@
 
 Hardened by default; each loosening is an explicit config key:
 
-==========================  =========================================  ==========================
-what                        default                                    loosened by
-==========================  =========================================  ==========================
-network                     none (no interface but loopback)           ``network: host``
-root filesystem             read-only; tmpfs (noexec, 16m) on `tmpfs`   ``read_only: false``
-capabilities                all dropped                                ``cap_add: [...]``
-privilege escalation        no-new-privileges                          -
-user                        the image's user if not root, else         ``user: ...``
-                            65534:65534 (nobody)
-memory / swap / pids / cpu  ``resources`` (memory = memory+swap)       ``resources: {...}``
-PID 1                       docker's init (forwards SIGTERM, reaps)    -
-==========================  =========================================  ==========================
+- network: none (loopback only) - ``network: host``;
+- root filesystem read-only, a tmpfs (nosuid, nodev, noexec, 16m) on each ``tmpfs`` path -
+  ``read_only: false``;
+- all capabilities dropped - ``cap_add: [...]``;
+- no-new-privileges (setuid binaries cannot gain privileges) - not loosenable;
+- user: the image's own user unless that is root, else 65534:65534 (nobody) - ``user: ...``;
+- memory (swap included: memory+swap = memory), pids and cpus from ``resources``;
+- docker's init as PID 1 (forwards SIGTERM to the server, reaps orphans).
 
 ``network: host`` shares the host's network namespace, for a server that must also serve HTTP:
 configure it to bind 127.0.0.1; the gateway still speaks to it over stdio.
@@ -49,6 +45,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
@@ -60,13 +57,13 @@ import anyio.abc
 import anyio.to_thread
 import docker  # type: ignore[import-untyped]
 import docker.errors  # type: ignore[import-untyped]
-import docker.types  # type: ignore[import-untyped]
 import docker.utils  # type: ignore[import-untyped]
 import requests.exceptions  # type: ignore[import-untyped, unused-ignore]
 from mcp.shared.message import SessionMessage
 
 from gateway.backends import _docker_owner
 from gateway.backends._docker_io import AttachedIO
+from gateway.backends._docker_spec import container_user, describe_exit, host_config, no_secrets
 from gateway.backends._logbuffer import LogBuffer
 from gateway.backends.session import Streams, TransportFactory
 from gateway.config import secrets
@@ -79,16 +76,18 @@ logger = logging.getLogger(__name__)
 EXIT_GRACE = 2.0
 # `docker stop -t`: after SIGTERM, seconds before the engine sends SIGKILL.
 STOP_TIMEOUT = 3.0
-# Bound on one ordinary engine call (create, start, inspect, rm); also the SDK's HTTP timeout.
+# The SDK's HTTP timeout: bounds one engine call (create, attach, start, inspect) while starting.
 API_TIMEOUT = 30.0
+# Teardown's own bounds on engine calls: beyond `docker stop`'s wait, and for `docker rm -f`. A call
+# still running then is left to finish in its thread (a removal still happens).
+STOP_SLACK = 5.0
+REMOVE_TIMEOUT = 10.0
 # After the attach stream ends: time for the engine to report the exit code.
 STATUS_TIMEOUT = 5.0
 # Time to flush our last message and half-close stdin.
 INPUT_CLOSE = 1.0
 # A pull may legitimately take minutes; one that stalls must not keep the backend starting forever.
 PULL_TIMEOUT = 600.0
-TMPFS_OPTIONS = "rw,nosuid,nodev,noexec,size=16m"
-NOBODY = "65534:65534"
 _BUFFER = 32  # messages buffered each way, as for a process
 
 ENGINE_ERRORS: tuple[type[BaseException], ...] = (
@@ -109,90 +108,6 @@ def _reason(exc: BaseException) -> str:
     return str(explanation or exc) or type(exc).__name__
 
 
-# -- what to create (pure; checked before anything is created) -------------------------------------
-
-
-def _no_secrets(name: str, spec: DockerServer) -> None:
-    fields: list[tuple[str, str]] = [("image", spec.image), *(("args", a) for a in spec.args)]
-    fields += [("volumes", v) for v in spec.volumes] + [("user", spec.user or "")]
-    for key, value in fields:
-        if secrets.has_reference(value):
-            raise BackendStartError(
-                name,
-                f"{name}: servers.{name}.{key} holds a secret reference; only `env` may (a container's "
-                "command line, image, volumes and user are visible to `docker ps`/`docker inspect`)",
-            )
-
-
-def mounts(name: str, volumes: list[str], cwd: str) -> list[Any]:
-    """`"host:container[:ro|rw]"` as bind mounts; relative host paths are taken from `cwd`."""
-    result = []
-    for i, volume in enumerate(volumes):
-        parts = volume.split(":")
-        mode = parts[2] if len(parts) == 3 else "rw"
-        if (
-            len(parts) not in (2, 3)
-            or not parts[0]
-            or not parts[1].startswith("/")
-            or mode not in ("ro", "rw")
-        ):
-            raise BackendStartError(
-                name,
-                f'{name}: servers.{name}.volumes[{i}] must be "host:container[:ro|rw]" with an absolute '
-                f"container path, not {volume!r}",
-            )
-        host = os.path.normpath(os.path.join(cwd, os.path.expanduser(parts[0])))
-        if not os.path.exists(host):
-            raise BackendStartError(name, f"{name}: servers.{name}.volumes[{i}]: {host} does not exist")
-        result.append(docker.types.Mount(parts[1], host, type="bind", read_only=mode == "ro"))
-    return result
-
-
-def container_user(spec: DockerServer, image_user: str) -> str:
-    """The configured user, else the image's unless it is root, else nobody."""
-    if spec.user is not None:
-        return spec.user
-    uid = image_user.split(":", 1)[0]
-    return image_user if uid not in ("", "root", "0") else NOBODY
-
-
-def host_config(name: str, spec: DockerServer, cwd: str) -> dict[str, Any]:
-    """Keyword arguments of `APIClient.create_host_config` for `spec`."""
-    res = spec.resources
-    return {
-        "network_mode": spec.network,
-        "read_only": spec.read_only,
-        "cap_drop": ["ALL"],
-        "cap_add": list(spec.cap_add) or None,
-        "security_opt": ["no-new-privileges"],
-        "mem_limit": res.memory,
-        "memswap_limit": res.memory,  # else the engine allows as much swap again (cgroup v1)
-        "pids_limit": res.pids,
-        "nano_cpus": int(res.cpus * 1e9),
-        # Without an init, the server is PID 1: SIGTERM does nothing and orphans are never reaped.
-        "init": True,
-        "tmpfs": dict.fromkeys(spec.tmpfs, TMPFS_OPTIONS),
-        "mounts": mounts(name, spec.volumes, cwd) or None,
-    }
-
-
-def describe_exit(state: dict[str, Any], memory: str) -> str:
-    code = state.get("ExitCode")
-    text = f"container exited with {code}"
-    if state.get("OOMKilled"):
-        if code == 137:
-            text += f" (OOM-killed: it reached its memory limit of {memory})"
-        else:  # the kernel killed one of its processes, not necessarily the server
-            text += f" (a process in it was OOM-killed at its memory limit of {memory})"
-    elif code == 137:
-        text += " (killed by SIGKILL)"
-    elif code == 143:
-        text += " (terminated by SIGTERM)"
-    if state.get("Error"):
-        text += f": {state['Error']}"
-    return text
-
-
 # -- the transport ---------------------------------------------------------------------------------
 
 
@@ -204,6 +119,7 @@ class DockerTransport:
         self.spec = spec
         self.log = log
         self._client: Any = None
+        self._lock = threading.Lock()
 
     def __call__(self) -> AbstractAsyncContextManager[Streams]:
         return self._open()
@@ -215,24 +131,34 @@ class DockerTransport:
                 await _engine(client.close, abandon=True)
 
     async def _api(self) -> Any:
-        if self._client is None:
-            try:
-                self._client = await _engine(docker.from_env, timeout=int(API_TIMEOUT))
-            except ENGINE_ERRORS as exc:
-                raise BackendStartError(
-                    self.name, f"{self.name}: cannot reach the Docker engine: {_reason(exc)}"
-                ) from None
-        return self._client.api
+        try:
+            return await _engine(self._connect)
+        except ENGINE_ERRORS as exc:
+            raise BackendStartError(
+                self.name, f"{self.name}: cannot reach the Docker engine: {_reason(exc)}"
+            ) from None
+
+    def _connect(self) -> Any:
+        # In a thread (the SDK asks the engine for its API version); per-client sessions of one
+        # backend may start at once and must share one client.
+        with self._lock:
+            if self._client is None:
+                self._client = docker.from_env(timeout=int(API_TIMEOUT))
+            return self._client.api
 
     @asynccontextmanager
     async def _open(self) -> AsyncIterator[Streams]:
-        _no_secrets(self.name, self.spec)
+        no_secrets(self.name, self.spec)
         config = host_config(self.name, self.spec, os.getcwd())
         api = await self._api()
         try:
             await _engine(_docker_owner.sweep_once, api)
         except ENGINE_ERRORS as exc:  # leftovers are a nuisance, not a reason to refuse to start
             logger.warning("could not look for leftover containers: %s", _reason(exc))
+        try:
+            settings = api.create_host_config(**config)
+        except docker.errors.DockerException as exc:  # e.g. a memory size without a unit
+            raise BackendStartError(self.name, f"{self.name}: invalid container settings: {exc}") from None
         image_user = await self._ensure_image(api)
         env = secrets.resolve_mapping(self.spec.env, where=f"servers.{self.name}.env")
         container = _Container(self.name, api, self.log, self.spec.resources.memory)
@@ -242,7 +168,7 @@ class DockerTransport:
                 command=list(self.spec.args) or None,
                 environment=env,
                 user=container_user(self.spec, image_user),
-                host_config=api.create_host_config(**config),
+                host_config=settings,
             )
             async with container.attached(conn) as streams:
                 yield streams
@@ -399,7 +325,7 @@ class _Container:
         with anyio.move_on_after(EXIT_GRACE):
             await io.output_ended.wait()
         if not io.output_ended.is_set():
-            with anyio.move_on_after(STOP_TIMEOUT + API_TIMEOUT), suppress(*ENGINE_ERRORS):
+            with anyio.move_on_after(STOP_TIMEOUT + STOP_SLACK), suppress(*ENGINE_ERRORS):
                 await _engine(self.api.stop, self.id, timeout=int(STOP_TIMEOUT), abandon=True)
         with anyio.move_on_after(STATUS_TIMEOUT):
             await self.ended.wait()
@@ -422,7 +348,7 @@ class _Container:
 
     async def remove(self) -> None:
         """`docker rm -f`, by id or (if `create` never told us the id) by our name. Bounded."""
-        with anyio.move_on_after(API_TIMEOUT) as scope:
+        with anyio.move_on_after(REMOVE_TIMEOUT) as scope:
             try:
                 await _engine(
                     self.api.remove_container, self.id or self.name, force=True, v=True, abandon=True

@@ -3,10 +3,10 @@
 Why compiled regexes of our own rather than a detector library:
 - presidio (PII) needs spaCy and a language model: hundreds of MB and tens of milliseconds per
   call, far outside a budget of 5 ms per 100 KB result.
-- detect-secrets (Yelp, 1.5) works line by line, running each of its ~25 plugins over every line
-  in Python and then filtering; measured here on the benchmark text below it takes well over
-  100 ms per 100 KB (see `benchmark_masking`), has no PII detectors, and returns secret values
-  rather than spans, so the text would have to be searched again to replace them.
+- detect-secrets (Yelp, 1.5) runs each of its plugins over every line in Python, then filters.
+  Measured on this machine on `realistic_text()` (100 KB): `SecretsCollection.scan_file` 1.0 s,
+  `scan_line` over the lines 2.0 s (and 10,000 "high entropy" hits: every request-id UUID),
+  against the 5 ms budget. It has no PII detectors, and it returns values rather than spans.
 - Neither validates card numbers (Luhn), IBANs (mod 97) or national ids.
 
 So: one `re` pattern per detector written to let CPython's engine skip ahead in C, a validator

@@ -31,7 +31,8 @@ def handle_request(request: Request, session: Session) -> Response:
 _SENSITIVE = (
     "export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE",
     "contact: jane.doe@example.com, cc ops-team@corp.example.org",
-    "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+    "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0"
+    ".dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
     "GITHUB_TOKEN=ghp_0123456789abcdefghijABCDEFGHIJ012345",
     "db_password = 'S3cr3t-Pa55w0rd-2026!'",
     "customer phone +44 20 7946 0958, card 4111 1111 1111 1111",
@@ -70,34 +71,25 @@ def realistic_text(size: int = 100_000, seed: int = 7) -> str:
 
 def benchmark_masking(runs: int = 50, size: int = 100_000) -> dict[str, float]:
     """Mask a realistic `size`-character tool result `runs` times with the default configuration
-    (every detector on, redact); times in milliseconds."""
+    (every detector on, redacting). Milliseconds: wall-clock min and median, and the median CPU
+    time of the masking thread (what a busy machine's scheduling does not inflate)."""
     from gateway.masking import default_masker
 
     masker = default_masker()
     text = realistic_text(size)
     masked = masker.mask(text, blocking=False)
-    assert "AKIAIOSFODNN7EXAMPLE" not in masked  # measuring a masker that does not mask is pointless
-    clean = text.replace("AKIA", "akia")  # no secret: every detector still runs
-    times: list[float] = []
+    assert "AKIAIOSFODNN7EXAMPLE" not in masked  # timing a masker that does not mask is pointless
+    wall: list[float] = []
+    cpu: list[float] = []
     for _ in range(runs):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         masker.mask(text, blocking=False)
-        times.append((time.perf_counter() - start) * 1000)
+        cpu.append((time.thread_time() - start_cpu) * 1000)
+        wall.append((time.perf_counter() - start) * 1000)
     return {
         "size_bytes": float(len(text.encode())),
-        "min_ms": min(times),
-        "median_ms": statistics.median(times),
-        "max_ms": max(times),
         "findings": float(masked.count("[REDACTED:")),
-        "clean_text_median_ms": _median_ms(lambda: masker.mask(clean, blocking=False), runs),
+        "min_ms": min(wall),
+        "median_ms": statistics.median(wall),
+        "cpu_median_ms": statistics.median(cpu),
     }
-
-
-def _median_ms(fn: object, runs: int) -> float:
-    assert callable(fn)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)

@@ -1,10 +1,12 @@
 """A `Masker`: the detectors one configuration turns on, each with its action, applied to strings.
 
-The fast path matters more than anything else here: almost every string the gateway relays holds
-nothing sensitive. One pre-filter pass over the text (substring anchors, one lower-casing, one
-digit test and one upper-case test shared by all detectors) decides which detectors can possibly
-match; only those run their pattern. A string with no finding is returned as the same object, so
-callers can tell "unchanged" by identity and copy nothing.
+Almost every string the gateway relays holds nothing sensitive, so the fast path is what counts.
+One pre-filter pass per text computes what the detectors share and decides which can match at
+all: the digit-free text skips every number detector and the shape view; a text without `@`,
+`:` or `.` skips e-mail and IP detectors; the lower-case and shape views are built once, only if a
+detector that needs them is still in play. The remaining detectors' patterns all start with a
+literal (see `detectors`), so each is a C-speed substring scan. A string with no finding comes
+back as the same object: callers tell "unchanged" by identity and copy nothing.
 """
 
 from __future__ import annotations
@@ -19,12 +21,24 @@ from gateway.masking.detectors import DETECTORS, Detector
 
 Action = Literal["redact", "partial", "hash", "block", "allow"]
 ACTIONS: tuple[str, ...] = get_args(Action)
-# On overlapping findings the strictest action wins.
-_STRICTNESS = {"partial": 0, "hash": 1, "redact": 2, "block": 3}
+_STRICTNESS = {"partial": 0, "hash": 1, "redact": 2, "block": 3}  # on an overlap the strictest wins
 
-_DIGIT = re.compile(r"\d", re.ASCII)
-_UPPER_PAIR = re.compile(r"[A-Z][A-Z]")
+_DIGIT = re.compile(r"\d")
 _MIN_LENGTH = 7  # the shortest thing any detector matches ("1.2.3.4")
+_SHAPE = str.maketrans(
+    "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", "0" * 10 + "A" * 26 + "a" * 26
+)
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+# What a detector needs in the text to possibly match, beyond its own literal: skipped otherwise.
+_NEEDS: dict[str, str] = {
+    "email": "@",
+    "ipv4": ".",
+    "ipv6": ":",
+    "private_key": "-----",
+}
+_NEEDS_DIGIT = frozenset({"credit_card", "iban", "ssn", "uk_nino", "phone", "ipv4"})
+
+Finding = tuple[int, int, int, Detector, str]  # start, end, detector order, detector, action
 
 
 class Blocked(Exception):
@@ -37,7 +51,7 @@ class Blocked(Exception):
 
 class Masker:
     def __init__(self, actions: Mapping[str, Action], *, salt: str = "") -> None:
-        self.actions = {d.name: actions.get(d.name, "allow") for d in DETECTORS}
+        self.actions: dict[str, Action] = {d.name: actions.get(d.name, "allow") for d in DETECTORS}
         self._active: list[tuple[int, Detector, str]] = [
             (order, d, self.actions[d.name])
             for order, d in enumerate(DETECTORS)
@@ -47,47 +61,41 @@ class Masker:
         self.enabled = bool(self._active)
 
     def __repr__(self) -> str:
-        on = ", ".join(f"{d.name}={a}" for _, d, a in self._active)
-        return f"Masker({on})"
+        return "Masker(" + ", ".join(f"{d.name}={a}" for _, d, a in self._active) + ")"
 
     def candidates(self, text: str) -> list[tuple[int, Detector, str]]:
         """The pre-filter: the active detectors that can possibly match `text`."""
-        lower: str | None = None
-        digit: bool | None = None
-        upper: bool | None = None
+        digit = _DIGIT.search(text) is not None
+        present: dict[str, bool] = {}
         out = []
         for entry in self._active:
-            d = entry[1]
-            if d.anchors:
-                hit = any(a in text for a in d.anchors)
-            elif d.lower_anchors:
-                if lower is None:
-                    lower = text.lower()
-                hit = any(a in lower for a in d.lower_anchors)
-            elif d.need == "digit":
-                if digit is None:
-                    digit = _DIGIT.search(text) is not None
-                hit = digit
-            elif d.need == "upper":
-                if upper is None:
-                    upper = _UPPER_PAIR.search(text) is not None
-                hit = upper
-            else:
-                hit = True
-            if hit:
-                out.append(entry)
+            name = entry[1].name
+            if name in _NEEDS_DIGIT and not digit:
+                continue
+            need = _NEEDS.get(name)
+            if need is not None:
+                if need not in present:
+                    present[need] = need in text
+                if not present[need]:
+                    continue
+            out.append(entry)
         return out
 
-    def findings(self, text: str) -> list[tuple[int, int, int, Detector, str]]:
-        """(start, end, order, detector, action) of every validated match, unsorted."""
-        found: list[tuple[int, int, int, Detector, str]] = []
+    def findings(self, text: str) -> list[Finding]:
+        """Every validated match, unsorted."""
+        found: list[Finding] = []
+        views: dict[str, str] = {"text": text}
         for order, d, action in self.candidates(text):
-            validate = d.validate
-            for m in d.pattern.finditer(text):
-                start, end = m.span(d.group)
-                if validate is not None and not validate(text[start:end]):
-                    continue
-                found.append((start, end, order, d, action))
+            view = views.get(d.view)
+            if view is None:
+                view = views[d.view] = _view(text, d.view)
+            locate, validate = d.locate, d.validate
+            for pattern in d.patterns:
+                for m in pattern.finditer(view):
+                    span = locate(text, m) if locate is not None else m.span(d.group)
+                    if span is None or (validate is not None and not validate(text[span[0] : span[1]])):
+                        continue
+                    found.append((span[0], span[1], order, d, action))
         return found
 
     def mask(self, text: str, *, blocking: bool = True) -> str:
@@ -102,14 +110,13 @@ class Masker:
         if not found:
             return text
         if blocking:
-            for _, _, _, d, action in found:
-                if action == "block":
-                    raise Blocked(d.name)
+            for finding in found:
+                if finding[4] == "block":
+                    raise Blocked(finding[3].name)
         # Earliest first; at one start the longest, then the more specific detector (listed first).
         found.sort(key=lambda f: (f[0], -f[1], f[2]))
         parts: list[str] = []
-        pos = 0
-        i = 0
+        pos = i = 0
         while i < len(found):
             start, end, _, d, action = found[i]
             i += 1
@@ -133,3 +140,11 @@ class Masker:
             digest = hmac.new(self._salt, value.encode(), hashlib.sha256).hexdigest()[:12]
             return f"[HASH:{name}:{digest}]"
         return f"[REDACTED:{name}]"  # redact, and block where blocking is not possible
+
+
+def _view(text: str, kind: str) -> str:
+    if kind == "shape":
+        return text.translate(_SHAPE)
+    lower = text.lower()
+    # A few characters change length when lower-cased ("İ"); positions must carry over.
+    return lower if len(lower) == len(text) else text.translate(_ASCII_LOWER)

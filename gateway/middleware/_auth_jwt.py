@@ -203,7 +203,7 @@ class JwtVerifier:
         """Whether this issuer should try the token (a routing hint; verification decides)."""
         if alg not in self.algorithms:
             return False
-        return self.issuers is None or iss in self.issuers
+        return self.issuers is None or (isinstance(iss, str) and iss in self.issuers)
 
     async def verify(self, token: str, header: Mapping[str, Any]) -> dict[str, Any]:
         if self.jwks is None:

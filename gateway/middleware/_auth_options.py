@@ -78,7 +78,9 @@ class ApiKey(_Options):
 class Jwt(_Options):
     """One accepted token issuer. Exactly one of `secret`, `public_key`, `jwks_url`."""
 
-    secret: str | None = Field(default=None, description="HS* shared secret, as ${env:NAME} or ${file:PATH}.")
+    secret: str | None = Field(
+        default=None, description="HS* secret: ${env:NAME}, ${file:PATH} or secret_ref:name."
+    )
     public_key: str | None = Field(
         default=None, description="RS/PS/ES/EdDSA public key: PEM, or ${file:PATH}."
     )
@@ -123,7 +125,7 @@ class Jwt(_Options):
         if value is not None and not has_reference(value):
             raise ValueError(
                 "the shared secret must not be written in the config; give a reference: "
-                "secret: ${env:GATEWAY_JWT_SECRET} or secret: ${file:/run/secrets/jwt}"
+                "secret: ${env:GATEWAY_JWT_SECRET}, ${file:/run/secrets/jwt} or secret_ref:jwt_secret"
             )
         return value
 

@@ -3,7 +3,8 @@
 Configured in gateway.yaml::
 
     middleware:
-      - use: masking          # first, so the arguments audit stores are the masked ones
+      - use: masking          # first: audit stores arguments as they reach it (or the masked copy
+                              # an earlier middleware puts in call.state["masked_arguments"])
       - use: audit
         options: {path: /var/lib/mcp-gateway/audit.db, arguments: keys, retention_days: 90}
 
@@ -70,6 +71,7 @@ CREATE TRIGGER IF NOT EXISTS audit_no_recent_delete BEFORE DELETE ON audit
 WHEN old.ts_ms > CAST(strftime('%s', 'now') AS INTEGER) * 1000 - {_DAY_MS}
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only (only retention pruning deletes)'); END;
 """
+MASKED_ARGUMENTS = "masked_arguments"  # call.state key: what to store instead of the real arguments
 _SECRET_KEYS = ["*password*", "*passwd*", "*secret*", "*token*", "*api_key*", "*apikey*", "*authorization*"]
 
 
@@ -194,7 +196,8 @@ class AuditLog:
 
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        # A long busy timeout: a backup holding the lock delays the writer thread, never a call.
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=60)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across crashes of the process
         conn.executescript(_SCHEMA)
@@ -251,6 +254,12 @@ class AuditLog:
         return records
 
 
+def iso_ms(epoch_ms: int) -> str:
+    """UTC ISO 8601 with milliseconds, exactly the instant `epoch_ms` (no float rounding)."""
+    seconds, ms = divmod(epoch_ms, 1000)
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ms:03d}Z"
+
+
 def _insert(conn: sqlite3.Connection, batch: list[AuditRecord]) -> None:
     with conn:
         conn.executemany(_INSERT, [astuple(r) for r in batch])
@@ -288,7 +297,7 @@ class Audit:
     async def __call__(self, call: Call, call_next: CallNext) -> Result:
         if call.kind != "request" or not any(m.match(call.method) for m in self._methods):
             return await call_next(call)
-        wall = time.time()
+        wall_ms = time.time_ns() // 1_000_000
         start = time.perf_counter()
         arguments = self._arguments(call)  # as the call arrives here: after any outer rewriting
         outcome, code = "error", None
@@ -313,8 +322,8 @@ class Audit:
         finally:
             self.log.append(
                 AuditRecord(
-                    ts=datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds")[:-6] + "Z",
-                    ts_ms=int(wall * 1000),
+                    ts=iso_ms(wall_ms),
+                    ts_ms=wall_ms,
                     identity=call.identity.name,
                     identity_source=call.identity.source,
                     method=call.method,
@@ -330,7 +339,9 @@ class Audit:
             )
 
     def _arguments(self, call: Call) -> str | None:
-        args = call.params.get("arguments")
+        # A masking middleware listed earlier may leave the backend the real arguments but hand
+        # audit a masked copy; otherwise the arguments as they reach this point are stored.
+        args = call.state.get(MASKED_ARGUMENTS, call.params.get("arguments"))
         mode = self.options.arguments
         if mode == "none" or not isinstance(args, dict):
             return None

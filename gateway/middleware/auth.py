@@ -17,7 +17,7 @@ Example::
             roles_claim: realm_access.roles            # plus `scope` / `scp`, always
           anonymous: {roles: [public]}                 # unset: no credentials -> 401
           stdio_identity: {name: local, roles: [admin]}
-          rules:                                       # unset: every authenticated caller may do anything
+          rules:                                       # unset: anyone authenticated may do all; []: nothing
             - {roles: [admin]}                         # no tools/prompts/resources: all of them
             - {roles: [reader], servers: [time], tools: ["time__*"]}
             - {roles: [reader], tools: ["git__git_log"], resources: ["git+*"]}
@@ -140,6 +140,10 @@ class Auth:
                     status_code=503,
                     headers={"Retry-After": "5", "Cache-Control": "no-store"},
                 )
+            except Exception:
+                # Hostile token shapes must not become a 500 (or get through): refuse, keep the trace.
+                logger.exception("auth: unexpected error while verifying a JWT; refusing it")
+                return self._refuse(request, "invalid_token", "the token is invalid")
         # A bad credential is refused even when anonymous access is allowed: never downgrade silently.
         return self._refuse(request, "invalid_token", "unknown credentials")
 

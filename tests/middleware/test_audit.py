@@ -18,18 +18,19 @@ from gateway.config import parse_config
 from gateway.errors import DENIED, ConfigError, Denied
 from gateway.logs import request_scope
 from gateway.middleware import Call, Identity, Result, instantiate
-from gateway.middleware.audit import Audit, AuditLog, AuditRecord
+from gateway.middleware.audit import Audit, AuditLog, AuditRecord, iso_ms
 from tests._support import config, misbehave, serve
 
 pytestmark = pytest.mark.anyio
 EX = "tests.middleware._examples"
 ALICE = Identity("alice", source="apikey")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def record(identity: str = "alice", server: str | None = "mb", ts_ms: int | None = None) -> AuditRecord:
     ts_ms = int(time.time() * 1000) if ts_ms is None else ts_ms
     return AuditRecord(
-        ts=datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat(),
+        ts=iso_ms(ts_ms),
         ts_ms=ts_ms,
         identity=identity,
         identity_source="test",
@@ -88,7 +89,8 @@ async def test_a_real_client_s_calls_are_recorded_with_who_what_and_outcome(tmp_
     assert echo["arguments"] == ["text"]  # default `keys`: the value never reaches the disk
     assert "very secret value" not in db.read_bytes().decode("latin-1")
     assert before <= echo["ts_ms"] <= int(time.time() * 1000) and echo["duration_ms"] > 0
-    assert datetime.fromisoformat(echo["ts"].replace("Z", "+00:00")).timestamp() == echo["ts_ms"] / 1000
+    when = datetime.fromisoformat(echo["ts"].removesuffix("Z")).replace(tzinfo=UTC)
+    assert echo["ts"].endswith("Z") and (when - EPOCH) // timedelta(milliseconds=1) == echo["ts_ms"]
     assert any(r["method"] == "tools/list" and r["server"] is None for r in rows)
     assert [r["name"] for r in rows if r["method"] == "tools/call"] == ["mb__crash", "mb__fail", "mb__echo"]
 
@@ -114,7 +116,10 @@ async def test_arguments_are_stored_as_an_outer_middleware_rewrote_them(tmp_path
 
 async def test_full_arguments_are_clipped_and_secrets_redacted(tmp_path: Path) -> None:
     audit = Audit(path=str(tmp_path / "a.db"), arguments="full", max_value_chars=10)
+    masked = tool_call({"card": "4111111111111111", "user": "bob"})
+    masked.state["masked_arguments"] = {"card": "****1111", "user": "bob"}
     async with audit.lifespan():
+        await audit(masked, ok)
         with request_scope("rid-1"):
             await audit(tool_call({"q": "x" * 50, "nested": {"api_token": "s3cr3t"}, "n": [1, 2]}), ok)
         await audit(tool_call({f"k{i}": "y" * 8 for i in range(500)}), ok)  # too big: keys only
@@ -124,7 +129,8 @@ async def test_full_arguments_are_clipped_and_secrets_redacted(tmp_path: Path) -
             await none.log.flush()
             assert (await none.log.query())[0]["arguments"] is None
         await audit.log.flush()
-        big, first = await audit.log.query()
+        big, first, stand_in = await audit.log.query()
+    assert stand_in["arguments"] == {"card": "****1111", "user": "bob"}  # what masking handed over
     assert first["arguments"] == {"q": "xxxxxxxxxx…[+40]", "nested": {"api_token": "[redacted]"}, "n": [1, 2]}
     assert first["request_id"] == "rid-1" and first["rpc_id"] == "3"
     assert (first["identity"], first["identity_source"]) == ("alice", "apikey")
@@ -260,4 +266,3 @@ def test_bad_options_are_config_errors() -> None:
     text = "\n".join(err.value.problems)
     assert "middleware[0] (audit).options.arguments" in text
     assert "options.retention_days" in text
-

@@ -4,6 +4,7 @@ metadata, per-identity lists and call checks, stdio identity, and option errors.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import socket
 import time
@@ -235,14 +236,21 @@ async def test_modern_client_is_authenticated_per_request() -> None:
 
 def hs_token(**claims: Any) -> str:
     now = int(time.time())
-    payload = {"sub": "alice", "aud": AUDIENCE, "iat": now, "exp": now + 300, "roles": ["admin"], **claims}
-    return jwt.encode(payload, HS_SECRET, algorithm="HS256")
+    payload = {"sub": "alice", "iss": "https://a.test", "aud": AUDIENCE, "iat": now, "exp": now + 300}
+    payload |= {"roles": ["admin"], **claims}
+    # Signed as raw JWS: PyJWT's encode() would refuse the malformed claims some tests need.
+    return jwt.api_jws.PyJWS().encode(json.dumps(payload).encode(), HS_SECRET, algorithm="HS256")
 
 
 async def test_jwt_hs256_valid_expired_wrong_audience(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_GATEWAY_JWT_SECRET", HS_SECRET)
     cfg = auth_config(
-        jwt={"secret": "${env:TEST_GATEWAY_JWT_SECRET}", "audience": AUDIENCE, "leeway": 5},
+        jwt={
+            "secret": "${env:TEST_GATEWAY_JWT_SECRET}",
+            "audience": AUDIENCE,
+            "issuer": "https://a.test",
+            "leeway": 5,
+        },
         rules=[{"roles": ["admin"]}, {"roles": ["tools:echo"], "tools": ["alpha__echo"]}],
     )
     async with serve(cfg) as gw:
@@ -266,6 +274,11 @@ async def test_jwt_hs256_valid_expired_wrong_audience(monkeypatch: pytest.Monkey
             refused.status_code == 401
             and "not issued for this resource" in refused.json()["error_description"]
         )
+
+        odd_issuer = hs_token(iss=["https://a.test", "https://b.test"])
+        for token in (odd_issuer, "abc.def.ghi"):
+            refused = await post_initialize(gw.url, {"Authorization": f"Bearer {token}"})
+            assert refused.status_code == 401 and challenge_params(refused)["error"] == "invalid_token"
 
         forged = jwt.encode({"sub": "eve", "aud": AUDIENCE, "exp": int(time.time()) + 60}, "x" * 40, "HS256")
         refused = await post_initialize(gw.url, {"Authorization": f"Bearer {forged}"})
@@ -362,6 +375,24 @@ async def test_jwks_unreachable_is_503_not_401() -> None:
 # -- unit level: stdio identity, the policy, option errors -------------------------------------
 
 
+async def test_jwt_secret_from_a_secret_ref(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MCP_SECRET_TEST_AUTH_JWT", HS_SECRET)
+    auth = Auth(jwt={"secret": "secret_ref:test_auth_jwt", "audience": AUDIENCE})
+    assert HS_SECRET not in repr(auth.options)  # the options keep the reference, never the value
+    request = Request(
+        {
+            "type": "http",
+            "method": "POST",
+            "path": "/mcp",
+            "headers": [(b"authorization", f"Bearer {hs_token()}".encode())],
+            "scheme": "http",
+            "server": ("127.0.0.1", 1),
+        }
+    )
+    identity = await auth.authenticate(request)
+    assert identity == Identity("alice", frozenset({"admin"}), "jwt", {})
+
+
 def test_stdio_identity() -> None:
     auth = Auth(stdio_identity={"name": "me", "roles": ["admin"], "labels": {"host": "laptop"}})
     assert auth.local_identity() == Identity("me", frozenset({"admin"}), "stdio", {"host": "laptop"})
@@ -413,12 +444,12 @@ async def test_calls_are_checked_with_a_cached_decision() -> None:
 def test_bad_options_are_config_errors(
     monkeypatch: pytest.MonkeyPatch, options: dict[str, Any], expected: str
 ) -> None:
-    monkeypatch.setenv("TEST_AUTH_SHORT", "short")
+    monkeypatch.setenv("TEST_AUTH_SHORT", "tiny-secret-value")
     with pytest.raises(ConfigError) as err:
         instantiate(config({}, middleware=[{"use": "auth", "options": options}]).middleware)
     text = str(err.value)
     assert expected in text and "middleware[0] (auth)" in text
-    assert READER_KEY not in text and HS_SECRET not in text and "short'" not in text
+    assert READER_KEY not in text and HS_SECRET not in text and "tiny-secret-value" not in text
 
 
 def test_yaml_example_parses() -> None:

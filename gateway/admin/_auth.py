@@ -1,0 +1,112 @@
+"""Who may use the admin API: its own hashed keys, or an identity holding the admin role.
+
+Credentials are `Authorization: Bearer <key>` or `X-API-Key: <key>`. A key is compared by its
+SHA-256 against every configured hash in constant time. Failing that, an `Identity` already set on
+the request (`request.state.identity`) or produced by the gateway's authenticator (the auth
+middleware: API keys or JWTs) is accepted when it holds the admin role. No credentials: 401. An
+authenticated identity without the role: 403. With no admin keys and no authenticator, nobody
+gets in (fail closed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.admin._errors import error_response
+from gateway.admin.settings import AdminConfig
+from gateway.middleware.base import Identity
+
+logger = logging.getLogger("gateway.admin")
+
+Authenticator = Callable[[Request], Awaitable["Identity | Response"]]
+PUBLIC_PATHS = frozenset({"/openapi.json"})
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="mcp-gateway admin"'}
+
+
+def credential(request: Request) -> str | None:
+    authorization = request.headers.get("authorization")
+    if authorization is not None:
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    api_key = request.headers.get("x-api-key")
+    return api_key.strip() if api_key and api_key.strip() else None
+
+
+class AdminAuth:
+    def __init__(self, config: AdminConfig, authenticate: Authenticator | None = None) -> None:
+        self.role = config.role
+        self._keys = [(who, bytes.fromhex(digest)) for who, digest in config.credentials()]
+        self.authenticate = authenticate
+
+    def match_key(self, presented: str) -> str | None:
+        # Headers arrive latin-1 decoded; re-encoding gives back the bytes the client sent.
+        digest = hashlib.sha256(presented.encode("latin-1", "replace")).digest()
+        found: str | None = None
+        for who, stored in self._keys:
+            if hmac.compare_digest(digest, stored) and found is None:  # every hash is compared
+                found = who
+        return found
+
+    async def admit(self, request: Request) -> tuple[str | None, int, str]:
+        """(who, 0, "") when admitted, else (None, status, message)."""
+        lacking: Identity | None = None
+        given = request.scope.get("state", {}).get("identity")
+        if isinstance(given, Identity) and given.source != "anonymous":
+            if self.role in given.roles:
+                return given.name, 0, ""
+            lacking = given
+        token = credential(request)
+        if token is not None:
+            who = self.match_key(token)
+            if who is not None:
+                return who, 0, ""
+        if self.authenticate is not None and (token is not None or lacking is None):
+            outcome = await self.authenticate(request)
+            if isinstance(outcome, Identity) and outcome.source != "anonymous":
+                if self.role in outcome.roles:
+                    return outcome.name, 0, ""
+                lacking = outcome
+        if lacking is not None:
+            return None, 403, f"{lacking.name!r} does not have the {self.role!r} role the admin API requires"
+        if token is None:
+            if not self._keys and self.authenticate is None:
+                return None, 401, "the admin API has no credentials configured (set admin.api_keys)"
+            return None, 401, "admin credentials required (Authorization: Bearer <key> or X-API-Key)"
+        return None, 401, "unknown admin credentials"
+
+
+class AuthMiddleware:
+    """Admits a request or answers 401/403 in the common error shape; records who it was."""
+
+    def __init__(self, app: ASGIApp, auth: AdminAuth) -> None:
+        self.app = app
+        self.auth = auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        path = scope.get("path", "")
+        root = scope.get("root_path", "")
+        if path.removeprefix(root) in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        who, status, message = await self.auth.admit(request)
+        if who is None:
+            client = request.client.host if request.client else "?"
+            logger.info("admin API: refused %s %s from %s: %s", request.method, path, client, message)
+            code = "forbidden" if status == 403 else "unauthorized"
+            headers = _CHALLENGE if status == 401 else None
+            await error_response(request, status, code, message, headers=headers)(scope, receive, send)
+            return
+        scope.setdefault("state", {})["admin"] = who
+        await self.app(scope, receive, send)

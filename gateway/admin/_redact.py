@@ -1,0 +1,105 @@
+"""Config as the admin API shows it: references as written, literal secrets as `***`.
+
+- A value holding a reference (`${env:NAME}`, `${file:PATH}`, `secret_ref:NAME`) is shown as
+  written: it names where the secret lives, never the secret.
+- Any other string under a key that looks secret (KEY, TOKEN, SECRET, PASSWORD, PASSWD, AUTH,
+  CREDENTIAL, COOKIE, PRIVATE) is `***`, at any depth: `env`, `headers`, `bearer_token`,
+  middleware options, hashed API keys too.
+- Anywhere: the password of a URL (`https://user:pw@host`), secret-looking query parameters
+  (`?api_key=...`), and command-line arguments like `--token=abc` / `--password abc`.
+- An `env_schema` entry marked `secret: true` has its `default` hidden.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+MASK = "***"
+_REFERENCE = re.compile(r"\$\{(env|file):[^}]+\}|^secret_ref:")
+_SECRET_WORDS = (
+    "key",
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "pwd",
+    "auth",
+    "credential",
+    "cookie",
+    "private",
+)
+_FLAG = re.compile(r"^(--?[A-Za-z0-9][A-Za-z0-9_.-]*)(=(.*))?$", re.DOTALL)
+
+
+def is_reference(value: str) -> bool:
+    return _REFERENCE.search(value) is not None
+
+
+def secret_key(key: str) -> bool:
+    lowered = key.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
+
+
+def redact(value: Any, *, secret: bool = False) -> Any:
+    """A redacted copy of a JSON-like value; `secret` when an enclosing key looked secret."""
+    if isinstance(value, dict):
+        out = {str(k): redact(v, secret=secret or secret_key(str(k))) for k, v in value.items()}
+        if value.get("secret") is True and isinstance(value.get("default"), str):
+            out["default"] = MASK
+        return out
+    if isinstance(value, list | tuple):
+        items = [redact(v, secret=secret) for v in value]
+        return _redact_args(items) if not secret else items
+    if isinstance(value, str):
+        if is_reference(value):
+            return value
+        if secret:
+            return MASK
+        return _redact_url(value)
+    return value
+
+
+def _redact_args(items: list[Any]) -> list[Any]:
+    """`--token=abc` -> `--token=***`; `--api-key abc` -> `--api-key ***`."""
+    out: list[Any] = []
+    hide_next = False
+    for item in items:
+        if hide_next and isinstance(item, str) and not item.startswith("-"):
+            out.append(item if is_reference(item) else MASK)
+            hide_next = False
+            continue
+        hide_next = False
+        match = _FLAG.match(item) if isinstance(item, str) else None
+        if match is not None and secret_key(match.group(1)):
+            if match.group(2) is None:
+                hide_next = True
+                out.append(item)
+            else:
+                value = match.group(3)
+                out.append(item if is_reference(value) else f"{match.group(1)}={MASK}")
+            continue
+        out.append(item)
+    return out
+
+
+def _redact_url(value: str) -> str:
+    if "://" not in value:
+        return value
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return value
+    netloc = parts.netloc
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:{MASK}@{hostport}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(secret_key(k) for k, _ in pairs):
+            query = urlencode([(k, MASK if secret_key(k) else v) for k, v in pairs], safe="*")
+    if netloc == parts.netloc and query == parts.query:
+        return value
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

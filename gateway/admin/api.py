@@ -1,0 +1,355 @@
+"""The admin REST API under `/admin`: servers, their logs, the event log, and the configuration.
+
+`AdminAPI(fleet, config)` builds the routes (`.routes`, one Mount) and `.running()` is the context
+that must be entered while the gateway runs (the event log writer, the Redis publisher, and the
+listeners on the fleet). The full reference is the OpenAPI document at `/admin/openapi.json`.
+
+Runtime changes (`POST /admin/servers`, `DELETE /admin/servers/{name}`) change the running fleet
+only: they are not written to gateway.yaml, are lost on restart, and a reload makes the fleet
+match the file again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from gateway.admin import _params as params
+from gateway.admin import _servers as views
+from gateway.admin._auth import AdminAuth, Authenticator, AuthMiddleware
+from gateway.admin._errors import EXCEPTION_HANDLERS, ApiError, RequestIdMiddleware, not_found, request_id
+from gateway.admin._probe import probe
+from gateway.admin._record import EventRecord
+from gateway.admin._redact import redact
+from gateway.admin._redis import RedisPublisher
+from gateway.admin._sse import event_stream, log_line, log_stream
+from gateway.admin.openapi import document
+from gateway.admin.settings import AdminConfig
+from gateway.admin.stats import CallStats
+from gateway.admin.store import EventFilter, EventStore
+from gateway.backends import Backend
+from gateway.errors import ConfigError
+from gateway.fleet import Fleet
+
+Reload = Callable[[str], Awaitable[Mapping[str, Any]]]
+RUNTIME_NOTE = (
+    "runtime change: not written to gateway.yaml; lost on restart, "
+    "and a reload makes the fleet match the file"
+)
+_ACTIONS = ("start", "stop", "restart")
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(data, status_code=status, headers={"Cache-Control": "no-store", **(headers or {})})
+
+
+def _who(request: Request) -> str:
+    who: str = request.scope.get("state", {}).get("admin", "?")
+    return who
+
+
+class AdminAPI:
+    def __init__(
+        self,
+        fleet: Fleet,
+        config: AdminConfig | None = None,
+        *,
+        reload: Reload | None = None,
+        authenticate: Authenticator | None = None,
+        config_path: str | Path | None = None,
+        stats: CallStats | None = None,
+        path: str = "/admin",
+    ) -> None:
+        self.fleet = fleet
+        self.config = config = config or AdminConfig()
+        self.reload = reload
+        self.config_path = None if config_path is None else str(config_path)
+        self.stats = stats or CallStats()
+        self.store = EventStore(config.events)
+        events = config.events
+        self.publisher = (
+            RedisPublisher(events.redis, events.channel, events.queue_size) if events.redis else None
+        )
+        self._tests: dict[str, dict[str, Any]] = {}
+        self._locks: dict[str, anyio.Lock] = {}
+        app = Starlette(
+            routes=self._routes(),
+            exception_handlers=EXCEPTION_HANDLERS,
+            middleware=[
+                Middleware(RequestIdMiddleware),
+                Middleware(AuthMiddleware, auth=AdminAuth(config, authenticate)),
+            ],
+        )
+        self.mount = Mount(path, app=app)
+        self.routes: list[BaseRoute] = [self.mount]
+
+    def _routes(self) -> list[BaseRoute]:
+        bulk = [Route(f"/servers/bulk/{a}", self.bulk, methods=["POST"]) for a in _ACTIONS]
+        return [
+            Route("/openapi.json", self.openapi, methods=["GET"]),
+            Route("/servers", self.list_servers, methods=["GET"]),
+            Route("/servers", self.register, methods=["POST"]),
+            *bulk,
+            Route("/servers/{name}", self.server, methods=["GET"]),
+            Route("/servers/{name}", self.delete, methods=["DELETE"]),
+            Route("/servers/{name}/logs", self.logs, methods=["GET"]),
+            Route("/servers/{name}/test", self.test, methods=["POST"]),
+            *[Route(f"/servers/{{name}}/{a}", self.action, methods=["POST"]) for a in _ACTIONS],
+            Route("/events", self.events, methods=["GET"]),
+            Route("/events/stream", self.events_stream, methods=["GET"]),
+            Route("/config", self.effective_config, methods=["GET"]),
+            Route("/config/reload", self.reload_config, methods=["POST"]),
+        ]
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[AdminAPI]:
+        """Enter before `fleet.running()` so that the fleet's first and last events are recorded."""
+        calls: list[Any] | None = getattr(self.fleet, "call_listeners", None)
+        async with AsyncExitStack() as stack:
+            if self.publisher is not None:
+                # Entered first, left last: the store's final drain still reaches Redis.
+                await stack.enter_async_context(self.publisher.running())
+                self.store.listeners.append(self.publisher.publish)
+            await stack.enter_async_context(self.store.running())
+            self.fleet.event_listeners.append(self.store.record_event)
+            if calls is not None:
+                calls.append(self.stats.record)
+            try:
+                yield self
+            finally:
+                self.fleet.event_listeners.remove(self.store.record_event)
+                if calls is not None and self.stats.record in calls:
+                    calls.remove(self.stats.record)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _backend(self, name: str) -> Backend:
+        backend = self.fleet.backends.get(name)
+        if backend is None:
+            raise not_found("server", name)
+        return backend
+
+    def _audit(self, request: Request, action: str, target: str | None, ok: bool, reason: str = "") -> None:
+        self.store.record_admin(
+            _who(request),
+            action,
+            target,
+            "ok" if ok else "failed",
+            reason=reason,
+            request_id=request_id(request),
+        )
+
+    def _lock(self, name: str) -> anyio.Lock:
+        return self._locks.setdefault(name, anyio.Lock())
+
+    async def _recent(self, name: str, limit: int) -> list[dict[str, Any]]:
+        records = await self.store.query(EventFilter(servers=[name], limit=limit))
+        return [r.to_json() for r in records]
+
+    # -- servers ---------------------------------------------------------------------------------
+
+    async def openapi(self, request: Request) -> Response:
+        return _json(document(request.scope.get("root_path", "") or "/admin"))
+
+    async def list_servers(self, request: Request) -> Response:
+        servers = [
+            views.summary(name, b, self.fleet, self.stats, self._tests.get(name))
+            for name, b in self.fleet.backends.items()
+        ]
+        states: dict[str, int] = {}
+        for s in servers:
+            states[s["state"]] = states.get(s["state"], 0) + 1
+        return _json({"servers": servers, "summary": {"total": len(servers), "states": states}})
+
+    async def server(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        backend = self._backend(name)
+        events = params.integer(request, "events", 50, 0, 1000)
+        log_tail = params.integer(request, "logs", 100, 0, 1000)
+        recent = await self._recent(name, events) if events else []
+        return _json(
+            views.detail(name, backend, self.fleet, self.stats, self._tests.get(name), recent, log_tail)
+        )
+
+    async def action(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        action = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+        wait = params.flag(request, "wait", True)
+        backend = self._backend(name)
+        async with self._lock(name):
+            result = await views.act(self.fleet, name, backend, action, wait)
+        self._audit(request, action, name, result["ok"], result["error"] or "")
+        return _json(result)
+
+    async def bulk(self, request: Request) -> Response:
+        action = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+        wait = params.flag(request, "wait", True)
+        data = await params.body(request, required=False)
+        names = list(self.fleet.backends)
+        if data is not None:
+            if not isinstance(data, dict) or set(data) - {"servers"}:
+                raise ApiError(422, "validation_failed", 'the body must be {"servers": [names]} or empty')
+            given = data.get("servers")
+            if given is not None:
+                if not isinstance(given, list) or not all(isinstance(n, str) for n in given):
+                    raise ApiError(422, "validation_failed", '"servers" must be a list of server names')
+                names = list(dict.fromkeys(given))
+        results: dict[str, dict[str, Any]] = {}
+
+        async def one(name: str) -> None:
+            backend = self.fleet.backends.get(name)
+            if backend is None:
+                results[name] = views.failed(name, action, None, "no such server")
+                return
+            try:
+                async with self._lock(name):
+                    results[name] = await views.act(self.fleet, name, backend, action, wait)
+            except ApiError as exc:
+                results[name] = views.failed(name, action, backend.state.value, exc.message)
+            result = results[name]
+            self._audit(request, action, name, result["ok"], f"bulk; {result['error'] or 'ok'}")
+
+        async with anyio.create_task_group() as tg:
+            for name in names:
+                tg.start_soon(one, name)
+        ordered = {name: results[name] for name in names}
+        succeeded = sum(1 for r in ordered.values() if r["ok"])
+        summary = {"requested": len(names), "succeeded": succeeded, "failed": len(names) - succeeded}
+        return _json({"action": action, "results": ordered, "summary": summary})
+
+    async def test(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        backend = self._backend(name)
+        report = await probe(backend)
+        self._tests[name] = {k: report[k] for k in ("ok", "time", "error")}
+        self._audit(request, "test", name, report["ok"], report["error"] or "")
+        return _json(report)
+
+    async def register(self, request: Request) -> Response:
+        data = await params.body(request, required=True)
+        try:
+            name, spec = views.validate_registration(data, self.fleet)
+        except ApiError as exc:
+            target = (
+                data.get("name") if isinstance(data, dict) and isinstance(data.get("name"), str) else None
+            )
+            self._audit(request, "register", target, False, exc.message)
+            raise
+        wait = params.flag(request, "wait", True)
+        backend = self.fleet.add(name, spec)
+        if wait:
+            with anyio.move_on_after(spec.startup_timeout + 5):
+                await backend.first_attempt.wait()
+        self._audit(request, "register", name, True, f"type {spec.type}; not persisted")
+        body = {
+            "server": views.summary(name, backend, self.fleet, self.stats, None),
+            "persisted": False,
+            "note": RUNTIME_NOTE,
+        }
+        return _json(body, 201, {"Location": f"{request.scope.get('root_path', '')}/servers/{name}"})
+
+    async def delete(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        self._backend(name)
+        async with self._lock(name):
+            if name not in self.fleet.backends:  # removed while we waited for the lock
+                raise not_found("server", name)
+            try:
+                await self.fleet.remove(name)
+            except TimeoutError:
+                self._audit(request, "delete", name, False, "did not stop in time")
+                raise ApiError(
+                    504, "timeout", f"server {name!r} did not stop in time", {"server": name}
+                ) from None
+        self.stats.forget(name)
+        self._tests.pop(name, None)
+        self._locks.pop(name, None)
+        self._audit(request, "delete", name, True, "not persisted")
+        return _json({"removed": name, "persisted": False, "note": RUNTIME_NOTE})
+
+    async def logs(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        backend = self._backend(name)
+        tail = params.integer(request, "tail", 100, 0, 1000)
+        if params.flag(request, "follow", False):
+            return log_stream(backend, tail, lambda: self.fleet.backends.get(name) is backend)
+        lines = list(backend.log.lines)[-tail:] if tail else []
+        return _json(
+            {
+                "server": name,
+                "pid": backend.log.pid,
+                "exit_code": backend.log.exit_code,
+                "lines": [log_line(line) for line in lines],
+            }
+        )
+
+    # -- events ----------------------------------------------------------------------------------
+
+    async def events(self, request: Request) -> Response:
+        where = params.event_filter(request)
+        page = await self.store.query(where)
+        more = len(page) == where.limit and page[-1].id is not None
+        return _json(
+            {
+                "events": [r.to_json() for r in page],
+                "next_cursor": str(page[-1].id) if more else None,
+            }
+        )
+
+    async def events_stream(self, request: Request) -> Response:
+        where = params.event_filter(request, limit_default=1000)
+        resume = request.headers.get("last-event-id") or request.query_params.get("after")
+        after = params.event_id(resume, "after")
+        if after is not None:
+            where = replace(where, after_id=after, before_id=None)
+
+        def matches(record: EventRecord) -> bool:
+            return (
+                (not where.servers or record.server in where.servers)
+                and (not where.severities or record.severity in where.severities)
+                and (not where.categories or record.category in where.categories)
+                and (not where.types or record.type in where.types)
+                and (where.since is None or record.ts >= where.since)
+                and (where.until is None or record.ts < where.until)
+            )
+
+        return event_stream(self.store, where, matches)
+
+    # -- configuration ---------------------------------------------------------------------------
+
+    async def effective_config(self, request: Request) -> Response:
+        return _json(
+            {
+                "source": self.config_path,
+                "config": redact(self.fleet.config.model_dump(mode="json")),
+                "admin": redact(self.config.model_dump(mode="json")),
+            }
+        )
+
+    async def reload_config(self, request: Request) -> Response:
+        if self.reload is None:
+            raise ApiError(409, "not_configured", "this gateway was started without a reloadable config file")
+        began = time.perf_counter()
+        try:
+            report = await self.reload(f"admin API ({_who(request)})")
+        except ConfigError as exc:
+            self._audit(request, "reload", None, False, f"{len(exc.problems)} problem(s)")
+            raise ApiError(
+                422,
+                "invalid_config",
+                "the config file is invalid; the running configuration stays",
+                {"problems": exc.problems},
+            ) from None
+        self._audit(request, "reload", None, True, str(dict(report).get("servers", "")))
+        return _json({"report": dict(report), "duration_ms": round((time.perf_counter() - began) * 1000, 3)})

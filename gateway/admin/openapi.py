@@ -1,0 +1,470 @@
+"""The admin API's OpenAPI 3.1 document, written by hand; server specs come from the config models."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from gateway.admin._record import CATEGORIES, SEVERITIES, TYPES
+from gateway.config.models import ServerSpec
+
+_REF = "#/components/schemas/{model}"
+
+
+def _nullable(kind: str, **extra: Any) -> dict[str, Any]:
+    return {"type": [kind, "null"], **extra}
+
+
+def _obj(required_: list[str] | None = None, /, **properties: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    schema["required"] = list(properties) if required_ is None else required_
+    return schema
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF.format(model=name)}
+
+
+_STR, _INT, _NUM, _BOOL, _ANY_OBJ = (
+    {"type": "string"},
+    {"type": "integer"},
+    {"type": "number"},
+    {"type": "boolean"},
+    {"type": "object"},
+)
+_STATES = ["stopped", "starting", "running", "stopping", "backoff", "failed"]
+
+SCHEMAS: dict[str, Any] = {
+    "Error": _obj(error=_obj(code=_STR, message=_STR, details=_ANY_OBJ, request_id=_STR)),
+    "Calls": _obj(
+        total=_INT, errors=_INT, error_rate=_NUM, p50_ms=_nullable("number"), p95_ms=_nullable("number")
+    ),
+    "Health": _obj(
+        status={"enum": ["healthy", "starting", "stopping", "stopped", "dormant", "unhealthy"]},
+        ok=_BOOL,
+        last_error=_nullable("string"),
+        last_health_failure=_nullable("string", format="date-time"),
+        last_test={"oneOf": [{"type": "null"}, _obj(ok=_BOOL, time=_STR, error=_nullable("string"))]},
+    ),
+    "ServerSummary": _obj(
+        name=_STR,
+        type={"enum": ["stdio", "http", "sse", "docker"]},
+        state={"enum": _STATES},
+        available=_BOOL,
+        required=_BOOL,
+        health=_ref("Health"),
+        started_at=_nullable("string", format="date-time"),
+        uptime_seconds=_nullable("number"),
+        restarts=_INT,
+        tools={**_INT, "description": "tools of this server in the catalogue clients see"},
+        in_flight=_INT,
+        calls=_ref("Calls"),
+    ),
+    "ServerList": _obj(
+        servers={"type": "array", "items": _ref("ServerSummary")},
+        summary=_obj(total=_INT, states={"type": "object", "additionalProperties": _INT}),
+    ),
+    "LogLine": _obj(time=_STR, ts=_NUM, server=_STR, text=_STR),
+    "Logs": _obj(
+        server=_STR,
+        pid=_nullable("integer"),
+        exit_code=_nullable("integer"),
+        lines={"type": "array", "items": _ref("LogLine")},
+    ),
+    "Event": _obj(
+        id=_nullable("integer"),
+        ts=_NUM,
+        time=_STR,
+        type={"enum": list(TYPES)},
+        server=_nullable("string"),
+        category=_STR,
+        severity={"enum": list(SEVERITIES)},
+        reason=_STR,
+        old=_nullable("string"),
+        new=_nullable("string"),
+        actor=_nullable("string"),
+        action=_nullable("string"),
+        outcome=_nullable("string"),
+        request_id=_nullable("string"),
+    ),
+    "EventPage": _obj(events={"type": "array", "items": _ref("Event")}, next_cursor=_nullable("string")),
+    "Catalogue": _obj(
+        namespace=_STR,
+        tools={
+            "type": "array",
+            "items": _obj(
+                name=_STR,
+                original=_STR,
+                title=_nullable("string"),
+                description=_nullable("string"),
+                exposed=_BOOL,
+            ),
+        },
+        prompts={"type": "array", "items": _STR},
+        resources={"type": "array", "items": _STR},
+        templates={"type": "array", "items": _STR},
+    ),
+    "ServerDetail": {
+        "allOf": [
+            _ref("ServerSummary"),
+            _obj(
+                dormant=_BOOL,
+                config={**_ANY_OBJ, "description": "the server's spec; literal secrets shown as ***"},
+                process=_obj(pid=_nullable("integer"), exit_code=_nullable("integer")),
+                catalogue=_ref("Catalogue"),
+                events={"type": "array", "items": _ref("Event")},
+                logs={"type": "array", "items": _ref("LogLine")},
+            ),
+        ]
+    },
+    "ActionResult": _obj(
+        server=_STR,
+        action={"enum": ["start", "stop", "restart"]},
+        ok=_BOOL,
+        state=_nullable("string"),
+        error=_nullable("string"),
+        duration_ms=_NUM,
+    ),
+    "BulkRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"servers": {"type": "array", "items": _STR, "description": "default: every server"}},
+    },
+    "BulkResult": _obj(
+        action={"enum": ["start", "stop", "restart"]},
+        results={"type": "object", "additionalProperties": _ref("ActionResult")},
+        summary=_obj(requested=_INT, succeeded=_INT, failed=_INT),
+    ),
+    "TestResult": _obj(
+        ["server", "time", "ok", "stage", "error", "timings", "stderr"],
+        server=_STR,
+        time=_STR,
+        ok=_BOOL,
+        stage=_nullable("string"),
+        error=_nullable("string"),
+        server_info=_obj(name=_STR, version=_STR),
+        protocol_version=_STR,
+        tools=_INT,
+        timings={
+            "type": "object",
+            "additionalProperties": _NUM,
+            "description": "connect_initialize_ms, tools_list_ms, ping_ms, close_ms, total_ms",
+        },
+        stderr={"type": "array", "items": _STR},
+    ),
+    "RegisterRequest": {
+        **_obj(name={**_STR, "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$"}, spec=_ref("ServerSpec")),
+        "additionalProperties": False,
+    },
+    "Registered": _obj(server=_ref("ServerSummary"), persisted=_BOOL, note=_STR),
+    "Removed": _obj(removed=_STR, persisted=_BOOL, note=_STR),
+    "Config": _obj(source=_nullable("string"), config=_ANY_OBJ, admin=_ANY_OBJ),
+    "ReloadResult": _obj(report=_ANY_OBJ, duration_ms=_NUM),
+}
+
+_ERRORS = {
+    400: "A query parameter is invalid",
+    401: "No or unknown admin credentials",
+    403: "Authenticated, but without the admin role",
+    404: "No such server (or endpoint)",
+    409: "Conflict",
+    413: "Body too large",
+    422: "The body is invalid (details.errors lists `servers.<name>.<key>`)",
+    504: "The server did not stop in time",
+}
+_HEADERS = {
+    "X-Request-Id": {
+        "description": "the caller's X-Request-Id, or a generated one",
+        "schema": _STR,
+        "required": True,
+    }
+}
+
+
+def _error(status: int) -> dict[str, Any]:
+    return {
+        "description": _ERRORS[status],
+        "headers": _HEADERS,
+        "content": {"application/json": {"schema": _ref("Error")}},
+    }
+
+
+def _ok(schema: str, description: str = "OK") -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": _HEADERS,
+        "content": {"application/json": {"schema": _ref(schema)}},
+    }
+
+
+def _param(name: str, where: str, schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "in": where, "schema": schema, "description": description, **extra}
+
+
+_NAME = _param("name", "path", _STR, "the server's name", required=True)
+_WAIT = _param("wait", "query", _BOOL, "wait until the server settled (default true; bounded)")
+
+
+def _list(name: str, items: dict[str, Any], description: str) -> dict[str, Any]:
+    return _param(name, "query", {"type": "array", "items": items}, description, style="form", explode=False)
+
+
+_EVENT_FILTERS = [
+    _list("server", _STR, "only these servers (comma-separated)"),
+    _list("severity", {"enum": list(SEVERITIES)}, "only these severities"),
+    _list("category", _STR, f"only these categories ({', '.join(CATEGORIES)})"),
+    _list("type", {"enum": list(TYPES)}, "transition (a state change) or action (an admin action)"),
+    _param(
+        "since",
+        "query",
+        {
+            "oneOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "number", "minimum": 0, "maximum": 253402300799},
+            ]
+        },
+        "from this time (ISO 8601 or epoch seconds), inclusive",
+    ),
+    _param(
+        "until",
+        "query",
+        {
+            "oneOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "number", "minimum": 0, "maximum": 253402300799},
+            ]
+        },
+        "before this time, exclusive",
+    ),
+]
+
+
+def _op(
+    op_id: str,
+    summary: str,
+    responses: dict[int, Any],
+    *,
+    parameters: list[Any] | None = None,
+    body: dict[str, Any] | None = None,
+    description: str = "",
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "operationId": op_id,
+        "summary": summary,
+        "responses": {str(status): r for status, r in responses.items()},
+    }
+    if description:
+        op["description"] = description
+    if parameters:
+        op["parameters"] = parameters
+    if body is not None:
+        op["requestBody"] = body
+    return op
+
+
+def _errors(*statuses: int) -> dict[int, Any]:
+    return {s: _error(s) for s in (401, 403, *statuses)}
+
+
+_RUNTIME = (
+    "Runtime change: it is NOT written to gateway.yaml, is lost when the gateway restarts, and a config "
+    "reload makes the fleet match the file again. Connected clients are told (list_changed)."
+)
+
+
+def _paths() -> dict[str, Any]:
+    action_ops = {
+        f"/servers/{{name}}/{a}": {
+            "post": _op(
+                f"{a}Server",
+                f"{a.capitalize()} a server",
+                {200: _ok("ActionResult"), **_errors(400, 404, 504)},
+                parameters=[_NAME, _WAIT],
+                description="The result says whether the server reached the wanted state (`ok`).",
+            )
+        }
+        for a in ("start", "stop", "restart")
+    }
+    bulk_ops = {
+        f"/servers/bulk/{a}": {
+            "post": _op(
+                f"bulk{a.capitalize()}",
+                f"{a.capitalize()} several servers (default: all)",
+                {200: _ok("BulkResult"), **_errors(400, 413, 422)},
+                parameters=[_WAIT],
+                body={"required": False, "content": {"application/json": {"schema": _ref("BulkRequest")}}},
+            )
+        }
+        for a in ("start", "stop", "restart")
+    }
+    return {
+        "/servers": {
+            "get": _op(
+                "listServers",
+                "Every server: state, health, uptime, restarts, tools, call stats",
+                {200: _ok("ServerList"), **_errors()},
+            ),
+            "post": _op(
+                "registerServer",
+                "Register and start a server at runtime",
+                {201: _ok("Registered", "Registered"), **_errors(400, 409, 413, 422)},
+                parameters=[_WAIT],
+                description=_RUNTIME,
+                body={"required": True, "content": {"application/json": {"schema": _ref("RegisterRequest")}}},
+            ),
+        },
+        **bulk_ops,
+        "/servers/{name}": {
+            "get": _op(
+                "getServer",
+                "One server: summary, redacted config, catalogue, recent events and logs",
+                {200: _ok("ServerDetail"), **_errors(400, 404)},
+                parameters=[
+                    _NAME,
+                    _param("events", "query", {**_INT, "minimum": 0, "maximum": 1000}, "recent events"),
+                    _param("logs", "query", {**_INT, "minimum": 0, "maximum": 1000}, "recent log lines"),
+                ],
+            ),
+            "delete": _op(
+                "deleteServer",
+                "Stop and remove a server",
+                {200: _ok("Removed"), **_errors(404, 504)},
+                parameters=[_NAME],
+                description=_RUNTIME,
+            ),
+        },
+        **action_ops,
+        "/servers/{name}/test": {
+            "post": _op(
+                "testServer",
+                "Open a fresh session: time connect+initialize, tools/list and ping",
+                {200: _ok("TestResult"), **_errors(404)},
+                parameters=[_NAME],
+                description="A failed test is still a 200, with `ok: false`, the failing `stage` and `error`.",
+            )
+        },
+        "/servers/{name}/logs": {
+            "get": _op(
+                "serverLogs",
+                "The server's stderr: the last lines, or with follow=1 a live SSE stream",
+                {
+                    200: {
+                        "description": "lines (JSON), or `log` events (SSE) when following",
+                        "headers": _HEADERS,
+                        "content": {
+                            "application/json": {"schema": _ref("Logs")},
+                            "text/event-stream": {"schema": _STR},
+                        },
+                    },
+                    **_errors(400, 404),
+                },
+                parameters=[
+                    _NAME,
+                    _param("tail", "query", {**_INT, "minimum": 0, "maximum": 1000}, "backlog lines"),
+                    _param("follow", "query", _BOOL, "stream new lines as Server-Sent Events"),
+                ],
+            )
+        },
+        "/events": {
+            "get": _op(
+                "listEvents",
+                "Lifecycle events and admin actions, newest first",
+                {200: _ok("EventPage"), **_errors(400)},
+                parameters=[
+                    *_EVENT_FILTERS,
+                    _param("limit", "query", {**_INT, "minimum": 1, "maximum": 1000}, "page size (100)"),
+                    _param(
+                        "cursor",
+                        "query",
+                        {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                        "next_cursor of the previous page",
+                    ),
+                ],
+            )
+        },
+        "/events/stream": {
+            "get": _op(
+                "streamEvents",
+                "New events as Server-Sent Events (`id` = event id; resume with Last-Event-ID)",
+                {
+                    200: {
+                        "description": "`event` events",
+                        "headers": _HEADERS,
+                        "content": {"text/event-stream": {"schema": _STR}},
+                    },
+                    **_errors(400),
+                },
+                parameters=[
+                    *_EVENT_FILTERS,
+                    _param(
+                        "after",
+                        "query",
+                        {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                        "resume after this event id (as Last-Event-ID does)",
+                    ),
+                ],
+            )
+        },
+        "/config": {
+            "get": _op(
+                "getConfig",
+                "The effective configuration, secrets redacted",
+                {200: _ok("Config"), **_errors()},
+                description="References (${env:X}) are shown as written; literal secrets as ***.",
+            )
+        },
+        "/config/reload": {
+            "post": _op(
+                "reloadConfig",
+                "Validate and apply the config file as a diff",
+                {200: _ok("ReloadResult"), **_errors(409, 422)},
+            )
+        },
+    }
+
+
+@functools.cache
+def _spec_schemas() -> dict[str, Any]:
+    schema = TypeAdapter(ServerSpec).json_schema(ref_template=_REF)
+    defs: dict[str, Any] = schema.pop("$defs")
+    schema.pop("discriminator", None)  # `type` may be omitted (inferred), so it cannot discriminate
+    return {**defs, "ServerSpec": {**schema, "description": "A gateway.yaml `servers:` entry."}}
+
+
+def document(base_path: str = "/admin") -> dict[str, Any]:
+    paths = _paths()
+    paths["/openapi.json"] = {
+        "get": {
+            "operationId": "openapi",
+            "summary": "This document",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "OpenAPI 3.1",
+                    "headers": _HEADERS,
+                    "content": {"application/json": {"schema": _ANY_OBJ}},
+                }
+            },
+        }
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "mcp-gateway admin API",
+            "version": "1",
+            "description": "Operate the gateway's servers, read its event log and configuration. Errors share "
+            'one shape: {"error": {"code", "message", "details", "request_id"}}. ' + _RUNTIME,
+        },
+        "servers": [{"url": base_path}],
+        "security": [{"bearer": []}, {"apiKey": []}],
+        "paths": paths,
+        "components": {
+            "schemas": {**SCHEMAS, **_spec_schemas()},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "an admin API key"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+        },
+    }

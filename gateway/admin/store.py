@@ -1,0 +1,283 @@
+"""The event log: backend lifecycle events and admin actions, in SQLite, bounded.
+
+Recording never waits: `record_event` / `record_admin` put the record on a bounded queue that one
+writer task drains in batches (a full queue drops the record, counted in `dropped`, and logs it).
+The writer gives each record its row id, prunes beyond `max_rows` / `max_days`, and then hands
+the records, ids set, to `listeners` (live streams, the Redis publisher) in the order written.
+Reads (`query`, `after`) share the writer's connection under a lock, which is also what makes
+`:memory:` work.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from gateway.admin._record import COLUMNS, EventRecord
+from gateway.admin.settings import EventsConfig
+from gateway.backends.lifecycle import Event
+
+logger = logging.getLogger("gateway.admin.events")
+
+Listener = Callable[[EventRecord], None]
+_BATCH = 256
+_DRAIN_TIMEOUT = 10.0
+_DROP_LOG_INTERVAL = 10.0
+_MAX_PAGE = 1000
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    type TEXT NOT NULL,
+    server TEXT,
+    category TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    old TEXT,
+    new TEXT,
+    actor TEXT,
+    action TEXT,
+    outcome TEXT,
+    request_id TEXT
+);
+CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
+CREATE INDEX IF NOT EXISTS events_server ON events (server, id);
+"""
+_INSERT = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    servers: Sequence[str] = ()
+    severities: Sequence[str] = ()
+    categories: Sequence[str] = ()
+    types: Sequence[str] = ()
+    since: float | None = None  # epoch seconds, inclusive
+    until: float | None = None  # exclusive
+    before_id: int | None = None  # paging cursor: rows older than this one
+    after_id: int | None = None  # resuming a stream: rows newer than this one
+    limit: int = 100
+    ascending: bool = False
+
+
+class EventStore:
+    def __init__(self, config: EventsConfig | None = None) -> None:
+        config = config or EventsConfig()
+        self.path = config.path
+        self.max_rows = config.max_rows
+        self.max_days = config.max_days
+        self.listeners: list[Listener] = []
+        self.written = 0
+        self.dropped = 0
+        self._send, self._receive = anyio.create_memory_object_stream[EventRecord](config.queue_size)
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._appended = 0
+        self._processed = 0
+        self._waiters: list[tuple[int, anyio.Event]] = []
+        self._last_drop_log = -_DROP_LOG_INTERVAL
+
+    # -- recording (never waits) -----------------------------------------------------------------
+
+    def record_event(self, event: Event) -> None:
+        """A fleet event listener: `fleet.event_listeners.append(store.record_event)`."""
+        self.record(EventRecord.of(event))
+
+    def record_admin(
+        self,
+        who: str,
+        action: str,
+        target: str | None,
+        outcome: str,
+        *,
+        reason: str = "",
+        request_id: str | None = None,
+    ) -> bool:
+        """An admin action: who did what to which server (or `None`: the gateway), and how it ended."""
+        return self.record(
+            EventRecord(
+                ts=time.time(),
+                type="action",
+                server=target,
+                category="admin",
+                severity="info" if outcome == "ok" else "warning",
+                reason=reason,
+                actor=who,
+                action=action,
+                outcome=outcome,
+                request_id=request_id,
+            )
+        )
+
+    def record(self, record: EventRecord) -> bool:
+        try:
+            self._send.send_nowait(record)
+            self._appended += 1
+            return True
+        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+        self.dropped += 1
+        now = time.monotonic()
+        if now - self._last_drop_log >= _DROP_LOG_INTERVAL:
+            self._last_drop_log = now
+            logger.warning("event dropped (queue full or store stopped); %d dropped so far", self.dropped)
+        return False
+
+    async def flush(self) -> None:
+        """Until every record queued so far is written (and its listeners told)."""
+        if self._conn is None or self._processed >= self._appended:
+            return
+        event = anyio.Event()
+        self._waiters.append((self._appended, event))
+        with anyio.move_on_after(_DRAIN_TIMEOUT):
+            await event.wait()
+
+    # -- the writer ------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[EventStore]:
+        self._conn = await anyio.to_thread.run_sync(self._open)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._writer, self._receive)
+                try:
+                    yield self
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            self._send.close()
+            # What was queued when we stopped still reaches the disk (and the listeners).
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_DRAIN_TIMEOUT):
+                rest: list[EventRecord] = []
+                with suppress(anyio.WouldBlock, anyio.EndOfStream):
+                    while True:
+                        rest.append(self._receive.receive_nowait())
+                if rest:
+                    await self._write(rest)
+                conn, self._conn = self._conn, None
+                await anyio.to_thread.run_sync(conn.close)
+            self._receive.close()
+            for _, event in self._waiters:
+                event.set()
+            self._waiters.clear()
+
+    async def _writer(self, receive: MemoryObjectReceiveStream[EventRecord]) -> None:
+        while True:
+            batch = [await receive.receive()]
+            with suppress(anyio.WouldBlock):
+                while len(batch) < _BATCH:
+                    batch.append(receive.receive_nowait())
+            with anyio.CancelScope(shield=True):  # a batch taken off the queue is written whole
+                await self._write(batch)
+
+    async def _write(self, batch: list[EventRecord]) -> None:
+        try:
+            written = await anyio.to_thread.run_sync(self._insert, batch)
+            self.written += len(written)
+        except sqlite3.Error:
+            logger.exception("writing %d events to %s failed; they are only streamed", len(batch), self.path)
+            written = batch
+        for record in written:
+            for listener in list(self.listeners):
+                try:
+                    listener(record)
+                except Exception:
+                    logger.exception("event listener %r failed", listener)
+        self._processed += len(batch)
+        waiting = []
+        for target, event in self._waiters:
+            if self._processed >= target:
+                event.set()
+            else:
+                waiting.append((target, event))
+        self._waiters = waiting
+
+    def _open(self) -> sqlite3.Connection:
+        if self.path != ":memory:":
+            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        path = self.path if self.path == ":memory:" else str(Path(self.path).expanduser())
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(_SCHEMA)
+        with self._lock, conn:
+            self._prune(conn)
+        return conn
+
+    def _insert(self, batch: list[EventRecord]) -> list[EventRecord]:
+        assert self._conn is not None
+        out: list[EventRecord] = []
+        with self._lock, self._conn:
+            for record in batch:
+                cur = self._conn.execute(_INSERT, [getattr(record, c) for c in COLUMNS])
+                assert cur.lastrowid is not None
+                out.append(record.with_id(cur.lastrowid))
+            self._prune(self._conn)
+        return out
+
+    def _prune(self, conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "DELETE FROM events WHERE id <= (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            (self.max_rows,),
+        )
+        if self.max_days is not None:
+            conn.execute("DELETE FROM events WHERE ts < ?", (time.time() - self.max_days * 86400,))
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def query(self, where: EventFilter) -> list[EventRecord]:
+        """Records matching `where`, newest first (or oldest first with `ascending`)."""
+        await self.flush()
+        return await anyio.to_thread.run_sync(self._select, where)
+
+    def _select(self, where: EventFilter) -> list[EventRecord]:
+        if self._conn is None:
+            return []
+        sql, args = _sql(where)
+        with self._lock:
+            rows = self._conn.execute(sql, args).fetchall()
+        return [_row(row) for row in rows]
+
+
+def _sql(where: EventFilter) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    for column, values in (
+        ("server", where.servers),
+        ("severity", where.severities),
+        ("category", where.categories),
+        ("type", where.types),
+    ):
+        if values:
+            clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
+            args.extend(values)
+    for clause, value in (
+        ("ts >= ?", where.since),
+        ("ts < ?", where.until),
+        ("id < ?", where.before_id),
+        ("id > ?", where.after_id),
+    ):
+        if value is not None:
+            clauses.append(clause)
+            args.append(value)
+    sql = f"SELECT id, {', '.join(COLUMNS)} FROM events"
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    sql += f" ORDER BY id {'ASC' if where.ascending else 'DESC'} LIMIT ?"
+    args.append(max(1, min(where.limit, _MAX_PAGE)))
+    return sql, args
+
+
+def _row(row: tuple[Any, ...]) -> EventRecord:
+    values = dict(zip(COLUMNS, row[1:], strict=True))
+    return EventRecord(**values, id=row[0])
