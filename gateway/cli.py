@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import anyio
 
-from gateway import __version__
+from gateway import __version__, logs
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import ConfigError
 
@@ -34,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
             "--config", "-c", default="gateway.yaml", help="gateway.yaml, or a desktop mcpServers JSON"
         )
         p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+        p.add_argument(
+            "--log-format", default="text", choices=["text", "json"], help="json: one object per line"
+        )
         return p
 
     serve = with_config(sub.add_parser("serve", help="start the fleet and serve the MCP endpoint"))
@@ -66,11 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "schema":
         print(json.dumps(schema(), indent=2))
         return EXIT_OK
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(args.log_level, json=args.log_format == "json")
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -104,6 +102,7 @@ def _serve(config: GatewayConfig, args: argparse.Namespace) -> int:
         log_level=args.log_level,
         lifespan="on",
         access_log=False,
+        log_config=None,  # uvicorn's loggers propagate to the handler logs.configure installed
     )
     return EXIT_OK
 

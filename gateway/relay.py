@@ -30,6 +30,7 @@ from gateway.backends import Backend
 from gateway.catalogue import Route
 from gateway.errors import GatewayError, as_mcp_error
 from gateway.fleet import Fleet
+from gateway.logs import request_scope
 from gateway.middleware import ANONYMOUS, Call, Identity, Middleware, build_chain, extras
 
 logger = logging.getLogger(__name__)
@@ -177,7 +178,8 @@ class Relay:
             context=ctx,
         )
         self._route(call)
-        return finish(ctx, await self.chain(call))
+        with request_scope(server=call.server):
+            return finish(ctx, await self.chain(call))
 
     def _route(self, call: Call) -> None:
         """Fill in which backend serves the call, before the chain sees it."""
@@ -312,7 +314,8 @@ class Relay:
         call = Call(method=method, params=dict(params), kind="notification", server=backend.name)
         call.state["backend"] = backend
         try:
-            await self.chain(call)
+            with request_scope(server=backend.name):
+                await self.chain(call)
         except (GatewayError, MCPError) as exc:
             logger.info("log notification from %s dropped by the chain: %s", backend.name, exc)
 

@@ -31,6 +31,7 @@ class LogBuffer:
         self.listeners: list[Callable[[LogLine], None]] = []
         self.pid: int | None = None  # of the process writing to it, while there is one
         self.exit_code: int | None = None  # of the last process or container, once it ended
+        self.exit_detail: str | None = None  # why it ended, when the transport knows (OOM-killed, ...)
         # Applied to every line before it is kept or shown (the masking middleware installs one).
         self.transform: Callable[[str], str] | None = None
 

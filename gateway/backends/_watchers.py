@@ -40,6 +40,8 @@ async def exit(backend: Backend, session: BackendSession, end: End) -> None:
     await session.closed.wait()
     code = backend.log.exit_code
     detail = f" with code {code}" if code is not None else ""
+    if backend.log.exit_detail:
+        detail += f" ({backend.log.exit_detail})"
     if code == 0 and backend.spec.restart == "on-failure":
         backend._want = False
     end(Ended(f"the server exited{detail}", failure=True))

@@ -278,7 +278,7 @@ class _Container:
                 self.server, f"{self.server}: cannot {step} container for {create['image']!r}: {_reason(exc)}"
             ) from None
         logger.info("server %s: started container %s (%s)", self.server, self.name, create["image"])
-        self.log.pid, self.log.exit_code = None, None
+        self.log.pid, self.log.exit_code, self.log.exit_detail = None, None, None
         return conn
 
     def _attach_socket(self) -> socket.socket:
@@ -340,6 +340,7 @@ class _Container:
                 state = info.get("State") or {}
                 if not state.get("Running"):
                     self.log.exit_code = state.get("ExitCode")
+                    self.log.exit_detail = "OOM-killed" if state.get("OOMKilled") else None
                     self.log.append(describe_exit(state, self.memory))
         except ENGINE_ERRORS as exc:
             logger.debug("server %s: no exit status for %s: %s", self.server, self.name, _reason(exc))

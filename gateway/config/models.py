@@ -143,7 +143,7 @@ class DockerServer(_ServerBase):
     args: list[str] = Field(default_factory=list, description="Arguments after the image's entrypoint.")
     env: dict[str, str] = Field(default_factory=dict, description="Container environment; may hold secrets.")
     volumes: list[str] = Field(
-        default_factory=list, description='"host:container[:ro]"; relative to the config.'
+        default_factory=list, description='"host:container[:ro]"; relative to the working dir.'
     )
     resources: DockerResources = Field(default_factory=DockerResources)
     network: Literal["none", "host"] = Field(

@@ -35,7 +35,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from gateway.errors import Denied, GatewayError
 from gateway.masking import BY_NAME, PII, SECRETS, Action, Blocked, Masker
-from gateway.masking._walk import mask_message, mask_with, tree
+from gateway.masking._walk import mask_message, mask_tree
 from gateway.middleware.base import Call, CallNext, Result
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ class Masking:
 
     def _mask_tree(self, masker: Masker, call: Call, value: Any, what: str) -> Any:
         try:
-            return mask_with(masker, lambda fn: tree(value, fn), value)
+            return mask_tree(masker, value)
         except Blocked as exc:
             raise self._denied(call, what, exc) from None
 

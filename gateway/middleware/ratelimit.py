@@ -281,7 +281,7 @@ class RateLimit:
             retry_after = float(item.get_expiry())
         limit = _describe(item)
         who = {
-            "global": "for this gateway",
+            "global": "for all callers",
             "per_server": f"for server {call.server!r}",
             "per_identity": f"for {call.identity.name!r}",
             "per_tool": f"for {call.identity.name!r} on {call.name!r}",
@@ -319,7 +319,9 @@ class RateLimit:
         if self.options.on_storage_error == "allow":
             return
         exc = RateLimited(
-            "rate limit storage unavailable; call refused", retry_after=_RETRY_STORE_AFTER, limit="unknown"
+            "rate limit storage unavailable; call refused",
+            retry_after=_RETRY_STORE_AFTER,
+            limit="storage unavailable",
         )
         exc.data["scope"] = "storage"
         raise exc

@@ -209,7 +209,7 @@ async def test_an_oom_kill_is_explained(engine: Any) -> None:
         await wait_for(lambda: backend.state is State.FAILED)
         last = backend.log.lines[-1].text
     assert last.startswith("container exited with 137 (OOM-killed") and "64m" in last, last
-    assert "137" in (backend.last_error or "")
+    assert "137" in (backend.last_error or "") and "OOM-killed" in (backend.last_error or "")
     assert backend.log.exit_code == 137
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.masking import BY_NAME, Blocked, Masker, benchmark_masking, default_masker, realistic_text
-from gateway.masking.detectors import credit_card_valid, iban_valid, luhn, ssn_valid
+from gateway.masking._validators import credit_card_valid, iban_valid, luhn, ssn_valid
 
 MASKER = default_masker()
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"

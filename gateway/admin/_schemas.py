@@ -1,0 +1,164 @@
+"""Schemas of the admin API's responses and bodies (components of its OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.admin._record import SEVERITIES, TYPES
+
+REF = "#/components/schemas/{model}"
+
+
+def _nullable(kind: str, **extra: Any) -> dict[str, Any]:
+    return {"type": [kind, "null"], **extra}
+
+
+def _obj(required_: list[str] | None = None, /, **properties: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    schema["required"] = list(properties) if required_ is None else required_
+    return schema
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF.format(model=name)}
+
+
+_STR, _INT, _NUM, _BOOL, _ANY_OBJ = (
+    {"type": "string"},
+    {"type": "integer"},
+    {"type": "number"},
+    {"type": "boolean"},
+    {"type": "object"},
+)
+_STATES = ["stopped", "starting", "running", "stopping", "backoff", "failed"]
+
+SCHEMAS: dict[str, Any] = {
+    "Error": _obj(error=_obj(code=_STR, message=_STR, details=_ANY_OBJ, request_id=_STR)),
+    "Calls": _obj(
+        total=_INT, errors=_INT, error_rate=_NUM, p50_ms=_nullable("number"), p95_ms=_nullable("number")
+    ),
+    "Health": _obj(
+        status={"enum": ["healthy", "starting", "stopping", "stopped", "dormant", "unhealthy"]},
+        ok=_BOOL,
+        last_error=_nullable("string"),
+        last_health_failure=_nullable("string", format="date-time"),
+        last_test={"oneOf": [{"type": "null"}, _obj(ok=_BOOL, time=_STR, error=_nullable("string"))]},
+    ),
+    "ServerSummary": _obj(
+        name=_STR,
+        type={"enum": ["stdio", "http", "sse", "docker"]},
+        state={"enum": _STATES},
+        available=_BOOL,
+        required=_BOOL,
+        health=_ref("Health"),
+        started_at=_nullable("string", format="date-time"),
+        uptime_seconds=_nullable("number"),
+        restarts=_INT,
+        tools={**_INT, "description": "tools of this server in the catalogue clients see"},
+        in_flight=_INT,
+        calls=_ref("Calls"),
+    ),
+    "ServerList": _obj(
+        servers={"type": "array", "items": _ref("ServerSummary")},
+        summary=_obj(total=_INT, states={"type": "object", "additionalProperties": _INT}),
+    ),
+    "LogLine": _obj(time=_STR, ts=_NUM, server=_STR, text=_STR),
+    "Logs": _obj(
+        server=_STR,
+        pid=_nullable("integer"),
+        exit_code=_nullable("integer"),
+        lines={"type": "array", "items": _ref("LogLine")},
+    ),
+    "Event": _obj(
+        id=_nullable("integer"),
+        ts=_NUM,
+        time=_STR,
+        type={"enum": list(TYPES)},
+        server=_nullable("string"),
+        category=_STR,
+        severity={"enum": list(SEVERITIES)},
+        reason=_STR,
+        old=_nullable("string"),
+        new=_nullable("string"),
+        actor=_nullable("string"),
+        action=_nullable("string"),
+        outcome=_nullable("string"),
+        request_id=_nullable("string"),
+    ),
+    "EventPage": _obj(events={"type": "array", "items": _ref("Event")}, next_cursor=_nullable("string")),
+    "Catalogue": _obj(
+        namespace=_STR,
+        tools={
+            "type": "array",
+            "items": _obj(
+                name=_STR,
+                original=_STR,
+                title=_nullable("string"),
+                description=_nullable("string"),
+                exposed=_BOOL,
+            ),
+        },
+        prompts={"type": "array", "items": _STR},
+        resources={"type": "array", "items": _STR},
+        templates={"type": "array", "items": _STR},
+    ),
+    "ServerDetail": {
+        "allOf": [
+            _ref("ServerSummary"),
+            _obj(
+                dormant=_BOOL,
+                config={**_ANY_OBJ, "description": "the server's spec; literal secrets shown as ***"},
+                process=_obj(pid=_nullable("integer"), exit_code=_nullable("integer")),
+                catalogue=_ref("Catalogue"),
+                events={"type": "array", "items": _ref("Event")},
+                logs={"type": "array", "items": _ref("LogLine")},
+            ),
+        ]
+    },
+    "ActionResult": _obj(
+        server=_STR,
+        action={"enum": ["start", "stop", "restart"]},
+        ok=_BOOL,
+        state=_nullable("string"),
+        error=_nullable("string"),
+        duration_ms=_NUM,
+    ),
+    "BulkRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"servers": {"type": "array", "items": _STR, "description": "default: every server"}},
+    },
+    "BulkResult": _obj(
+        action={"enum": ["start", "stop", "restart"]},
+        results={"type": "object", "additionalProperties": _ref("ActionResult")},
+        summary=_obj(requested=_INT, succeeded=_INT, failed=_INT),
+    ),
+    "TestResult": _obj(
+        ["server", "time", "ok", "stage", "error", "timings", "stderr"],
+        server=_STR,
+        time=_STR,
+        ok=_BOOL,
+        stage=_nullable("string"),
+        error=_nullable("string"),
+        server_info=_obj(name=_STR, version=_STR),
+        protocol_version=_STR,
+        tools=_INT,
+        timings={
+            "type": "object",
+            "additionalProperties": _NUM,
+            "description": "connect_initialize_ms, tools_list_ms, ping_ms, close_ms, total_ms",
+        },
+        stderr={"type": "array", "items": _STR},
+    ),
+    "RegisterRequest": {
+        **_obj(name={**_STR, "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$"}, spec=_ref("ServerSpec")),
+        "additionalProperties": False,
+    },
+    "Registered": _obj(server=_ref("ServerSummary"), persisted=_BOOL, note=_STR),
+    "Removed": _obj(removed=_STR, persisted=_BOOL, note=_STR),
+    "Config": _obj(source=_nullable("string"), config=_ANY_OBJ, admin=_ANY_OBJ),
+    "ReloadResult": _obj(report=_ANY_OBJ, duration_ms=_NUM),
+}
+
+# What the document builder reuses.
+STR, INT, BOOL, ANY_OBJ, ref = _STR, _INT, _BOOL, _ANY_OBJ, _ref
