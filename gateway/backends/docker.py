@@ -160,7 +160,11 @@ class DockerTransport:
         except docker.errors.DockerException as exc:  # e.g. a memory size without a unit
             raise BackendStartError(self.name, f"{self.name}: invalid container settings: {exc}") from None
         image_user = await self._ensure_image(api)
-        env = secrets.resolve_mapping(self.spec.env, where=f"servers.{self.name}.env")
+        env = secrets.check_env_schema(
+            self.name,
+            secrets.resolve_mapping(self.spec.env, where=f"servers.{self.name}.env"),
+            self.spec.env_schema,
+        )
         container = _Container(self.name, api, self.log, self.spec.resources.memory)
         try:
             conn = await container.launch(
