@@ -150,9 +150,9 @@ class Masking:
     @staticmethod
     def _denied(call: Call, what: str, exc: Blocked) -> Denied:
         where = f"{call.method} on server {call.server!r}" if call.server else call.method
-        logger.warning("masking blocked the %s of %s: it contained a %s", what, where, exc.detector)
+        logger.warning("masking blocked the %s of %s (found: %s)", what, where, exc.detector)
         return Denied(
-            f"{what} of {where} withheld by the masking policy: it contained a {exc.detector}",
+            f"{what} of {where} withheld by the masking policy (found: {exc.detector})",
             data={"detector": exc.detector, "server": call.server},
         )
 
@@ -227,7 +227,7 @@ class MaskingFilter(logging.Filter):
             return True  # a broken format string: logging reports it on its own
         masked = self.masker.mask(message, blocking=False)
         if masked is not message:
-            record.msg, record.args = masked, None
+            self._mask_message(record, masked)
         if record.exc_text:
             record.exc_text = self.masker.mask(record.exc_text, blocking=False)
         elif record.exc_info:
@@ -239,6 +239,29 @@ class MaskingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = self.masker.mask(record.stack_info, blocking=False)
         return True
+
+    def _mask_message(self, record: logging.LogRecord, masked: str) -> None:
+        """Mask the arguments one by one where that suffices: some formatters read `args`
+        themselves (uvicorn's access log unpacks (client, method, path, version, status))."""
+        mask = self.masker.mask
+        if isinstance(record.args, tuple) and isinstance(record.msg, str):
+            args = tuple(self._mask_arg(a) for a in record.args)
+            msg = mask(record.msg, blocking=False)
+            try:
+                candidate = msg % args
+            except (TypeError, ValueError):  # a masked number no longer fits its %d
+                candidate = None
+            if candidate is not None and mask(candidate, blocking=False) is candidate:
+                record.msg, record.args = msg, args
+                return
+        record.msg, record.args = masked, None
+
+    def _mask_arg(self, value: object) -> object:
+        if value is None or isinstance(value, bool | int | float):
+            return value  # a card number logged as an int: the whole-message fallback gets it
+        text = value if isinstance(value, str) else str(value)
+        masked = self.masker.mask(text, blocking=False)
+        return value if masked is text else masked
 
 
 def _all_handlers() -> list[logging.Handler]:

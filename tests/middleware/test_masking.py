@@ -10,6 +10,7 @@ import mcp_types as types
 import pytest
 from mcp import Client as SdkClient
 from mcp.shared.exceptions import MCPError
+from uvicorn.logging import AccessFormatter
 
 from gateway.backends._logbuffer import LogBuffer, LogLine
 from gateway.config import parse_config
@@ -217,9 +218,22 @@ def test_masking_copies_only_what_changed() -> None:
 
 
 def test_log_filter_and_error_copies() -> None:
+    log_filter = MaskingFilter(default_masker())
     record = logging.LogRecord("gateway.x", logging.INFO, __file__, 1, "id %s at %s", (KEY, MAIL), None)
-    assert MaskingFilter(default_masker()).filter(record)
+    assert log_filter.filter(record)
     assert record.getMessage() == "id [REDACTED:aws_access_key] at [REDACTED:email]"
+    # uvicorn's access log formatter unpacks `args` itself: they stay a tuple of the same shape.
+    access = logging.LogRecord(
+        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+        ("203.0.113.7:50123", "POST", f"/mcp?mail={MAIL}", "1.1", 200), None,
+    )  # fmt: skip
+    assert log_filter.filter(access)
+    line = AccessFormatter("%(client_addr)s %(request_line)s %(status_code)s", use_colors=False).format(
+        access
+    )
+    assert line == "[REDACTED:ipv4]:50123 POST /mcp?mail=[REDACTED:email] HTTP/1.1 200 OK"
+    card = logging.LogRecord("gateway.x", logging.INFO, __file__, 1, "card %d", (4111111111111111,), None)
+    assert log_filter.filter(card) and card.getMessage() == "card [REDACTED:credit_card]"
     original = BackendUnavailable("mb", f"down: {KEY}")
     copy = _with_message(original, "down: [REDACTED:aws_access_key]", {"server": "mb"})
     assert type(copy) is BackendUnavailable and copy.server == "mb" and copy.code == original.code
