@@ -574,11 +574,83 @@ async def _scenario_fleet(ctx: BenchContext) -> ScenarioResult:
     return res
 
 
+async def _chain_cost(middlewares: list[Any], calls: int) -> float:
+    """Median µs per call of `middlewares` around a terminal that answers at once (no I/O)."""
+    from gateway.middleware import Call, Identity, build_chain
+
+    result = {"content": [{"type": "text", "text": "2026-11-24T07:00:00+00:00 in UTC, nothing secret here"}]}
+
+    async def terminal(call: Any) -> dict[str, Any]:
+        return {"content": [dict(c) for c in result["content"]]}
+
+    chain = build_chain(middlewares, terminal)
+    identity = Identity("bench", frozenset({"admin"}), "api_key", {"key": "bench"})
+    samples: list[float] = []
+    for i in range(calls + 200):
+        call = Call(
+            method="tools/call",
+            params={"name": "time__get_current_time", "arguments": {"timezone": "UTC"}},
+            identity=identity,
+            name="time__get_current_time",
+            server="time",
+            original="get_current_time",
+            request_id=i,
+        )
+        t0 = time.perf_counter()
+        await chain(call)
+        if i >= 200:
+            samples.append((time.perf_counter() - t0) * 1e6)
+    samples.sort()
+    return samples[len(samples) // 2]
+
+
+async def _scenario_chain(ctx: BenchContext) -> ScenarioResult:
+    """Per-call cost of the full default chain (telemetry, auth, ratelimit, masking, audit) vs none."""
+    import hashlib
+
+    from gateway.config.models import MiddlewareSpec
+    from gateway.middleware import instantiate
+
+    res = ScenarioResult("chain", "middleware chain overhead, in process (no I/O)")
+    key = "sha256:" + hashlib.sha256(b"bench-key").hexdigest()
+    specs = [
+        MiddlewareSpec(use="telemetry", options={"metrics_path": None}),
+        MiddlewareSpec(
+            use="auth",
+            options={
+                "api_keys": [{"name": "bench", "key": key, "roles": ["admin"]}],
+                "rules": [{"roles": ["admin"]}],
+            },
+        ),
+        MiddlewareSpec(
+            use="ratelimit", options={"per_identity": "1000000/minute", "per_tool": "1000000/minute"}
+        ),
+        MiddlewareSpec(use="masking"),
+        MiddlewareSpec(use="audit", options={"path": str(ctx.workdir / "audit.db")}),
+    ]
+    middlewares = instantiate(specs)
+    async with contextlib.AsyncExitStack() as stack:
+        for middleware in middlewares:
+            if hasattr(middleware, "lifespan"):
+                await stack.enter_async_context(middleware.lifespan())
+        empty = await _chain_cost([], ctx.settings.calls * 4)
+        full = await _chain_cost(middlewares, ctx.settings.calls * 4)
+    res.metrics.update(
+        empty_chain_us=round(empty, 1), full_chain_us=round(full, 1), added_ms=round((full - empty) / 1000, 3)
+    )
+    from gateway.masking._bench import benchmark_masking
+
+    masking = benchmark_masking(runs=50, size=100_000)
+    res.metrics.update({f"mask_100kb_{k}": round(v, 2) for k, v in masking.items()})
+    return res
+
+
 SCENARIOS: list[Scenario] = [
     Scenario("direct", "direct stdio", _scenario_direct),
     Scenario("gateway", "through the gateway (HTTP)", _scenario_gateway),
     Scenario("proxy", "through FastMCP 4.1 create_proxy (HTTP)", _scenario_proxy),
     Scenario("fleet", "start 20 stdio backends; RSS with 50 idle backends", _scenario_fleet),
+    Scenario("chain", "full default middleware chain vs empty; masking 100 KB", _scenario_chain),
 ]
 
 
