@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Literal, get_args
 
 from gateway.masking.detectors import DETECTORS, Detector
@@ -59,6 +59,8 @@ class Masker:
         ]
         self._salt = salt.encode()
         self.enabled = bool(self._active)
+        # Told the detector name of every value masked (the masking middleware counts them).
+        self.on_masked: Callable[[str], None] | None = None
 
     def __repr__(self) -> str:
         return "Masker(" + ", ".join(f"{d.name}={a}" for _, d, a in self._active) + ")"
@@ -128,6 +130,8 @@ class Masker:
                 i += 1
             parts.append(text[pos:start])
             parts.append(self.replacement(d.name, action, text[start:end]))
+            if self.on_masked is not None:
+                self.on_masked(d.name)
             pos = end
         parts.append(text[pos:])
         return "".join(parts)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Annotated, Any
 
 from mcp.shared.exceptions import MCPError
@@ -36,7 +37,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict
 from gateway.errors import Denied, GatewayError
 from gateway.masking import BY_NAME, PII, SECRETS, Action, Blocked, Masker
 from gateway.masking._walk import mask_message, mask_tree
+from gateway.middleware.audit import MASKED_ARGUMENTS
 from gateway.middleware.base import Call, CallNext, Result
+from gateway.middleware.telemetry import record_masked
 
 if TYPE_CHECKING:
     from gateway.fleet import Fleet
@@ -84,12 +87,22 @@ class MaskingOptions(_Overrides):
     salt: str = ""
 
 
+# Which backend's data is being masked, for the masked-values metric (set per call; maskers are shared).
+_server: ContextVar[str] = ContextVar("masking_server", default="")
+
+
+def _count_masked(detector: str) -> None:
+    record_masked(detector, _server.get())
+
+
 class Masking:
     def __init__(self, **options: Any) -> None:
         self.options = opts = MaskingOptions(**options)
         actions = opts.resolve(dict.fromkeys(BY_NAME, "redact"))
         self.default = Masker(actions, salt=opts.salt)
         self._servers = {name: Masker(s.resolve(actions), salt=opts.salt) for name, s in opts.servers.items()}
+        for masker in (self.default, *self._servers.values()):
+            masker.on_masked = _count_masked
         self._arguments = {
             name: s.arguments if s.arguments is not None else opts.arguments
             for name, s in opts.servers.items()
@@ -102,6 +115,7 @@ class Masking:
 
     async def __call__(self, call: Call, call_next: CallNext) -> Result:
         masker = self.masker(call.server)
+        _server.set(call.server or "")
         if not masker.enabled:
             return await call_next(call)
         if call.kind == "notification":
@@ -115,6 +129,12 @@ class Masking:
             masked = self._mask_tree(masker, call, arguments, "arguments")
             if masked is not arguments:
                 call.params = {**call.params, "arguments": masked}
+        elif call.method in ("tools/call", "prompts/get") and call.params.get("arguments"):
+            # The backend gets the arguments as sent; the audit record must not keep the secrets.
+            try:
+                call.state[MASKED_ARGUMENTS] = mask_tree(masker, call.params["arguments"])
+            except Blocked:
+                call.state[MASKED_ARGUMENTS] = "[withheld by the masking policy]"
         try:
             result = await call_next(call)
         except MCPError as exc:
