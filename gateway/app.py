@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+import anyio
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
@@ -20,6 +22,8 @@ from gateway.fleet import Fleet
 from gateway.middleware import Identity, Middleware, extras, instantiate
 from gateway.relay import Relay
 from gateway.reload import Reloader
+
+logger = logging.getLogger("gateway")
 
 _LOOPBACK_HOSTS = ["127.0.0.1", "127.0.0.1:*", "localhost", "localhost:*", "[::1]", "[::1]:*"]
 _LOOPBACK_ORIGINS = [
@@ -68,6 +72,22 @@ class _Authenticated:
         await self.app(scope, receive, send)
 
 
+async def _announce(fleet: Fleet) -> None:
+    """One line when the whole fleet has made its first start attempt: what runs, what does not."""
+    began = anyio.current_time()
+    await fleet.wait_started()
+    running = [n for n, b in fleet.backends.items() if b.available or b.dormant]
+    failed = {n: b.last_error for n, b in fleet.backends.items() if n not in running}
+    logger.info(
+        "fleet started in %.1fs: %d/%d servers up, %d tools%s",
+        anyio.current_time() - began,
+        len(running),
+        len(fleet.backends),
+        len(fleet.catalogue.tools),
+        "".join(f"; {name} failed: {error}" for name, error in failed.items()),
+    )
+
+
 def build_app(
     config: GatewayConfig,
     fleet: Fleet | None = None,
@@ -107,7 +127,10 @@ def build_app(
             app.state.fleet = fleet
             app.state.relay = relay
             app.state.reloader = reloader
-            yield
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_announce, fleet)
+                yield
+                tg.cancel_scope.cancel()
 
     path = config.listen.path.rstrip("/") or "/mcp"
     routes: list[BaseRoute] = [
