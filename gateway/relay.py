@@ -100,6 +100,7 @@ class Relay:
         self.default_identity = identity
         self.middlewares = list(middlewares)
         self.chain = build_chain(middlewares, self._terminal)
+        self._listener = ListenHandler(self.fleet.clients.bus)
         self._terminals: dict[str, Callable[[Call], Awaitable[Result]]] = {
             "tools/list": lambda call: self._listing("tools", self.fleet.catalogue.tools),
             "prompts/list": lambda call: self._listing("prompts", self.fleet.catalogue.prompts),
@@ -149,10 +150,7 @@ class Relay:
             "resources/unsubscribe": (types.UnsubscribeRequestParams, self.handle),
             "completion/complete": (types.CompleteRequestParams, self.handle),
             "logging/setLevel": (types.SetLevelRequestParams, self.set_logging_level),
-            "subscriptions/listen": (
-                types.SubscriptionsListenRequestParams,
-                ListenHandler(self.fleet.clients.bus),  # type: ignore[dict-item]
-            ),
+            "subscriptions/listen": (types.SubscriptionsListenRequestParams, self._listen),
         }
         for method, (params_type, handler) in handlers.items():
             server.add_request_handler(method, params_type, handler)
@@ -160,6 +158,19 @@ class Relay:
         # gateway's telemetry middleware records its own spans.
         server.middleware = []
         return server
+
+    async def _listen(self, ctx: Ctx, params: types.SubscriptionsListenRequestParams) -> Any:
+        """A 2026-07-28 listen stream; resource subscriptions in it are made at the owning backends
+        (over the handshake era, where `resources/subscribe` still exists) so their updates flow."""
+        for uri in params.notifications.resource_subscriptions or ():
+            route = self.fleet.catalogue.route_uri(uri)
+            backend = self.fleet.backends.get(route.server) if route else None
+            if route is not None and backend is not None and backend.capabilities_have("resources"):
+                try:
+                    await backend.request("resources/subscribe", {"uri": route.name})
+                except (GatewayError, MCPError) as exc:
+                    logger.info("server %s refused a subscription to %s: %s", route.server, uri, exc)
+        return await self._listener(ctx, params)
 
     def _input_schema(self, name: str) -> Mapping[str, Any] | None:
         schema: Mapping[str, Any] | None = self.fleet.catalogue.input_schemas.get(name)

@@ -137,3 +137,15 @@ async def test_tool_definitions_and_results_are_identical_to_direct_except_names
         assert tools[name] == definition
     assert result.model_dump() == direct_result.model_dump()
     assert annotated.model_dump() == direct_annotated.model_dump()
+
+
+async def test_modern_listen_stream_receives_resource_updates_from_a_legacy_backend() -> None:
+    from mcp.server.subscriptions import ResourceUpdated
+
+    async with serve(config({"ev": everything()})) as gw, SdkClient(gw.url, mode="2026-07-28") as client:
+        uri = str((await client.list_resources()).resources[0].uri)
+        async with client.listen(resource_subscriptions=[uri]) as subscription:
+            await client.call_tool("ev__toggle-subscriber-updates", {})
+            with anyio.fail_after(30):
+                event = await subscription.__anext__()
+    assert isinstance(event, ResourceUpdated) and str(event.uri) == uri
