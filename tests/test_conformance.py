@@ -1,19 +1,25 @@
-"""The official MCP conformance suite (@modelcontextprotocol/conformance), run twice: against
-server-everything directly (its streamable HTTP mode) and against the gateway fronting the same
-server over stdio with `prefix: ""`. Whatever passes directly must pass through the gateway.
+"""The official MCP conformance suite (@modelcontextprotocol/conformance), run against a server
+directly (over streamable HTTP) and against the gateway fronting the same server over stdio with
+`prefix: ""`. Whatever passes directly must pass through the gateway. The suite writes one
+`checks.json` per scenario into `--output-dir`, which is what is compared, check by check.
 
-The suite's scenarios are written for its own test server (tools named `test_simple_text`,
-`test_image_content`, ...), so against server-everything most of them fail both ways; the
-comparison is over the ones that pass directly. It writes one `checks.json` per scenario into
-`--output-dir`, which is what is compared here, check by check.
+Two servers, two cases:
 
-Two scenarios "pass" directly only because server-everything answers a call to a tool it does not
-have with an `isError` *result* ("Tool test_simple_text not found"), which those two lax checks
-accept. The gateway answers an unknown tool with the JSON-RPC error -32602 the specification
-prescribes (2025-11-25, server/tools, "Error Handling"), so those vacuous passes are left out of
-the comparison (see `_vacuous`).
+- server-everything, the reference server most clients are tried against. The suite's scenarios
+  are written for the suite's own test server (tools named `test_simple_text`, ...), so most of
+  them fail against it both ways; only the ones that pass directly are compared.
 
-The whole run takes a few seconds: the suite's scenarios are quick and Node starts twice.
+  Two scenarios "pass" directly only because server-everything answers a call to a tool it does
+  not have with an `isError` *result* ("Tool test_simple_text not found"), which those two lax
+  checks accept. The gateway answers an unknown tool with the JSON-RPC error -32602 the
+  specification prescribes (2025-11-25, server/tools, "Error Handling"), so those vacuous passes
+  are left out of the comparison (see `_vacuous`).
+
+- tests/conformance/fixture_server.py, which has every fixture the suite calls, so every scenario
+  passes directly and the comparison covers the whole suite: through the gateway, every scenario
+  the suite lists must pass.
+
+Each case takes a few seconds: the suite's scenarios are quick and Node starts twice.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -31,6 +39,8 @@ import anyio
 import httpx
 import psutil  # type: ignore[import-untyped, unused-ignore]
 import pytest
+from anyio.abc import Process
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 from tests import _infra
 from tests._support import START_TIMEOUT, config, free_port, serve
@@ -38,6 +48,7 @@ from tests._support import START_TIMEOUT, config, free_port, serve
 pytestmark = [pytest.mark.anyio, pytest.mark.node]
 
 LOOPBACK_PRELOAD = Path(__file__).parent / "conformance" / "loopback.cjs"
+FIXTURE_SERVER = Path(__file__).parent / "conformance" / "fixture_server.py"
 # One run of the whole suite takes 2-3 s here; bounded generously for a loaded CI machine.
 SUITE_TIMEOUT = 150.0
 STOP_TIMEOUT = 10.0
@@ -45,6 +56,8 @@ STOP_TIMEOUT = 10.0
 _RESULT_DIR = re.compile(r"^server-(?P<scenario>.+)-\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d-\d{3}Z$")
 _STARTED = re.compile(r"^=== Running scenario: (?P<scenario>\S+) ===$", re.MULTILINE)
 _TOOL_MISSING = re.compile(r"\bTool \S+ not found\b")
+# `conformance list --server` prints `  - <scenario> [<spec versions>]`.
+_LISTED = re.compile(r"^\s*- (?P<scenario>\S+) \[", re.MULTILINE)
 # Scenarios that need no test_* tool/resource/prompt, so server-everything passes them directly.
 CORE_SCENARIOS = {"server-initialize", "ping", "tools-list", "resources-list", "prompts-list"}
 
@@ -120,7 +133,43 @@ async def run_suite(url: str, workdir: Path) -> dict[str, Scenario]:
     return scenarios
 
 
-# --- server-everything over streamable HTTP, on loopback only -------------------------------
+async def listed_scenarios(workdir: Path) -> set[str]:
+    """The server scenarios the installed suite knows, so that a run cut short cannot pass as complete."""
+    argv = [*_infra.conformance_cli(), "list", "--server"]
+    with anyio.fail_after(SUITE_TIMEOUT):
+        done = await anyio.run_process(argv, env=_conformance_env(workdir), cwd=workdir)
+    listed = set(_LISTED.findall(done.stdout.decode()))
+    assert listed, f"`conformance list --server` listed nothing:\n{done.stdout.decode()}"
+    return listed
+
+
+def _regressions(direct: dict[str, Scenario], through: dict[str, Scenario], *, skip: set[str]) -> list[str]:
+    """Scenarios that pass directly but not through the gateway, or lose a check that succeeded."""
+    found: list[str] = []
+    for scenario in direct.values():
+        if scenario.name in skip:
+            continue
+        gateway = through[scenario.name]
+        lost = sorted(scenario.succeeded() - gateway.succeeded())
+        if (scenario.passed and not gateway.passed) or lost:
+            found.append(
+                f"{scenario.name}: checks that succeed directly but not through the gateway: {lost}; "
+                f"gateway failures: {gateway.failures()}"
+            )
+    return found
+
+
+def _print_table(direct: dict[str, Scenario], through: dict[str, Scenario], notes: dict[str, str]) -> None:
+    """Both runs side by side, for the log of a failing (or curious) run: `pytest -s` shows it."""
+    width = max(map(len, direct))
+    print(f"\n{'scenario':<{width}}  {'direct':<22}  gateway")
+    for name, scenario in direct.items():
+        other = through.get(name)
+        note = f"  ({notes[name]})" if name in notes else ""
+        print(f"{name:<{width}}  {scenario.summary():<22}  {other.summary() if other else 'NOT RUN'}{note}")
+
+
+# --- servers over streamable HTTP, on loopback only ---------------------------------------------
 
 
 def _listening(pid: int) -> list[str]:
@@ -132,30 +181,15 @@ def _listening(pid: int) -> list[str]:
 
 
 @asynccontextmanager
-async def everything_over_http(log: Path) -> AsyncIterator[str]:
-    """server-everything in streamableHttp mode on a free loopback port; yields its /mcp URL."""
-    node, *args = _infra.npm_server_command("server-everything", "streamableHttp")
-    port = free_port()
-    env = {**os.environ, "PORT": str(port)}
-    argv = [node, "--require", str(LOOPBACK_PRELOAD), *args]
+async def _process(
+    argv: list[str], log: Path, *, env: dict[str, str] | None = None, pipe_stdout: bool = False
+) -> AsyncIterator[Process]:
+    """`argv` with its output in `log` (stdout piped instead, if asked); stopped, then killed, on exit."""
     with log.open("wb") as sink:
-        process = await anyio.open_process(argv, env=env, stdin=None, stdout=sink, stderr=sink)
+        stdout = subprocess.PIPE if pipe_stdout else sink
+        process = await anyio.open_process(argv, env=env, stdin=None, stdout=stdout, stderr=sink)
         try:
-            with anyio.fail_after(START_TIMEOUT):
-                while True:
-                    if process.returncode is not None:
-                        output = await anyio.Path(log).read_text()
-                        pytest.fail(f"server-everything exited {process.returncode}:\n{output}")
-                    try:
-                        stream = await anyio.connect_tcp("127.0.0.1", port)
-                    except OSError:
-                        await anyio.sleep(0.05)
-                        continue
-                    await stream.aclose()
-                    break
-            # The preload did its job: nothing listens beyond loopback.
-            assert _listening(process.pid) == [f"127.0.0.1:{port}"]
-            yield f"http://127.0.0.1:{port}/mcp"
+            yield process
         finally:
             with anyio.CancelScope(shield=True):
                 if process.returncode is None:
@@ -168,9 +202,58 @@ async def everything_over_http(log: Path) -> AsyncIterator[str]:
                 await process.aclose()
 
 
+@asynccontextmanager
+async def everything_over_http(log: Path) -> AsyncIterator[str]:
+    """server-everything in streamableHttp mode on a free loopback port; yields its /mcp URL."""
+    node, *args = _infra.npm_server_command("server-everything", "streamableHttp")
+    port = free_port()
+    env = {**os.environ, "PORT": str(port)}
+    argv = [node, "--require", str(LOOPBACK_PRELOAD), *args]
+    async with _process(argv, log, env=env) as process:
+        # It says nothing when it listens, so the port is polled.
+        with anyio.fail_after(START_TIMEOUT):
+            while True:
+                if process.returncode is not None:
+                    output = await anyio.Path(log).read_text()
+                    pytest.fail(f"server-everything exited {process.returncode}:\n{output}")
+                try:
+                    stream = await anyio.connect_tcp("127.0.0.1", port)
+                except OSError:
+                    await anyio.sleep(0.05)
+                    continue
+                await stream.aclose()
+                break
+        # The preload did its job: nothing listens beyond loopback.
+        assert _listening(process.pid) == [f"127.0.0.1:{port}"]
+        yield f"http://127.0.0.1:{port}/mcp"
+
+
+@asynccontextmanager
+async def fixture_over_http(log: Path) -> AsyncIterator[str]:
+    """The fixture server over streamable HTTP on a loopback port of its choosing; yields its /mcp URL."""
+    argv = [sys.executable, str(FIXTURE_SERVER), "--http", "0"]
+    async with _process(argv, log, pipe_stdout=True) as process:
+        assert process.stdout is not None
+        try:
+            # Its first stdout line is the URL, written once the socket listens.
+            with anyio.fail_after(START_TIMEOUT):
+                line = await BufferedByteReceiveStream(process.stdout).receive_until(b"\n", 1024)
+        except (anyio.IncompleteRead, anyio.DelimiterNotFound):
+            output = await anyio.Path(log).read_text()
+            pytest.fail(f"the fixture server announced no URL (exit {process.returncode}):\n{output}")
+        url = line.decode().strip()
+        port = url.removeprefix("http://127.0.0.1:").removesuffix("/mcp")
+        assert _listening(process.pid) == [f"127.0.0.1:{port}"], url
+        yield url
+
+
 def everything_stdio(**extra: Any) -> dict[str, Any]:
     cmd = _infra.npm_server_command("server-everything")
     return {"command": cmd[0], "args": cmd[1:], **extra}
+
+
+def fixture_stdio(**extra: Any) -> dict[str, Any]:
+    return {"command": sys.executable, "args": [str(FIXTURE_SERVER)], **extra}
 
 
 # --- the tests ---------------------------------------------------------------------------------
@@ -187,33 +270,59 @@ async def test_what_passes_directly_passes_through_the_gateway(tmp_path: Path) -
     async with serve(config({"everything": everything_stdio(prefix="")})) as gw:
         through = await run_suite(gw.url, gateway_dir)
 
-    width = max(map(len, direct))
-    print(f"\n{'scenario':<{width}}  {'direct':<22}  gateway")
-    for name, scenario in direct.items():
-        other = through.get(name)
-        note = "  (vacuous direct pass: tool missing)" if scenario.passed and _vacuous(scenario) else ""
-        print(f"{name:<{width}}  {scenario.summary():<22}  {other.summary() if other else 'NOT RUN'}{note}")
+    vacuous = {s.name for s in direct.values() if s.passed and _vacuous(s)}
+    _print_table(direct, through, dict.fromkeys(vacuous, "vacuous direct pass: tool missing"))
 
     assert set(through) == set(direct), "both runs must cover the same scenarios"
     compared = {s.name for s in direct.values() if s.passed and not _vacuous(s)}
     # A broken direct run would make the comparison vacuous: these pass against any working server.
     assert compared >= CORE_SCENARIOS, f"scenarios passing directly: {sorted(compared)}"
 
-    regressions: list[str] = []
-    for scenario in direct.values():
-        if _vacuous(scenario):
-            continue
-        gateway = through[scenario.name]
-        lost = sorted(scenario.succeeded() - gateway.succeeded())
-        if (scenario.passed and not gateway.passed) or lost:
-            regressions.append(
-                f"{scenario.name}: checks that succeed directly but not through the gateway: {lost}; "
-                f"gateway failures: {gateway.failures()}"
-            )
+    regressions = _regressions(direct, through, skip={s.name for s in direct.values() if _vacuous(s)})
     assert not regressions, "\n".join(regressions)
 
     # The suite's own DNS-rebinding scenario, which server-everything fails, passes at the gateway.
     assert through["dns-rebinding-protection"].passed, through["dns-rebinding-protection"].failures()
+
+
+@pytest.mark.timeout(3 * SUITE_TIMEOUT + 2 * START_TIMEOUT)
+async def test_the_whole_suite_passes_through_the_gateway(tmp_path: Path) -> None:
+    _infra.require("conformance")
+    (direct_dir := tmp_path / "direct").mkdir()
+    (gateway_dir := tmp_path / "gateway").mkdir()
+
+    listed: set[str] = set()
+
+    async def list_scenarios() -> None:
+        listed.update(await listed_scenarios(tmp_path))
+
+    # Node takes over a second to start the suite's CLI: the listing runs alongside the runs.
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(list_scenarios)
+        async with fixture_over_http(tmp_path / "fixture-server.log") as url:
+            direct = await run_suite(url, direct_dir)
+        async with serve(config({"fixture": fixture_stdio(prefix="")})) as gw:
+            through = await run_suite(gw.url, gateway_dir)
+
+    _print_table(direct, through, {})
+
+    assert set(direct) == set(through) == listed, "both runs must cover every scenario the suite lists"
+    regressions = _regressions(direct, through, skip=set())
+    assert not regressions, "\n".join(regressions)
+
+    # Beyond the comparison: every scenario passes through the gateway, including the one the gateway
+    # answers itself (dns-rebinding-protection). One failing both ways means the fixture lacks it.
+    failing = [
+        f"{name}: {'' if direct[name].passed else '(fails directly too: extend the fixture server) '}"
+        f"{scenario.failures()}"
+        for name, scenario in through.items()
+        if not scenario.passed
+    ]
+    assert not failing, "\n".join(failing)
+    # A scenario passes when no check fails, even with no checks at all: this one must have run.
+    rebinding = {"localhost-host-rebinding-rejected", "localhost-host-valid-accepted"}
+    dns = through["dns-rebinding-protection"]
+    assert dns.succeeded() >= rebinding, dns.checks
 
 
 INITIALIZE = {
