@@ -1,0 +1,279 @@
+"""The admin dashboard (/admin/ui) in a real headless Chromium, against a real gateway and backends.
+
+tests/admin/dashboard.spec.mjs drives the page with playwright-core (from tests/node, using the
+Debian `chromium`: no browser download) and prints what it saw as JSON; this test starts the
+gateway, feeds it real MCP traffic, crashes one backend at the right moment, and checks that JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from mcp import Client as SdkClient
+
+from gateway.admin.ui import ui_routes
+from gateway.backends import Event
+from gateway.middleware import Call, CallNext, Result
+from tests._infra import NODE_DIR, NODE_MODULES, REPO_ROOT, require, server_node
+from tests._support import config, misbehave
+from tests.admin._helpers import ADMIN_KEY, Gateway, serve_admin
+from tests.servers.misbehave import FAKE_SECRET
+
+pytestmark = pytest.mark.anyio
+
+SPEC = Path(__file__).with_name("dashboard.spec.mjs")
+ARTIFACTS = REPO_ROOT / "artifacts"
+SCREENSHOT = ARTIFACTS / "admin-dashboard.png"
+PLAYWRIGHT = NODE_MODULES / "playwright-core"
+SPEC_TIMEOUT = 200.0  # the whole browser session; each wait inside the script is bounded too
+TARGET = "alpha"
+MISBEHAVE_TOOLS = 10  # echo, add, fail, sleep, crash, hang, log, change_tools, pid, env
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class CallTimer:
+    """Times each tools/call and hands (server, seconds, ok) to `sinks`.
+
+    A stand-in for the gateway's own call hook (`fleet.call_listeners`, which the admin API feeds
+    its statistics from) until build_app wires it: the charts then show real calls.
+    """
+
+    def __init__(self) -> None:
+        self.sinks: list[Callable[[str, float, bool], None]] = []
+
+    async def __call__(self, call: Call, call_next: CallNext) -> Result:
+        if call.method != "tools/call" or call.server is None:
+            return await call_next(call)
+        began, ok = time.perf_counter(), False
+        try:
+            result = await call_next(call)
+            ok = not result.get("isError", False)
+            return result
+        finally:
+            for sink in self.sinks:
+                sink(call.server, time.perf_counter() - began, ok)
+
+
+def _require_playwright() -> str:
+    """The pinned playwright-core's entry module; skipped outside CI / failed in CI like _infra."""
+    wanted = json.loads((NODE_DIR / "package.json").read_text())["devDependencies"]["playwright-core"]
+    try:
+        found = json.loads((PLAYWRIGHT / "package.json").read_text()).get("version")
+    except (OSError, ValueError):
+        found = None
+    if found == wanted:
+        return str(PLAYWRIGHT / "index.mjs")
+    problem = f"npm package playwright-core@{wanted} missing from {NODE_MODULES} (found {found})"
+    if os.environ.get("CI"):
+        pytest.fail(
+            f"MISSING IN CI (playwright-core): {problem}; scripts/install-test-deps should provide it"
+        )
+    pytest.skip(f"SKIPPED OUTSIDE CI (playwright-core): {problem}; run scripts/install-test-deps")
+
+
+def _mount_ui(gw: Gateway) -> None:
+    """As build_app is to do it (until it does): ahead of the admin API's Mount("/admin"), which would
+    otherwise answer /admin/ui itself."""
+    routes = gw.app.router.routes
+    if any(getattr(route, "name", None) == "admin-ui" for route in routes):
+        return  # build_app mounts it already
+    at = routes.index(gw.api.mount)
+    routes[at:at] = ui_routes()
+
+
+async def _traffic(url: str, stop: anyio.Event) -> None:
+    """A few real calls per second to both backends, some failing, until `stop`."""
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("alpha__echo", {"text": "hi"}),
+        ("beta__echo", {"text": "hi"}),
+        ("beta__add", {"a": 1, "b": 2}),
+    ]
+    n = 0
+    while not stop.is_set():
+        try:
+            async with SdkClient(url, mode="legacy") as client:
+                while not stop.is_set():
+                    n += 1
+                    name, args = ("alpha__fail", {}) if n % 7 == 0 else calls[n % len(calls)]
+                    # alpha is down while it restarts: failed calls are part of the picture.
+                    with contextlib.suppress(Exception):
+                        await client.call_tool(name, args)
+                    with anyio.move_on_after(0.15):
+                        await stop.wait()
+        except Exception:  # a dropped session: open another one
+            with anyio.move_on_after(0.5):
+                await stop.wait()
+
+
+async def _crash_after_admin_restart(gw: Gateway, url: str) -> None:
+    """Once the page's restart of TARGET is done, crash it: the supervisor's restart bumps `restarts`."""
+    restarted, back = anyio.Event(), anyio.Event()
+
+    def listener(event: Event) -> None:
+        if event.server != TARGET:
+            return
+        if event.new == "stopped" and event.reason == "restart requested":
+            restarted.set()
+        elif event.new == "running" and restarted.is_set():
+            back.set()
+
+    gw.fleet.event_listeners.append(listener)
+    try:
+        await back.wait()
+    finally:
+        gw.fleet.event_listeners.remove(listener)
+    await anyio.sleep(1.0)  # let the page see "running" before it goes away again
+    async with SdkClient(url, mode="legacy") as client:
+        # The call dies with the backend: its error is expected.
+        with anyio.move_on_after(30), contextlib.suppress(Exception):
+            await client.call_tool(f"{TARGET}__crash", {})
+
+
+@pytest.mark.timeout(300)
+async def test_dashboard_drives_the_fleet_in_a_real_browser() -> None:
+    require("chromium")
+    playwright = _require_playwright()
+    node = server_node()
+    if node is None:
+        require("node")  # skips or fails with the reason
+    chromium = shutil.which("chromium")
+    assert node is not None and chromium is not None
+    await anyio.Path(ARTIFACTS).mkdir(exist_ok=True)
+    await anyio.Path(SCREENSHOT).unlink(missing_ok=True)
+
+    cfg = config(
+        {
+            TARGET: misbehave("--stderr-chatter", "3", "--name", TARGET),
+            "beta": misbehave("--stderr-chatter", "1", "--name", "beta"),
+        },
+        middleware=[
+            {"use": "tests.admin.test_dashboard:CallTimer"},
+            {"use": "masking", "options": {"backend_stderr": True}},
+        ],
+    )
+    async with serve_admin(cfg) as gw:
+        _mount_ui(gw)
+        timers = [m for m in gw.app.state.relay.middlewares if type(m).__name__ == "CallTimer"]
+        assert len(timers) == 1
+        timers[0].sinks.append(gw.api.stats.record)
+        env = {
+            **os.environ,
+            "GATEWAY_BASE": gw.base,
+            "ADMIN_KEY": ADMIN_KEY,
+            "CHROMIUM": chromium,
+            "SERVERS": json.dumps(sorted(gw.fleet.backends)),
+            "TARGET": TARGET,
+            "SCREENSHOT": str(SCREENSHOT),
+            "PLAYWRIGHT": playwright,
+            "SECRET": FAKE_SECRET,
+        }
+        stop = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_traffic, gw.url, stop)
+            tg.start_soon(_crash_after_admin_restart, gw, gw.url)
+            try:
+                with anyio.fail_after(SPEC_TIMEOUT):
+                    done = await anyio.run_process([node, str(SPEC)], env=env, check=False)
+            finally:
+                stop.set()
+                tg.cancel_scope.cancel()
+
+    stderr = done.stderr.decode(errors="replace")
+    lines = done.stdout.decode(errors="replace").strip().splitlines()
+    assert lines, f"the spec printed nothing (exit {done.returncode}):\n{stderr}"
+    out: dict[str, Any] = json.loads(lines[-1])
+    # Kept beside the screenshots: what the page showed, for a look after a failure in CI.
+    await anyio.Path(ARTIFACTS / "admin-dashboard.json").write_text(
+        json.dumps(out, indent=2, ensure_ascii=False)
+    )
+    assert out["ok"] is True and done.returncode == 0, f"{out.get('error')}\nsteps: {out['steps']}\n{stderr}"
+
+    # /admin/ui redirected to the page; a wrong key stayed on the form, the right one got in.
+    assert out["url"].endswith("/admin/ui/?refresh=1")
+    assert "not accepted" in out["wrong_key_message"]
+    assert out["session_key_stored"] is True
+    assert out["headers"][:9] == [
+        "Server", "State", "Health", "Uptime", "Restarts", "Tools", "Calls", "Errors", "p50 / p95",
+    ]  # fmt: skip
+    before = {s["name"]: s for s in out["fleet_before"]}
+    assert set(before) == {TARGET, "beta"}
+    for row in before.values():
+        assert row["state"] == "running" and row["health"] == "healthy", row
+        assert row["tools"] == MISBEHAVE_TOOLS
+        assert row["restarts"] == 0
+
+    # The restart went through the states and back, seen live; the row was busy meanwhile.
+    states = out["states_after_restart"]
+    assert states[0] == "running" and states[-1] == "running"
+    assert {"stopping", "stopped", "starting"} & set(states[1:-1]), states
+    assert out["busy_seen"] is True
+    assert out["notice"].startswith(f"{TARGET}: restart done")
+
+    # The log view showed the old process's stderr, then the new one's, streamed in.
+    assert out["log_lines_before"] >= 3 and out["log_lines_after"] > out["log_lines_before"]
+    assert len(out["log_pids_after"]) >= 2 and set(out["log_pids_before"]) < set(out["log_pids_after"])
+    assert out["secret_shown"] is False and out["masked_line"] is not None
+
+    # The crash: the supervisor restarted it, the count went up, the state came back.
+    after = {s["name"]: s for s in out["fleet_after"]}
+    assert after[TARGET]["restarts"] > out["restarts_before"] == 0
+    assert after[TARGET]["state"] == "running" and after["beta"]["restarts"] == 0
+    assert after[TARGET]["health"] == "healthy" and after[TARGET]["tools"] == MISBEHAVE_TOOLS
+    assert "backoff" in out["states_after_crash"] or "starting" in out["states_after_crash"]
+    assert any(e.startswith(f"{TARGET}: running → backoff") for e in out["events"]), out["events"]
+    assert any(e.endswith(f"restart {TARGET}: ok") for e in out["events"]), out["events"]
+
+    # Real calls reached the table and the charts.
+    assert after[TARGET]["calls"] > 0 and after[TARGET]["errors"].endswith("%")
+    assert after[TARGET]["latency"].count("ms") == 2
+    charts = {c["kind"]: c for c in out["charts"]}
+    assert set(charts) == {"rate", "errors", "latency"}
+    assert charts["rate"]["points"] >= 8 and charts["rate"]["polylines"] >= 1
+    assert charts["latency"]["polylines"] >= 2  # p50 and p95
+    assert "latest" in charts["rate"]["label"] and charts["rate"]["latest"].endswith("/s")
+
+    # A key that stops working sends the page back to sign-in and forgets it.
+    assert "refused" in out["revoked_message"]
+    assert out["dashboard_hidden"] is True and out["key_cleared"] is True
+
+    # Everything came from the gateway itself, and nothing went wrong in the page.
+    assert out["foreign_requests"] == []
+    assert out["page_errors"] == [] and out["console_errors"] == []
+    for shot in (SCREENSHOT, out["narrow_screenshot"]):
+        assert (await anyio.Path(shot).read_bytes())[:8] == PNG_SIGNATURE, shot
+    assert out["narrow_page_overflow"] <= 0  # only the table scrolls sideways, not the page
+
+
+async def test_ui_routes_serve_the_page_with_hardening_headers() -> None:
+    async with serve_admin(config({"mb": misbehave()})) as gw:
+        _mount_ui(gw)
+        async with httpx.AsyncClient(base_url=gw.base, timeout=60) as http:
+            r = await http.get("/admin/ui", params={"refresh": "2"})
+            assert r.status_code == 308 and r.headers["location"] == "ui/?refresh=2"
+            r = await http.get("/admin/ui/")
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+            assert '<script type="module" src="app.js">' in r.text
+            csp = r.headers["content-security-policy"]
+            assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+            assert r.headers["x-content-type-options"] == "nosniff"
+            for name, kind in [
+                ("app.js", "javascript"),
+                ("sse.js", "javascript"),
+                ("charts.js", "javascript"),
+                ("app.css", "text/css"),
+            ]:
+                r = await http.get(f"/admin/ui/{name}")
+                assert r.status_code == 200 and kind in r.headers["content-type"], name
+            assert (await http.get("/admin/ui/nope.js")).status_code == 404
+            # The API next to it still wants a key; the page itself does not.
+            assert (await http.get("/admin/servers")).status_code == 401
