@@ -16,6 +16,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.admin import admin_api
+from gateway.admin.ui import ui_routes
 from gateway.config import secrets
 from gateway.config.models import GatewayConfig, ListenConfig
 from gateway.fleet import Fleet
@@ -102,6 +104,19 @@ def build_app(
     fleet = fleet or Fleet(config)
     relay = Relay(fleet, middlewares)
     reloader = Reloader(fleet, relay, config_path)
+
+    async def authenticate_admin(request: Request) -> Identity | Response | None:
+        # The admin API also admits an identity with the admin role, looked up per request like /mcp.
+        authenticators: list[Authenticator] = extras(relay.middlewares, "authenticate")
+        return await authenticators[0](request) if authenticators else None
+
+    admin = admin_api(
+        fleet,
+        config.admin,
+        reload=reloader.reload if config_path is not None else None,
+        authenticate=authenticate_admin,
+        config_path=config_path,
+    )
     server = relay.build_server()
     manager = StreamableHTTPSessionManager(app=server, security_settings=transport_security(config.listen))
     endpoint: ASGIApp = _Authenticated(StreamableHTTPASGIApp(manager), relay)
@@ -120,6 +135,7 @@ def build_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            await stack.enter_async_context(admin.running())  # first in, last out: every event recorded
             await stack.enter_async_context(reloader.running(watch=watch))
             await stack.enter_async_context(fleet.running())
             await stack.enter_async_context(relay.inputs.running())
@@ -138,8 +154,11 @@ def build_app(
         Route(path + "/", endpoint=endpoint),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        *ui_routes(),  # before the admin API's mount, which would claim /admin/ui
+        *admin.routes,
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.admin = admin
     fixed = len(routes)
 
     def mount_middleware_routes(current: Sequence[Middleware]) -> None:

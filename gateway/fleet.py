@@ -44,6 +44,8 @@ class Fleet:
         self.catalogue = Catalogue()
         self.events: deque[Event] = deque(maxlen=1000)
         self.event_listeners: list[Callable[[Event], None]] = []
+        # (server, seconds, ok) when a client's call to a backend ends: the admin API's call stats.
+        self.call_listeners: list[Callable[[str, float, bool], None]] = []
         self.notification_hooks: list[Callable[[Backend, str, Mapping[str, Any]], Awaitable[None]]] = []
         self._tg: anyio.abc.TaskGroup | None = None
         self._scopes: dict[str, anyio.CancelScope] = {}

@@ -180,6 +180,9 @@ class Relay:
 
     @_translated
     async def handle(self, ctx: Ctx, params: Any) -> Result:
+        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            # Known from its first request on, so a client that only listed hears list changes.
+            self.fleet.clients.track(_sdk.connection_of(ctx))
         raw = dict(ctx.params or {})
         call = Call(
             method=ctx.method,

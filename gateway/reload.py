@@ -89,8 +89,9 @@ class Reloader:
                 if previous is not None:
                     await previous.aclose()
                 report["middleware"] = "replaced"
-            if new.listen != old.listen:
-                report["restart_required"] = ["listen"]
+            restart = [key for key in ("listen", "admin") if getattr(new, key) != getattr(old, key)]
+            if restart:
+                report["restart_required"] = restart
             logger.info("configuration reloaded by %s: %s", who, report)
             return report
 

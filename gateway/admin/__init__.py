@@ -3,8 +3,11 @@
 Wiring (in `gateway.app.build_app`)::
 
     admin = admin_api(fleet, config.admin, reload=reloader.reload, authenticate=..., config_path=...)
-    routes.extend(admin.routes)                       # the /admin Mount
+    routes = [..., *admin.routes]                     # the /admin Mount, among the fixed routes
     await stack.enter_async_context(admin.running())  # in the lifespan, before fleet.running()
+
+Runtime registrations are not persisted: they live until the gateway stops or a reload makes the
+fleet match gateway.yaml again.
 
 Only the config model is imported eagerly: `gateway.config.models` imports it, and the API itself
 imports the fleet (which imports the config models).

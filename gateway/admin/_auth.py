@@ -4,8 +4,8 @@ Credentials are `Authorization: Bearer <key>` or `X-API-Key: <key>`. A key is co
 SHA-256 against every configured hash in constant time. Failing that, an `Identity` already set on
 the request (`request.state.identity`) or produced by the gateway's authenticator (the auth
 middleware: API keys or JWTs) is accepted when it holds the admin role. No credentials: 401. An
-authenticated identity without the role: 403. With no admin keys and no authenticator, nobody
-gets in (fail closed).
+authenticated identity without the role: 403. Anonymous identities never count. With no admin keys
+and no authenticator, nobody gets in (fail closed).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from gateway.middleware.base import Identity
 
 logger = logging.getLogger("gateway.admin")
 
-Authenticator = Callable[[Request], Awaitable["Identity | Response"]]
+# The gateway's authenticator (the auth middleware's), looked up per request; None when there is none.
+Authenticator = Callable[[Request], Awaitable["Identity | Response | None"]]
 PUBLIC_PATHS = frozenset({"/openapi.json"})
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="mcp-gateway admin"'}
 
@@ -68,17 +69,17 @@ class AdminAuth:
             who = self.match_key(token)
             if who is not None:
                 return who, 0, ""
-        if self.authenticate is not None and (token is not None or lacking is None):
-            outcome = await self.authenticate(request)
-            if isinstance(outcome, Identity) and outcome.source != "anonymous":
-                if self.role in outcome.roles:
-                    return outcome.name, 0, ""
-                lacking = outcome
+        # None: the gateway has no authenticator now (no auth middleware; it may come with a reload).
+        outcome = await self.authenticate(request) if self.authenticate is not None else None
+        if isinstance(outcome, Identity) and outcome.source != "anonymous":
+            if self.role in outcome.roles:
+                return outcome.name, 0, ""
+            lacking = outcome
         if lacking is not None:
             return None, 403, f"{lacking.name!r} does not have the {self.role!r} role the admin API requires"
+        if not self._keys and outcome is None:
+            return None, 401, "the admin API has no credentials configured (set admin.api_keys)"
         if token is None:
-            if not self._keys and self.authenticate is None:
-                return None, 401, "the admin API has no credentials configured (set admin.api_keys)"
             return None, 401, "admin credentials required (Authorization: Bearer <key> or X-API-Key)"
         return None, 401, "unknown admin credentials"
 

@@ -15,12 +15,22 @@ from gateway.admin._record import SEVERITIES, TYPES
 from gateway.admin.store import EventFilter
 
 MAX_BODY = 1 << 20
+MAX_EPOCH = 253402300799.0  # 9999-12-31T23:59:59Z
+EMPTY: Any = object()  # no body at all (as opposed to a JSON `null`)
 _TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+_FALSE = {"0", "false", "no", "off"}
 
 
 def bad(parameter: str, message: str) -> ApiError:
     return ApiError(400, "invalid_parameter", f"{parameter}: {message}", {"parameter": parameter})
+
+
+def only(request: Request, *allowed: str) -> None:
+    """Refuse unknown query parameters: a typo (`?severty=error`) must not silently match everything."""
+    for name in request.query_params:
+        if name not in allowed:
+            known = ", ".join(allowed) or "none"
+            raise bad(name, f"unknown query parameter (accepted here: {known})")
 
 
 def flag(request: Request, name: str, default: bool) -> bool:
@@ -74,13 +84,13 @@ def instant(request: Request, name: str) -> float | None:
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
         return parsed.timestamp()
-    if not math.isfinite(value) or value < 0:
-        raise bad(name, "must be a finite, non-negative number of epoch seconds")
+    if not math.isfinite(value) or not 0 <= value <= MAX_EPOCH:
+        raise bad(name, f"must be epoch seconds between 0 and {MAX_EPOCH:.0f}")
     return value
 
 
 def event_id(raw: str | None, name: str) -> int | None:
-    if raw is None or not raw.strip():
+    if raw is None:
         return None
     try:
         value = int(raw.strip())
@@ -89,6 +99,9 @@ def event_id(raw: str | None, name: str) -> int | None:
     if value < 0 or value >= 1 << 62:
         raise bad(name, "must be an event id from this API")
     return value
+
+
+FILTERS = ("server", "severity", "category", "type", "since", "until")
 
 
 def event_filter(request: Request, *, limit_default: int = 100) -> EventFilter:
@@ -105,17 +118,17 @@ def event_filter(request: Request, *, limit_default: int = 100) -> EventFilter:
 
 
 async def body(request: Request, *, required: bool) -> Any:
-    """The JSON body (None when empty and not required)."""
+    """The JSON body; `EMPTY` when there is none and none is required."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
         raise ApiError(413, "payload_too_large", f"the body is larger than {MAX_BODY} bytes")
     raw = await request.body()
     if len(raw) > MAX_BODY:
         raise ApiError(413, "payload_too_large", f"the body is larger than {MAX_BODY} bytes")
-    if not raw.strip():
+    if not raw:
         if required:
             raise ApiError(400, "invalid_request", "a JSON body is required")
-        return None
+        return EMPTY
     try:
         return json.loads(raw)
     except (ValueError, RecursionError):

@@ -25,6 +25,7 @@ from gateway.errors import GatewayError
 
 logger = logging.getLogger("gateway.admin")
 _STDERR_TAIL = 5
+_MAX_PROBE = 600.0
 
 
 class _NoClient:
@@ -52,7 +53,7 @@ async def probe(backend: Backend) -> dict[str, Any]:
     began = time.perf_counter()
     try:
         # Each step has its own bound; this one only guards against a probe that never ends.
-        with anyio.fail_after(spec.startup_timeout + 2 * spec.timeout + 15):
+        with anyio.fail_after(min(spec.startup_timeout + 2 * spec.timeout + 15, _MAX_PROBE)):
             t = time.perf_counter()
             session = BackendSession(
                 backend.name,
@@ -81,7 +82,7 @@ async def probe(backend: Backend) -> dict[str, Any]:
             timings["close_ms"] = _ms(t)
         report.update(ok=True, stage=None, error=None)
     except (GatewayError, MCPError) as exc:
-        report.update(ok=False, stage=stage, error=exc.message if isinstance(exc, GatewayError) else str(exc))
+        report.update(ok=False, stage=stage, error=exc.message)
     except TimeoutError:
         report.update(ok=False, stage=stage, error=f"{stage} did not finish in time")
     except Exception as exc:

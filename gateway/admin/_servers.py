@@ -20,6 +20,9 @@ from gateway.config._loader import _describe
 from gateway.config.models import GatewayConfig, ServerSpec, namespace_of
 from gateway.fleet import Fleet
 
+# However long a server may take by its config, an admin request does not wait longer than this.
+MAX_WAIT = 600.0
+
 _HEALTH = {
     State.RUNNING: "healthy",
     State.STARTING: "starting",
@@ -154,7 +157,7 @@ def failed(name: str, action: str, state: str | None, error: str) -> dict[str, A
 async def act(fleet: Fleet, name: str, backend: Backend, action: str, wait: bool) -> dict[str, Any]:
     """start | stop | restart; with `wait`, until the backend settled (bounded by its start-up timeout)."""
     began = time.perf_counter()
-    limit = backend.spec.startup_timeout + 5
+    limit = min(backend.spec.startup_timeout + 5, MAX_WAIT)
     if action == "stop":
         try:
             await backend.stop("stopped by admin")

@@ -48,6 +48,7 @@ RUNTIME_NOTE = (
     "and a reload makes the fleet match the file"
 )
 _ACTIONS = ("start", "stop", "restart")
+_MAX_PROBES = 4
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -83,6 +84,8 @@ class AdminAPI:
         )
         self._tests: dict[str, dict[str, Any]] = {}
         self._locks: dict[str, anyio.Lock] = {}
+        # Each connection test launches a process or connection of its own: a few at a time.
+        self._probes = anyio.Semaphore(_MAX_PROBES)
         app = Starlette(
             routes=self._routes(),
             exception_handlers=EXCEPTION_HANDLERS,
@@ -160,9 +163,11 @@ class AdminAPI:
     # -- servers ---------------------------------------------------------------------------------
 
     async def openapi(self, request: Request) -> Response:
+        params.only(request)
         return _json(document(request.scope.get("root_path", "") or "/admin"))
 
     async def list_servers(self, request: Request) -> Response:
+        params.only(request)
         servers = [
             views.summary(name, b, self.fleet, self.stats, self._tests.get(name))
             for name, b in self.fleet.backends.items()
@@ -175,6 +180,7 @@ class AdminAPI:
     async def server(self, request: Request) -> Response:
         name = request.path_params["name"]
         backend = self._backend(name)
+        params.only(request, "events", "logs")
         events = params.integer(request, "events", 50, 0, 1000)
         log_tail = params.integer(request, "logs", 100, 0, 1000)
         recent = await self._recent(name, events) if events else []
@@ -185,6 +191,7 @@ class AdminAPI:
     async def action(self, request: Request) -> Response:
         name = request.path_params["name"]
         action = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+        params.only(request, "wait")
         wait = params.flag(request, "wait", True)
         backend = self._backend(name)
         async with self._lock(name):
@@ -194,14 +201,15 @@ class AdminAPI:
 
     async def bulk(self, request: Request) -> Response:
         action = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+        params.only(request, "wait")
         wait = params.flag(request, "wait", True)
         data = await params.body(request, required=False)
         names = list(self.fleet.backends)
-        if data is not None:
+        if data is not params.EMPTY:
             if not isinstance(data, dict) or set(data) - {"servers"}:
                 raise ApiError(422, "validation_failed", 'the body must be {"servers": [names]} or empty')
-            given = data.get("servers")
-            if given is not None:
+            if "servers" in data:
+                given = data["servers"]
                 if not isinstance(given, list) or not all(isinstance(n, str) for n in given):
                     raise ApiError(422, "validation_failed", '"servers" must be a list of server names')
                 names = list(dict.fromkeys(given))
@@ -229,14 +237,18 @@ class AdminAPI:
         return _json({"action": action, "results": ordered, "summary": summary})
 
     async def test(self, request: Request) -> Response:
+        params.only(request)
         name = request.path_params["name"]
         backend = self._backend(name)
-        report = await probe(backend)
+        async with self._probes:
+            report = await probe(backend)
         self._tests[name] = {k: report[k] for k in ("ok", "time", "error")}
         self._audit(request, "test", name, report["ok"], report["error"] or "")
         return _json(report)
 
     async def register(self, request: Request) -> Response:
+        params.only(request, "wait")
+        wait = params.flag(request, "wait", True)
         data = await params.body(request, required=True)
         try:
             name, spec = views.validate_registration(data, self.fleet)
@@ -246,10 +258,9 @@ class AdminAPI:
             )
             self._audit(request, "register", target, False, exc.message)
             raise
-        wait = params.flag(request, "wait", True)
         backend = self.fleet.add(name, spec)
         if wait:
-            with anyio.move_on_after(spec.startup_timeout + 5):
+            with anyio.move_on_after(min(spec.startup_timeout + 5, views.MAX_WAIT)):
                 await backend.first_attempt.wait()
         self._audit(request, "register", name, True, f"type {spec.type}; not persisted")
         body = {
@@ -260,6 +271,7 @@ class AdminAPI:
         return _json(body, 201, {"Location": f"{request.scope.get('root_path', '')}/servers/{name}"})
 
     async def delete(self, request: Request) -> Response:
+        params.only(request)
         name = request.path_params["name"]
         self._backend(name)
         async with self._lock(name):
@@ -281,6 +293,7 @@ class AdminAPI:
     async def logs(self, request: Request) -> Response:
         name = request.path_params["name"]
         backend = self._backend(name)
+        params.only(request, "tail", "follow")
         tail = params.integer(request, "tail", 100, 0, 1000)
         if params.flag(request, "follow", False):
             return log_stream(backend, tail, lambda: self.fleet.backends.get(name) is backend)
@@ -297,6 +310,7 @@ class AdminAPI:
     # -- events ----------------------------------------------------------------------------------
 
     async def events(self, request: Request) -> Response:
+        params.only(request, *params.FILTERS, "limit", "cursor")
         where = params.event_filter(request)
         page = await self.store.query(where)
         more = len(page) == where.limit and page[-1].id is not None
@@ -308,8 +322,9 @@ class AdminAPI:
         )
 
     async def events_stream(self, request: Request) -> Response:
+        params.only(request, *params.FILTERS, "after")
         where = params.event_filter(request, limit_default=1000)
-        resume = request.headers.get("last-event-id") or request.query_params.get("after")
+        resume = request.query_params.get("after") or request.headers.get("last-event-id") or None
         after = params.event_id(resume, "after")
         if after is not None:
             where = replace(where, after_id=after, before_id=None)
@@ -329,6 +344,7 @@ class AdminAPI:
     # -- configuration ---------------------------------------------------------------------------
 
     async def effective_config(self, request: Request) -> Response:
+        params.only(request)
         return _json(
             {
                 "source": self.config_path,
@@ -338,6 +354,7 @@ class AdminAPI:
         )
 
     async def reload_config(self, request: Request) -> Response:
+        params.only(request)
         if self.reload is None:
             raise ApiError(409, "not_configured", "this gateway was started without a reloadable config file")
         began = time.perf_counter()

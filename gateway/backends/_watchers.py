@@ -50,12 +50,23 @@ async def exit(backend: Backend, session: BackendSession, end: End) -> None:
 async def health(backend: Backend, session: BackendSession, end: End) -> None:
     health = backend.spec.health
     misses = 0
+    # URL backends may name an HTTP health path; everything else answers MCP ping.
+    http_check = getattr(backend._transport, "health", None)
+    use_http = http_check is not None and getattr(backend.spec, "health_check", None)
+
+    async def probe() -> None:
+        if use_http and http_check is not None:
+            await http_check()
+        else:
+            await session.request("ping", None, timeout=health.timeout)
+
     while True:
         await anyio.sleep(health.interval)
         try:
-            await session.request("ping", None, timeout=health.timeout)
+            with anyio.fail_after(health.timeout):
+                await probe()
             misses = 0
-        except (GatewayError, MCPError) as exc:
+        except (GatewayError, MCPError, OSError, TimeoutError) as exc:
             misses += 1
             logger.warning(
                 "server %s: health check %d/%d failed: %s", backend.name, misses, health.failures, exc

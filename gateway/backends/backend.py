@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -59,6 +59,8 @@ class FleetEvents(Protocol):
     ) -> None: ...
 
     def backend_event(self, backend: Backend, event: Event) -> None: ...
+
+    call_listeners: list[Callable[[str, float, bool], None]]
 
 
 @dataclass
@@ -371,11 +373,16 @@ class Backend:
             return await session.request(method, params, timeout=self.spec.timeout, on_progress=on_progress)
         token = next(self._ids)
         self._inflight[token] = _InFlight(caller, session)
+        began, ok = time.perf_counter(), False
         try:
-            return await session.request(method, params, timeout=self.spec.timeout, on_progress=on_progress)
+            result = await session.request(method, params, timeout=self.spec.timeout, on_progress=on_progress)
+            ok = result.get("isError") is not True
+            return result
         finally:
             del self._inflight[token]
             self.last_used = time.monotonic()
+            for listener in self.events.call_listeners:
+                listener(self.name, time.perf_counter() - began, ok)
 
     # -- SessionHooks: what the backend sends us -------------------------------------------------
 

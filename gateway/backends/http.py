@@ -99,7 +99,8 @@ class HttpTransport:
         assert self.spec.health_check is not None
         url = httpx2.URL(self.spec.url).join(self.spec.health_check)
         response = await self.client().get(url, timeout=self.spec.health.timeout)
-        response.raise_for_status()
+        if response.status_code >= 300:
+            raise OSError(f"health check {self.spec.health_check} answered HTTP {response.status_code}")
 
 
 def http_transport(name: str, spec: HttpServer, log: LogBuffer) -> TransportFactory:

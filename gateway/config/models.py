@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gateway.admin.settings import AdminConfig
+
 # A namespace must survive in tool names ([A-Za-z0-9_.-], the charset clients accept) and must not
 # contain the separator, or `a` + `b__x` and `a__b` + `x` would be the same name.
 _PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -128,6 +130,14 @@ class HttpServer(_ServerBase):
     verify_tls: bool = True
     connect_timeout: float = Field(default=10.0, gt=0)
 
+    @field_validator("headers")
+    @classmethod
+    def _check_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        for key, value in headers.items():
+            if not (key.isascii() and value.isascii()) or "\n" in value or "\r" in value:
+                raise ValueError(f"header {key!r}: HTTP header names and values must be ASCII on one line")
+        return headers
+
 
 class DockerResources(_Model):
     memory: str = "256m"
@@ -189,6 +199,7 @@ class GatewayConfig(_Model):
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
     servers: dict[str, ServerSpec] = Field(default_factory=dict)
     middleware: list[MiddlewareSpec] = Field(default_factory=list)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
 
     @model_validator(mode="before")
     @classmethod

@@ -8,7 +8,7 @@ fleet's first events are recorded) and left after it stopped.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,10 +39,12 @@ def hashed(key: str) -> str:
 
 
 def admin_config(path: Path | str = ":memory:", **events: Any) -> AdminConfig:
-    return AdminConfig.model_validate({
-        "api_keys": [hashed(ADMIN_KEY), {"name": "ops-bot", "key": hashed(NAMED_KEY)}],
-        "events": {"path": str(path), **events},
-    })
+    return AdminConfig.model_validate(
+        {
+            "api_keys": [hashed(ADMIN_KEY), {"name": "ops-bot", "key": hashed(NAMED_KEY)}],
+            "events": {"path": str(path), **events},
+        }
+    )
 
 
 @dataclass
@@ -60,12 +62,17 @@ class Gateway:
         )
 
 
-async def _gateway_authenticator(app: Starlette, request: Request) -> Identity | Response:
-    # The gateway's own authenticator (the auth middleware), as the lead wires it into the admin API.
-    for authenticate in extras(app.state.relay.middlewares, "authenticate"):
-        outcome: Identity | Response = await authenticate(request)
+def gateway_authenticator(app: Starlette) -> Callable[[Request], Awaitable[Identity | Response | None]]:
+    """The gateway's authenticator (the auth middleware's), looked up per request as build_app does."""
+
+    async def authenticate(request: Request) -> Identity | Response | None:
+        authenticators = extras(app.state.relay.middlewares, "authenticate")
+        if not authenticators:
+            return None
+        outcome: Identity | Response = await authenticators[0](request)
         return outcome
-    return Response(status_code=401)
+
+    return authenticate
 
 
 @asynccontextmanager
@@ -74,44 +81,51 @@ async def serve_admin(
     admin: AdminConfig | None = None,
     *,
     config_path: Path | None = None,
-    gateway_auth: bool = False,
     wait: bool = True,
 ) -> AsyncIterator[Gateway]:
+    """The gateway with the admin API. Once `build_app` mounts it itself (GatewayConfig has `admin`),
+    that one is used; until then it is mounted here the same way."""
+    admin = admin or admin_config()
+    wired = "admin" in GatewayConfig.model_fields
+    if wired:
+        cfg = cfg.model_copy(update={"admin": admin})
     fleet = Fleet(cfg)
     app = build_app(cfg, fleet, config_path=config_path)
+    if wired:
+        api: AdminAPI = app.state.admin
+    else:
 
-    async def reload(who: str) -> Mapping[str, Any]:
-        result: Mapping[str, Any] = await app.state.reloader.reload(who)
-        return result
+        async def reload(who: str) -> Mapping[str, Any]:
+            result: Mapping[str, Any] = await app.state.reloader.reload(who)
+            return result
 
-    async def authenticate(request: Request) -> Identity | Response:
-        return await _gateway_authenticator(app, request)
+        api = admin_api(
+            fleet,
+            admin,
+            reload=reload if config_path is not None else None,
+            authenticate=gateway_authenticator(app),
+            config_path=config_path,
+        )
+        app.router.routes.extend(api.routes)
+        inner = app.router.lifespan_context
 
-    api = admin_api(
-        fleet,
-        admin or admin_config(),
-        reload=reload if config_path is not None else None,
-        authenticate=authenticate if gateway_auth else None,
-        config_path=config_path,
-    )
-    app.router.routes.extend(api.routes)
-    inner = app.router.lifespan_context
+        @asynccontextmanager
+        async def lifespan(a: Starlette) -> AsyncIterator[None]:
+            async with api.running(), inner(a):
+                # A middleware swap re-mounts the middleware routes after the fixed ones: come back.
+                a.state.reloader.on_swap.append(lambda _: a.router.routes.extend(api.routes))
+                yield
 
-    @asynccontextmanager
-    async def lifespan(a: Starlette) -> AsyncIterator[None]:
-        async with api.running(), inner(a):
-            yield
-
-    app.router.lifespan_context = lifespan
+        app.router.lifespan_context = lifespan
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False)
     )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # as tests._support
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve)
         with anyio.fail_after(START_TIMEOUT):
-            while not server.started:
+            while not server.started:  # noqa: ASYNC110 - uvicorn offers only the flag
                 await anyio.sleep(0.01)
             if wait:
                 await fleet.wait_started()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+
 import anyio
 import mcp_types as types
 import pytest
 from mcp import Client as SdkClient
 
 from gateway.backends import State
+from gateway.config import StdioServer
 from tests._support import config, misbehave
 from tests.admin._helpers import NAMED_KEY, SSEReader, error_of, serve_admin
 
@@ -16,10 +18,12 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_list_and_detail_describe_every_server() -> None:
-    cfg = config({
-        "mb": misbehave("--stderr-chatter", "3", tools={"deny": ["crash", "hang"]}),
-        "dead": misbehave("--crash-at-start", restart="never"),
-    })
+    cfg = config(
+        {
+            "mb": misbehave("--stderr-chatter", "3", tools={"deny": ["crash", "hang"]}),
+            "dead": misbehave("--crash-at-start", restart="never"),
+        }
+    )
     async with serve_admin(cfg) as gw, gw.client() as http:
         r = await http.get("/servers", headers={"X-Request-Id": "trace-123"})
         assert r.status_code == 200 and r.headers["x-request-id"] == "trace-123"
@@ -41,7 +45,8 @@ async def test_list_and_detail_describe_every_server() -> None:
         r = await http.get("/servers/mb")
         assert r.status_code == 200
         detail = r.json()
-        assert detail["config"]["command"] == gw.fleet.backends["mb"].spec.command
+        spec = gw.fleet.backends["mb"].spec
+        assert isinstance(spec, StdioServer) and detail["config"]["command"] == spec.command
         assert detail["config"]["tools"]["deny"] == ["crash", "hang"]
         tools = {t["original"]: t for t in detail["catalogue"]["tools"]}
         assert tools["echo"]["name"] == "mb__echo" and tools["echo"]["exposed"] is True
@@ -66,15 +71,15 @@ async def test_stop_start_restart_change_the_state_and_are_audited() -> None:
 
         r = await http.post("/servers/mb/stop")
         assert r.status_code == 200
-        assert r.json() | {"duration_ms": 0} == {"server": "mb", "action": "stop", "ok": True, "state": "stopped",
-                                                 "error": None, "duration_ms": 0}  # fmt: skip
+        expected = {"server": "mb", "action": "stop", "ok": True, "state": "stopped", "error": None}
+        assert r.json() | {"duration_ms": 0} == {**expected, "duration_ms": 0}
         assert backend.state is State.STOPPED
         assert not any(t.name.startswith("mb__") for t in await _list_tools(gw.url))
         assert (await http.get("/servers/mb")).json()["health"]["status"] == "stopped"
 
         r = await http.post("/servers/mb/start")
         assert r.json()["ok"] is True and r.json()["state"] == "running"
-        assert backend.state is State.RUNNING and backend.log.pid not in (None, first_pid)
+        assert backend.state.value == "running" and backend.log.pid not in (None, first_pid)
         second_pid = backend.log.pid
 
         r = await http.post("/servers/mb/restart")
@@ -87,9 +92,16 @@ async def test_stop_start_restart_change_the_state_and_are_audited() -> None:
 
         r = await http.get("/events", params={"server": "mb", "type": "action"})
         actions = [(e["action"], e["actor"], e["outcome"]) for e in r.json()["events"]]
-        assert actions == [("restart", "ops-bot", "ok"), ("start", "ops-bot", "ok"), ("stop", "ops-bot", "ok")]
+        assert actions == [
+            ("restart", "ops-bot", "ok"),
+            ("start", "ops-bot", "ok"),
+            ("stop", "ops-bot", "ok"),
+        ]
         r = await http.get("/events", params={"server": "mb", "type": "transition", "category": "admin"})
-        assert {(e["old"], e["new"]) for e in r.json()["events"]} >= {("running", "stopping"), ("stopping", "stopped")}
+        assert {(e["old"], e["new"]) for e in r.json()["events"]} >= {
+            ("running", "stopping"),
+            ("stopping", "stopped"),
+        }
 
 
 async def _list_tools(url: str) -> list[types.Tool]:
@@ -109,10 +121,12 @@ async def test_start_of_a_failing_server_reports_it_did_not_come_up() -> None:
 
 
 async def test_connection_test_reports_timings_and_failures() -> None:
-    cfg = config({
-        "mb": misbehave(),
-        "dead": misbehave("--crash-at-start", restart="never", startup_timeout=10),
-    })
+    cfg = config(
+        {
+            "mb": misbehave(),
+            "dead": misbehave("--crash-at-start", restart="never", startup_timeout=10),
+        }
+    )
     async with serve_admin(cfg) as gw, gw.client() as http:
         live_pid = gw.fleet.backends["mb"].log.pid
         r = await http.post("/servers/mb/test")
@@ -195,8 +209,8 @@ async def test_runtime_registration_reaches_clients_and_delete_removes_it() -> N
         assert "late" in gw.fleet.config.servers
 
         error_of(await http.post("/servers", json={"name": "late", "spec": misbehave()}), 409, "conflict")
-        bad = error_of(await http.post("/servers", json={"name": "bad", "spec": {"type": "stdio", "comand": "x"}}),
-                       422, "validation_failed")  # fmt: skip
+        typo = {"name": "bad", "spec": {"type": "stdio", "comand": "x"}}
+        bad = error_of(await http.post("/servers", json=typo), 422, "validation_failed")
         keys = {e["key"]: e["message"] for e in bad["details"]["errors"]}
         assert keys["servers.bad.command"] == "required key is missing"
         assert keys["servers.bad.comand"].startswith("unknown key")
@@ -240,7 +254,9 @@ async def test_logs_json_and_live_sse() -> None:
             assert stream.headers["x-request-id"]
             reader = SSEReader(stream)
             backlog = await reader.next(2)
-            assert [json.loads(e["data"])["text"] for e in backlog] == [line["text"] for line in body["lines"]]
+            assert [json.loads(e["data"])["text"] for e in backlog] == [
+                line["text"] for line in body["lines"]
+            ]
             assert all(e["event"] == "log" for e in backlog)
             old_pid = gw.fleet.backends["mb"].log.pid
             # A restart launches a new process, whose start-up chatter arrives live.
@@ -250,7 +266,7 @@ async def test_logs_json_and_live_sse() -> None:
             new_pid = gw.fleet.backends["mb"].log.pid
             assert any(f"[{new_pid}]" in line["text"] for line in live) and new_pid != old_pid
         with anyio.fail_after(10):  # the server notices the disconnect soon after; nothing to await
-            while gw.fleet.backends["mb"].log.listeners:
+            while gw.fleet.backends["mb"].log.listeners:  # noqa: ASYNC110 - the server's own state
                 await anyio.sleep(0.02)
         error_of(await http.get("/servers/mb/logs", params={"follow": "maybe"}), 400, "invalid_parameter")
         error_of(await http.get("/servers/mb/logs", params={"tail": 5000}), 400, "invalid_parameter")

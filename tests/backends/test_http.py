@@ -155,3 +155,16 @@ async def test_unreachable_url_fails_that_backend_only() -> None:
         backend = gw.fleet.backends["gone"]
         assert backend.state.value == "failed"
         assert backend.last_error
+
+
+@pytest.mark.anyio
+async def test_http_health_check_path_failing_restarts_the_backend(everything_http: Everything) -> None:
+    # server-everything serves no /nope: every health check answers 404.
+    spec = {"url": everything_http.url, "health_check": "/nope",
+            "health": {"interval": 0.3, "timeout": 2, "failures": 2}, "backoff": [0.05, 0.2]}
+    async with serve(config({"remote": spec})) as gw:
+        backend = gw.fleet.backends["remote"]
+        with anyio.fail_after(30):
+            while backend.restarts < 1:
+                await anyio.sleep(0.05)
+        assert any(e.category == "health" for e in gw.fleet.events)

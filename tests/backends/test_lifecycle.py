@@ -159,3 +159,27 @@ async def test_no_leaks_after_load_crashes_and_shutdown() -> None:
     zombies = [p for p in leftover if psutil.pid_exists(p)]
     assert zombies == [], f"unreaped children: {zombies}"
     assert not any(psutil.pid_exists(p) for p in seen), "grandchildren survived"
+
+
+async def test_autostart_false_waits_for_an_admin_start() -> None:
+    fleet = Fleet(config({"manual": misbehave(autostart=False), "t": tiny("t")}))
+    async with fleet.running():
+        await wait_for(lambda: fleet.backends["t"].available)
+        manual = fleet.backends["manual"]
+        assert manual.state is State.STOPPED and "manual__echo" not in {t["name"] for t in fleet.catalogue.tools}
+        manual.start()
+        await wait_for(lambda: manual.available)
+        assert "manual__echo" in {t["name"] for t in fleet.catalogue.tools}
+
+
+async def test_restart_always_restarts_a_clean_exit_and_on_failure_does_not() -> None:
+    # tiny exits with code 0 when its stdin closes; closing it from outside is a clean exit.
+    fleet = Fleet(config({"always": tiny("a", restart="always"), "once": tiny("o", restart="on-failure")}))
+    async with fleet.running():
+        for name in ("always", "once"):
+            await wait_for(lambda n=name: fleet.backends[n].available)  # type: ignore[misc]
+            pid = fleet.backends[name].log.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGTERM)  # tiny dies of SIGTERM: not code 0
+        await wait_for(lambda: fleet.backends["always"].restarts == 1 and fleet.backends["always"].available)
+        await wait_for(lambda: fleet.backends["once"].restarts == 1 and fleet.backends["once"].available)
