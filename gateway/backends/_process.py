@@ -80,8 +80,13 @@ async def spawn(
         async with from_session:
             with suppress(anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
                 async for message in from_session:
-                    data = message.message.model_dump_json(by_alias=True, exclude_unset=True)
-                    await process.stdin.send(data.encode() + b"\n")
+                    lines = [_dump(message)]
+                    # Under load, messages queue up: one write (one syscall, one wake-up of the
+                    # child) for all of them instead of one each.
+                    with suppress(anyio.WouldBlock, anyio.EndOfStream):
+                        while len(lines) < _BUFFER:
+                            lines.append(_dump(from_session.receive_nowait()))
+                    await process.stdin.send(b"".join(lines))
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(read_stdout)
@@ -95,6 +100,10 @@ async def spawn(
                     await stderr_reader.done.wait()
                 pipe.close()
             tg.cancel_scope.cancel()
+
+
+def _dump(message: SessionMessage) -> bytes:
+    return message.message.model_dump_json(by_alias=True, exclude_unset=True).encode() + b"\n"
 
 
 def _parse(line: bytes) -> SessionMessage | Exception:
