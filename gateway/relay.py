@@ -222,7 +222,9 @@ class Relay:
         else:
             return
         if route is None:
-            raise MCPError(code=INVALID_PARAMS, message=f"Unknown {kind}: {call.name}")
+            starting = [n for n, b in self.fleet.backends.items() if b.state.value in ("starting", "backoff")]
+            hint = f" (servers still starting: {', '.join(sorted(starting))})" if starting else ""
+            raise MCPError(code=INVALID_PARAMS, message=f"Unknown {kind}: {call.name}{hint}")
         call.server, call.original = route.server, route.name
 
     async def _terminal(self, call: Call) -> Result:
