@@ -645,12 +645,33 @@ async def _scenario_chain(ctx: BenchContext) -> ScenarioResult:
     return res
 
 
+async def _scenario_docker(ctx: BenchContext) -> ScenarioResult:
+    """Start 5 containers concurrently; a call through a Docker backend vs the same server over stdio."""
+    import shutil
+
+    res = ScenarioResult("docker", "Docker backends (needs an engine and tests/fixtures/docker/build-images)")
+    if (
+        shutil.which("docker") is None
+        or subprocess.run(["docker", "info"], capture_output=True).returncode != 0
+    ):
+        res.error = "no Docker engine answers; run scripts/install-test-deps"
+        return res
+    build = Path(__file__).parent / "fixtures" / "docker" / "build-images"
+    subprocess.run([str(build), "time"], check=True, capture_output=True, timeout=900)
+    from tests.backends.test_docker import bench as docker_bench
+
+    numbers = await docker_bench(starts=5, calls=ctx.settings.calls // 2, warmup=20)
+    res.metrics.update({k: round(v, 3) for k, v in numbers.items()})
+    return res
+
+
 SCENARIOS: list[Scenario] = [
     Scenario("direct", "direct stdio", _scenario_direct),
     Scenario("gateway", "through the gateway (HTTP)", _scenario_gateway),
     Scenario("proxy", "through FastMCP 4.1 create_proxy (HTTP)", _scenario_proxy),
     Scenario("fleet", "start 20 stdio backends; RSS with 50 idle backends", _scenario_fleet),
     Scenario("chain", "full default middleware chain vs empty; masking 100 KB", _scenario_chain),
+    Scenario("docker", "5 containers' start-up; Docker backend vs stdio", _scenario_docker, default=False),
 ]
 
 
