@@ -15,14 +15,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream
 
+from gateway._sqlite import BatchWriter, open_wal
 from gateway.admin._record import COLUMNS, EventRecord
 from gateway.admin.settings import EventsConfig
 from gateway.backends.lifecycle import Event
@@ -30,9 +29,6 @@ from gateway.backends.lifecycle import Event
 logger = logging.getLogger("gateway.admin.events")
 
 Listener = Callable[[EventRecord], None]
-_BATCH = 256
-_DRAIN_TIMEOUT = 10.0
-_DROP_LOG_INTERVAL = 10.0
 _MAX_PAGE = 1000
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -70,22 +66,19 @@ class EventFilter:
     ascending: bool = False
 
 
-class EventStore:
+class EventStore(BatchWriter[EventRecord]):
+    what = "event"
+    queue_before_running = True  # events from before the store runs are kept, not lost
+
     def __init__(self, config: EventsConfig | None = None) -> None:
         config = config or EventsConfig()
+        super().__init__(queue_size=config.queue_size)
         self.path = config.path
         self.max_rows = config.max_rows
         self.max_days = config.max_days
         self.listeners: list[Listener] = []
-        self.written = 0
-        self.dropped = 0
-        self._send, self._receive = anyio.create_memory_object_stream[EventRecord](config.queue_size)
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
-        self._appended = 0
-        self._processed = 0
-        self._waiters: list[tuple[int, anyio.Event]] = []
-        self._last_drop_log = -_DROP_LOG_INTERVAL
 
     # -- recording (never waits) -----------------------------------------------------------------
 
@@ -120,67 +113,24 @@ class EventStore:
         )
 
     def record(self, record: EventRecord) -> bool:
-        try:
-            self._send.send_nowait(record)
-            self._appended += 1
-            return True
-        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass
-        self.dropped += 1
-        now = time.monotonic()
-        if now - self._last_drop_log >= _DROP_LOG_INTERVAL:
-            self._last_drop_log = now
-            logger.warning("event dropped (queue full or store stopped); %d dropped so far", self.dropped)
-        return False
-
-    async def flush(self) -> None:
-        """Until every record queued so far is written (and its listeners told)."""
-        if self._conn is None or self._processed >= self._appended:
-            return
-        event = anyio.Event()
-        self._waiters.append((self._appended, event))
-        with anyio.move_on_after(_DRAIN_TIMEOUT):
-            await event.wait()
+        return self.offer(record)
 
     # -- the writer ------------------------------------------------------------------------------
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[EventStore]:
+        async with self.writing():
+            yield self
+
+    async def open_store(self) -> None:
         self._conn = await anyio.to_thread.run_sync(self._open)
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._writer, self._receive)
-                try:
-                    yield self
-                finally:
-                    tg.cancel_scope.cancel()
-        finally:
-            self._send.close()
-            # What was queued when we stopped still reaches the disk (and the listeners).
-            with anyio.CancelScope(shield=True), anyio.move_on_after(_DRAIN_TIMEOUT):
-                rest: list[EventRecord] = []
-                with suppress(anyio.WouldBlock, anyio.EndOfStream):
-                    while True:
-                        rest.append(self._receive.receive_nowait())
-                if rest:
-                    await self._write(rest)
-                conn, self._conn = self._conn, None
-                await anyio.to_thread.run_sync(conn.close)
-            self._receive.close()
-            for _, event in self._waiters:
-                event.set()
-            self._waiters.clear()
 
-    async def _writer(self, receive: MemoryObjectReceiveStream[EventRecord]) -> None:
-        while True:
-            batch = [await receive.receive()]
-            with suppress(anyio.WouldBlock):
-                while len(batch) < _BATCH:
-                    batch.append(receive.receive_nowait())
-            with anyio.CancelScope(shield=True):  # a batch taken off the queue is written whole
-                await self._write(batch)
+    async def close_store(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await anyio.to_thread.run_sync(conn.close)
 
-    async def _write(self, batch: list[EventRecord]) -> None:
+    async def write_batch(self, batch: list[EventRecord]) -> None:
         try:
             written = await anyio.to_thread.run_sync(self._insert, batch)
             self.written += len(written)
@@ -193,23 +143,9 @@ class EventStore:
                     listener(record)
                 except Exception:
                     logger.exception("event listener %r failed", listener)
-        self._processed += len(batch)
-        waiting = []
-        for target, event in self._waiters:
-            if self._processed >= target:
-                event.set()
-            else:
-                waiting.append((target, event))
-        self._waiters = waiting
 
     def _open(self) -> sqlite3.Connection:
-        if self.path != ":memory:":
-            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        path = self.path if self.path == ":memory:" else str(Path(self.path).expanduser())
-        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.executescript(_SCHEMA)
+        conn = open_wal(self.path, _SCHEMA, busy_timeout=30)
         with self._lock, conn:
             self._prune(conn)
         return conn

@@ -24,7 +24,7 @@ import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import astuple, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,10 +32,10 @@ from typing import Any, Literal
 
 import anyio
 import anyio.abc
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway._sqlite import BatchWriter, open_wal
 from gateway.errors import GatewayError
 from gateway.logs import current_request_id
 from gateway.middleware.base import Call, CallNext, Result
@@ -43,9 +43,6 @@ from gateway.middleware.base import Call, CallNext, Result
 logger = logging.getLogger(__name__)
 
 _DAY_MS = 86_400_000
-_BATCH = 512
-_DRAIN_TIMEOUT = 10.0
-_DROP_LOG_INTERVAL = 10.0
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -96,111 +93,46 @@ _COLUMNS = tuple(f.name for f in fields(AuditRecord))
 _INSERT = f"INSERT INTO audit ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 
 
-class AuditLog:
+class AuditLog(BatchWriter[AuditRecord]):
     """The SQLite store: a non-blocking `append` while `running()`, and `query` for readers."""
 
-    def __init__(self, path: str | Path, *, queue_size: int = 10_000, retention_days: int | None = None):
-        self.path = Path(path).absolute()
-        self.queue_size = queue_size
-        self.retention_days = retention_days
-        self.written = 0
-        self.dropped = 0
-        self._appended = 0
-        self._processed = 0  # written or failed: what flush() waits for
-        self._send: MemoryObjectSendStream[AuditRecord] | None = None
-        self._waiters: list[tuple[int, anyio.Event]] = []
-        self._last_drop_log = -_DROP_LOG_INTERVAL
+    what = "audit record"
+    batch_size = 512
 
-    # -- writing ------------------------------------------------------------------------------
+    def __init__(self, path: str | Path, *, queue_size: int = 10_000, retention_days: int | None = None):
+        super().__init__(queue_size=queue_size)
+        self.path = Path(path).absolute()
+        self.retention_days = retention_days
+        self._conn: sqlite3.Connection | None = None
 
     def append(self, record: AuditRecord) -> bool:
         """Queue a record for writing; never waits. False (and counted) when it had to be dropped."""
-        if self._send is not None:
-            try:
-                self._send.send_nowait(record)
-                self._appended += 1
-                return True
-            except anyio.WouldBlock:
-                pass
-        self.dropped += 1
-        now = time.monotonic()
-        if now - self._last_drop_log >= _DROP_LOG_INTERVAL:
-            self._last_drop_log = now
-            reason = "queue full" if self._send is not None else "store not running"
-            logger.warning("audit record dropped (%s); %d dropped so far", reason, self.dropped)
-        return False
-
-    async def flush(self) -> None:
-        """Until every record appended so far is on disk (for tests and admin reads)."""
-        if self._send is None or self._processed >= self._appended:
-            return
-        event = anyio.Event()
-        self._waiters.append((self._appended, event))
-        await event.wait()
+        return self.offer(record)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[AuditLog]:
-        conn = await anyio.to_thread.run_sync(self._open)
-        send, receive = anyio.create_memory_object_stream[AuditRecord](self.queue_size)
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._writer, conn, receive)
-                self._send = send
-                try:
-                    yield self
-                finally:
-                    self._send = None
-                    tg.cancel_scope.cancel()
-        finally:
-            # Whatever was queued when we stopped (or were cancelled) still reaches the disk.
-            with anyio.CancelScope(shield=True), anyio.move_on_after(_DRAIN_TIMEOUT):
-                rest: list[AuditRecord] = []
-                with suppress(anyio.WouldBlock, anyio.EndOfStream):
-                    while True:
-                        rest.append(receive.receive_nowait())
-                if rest:
-                    await self._write(conn, rest)
-                await anyio.to_thread.run_sync(conn.close)
-            send.close()
-            receive.close()
-            for _, event in self._waiters:
-                event.set()
-            self._waiters.clear()
+        async with self.writing():
+            yield self
 
-    async def _writer(
-        self, conn: sqlite3.Connection, receive: MemoryObjectReceiveStream[AuditRecord]
-    ) -> None:
-        while True:
-            batch = [await receive.receive()]
-            with suppress(anyio.WouldBlock):
-                while len(batch) < _BATCH:
-                    batch.append(receive.receive_nowait())
-            with anyio.CancelScope(shield=True):  # a batch taken off the queue is written whole
-                await self._write(conn, batch)
+    async def open_store(self) -> None:
+        self._conn = await anyio.to_thread.run_sync(self._open)
 
-    async def _write(self, conn: sqlite3.Connection, batch: list[AuditRecord]) -> None:
+    async def close_store(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await anyio.to_thread.run_sync(conn.close)
+
+    async def write_batch(self, batch: list[AuditRecord]) -> None:
+        assert self._conn is not None
         try:
-            await anyio.to_thread.run_sync(_insert, conn, batch)
+            await anyio.to_thread.run_sync(_insert, self._conn, batch)
             self.written += len(batch)
         except sqlite3.Error:
             self.dropped += len(batch)
             logger.exception("audit: writing %d records to %s failed", len(batch), self.path)
-        self._processed += len(batch)
-        waiting = []
-        for target, event in self._waiters:
-            if self._processed >= target:
-                event.set()
-            else:
-                waiting.append((target, event))
-        self._waiters = waiting
 
     def _open(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # A long busy timeout: a backup holding the lock delays the writer thread, never a call.
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=60)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across crashes of the process
-        conn.executescript(_SCHEMA)
+        conn = open_wal(self.path, _SCHEMA, busy_timeout=60)
         if self.retention_days is not None:
             cutoff = int(time.time() * 1000) - self.retention_days * _DAY_MS
             with conn:
