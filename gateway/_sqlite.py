@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, Self, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -46,7 +46,7 @@ def open_wal(path: str | Path, schema: str, *, busy_timeout: float) -> sqlite3.C
 
 
 class BatchWriter(Generic[T]):
-    """Subclasses open the store (`open_store`), write a batch (`write_batch`) and close it."""
+    """Subclasses connect (`connect`, on a worker thread) and write a batch (`write_batch`)."""
 
     what = "record"  # for log messages
     batch_size = 256
@@ -63,11 +63,9 @@ class BatchWriter(Generic[T]):
         self._processed = 0  # written or failed: what flush() waits for
         self._waiters: list[tuple[int, anyio.Event]] = []
         self._last_drop_log = -_DROP_LOG_INTERVAL
+        self._conn: sqlite3.Connection | None = None
 
-    async def open_store(self) -> None:
-        raise NotImplementedError
-
-    async def close_store(self) -> None:
+    def connect(self) -> sqlite3.Connection:
         raise NotImplementedError
 
     async def write_batch(self, batch: list[T]) -> None:
@@ -105,15 +103,16 @@ class BatchWriter(Generic[T]):
             await event.wait()
 
     @asynccontextmanager
-    async def writing(self) -> AsyncIterator[None]:
-        await self.open_store()
+    async def running(self) -> AsyncIterator[Self]:
+        """Accept and write records while inside."""
+        self._conn = await anyio.to_thread.run_sync(self.connect)
         send, receive = self._queue, self._receive
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._writer, receive)
                 self._send = send
                 try:
-                    yield
+                    yield self
                 finally:
                     self._send = None
                     tg.cancel_scope.cancel()
@@ -127,7 +126,8 @@ class BatchWriter(Generic[T]):
                         rest.append(receive.receive_nowait())
                 if rest:
                     await self._write(rest)
-                await self.close_store()
+                conn, self._conn = self._conn, None
+                await anyio.to_thread.run_sync(conn.close)
             receive.close()
             for _, event in self._waiters:
                 event.set()

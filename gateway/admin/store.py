@@ -14,8 +14,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,7 +76,6 @@ class EventStore(BatchWriter[EventRecord]):
         self.max_rows = config.max_rows
         self.max_days = config.max_days
         self.listeners: list[Listener] = []
-        self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
 
     # -- recording (never waits) -----------------------------------------------------------------
@@ -117,19 +115,6 @@ class EventStore(BatchWriter[EventRecord]):
 
     # -- the writer ------------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[EventStore]:
-        async with self.writing():
-            yield self
-
-    async def open_store(self) -> None:
-        self._conn = await anyio.to_thread.run_sync(self._open)
-
-    async def close_store(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await anyio.to_thread.run_sync(conn.close)
-
     async def write_batch(self, batch: list[EventRecord]) -> None:
         try:
             written = await anyio.to_thread.run_sync(self._insert, batch)
@@ -144,7 +129,7 @@ class EventStore(BatchWriter[EventRecord]):
                 except Exception:
                     logger.exception("event listener %r failed", listener)
 
-    def _open(self) -> sqlite3.Connection:
+    def connect(self) -> sqlite3.Connection:
         conn = open_wal(self.path, _SCHEMA, busy_timeout=30)
         with self._lock, conn:
             self._prune(conn)

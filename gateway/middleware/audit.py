@@ -23,8 +23,6 @@ import logging
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import astuple, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,24 +101,10 @@ class AuditLog(BatchWriter[AuditRecord]):
         super().__init__(queue_size=queue_size)
         self.path = Path(path).absolute()
         self.retention_days = retention_days
-        self._conn: sqlite3.Connection | None = None
 
     def append(self, record: AuditRecord) -> bool:
         """Queue a record for writing; never waits. False (and counted) when it had to be dropped."""
         return self.offer(record)
-
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[AuditLog]:
-        async with self.writing():
-            yield self
-
-    async def open_store(self) -> None:
-        self._conn = await anyio.to_thread.run_sync(self._open)
-
-    async def close_store(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await anyio.to_thread.run_sync(conn.close)
 
     async def write_batch(self, batch: list[AuditRecord]) -> None:
         assert self._conn is not None
@@ -131,7 +115,7 @@ class AuditLog(BatchWriter[AuditRecord]):
             self.dropped += len(batch)
             logger.exception("audit: writing %d records to %s failed", len(batch), self.path)
 
-    def _open(self) -> sqlite3.Connection:
+    def connect(self) -> sqlite3.Connection:
         conn = open_wal(self.path, _SCHEMA, busy_timeout=60)
         if self.retention_days is not None:
             cutoff = int(time.time() * 1000) - self.retention_days * _DAY_MS
