@@ -38,7 +38,8 @@ from gateway.fleet import Fleet
 from tests._infra import REPO_ROOT, require
 from tests._support import config, serve, time_server
 
-pytestmark = [pytest.mark.anyio, pytest.mark.docker]
+# The session fixture builds the test images first: a cold debootstrap base takes a minute or two.
+pytestmark = [pytest.mark.anyio, pytest.mark.docker, pytest.mark.timeout(900)]
 TIME_IMAGE = "local/mcp-time:test"
 MISBEHAVE_IMAGE = "local/mcp-misbehave:test"
 BUILD_IMAGES = REPO_ROOT / "tests" / "fixtures" / "docker" / "build-images"
