@@ -105,10 +105,17 @@ class Reloader:
         from watchfiles import awatch
 
         assert self.path is not None
-        # Watch the directory: editors replace files by rename, which a file watch would lose.
-        async for changes in awatch(self.path.parent, debounce=int(_SETTLE * 1000), recursive=False):
-            if any(Path(changed).name == self.path.name for _, changed in changes):
-                await self._reload_logged("file change")
+        name = self.path.name
+        # Watch the directory: editors replace files by rename, which a file watch would lose. Only
+        # our file counts: a log written next to it must not wake the gateway on every line.
+        logging.getLogger("watchfiles").setLevel(logging.WARNING)
+        async for _ in awatch(
+            self.path.parent,
+            debounce=int(_SETTLE * 1000),
+            recursive=False,
+            watch_filter=lambda change, changed: Path(changed).name == name,
+        ):
+            await self._reload_logged("file change")
 
     async def _watch_sighup(self) -> None:
         with anyio.open_signal_receiver(signal.SIGHUP) as signals:
