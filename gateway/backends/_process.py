@@ -10,6 +10,7 @@ Discipline:
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -55,6 +56,10 @@ async def spawn(
             cwd=cwd,
             start_new_session=True,
         )
+    except FileNotFoundError:
+        pipe.close()
+        # Name the command: the error from the spawn does not always carry it.
+        raise FileNotFoundError(errno.ENOENT, "command not found", argv[0]) from None
     except BaseException:
         pipe.close()
         raise

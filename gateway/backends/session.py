@@ -237,7 +237,7 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, MCPError):
         return exc.message
     if isinstance(exc, FileNotFoundError):
-        return f"command not found: {exc.filename}"
+        return f"command not found: {exc.filename} (is it installed, and on PATH?)"
     if isinstance(exc, OSError):
         return exc.strerror or type(exc).__name__
     return "the connection closed during the handshake"

@@ -8,8 +8,11 @@ resolved at launch. Launch and teardown discipline live in `_process`.
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from mcp.client.stdio import get_default_environment
 
@@ -29,14 +32,27 @@ def environment(name: str, spec: StdioServer) -> dict[str, str]:
     return secrets.check_env_schema(name, env, spec.env_schema)
 
 
+def executable(command: str, env: dict[str, str]) -> str:
+    """`command` as found on the child's PATH, else beside the gateway's own interpreter.
+
+    Servers installed with the gateway (`pip install mcp-gateway[demo]` puts `mcp-server-time` in
+    the same virtualenv) must start even when that virtualenv is not activated.
+    """
+    if os.sep in command or shutil.which(command, path=env.get("PATH")):
+        return command
+    sibling = Path(sys.executable).parent / command
+    return str(sibling) if sibling.is_file() and os.access(sibling, os.X_OK) else command
+
+
 def stdio_transport(name: str, spec: StdioServer, log: LogBuffer) -> TransportFactory:
     @asynccontextmanager
     async def open_stdio() -> AsyncIterator[Streams]:
+        env = environment(name, spec)
         argv = [
-            secrets.resolve(spec.command, where=f"servers.{name}.command"),
+            executable(secrets.resolve(spec.command, where=f"servers.{name}.command"), env),
             *(secrets.resolve(a, where=f"servers.{name}.args") for a in spec.args),
         ]
-        async with spawn(argv, env=environment(name, spec), cwd=spec.cwd, log=log) as (streams, process):
+        async with spawn(argv, env=env, cwd=spec.cwd, log=log) as (streams, process):
             log.pid, log.exit_code = process.pid, None
             try:
                 yield streams

@@ -80,3 +80,22 @@ async def test_shutdown_kills_grandchildren_and_sigterm_ignorers() -> None:
     for pid in pids:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, pid
     assert process_tree() == []
+
+
+async def test_a_server_installed_beside_the_gateway_starts_without_an_activated_venv(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # the virtualenv's bin is not on PATH
+    fleet = Fleet(config({"time": {"command": "mcp-server-time", "args": ["--local-timezone", "UTC"]}}))
+    async with fleet.running():
+        with anyio.fail_after(30):
+            await fleet.wait_started()
+        assert fleet.backends["time"].available, fleet.backends["time"].last_error
+
+
+async def test_a_missing_command_is_named() -> None:
+    fleet = Fleet(config({"gone": {"command": "no-such-mcp-server-xyz", "restart": "never"}}))
+    async with fleet.running():
+        with anyio.fail_after(30):
+            await fleet.wait_started()
+    assert "command not found: no-such-mcp-server-xyz" in (fleet.backends["gone"].last_error or "")
