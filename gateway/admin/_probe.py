@@ -18,8 +18,8 @@ from mcp_types import INVALID_REQUEST
 
 from gateway.admin._record import iso
 from gateway.backends import Backend, BackendSession
+from gateway.backends._contracts import transport_for
 from gateway.backends._logbuffer import LogBuffer
-from gateway.backends.backend import transport_for
 from gateway.backends.session import Forwarded
 from gateway.errors import GatewayError
 

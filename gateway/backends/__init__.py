@@ -4,7 +4,8 @@
 (stdio here) only contributes a transport: an async context manager yielding the message streams.
 """
 
-from gateway.backends.backend import Backend, Caller, FleetEvents
+from gateway.backends._contracts import Caller, FleetEvents
+from gateway.backends.backend import Backend
 from gateway.backends.lifecycle import Event, State
 from gateway.backends.session import BackendSession
 

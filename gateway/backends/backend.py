@@ -17,9 +17,9 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -28,39 +28,16 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_REQUEST
 
 from gateway.backends import _watchers
+from gateway.backends._contracts import Caller, FleetEvents, transport_for
 from gateway.backends._logbuffer import LogBuffer
 from gateway.backends._watchers import Ended
 from gateway.backends.lifecycle import STABLE_AFTER, Event, State, backoff_delay
-from gateway.backends.session import BackendSession, Forwarded, TransportFactory
-from gateway.backends.stdio import stdio_transport
+from gateway.backends.session import BackendSession, Forwarded
 from gateway.catalogue import BackendListing
-from gateway.config.models import DockerServer, ServerSpec, StdioServer
+from gateway.config.models import ServerSpec
 from gateway.errors import BackendUnavailable, GatewayError
 
 logger = logging.getLogger(__name__)
-
-
-class Caller(Protocol):
-    """The client request a backend call was made for (implemented by the front relay)."""
-
-    @property
-    def key(self) -> Hashable:
-        """Identifies the client connection (per-client sessions, routing of requests back)."""
-
-    async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        """Send a server-to-client request to this caller and return its result."""
-
-
-class FleetEvents(Protocol):
-    def listing_changed(self, backend: Backend) -> None: ...
-
-    async def backend_notification(
-        self, backend: Backend, method: str, params: Mapping[str, Any]
-    ) -> None: ...
-
-    def backend_event(self, backend: Backend, event: Event) -> None: ...
-
-    call_listeners: list[Callable[[str, float, bool], None]]
 
 
 @dataclass
@@ -73,19 +50,6 @@ class _Held:
 class _InFlight:
     caller: Caller
     session: BackendSession
-
-
-def transport_for(name: str, spec: ServerSpec, log: LogBuffer) -> TransportFactory:
-    """Each backend kind contributes only its transport; imported on use (docker, httpx stay cold)."""
-    if isinstance(spec, StdioServer):
-        return stdio_transport(name, spec, log)
-    if isinstance(spec, DockerServer):
-        from gateway.backends.docker import docker_transport
-
-        return docker_transport(name, spec, log)
-    from gateway.backends.http import http_transport
-
-    return http_transport(name, spec, log)
 
 
 class Backend:

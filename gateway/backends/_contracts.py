@@ -1,0 +1,55 @@
+"""What a backend needs from around it: the caller of a request, the fleet's ears, a transport.
+
+Kept apart from `backend.py` so the supervisor reads on its own; `Backend` implements none of these,
+it uses them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from gateway.backends._logbuffer import LogBuffer
+from gateway.backends.lifecycle import Event
+from gateway.backends.session import TransportFactory
+from gateway.backends.stdio import stdio_transport
+from gateway.config.models import DockerServer, ServerSpec, StdioServer
+
+if TYPE_CHECKING:
+    from gateway.backends.backend import Backend
+
+
+class Caller(Protocol):
+    """The client request a backend call was made for (implemented by the front relay)."""
+
+    @property
+    def key(self) -> Hashable:
+        """Identifies the client connection (per-client sessions, routing of requests back)."""
+
+    async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Send a server-to-client request to this caller and return its result."""
+
+
+class FleetEvents(Protocol):
+    def listing_changed(self, backend: Backend) -> None: ...
+
+    async def backend_notification(
+        self, backend: Backend, method: str, params: Mapping[str, Any]
+    ) -> None: ...
+
+    def backend_event(self, backend: Backend, event: Event) -> None: ...
+
+    call_listeners: list[Callable[[str, float, bool], None]]
+
+
+def transport_for(name: str, spec: ServerSpec, log: LogBuffer) -> TransportFactory:
+    """Each backend kind contributes only its transport; imported on use (docker, httpx stay cold)."""
+    if isinstance(spec, StdioServer):
+        return stdio_transport(name, spec, log)
+    if isinstance(spec, DockerServer):
+        from gateway.backends.docker import docker_transport
+
+        return docker_transport(name, spec, log)
+    from gateway.backends.http import http_transport
+
+    return http_transport(name, spec, log)
