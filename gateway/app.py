@@ -64,7 +64,7 @@ class _Authenticated:
         self.relay = relay
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        authenticators: list[Authenticator] = extras(self.relay.middlewares, "authenticate")
+        authenticators: list[Authenticator] = self.relay.authenticators
         if authenticators:
             outcome = await authenticators[0](Request(scope, receive))
             if isinstance(outcome, Response):
@@ -107,7 +107,7 @@ def build_app(
 
     async def authenticate_admin(request: Request) -> Identity | Response | None:
         # The admin API also admits an identity with the admin role, looked up per request like /mcp.
-        authenticators: list[Authenticator] = extras(relay.middlewares, "authenticate")
+        authenticators: list[Authenticator] = relay.authenticators
         return await authenticators[0](request) if authenticators else None
 
     admin = admin_api(

@@ -98,8 +98,7 @@ class Relay:
         self.fleet = fleet
         self.inputs = InputBridge()
         self.default_identity = identity
-        self.middlewares = list(middlewares)
-        self.chain = build_chain(middlewares, self._terminal)
+        self.use(middlewares)
         self._listener = ListenHandler(self.fleet.clients.bus)
         self._terminals: dict[str, Callable[[Call], Awaitable[Result]]] = {
             "tools/list": lambda call: self._listing("tools", self.fleet.catalogue.tools),
@@ -122,6 +121,8 @@ class Relay:
         """Swap the chain (config reload): calls already running finish on the old one."""
         self.middlewares = list(middlewares)
         self.chain = build_chain(middlewares, self._terminal)
+        # Looked up once per chain, not per request: HTTP authentication runs on every call.
+        self.authenticators: list[Any] = extras(middlewares, "authenticate")
 
     def build_server(self) -> GatewayServer:
         server = GatewayServer(
@@ -180,9 +181,6 @@ class Relay:
 
     @_translated
     async def handle(self, ctx: Ctx, params: Any) -> Result:
-        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
-            # Known from its first request on, so a client that only listed hears list changes.
-            self.fleet.clients.track(_sdk.connection_of(ctx))
         raw = dict(ctx.params or {})
         call = Call(
             method=ctx.method,
@@ -191,9 +189,23 @@ class Relay:
             request_id=ctx.request_id,
             context=ctx,
         )
+        # Known from its first request on, so a client that only listed hears list changes.
+        call.state["client"] = self._client_key(call)
         self._route(call)
         with request_scope(server=call.server):
             return finish(ctx, await self.chain(call))
+
+    def _client_key(self, call: Call) -> Hashable:
+        """Who the client is, for per-client backend sessions and for routing news back to it.
+
+        A 2025-11-25 client is its session (registered for broadcasts). A 2026-07-28 client has no
+        session (a new connection object per request), so it is its identity: one backend session
+        per identity.
+        """
+        ctx: Ctx = call.context
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            return ("stateless", call.identity.name)
+        return self.fleet.clients.track(_sdk.connection_of(ctx))
 
     def _route(self, call: Call) -> None:
         """Fill in which backend serves the call, before the chain sees it."""
@@ -246,7 +258,7 @@ class Relay:
             and may_answer(ctx)
         ):
             return await self._forward_with_input_rounds(call, backend, params)
-        caller = _Caller(ctx, self.fleet.clients.track(_sdk.connection_of(ctx)))
+        caller = _Caller(ctx, call.state["client"])
         return await backend.request(call.method, params, caller, on_progress=progress_to(ctx))
 
     async def _forward_with_input_rounds(
@@ -259,8 +271,7 @@ class Relay:
         if isinstance(token, str):
             deferred = self.inputs.resume(token, dict(raw.get("inputResponses") or {}), ctx)
         else:
-            # 2026-07-28 clients have no session: they share one backend session per identity.
-            key = ("stateless", call.identity.name)
+            key = call.state["client"]
 
             async def progress(progress: float, total: float | None, message: str | None) -> None:
                 await deferred.context.session.report_progress(progress, total, message)
@@ -299,7 +310,7 @@ class Relay:
         return result
 
     async def _forward_uri(self, call: Call) -> Result:
-        key = self.fleet.clients.track(_sdk.connection_of(call.context))
+        key = call.state["client"]
         if call.method == "resources/subscribe":
             result = await self._forward(call, uri=call.original)
             self.fleet.clients.subscribe(key, call.name or "")
@@ -343,7 +354,7 @@ class Relay:
         if not callers:
             # Nobody's call is running: a single-user gateway shows the log to every client, but
             # with authentication on, a server's logs are not everyone's business.
-            if not extras(self.middlewares, "authenticate"):
+            if not self.authenticators:
                 await self.fleet.clients.broadcast(call.method, params)
             return params
         # The backend is working for these calls: tell their clients on the calls' streams.

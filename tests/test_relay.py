@@ -234,3 +234,14 @@ async def test_client_credentials_are_never_forwarded_to_backends() -> None:
     received = {k.lower(): v for k, v in seen[0].items()}
     assert "authorization" not in received and "cookie" not in received and "x-api-key" not in received
     assert "client-secret-token" not in str(received)
+
+
+async def test_per_client_sessions_for_stateless_clients_follow_the_identity() -> None:
+    # 2026-07-28 clients have no session: each request is a new connection, but one identity must
+    # keep one backend session (not a new process per request).
+    cfg = make_config({"mb": misbehave(session="per-client")})
+    async with serve(cfg) as gw, SdkClient(gw.url, mode="2026-07-28") as client:
+        first = await client.call_tool("mb__pid", {})
+        second = await client.call_tool("mb__pid", {})
+        assert first.structured_content is not None and second.structured_content is not None
+        assert first.structured_content["pid"] == second.structured_content["pid"]
