@@ -5,11 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mcp.server.context import ServerRequestContext
-from mcp.shared.dispatcher import ProgressFnT
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-Ctx = ServerRequestContext[Any, Any]
 Result = dict[str, Any]
 
 # Keys of the 2026-07-28 request envelope describe the client's connection to the gateway, not ours
@@ -34,31 +31,12 @@ def forward_params(raw: Mapping[str, Any] | None, **replace: Any) -> dict[str, A
     return params
 
 
-def finish(ctx: Ctx, result: Result) -> Result:
+def finish(protocol_version: str, result: Result) -> Result:
     # 2026-07-28 results must say they are complete; backends reached over the handshake era
     # never do, and 2025-11-25 clients must not see the field (the SDK's per-version sieve drops it).
-    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+    if protocol_version in MODERN_PROTOCOL_VERSIONS:
         result.setdefault("resultType", "complete")
     return result
-
-
-def may_answer(ctx: Ctx) -> bool:
-    """Whether the client declared any capability a backend could ask it to use."""
-    caps = ctx.session.client_capabilities
-    return caps is not None and (caps.sampling or caps.elicitation or caps.roots) is not None
-
-
-def progress_to(ctx: Ctx) -> ProgressFnT | None:
-    """A progress callback reporting to the client's request, if it asked for progress."""
-    meta = ctx.params.get("_meta") if ctx.params else None
-    if not isinstance(meta, Mapping) or meta.get("progressToken") is None:
-        return None
-    report = ctx.session.report_progress
-
-    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-        await report(progress, total, message)
-
-    return on_progress
 
 
 def rewrite_content(items: list[Any] | None, public_uri: Callable[[str], str]) -> None:

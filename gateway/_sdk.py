@@ -6,25 +6,96 @@ public accessor for either yet. `pyproject.toml` pins the SDK's minor series the
 
 from __future__ import annotations
 
+import functools
+import json
+from collections.abc import Mapping
 from typing import Any
 
+import mcp.server._streamable_http_modern as _modern
 from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import Server
+from mcp.server.runner import ServerRunner
+from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS
+from mcp_types import JSONRPCError, JSONRPCResponse
+from mcp_types.version import LATEST_MODERN_VERSION
+from starlette.requests import Request
+
+Ctx = ServerRequestContext[Any, Any]
 
 
-def connection_of(ctx: ServerRequestContext[Any, Any]) -> Connection:
-    connection: Connection = ctx.session._connection
-    return connection
+class SdkFront:
+    """A request the SDK's server dispatched, as a `_front.Front`."""
+
+    __slots__ = ("ctx", "meta", "method", "params", "protocol_version", "request_id")
+
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+        self.method: str = ctx.method
+        self.params: Mapping[str, Any] | None = ctx.params
+        self.request_id = ctx.request_id
+        self.protocol_version: str = ctx.protocol_version
+        self.meta: Mapping[str, Any] | None = ctx.meta
+
+    @property
+    def request(self) -> Request | None:
+        request = self.ctx.request
+        return request if isinstance(request, Request) else None
+
+    @property
+    def connection(self) -> Connection:
+        connection: Connection = self.ctx.session._connection
+        return connection
+
+    def can_answer(self) -> bool:
+        caps = self.ctx.session.client_capabilities
+        return caps is not None and (caps.sampling or caps.elicitation or caps.roots) is not None
+
+    def wants_progress(self) -> bool:
+        meta = self.params.get("_meta") if self.params else None
+        return isinstance(meta, Mapping) and meta.get("progressToken") is not None
+
+    async def report_progress(self, progress: float, total: float | None, message: str | None) -> None:
+        await self.ctx.session.report_progress(progress, total, message)
+
+    async def notify(self, method: str, params: dict[str, Any]) -> None:
+        await self.ctx.session._request_outbound.notify(method, params)
+
+    async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self.ctx.session._request_outbound.send_raw_request(method, params)
+        return result
 
 
-async def ask_client(
-    ctx: ServerRequestContext[Any, Any], method: str, params: dict[str, Any]
-) -> dict[str, Any]:
-    """Send a server-to-client request on the stream of the request `ctx` is handling."""
-    result: dict[str, Any] = await ctx.session._request_outbound.send_raw_request(method, params)
-    return result
+# -- the single-exchange HTTP entry's wire shaping, reused by the gateway's hot path (_exchange) ---
 
 
-async def notify_request(ctx: ServerRequestContext[Any, Any], method: str, params: dict[str, Any]) -> None:
-    """Send a notification tied to the request `ctx` is handling (rides its response stream)."""
-    await ctx.session._request_outbound.notify(method, params)
+@functools.cache
+def _shaper(server: Server[Any]) -> ServerRunner[Any]:
+    # `_serialize` reads only the server (cache hints, serverInfo stamp); the connection is unused.
+    return ServerRunner(server, Connection.from_envelope(LATEST_MODERN_VERSION, None, {}), None)
+
+
+def shape_result(server: Server[Any], method: str, version: str, result: dict[str, Any]) -> dict[str, Any]:
+    """A handler's result in its wire form, exactly as the SDK's runner shapes it: cache hints,
+    the per-version sieve, `resultType`, the `serverInfo` stamp."""
+    shaped: dict[str, Any] = _shaper(server)._serialize(method, version, result)
+    return shaped
+
+
+def reply_json(reply: JSONRPCResponse | JSONRPCError) -> tuple[int, bytes]:
+    """The HTTP status and JSON body the SDK's modern entry sends for `reply`."""
+    if isinstance(reply, JSONRPCError):
+        body = reply.model_dump(mode="json", by_alias=True, exclude_none=True)
+        status = ERROR_CODE_HTTP_STATUS.get(reply.error.code, 200)
+        return status, json.dumps(body, separators=_COMPACT).encode()
+    # The result is JSON already (the backend's, reshaped): the model's dump would copy it unchanged.
+    body = {"jsonrpc": "2.0", "id": reply.id, "result": reply.result}
+    return 200, json.dumps(body, separators=_COMPACT).encode()
+
+
+_COMPACT = (",", ":")
+
+
+sse_event = _modern._sse_event
+SSE_HEADERS = _modern._SSE_HEADERS
+SSE_PING_INTERVAL = _modern._SSE_PING_INTERVAL

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway._exchange import FastPath
 from gateway.admin import admin_api
 from gateway.admin.ui import ui_routes
 from gateway.config import secrets
@@ -90,15 +91,40 @@ async def _announce(fleet: Fleet) -> None:
     )
 
 
+class _GatewayApp(Starlette):
+    """Starlette, with the MCP endpoint reached first: every call takes this path, and the router,
+    error and exception layers cost a measurable share of a relayed call. Errors there are the
+    endpoint's own business (it answers JSON-RPC errors); the rest of the app is unchanged."""
+
+    mcp: tuple[ASGIApp, frozenset[str]] | None = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        if self.mcp is None:
+            return stack
+        endpoint, paths = self.mcp
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http" and scope["path"] in paths:
+                scope["app"] = self  # what Starlette's own stack would set (Request.app, url_for)
+                await endpoint(scope, receive, send)
+            else:
+                await stack(scope, receive, send)
+
+        return app
+
+
 def build_app(
     config: GatewayConfig,
     fleet: Fleet | None = None,
     *,
     config_path: str | Path | None = None,
     watch: bool = False,
+    fast_path: bool = True,
 ) -> Starlette:
     """The whole gateway as an ASGI app. With `config_path`, the admin API can reload it; with
-    `watch`, file changes and SIGHUP reload it too."""
+    `watch`, file changes and SIGHUP reload it too. `fast_path=False` serves every request through
+    the SDK's transport (`_exchange` explains the difference; tests compare the two)."""
     secrets.configure(config.secrets)  # middleware options may hold secret_ref: values
     middlewares = instantiate(config.middleware)  # config errors surface here, before anything runs
     fleet = fleet or Fleet(config)
@@ -118,8 +144,12 @@ def build_app(
         config_path=config_path,
     )
     server = relay.build_server()
-    manager = StreamableHTTPSessionManager(app=server, security_settings=transport_security(config.listen))
-    endpoint: ASGIApp = _Authenticated(StreamableHTTPASGIApp(manager), relay)
+    security = transport_security(config.listen)
+    manager = StreamableHTTPSessionManager(app=server, security_settings=security)
+    mcp_app: ASGIApp = StreamableHTTPASGIApp(manager)
+    if fast_path:
+        mcp_app = FastPath(mcp_app, relay, server, security, manager.max_request_body_size)
+    endpoint: ASGIApp = _Authenticated(mcp_app, relay)
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -157,7 +187,8 @@ def build_app(
         *ui_routes(),  # before the admin API's mount, which would claim /admin/ui
         *admin.routes,
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = _GatewayApp(routes=routes, lifespan=lifespan)
+    app.mcp = (endpoint, frozenset({path, path + "/"}))
     app.state.admin = admin
     fixed = len(routes)
 

@@ -18,14 +18,17 @@ from mcp.server.connection import allowed_log_levels
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
 from mcp.server.subscriptions import ListenHandler
+from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
-from gateway import __version__, _sdk
+from gateway import __version__
+from gateway._front import Front
 from gateway._inputs import InputBridge, InputCaller
-from gateway._rewrite import Ctx, Result, finish, forward_params, may_answer, progress_to, rewrite_content
+from gateway._rewrite import Result, finish, forward_params, rewrite_content
+from gateway._sdk import Ctx, SdkFront
 from gateway.backends import Backend
 from gateway.catalogue import Route
 from gateway.errors import GatewayError, as_mcp_error
@@ -74,21 +77,25 @@ def _translated(handler: _F) -> _F:
 class _Caller:
     """A client request, as a backend sees it: who to ask when the backend asks back."""
 
-    __slots__ = ("ctx", "key")
+    __slots__ = ("front", "key")
 
-    def __init__(self, ctx: Ctx, key: Hashable) -> None:
-        self.ctx = ctx
+    def __init__(self, front: Front, key: Hashable) -> None:
+        self.front = front
         self.key = key
 
     async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        return await _sdk.ask_client(self.ctx, method, params)
+        return await self.front.ask(method, params)
 
 
-def identity_of(ctx: Ctx, default: Identity) -> Identity:
+def identity_of(front: Front, default: Identity) -> Identity:
     """The identity HTTP authentication attached to the request (stdio: the configured one)."""
-    state = getattr(ctx.request, "state", None)
-    found = getattr(state, "identity", None)
+    request = front.request
+    found = request.scope.get("state", {}).get("identity") if request is not None else None
     return found if isinstance(found, Identity) else default
+
+
+def _progress_to(front: Front) -> ProgressFnT | None:
+    return front.report_progress if front.wants_progress() else None
 
 
 class Relay:
@@ -181,31 +188,34 @@ class Relay:
 
     @_translated
     async def handle(self, ctx: Ctx, params: Any) -> Result:
-        raw = dict(ctx.params or {})
+        return await self.dispatch(SdkFront(ctx))
+
+    async def dispatch(self, front: Front) -> Result:
+        """Run one client request through the chain; GatewayError and MCPError leave as they are."""
         call = Call(
-            method=ctx.method,
-            params=raw,
-            identity=identity_of(ctx, self.default_identity),
-            request_id=ctx.request_id,
-            context=ctx,
+            method=front.method,
+            params=dict(front.params or {}),
+            identity=identity_of(front, self.default_identity),
+            request_id=front.request_id,
+            context=front,
         )
         # Known from its first request on, so a client that only listed hears list changes.
-        call.state["client"] = self._client_key(call)
+        call.state["client"] = self._client_key(front, call.identity)
         self._route(call)
         with request_scope(server=call.server):
-            return finish(ctx, await self.chain(call))
+            return finish(front.protocol_version, await self.chain(call))
 
-    def _client_key(self, call: Call) -> Hashable:
+    def _client_key(self, front: Front, identity: Identity) -> Hashable:
         """Who the client is, for per-client backend sessions and for routing news back to it.
 
         A 2025-11-25 client is its session (registered for broadcasts). A 2026-07-28 client has no
         session (a new connection object per request), so it is its identity: one backend session
         per identity.
         """
-        ctx: Ctx = call.context
-        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
-            return ("stateless", call.identity.name)
-        return self.fleet.clients.track(_sdk.connection_of(ctx))
+        connection = front.connection
+        if connection is None or front.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            return ("stateless", identity.name)
+        return self.fleet.clients.track(connection)
 
     def _route(self, call: Call) -> None:
         """Fill in which backend serves the call, before the chain sees it."""
@@ -251,35 +261,35 @@ class Relay:
         assert call.server is not None
         backend = self.fleet.backends[call.server]
         params = forward_params(call.params, **replace)
-        ctx: Ctx = call.context
+        front: Front = call.context
         if (
-            ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+            front.protocol_version in MODERN_PROTOCOL_VERSIONS
             and call.method in _INPUT_METHODS
-            and may_answer(ctx)
+            and front.can_answer()
         ):
             return await self._forward_with_input_rounds(call, backend, params)
-        caller = _Caller(ctx, call.state["client"])
-        return await backend.request(call.method, params, caller, on_progress=progress_to(ctx))
+        caller = _Caller(front, call.state["client"])
+        return await backend.request(call.method, params, caller, on_progress=_progress_to(front))
 
     async def _forward_with_input_rounds(
         self, call: Call, backend: Backend, params: dict[str, Any]
     ) -> Result:
-        ctx: Ctx = call.context
+        front: Front = call.context
         method = call.method
-        raw = ctx.params or {}
+        raw = front.params or {}
         token = raw.get("requestState")
         if isinstance(token, str):
-            deferred = self.inputs.resume(token, dict(raw.get("inputResponses") or {}), ctx)
+            deferred = self.inputs.resume(token, dict(raw.get("inputResponses") or {}), front)
         else:
             key = call.state["client"]
 
             async def progress(progress: float, total: float | None, message: str | None) -> None:
-                await deferred.context.session.report_progress(progress, total, message)
+                await deferred.context.report_progress(progress, total, message)
 
             def run(caller: InputCaller) -> Awaitable[Result]:
                 return backend.request(method, params, caller, on_progress=progress)
 
-            deferred = self.inputs.start(key, ctx, run)
+            deferred = self.inputs.start(key, front, run)
         return await self.inputs.next_result(deferred)
 
     def _public_uri(self, server: str) -> Callable[[str], str]:
@@ -331,7 +341,7 @@ class Relay:
                     await backend.request("logging/setLevel", {"level": level})
                 except (GatewayError, MCPError) as exc:
                     logger.info("server %s refused logging/setLevel: %s", backend.name, exc)
-        return finish(ctx, {})
+        return finish(ctx.protocol_version, {})
 
     # -- backend notifications -> chain -> clients -------------------------------------------
 
@@ -364,6 +374,7 @@ class Relay:
                 continue
             seen.add(caller.key)
             # 2026-07-28 clients opt in to logs per request, with a minimum level.
-            if params.get("level") in allowed_log_levels(caller.ctx.protocol_version, caller.ctx.meta):
-                await _sdk.notify_request(caller.ctx, call.method, params)
+            front = caller.front
+            if params.get("level") in allowed_log_levels(front.protocol_version, front.meta):
+                await front.notify(call.method, params)
         return params

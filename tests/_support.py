@@ -56,11 +56,16 @@ class Running:
 
 @asynccontextmanager
 async def serve(
-    cfg: GatewayConfig, *, wait: bool = True, config_path: Path | None = None, watch: bool = False
+    cfg: GatewayConfig,
+    *,
+    wait: bool = True,
+    config_path: Path | None = None,
+    watch: bool = False,
+    fast_path: bool = True,
 ) -> AsyncIterator[Running]:
     """The real gateway app under uvicorn on 127.0.0.1, in this event loop."""
     fleet = Fleet(cfg)
-    app = build_app(cfg, fleet, config_path=config_path, watch=watch)
+    app = build_app(cfg, fleet, config_path=config_path, watch=watch, fast_path=fast_path)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False)

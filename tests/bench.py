@@ -91,6 +91,7 @@ class LoadResult:
     wall_s: float
     latencies_ms: list[float] = field(default_factory=list, repr=False)
     first_error: str | None = None
+    cpu_ms_per_call: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok_calls(self) -> int:
@@ -117,6 +118,7 @@ class LoadResult:
             "p99_ms": _round(self.pct(99)),
             "max_ms": _round(max(self.latencies_ms) if self.latencies_ms else None),
             "first_error": self.first_error,
+            "cpu_ms_per_call": self.cpu_ms_per_call,
         }
 
 
@@ -148,6 +150,31 @@ class Endpoint:
     make_client: Callable[[], Client[Any]]
     tool: str
     arguments: dict[str, Any]
+    server_pid: int | None = None  # the gateway/proxy process; None: backends are our children
+
+
+def cpu_seconds(server_pid: int | None) -> dict[str, float]:
+    """CPU time used so far by the client (this process), the server and its backends."""
+
+    def used(p: psutil.Process) -> float:
+        t = p.cpu_times()
+        return float(t.user + t.system)
+
+    me = psutil.Process()
+    out = {"client": used(me), "server": 0.0, "backends": 0.0}
+    owner = me
+    if server_pid is not None:
+        with contextlib.suppress(psutil.Error):
+            owner = psutil.Process(server_pid)
+            out["server"] = used(owner)
+    for child in owner.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            out["backends"] += used(child)
+    return out
+
+
+def cpu_per_call(before: dict[str, float], after: dict[str, float], calls: int) -> dict[str, float]:
+    return {k: round((after[k] - before[k]) * 1000.0 / max(calls, 1), 3) for k in before}
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -426,6 +453,7 @@ async def run_sequential(ctx: BenchContext, ep: Endpoint, scenario: str) -> Load
         await _check_first_call(client, ep, s.call_timeout)
         for _ in range(s.warmup):
             await _call(client, ep, s.call_timeout)
+        cpu0 = cpu_seconds(ep.server_pid)
         t_start = time.perf_counter()
         for _ in range(s.calls):
             t0 = time.perf_counter()
@@ -437,7 +465,8 @@ async def run_sequential(ctx: BenchContext, ep: Endpoint, scenario: str) -> Load
                 errors += 1
                 first_error = first_error or err
         wall = time.perf_counter() - t_start
-    return LoadResult(scenario, "sequential", 1, s.calls, errors, wall, lat, first_error)
+        cpu = cpu_per_call(cpu0, cpu_seconds(ep.server_pid), s.calls)
+    return LoadResult(scenario, "sequential", 1, s.calls, errors, wall, lat, first_error, cpu)
 
 
 async def run_concurrent(
@@ -487,12 +516,15 @@ async def run_concurrent(
             tg.create_task(worker())
         connect_timeout = ctx.settings.ready_timeout + n * 2.0
         await asyncio.wait_for(all_ready.wait(), timeout=connect_timeout)
+        cpu0 = cpu_seconds(ep.server_pid)
         t_start = time.perf_counter()
         go.set()
         await all_done.wait()
+        cpu = cpu_per_call(cpu0, cpu_seconds(ep.server_pid), n * s.calls_per_client)
         finished.set()
     wall = max(end_times) - t_start
-    return LoadResult(scenario, "concurrent", n, n * s.calls_per_client, errors, wall, lat, first_error)
+    total = n * s.calls_per_client
+    return LoadResult(scenario, "concurrent", n, total, errors, wall, lat, first_error, cpu)
 
 
 async def run_standard_loads(ctx: BenchContext, ep: Endpoint, scenario: str) -> list[LoadResult]:
@@ -505,8 +537,11 @@ async def run_standard_loads(ctx: BenchContext, ep: Endpoint, scenario: str) -> 
     return loads
 
 
-def http_endpoint(label: str, url: str, tool: str, arguments: dict[str, Any] = TOOL_ARGS) -> Endpoint:
-    return Endpoint(label=label, make_client=lambda: Client(url), tool=tool, arguments=arguments)
+def http_endpoint(
+    label: str, srv: RunningServer, tool: str, arguments: dict[str, Any] = TOOL_ARGS
+) -> Endpoint:
+    url = srv.mcp_url
+    return Endpoint(label, lambda: Client(url), tool, arguments, server_pid=srv.process.pid)
 
 
 # --------------------------------------------------------------------------------------------
@@ -521,23 +556,65 @@ def time_server_gateway_config() -> dict[str, Any]:
 async def _scenario_direct(ctx: BenchContext) -> ScenarioResult:
     res = ScenarioResult("direct", "mcp-server-time over stdio, fastmcp.Client (one backend per client)")
 
+    ep = direct_endpoint(ctx, "direct-stdio.log")
+    res.loads = await run_standard_loads(ctx, ep, res.name)
+    return res
+
+
+def direct_endpoint(ctx: BenchContext, log_name: str) -> Endpoint:
     def make_client() -> Client[Any]:
         transport = StdioTransport(
-            TIME_SERVER, list(TIME_ARGS), keep_alive=False, log_file=ctx.workdir / "direct-stdio.log"
+            TIME_SERVER, list(TIME_ARGS), keep_alive=False, log_file=ctx.workdir / log_name
         )
         return Client(transport)
 
-    ep = Endpoint("direct", make_client, TOOL, TOOL_ARGS)
-    res.loads = await run_standard_loads(ctx, ep, res.name)
-    return res
+    return Endpoint("direct", make_client, TOOL, TOOL_ARGS)
+
+
+async def run_paired(ctx: BenchContext, first: Endpoint, second: Endpoint) -> tuple[LoadResult, LoadResult]:
+    """Sequential calls alternating between two endpoints, so both see the same machine.
+
+    Measured one after the other, a busy neighbour in one run and not the other shows up as
+    latency the thing under test did not add; alternating call by call cancels that out.
+    """
+    s = ctx.settings
+    lat: tuple[list[float], list[float]] = ([], [])
+    errors = [0, 0]
+    first_error: list[str | None] = [None, None]
+    async with first.make_client() as c1, second.make_client() as c2:
+        pairs = ((c1, first), (c2, second))
+        for client, ep in pairs:
+            await _check_first_call(client, ep, s.call_timeout)
+            for _ in range(s.warmup):
+                await _call(client, ep, s.call_timeout)
+        t_start = time.perf_counter()
+        for _ in range(s.calls):
+            for i, (client, ep) in enumerate(pairs):
+                t0 = time.perf_counter()
+                err = await _call(client, ep, s.call_timeout)
+                if err is None:
+                    lat[i].append((time.perf_counter() - t0) * 1000.0)
+                else:
+                    errors[i] += 1
+                    first_error[i] = first_error[i] or err
+        wall = time.perf_counter() - t_start
+    return tuple(  # type: ignore[return-value]
+        LoadResult(ep.label, "paired", 1, s.calls, errors[i], wall / 2, lat[i], first_error[i])
+        for i, ep in enumerate((first, second))
+    )
 
 
 async def _scenario_gateway(ctx: BenchContext) -> ScenarioResult:
     res = ScenarioResult("gateway", "our gateway over streamable HTTP -> mcp-server-time (stdio)")
     async with ctx.gateway_server("gateway", time_server_gateway_config()) as srv:
         res.metrics["ready_s"] = round(srv.ready_s, 3)
-        ep = http_endpoint("gateway", srv.mcp_url, f"time__{TOOL}")
+        ep = http_endpoint("gateway", srv, f"time__{TOOL}")
         res.loads = await run_standard_loads(ctx, ep, res.name)
+        ctx.log(f"  gateway: {ctx.settings.calls} calls alternating with direct stdio calls")
+        direct, through = await run_paired(ctx, direct_endpoint(ctx, "paired-stdio.log"), ep)
+        res.metrics["paired_direct_p50_ms"] = _round(direct.pct(50))
+        res.metrics["paired_gateway_p50_ms"] = _round(through.pct(50))
+        res.metrics["paired_errors"] = direct.errors + through.errors
         res.metrics.update(rss_metrics(srv.process.pid, "gateway"))
     return res
 
@@ -551,7 +628,7 @@ async def _scenario_proxy(ctx: BenchContext) -> ScenarioResult:
     ]  # fmt: skip
     async with ctx.http_server("fastmcp-proxy", argv, port) as srv:
         res.metrics["ready_s"] = round(srv.ready_s, 3)
-        ep = http_endpoint("proxy", srv.mcp_url, TOOL)
+        ep = http_endpoint("proxy", srv, TOOL)
         res.loads = await run_standard_loads(ctx, ep, res.name)
         res.metrics.update(rss_metrics(srv.process.pid, "proxy"))
     return res
@@ -722,7 +799,13 @@ def summarize(results: dict[str, ScenarioResult], clients: int) -> dict[str, str
             else:
                 parts.append(f"{name} n/a")
     if parts:
-        lines["added p50 latency vs direct (sequential)"] = "; ".join(parts)
+        lines["added p50 latency vs direct (separate sequential runs)"] = "; ".join(parts)
+    gw_metrics = results["gateway"].metrics if "gateway" in results else {}
+    paired_direct, paired_gw = gw_metrics.get("paired_direct_p50_ms"), gw_metrics.get("paired_gateway_p50_ms")
+    if isinstance(paired_direct, float) and isinstance(paired_gw, float):
+        lines["added p50 latency vs direct (alternating calls, same run)"] = (
+            f"gateway {paired_gw - paired_direct:+.2f} ms ({paired_gw:.2f} vs {paired_direct:.2f})"
+        )
 
     gw, px = cps("gateway", "concurrent"), cps("proxy", "concurrent")
     if "gateway" in results and "proxy" in results:
@@ -739,14 +822,15 @@ def print_table(results: dict[str, ScenarioResult], summary: dict[str, str], hea
     print()
     print("  ".join(f"{k}={v}" for k, v in header.items()))
     cols = f"{'scenario':<10} {'mode':<11} {'clients':>7} {'calls':>6} {'errors':>6} "
-    cols += f"{'calls/s':>9} {'p50 ms':>8} {'p95 ms':>8}"
+    cols += f"{'calls/s':>9} {'p50 ms':>8} {'p95 ms':>8}  cpu ms/call client+server+backends"
     print(cols)
     print("-" * len(cols))
     for r in results.values():
         for ld in r.loads:
             print(
                 f"{r.name:<10} {ld.mode:<11} {ld.clients:>7} {ld.calls:>6} {ld.errors:>6} "
-                f"{ld.calls_per_s:>9.1f} {_fmt(ld.pct(50), '>8.2f')} {_fmt(ld.pct(95), '>8.2f')}"
+                f"{ld.calls_per_s:>9.1f} {_fmt(ld.pct(50), '>8.2f')} {_fmt(ld.pct(95), '>8.2f')}  "
+                + "+".join(f"{v:.2f}" for v in ld.cpu_ms_per_call.values())
             )
         if r.error:
             print(f"{r.name:<10} FAILED: {r.error.splitlines()[0] if r.error else ''}")

@@ -22,6 +22,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 
 from gateway import __version__
+from gateway.backends._direct import DirectCalls
 from gateway.catalogue import BackendListing
 from gateway.errors import BackendStartError, BackendTimeout, BackendUnavailable
 
@@ -79,6 +80,7 @@ class BackendSession:
         self._forwarded = forwarded
         self._stack = AsyncExitStack()
         self._client: ClientSession | None = None
+        self._direct: DirectCalls | None = None
         self.closed = anyio.Event()
         self.initialize_result: types.InitializeResult | None = None
         self.listing = BackendListing()
@@ -88,6 +90,8 @@ class BackendSession:
             # Entering the transport and the SDK session opens task groups that outlive this
             # method, so only the handshake itself sits inside the start-up deadline.
             read, write = await self._stack.enter_async_context(self._transport())
+            # A stdio pipe lets the relay's own requests skip the SDK's dispatcher (`_direct`).
+            self._direct = getattr(write, "direct", None)
             read = await self._stack.enter_async_context(_watch_end(read, self.closed))
             self._client = ClientSession(
                 read,
@@ -149,6 +153,9 @@ class BackendSession:
             opts["on_progress"] = on_progress
         client._stamp(data, opts)  # era headers / _meta envelope, exactly as the SDK's typed calls do
         try:
+            direct = self._direct
+            if direct is not None and self.initialize_result is not None:
+                return await direct.request(method, data["params"], timeout=timeout, on_progress=on_progress)
             return await client._dispatcher.send_raw_request(method, data["params"] or None, opts)
         except MCPError as exc:
             if getattr(self._transport, "expired", False):

@@ -99,3 +99,36 @@ async def test_a_missing_command_is_named() -> None:
         with anyio.fail_after(30):
             await fleet.wait_started()
     assert "command not found: no-such-mcp-server-xyz" in (fleet.backends["gone"].last_error or "")
+
+
+async def test_an_oversized_message_costs_that_message_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A line over the limit is dropped (its call times out); the session and later calls go on."""
+    from gateway.backends import _process
+    from gateway.errors import BackendTimeout
+
+    monkeypatch.setattr(_process, "MAX_LINE", 2**16)
+    fleet = Fleet(config({"mb": misbehave(timeout=2)}))
+    async with fleet.running():
+        with anyio.fail_after(30):
+            await fleet.wait_started()
+        with pytest.raises(BackendTimeout):
+            await _call(fleet, "mb", "echo", text="x" * 2**17)
+        result = await _call(fleet, "mb", "echo", text="small")
+        assert result["structuredContent"] == {"text": "misbehave: small"}
+        assert fleet.backends["mb"].available
+
+
+async def test_concurrent_calls_share_one_pipe_and_each_gets_its_own_answer() -> None:
+    fleet = Fleet(config({"mb": misbehave()}))
+    async with fleet.running():
+        with anyio.fail_after(30):
+            await fleet.wait_started()
+        answers: dict[int, object] = {}
+
+        async def one(i: int) -> None:
+            answers[i] = (await _call(fleet, "mb", "echo", text=str(i)))["structuredContent"]
+
+        async with anyio.create_task_group() as tg:
+            for i in range(50):
+                tg.start_soon(one, i)
+    assert answers == {i: {"text": f"misbehave: {i}"} for i in range(50)}

@@ -1,0 +1,141 @@
+"""Requests a backend session sends over a stdio pipe itself, beside the SDK's dispatcher.
+
+The SDK's dispatcher is general: typed messages, a span, a timeout clock, a memory stream and a
+hop between tasks for every response. A relayed call needs none of that (its params are JSON
+already, and so is the result the client gets), and on a small call it costs as much as the rest
+of the gateway. So the relay's own requests are written here as JSON lines, and the pipe reader
+hands their responses (and progress) straight to the waiting caller. Everything else on the
+pipe (the backend's own requests, notifications, answers to the SDK's requests) still goes to
+the dispatcher.
+
+Ids come from their own range, far above the dispatcher's counter, so the two never collide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import suppress
+from typing import Any
+
+import anyio
+from mcp.shared.dispatcher import ProgressFnT
+from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
+
+_FIRST_ID = 1 << 40  # the dispatcher counts from 0; JSON numbers stay exact below 2**53
+_COMPACT = (",", ":")
+
+
+class _Waiter:
+    __slots__ = ("future", "on_progress")
+
+    def __init__(self, future: asyncio.Future[dict[str, Any]], on_progress: ProgressFnT | None) -> None:
+        self.future = future
+        self.on_progress = on_progress
+
+
+class DirectCalls:
+    def __init__(self, write: Callable[[bytes], Awaitable[None]]) -> None:
+        self._write = write
+        self._ids = itertools.count(_FIRST_ID)
+        self._waiting: dict[int, _Waiter] = {}
+        self._closed = False
+
+    async def request(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None,
+        *,
+        timeout: float,
+        on_progress: ProgressFnT | None = None,
+    ) -> dict[str, Any]:
+        """The backend's raw result; its error, a timeout or a closed pipe as `MCPError`."""
+        if self._closed:
+            raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
+        rid = next(self._ids)
+        out = dict(params or {})
+        if on_progress is not None:
+            out["_meta"] = {**(out.get("_meta") or {}), "progressToken": rid}
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method}
+        if out:
+            message["params"] = out
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(loop.create_future(), on_progress)
+        self._waiting[rid] = waiter
+        # A timer on the future rather than a cancel scope: it is a quarter of the cost per call.
+        timer = loop.call_later(timeout, _expire, waiter.future)
+        try:
+            await self._write(_line(message))
+            return await waiter.future
+        except TimeoutError:
+            await self._cancel(rid, f"timed out after {timeout:g}s")
+            raise MCPError(code=REQUEST_TIMEOUT, message=f"Request {method!r} timed out") from None
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._cancel(rid, "caller cancelled")
+            raise
+        finally:
+            timer.cancel()
+            self._waiting.pop(rid, None)
+
+    async def take(self, line: bytes) -> bool:
+        """Deliver `line` if it is a response to (or progress of) one of ours; False otherwise."""
+        if not self._waiting:
+            return False
+        if b'"result"' not in line and b'"error"' not in line and b"progress" not in line:
+            return False
+        try:
+            message = json.loads(line)
+        except ValueError:
+            return False
+        if not isinstance(message, dict):
+            return False
+        if "method" in message:
+            params = message.get("params")
+            if message["method"] != "notifications/progress" or not isinstance(params, dict):
+                return False
+            waiter = self._waiting.get(params.get("progressToken"))  # type: ignore[arg-type]
+            if waiter is None or waiter.on_progress is None:
+                return False
+            await waiter.on_progress(params.get("progress", 0), params.get("total"), params.get("message"))
+            return True
+        waiter = self._waiting.get(message.get("id"))  # type: ignore[arg-type]
+        if waiter is None:
+            return False
+        if not waiter.future.done():
+            error = message.get("error")
+            if isinstance(error, dict):
+                code, text = error.get("code", 0), error.get("message", "")
+                waiter.future.set_exception(MCPError(code=code, message=text, data=error.get("data")))
+            else:
+                result = message.get("result")
+                waiter.future.set_result(result if isinstance(result, dict) else {})
+        return True
+
+    def close(self) -> None:
+        """The pipe ended: every waiting call fails now, and later ones at once."""
+        self._closed = True
+        for waiter in self._waiting.values():
+            if not waiter.future.done():
+                waiter.future.set_exception(MCPError(code=CONNECTION_CLOSED, message="Connection closed"))
+
+    async def _cancel(self, rid: int, reason: str) -> None:
+        if self._closed:
+            return
+        params = {"requestId": rid, "reason": reason}
+        # A backend that is gone has nothing left to cancel.
+        with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            note = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": params}
+            await self._write(_line(note))
+
+
+def _expire(future: asyncio.Future[dict[str, Any]]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
+def _line(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=_COMPACT).encode() + b"\n"

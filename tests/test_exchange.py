@@ -1,0 +1,187 @@
+"""The hot path for 2026-07-28 POSTs (`gateway/_exchange.py`) answers exactly as the SDK's path.
+
+Every request below goes over real HTTP to two gateways in front of the same kind of backend (our
+misbehave server): one with the hot path, one without. Status, content type and JSON body must be
+the same; then the hot path's own duties (SSE on progress, cancel on disconnect, routing what it
+must not serve to the SDK) are checked one by one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx
+import mcp.server.streamable_http_manager as manager_module
+import pytest
+from mcp import Client as SdkClient
+
+from tests._support import Running, config, misbehave, serve
+
+pytestmark = pytest.mark.anyio
+
+VERSION = "2026-07-28"
+ENVELOPE = {
+    "io.modelcontextprotocol/protocolVersion": VERSION,
+    "io.modelcontextprotocol/clientInfo": {"name": "raw-test", "version": "1"},
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
+
+
+def post(
+    method: str, params: dict[str, Any] | None = None, *, rid: int = 1, **headers: str
+) -> tuple[dict[str, str], bytes]:
+    """Headers and body of a well-formed 2026-07-28 request (headers override, '' removes)."""
+    p = dict(params or {})
+    p["_meta"] = {**ENVELOPE, **p.get("_meta", {})}
+    h = {
+        "content-type": "application/json",
+        "accept": "application/json, text/event-stream",
+        "mcp-protocol-version": VERSION,
+        "mcp-method": method,
+    }
+    if method in ("tools/call", "prompts/get") and "name" in p:
+        h["mcp-name"] = p["name"]
+    if method == "resources/read" and "uri" in p:
+        h["mcp-name"] = p["uri"]
+    h.update({k.replace("_", "-"): v for k, v in headers.items()})
+    body = json.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": p}).encode()
+    return {k: v for k, v in h.items() if v}, body
+
+
+CASES: dict[str, tuple[dict[str, str], bytes]] = {
+    "tool call": post("tools/call", {"name": "mb__echo", "arguments": {"text": "hi"}}),
+    "tool error result": post("tools/call", {"name": "mb__fail", "arguments": {}}),
+    "unknown tool": post("tools/call", {"name": "mb__nope", "arguments": {}}),
+    "params the schema refuses": post("tools/call", {"arguments": {}}, mcp_name=""),
+    "Mcp-Name not the body's": post(
+        "tools/call", {"name": "mb__echo", "arguments": {"text": "x"}}, mcp_name="x"
+    ),
+    "tools/list": post("tools/list"),
+    "prompts/list": post("prompts/list"),
+    "resources/list": post("resources/list"),
+    "templates": post("resources/templates/list"),
+    "prompt": post("prompts/get", {"name": "mb__greet", "arguments": {"name": "Ada"}}),
+    "resource": post("resources/read", {"uri": "mb+misbehave://static/hello"}),
+    "string id": (post("tools/list")[0], post("tools/list")[1].replace(b'"id": 1', b'"id": "abc"')),
+    "not JSON": (post("tools/list")[0], b"{nope"),
+    "a batch": (post("tools/list")[0], b"[" + post("tools/list")[1] + b"]"),
+    "JSON only accepted": post("tools/list", accept="application/json"),
+    "foreign Host": post("tools/list", host="evil.example"),
+    "wrong content type": post("tools/list", content_type="text/plain"),
+    "a notification": (
+        post("tools/list")[0],
+        json.dumps(
+            {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}}
+        ).encode(),
+    ),
+}
+
+
+@asynccontextmanager
+async def gateways() -> AsyncIterator[tuple[Running, Running]]:
+    cfg = config({"mb": misbehave()})
+    async with serve(cfg) as fast, serve(cfg, fast_path=False) as sdk:
+        yield fast, sdk
+
+
+def answer(resp: httpx.Response) -> tuple[int, str, Any]:
+    kind = resp.headers.get("content-type", "")
+    body: Any = resp.text
+    if kind.startswith("application/json"):
+        body = resp.json()
+        meta = (body.get("result") or {}).get("_meta") or {}
+        meta.pop("io.modelcontextprotocol/serverInfo", None)  # the same, but the version may move
+    return resp.status_code, kind, body
+
+
+async def test_the_hot_path_answers_byte_for_byte_like_the_sdk() -> None:
+    async with gateways() as (fast, sdk), httpx.AsyncClient(timeout=10) as http:
+        for name, (headers, body) in CASES.items():
+            ours = await http.post(fast.url, headers=headers, content=body)
+            theirs = await http.post(sdk.url, headers=headers, content=body)
+            assert answer(ours) == answer(theirs), name
+            if ours.headers.get("content-type") == "application/json":
+                # Not just equal JSON: the same bytes (key order, separators), stamp aside.
+                assert len(ours.content) == len(theirs.content), name
+
+
+async def test_the_hot_path_serves_relayed_calls_and_leaves_the_rest_to_the_sdk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[str] = []
+    original = manager_module.handle_modern_request
+
+    async def counting(*args: Any) -> None:
+        seen.append("sdk")
+        await original(*args)
+
+    monkeypatch.setattr(manager_module, "handle_modern_request", counting)
+    async with serve(config({"mb": misbehave()})) as gw:
+        async with SdkClient(gw.url, mode=VERSION) as client:
+            result = await client.call_tool("mb__echo", {"text": "fast"})
+            assert result.structured_content == {"text": "misbehave: fast"}
+            await client.list_tools()
+            assert seen == []  # the call and the listing were the hot path's
+
+        # A client that can answer a backend's question needs the SDK's input rounds.
+        async def sampling(context: Any, params: Any) -> Any:
+            raise AssertionError("not asked")  # pragma: no cover
+
+        seen.clear()
+        async with SdkClient(gw.url, mode=VERSION, sampling_callback=sampling) as client:
+            await client.call_tool("mb__echo", {"text": "sdk"})
+        assert seen == ["sdk"]  # the call; its output-schema listing is the hot path's again
+
+
+async def test_progress_turns_the_answer_into_an_event_stream() -> None:
+    headers, body = post(
+        "tools/call", {"name": "mb__sleep", "arguments": {"seconds": 0.35}, "_meta": {"progressToken": "p-1"}}
+    )
+    async with gateways() as (fast, sdk), httpx.AsyncClient(timeout=10) as http:
+        for gw in (fast, sdk):
+            resp = await http.post(gw.url, headers=headers, content=body)
+            assert resp.headers["content-type"] == "text/event-stream"
+            events = [
+                json.loads(line.removeprefix("data: "))
+                for line in resp.text.splitlines()
+                if line.startswith("data: ")
+            ]
+            progress, last = events[:-1], events[-1]
+            assert progress, "no progress notification reached the client"
+            assert {e["method"] for e in progress} == {"notifications/progress"}
+            assert {e["params"]["progressToken"] for e in progress} == {"p-1"}
+            assert last["id"] == 1 and last["result"]["resultType"] == "complete"
+
+
+async def test_a_client_that_hangs_up_cancels_its_call_at_the_backend() -> None:
+    headers, body = post("tools/call", {"name": "mb__hang", "arguments": {}})
+    async with serve(config({"mb": misbehave()})) as gw:
+        backend = gw.fleet.backends["mb"]
+        async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=0.5)) as http:
+            with pytest.raises(httpx.ReadTimeout):
+                await http.post(gw.url, headers=headers, content=body)
+        with anyio.fail_after(5):
+            while backend.callers():  # noqa: ASYNC110 - no event marks "no call in flight"
+                await anyio.sleep(0.01)
+        async with httpx.AsyncClient(timeout=10) as http:
+            headers, body = post("tools/call", {"name": "mb__echo", "arguments": {"text": "after"}})
+            resp = await http.post(gw.url, headers=headers, content=body)
+        assert resp.json()["result"]["structuredContent"] == {"text": "misbehave: after"}
+
+
+async def test_an_oversized_body_is_refused_like_the_sdk_does() -> None:
+    headers, _ = post("tools/list")
+    huge = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"x": "a" * (5 * 2**20)}})
+    async with gateways() as (fast, sdk), httpx.AsyncClient(timeout=10) as http:
+
+        async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: the limit is met mid-body
+            for i in range(0, len(huge), 2**16):
+                yield huge[i : i + 2**16].encode()
+
+        for gw in (fast, sdk):
+            resp = await http.post(gw.url, headers=headers, content=chunked())
+            assert (resp.status_code, resp.text) == (413, "Request body too large")
