@@ -81,6 +81,30 @@ class DirectCalls:
             timer.cancel()
             self._waiting.pop(rid, None)
 
+    def resolve(self, line: bytes) -> bool:
+        """Resolve the caller `line` answers, if it is a response to one of ours (no progress)."""
+        if not self._waiting or (b'"result"' not in line and b'"error"' not in line):
+            return False
+        try:
+            message = json.loads(line)
+        except ValueError:
+            return False
+        return isinstance(message, dict) and "method" not in message and self._answer(message)
+
+    def _answer(self, message: dict[str, Any]) -> bool:
+        waiter = self._waiting.get(message.get("id"))  # type: ignore[arg-type]
+        if waiter is None:
+            return False
+        if not waiter.future.done():
+            error = message.get("error")
+            if isinstance(error, dict):
+                code, text = error.get("code", 0), error.get("message", "")
+                waiter.future.set_exception(MCPError(code=code, message=text, data=error.get("data")))
+            else:
+                result = message.get("result")
+                waiter.future.set_result(result if isinstance(result, dict) else {})
+        return True
+
     async def take(self, line: bytes) -> bool:
         """Deliver `line` if it is a response to (or progress of) one of ours; False otherwise."""
         if not self._waiting:
@@ -102,18 +126,7 @@ class DirectCalls:
                 return False
             await waiter.on_progress(params.get("progress", 0), params.get("total"), params.get("message"))
             return True
-        waiter = self._waiting.get(message.get("id"))  # type: ignore[arg-type]
-        if waiter is None:
-            return False
-        if not waiter.future.done():
-            error = message.get("error")
-            if isinstance(error, dict):
-                code, text = error.get("code", 0), error.get("message", "")
-                waiter.future.set_exception(MCPError(code=code, message=text, data=error.get("data")))
-            else:
-                result = message.get("result")
-                waiter.future.set_result(result if isinstance(result, dict) else {})
-        return True
+        return self._answer(message)
 
     def close(self) -> None:
         """The pipe ended: every waiting call fails now, and later ones at once."""

@@ -22,7 +22,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from mcp.shared.message import SessionMessage
 
 from gateway.backends._logbuffer import LogBuffer, _LineReader
-from gateway.backends._process import _parse
+from gateway.backends._wire import dump, parse
 
 _HEADER = struct.Struct(">BxxxL")
 _STDOUT, _STDERR = 1, 2
@@ -82,7 +82,7 @@ class AttachedIO:
                     for line in lines:
                         if line.strip():
                             try:
-                                await to_session.send(_parse(line))
+                                await to_session.send(parse(line))
                             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                                 # The session is gone; keep reading to see the container's end.
                                 listening = False
@@ -101,8 +101,7 @@ class AttachedIO:
             with self._input_scope:
                 async with from_session:
                     async for message in from_session:
-                        data = message.message.model_dump_json(by_alias=True, exclude_unset=True)
-                        await self._conn.send(data.encode() + b"\n")
+                        await self._conn.send(dump(message))
         except _CLOSED:
             pass
         finally:

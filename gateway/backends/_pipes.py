@@ -1,0 +1,207 @@
+"""A child's stdin and stdout as MCP message streams, driven by the pipes' own callbacks.
+
+stdout is split into lines in the transport's data callback. A line answering one of the relay's
+direct calls (`_direct`) resolves its caller right there, with no task in between (every hop
+between tasks is a trip through the event loop, and on a small call those trips are most of what
+the gateway adds). Every other line is queued, in order, for the SDK session's receive loop.
+
+On stdin, the first message of a turn of the event loop is written at once and the rest of that
+turn's messages together, at its end: one syscall and one wake-up of the child for a burst of
+concurrent calls, no added wait for a lone one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import cast
+
+import anyio
+from mcp.shared.message import SessionMessage
+
+from gateway.backends._direct import DirectCalls
+from gateway.backends._wire import dump, parse
+
+# Lines queued for the SDK's receive loop before stdout stops being read (the child then blocks
+# on its writes instead of the gateway buffering without bound), and the level to resume at.
+_QUEUE_HIGH = 1024
+_QUEUE_LOW = 256
+
+
+class ChildPipes(asyncio.SubprocessProtocol):
+    def __init__(self, max_line: int) -> None:
+        self.direct = DirectCalls(self.send_line)
+        self._max_line = max_line
+        self._buffer = bytearray()
+        self._skipping = False  # inside a line that was too long, until its newline
+        self._lines: deque[bytes | Exception] = deque()
+        self._eof = False
+        self._readable: asyncio.Future[None] | None = None
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._reading_paused = False
+        self._batch: list[bytes] | None = None  # a turn's messages after the first, None between turns
+        self._writable: asyncio.Future[None] | None = None  # while stdin's buffer is over its limit
+        self._stdin_closed = False
+
+    # -- protocol callbacks ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Duck-typed throughout: uvloop's transports do not derive from asyncio's classes.
+        self._transport = cast(asyncio.SubprocessTransport, transport)
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd != 1:
+            return
+        buffer = self._buffer
+        buffer += data
+        start = 0
+        while (end := buffer.find(b"\n", start)) >= 0:
+            line = bytes(buffer[start:end])
+            start = end + 1
+            if self._skipping:
+                self._skipping = False
+            elif line.strip() and (self._lines or not self.direct.resolve(line)):
+                self._queue(line)  # behind queued lines, even an answer waits its turn
+        del buffer[:start]
+        if len(buffer) > self._max_line:
+            buffer.clear()
+            if not self._skipping:
+                self._skipping = True
+                self._queue(ValueError(f"message longer than {self._max_line} bytes dropped"))
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:
+            self._eof = True
+            self._wake()
+
+    def pause_writing(self) -> None:
+        if self._writable is None:
+            self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None:
+            if not self._writable.done():
+                self._writable.set_result(None)
+            self._writable = None
+
+    # -- what the streams use ---------------------------------------------------------------------
+
+    async def next_line(self) -> bytes | Exception | None:
+        """The next queued line (or a too-long-line error); None once stdout has ended."""
+        while not self._lines:
+            if self._eof:
+                return None
+            self._readable = asyncio.get_running_loop().create_future()
+            await self._readable
+        item = self._lines.popleft()
+        if self._reading_paused and len(self._lines) < _QUEUE_LOW:
+            self._reading_paused = False
+            self._stdout().resume_reading()
+        return item
+
+    async def send_line(self, line: bytes) -> None:
+        stdin = self._stdin()
+        if self._stdin_closed or stdin is None or stdin.is_closing():
+            raise anyio.BrokenResourceError
+        if self._batch is not None:
+            self._batch.append(line)
+        else:
+            stdin.write(line)
+            self._batch = []
+            asyncio.get_running_loop().call_soon(self._flush)
+        if self._writable is not None:
+            await asyncio.shield(self._writable)  # the child is not reading: push back on senders
+
+    def close_stdin(self) -> None:
+        """The MCP stdio shutdown signal; what is still batched goes out first."""
+        self._flush()
+        self._stdin_closed = True
+        stdin = self._stdin()
+        if stdin is not None:
+            stdin.close()
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        batch, self._batch = self._batch, None
+        stdin = self._stdin()
+        if batch and stdin is not None and not stdin.is_closing():
+            stdin.write(b"".join(batch))  # a dead child is noticed by the reader (EOF)
+
+    def _queue(self, item: bytes | Exception) -> None:
+        self._lines.append(item)
+        self._wake()
+        if not self._reading_paused and len(self._lines) > _QUEUE_HIGH:
+            self._reading_paused = True
+            self._stdout().pause_reading()
+
+    def _wake(self) -> None:
+        if self._readable is not None and not self._readable.done():
+            self._readable.set_result(None)
+
+    def _stdin(self) -> asyncio.WriteTransport | None:
+        assert self._transport is not None
+        return cast("asyncio.WriteTransport | None", self._transport.get_pipe_transport(0))
+
+    def _stdout(self) -> asyncio.ReadTransport:
+        assert self._transport is not None
+        return cast(asyncio.ReadTransport, self._transport.get_pipe_transport(1))
+
+
+class StdoutMessages:
+    """The child's stdout as the SDK session's read stream."""
+
+    def __init__(self, pipes: ChildPipes) -> None:
+        self._pipes = pipes
+
+    async def receive(self) -> SessionMessage | Exception:
+        while True:
+            item = await self._pipes.next_line()
+            if item is None:
+                self._pipes.direct.close()
+                raise anyio.EndOfStream
+            if isinstance(item, Exception):
+                return item
+            if not await self._pipes.direct.take(item):
+                return parse(item)
+
+    def __aiter__(self) -> StdoutMessages:
+        return self
+
+    async def __anext__(self) -> SessionMessage | Exception:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        pass  # the pipe is the process's; teardown ends it
+
+    async def __aenter__(self) -> StdoutMessages:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        pass
+
+
+class StdinMessages:
+    """The child's stdin as the SDK session's write stream; `direct` shares the pipe."""
+
+    def __init__(self, pipes: ChildPipes) -> None:
+        self._pipes = pipes
+        self.direct = pipes.direct
+        self._closed = False
+
+    async def send(self, message: SessionMessage) -> None:
+        if self._closed:
+            raise anyio.ClosedResourceError
+        await self._pipes.send_line(dump(message))
+
+    async def aclose(self) -> None:
+        self._closed = True  # stdin itself stays open until teardown closes it, after the last write
+
+    async def __aenter__(self) -> StdinMessages:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
