@@ -212,10 +212,9 @@ class Relay:
         session (a new connection object per request), so it is its identity: one backend session
         per identity.
         """
-        connection = front.connection
-        if connection is None or front.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        if front.protocol_version in MODERN_PROTOCOL_VERSIONS or front.connection is None:
             return ("stateless", identity.name)
-        return self.fleet.clients.track(connection)
+        return self.fleet.clients.track(front.connection)
 
     def _route(self, call: Call) -> None:
         """Fill in which backend serves the call, before the chain sees it."""
