@@ -67,6 +67,9 @@ FAST_METHODS = frozenset(
 _ASKING_METHODS = frozenset({"tools/call", "prompts/get", "resources/read"})
 _ANSWERING_CAPABILITIES = ("sampling", "elicitation", "roots")
 _PROTOCOL_HEADER = b"mcp-protocol-version"
+# A call still running after this long gets a task watching for the client hanging up (which
+# cancels it); a hang-up earlier than that is noticed then, at the latest.
+_WATCH_AFTER = 0.05
 
 
 class Exchange:
@@ -250,19 +253,28 @@ class FastPath:
         task = asyncio.current_task()
         assert task is not None
         loop = asyncio.get_running_loop()
-        watcher = loop.create_task(_watch_disconnect(receive, exchange, task))
+        watcher: asyncio.Task[None] | None = None
         pings: asyncio.Task[None] | None = None
+        timer: asyncio.TimerHandle
 
-        def start_pings() -> None:
+        def watch() -> None:
+            # Most calls are over before this fires: they never pay for a watching task.
+            nonlocal watcher, timer
+            watcher = loop.create_task(_watch_disconnect(receive, exchange, task))
+            timer = loop.call_later(_sdk.SSE_PING_INTERVAL - _WATCH_AFTER, ping)
+
+        def ping() -> None:
             nonlocal pings
             if exchange._lock is None:
                 exchange._lock = asyncio.Lock()
             pings = loop.create_task(exchange.keepalive())
 
-        timer = loop.call_later(_sdk.SSE_PING_INTERVAL, start_pings)
+        timer = loop.call_later(_WATCH_AFTER, watch)
         try:
             reply = await self._answer(exchange)
-            watcher.cancel()
+            timer.cancel()
+            if watcher is not None:
+                watcher.cancel()
             await exchange.reply(reply)
         except asyncio.CancelledError:
             if not exchange.gone:
@@ -270,9 +282,9 @@ class FastPath:
             task.uncancel()  # our own cancellation: the client left, there is nobody to answer
         finally:
             timer.cancel()
-            watcher.cancel()
-            if pings is not None:
-                pings.cancel()
+            for helper in (watcher, pings):
+                if helper is not None:
+                    helper.cancel()
 
     async def _answer(self, exchange: Exchange) -> JSONRPCResponse | JSONRPCError:
         try:
@@ -281,11 +293,12 @@ class FastPath:
         except Exception as exc:
             error = as_mcp_error(exc) if isinstance(exc, GatewayError) else exc
             return JSONRPCError(jsonrpc="2.0", id=exchange._id, error=modern_error_data(error))
-        return JSONRPCResponse(jsonrpc="2.0", id=exchange._id, result=shaped)
+        # Built, not validated: the id came from a validated request, the result from the SDK's sieve.
+        return JSONRPCResponse.model_construct(jsonrpc="2.0", id=exchange._id, result=shaped)
 
 
 def _can_answer(capabilities: Any) -> bool:
-    return isinstance(capabilities, Mapping) and any(
+    return isinstance(capabilities, dict) and any(
         capabilities.get(k) is not None for k in _ANSWERING_CAPABILITIES
     )
 

@@ -54,6 +54,7 @@ from fastmcp.client.transports import StdioTransport
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN_DIR = Path(sysconfig.get_path("scripts"))  # the venv's bin dir
 TIME_SERVER = str(BIN_DIR / "mcp-server-time")
+FLOOR_SERVER = Path(__file__).resolve().parent / "servers" / "floor.py"
 TIME_ARGS = ["--local-timezone", "UTC"]
 TOOL = "get_current_time"
 TOOL_ARGS: dict[str, Any] = {"timezone": "UTC"}
@@ -147,7 +148,7 @@ class Endpoint:
     """How to open one client session to the thing under test, and which tool to call."""
 
     label: str
-    make_client: Callable[[], Client[Any]]
+    make_client: Callable[[], Any]  # an async context manager with fastmcp.Client's call_tool
     tool: str
     arguments: dict[str, Any]
     server_pid: int | None = None  # the gateway/proxy process; None: backends are our children
@@ -571,25 +572,86 @@ def direct_endpoint(ctx: BenchContext, log_name: str) -> Endpoint:
     return Endpoint("direct", make_client, TOOL, TOOL_ARGS)
 
 
-async def run_paired(ctx: BenchContext, first: Endpoint, second: Endpoint) -> tuple[LoadResult, LoadResult]:
-    """Sequential calls alternating between two endpoints, so both see the same machine.
+@dataclass
+class _RawResult:
+    is_error: bool
+    structured_content: Any
+    content: Any
 
-    Measured one after the other, a busy neighbour in one run and not the other shows up as
-    latency the thing under test did not add; alternating call by call cancels that out.
+
+class RawStdio:
+    """The backend with no client library at all: JSON lines on its pipes, one call at a time.
+
+    Its round trip is the backend's own time plus two pipe hops, the floor under any client.
+    """
+
+    def __init__(self) -> None:
+        self._proc: asyncio.subprocess.Process | None = None
+        self._ids = iter(range(1, 1 << 62))
+
+    async def __aenter__(self) -> RawStdio:
+        self._proc = await asyncio.create_subprocess_exec(
+            TIME_SERVER, *TIME_ARGS, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        hello = {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "0"},
+        }
+        await self._rpc("initialize", hello)
+        await self._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        self._proc.stdin.close()
+        try:
+            await asyncio.wait_for(self._proc.wait(), 5)
+        except TimeoutError:
+            self._proc.kill()
+            await self._proc.wait()
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], **_: Any) -> _RawResult:
+        result = await self._rpc("tools/call", {"name": name, "arguments": arguments})
+        return _RawResult(bool(result.get("isError")), result.get("structuredContent"), result.get("content"))
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        self._proc.stdin.write(json.dumps(message).encode() + b"\n")
+        await self._proc.stdin.drain()
+
+    async def _rpc(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        assert self._proc is not None and self._proc.stdout is not None
+        rid = next(self._ids)
+        await self._send({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
+        while True:
+            reply = json.loads(await self._proc.stdout.readline())
+            if reply.get("id") == rid:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return dict(reply["result"])
+
+
+async def run_interleaved(ctx: BenchContext, endpoints: Sequence[Endpoint]) -> list[LoadResult]:
+    """Sequential calls taking turns between endpoints, so all of them see the same machine.
+
+    Measured one after the other, a busy neighbour during one run and not the other shows up as
+    latency the thing under test did not add; taking turns call by call cancels that out.
     """
     s = ctx.settings
-    lat: tuple[list[float], list[float]] = ([], [])
-    errors = [0, 0]
-    first_error: list[str | None] = [None, None]
-    async with first.make_client() as c1, second.make_client() as c2:
-        pairs = ((c1, first), (c2, second))
-        for client, ep in pairs:
+    lat: list[list[float]] = [[] for _ in endpoints]
+    errors = [0 for _ in endpoints]
+    first_error: list[str | None] = [None for _ in endpoints]
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(ep.make_client()) for ep in endpoints]
+        for client, ep in zip(clients, endpoints, strict=True):
             await _check_first_call(client, ep, s.call_timeout)
             for _ in range(s.warmup):
                 await _call(client, ep, s.call_timeout)
         t_start = time.perf_counter()
         for _ in range(s.calls):
-            for i, (client, ep) in enumerate(pairs):
+            for i, (client, ep) in enumerate(zip(clients, endpoints, strict=True)):
                 t0 = time.perf_counter()
                 err = await _call(client, ep, s.call_timeout)
                 if err is None:
@@ -597,11 +659,11 @@ async def run_paired(ctx: BenchContext, first: Endpoint, second: Endpoint) -> tu
                 else:
                     errors[i] += 1
                     first_error[i] = first_error[i] or err
-        wall = time.perf_counter() - t_start
-    return tuple(  # type: ignore[return-value]
-        LoadResult(ep.label, "paired", 1, s.calls, errors[i], wall / 2, lat[i], first_error[i])
-        for i, ep in enumerate((first, second))
-    )
+        wall = (time.perf_counter() - t_start) / len(endpoints)
+    return [
+        LoadResult(ep.label, "interleaved", 1, s.calls, errors[i], wall, lat[i], first_error[i])
+        for i, ep in enumerate(endpoints)
+    ]
 
 
 async def _scenario_gateway(ctx: BenchContext) -> ScenarioResult:
@@ -610,12 +672,27 @@ async def _scenario_gateway(ctx: BenchContext) -> ScenarioResult:
         res.metrics["ready_s"] = round(srv.ready_s, 3)
         ep = http_endpoint("gateway", srv, f"time__{TOOL}")
         res.loads = await run_standard_loads(ctx, ep, res.name)
-        ctx.log(f"  gateway: {ctx.settings.calls} calls alternating with direct stdio calls")
-        direct, through = await run_paired(ctx, direct_endpoint(ctx, "paired-stdio.log"), ep)
-        res.metrics["paired_direct_p50_ms"] = _round(direct.pct(50))
-        res.metrics["paired_gateway_p50_ms"] = _round(through.pct(50))
-        res.metrics["paired_errors"] = direct.errors + through.errors
         res.metrics.update(rss_metrics(srv.process.pid, "gateway"))
+        floor_argv = [
+            sys.executable,
+            str(FLOOR_SERVER),
+            str(port := free_port()),
+            "--",
+            TIME_SERVER,
+            *TIME_ARGS,
+        ]
+        async with ctx.http_server("floor", floor_argv, port) as floor:
+            ctx.log(f"  gateway: {ctx.settings.calls} calls taking turns with direct and zero-work servers")
+            endpoints = [
+                Endpoint("raw", RawStdio, TOOL, TOOL_ARGS),
+                direct_endpoint(ctx, "interleaved-stdio.log"),
+                http_endpoint("floor", floor, TOOL),
+                ep,
+            ]
+            loads = await run_interleaved(ctx, endpoints)
+        for ld in loads:
+            res.metrics[f"interleaved_{ld.scenario}_p50_ms"] = _round(ld.pct(50))
+            res.metrics[f"interleaved_{ld.scenario}_errors"] = ld.errors
     return res
 
 
@@ -800,11 +877,18 @@ def summarize(results: dict[str, ScenarioResult], clients: int) -> dict[str, str
                 parts.append(f"{name} n/a")
     if parts:
         lines["added p50 latency vs direct (separate sequential runs)"] = "; ".join(parts)
-    gw_metrics = results["gateway"].metrics if "gateway" in results else {}
-    paired_direct, paired_gw = gw_metrics.get("paired_direct_p50_ms"), gw_metrics.get("paired_gateway_p50_ms")
-    if isinstance(paired_direct, float) and isinstance(paired_gw, float):
-        lines["added p50 latency vs direct (alternating calls, same run)"] = (
-            f"gateway {paired_gw - paired_direct:+.2f} ms ({paired_gw:.2f} vs {paired_direct:.2f})"
+    m = results["gateway"].metrics if "gateway" in results else {}
+    t = {k: m.get(f"interleaved_{k}_p50_ms") for k in ("raw", "direct", "floor", "gateway")}
+    if all(isinstance(v, float) for v in t.values()):
+        raw, direct, floor, gw = (float(t[k] or 0) for k in ("raw", "direct", "floor", "gateway"))
+        lines["added p50 latency vs direct (calls taking turns, same run)"] = (
+            f"gateway {gw - direct:+.2f} ms ({gw:.2f} vs {direct:.2f})"
+        )
+        lines["  of which"] = (
+            f"HTTP instead of stdio {floor - (direct - raw):+.2f} ms (a zero-work HTTP MCP server answers "
+            f"in {floor:.2f} ms; the stdio client's own share of a direct call is {direct - raw:.2f} ms), "
+            f"the gateway's own work {gw - floor - raw:+.2f} ms (over the bare backend round trip, "
+            f"{raw:.2f} ms)"
         )
 
     gw, px = cps("gateway", "concurrent"), cps("proxy", "concurrent")

@@ -1,0 +1,37 @@
+"""The benchmark command still runs and prints the numbers the README and the closing notes quote.
+
+Its figures are not asserted (speed is measured by running it, not by tests); what is asserted is
+that every path it compares answers, with no error, and that the decomposition it prints adds up.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_benchmark_command_measures_every_path() -> None:
+    argv = [
+        sys.executable, "-m", "tests.bench", "--only", "direct,gateway,proxy", "--json",
+        "--calls", "20", "--warmup", "2", "--clients", "3", "--calls-per-client", "5",
+    ]  # fmt: skip
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    for name in ("direct", "gateway", "proxy"):
+        scenario = report["scenarios"][name]
+        assert scenario["error"] is None, scenario["error"]
+        for load in scenario["loads"]:
+            assert load["errors"] == 0 and load["p50_ms"] > 0, load
+            assert set(load["cpu_ms_per_call"]) == {"client", "server", "backends"}
+    metrics = report["scenarios"]["gateway"]["metrics"]
+    for path in ("raw", "direct", "floor", "gateway"):
+        assert metrics[f"interleaved_{path}_errors"] == 0
+        assert metrics[f"interleaved_{path}_p50_ms"] > 0
+    summary = report["summary"]
+    assert any(key.startswith("added p50 latency") for key in summary)
+    assert any("throughput ratio" in key for key in summary)
