@@ -9,6 +9,7 @@ only its own buffer: lines beyond it are counted and reported as a `lost` event,
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
@@ -107,6 +108,9 @@ def event_stream(
                 lost += 1
 
         store.listeners.append(listener)
+        # Listeners hear a record once it is stored, which may be after this stream began: what
+        # happened before is history (the store has it; a resuming client asks for it), not news.
+        opened = time.time()
         try:
             last = where.after_id
             while last is not None:  # resuming: everything stored since, page by page
@@ -122,6 +126,8 @@ def event_stream(
                     lost = 0
                 if last is not None and record.id is not None and record.id <= last:
                     continue  # already sent from the backlog
+                if where.after_id is None and record.ts < opened:
+                    continue
                 yield _event(record)
         finally:
             if listener in store.listeners:

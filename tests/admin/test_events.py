@@ -6,6 +6,7 @@ import json
 import subprocess
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -16,6 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from gateway.admin.settings import EventsConfig
 from gateway.admin.store import EventFilter, EventStore
 from gateway.backends import Event
+from gateway.backends.lifecycle import State
 from tests._infra import require
 from tests._support import config, free_port, misbehave
 from tests.admin._helpers import SSEReader, admin_config, error_of, serve_admin
@@ -136,6 +138,21 @@ async def test_event_stream_is_live_filtered_and_resumable() -> None:
             live = [json.loads(e["data"]) for e in await reader.next(2)]
             assert [(e["old"], e["new"]) for e in live] == [("stopped", "starting"), ("starting", "running")]
         error_of(await http.get("/events/stream", headers={"Last-Event-ID": "x"}), 400, "invalid_parameter")
+
+
+async def test_a_live_stream_does_not_replay_what_happened_before_it_opened() -> None:
+    """Listeners hear a record once the writer has stored it, which can be after a stream opened;
+    a record from before the stream is history, not news."""
+    async with serve_admin(config({"mb": misbehave()})) as gw, gw.client() as http:
+        async with http.stream("GET", "/events/stream", params={"server": "mb"}) as stream:
+            assert stream.status_code == 200
+            reader = SSEReader(stream)
+            # Stored only now, but it happened before the stream opened (as a slow writer would).
+            old = Event.transition("mb", State.STARTING, State.RUNNING, "handshake complete", "lifecycle")
+            gw.api.store.record_event(replace(old, time=time.time() - 5))
+            await http.post("/servers/mb/stop")
+            first = json.loads((await reader.next(1))[0]["data"])
+        assert (first["type"], first["new"]) == ("transition", "stopping")
 
 
 # -- Redis ---------------------------------------------------------------------------------------
