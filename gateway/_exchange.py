@@ -47,6 +47,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import _sdk
+from gateway._rewrite import Result
 from gateway.errors import GatewayError, as_mcp_error
 from gateway.relay import Relay
 
@@ -134,7 +135,8 @@ class Exchange:
                 await self._send(ping)
             await asyncio.sleep(_sdk.SSE_PING_INTERVAL)
 
-    async def reply(self, reply: JSONRPCResponse | JSONRPCError) -> None:
+    async def reply(self, reply: Result | JSONRPCError) -> None:
+        """The answer: a result (the dict) or the error; JSON, or the last event of an SSE stream."""
         if self._lock is None:
             self._closed = True
             await self._write_json(reply)
@@ -142,18 +144,25 @@ class Exchange:
         async with self._lock:
             self._closed = True
             if self._streaming:
-                last = {"type": "http.response.body", "body": _sdk.sse_event(reply), "more_body": False}
+                message = reply if isinstance(reply, JSONRPCError) else self._response(reply)
+                last = {"type": "http.response.body", "body": _sdk.sse_event(message), "more_body": False}
                 await self._send(last)
             else:
                 await self._write_json(reply)
+
+    def _response(self, result: Result) -> JSONRPCResponse:
+        return JSONRPCResponse(jsonrpc="2.0", id=self._id, result=result)
 
     async def _commit_sse(self) -> None:
         if not self._streaming:
             self._streaming = True
             await self._send({"type": "http.response.start", "status": 200, "headers": _sdk.SSE_HEADERS})
 
-    async def _write_json(self, reply: JSONRPCResponse | JSONRPCError) -> None:
-        status, body = _sdk.reply_json(reply)
+    async def _write_json(self, reply: Result | JSONRPCError) -> None:
+        if isinstance(reply, JSONRPCError):
+            status, body = _sdk.error_json(reply)
+        else:
+            status, body = 200, _sdk.result_json(self._id, reply)
         headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
         await self._send({"type": "http.response.start", "status": status, "headers": headers})
         await self._send({"type": "http.response.body", "body": body})
@@ -286,15 +295,14 @@ class FastPath:
                 if helper is not None:
                     helper.cancel()
 
-    async def _answer(self, exchange: Exchange) -> JSONRPCResponse | JSONRPCError:
+    async def _answer(self, exchange: Exchange) -> Result | JSONRPCError:
         try:
             result = await self.relay.dispatch(exchange)
             shaped = _sdk.shape_result(self.server, exchange.method, exchange.protocol_version, result)
         except Exception as exc:
             error = as_mcp_error(exc) if isinstance(exc, GatewayError) else exc
             return JSONRPCError(jsonrpc="2.0", id=exchange._id, error=modern_error_data(error))
-        # Built, not validated: the id came from a validated request, the result from the SDK's sieve.
-        return JSONRPCResponse.model_construct(jsonrpc="2.0", id=exchange._id, result=shaped)
+        return shaped
 
 
 def _can_answer(capabilities: Any) -> bool:

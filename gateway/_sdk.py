@@ -17,7 +17,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.runner import ServerRunner
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS
-from mcp_types import JSONRPCError, JSONRPCResponse
+from mcp_types import JSONRPCError
 from mcp_types.version import LATEST_MODERN_VERSION
 from starlette.requests import Request
 
@@ -82,15 +82,17 @@ def shape_result(server: Server[Any], method: str, version: str, result: dict[st
     return shaped
 
 
-def reply_json(reply: JSONRPCResponse | JSONRPCError) -> tuple[int, bytes]:
-    """The HTTP status and JSON body the SDK's modern entry sends for `reply`."""
-    if isinstance(reply, JSONRPCError):
-        body = reply.model_dump(mode="json", by_alias=True, exclude_none=True)
-        status = ERROR_CODE_HTTP_STATUS.get(reply.error.code, 200)
-        return status, json.dumps(body, separators=_COMPACT).encode()
-    # The result is JSON already (the backend's, reshaped): the model's dump would copy it unchanged.
-    body = {"jsonrpc": "2.0", "id": reply.id, "result": reply.result}
-    return 200, json.dumps(body, separators=_COMPACT).encode()
+def error_json(error: JSONRPCError) -> tuple[int, bytes]:
+    """The HTTP status and JSON body the SDK's modern entry sends for `error`."""
+    body = error.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return ERROR_CODE_HTTP_STATUS.get(error.error.code, 200), json.dumps(body, separators=_COMPACT).encode()
+
+
+def result_json(request_id: str | int, result: dict[str, Any]) -> bytes:
+    """The JSON body the SDK's modern entry sends for a result (its model dump would copy the
+    result unchanged: it is JSON already, the backend's, reshaped)."""
+    body = {"jsonrpc": "2.0", "id": request_id, "result": result}
+    return json.dumps(body, separators=_COMPACT, check_circular=False).encode()
 
 
 _COMPACT = (",", ":")

@@ -48,6 +48,17 @@ _INPUT_METHODS = ("tools/call", "prompts/get", "resources/read")
 class GatewayServer(Server[Any]):
     """The SDK's low-level server, announcing list changes (the gateway always may have some)."""
 
+    @functools.cached_property
+    def _stamp(self) -> dict[str, Any]:
+        stamp: dict[str, Any] = self.server_info.model_dump(by_alias=True, mode="json", exclude_none=True)
+        return stamp
+
+    @property
+    def server_info_stamp(self) -> dict[str, Any]:
+        # Stamped on every 2026-07-28 result. The SDK deep-copies its dump each time, so that nothing
+        # nested is shared between responses; the gateway's identity is flat strings.
+        return dict(self._stamp)
+
     def create_initialization_options(
         self,
         notification_options: NotificationOptions | None = None,
