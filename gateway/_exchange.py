@@ -10,13 +10,15 @@ else to the SDK, body intact:
   Accept, body size, the JSON-RPC envelope, the routing headers, `Mcp-Param-*` headers and the
   method's params. Whatever one of them would refuse is replayed to the SDK, so every refusal is
   the SDK's, byte for byte;
-- a client that declared sampling, elicitation or roots goes to the SDK too: answering a backend's
-  question needs the input-round bridge, which lives there;
+- a call (`tools/call`, `prompts/get`, `resources/read`) from a client that declared sampling,
+  elicitation or roots goes to the SDK too: answering a backend's question needs the input-round
+  bridge, which lives there;
 - the result is shaped by the SDK's runner (cache hints, per-version sieve, `resultType`,
   `serverInfo` stamp) and sent as JSON, unless a notification for the request (progress, a log
   line) comes first, which commits the response to SSE, or the call outlasts the keep-alive
   interval, which commits it to SSE pings;
-- the client closing the connection cancels the call, as on the SDK's path.
+- the client closing the connection cancels the call, as on the SDK's path (noticed from 50 ms
+  into a call: shorter calls never pay for a task watching the connection).
 """
 
 from __future__ import annotations

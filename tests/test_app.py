@@ -13,7 +13,11 @@ INIT = {
     "jsonrpc": "2.0",
     "id": 1,
     "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"},
+    },
 }
 HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
@@ -30,7 +34,9 @@ async def test_readyz_is_503_until_required_backends_run_and_names_the_failure()
 
 
 async def test_optional_backend_does_not_block_readiness() -> None:
-    cfg = config({"time": time_server(), "dead": misbehave("--crash-at-start", restart="never", required=False)})
+    cfg = config(
+        {"time": time_server(), "dead": misbehave("--crash-at-start", restart="never", required=False)}
+    )
     async with serve(cfg) as gw, httpx.AsyncClient() as http:
         assert (await http.get(f"{gw.base}/readyz")).status_code == 200
 

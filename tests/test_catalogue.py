@@ -36,7 +36,13 @@ def test_long_names_are_shortened_stably_within_64() -> None:
 def test_resource_uris_round_trip() -> None:
     cat = Catalogue.build(
         [
-            source("fs_1", "fs_1", [], resources=[{"uri": "file:///tmp/a"}], templates=[{"uriTemplate": "file:///{p}"}]),
+            source(
+                "fs_1",
+                "fs_1",
+                [],
+                resources=[{"uri": "file:///tmp/a"}],
+                templates=[{"uriTemplate": "file:///{p}"}],
+            ),
             source("plain", "", [], resources=[{"uri": "memo://x"}]),
         ]
     )
@@ -49,6 +55,10 @@ def test_resource_uris_round_trip() -> None:
 
 
 def test_tool_filter_globs() -> None:
-    src = Source("s", "s", ToolFilter(allow=["git_*"], deny=["git_push"]),
-                 BackendListing(tools=[{"name": n} for n in ("git_log", "git_push", "rm")]))
+    src = Source(
+        "s",
+        "s",
+        ToolFilter(allow=["git_*"], deny=["git_push"]),
+        BackendListing(tools=[{"name": n} for n in ("git_log", "git_push", "rm")]),
+    )
     assert [t["name"] for t in Catalogue.build([src]).tools] == ["s__git_log"]

@@ -31,8 +31,12 @@ def write_config(tmp_path: Path, servers: dict[str, object], name: str = "gatewa
 
 
 def test_check_prints_the_merged_catalogue(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path, {"time": time_server(), "mb": {"command": sys.executable, "args": [MISBEHAVE]}})
-    out = subprocess.run([*GATEWAY, "check", "--config", str(cfg), "--json"], capture_output=True, text=True, timeout=60)
+    cfg = write_config(
+        tmp_path, {"time": time_server(), "mb": {"command": sys.executable, "args": [MISBEHAVE]}}
+    )
+    out = subprocess.run(
+        [*GATEWAY, "check", "--config", str(cfg), "--json"], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert "time__get_current_time" in report["tools"]
@@ -42,15 +46,22 @@ def test_check_prints_the_merged_catalogue(tmp_path: Path) -> None:
 
 def test_tools_lists_namespaced_tools_from_a_desktop_config(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, {"clock": time_server()}, name="claude_desktop_config.json")
-    out = subprocess.run([*GATEWAY, "tools", "--config", str(cfg), "--json"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [*GATEWAY, "tools", "--config", str(cfg), "--json"], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
-    assert {row["name"] for row in json.loads(out.stdout)} == {"clock__get_current_time", "clock__convert_time"}
+    assert {row["name"] for row in json.loads(out.stdout)} == {
+        "clock__get_current_time",
+        "clock__convert_time",
+    }
 
 
 def test_bad_config_exits_2_naming_file_and_key(tmp_path: Path) -> None:
     path = tmp_path / "gateway.yaml"
     path.write_text("servers:\n  time:\n    comand: mcp-server-time\n")
-    out = subprocess.run([*GATEWAY, "check", "--config", str(path)], capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [*GATEWAY, "check", "--config", str(path)], capture_output=True, text=True, timeout=30
+    )
     assert out.returncode == 2
     assert f"{path}: servers.time.comand: unknown key" in out.stderr
     assert f"{path}: servers.time.command: required key is missing" in out.stderr
@@ -58,9 +69,13 @@ def test_bad_config_exits_2_naming_file_and_key(tmp_path: Path) -> None:
 
 
 def test_check_exits_1_when_a_backend_fails(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path, {"dead": {"command": sys.executable, "args": [MISBEHAVE, "--crash-at-start"],
-                                           "restart": "never"}})
-    out = subprocess.run([*GATEWAY, "check", "--config", str(cfg)], capture_output=True, text=True, timeout=60)
+    cfg = write_config(
+        tmp_path,
+        {"dead": {"command": sys.executable, "args": [MISBEHAVE, "--crash-at-start"], "restart": "never"}},
+    )
+    out = subprocess.run(
+        [*GATEWAY, "check", "--config", str(cfg)], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 1
     assert "dead: failed" in out.stdout
 
@@ -75,8 +90,11 @@ def test_serve_then_sigterm_leaves_no_process_behind(tmp_path: Path) -> None:
         },
     )
     port = free_port()
-    proc = subprocess.Popen([*GATEWAY, "serve", "--config", str(cfg), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [*GATEWAY, "serve", "--config", str(cfg), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         for _ in range(600):
             try:
@@ -96,7 +114,7 @@ def test_serve_then_sigterm_leaves_no_process_behind(tmp_path: Path) -> None:
         # uvicorn re-raises the signal after a graceful shutdown, so the status says "terminated".
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
         assert b"Traceback" not in (proc.stderr.read() if proc.stderr else b"")
-        gone, alive = psutil.wait_procs(descendants, timeout=10)
+        _gone, alive = psutil.wait_procs(descendants, timeout=10)
         assert alive == [], f"left behind: {alive}"
     finally:
         if proc.poll() is None:
@@ -106,7 +124,9 @@ def test_serve_then_sigterm_leaves_no_process_behind(tmp_path: Path) -> None:
 @pytest.mark.anyio
 async def test_stdio_mode_serves_the_same_aggregate(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, {"time": time_server()})
-    params = StdioServerParameters(command=sys.executable, args=["-m", "gateway", "serve", "--stdio", "--config", str(cfg)])
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "gateway", "serve", "--stdio", "--config", str(cfg)]
+    )
     with anyio.fail_after(60):
         async with SdkClient(params, mode="legacy") as client:
             names = {t.name for t in (await client.list_tools()).tools}

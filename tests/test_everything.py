@@ -37,20 +37,24 @@ async def elicitation(ctx: Any, params: types.ElicitRequestParams) -> types.Elic
 
 @pytest.mark.parametrize("mode", ERAS)
 async def test_sampling_request_reaches_the_calling_client_and_the_answer_goes_back(mode: str) -> None:
-    async with serve(config({"ev": everything()})) as gw:
-        async with SdkClient(gw.url, mode=mode, sampling_callback=sampling) as client:
-            with anyio.fail_after(30):
-                result = await client.call_tool("ev__trigger-sampling-request", {"prompt": "what is 2+2?"})
+    async with (
+        serve(config({"ev": everything()})) as gw,
+        SdkClient(gw.url, mode=mode, sampling_callback=sampling) as client,
+    ):
+        with anyio.fail_after(30):
+            result = await client.call_tool("ev__trigger-sampling-request", {"prompt": "what is 2+2?"})
     text = result.content[0].text  # type: ignore[union-attr]
     assert "echo of <" in text and "what is 2+2?" in text and "test-model" in text
 
 
 @pytest.mark.parametrize("mode", ERAS)
 async def test_elicitation_request_is_relayed(mode: str) -> None:
-    async with serve(config({"ev": everything()})) as gw:
-        async with SdkClient(gw.url, mode=mode, elicitation_callback=elicitation) as client:
-            with anyio.fail_after(30):
-                result = await client.call_tool("ev__trigger-elicitation-request", {})
+    async with (
+        serve(config({"ev": everything()})) as gw,
+        SdkClient(gw.url, mode=mode, elicitation_callback=elicitation) as client,
+    ):
+        with anyio.fail_after(30):
+            result = await client.call_tool("ev__trigger-elicitation-request", {})
     assert "Ada Lovelace" in str(result.content)
 
 
@@ -58,10 +62,12 @@ async def test_roots_are_asked_of_the_client_with_per_client_sessions() -> None:
     async def roots(ctx: Any) -> types.ListRootsResult:
         return types.ListRootsResult(roots=[types.Root(uri="file:///srv/project", name="project")])
 
-    async with serve(config({"ev": everything(session="per-client")})) as gw:
-        async with SdkClient(gw.url, mode="legacy", list_roots_callback=roots) as client:
-            with anyio.fail_after(30):
-                result = await client.call_tool("ev__get-roots-list", {})
+    async with (
+        serve(config({"ev": everything(session="per-client")})) as gw,
+        SdkClient(gw.url, mode="legacy", list_roots_callback=roots) as client,
+    ):
+        with anyio.fail_after(30):
+            result = await client.call_tool("ev__get-roots-list", {})
     assert "file:///srv/project" in result.content[0].text  # type: ignore[union-attr]
 
 
@@ -108,14 +114,16 @@ async def test_resource_subscription_updates_arrive_with_the_public_uri() -> Non
             uris.append(str(message.params.uri))
             updated.set()
 
-    async with serve(config({"ev": everything()})) as gw:
-        async with SdkClient(gw.url, mode="legacy", message_handler=on_message) as client:
-            resources = (await client.list_resources()).resources
-            uri = str(resources[0].uri)
-            await client.subscribe_resource(uri)
-            await client.call_tool("ev__toggle-subscriber-updates", {})
-            with anyio.fail_after(30):
-                await updated.wait()
+    async with (
+        serve(config({"ev": everything()})) as gw,
+        SdkClient(gw.url, mode="legacy", message_handler=on_message) as client,
+    ):
+        resources = (await client.list_resources()).resources
+        uri = str(resources[0].uri)
+        await client.subscribe_resource(uri)
+        await client.call_tool("ev__toggle-subscriber-updates", {})
+        with anyio.fail_after(30):
+            await updated.wait()
     assert uris[0] == uri
 
 

@@ -11,8 +11,8 @@ from fastmcp import Client as FastMCPClient
 from mcp import Client as SdkClient
 from mcp.shared.exceptions import MCPError
 
-from tests._support import misbehave, serve, time_server
 from tests._support import config as make_config
+from tests._support import misbehave, serve, time_server
 
 pytestmark = pytest.mark.anyio
 
@@ -36,16 +36,15 @@ async def test_tools_are_namespaced_and_carry_structured_content() -> None:
 
 @pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
 async def test_sdk_client_both_protocol_revisions(mode: str) -> None:
-    async with serve(fleet()) as gw:
-        async with SdkClient(gw.url, mode=mode) as client:
-            assert client.protocol_version == ("2025-11-25" if mode == "legacy" else "2026-07-28")
-            tools = await client.list_tools()
-            assert "mb__add" in {t.name for t in tools.tools}
-            result = await client.call_tool("mb__add", {"a": 2, "b": 3})
-            assert isinstance(result, types.CallToolResult)
-            assert result.content[0].text == "5"  # type: ignore[union-attr]
-            failed = await client.call_tool("mb__fail", {})
-            assert failed.is_error is True
+    async with serve(fleet()) as gw, SdkClient(gw.url, mode=mode) as client:
+        assert client.protocol_version == ("2025-11-25" if mode == "legacy" else "2026-07-28")
+        tools = await client.list_tools()
+        assert "mb__add" in {t.name for t in tools.tools}
+        result = await client.call_tool("mb__add", {"a": 2, "b": 3})
+        assert isinstance(result, types.CallToolResult)
+        assert result.content[0].text == "5"  # type: ignore[union-attr]
+        failed = await client.call_tool("mb__fail", {})
+        assert failed.is_error is True
 
 
 async def test_unknown_tool_is_invalid_params() -> None:
@@ -140,7 +139,7 @@ async def test_backend_log_notifications_reach_the_client() -> None:
     async with serve(fleet()) as gw, SdkClient(gw.url, mode="legacy", logging_callback=on_log) as client:
         await client.call_tool("mb__log", {"level": "warning", "message": "disk almost full"})
         with anyio.fail_after(5):
-            while not got:
+            while not got:  # noqa: ASYNC110 - the SDK's logging callback is the only signal
                 await anyio.sleep(0.01)
     assert got[0].level == "warning"
     assert "disk almost full" in str(got[0].data)
@@ -153,7 +152,7 @@ async def test_cancellation_reaches_the_backend() -> None:
             await client.call_tool("mb__sleep", {"seconds": 30})
         # The backend saw notifications/cancelled and freed the call: nothing stays in flight.
         with anyio.fail_after(5):
-            while gw.fleet.backends["mb"].callers():
+            while gw.fleet.backends["mb"].callers():  # noqa: ASYNC110 - no event marks a call being freed
                 await anyio.sleep(0.01)
         assert (await client.call_tool("mb__echo", {"text": "still here"})).is_error is not True
 
@@ -222,13 +221,16 @@ async def test_client_credentials_are_never_forwarded_to_backends() -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve)
         with anyio.fail_after(30):
-            while not server.started:
+            while not server.started:  # noqa: ASYNC110 - uvicorn's `started` is a flag; no event marks it
                 await anyio.sleep(0.01)
         cfg = make_config({"rec": {"url": f"http://127.0.0.1:{port}/mcp"}})
         headers = {"Authorization": "Bearer client-secret-token", "Cookie": "session=abc", "X-Api-Key": "k"}
-        async with serve(cfg) as gw, httpx2.AsyncClient(headers=headers) as http:
-            async with SdkClient(streamable_http_client(gw.url, http_client=http), mode="legacy") as client:
-                result = await client.call_tool("rec__whoami", {})
+        async with (
+            serve(cfg) as gw,
+            httpx2.AsyncClient(headers=headers) as http,
+            SdkClient(streamable_http_client(gw.url, http_client=http), mode="legacy") as client,
+        ):
+            result = await client.call_tool("rec__whoami", {})
         server.should_exit = True
     assert result.content[0].text == "recorded"  # type: ignore[union-attr]
     received = {k.lower(): v for k, v in seen[0].items()}

@@ -53,8 +53,10 @@ async def test_crash_mid_call_fails_that_call_then_backend_restarts_and_clients_
             assert err.value.code == BACKEND_UNAVAILABLE
             await changed.wait()  # tools disappeared
             # The other backend never noticed.
-            assert (await client.call_tool("time__get_current_time", {"timezone": "UTC"})).is_error is not True
-            while backend.state.value != "running":
+            assert (
+                await client.call_tool("time__get_current_time", {"timezone": "UTC"})
+            ).is_error is not True
+            while backend.state.value != "running":  # noqa: ASYNC110 - no public event marks a state change
                 await anyio.sleep(0.05)
         assert backend.restarts == 1
         result = await client.call_tool("mb__echo", {"text": "back"})

@@ -15,8 +15,8 @@ import pytest
 from mcp import Client as SdkClient
 from mcp.shared.exceptions import MCPError
 
-from gateway.backends.http import HttpTransport
 from gateway.backends._logbuffer import LogBuffer
+from gateway.backends.http import HttpTransport
 from gateway.config import HttpServer
 from tests import _infra
 from tests._support import config, free_port, serve
@@ -70,7 +70,7 @@ class Everything:
         self.stop()
         self._spawn()
         with anyio.fail_after(30):
-            while not await anyio.to_thread.run_sync(self._listening):
+            while not await anyio.to_thread.run_sync(self._listening):  # noqa: ASYNC110 - a port has no event to await
                 await anyio.sleep(0.05)
 
     def stop(self) -> None:
@@ -160,11 +160,15 @@ async def test_unreachable_url_fails_that_backend_only() -> None:
 @pytest.mark.anyio
 async def test_http_health_check_path_failing_restarts_the_backend(everything_http: Everything) -> None:
     # server-everything serves no /nope: every health check answers 404.
-    spec = {"url": everything_http.url, "health_check": "/nope",
-            "health": {"interval": 0.3, "timeout": 2, "failures": 2}, "backoff": [0.05, 0.2]}
+    spec = {
+        "url": everything_http.url,
+        "health_check": "/nope",
+        "health": {"interval": 0.3, "timeout": 2, "failures": 2},
+        "backoff": [0.05, 0.2],
+    }
     async with serve(config({"remote": spec})) as gw:
         backend = gw.fleet.backends["remote"]
         with anyio.fail_after(30):
-            while backend.restarts < 1:
+            while backend.restarts < 1:  # noqa: ASYNC110 - no public event marks a restart
                 await anyio.sleep(0.05)
         assert any(e.category == "health" for e in gw.fleet.events)

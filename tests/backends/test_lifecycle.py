@@ -31,7 +31,7 @@ def tiny(name: str, **extra: Any) -> dict[str, Any]:
 
 async def wait_for(predicate: Any, timeout: float = 30) -> None:
     with anyio.fail_after(timeout):
-        while not predicate():
+        while not predicate():  # noqa: ASYNC110 - an arbitrary predicate has no event
             await anyio.sleep(0.02)
 
 
@@ -130,7 +130,10 @@ async def test_circuit_opens_after_max_restarts_and_an_admin_start_closes_it() -
 
 async def test_no_leaks_after_load_crashes_and_shutdown() -> None:
     before = set(process_tree())
-    cfg = config({f"mb{i}": misbehave("--spawn-child", max_restarts=50, backoff=[0.05, 0.2]) for i in range(3)} | {"t": tiny("t")})
+    cfg = config(
+        {f"mb{i}": misbehave("--spawn-child", max_restarts=50, backoff=[0.05, 0.2]) for i in range(3)}
+        | {"t": tiny("t")}
+    )
     async with serve(cfg) as gw, SdkClient(gw.url, mode="legacy") as client:
         seen: set[int] = set()
 
@@ -154,7 +157,9 @@ async def test_no_leaks_after_load_crashes_and_shutdown() -> None:
                 await one(crash)
         assert len(seen) >= 3
     leftover = [p for p in process_tree() if p not in before]
-    alive = [p for p in leftover if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    alive = [
+        p for p in leftover if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    ]
     assert alive == [], alive
     zombies = [p for p in leftover if psutil.pid_exists(p)]
     assert zombies == [], f"unreaped children: {zombies}"
@@ -166,7 +171,9 @@ async def test_autostart_false_waits_for_an_admin_start() -> None:
     async with fleet.running():
         await wait_for(lambda: fleet.backends["t"].available)
         manual = fleet.backends["manual"]
-        assert manual.state is State.STOPPED and "manual__echo" not in {t["name"] for t in fleet.catalogue.tools}
+        assert manual.state is State.STOPPED and "manual__echo" not in {
+            t["name"] for t in fleet.catalogue.tools
+        }
         manual.start()
         await wait_for(lambda: manual.available)
         assert "manual__echo" in {t["name"] for t in fleet.catalogue.tools}

@@ -30,7 +30,9 @@ def test_url_infers_http() -> None:
 
 
 def test_all_problems_reported_at_once_with_key_paths() -> None:
-    found = problems("servers:\n  a: {type: stdio}\n  b: {command: x, tools: {alow: []}}\n  c: {type: grpc}\n")
+    found = problems(
+        "servers:\n  a: {type: stdio}\n  b: {command: x, tools: {alow: []}}\n  c: {type: grpc}\n"
+    )
     assert "gw.yaml: servers.a.command: required key is missing" in found
     assert any(p.startswith("gw.yaml: servers.b.tools.alow: unknown key") for p in found)
     assert "gw.yaml: servers.c: unknown server type 'grpc' (use one of: stdio, http, sse, docker)" in found

@@ -26,11 +26,14 @@ def main() -> None:
         if request_id is None:
             continue  # a notification
         if method == "initialize":
-            reply(request_id, {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {"tools": {}},
-                "serverInfo": {"name": name, "version": "1"},
-            })
+            reply(
+                request_id,
+                {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {"tools": {}},
+                    "serverInfo": {"name": name, "version": "1"},
+                },
+            )
         elif method == "tools/list":
             reply(request_id, {"tools": [{"name": "hello", "inputSchema": {"type": "object"}}]})
         elif method == "tools/call":
