@@ -98,6 +98,11 @@ def answer(resp: httpx.Response) -> tuple[int, str, Any]:
     return resp.status_code, kind, body
 
 
+def sse_messages(resp: httpx.Response) -> list[dict[str, Any]]:
+    lines = resp.text.splitlines()
+    return [json.loads(line.removeprefix("data: ")) for line in lines if line.startswith("data: ")]
+
+
 async def test_the_hot_path_answers_byte_for_byte_like_the_sdk() -> None:
     async with gateways() as (fast, sdk), httpx.AsyncClient(timeout=10) as http:
         for name, (headers, body) in CASES.items():
@@ -145,12 +150,7 @@ async def test_progress_turns_the_answer_into_an_event_stream() -> None:
         for gw in (fast, sdk):
             resp = await http.post(gw.url, headers=headers, content=body)
             assert resp.headers["content-type"] == "text/event-stream"
-            events = [
-                json.loads(line.removeprefix("data: "))
-                for line in resp.text.splitlines()
-                if line.startswith("data: ")
-            ]
-            progress, last = events[:-1], events[-1]
+            *progress, last = sse_messages(resp)
             assert progress, "no progress notification reached the client"
             assert {e["method"] for e in progress} == {"notifications/progress"}
             assert {e["params"]["progressToken"] for e in progress} == {"p-1"}
@@ -185,3 +185,39 @@ async def test_an_oversized_body_is_refused_like_the_sdk_does() -> None:
         for gw in (fast, sdk):
             resp = await http.post(gw.url, headers=headers, content=chunked())
             assert (resp.status_code, resp.text) == (413, "Request body too large")
+
+
+async def test_backend_logs_reach_a_client_that_opted_in_on_that_request() -> None:
+    call = {"name": "mb__log", "arguments": {"level": "warning", "message": "disk almost full"}}
+    opted_in = post("tools/call", {**call, "_meta": {"io.modelcontextprotocol/logLevel": "info"}})
+    silent = post("tools/call", call)
+    async with gateways() as (fast, sdk), httpx.AsyncClient(timeout=10) as http:
+        for gw in (fast, sdk):
+            resp = await http.post(gw.url, headers=opted_in[0], content=opted_in[1])
+            assert resp.headers["content-type"] == "text/event-stream"
+            *logs, last = sse_messages(resp)
+            assert [m["method"] for m in logs] == ["notifications/message"]
+            assert logs[0]["params"]["level"] == "warning" and logs[0]["params"]["logger"].startswith("mb")
+            assert "disk almost full" in json.dumps(logs[0]["params"]["data"])
+            assert last["result"]["content"][0]["text"] == "logged"
+            # 2026-07-28 logging is opt-in per request: without it, nothing but the answer.
+            resp = await http.post(gw.url, headers=silent[0], content=silent[1])
+            assert resp.headers["content-type"] == "application/json"
+            assert resp.json()["result"]["content"][0]["text"] == "logged"
+
+
+async def test_a_long_silent_call_keeps_its_stream_alive_with_pings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mcp.server import _streamable_http_modern
+
+    from gateway import _sdk
+
+    monkeypatch.setattr(_sdk, "SSE_PING_INTERVAL", 0.2)  # the hot path's interval
+    monkeypatch.setattr(_streamable_http_modern, "_SSE_PING_INTERVAL", 0.2)  # the SDK's
+    headers, body = post("tools/call", {"name": "mb__sleep", "arguments": {"seconds": 0.7}})
+    async with gateways() as (fast, sdk), httpx.AsyncClient(timeout=10) as http:
+        for gw in (fast, sdk):
+            resp = await http.post(gw.url, headers=headers, content=body)
+            assert resp.headers["content-type"] == "text/event-stream"
+            assert resp.text.count(": ping") >= 2, resp.text
+            (last,) = sse_messages(resp)
+            assert last["id"] == 1 and last["result"]["resultType"] == "complete"
