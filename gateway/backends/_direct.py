@@ -92,7 +92,7 @@ class DirectCalls:
         return isinstance(message, dict) and "method" not in message and self._answer(message)
 
     def _answer(self, message: dict[str, Any]) -> bool:
-        waiter = self._waiting.get(message.get("id"))  # type: ignore[arg-type]
+        waiter = self._waiter(message.get("id"))
         if waiter is None:
             return False
         if not waiter.future.done():
@@ -121,12 +121,16 @@ class DirectCalls:
             params = message.get("params")
             if message["method"] != "notifications/progress" or not isinstance(params, dict):
                 return False
-            waiter = self._waiting.get(params.get("progressToken"))  # type: ignore[arg-type]
+            waiter = self._waiter(params.get("progressToken"))
             if waiter is None or waiter.on_progress is None:
                 return False
             await waiter.on_progress(params.get("progress", 0), params.get("total"), params.get("message"))
             return True
         return self._answer(message)
+
+    def _waiter(self, rid: Any) -> _Waiter | None:
+        # Only ours are ints from our range; anything else (a string, a list in a garbage line) is not.
+        return self._waiting.get(rid) if type(rid) is int else None
 
     def close(self) -> None:
         """The pipe ended: every waiting call fails now, and later ones at once."""
