@@ -1,24 +1,27 @@
-"""The hot path: 2026-07-28 POSTs for the methods the gateway only relays, served directly.
+"""The hot path: POSTs for the methods the gateway only relays, served directly.
 
-A 2026-07-28 request is one self-contained POST. The SDK's entry for it is general: each request
-gets a task group, a sibling task watching for disconnects, a memory stream and a per-request
-runner. For a relayed `tools/call` that machinery cost more than the gateway's own work (see
-`python -m tests.bench`), so `FastPath` serves the relayed methods itself and hands everything
+The SDK's transports are general. A 2026-07-28 request gets a task group, a sibling task watching
+for disconnects, a memory stream and a per-request runner; a 2025-11-25 session's request crosses
+the session's streams and tasks (seven tasks and fourteen stream hops a call, measured). For a
+relayed `tools/call` that machinery cost more than the gateway's own work (see
+`python -m tests.bench`), so `FastPath` serves the relayed methods itself, for 2026-07-28 requests
+and for the requests of the 2025-11-25 sessions it has learned (`_sessions`), and hands everything
 else to the SDK, body intact:
 
 - the SDK's own checks run first, in its order and with its functions: Host/Origin/Content-Type,
   Accept, body size, the JSON-RPC envelope, the routing headers, `Mcp-Param-*` headers and the
-  method's params. Whatever one of them would refuse is replayed to the SDK, so every refusal is
-  the SDK's, byte for byte;
+  method's params (for a session: that it is still open, the same identity, its protocol
+  version). Whatever one of them would refuse is replayed to the SDK, so every refusal is the
+  SDK's own;
 - a call (`tools/call`, `prompts/get`, `resources/read`) from a client that declared sampling,
-  elicitation or roots goes to the SDK too: answering a backend's question needs the input-round
-  bridge, which lives there;
+  elicitation or roots goes to the SDK too: answering a backend's question needs the SDK's
+  back channel (2025-11-25) or its input-round bridge (2026-07-28);
 - the result is shaped by the SDK's runner (cache hints, per-version sieve, `resultType`,
-  `serverInfo` stamp) and sent as JSON, unless a notification for the request (progress, a log
-  line) comes first, which commits the response to SSE, or the call outlasts the keep-alive
-  interval, which commits it to SSE pings;
-- the client closing the connection cancels the call, as on the SDK's path (noticed from 50 ms
-  into a call: shorter calls never pay for a task watching the connection).
+  `serverInfo` stamp) and sent as JSON (`_reply`), unless a notification for the request comes
+  first (progress, a log line), which commits the response to SSE;
+- cancelling works as on the SDK's path: a 2026-07-28 client hangs up (noticed from 50 ms into a
+  call: shorter calls never pay for a task watching the connection); a 2025-11-25 client sends
+  `notifications/cancelled`, and its hang-up cancels nothing.
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from mcp.server.connection import Connection
 from mcp.server.lowlevel import Server
 from mcp.server.runner import modern_error_data
 from mcp.server.streamable_http import check_accept_headers
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp.shared.inbound import (
     X_MCP_HEADER_KEY,
@@ -40,7 +45,7 @@ from mcp.shared.inbound import (
     find_duplicated_routing_header,
     validate_mcp_param_headers,
 )
-from mcp_types import JSONRPCError, JSONRPCNotification, JSONRPCRequest, JSONRPCResponse
+from mcp_types import JSONRPCError, JSONRPCRequest
 from mcp_types import methods as _methods
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
@@ -49,7 +54,9 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import _sdk
+from gateway._reply import Exchange
 from gateway._rewrite import Result
+from gateway._sessions import SESSION_HEADER, Sessions
 from gateway.errors import GatewayError, as_mcp_error
 from gateway.relay import Relay
 
@@ -69,105 +76,10 @@ FAST_METHODS = frozenset(
 # SDK's path, where the input-round bridge lives.
 _ASKING_METHODS = frozenset({"tools/call", "prompts/get", "resources/read"})
 _ANSWERING_CAPABILITIES = ("sampling", "elicitation", "roots")
-_PROTOCOL_HEADER = b"mcp-protocol-version"
+_PROTOCOL_HEADER = "mcp-protocol-version"
 # A call still running after this long gets a task watching for the client hanging up (which
 # cancels it); a hang-up earlier than that is noticed then, at the latest.
 _WATCH_AFTER = 0.05
-
-
-class Exchange:
-    """One 2026-07-28 request served by the hot path, as a `_front.Front`."""
-
-    def __init__(self, request: Request, req: JSONRPCRequest, protocol_version: str, send: Send) -> None:
-        self.request = request
-        self.method = req.method
-        self.params: Mapping[str, Any] | None = req.params
-        self.request_id: str | int | None = req.id
-        self._id = req.id
-        self.protocol_version = protocol_version
-        meta = (req.params or {}).get("_meta")
-        self.meta: Mapping[str, Any] | None = meta if isinstance(meta, Mapping) else None
-        self.gone = False  # the client closed the connection
-        self._send = send
-        self._streaming = False
-        self._closed = False
-        self._lock: asyncio.Lock | None = None  # made on the first notification: most calls have none
-
-    @property
-    def connection(self) -> None:
-        return None  # a 2026-07-28 client has no session
-
-    def can_answer(self) -> bool:
-        return False  # such clients' calls are served by the SDK's path
-
-    def wants_progress(self) -> bool:
-        return self.meta is not None and self.meta.get("progressToken") is not None
-
-    async def report_progress(self, progress: float, total: float | None, message: str | None) -> None:
-        assert self.meta is not None
-        params: dict[str, Any] = {"progressToken": self.meta["progressToken"], "progress": progress}
-        if total is not None:
-            params["total"] = total
-        if message is not None:
-            params["message"] = message
-        await self.notify("notifications/progress", params)
-
-    async def notify(self, method: str, params: dict[str, Any]) -> None:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            if self._closed:
-                return  # the reply went out already; nothing may follow it
-            await self._commit_sse()
-            event = _sdk.sse_event(JSONRPCNotification(jsonrpc="2.0", method=method, params=params))
-            await self._send({"type": "http.response.body", "body": event, "more_body": True})
-
-    async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        raise AssertionError("the hot path never serves a client that can answer")  # pragma: no cover
-
-    async def keepalive(self) -> None:
-        """SSE comment pings while a silent call runs long, so no proxy times the stream out."""
-        while True:
-            assert self._lock is not None
-            async with self._lock:
-                if self._closed:
-                    return
-                await self._commit_sse()
-                ping = {"type": "http.response.body", "body": b": ping\r\n\r\n", "more_body": True}
-                await self._send(ping)
-            await asyncio.sleep(_sdk.SSE_PING_INTERVAL)
-
-    async def reply(self, reply: Result | JSONRPCError) -> None:
-        """The answer: a result (the dict) or the error; JSON, or the last event of an SSE stream."""
-        if self._lock is None:
-            self._closed = True
-            await self._write_json(reply)
-            return
-        async with self._lock:
-            self._closed = True
-            if self._streaming:
-                message = reply if isinstance(reply, JSONRPCError) else self._response(reply)
-                last = {"type": "http.response.body", "body": _sdk.sse_event(message), "more_body": False}
-                await self._send(last)
-            else:
-                await self._write_json(reply)
-
-    def _response(self, result: Result) -> JSONRPCResponse:
-        return JSONRPCResponse(jsonrpc="2.0", id=self._id, result=result)
-
-    async def _commit_sse(self) -> None:
-        if not self._streaming:
-            self._streaming = True
-            await self._send({"type": "http.response.start", "status": 200, "headers": _sdk.SSE_HEADERS})
-
-    async def _write_json(self, reply: Result | JSONRPCError) -> None:
-        if isinstance(reply, JSONRPCError):
-            status, body = _sdk.error_json(reply)
-        else:
-            status, body = 200, _sdk.result_json(self._id, reply)
-        headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
-        await self._send({"type": "http.response.start", "status": status, "headers": headers})
-        await self._send({"type": "http.response.body", "body": body})
 
 
 class FastPath:
@@ -178,22 +90,31 @@ class FastPath:
         sdk: ASGIApp,
         relay: Relay,
         server: Server[Any],
+        manager: StreamableHTTPSessionManager,
         security: TransportSecuritySettings,
-        max_body: int,
     ) -> None:
         self.sdk = sdk
         self.relay = relay
         self.server = server
         self.security = TransportSecurityMiddleware(security)
-        self.max_body = max_body
+        self.max_body = manager.max_request_body_size
+        self.sessions = Sessions(manager)
+        relay.front_listeners.append(self.sessions.learn)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or not _modern(scope):
+        if scope["type"] != "http" or scope["method"] != "POST":
             await self.sdk(scope, receive, send)
             return
         items = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         headers = dict(reversed(items))  # the first of repeated headers wins, as in Starlette
-        request = Request(scope, receive)
+        version = headers.get(_PROTOCOL_HEADER)
+        session_id = headers.get(SESSION_HEADER)
+        connection = None
+        if version not in MODERN_PROTOCOL_VERSIONS:
+            connection = self.sessions.find(session_id, version, scope) if session_id else None
+            if connection is None:
+                await self.sdk(scope, receive, send)
+                return
         if await self.security.validate_request(_Headed(headers), is_post=True) is not None:  # type: ignore[arg-type]
             await self.sdk(scope, receive, send)  # refused there, in the SDK's words
             return
@@ -207,12 +128,59 @@ class FastPath:
             return
         if body is _GONE:
             return  # the client left before it finished sending
-        admitted = self._admit(items, headers, body)
+        if connection is None:
+            admitted = self._admit(items, headers, body)
+        else:
+            assert session_id is not None
+            if self._cancelled(session_id, body):
+                await Response(status_code=202)(scope, receive, send)
+                return
+            admitted = self._admit_in_session(headers, body, connection)
         if admitted is None:
             await self.sdk(scope, _replay(body, receive), send)
             return
         req, version = admitted
-        await self._serve(Exchange(request, req, version, send), receive)
+        exchange = Exchange(Request(scope, receive), req, version, send, connection)
+        if session_id is None or connection is None:
+            await self._serve(exchange, receive)
+            return
+        with self.sessions.calling(session_id, req.id, exchange):
+            await self._serve(exchange, receive)
+
+    def _cancelled(self, session_id: str, body: bytes) -> bool:
+        """Whether `body` cancels a call of the session that the hot path runs (and it is done)."""
+        if b"notifications/cancelled" not in body:
+            return False
+        try:
+            note = json.loads(body)
+        except (ValueError, RecursionError):
+            return False
+        if not isinstance(note, dict) or note.get("method") != "notifications/cancelled" or "id" in note:
+            return False
+        params = note.get("params")
+        return isinstance(params, dict) and self.sessions.cancel(session_id, params.get("requestId"))
+
+    def _admit_in_session(
+        self, headers: dict[str, str], body: bytes, connection: Connection
+    ) -> tuple[JSONRPCRequest, str] | None:
+        """A 2025-11-25 session's request, if the hot path may serve it (else None)."""
+        has_json, has_sse = _accepts(headers.get("accept", ""))
+        if not (has_json and has_sse):
+            return None
+        parsed = _request(body)
+        if parsed is None:
+            return None
+        req = parsed[1]
+        if req.method in _ASKING_METHODS and connection.client_capabilities is not None:
+            caps = connection.client_capabilities
+            if (caps.sampling or caps.elicitation or caps.roots) is not None:
+                return None
+        version = connection.protocol_version
+        try:
+            _methods.validate_client_request(req.method, version, req.params or {})
+        except (ValidationError, KeyError):
+            return None
+        return req, version
 
     def _admit(
         self, items: list[tuple[str, str]], headers: dict[str, str], body: bytes
@@ -221,16 +189,10 @@ class FastPath:
         has_json, has_sse = _accepts(headers.get("accept", ""))
         if not (has_json and has_sse):
             return None
-        try:
-            decoded = json.loads(body)
-        except (ValueError, RecursionError):
+        parsed = _request(body)
+        if parsed is None:
             return None
-        if not isinstance(decoded, dict) or "id" not in decoded or decoded.get("method") not in FAST_METHODS:
-            return None
-        try:
-            req = JSONRPCRequest.model_validate(decoded)
-        except ValidationError:
-            return None
+        decoded, req = parsed
         if find_duplicated_routing_header(items) is not None:
             return None
         verdict = classify_inbound_request(decoded, headers=headers)
@@ -269,9 +231,11 @@ class FastPath:
         timer: asyncio.TimerHandle
 
         def watch() -> None:
-            # Most calls are over before this fires: they never pay for a watching task.
+            # Most calls are over before this fires: they never pay for a watching task. A
+            # 2025-11-25 client's hang-up is not a cancellation (it says so with a notification).
             nonlocal watcher, timer
-            watcher = loop.create_task(_watch_disconnect(receive, exchange, task))
+            if exchange.connection is None:
+                watcher = loop.create_task(_watch_disconnect(receive, exchange, task))
             timer = loop.call_later(_sdk.SSE_PING_INTERVAL - _WATCH_AFTER, ping)
 
         def ping() -> None:
@@ -290,7 +254,10 @@ class FastPath:
         except asyncio.CancelledError:
             if not exchange.gone:
                 raise
-            task.uncancel()  # our own cancellation: the client left, there is nobody to answer
+            # Our own cancellation: the client left, or cancelled the request; no answer is owed.
+            task.uncancel()
+            if exchange.connection is not None:
+                await exchange.abandon()
         finally:
             timer.cancel()
             for helper in (watcher, pings):
@@ -305,6 +272,20 @@ class FastPath:
             error = as_mcp_error(exc) if isinstance(exc, GatewayError) else exc
             return JSONRPCError(jsonrpc="2.0", id=exchange._id, error=modern_error_data(error))
         return shaped
+
+
+def _request(body: bytes) -> tuple[dict[str, Any], JSONRPCRequest] | None:
+    """The body as one JSON-RPC request for a relayed method (else None: not ours to serve)."""
+    try:
+        decoded = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(decoded, dict) or "id" not in decoded or decoded.get("method") not in FAST_METHODS:
+        return None
+    try:
+        return decoded, JSONRPCRequest.model_validate(decoded)
+    except ValidationError:
+        return None
 
 
 def _can_answer(capabilities: Any) -> bool:
@@ -341,13 +322,6 @@ def _declares_headers(schema: Any) -> bool:
         _DECLARES.clear()
     _DECLARES[id(schema)] = (schema, declares)
     return declares
-
-
-def _modern(scope: Scope) -> bool:
-    for key, value in scope["headers"]:
-        if key == _PROTOCOL_HEADER:
-            return value.decode("latin-1") in MODERN_PROTOCOL_VERSIONS
-    return False
 
 
 _GONE = b"<disconnected>"

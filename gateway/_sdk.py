@@ -16,6 +16,7 @@ from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.runner import ServerRunner
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS
 from mcp_types import JSONRPCError
 from mcp_types.version import LATEST_MODERN_VERSION
@@ -101,3 +102,9 @@ _COMPACT = (",", ":")
 sse_event = _modern._sse_event
 SSE_HEADERS = _modern._SSE_HEADERS
 SSE_PING_INTERVAL = _modern._SSE_PING_INTERVAL
+
+
+def session_open(manager: StreamableHTTPSessionManager, session_id: str) -> bool:
+    """Whether the SDK's transport still holds the 2025-11-25 session `session_id`."""
+    transport = manager._server_instances.get(session_id)
+    return transport is not None and not transport.is_terminated

@@ -148,7 +148,7 @@ def build_app(
     manager = StreamableHTTPSessionManager(app=server, security_settings=security)
     mcp_app: ASGIApp = StreamableHTTPASGIApp(manager)
     if fast_path:
-        mcp_app = FastPath(mcp_app, relay, server, security, manager.max_request_body_size)
+        mcp_app = FastPath(mcp_app, relay, server, manager, security)
     endpoint: ASGIApp = _Authenticated(mcp_app, relay)
 
     async def healthz(request: Request) -> JSONResponse:

@@ -116,6 +116,8 @@ class Relay:
         self.fleet = fleet
         self.inputs = InputBridge()
         self.default_identity = identity
+        # Told of every request the SDK dispatches (the HTTP hot path learns sessions from them).
+        self.front_listeners: list[Callable[[Front], None]] = []
         self.use(middlewares)
         self._listener = ListenHandler(self.fleet.clients.bus)
         self._terminals: dict[str, Callable[[Call], Awaitable[Result]]] = {
@@ -199,7 +201,10 @@ class Relay:
 
     @_translated
     async def handle(self, ctx: Ctx, params: Any) -> Result:
-        return await self.dispatch(SdkFront(ctx))
+        front = SdkFront(ctx)
+        for listener in self.front_listeners:
+            listener(front)
+        return await self.dispatch(front)
 
     async def dispatch(self, front: Front) -> Result:
         """Run one client request through the chain; GatewayError and MCPError leave as they are."""

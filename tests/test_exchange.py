@@ -221,3 +221,122 @@ async def test_a_long_silent_call_keeps_its_stream_alive_with_pings(monkeypatch:
             assert resp.text.count(": ping") >= 2, resp.text
             (last,) = sse_messages(resp)
             assert last["id"] == 1 and last["result"]["resultType"] == "complete"
+
+
+# -- 2025-11-25 sessions ---------------------------------------------------------------------------
+
+LEGACY = "2025-11-25"
+
+
+def messages(resp: httpx.Response) -> list[dict[str, Any]]:
+    """The JSON-RPC messages of an answer, whether it came as JSON or as an event stream."""
+    if resp.headers.get("content-type", "").startswith("application/json"):
+        return [resp.json()]
+    return sse_messages(resp)
+
+
+@asynccontextmanager
+async def session(http: httpx.AsyncClient, url: str) -> AsyncIterator[dict[str, str]]:
+    """Open a 2025-11-25 session the way a client does; yield the headers its requests carry."""
+    client = {"name": "raw", "version": "0"}
+    params = {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": client}
+    hello = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params}
+    base = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+    resp = await http.post(url, headers=base, json=hello)
+    assert messages(resp)[0]["result"]["protocolVersion"] == LEGACY
+    headers = {**base, "mcp-session-id": resp.headers["mcp-session-id"], "mcp-protocol-version": LEGACY}
+    note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    assert (await http.post(url, headers=headers, json=note)).status_code == 202
+    yield headers
+    await http.delete(url, headers=headers)
+
+
+def rpc(method: str, params: dict[str, Any] | None = None, rid: int = 1) -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": rid,
+        "method": method,
+        **({"params": params} if params is not None else {}),
+    }
+
+
+LEGACY_CASES = {
+    "tool call": rpc("tools/call", {"name": "mb__echo", "arguments": {"text": "hi"}}),
+    "tool error result": rpc("tools/call", {"name": "mb__fail", "arguments": {}}),
+    "unknown tool": rpc("tools/call", {"name": "mb__nope", "arguments": {}}),
+    "params the schema refuses": rpc("tools/call", {"arguments": {}}),
+    "tools/list": rpc("tools/list"),
+    "prompt": rpc("prompts/get", {"name": "mb__greet", "arguments": {"name": "Ada"}}),
+    "resource": rpc("resources/read", {"uri": "mb+misbehave://static/hello"}),
+}
+
+
+async def test_a_sessions_calls_are_answered_like_the_sdk_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mcp.server.streamable_http import StreamableHTTPServerTransport
+
+    through_sdk: list[str] = []
+    original = StreamableHTTPServerTransport._handle_post_request
+
+    async def counting(self: Any, scope: Any, request: Any, receive: Any, send: Any) -> None:
+        through_sdk.append("post")
+        await original(self, scope, request, receive, send)
+
+    monkeypatch.setattr(StreamableHTTPServerTransport, "_handle_post_request", counting)
+    async with (
+        gateways() as (fast, sdk),
+        httpx.AsyncClient(timeout=10) as http,
+        session(http, fast.url) as ours,
+        session(http, sdk.url) as theirs,
+    ):
+        # The first request of a session goes through the SDK, which is how the gateway learns it.
+        await http.post(fast.url, headers=ours, json=rpc("tools/list"))
+        for name, body in LEGACY_CASES.items():
+            before = len(through_sdk)
+            mine = messages(await http.post(fast.url, headers=ours, json=body))
+            # Served by the hot path, except what the SDK must refuse in its own words.
+            assert len(through_sdk) - before == (name == "params the schema refuses"), name
+            sdk_answer = messages(await http.post(sdk.url, headers=theirs, json=body))
+            assert mine == sdk_answer, name
+
+
+async def test_a_session_cancels_a_hot_path_call_with_a_notification() -> None:
+    async with serve(config({"mb": misbehave()})) as gw, httpx.AsyncClient(timeout=10) as http:
+        backend = gw.fleet.backends["mb"]
+        async with session(http, gw.url) as headers:
+            await http.post(gw.url, headers=headers, json=rpc("tools/list"))  # learned
+
+            async def call() -> httpx.Response:
+                return await http.post(
+                    gw.url, headers=headers, json=rpc("tools/call", {"name": "mb__hang"}, rid=9)
+                )
+
+            async with anyio.create_task_group() as tg:
+                answers: list[httpx.Response] = []
+                tg.start_soon(lambda: _append(answers, call()))
+                with anyio.fail_after(5):
+                    while not backend.callers():  # noqa: ASYNC110 - no event marks a call reaching a backend
+                        await anyio.sleep(0.01)
+                cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 9}}
+                assert (await http.post(gw.url, headers=headers, json=cancel)).status_code == 202
+            # No answer is owed to a cancelled request; the backend was told, and is free again.
+            assert answers[0].status_code == 200 and messages(answers[0]) == []
+            assert not backend.callers()
+            echo = messages(
+                await http.post(
+                    gw.url, headers=headers, json=rpc("tools/call", LEGACY_CASES["tool call"]["params"])
+                )
+            )
+            assert echo[0]["result"]["structuredContent"] == {"text": "misbehave: hi"}
+
+
+async def _append(into: list[httpx.Response], answer: Any) -> None:
+    into.append(await answer)
+
+
+async def test_a_closed_session_is_left_to_the_sdk() -> None:
+    async with serve(config({"mb": misbehave()})) as gw, httpx.AsyncClient(timeout=10) as http:
+        async with session(http, gw.url) as headers:
+            await http.post(gw.url, headers=headers, json=rpc("tools/list"))  # learned
+        # `session()` deleted it: the SDK's transport answers, as for any unknown session.
+        resp = await http.post(gw.url, headers=headers, json=LEGACY_CASES["tool call"])
+        assert resp.status_code == 404

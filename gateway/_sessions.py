@@ -1,0 +1,101 @@
+"""The 2025-11-25 sessions the hot path (`_exchange`) may serve requests of.
+
+A session is the SDK's: it is opened (`initialize`), kept and closed by the SDK's transport. The
+hot path learns a session from the first request of it the SDK dispatches to the relay (the
+client's connection, and who authenticated it), and from then on serves that session's relayed
+calls itself, for as long as the SDK still holds the session, and only for the same identity.
+
+A call of the hot path is not known to the SDK's session, so a `notifications/cancelled` naming
+it is delivered here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from mcp.server.connection import Connection
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from starlette.types import Scope
+
+from gateway import _sdk
+from gateway._front import Front
+from gateway.middleware import Identity
+
+SESSION_HEADER = "mcp-session-id"
+# Sessions the SDK has closed are forgotten when the next this many have been learned.
+_PRUNE_EVERY = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    connection: Connection
+    identity: str | None
+
+
+class Sessions:
+    def __init__(self, manager: StreamableHTTPSessionManager) -> None:
+        self._manager = manager
+        self._known: dict[str, _Known] = {}
+        self._learned = 0
+        self._calls: dict[tuple[str, Hashable], tuple[asyncio.Task[Any], Any]] = {}
+
+    def learn(self, front: Front) -> None:
+        """A relay listener: remember the session of a 2025-11-25 request the SDK dispatched."""
+        request = front.request
+        if request is None or front.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            return
+        session_id = request.headers.get(SESSION_HEADER)
+        connection = front.connection
+        if session_id is None or connection is None or session_id in self._known:
+            return
+        self._known[session_id] = _Known(connection, _identity(request.scope))
+        self._learned += 1
+        if self._learned % _PRUNE_EVERY == 0:
+            for gone in [s for s in self._known if not _sdk.session_open(self._manager, s)]:
+                del self._known[gone]
+
+    def find(self, session_id: str, version: str | None, scope: Scope) -> Connection | None:
+        """The session's connection, if the hot path may serve this request of it."""
+        known = self._known.get(session_id)
+        if known is None:
+            return None
+        if not _sdk.session_open(self._manager, session_id):
+            del self._known[session_id]
+            return None
+        if version != known.connection.protocol_version or _identity(scope) != known.identity:
+            return None  # the SDK's transport answers what does not match, in its words
+        return known.connection
+
+    @contextmanager
+    def calling(self, session_id: str, request_id: Hashable, exchange: Any) -> Iterator[None]:
+        """While a call of the session runs: a `notifications/cancelled` for it can reach it."""
+        task = asyncio.current_task()
+        assert task is not None
+        key = (session_id, request_id)
+        self._calls[key] = (task, exchange)
+        try:
+            yield
+        finally:
+            self._calls.pop(key, None)
+
+    def cancel(self, session_id: str, request_id: Any) -> bool:
+        """Cancel the session's call `request_id`, if the hot path runs it."""
+        if not isinstance(request_id, str | int):
+            return False
+        found = self._calls.get((session_id, request_id))
+        if found is None:
+            return False
+        task, exchange = found
+        exchange.gone = True  # no answer is owed to a cancelled request
+        task.cancel()
+        return True
+
+
+def _identity(scope: Scope) -> str | None:
+    identity = scope.get("state", {}).get("identity")
+    return identity.name if isinstance(identity, Identity) else None
