@@ -6,7 +6,8 @@ Measures ``mcp-server-time``'s ``get_current_time`` ({"timezone": "UTC"}) reache
 * ``gateway`` - through ``python -m gateway serve`` over streamable HTTP,
 * ``proxy``   - through FastMCP's own ``create_proxy`` over streamable HTTP (same stdio backend),
 
-each sequentially (``--calls`` calls from one client after ``--warmup`` warm-up calls) and with
+each sequentially (``--calls`` calls from one client after ``--warmup`` warm-up calls; for the
+gateway also from a 2025-11-25 session client, mode ``seq 2025``) and with
 ``--clients`` concurrent clients (each its own ``fastmcp.Client`` session, ``--calls-per-client``
 calls each, after a short untimed warm-up per client).
 
@@ -579,6 +580,27 @@ class _RawResult:
     content: Any
 
 
+class SessionClient:
+    """The `mcp` SDK's client in a 2025-11-25 session (most desktop and IDE clients today), with
+    `fastmcp.Client`'s `call_tool` shape."""
+
+    def __init__(self, url: str) -> None:
+        from mcp import Client as SdkClient
+
+        self._client = SdkClient(url, mode="legacy")
+
+    async def __aenter__(self) -> SessionClient:
+        await self._client.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._client.__aexit__(*exc_info)
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], **_: Any) -> _RawResult:
+        result = await self._client.call_tool(name, arguments)
+        return _RawResult(bool(result.is_error), result.structured_content, result.content)
+
+
 class RawStdio:
     """The backend with no client library at all: JSON lines on its pipes, one call at a time.
 
@@ -672,6 +694,12 @@ async def _scenario_gateway(ctx: BenchContext) -> ScenarioResult:
         res.metrics["ready_s"] = round(srv.ready_s, 3)
         ep = http_endpoint("gateway", srv, f"time__{TOOL}")
         res.loads = await run_standard_loads(ctx, ep, res.name)
+        ctx.log(f"  gateway: sequential, {ctx.settings.calls} calls from a 2025-11-25 session client")
+        url = srv.mcp_url
+        session = Endpoint("gateway", lambda: SessionClient(url), f"time__{TOOL}", TOOL_ARGS, srv.process.pid)
+        legacy = await run_sequential(ctx, session, res.name)
+        legacy.mode = "seq 2025"
+        res.loads.append(legacy)
         res.metrics.update(rss_metrics(srv.process.pid, "gateway"))
         floor_argv = [
             sys.executable,
