@@ -164,32 +164,20 @@ class FastPath:
         self, headers: dict[str, str], body: bytes, connection: Connection
     ) -> tuple[JSONRPCRequest, str] | None:
         """A 2025-11-25 session's request, if the hot path may serve it (else None)."""
-        has_json, has_sse = _accepts(headers.get("accept", ""))
-        if not (has_json and has_sse):
-            return None
-        parsed = _request(body)
+        parsed = _request(headers, body)
         if parsed is None:
             return None
         req = parsed[1]
-        if req.method in _ASKING_METHODS and connection.client_capabilities is not None:
-            caps = connection.client_capabilities
-            if (caps.sampling or caps.elicitation or caps.roots) is not None:
-                return None
         version = connection.protocol_version
-        try:
-            _methods.validate_client_request(req.method, version, req.params or {})
-        except (ValidationError, KeyError):
+        if req.method in _ASKING_METHODS and _can_answer(connection.client_capabilities):
             return None
-        return req, version
+        return (req, version) if _params_valid(req, version) else None
 
     def _admit(
         self, items: list[tuple[str, str]], headers: dict[str, str], body: bytes
     ) -> tuple[JSONRPCRequest, str] | None:
         """The request and its protocol version, if the hot path may serve it (else None)."""
-        has_json, has_sse = _accepts(headers.get("accept", ""))
-        if not (has_json and has_sse):
-            return None
-        parsed = _request(body)
+        parsed = _request(headers, body)
         if parsed is None:
             return None
         decoded, req = parsed
@@ -201,12 +189,9 @@ class FastPath:
         if req.method in _ASKING_METHODS and _can_answer(verdict.client_capabilities):
             return None
         version: str = verdict.protocol_version
-        params = req.params or {}
-        try:
-            _methods.validate_client_request(req.method, version, params)
-        except (ValidationError, KeyError):
+        if not _params_valid(req, version):
             return None
-        if req.method == "tools/call" and self._param_headers_refused(headers, params):
+        if req.method == "tools/call" and self._param_headers_refused(headers, req.params or {}):
             return None
         return req, version
 
@@ -274,8 +259,11 @@ class FastPath:
         return shaped
 
 
-def _request(body: bytes) -> tuple[dict[str, Any], JSONRPCRequest] | None:
+def _request(headers: Mapping[str, str], body: bytes) -> tuple[dict[str, Any], JSONRPCRequest] | None:
     """The body as one JSON-RPC request for a relayed method (else None: not ours to serve)."""
+    has_json, has_sse = _accepts(headers.get("accept", ""))
+    if not (has_json and has_sse):
+        return None
     try:
         decoded = json.loads(body)
     except (ValueError, RecursionError):
@@ -288,10 +276,20 @@ def _request(body: bytes) -> tuple[dict[str, Any], JSONRPCRequest] | None:
         return None
 
 
+def _params_valid(req: JSONRPCRequest, version: str) -> bool:
+    try:
+        _methods.validate_client_request(req.method, version, req.params or {})
+    except (ValidationError, KeyError):
+        return False
+    return True
+
+
 def _can_answer(capabilities: Any) -> bool:
-    return isinstance(capabilities, dict) and any(
-        capabilities.get(k) is not None for k in _ANSWERING_CAPABILITIES
-    )
+    """Whether declared capabilities (the raw envelope's, or a session's model) include one a
+    backend could ask the client to use."""
+    if isinstance(capabilities, dict):
+        return any(capabilities.get(k) is not None for k in _ANSWERING_CAPABILITIES)
+    return any(getattr(capabilities, k, None) is not None for k in _ANSWERING_CAPABILITIES)
 
 
 class _Headed:
