@@ -8,6 +8,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import anyio
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
@@ -72,7 +74,18 @@ class _Authenticated:
                 await outcome(scope, receive, send)
                 return
             scope.setdefault("state", {})["identity"] = outcome
+            # The SDK binds a 2025-11-25 session to the principal that opened it: another
+            # identity presenting the session's id is answered as if it did not exist.
+            scope["user"] = _principal(outcome)
         await self.app(scope, receive, send)
+
+
+def _principal(identity: Identity) -> AuthenticatedUser:
+    # The credential itself is not kept: the principal is the identity's name.
+    token = AccessToken(
+        token="", client_id=identity.name, scopes=sorted(identity.roles), subject=identity.name
+    )
+    return AuthenticatedUser(token)
 
 
 async def _announce(fleet: Fleet) -> None:

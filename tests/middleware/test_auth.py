@@ -467,3 +467,31 @@ def test_yaml_example_parses() -> None:
     )
     [auth] = instantiate(cfg.middleware)
     assert isinstance(auth, Auth) and auth.local_identity().roles == {"admin"}
+
+
+async def test_a_session_belongs_to_the_identity_that_opened_it() -> None:
+    """Another identity presenting a 2025-11-25 session's id is told the session does not exist,
+    whether the call would take the SDK's path or the gateway's hot path."""
+    async with serve(auth_config(api_keys=KEYS)) as gw, httpx.AsyncClient(timeout=WAIT) as http:
+        base = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+        params = {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "0"},
+        }
+        hello = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params}
+        owner = {**base, "authorization": f"Bearer {READER_KEY}"}
+        opened = await http.post(gw.url, headers=owner, json=hello)
+        session = {"mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+        note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        assert (await http.post(gw.url, headers={**owner, **session}, json=note)).status_code == 202
+        call = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "alpha__echo", "arguments": {"text": "x"}},
+        }
+        for _ in range(2):  # the first teaches the hot path the session; the second takes it
+            assert (await http.post(gw.url, headers={**owner, **session}, json=call)).status_code == 200
+            other = {**base, **session, "authorization": f"Bearer {ADMIN_KEY}"}
+            assert (await http.post(gw.url, headers=other, json=call)).status_code == 404
