@@ -39,7 +39,6 @@ from mcp.server.streamable_http import check_accept_headers
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp.shared.inbound import (
-    X_MCP_HEADER_KEY,
     InboundLadderRejection,
     classify_inbound_request,
     find_duplicated_routing_header,
@@ -47,13 +46,16 @@ from mcp.shared.inbound import (
 )
 from mcp_types import JSONRPCError, JSONRPCRequest
 from mcp_types import methods as _methods
+from mcp_types.methods import INPUT_REQUIRED_METHODS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import _sdk
+from gateway._front import can_answer
 from gateway._reply import Exchange
 from gateway._rewrite import Result
 from gateway._sessions import SESSION_HEADER, Sessions
@@ -72,10 +74,6 @@ FAST_METHODS = frozenset(
         "resources/templates/list",
     }
 )
-# A backend may ask the client something while serving these; a client able to answer needs the
-# SDK's path, where the input-round bridge lives.
-_ASKING_METHODS = frozenset({"tools/call", "prompts/get", "resources/read"})
-_ANSWERING_CAPABILITIES = ("sampling", "elicitation", "roots")
 _PROTOCOL_HEADER = "mcp-protocol-version"
 # A call still running after this long gets a task watching for the client hanging up (which
 # cancels it); a hang-up earlier than that is noticed then, at the latest.
@@ -105,13 +103,13 @@ class FastPath:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.sdk(scope, receive, send)
             return
-        items = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        headers = dict(reversed(items))  # the first of repeated headers wins, as in Starlette
+        # Decoded once; the first of repeated headers wins, as in Starlette's `Headers`.
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
         version = headers.get(_PROTOCOL_HEADER)
-        session_id = headers.get(SESSION_HEADER)
+        session_id = headers.get(SESSION_HEADER, "")
         connection = None
         if version not in MODERN_PROTOCOL_VERSIONS:
-            connection = self.sessions.find(session_id, version, scope) if session_id else None
+            connection = self.sessions.find(session_id, version, scope)
             if connection is None:
                 await self.sdk(scope, receive, send)
                 return
@@ -128,20 +126,16 @@ class FastPath:
             return
         if body is _GONE:
             return  # the client left before it finished sending
-        if connection is None:
-            admitted = self._admit(items, headers, body)
-        else:
-            assert session_id is not None
-            if self._cancelled(session_id, body):
-                await Response(status_code=202)(scope, receive, send)
-                return
-            admitted = self._admit_in_session(headers, body, connection)
+        if connection is not None and self._cancelled(session_id, body):
+            await Response(status_code=202)(scope, receive, send)
+            return
+        admitted = self._admit(scope, headers, body, connection)
         if admitted is None:
             await self.sdk(scope, _replay(body, receive), send)
             return
         req, version = admitted
         exchange = Exchange(Request(scope, receive), req, version, send, connection)
-        if session_id is None or connection is None:
+        if connection is None:
             await self._serve(exchange, receive)
             return
         with self.sessions.calling(session_id, req.id, exchange):
@@ -160,47 +154,41 @@ class FastPath:
         params = note.get("params")
         return isinstance(params, dict) and self.sessions.cancel(session_id, params.get("requestId"))
 
-    def _admit_in_session(
-        self, headers: dict[str, str], body: bytes, connection: Connection
-    ) -> tuple[JSONRPCRequest, str] | None:
-        """A 2025-11-25 session's request, if the hot path may serve it (else None)."""
-        parsed = _request(headers, body)
-        if parsed is None:
-            return None
-        req = parsed[1]
-        version = connection.protocol_version
-        if req.method in _ASKING_METHODS and _can_answer(connection.client_capabilities):
-            return None
-        return (req, version) if _params_valid(req, version) else None
-
     def _admit(
-        self, items: list[tuple[str, str]], headers: dict[str, str], body: bytes
+        self, scope: Scope, headers: dict[str, str], body: bytes, connection: Connection | None
     ) -> tuple[JSONRPCRequest, str] | None:
-        """The request and its protocol version, if the hot path may serve it (else None)."""
+        """The request and its protocol version, if the hot path may serve it (else None).
+
+        A 2025-11-25 session's request is checked against the session; a 2026-07-28 one carries
+        its own envelope, which the SDK's ladder checks against the routing headers."""
         parsed = _request(headers, body)
         if parsed is None:
             return None
         decoded, req = parsed
-        if find_duplicated_routing_header(items) is not None:
+        if connection is not None:
+            version, capabilities = connection.protocol_version, connection.client_capabilities
+        else:
+            raw = Headers(scope=scope)  # with repeats: a repeated routing header is refused, not folded
+            if find_duplicated_routing_header(raw.items()) is not None:
+                return None
+            verdict = classify_inbound_request(decoded, headers=headers)
+            if isinstance(verdict, InboundLadderRejection):
+                return None
+            version, capabilities = verdict.protocol_version, verdict.client_capabilities
+            if req.method == "tools/call" and self._param_headers_refused(raw, req.params or {}):
+                return None
+        if req.method in INPUT_REQUIRED_METHODS and can_answer(capabilities):
             return None
-        verdict = classify_inbound_request(decoded, headers=headers)
-        if isinstance(verdict, InboundLadderRejection):
-            return None
-        if req.method in _ASKING_METHODS and _can_answer(verdict.client_capabilities):
-            return None
-        version: str = verdict.protocol_version
-        if not _params_valid(req, version):
-            return None
-        if req.method == "tools/call" and self._param_headers_refused(headers, req.params or {}):
+        try:
+            _methods.validate_client_request(req.method, version, req.params or {})
+        except (ValidationError, KeyError):
             return None
         return req, version
 
-    def _param_headers_refused(self, headers: Mapping[str, str], params: Mapping[str, Any]) -> bool:
+    def _param_headers_refused(self, headers: Headers, params: Mapping[str, Any]) -> bool:
         """Whether the SDK would refuse the `Mcp-Param-*` headers against the tool's schema."""
-        lookup = self.server.get_tool_input_schema
-        name = params.get("name")
-        schema = lookup(name) if lookup is not None and isinstance(name, str) else None
-        if schema is None or not _declares_headers(schema):
+        schema = self.relay.fleet.catalogue.header_schemas.get(params.get("name"))  # type: ignore[arg-type]
+        if schema is None:
             return False  # only the properties a schema marks are compared
         arguments = params.get("arguments")
         if not isinstance(arguments, Mapping):
@@ -225,8 +213,6 @@ class FastPath:
 
         def ping() -> None:
             nonlocal pings
-            if exchange._lock is None:
-                exchange._lock = asyncio.Lock()
             pings = loop.create_task(exchange.keepalive())
 
         timer = loop.call_later(_WATCH_AFTER, watch)
@@ -276,22 +262,6 @@ def _request(headers: Mapping[str, str], body: bytes) -> tuple[dict[str, Any], J
         return None
 
 
-def _params_valid(req: JSONRPCRequest, version: str) -> bool:
-    try:
-        _methods.validate_client_request(req.method, version, req.params or {})
-    except (ValidationError, KeyError):
-        return False
-    return True
-
-
-def _can_answer(capabilities: Any) -> bool:
-    """Whether declared capabilities (the raw envelope's, or a session's model) include one a
-    backend could ask the client to use."""
-    if isinstance(capabilities, dict):
-        return any(capabilities.get(k) is not None for k in _ANSWERING_CAPABILITIES)
-    return any(getattr(capabilities, k, None) is not None for k in _ANSWERING_CAPABILITIES)
-
-
 class _Headed:
     """What the SDK's Host/Origin check reads of a request: its headers (already decoded here)."""
 
@@ -305,21 +275,6 @@ class _Headed:
 def _accepts(accept: str) -> tuple[bool, bool]:
     """(JSON, SSE) acceptable, by the SDK's reading of an Accept header (clients send a few)."""
     return check_accept_headers(_Headed({"accept": accept}))  # type: ignore[arg-type]
-
-
-_DECLARES: dict[int, tuple[Any, bool]] = {}
-
-
-def _declares_headers(schema: Any) -> bool:
-    """Whether an input schema marks any property `x-mcp-header` (cached per schema object)."""
-    cached = _DECLARES.get(id(schema))
-    if cached is not None and cached[0] is schema:
-        return cached[1]
-    declares = X_MCP_HEADER_KEY in json.dumps(schema)
-    if len(_DECLARES) > 4096:  # schemas are replaced when the catalogue changes
-        _DECLARES.clear()
-    _DECLARES[id(schema)] = (schema, declares)
-    return declares
 
 
 _GONE = b"<disconnected>"

@@ -17,6 +17,12 @@ from typing import Any, Protocol
 
 from mcp.server.connection import Connection
 from starlette.requests import Request
+from starlette.types import Scope
+
+from gateway.middleware import Identity
+
+# What a client may declare that lets a backend ask it something mid-call.
+_ANSWERING_CAPABILITIES = ("sampling", "elicitation", "roots")
 
 
 class Front(Protocol):
@@ -46,3 +52,17 @@ class Front(Protocol):
 
     async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """A server-to-client request on this request's stream."""
+
+
+def can_answer(capabilities: Any) -> bool:
+    """Whether declared capabilities (a request envelope's dict, or the SDK's model) include one a
+    backend could ask the client to use."""
+    if isinstance(capabilities, dict):
+        return any(capabilities.get(k) is not None for k in _ANSWERING_CAPABILITIES)
+    return any(getattr(capabilities, k, None) is not None for k in _ANSWERING_CAPABILITIES)
+
+
+def scope_identity(scope: Scope) -> Identity | None:
+    """The identity HTTP authentication attached to a request (`app._Authenticated`), if any."""
+    found = scope.get("state", {}).get("identity")
+    return found if isinstance(found, Identity) else None

@@ -62,10 +62,14 @@ class Exchange:
             params["message"] = message
         await self.notify("notifications/progress", params)
 
-    async def notify(self, method: str, params: dict[str, Any]) -> None:
+    def _guard(self) -> asyncio.Lock:
+        """The lock ordering what is sent; made on the first need (most calls send one answer)."""
         if self._lock is None:
             self._lock = asyncio.Lock()
-        async with self._lock:
+        return self._lock
+
+    async def notify(self, method: str, params: dict[str, Any]) -> None:
+        async with self._guard():
             if self._closed:
                 return  # the reply went out already; nothing may follow it
             await self._commit_sse()
@@ -78,8 +82,7 @@ class Exchange:
     async def keepalive(self) -> None:
         """SSE comment pings while a silent call runs long, so no proxy times the stream out."""
         while True:
-            assert self._lock is not None
-            async with self._lock:
+            async with self._guard():
                 if self._closed:
                     return
                 await self._commit_sse()
@@ -104,9 +107,7 @@ class Exchange:
 
     async def abandon(self) -> None:
         """End the response without an answer (the client cancelled the request)."""
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
+        async with self._guard():
             if self._closed:
                 return
             self._closed = True

@@ -22,6 +22,8 @@ from mcp_types import JSONRPCError
 from mcp_types.version import LATEST_MODERN_VERSION
 from starlette.requests import Request
 
+from gateway._front import can_answer
+
 Ctx = ServerRequestContext[Any, Any]
 
 
@@ -49,8 +51,7 @@ class SdkFront:
         return connection
 
     def can_answer(self) -> bool:
-        caps = self.ctx.session.client_capabilities
-        return caps is not None and (caps.sampling or caps.elicitation or caps.roots) is not None
+        return can_answer(self.ctx.session.client_capabilities)
 
     def wants_progress(self) -> bool:
         meta = self.params.get("_meta") if self.params else None

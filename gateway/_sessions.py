@@ -23,8 +23,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.types import Scope
 
 from gateway import _sdk
-from gateway._front import Front
-from gateway.middleware import Identity
+from gateway._front import Front, scope_identity
 
 SESSION_HEADER = "mcp-session-id"
 # Sessions the SDK has closed are forgotten when the next this many have been learned.
@@ -97,5 +96,5 @@ class Sessions:
 
 
 def _identity(scope: Scope) -> str | None:
-    identity = scope.get("state", {}).get("identity")
-    return identity.name if isinstance(identity, Identity) else None
+    identity = scope_identity(scope)
+    return identity.name if identity is not None else None

@@ -72,10 +72,6 @@ class BatchWriter(Generic[T]):
         """Write `batch`; count what was written in `self.written` (failures: log, don't raise)."""
         raise NotImplementedError
 
-    @property
-    def running_now(self) -> bool:
-        return self._send is not None
-
     def offer(self, record: T) -> bool:
         """Queue a record; never waits. False (and counted) when it had to be dropped."""
         if self._send is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
@@ -40,8 +40,6 @@ _LOOPBACK_ORIGINS = [
     "http://[::1]:*",
 ]
 
-Authenticator = Callable[[Request], Awaitable["Identity | Response"]]
-
 
 def transport_security(listen: ListenConfig) -> TransportSecuritySettings:
     """DNS-rebinding protection: only loopback and the configured names may reach the endpoint.
@@ -67,12 +65,12 @@ class _Authenticated:
         self.relay = relay
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        authenticators: list[Authenticator] = self.relay.authenticators
-        if authenticators:
-            outcome = await authenticators[0](Request(scope, receive))
+        if self.relay.authenticators:
+            outcome = await self.relay.authenticate(Request(scope, receive))
             if isinstance(outcome, Response):
                 await outcome(scope, receive, send)
                 return
+            assert outcome is not None
             scope.setdefault("state", {})["identity"] = outcome
             # The SDK binds a 2025-11-25 session to the principal that opened it: another
             # identity presenting the session's id is answered as if it did not exist.
@@ -144,16 +142,12 @@ def build_app(
     relay = Relay(fleet, middlewares)
     reloader = Reloader(fleet, relay, config_path)
 
-    async def authenticate_admin(request: Request) -> Identity | Response | None:
-        # The admin API also admits an identity with the admin role, looked up per request like /mcp.
-        authenticators: list[Authenticator] = relay.authenticators
-        return await authenticators[0](request) if authenticators else None
-
     admin = admin_api(
         fleet,
         config.admin,
         reload=reloader.reload if config_path is not None else None,
-        authenticate=authenticate_admin,
+        # The admin API also admits an identity with the admin role, looked up per request like /mcp.
+        authenticate=relay.authenticate,
         config_path=config_path,
     )
     server = relay.build_server()

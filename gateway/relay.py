@@ -21,11 +21,14 @@ from mcp.server.subscriptions import ListenHandler
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
+from mcp_types.methods import INPUT_REQUIRED_METHODS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
 
 from gateway import __version__
-from gateway._front import Front
+from gateway._front import Front, scope_identity
 from gateway._inputs import InputBridge, InputCaller
 from gateway._rewrite import Result, finish, forward_params, rewrite_content
 from gateway._sdk import Ctx, SdkFront
@@ -40,9 +43,6 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[Ctx, Any], Awaitable[Result]]
 _F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
-
-# The methods whose 2026-07-28 results may be `input_required`.
-_INPUT_METHODS = ("tools/call", "prompts/get", "resources/read")
 
 
 class GatewayServer(Server[Any]):
@@ -101,8 +101,8 @@ class _Caller:
 def identity_of(front: Front, default: Identity) -> Identity:
     """The identity HTTP authentication attached to the request (stdio: the configured one)."""
     request = front.request
-    found = request.scope.get("state", {}).get("identity") if request is not None else None
-    return found if isinstance(found, Identity) else default
+    found = scope_identity(request.scope) if request is not None else None
+    return found or default
 
 
 def _progress_to(front: Front) -> ProgressFnT | None:
@@ -110,12 +110,12 @@ def _progress_to(front: Front) -> ProgressFnT | None:
 
 
 class Relay:
-    def __init__(
-        self, fleet: Fleet, middlewares: Sequence[Middleware] = (), *, identity: Identity = ANONYMOUS
-    ):
+    def __init__(self, fleet: Fleet, middlewares: Sequence[Middleware] = (), *, local: bool = False):
+        """`local`: the client is whoever launched the gateway (stdio); nobody authenticates, and
+        calls run as the chain's `local_identity()`."""
         self.fleet = fleet
         self.inputs = InputBridge()
-        self.default_identity = identity
+        self._local = local
         # Told of every request the SDK dispatches (the HTTP hot path learns sessions from them).
         self.front_listeners: list[Callable[[Front], None]] = []
         self.use(middlewares)
@@ -143,6 +143,14 @@ class Relay:
         self.chain = build_chain(middlewares, self._terminal)
         # Looked up once per chain, not per request: HTTP authentication runs on every call.
         self.authenticators: list[Any] = extras(middlewares, "authenticate")
+        # Derived from the chain, so a reload that changes `auth` changes who a local client is.
+        local = extras(middlewares, "local_identity") if self._local else []
+        self.default_identity: Identity = local[0]() if local else ANONYMOUS
+
+    async def authenticate(self, request: Request) -> Identity | Response | None:
+        """The chain's HTTP authentication of `request` (None: the chain has none)."""
+        authenticators = self.authenticators
+        return await authenticators[0](request) if authenticators else None
 
     def build_server(self) -> GatewayServer:
         server = GatewayServer(
@@ -279,7 +287,7 @@ class Relay:
         front: Front = call.context
         if (
             front.protocol_version in MODERN_PROTOCOL_VERSIONS
-            and call.method in _INPUT_METHODS
+            and call.method in INPUT_REQUIRED_METHODS
             and front.can_answer()
         ):
             return await self._forward_with_input_rounds(call, backend, params)

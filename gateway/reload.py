@@ -77,8 +77,12 @@ class Reloader:
             old = self.fleet.config
             secrets.configure(new.secrets)
             middlewares = None
-            if new.middleware != old.middleware:
-                middlewares = instantiate(new.middleware, source=str(self.path))
+            try:
+                if new.middleware != old.middleware:
+                    middlewares = instantiate(new.middleware, source=str(self.path))
+            except ConfigError:
+                secrets.configure(old.secrets)
+                raise
             report: dict[str, Any] = {"servers": await self.fleet.apply(new), "middleware": "unchanged"}
             if middlewares is not None:
                 stack = await self._start(middlewares)

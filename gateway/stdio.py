@@ -9,7 +9,7 @@ from mcp.server.stdio import stdio_server
 from gateway.config import secrets
 from gateway.config.models import GatewayConfig
 from gateway.fleet import Fleet
-from gateway.middleware import ANONYMOUS, extras, instantiate
+from gateway.middleware import instantiate
 from gateway.relay import Relay
 from gateway.reload import Reloader
 
@@ -18,9 +18,7 @@ async def serve_stdio(config: GatewayConfig, path: str | None = None) -> None:
     secrets.configure(config.secrets)  # middleware options may hold secret_ref: values
     middlewares = instantiate(config.middleware)
     fleet = Fleet(config)
-    # Nobody authenticates over stdio: whoever launched the gateway is the configured local identity.
-    identities = [local() for local in extras(middlewares, "local_identity")]
-    relay = Relay(fleet, middlewares, identity=identities[0] if identities else ANONYMOUS)
+    relay = Relay(fleet, middlewares, local=True)
     server = relay.build_server()
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(Reloader(fleet, relay, path).running(watch=path is not None))

@@ -13,7 +13,6 @@ refusal names neither the pattern nor the matching text: both may be what the ru
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import re
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.errors import Denied
-from gateway.middleware import Call, CallNext, Result
+from gateway.middleware import Call, CallNext, Result, compile_globs
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +49,7 @@ class DenyPattern:
         self.options = opts = DenyPatternOptions(**options)
         flags = re.IGNORECASE if opts.ignore_case else 0
         self.patterns = [re.compile(p, flags) for p in opts.patterns]
-        self.tools = re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in opts.tools))
+        self.tools = compile_globs(opts.tools)
 
     async def __call__(self, call: Call, call_next: CallNext) -> Result:
         if call.method == "tools/call" and self.tools.match(call.name or ""):

@@ -15,23 +15,18 @@ same name that a client sent, so a client cannot pose as another tenant.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.logs import current_request_id
-from gateway.middleware import Call, CallNext, Result
+from gateway.middleware import Call, CallNext, Result, compile_globs
 
 # The protocol's own keys: the gateway strips or owns them on the way to a backend.
 _RESERVED_PREFIX = "io.modelcontextprotocol/"
 _RESERVED = {"progressToken"}
 _PLACEHOLDER = re.compile(r"\{(identity|identity_source|server|name|request_id)\}")
-
-
-def _globs(globs: list[str]) -> re.Pattern[str]:
-    return re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs))
 
 
 class StampMetaOptions(BaseModel):
@@ -57,8 +52,8 @@ class StampMeta:
         self.options = StampMetaOptions(**options)
         if not self.options.request and not self.options.result:
             raise ValueError("nothing to stamp: set `options.request`, `options.result` or both")
-        self.methods = _globs(self.options.methods)
-        self.servers = _globs(self.options.servers)
+        self.methods = compile_globs(self.options.methods)
+        self.servers = compile_globs(self.options.servers)
 
     async def __call__(self, call: Call, call_next: CallNext) -> Result:
         if call.kind != "request" or not self.methods.match(call.method):

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import uvicorn
+from starlette.applications import Starlette
 
 from gateway.app import build_app
 from gateway.config import GatewayConfig
@@ -46,12 +50,19 @@ def free_port() -> int:
         return port
 
 
+async def wait_until(predicate: Callable[[], object], *, timeout: float, interval: float = 0.01) -> None:
+    """Poll `predicate` until it is true; fail after `timeout` seconds."""
+    with anyio.fail_after(timeout):
+        while not predicate():  # noqa: ASYNC110 - polled state, no event exists
+            await anyio.sleep(interval)
+
+
 @dataclass
 class Running:
     url: str  # the MCP endpoint
     base: str
     fleet: Fleet
-    app: Any = None
+    app: Starlette
 
 
 @asynccontextmanager
@@ -70,7 +81,7 @@ async def serve(
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False)
     )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve)
         with anyio.fail_after(START_TIMEOUT):
@@ -83,6 +94,70 @@ async def serve(
             yield Running(url=f"{base}/mcp", base=base, fleet=fleet, app=app)
         finally:
             server.should_exit = True
+
+
+@asynccontextmanager
+async def serve_asgi(app: Any, **uvicorn_kw: Any) -> AsyncIterator[str]:
+    """Any ASGI app under uvicorn on 127.0.0.1; yields its base URL (http://127.0.0.1:PORT).
+
+    The socket is bound and listening before uvicorn runs, so early connections wait in the
+    backlog: there is nothing to poll for. `uvicorn_kw` goes to `uvicorn.Config`."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        server = uvicorn.Server(uvicorn.Config(app, **{"log_level": "warning", **uvicorn_kw}))
+        server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # as in serve()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(server.serve, sockets=[sock]))
+            try:
+                yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+            finally:
+                server.should_exit = True
+
+
+# -- raw 2025-11-25 sessions over HTTP ------------------------------------------------------------
+
+LEGACY = "2025-11-25"
+
+
+def sse_messages(resp: httpx.Response) -> list[dict[str, Any]]:
+    lines = resp.text.splitlines()
+    return [json.loads(line.removeprefix("data: ")) for line in lines if line.startswith("data: ")]
+
+
+def messages(resp: httpx.Response) -> list[dict[str, Any]]:
+    """The JSON-RPC messages of an answer, whether it came as JSON or as an event stream."""
+    if resp.headers.get("content-type", "").startswith("application/json"):
+        return [resp.json()]
+    return sse_messages(resp)
+
+
+@asynccontextmanager
+async def session(
+    http: httpx.AsyncClient, url: str, extra: Mapping[str, str] = {}
+) -> AsyncIterator[dict[str, str]]:
+    """Open a 2025-11-25 session the way a client does (sending `extra` headers, such as
+    credentials, on every request); yield the headers its requests carry. Closed on exit."""
+    client = {"name": "raw", "version": "0"}
+    params = {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": client}
+    hello = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params}
+    base = {"content-type": "application/json", "accept": "application/json, text/event-stream", **extra}
+    resp = await http.post(url, headers=base, json=hello)
+    assert messages(resp)[0]["result"]["protocolVersion"] == LEGACY
+    headers = {**base, "mcp-session-id": resp.headers["mcp-session-id"], "mcp-protocol-version": LEGACY}
+    note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    assert (await http.post(url, headers=headers, json=note)).status_code == 202
+    yield headers
+    await http.delete(url, headers=headers)
+
+
+def rpc(method: str, params: dict[str, Any] | None = None, rid: int = 1) -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": rid,
+        "method": method,
+        **({"params": params} if params is not None else {}),
+    }
 
 
 def process_tree(root: int | None = None) -> list[int]:

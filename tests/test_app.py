@@ -16,7 +16,7 @@ INIT = {
     "params": {
         "protocolVersion": "2025-11-25",
         "capabilities": {},
-        "clientInfo": {"name": "t", "version": "1"},
+        "clientInfo": {"name": "rebinding-probe", "version": "1"},
     },
 }
 HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -46,8 +46,22 @@ async def test_optional_backend_does_not_block_readiness() -> None:
     [
         ({}, True),
         ({"Origin": "http://127.0.0.1:1234"}, True),
+        ({"Origin": "http://localhost"}, True),
+        ({"Host": "evil.example"}, False),
+        ({"Host": "evil.example:80"}, False),
         ({"Host": "evil.example:8765"}, False),
         ({"Origin": "http://evil.example"}, False),
+        ({"Host": "evil.example", "Origin": "http://evil.example"}, False),
+    ],
+    ids=[
+        "loopback",
+        "loopback-origin-port",
+        "loopback-origin",
+        "foreign-host",
+        "foreign-host-port-80",
+        "foreign-host-port",
+        "foreign-origin",
+        "both",
     ],
 )
 async def test_dns_rebinding_protection(headers: dict[str, str], allowed: bool) -> None:
@@ -57,6 +71,9 @@ async def test_dns_rebinding_protection(headers: dict[str, str], allowed: bool) 
             assert response.status_code == 200, response.text
         else:
             assert response.status_code in (403, 421), response.text
+            assert 400 <= response.status_code < 500, (response.status_code, response.text)
+            # Refused before any MCP processing: nothing of the request or the server comes back.
+            assert "rebinding-probe" not in response.text and "serverInfo" not in response.text
 
 
 async def test_configured_host_is_allowed() -> None:

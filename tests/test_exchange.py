@@ -19,7 +19,7 @@ import mcp.server.streamable_http_manager as manager_module
 import pytest
 from mcp import Client as SdkClient
 
-from tests._support import Running, config, misbehave, serve
+from tests._support import Running, config, messages, misbehave, rpc, serve, session, sse_messages, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -98,11 +98,6 @@ def answer(resp: httpx.Response) -> tuple[int, str, Any]:
     return resp.status_code, kind, body
 
 
-def sse_messages(resp: httpx.Response) -> list[dict[str, Any]]:
-    lines = resp.text.splitlines()
-    return [json.loads(line.removeprefix("data: ")) for line in lines if line.startswith("data: ")]
-
-
 async def test_the_hot_path_answers_byte_for_byte_like_the_sdk() -> None:
     async with gateways() as (fast, sdk), httpx.AsyncClient(timeout=10) as http:
         for name, (headers, body) in CASES.items():
@@ -164,9 +159,7 @@ async def test_a_client_that_hangs_up_cancels_its_call_at_the_backend() -> None:
         async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=0.5)) as http:
             with pytest.raises(httpx.ReadTimeout):
                 await http.post(gw.url, headers=headers, content=body)
-        with anyio.fail_after(5):
-            while backend.callers():  # noqa: ASYNC110 - no event marks "no call in flight"
-                await anyio.sleep(0.01)
+        await wait_until(lambda: not backend.callers(), timeout=5)
         async with httpx.AsyncClient(timeout=10) as http:
             headers, body = post("tools/call", {"name": "mb__echo", "arguments": {"text": "after"}})
             resp = await http.post(gw.url, headers=headers, content=body)
@@ -225,41 +218,6 @@ async def test_a_long_silent_call_keeps_its_stream_alive_with_pings(monkeypatch:
 
 # -- 2025-11-25 sessions ---------------------------------------------------------------------------
 
-LEGACY = "2025-11-25"
-
-
-def messages(resp: httpx.Response) -> list[dict[str, Any]]:
-    """The JSON-RPC messages of an answer, whether it came as JSON or as an event stream."""
-    if resp.headers.get("content-type", "").startswith("application/json"):
-        return [resp.json()]
-    return sse_messages(resp)
-
-
-@asynccontextmanager
-async def session(http: httpx.AsyncClient, url: str) -> AsyncIterator[dict[str, str]]:
-    """Open a 2025-11-25 session the way a client does; yield the headers its requests carry."""
-    client = {"name": "raw", "version": "0"}
-    params = {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": client}
-    hello = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params}
-    base = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
-    resp = await http.post(url, headers=base, json=hello)
-    assert messages(resp)[0]["result"]["protocolVersion"] == LEGACY
-    headers = {**base, "mcp-session-id": resp.headers["mcp-session-id"], "mcp-protocol-version": LEGACY}
-    note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-    assert (await http.post(url, headers=headers, json=note)).status_code == 202
-    yield headers
-    await http.delete(url, headers=headers)
-
-
-def rpc(method: str, params: dict[str, Any] | None = None, rid: int = 1) -> dict[str, Any]:
-    return {
-        "jsonrpc": "2.0",
-        "id": rid,
-        "method": method,
-        **({"params": params} if params is not None else {}),
-    }
-
-
 LEGACY_CASES = {
     "tool call": rpc("tools/call", {"name": "mb__echo", "arguments": {"text": "hi"}}),
     "tool error result": rpc("tools/call", {"name": "mb__fail", "arguments": {}}),
@@ -313,9 +271,7 @@ async def test_a_session_cancels_a_hot_path_call_with_a_notification() -> None:
             async with anyio.create_task_group() as tg:
                 answers: list[httpx.Response] = []
                 tg.start_soon(lambda: _append(answers, call()))
-                with anyio.fail_after(5):
-                    while not backend.callers():  # noqa: ASYNC110 - no event marks a call reaching a backend
-                        await anyio.sleep(0.01)
+                await wait_until(backend.callers, timeout=5)
                 cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 9}}
                 assert (await http.post(gw.url, headers=headers, json=cancel)).status_code == 202
             # No answer is owed to a cancelled request; the backend was told, and is free again.

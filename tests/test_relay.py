@@ -12,7 +12,7 @@ from mcp import Client as SdkClient
 from mcp.shared.exceptions import MCPError
 
 from tests._support import config as make_config
-from tests._support import misbehave, serve, time_server
+from tests._support import misbehave, serve, serve_asgi, time_server, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -138,9 +138,7 @@ async def test_backend_log_notifications_reach_the_client() -> None:
 
     async with serve(fleet()) as gw, SdkClient(gw.url, mode="legacy", logging_callback=on_log) as client:
         await client.call_tool("mb__log", {"level": "warning", "message": "disk almost full"})
-        with anyio.fail_after(5):
-            while not got:  # noqa: ASYNC110 - the SDK's logging callback is the only signal
-                await anyio.sleep(0.01)
+        await wait_until(lambda: got, timeout=5)
     assert got[0].level == "warning"
     assert "disk almost full" in str(got[0].data)
     assert got[0].logger is not None and got[0].logger.startswith("mb")
@@ -151,9 +149,7 @@ async def test_cancellation_reaches_the_backend() -> None:
         with anyio.move_on_after(0.5):
             await client.call_tool("mb__sleep", {"seconds": 30})
         # The backend saw notifications/cancelled and freed the call: nothing stays in flight.
-        with anyio.fail_after(5):
-            while gw.fleet.backends["mb"].callers():  # noqa: ASYNC110 - no event marks a call being freed
-                await anyio.sleep(0.01)
+        await wait_until(lambda: not gw.fleet.backends["mb"].callers(), timeout=5)
         assert (await client.call_tool("mb__echo", {"text": "still here"})).is_error is not True
 
 
@@ -198,12 +194,9 @@ async def test_modern_clients_hear_list_changes_on_their_listen_stream() -> None
 async def test_client_credentials_are_never_forwarded_to_backends() -> None:
     """An HTTP backend of our own records every header it receives; the client's never arrive."""
     import httpx2
-    import uvicorn
     from fastmcp import FastMCP
     from fastmcp.server.dependencies import get_http_headers
     from mcp.client.streamable_http import streamable_http_client
-
-    from tests._support import free_port
 
     seen: list[dict[str, str]] = []
     backend = FastMCP("recorder")
@@ -213,17 +206,8 @@ async def test_client_credentials_are_never_forwarded_to_backends() -> None:
         seen.append(get_http_headers(include_all=True))
         return "recorded"
 
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(backend.http_app(), host="127.0.0.1", port=port, log_level="warning")
-    )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve)
-        with anyio.fail_after(30):
-            while not server.started:  # noqa: ASYNC110 - uvicorn's `started` is a flag; no event marks it
-                await anyio.sleep(0.01)
-        cfg = make_config({"rec": {"url": f"http://127.0.0.1:{port}/mcp"}})
+    async with serve_asgi(backend.http_app()) as backend_url:
+        cfg = make_config({"rec": {"url": f"{backend_url}/mcp"}})
         headers = {"Authorization": "Bearer client-secret-token", "Cookie": "session=abc", "X-Api-Key": "k"}
         async with (
             serve(cfg) as gw,
@@ -231,7 +215,6 @@ async def test_client_credentials_are_never_forwarded_to_backends() -> None:
             SdkClient(streamable_http_client(gw.url, http_client=http), mode="legacy") as client,
         ):
             result = await client.call_tool("rec__whoami", {})
-        server.should_exit = True
     assert result.content[0].text == "recorded"  # type: ignore[union-attr]
     received = {k.lower(): v for k, v in seen[0].items()}
     assert "authorization" not in received and "cookie" not in received and "x-api-key" not in received

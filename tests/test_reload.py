@@ -15,7 +15,7 @@ from mcp import Client as SdkClient
 
 from gateway.config import load_config
 from gateway.errors import ConfigError
-from tests._support import misbehave, serve
+from tests._support import misbehave, serve, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -70,9 +70,11 @@ async def test_reload_applies_a_diff_while_a_client_keeps_calling(tmp_path: Path
             "unchanged": ["keep"],
         }
         assert set(gw.fleet.backends) == {"keep", "chg", "new"}
-        with anyio.fail_after(30):
-            while not (gw.fleet.backends["new"].available and gw.fleet.backends["chg"].available):  # noqa: ASYNC110 - no public event marks availability
-                await anyio.sleep(0.02)
+        await wait_until(
+            lambda: gw.fleet.backends["new"].available and gw.fleet.backends["chg"].available,
+            timeout=30,
+            interval=0.02,
+        )
         assert await pid(client, "keep__pid") == keep_pid  # untouched: same process, same session
         assert await pid(client, "chg__pid") != chg_pid
         echo = await client.call_tool("chg__echo", {"text": "x"})
@@ -102,13 +104,9 @@ async def test_file_change_and_sighup_trigger_reload(tmp_path: Path) -> None:
     write(path, {"a": misbehave()})
     async with serve(load_config(path), config_path=path, watch=True) as gw:
         write(path, {"a": misbehave(), "b": misbehave()})
-        with anyio.fail_after(30):
-            while "b" not in gw.fleet.backends:  # noqa: ASYNC110 - no public event marks a reload
-                await anyio.sleep(0.05)
+        await wait_until(lambda: "b" in gw.fleet.backends, timeout=30, interval=0.05)
         # SIGHUP: change the file under a watcher that may be debouncing, then signal.
         write(path, {"a": misbehave()})
         os.kill(os.getpid(), signal.SIGHUP)
-        with anyio.fail_after(30):
-            while "b" in gw.fleet.backends:  # noqa: ASYNC110 - no public event marks a reload
-                await anyio.sleep(0.05)
+        await wait_until(lambda: "b" not in gw.fleet.backends, timeout=30, interval=0.05)
         assert gw.fleet.backends["a"].available

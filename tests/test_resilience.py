@@ -9,7 +9,7 @@ from mcp import Client as SdkClient
 from mcp.shared.exceptions import MCPError
 
 from gateway.errors import BACKEND_UNAVAILABLE
-from tests._support import config, misbehave, serve, time_server
+from tests._support import config, misbehave, serve, time_server, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -56,8 +56,7 @@ async def test_crash_mid_call_fails_that_call_then_backend_restarts_and_clients_
             assert (
                 await client.call_tool("time__get_current_time", {"timezone": "UTC"})
             ).is_error is not True
-            while backend.state.value != "running":  # noqa: ASYNC110 - no public event marks a state change
-                await anyio.sleep(0.05)
+            await wait_until(lambda: backend.state.value == "running", timeout=20, interval=0.05)
         assert backend.restarts == 1
         result = await client.call_tool("mb__echo", {"text": "back"})
         assert result.content[0].text == "misbehave: back"  # type: ignore[union-attr]

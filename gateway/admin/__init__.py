@@ -23,7 +23,6 @@ from gateway.admin.settings import AdminConfig, AdminKey, EventsConfig
 if TYPE_CHECKING:
     from gateway.admin._auth import Authenticator
     from gateway.admin.api import AdminAPI, Reload
-    from gateway.admin.stats import CallStats
     from gateway.fleet import Fleet
 
 __all__ = ["AdminConfig", "AdminKey", "EventsConfig", "admin_api"]
@@ -36,11 +35,8 @@ def admin_api(
     reload: Reload | None = None,
     authenticate: Authenticator | None = None,
     config_path: str | Path | None = None,
-    stats: CallStats | None = None,
 ) -> AdminAPI:
     """The admin API over `fleet`: `.routes` to mount, `.running()` to enter while serving."""
     from gateway.admin.api import AdminAPI
 
-    return AdminAPI(
-        fleet, config, reload=reload, authenticate=authenticate, config_path=config_path, stats=stats
-    )
+    return AdminAPI(fleet, config, reload=reload, authenticate=authenticate, config_path=config_path)

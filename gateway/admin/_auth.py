@@ -10,8 +10,6 @@ and no authenticator, nobody gets in (fail closed).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -21,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.admin._errors import error_response
 from gateway.admin.settings import AdminConfig
+from gateway.middleware._keys import match_digest, presented_credential
 from gateway.middleware.base import Identity
 
 logger = logging.getLogger("gateway.admin")
@@ -32,29 +31,17 @@ _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="mcp-gateway admin"'}
 
 
 def credential(request: Request) -> str | None:
-    authorization = request.headers.get("authorization")
-    if authorization is not None:
-        scheme, _, token = authorization.strip().partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
-    api_key = request.headers.get("x-api-key")
-    return api_key.strip() if api_key and api_key.strip() else None
+    return presented_credential(request, skip_empty=True)[0]  # an empty token counts as none
 
 
 class AdminAuth:
     def __init__(self, config: AdminConfig, authenticate: Authenticator | None = None) -> None:
         self.role = config.role
-        self._keys = [(who, bytes.fromhex(digest)) for who, digest in config.credentials()]
+        self._keys = [(bytes.fromhex(digest), who) for who, digest in config.credentials()]
         self.authenticate = authenticate
 
     def match_key(self, presented: str) -> str | None:
-        # Headers arrive latin-1 decoded; re-encoding gives back the bytes the client sent.
-        digest = hashlib.sha256(presented.encode("latin-1", "replace")).digest()
-        found: str | None = None
-        for who, stored in self._keys:
-            if hmac.compare_digest(digest, stored) and found is None:  # every hash is compared
-                found = who
-        return found
+        return match_digest(presented, self._keys)
 
     async def admit(self, request: Request) -> tuple[str | None, int, str]:
         """(who, 0, "") when admitted, else (None, status, message)."""

@@ -23,7 +23,7 @@ from gateway.logs import new_request_id
 
 logger = logging.getLogger("gateway.admin")
 
-REQUEST_ID_HEADER = "x-request-id"
+REQUEST_ID_HEADER = b"x-request-id"  # as ASGI spells header names: lower-case bytes
 # Echoed into a response header and logs: only a conservative token, never arbitrary bytes.
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
@@ -64,6 +64,10 @@ class ApiError(Exception):
 
 def not_found(what: str, name: str) -> ApiError:
     return ApiError(404, "not_found", f"no {what} named {name!r}", {what: name})
+
+
+def timeout(name: str) -> ApiError:
+    return ApiError(504, "timeout", f"server {name!r} did not stop in time", {"server": name})
 
 
 def request_id(request: Request) -> str:
@@ -126,7 +130,7 @@ class RequestIdMiddleware:
             return
         given = None
         for key, value in scope.get("headers", []):
-            if key == b"x-request-id":
+            if key == REQUEST_ID_HEADER:
                 given = value.decode("latin-1").strip()
         rid = given if given and _SANE_ID.match(given) else new_request_id()
         scope.setdefault("state", {})["request_id"] = rid
@@ -137,8 +141,8 @@ class RequestIdMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
-                headers.append((b"x-request-id", rid.encode("latin-1")))
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != REQUEST_ID_HEADER]
+                headers.append((REQUEST_ID_HEADER, rid.encode("latin-1")))
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -95,5 +95,5 @@ async def probe(backend: Backend) -> dict[str, Any]:
                 await aclose()
     timings["total_ms"] = _ms(began)
     report["timings"] = timings
-    report["stderr"] = [line.text for line in list(log.lines)[-_STDERR_TAIL:]]
+    report["stderr"] = [line.text for line in log.tail(_STDERR_TAIL)]
     return report

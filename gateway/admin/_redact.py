@@ -16,8 +16,9 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from gateway.config.secrets import has_reference
+
 MASK = "***"
-_REFERENCE = re.compile(r"\$\{(env|file):[^}]+\}|^secret_ref:")
 _SECRET_WORDS = (
     "key",
     "token",
@@ -31,10 +32,6 @@ _SECRET_WORDS = (
     "private",
 )
 _FLAG = re.compile(r"^(--?[A-Za-z0-9][A-Za-z0-9_.-]*)(=(.*))?$", re.DOTALL)
-
-
-def is_reference(value: str) -> bool:
-    return _REFERENCE.search(value) is not None
 
 
 def secret_key(key: str) -> bool:
@@ -53,7 +50,7 @@ def redact(value: Any, *, secret: bool = False) -> Any:
         items = [redact(v, secret=secret) for v in value]
         return _redact_args(items) if not secret else items
     if isinstance(value, str):
-        if is_reference(value):
+        if has_reference(value):
             return value
         if secret:
             return MASK
@@ -67,7 +64,7 @@ def _redact_args(items: list[Any]) -> list[Any]:
     hide_next = False
     for item in items:
         if hide_next and isinstance(item, str) and not item.startswith("-"):
-            out.append(item if is_reference(item) else MASK)
+            out.append(item if has_reference(item) else MASK)
             hide_next = False
             continue
         hide_next = False
@@ -78,7 +75,7 @@ def _redact_args(items: list[Any]) -> list[Any]:
                 out.append(item)
             else:
                 value = match.group(3)
-                out.append(item if is_reference(value) else f"{match.group(1)}={MASK}")
+                out.append(item if has_reference(value) else f"{match.group(1)}={MASK}")
             continue
         out.append(item)
     return out

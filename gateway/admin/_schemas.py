@@ -7,6 +7,7 @@ from typing import Any
 from gateway.admin._record import SEVERITIES, TYPES
 
 REF = "#/components/schemas/{model}"
+ACTIONS = ("start", "stop", "restart")  # what POST /servers/{name}/<action> and bulk accept
 
 
 def _nullable(kind: str, **extra: Any) -> dict[str, Any]:
@@ -117,7 +118,7 @@ SCHEMAS: dict[str, Any] = {
     },
     "ActionResult": _obj(
         server=_STR,
-        action={"enum": ["start", "stop", "restart"]},
+        action={"enum": list(ACTIONS)},
         ok=_BOOL,
         state=_nullable("string"),
         error=_nullable("string"),
@@ -129,7 +130,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"servers": {"type": "array", "items": _STR, "description": "default: every server"}},
     },
     "BulkResult": _obj(
-        action={"enum": ["start", "stop", "restart"]},
+        action={"enum": list(ACTIONS)},
         results={"type": "object", "additionalProperties": _ref("ActionResult")},
         summary=_obj(requested=_INT, succeeded=_INT, failed=_INT),
     ),

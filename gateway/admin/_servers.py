@@ -10,13 +10,13 @@ import anyio
 from pydantic import ValidationError
 
 from gateway import naming
-from gateway.admin._errors import ApiError
+from gateway.admin._errors import ApiError, timeout
 from gateway.admin._record import iso
 from gateway.admin._redact import redact
 from gateway.admin._sse import log_line
 from gateway.admin.stats import CallStats
 from gateway.backends import Backend, Event, State
-from gateway.config._loader import _describe
+from gateway.config._loader import _key_message
 from gateway.config.models import GatewayConfig, ServerSpec, namespace_of
 from gateway.fleet import Fleet
 
@@ -101,7 +101,7 @@ def detail(
     events: list[dict[str, Any]],
     log_tail: int,
 ) -> dict[str, Any]:
-    lines = list(backend.log.lines)[-log_tail:] if log_tail else []
+    lines = backend.log.tail(log_tail)
     return {
         **summary(name, backend, fleet, stats, last_test),
         "dormant": backend.dormant,
@@ -162,17 +162,13 @@ async def act(fleet: Fleet, name: str, backend: Backend, action: str, wait: bool
         try:
             await backend.stop("stopped by admin")
         except TimeoutError:
-            raise ApiError(
-                504, "timeout", f"server {name!r} did not stop in time", {"server": name}
-            ) from None
+            raise timeout(name) from None
         return outcome(name, action, backend, backend.state in (State.STOPPED, State.FAILED), began)
     if action == "restart":
         try:
             await backend.restart()
         except TimeoutError:
-            raise ApiError(
-                504, "timeout", f"server {name!r} did not stop in time", {"server": name}
-            ) from None
+            raise timeout(name) from None
     else:
         backend.start()
     if not wait:
@@ -187,8 +183,7 @@ async def act(fleet: Fleet, name: str, backend: Backend, action: str, wait: bool
 def _problems(exc: ValidationError) -> list[dict[str, str]]:
     out = []
     for err in exc.errors():
-        text = _describe("", err).removeprefix(": ")
-        key, _, message = text.partition(": ")
+        key, message = _key_message(err)
         out.append({"key": key, "message": message})
     return out
 

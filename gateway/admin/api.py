@@ -28,11 +28,18 @@ from starlette.routing import BaseRoute, Mount, Route
 from gateway.admin import _params as params
 from gateway.admin import _servers as views
 from gateway.admin._auth import AdminAuth, Authenticator, AuthMiddleware
-from gateway.admin._errors import EXCEPTION_HANDLERS, ApiError, RequestIdMiddleware, not_found, request_id
+from gateway.admin._errors import (
+    EXCEPTION_HANDLERS,
+    ApiError,
+    RequestIdMiddleware,
+    not_found,
+    request_id,
+    timeout,
+)
 from gateway.admin._probe import probe
-from gateway.admin._record import EventRecord
 from gateway.admin._redact import redact
 from gateway.admin._redis import RedisPublisher
+from gateway.admin._schemas import ACTIONS
 from gateway.admin._sse import event_stream, log_line, log_stream
 from gateway.admin.openapi import document
 from gateway.admin.settings import AdminConfig
@@ -47,7 +54,6 @@ RUNTIME_NOTE = (
     "runtime change: not written to gateway.yaml; lost on restart, "
     "and a reload makes the fleet match the file"
 )
-_ACTIONS = ("start", "stop", "restart")
 _MAX_PROBES = 4
 
 
@@ -69,14 +75,12 @@ class AdminAPI:
         reload: Reload | None = None,
         authenticate: Authenticator | None = None,
         config_path: str | Path | None = None,
-        stats: CallStats | None = None,
-        path: str = "/admin",
     ) -> None:
         self.fleet = fleet
         self.config = config = config or AdminConfig()
         self.reload = reload
         self.config_path = None if config_path is None else str(config_path)
-        self.stats = stats or CallStats()
+        self.stats = CallStats()
         self.store = EventStore(config.events)
         events = config.events
         self.publisher = (
@@ -94,11 +98,11 @@ class AdminAPI:
                 Middleware(AuthMiddleware, auth=AdminAuth(config, authenticate)),
             ],
         )
-        self.mount = Mount(path, app=app)
+        self.mount = Mount("/admin", app=app)
         self.routes: list[BaseRoute] = [self.mount]
 
     def _routes(self) -> list[BaseRoute]:
-        bulk = [Route(f"/servers/bulk/{a}", self.bulk, methods=["POST"]) for a in _ACTIONS]
+        bulk = [Route(f"/servers/bulk/{a}", self.bulk, methods=["POST"]) for a in ACTIONS]
         return [
             Route("/openapi.json", self.openapi, methods=["GET"]),
             Route("/servers", self.list_servers, methods=["GET"]),
@@ -108,7 +112,7 @@ class AdminAPI:
             Route("/servers/{name}", self.delete, methods=["DELETE"]),
             Route("/servers/{name}/logs", self.logs, methods=["GET"]),
             Route("/servers/{name}/test", self.test, methods=["POST"]),
-            *[Route(f"/servers/{{name}}/{a}", self.action, methods=["POST"]) for a in _ACTIONS],
+            *[Route(f"/servers/{{name}}/{a}", self.action, methods=["POST"]) for a in ACTIONS],
             Route("/events", self.events, methods=["GET"]),
             Route("/events/stream", self.events_stream, methods=["GET"]),
             Route("/config", self.effective_config, methods=["GET"]),
@@ -118,7 +122,7 @@ class AdminAPI:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[AdminAPI]:
         """Enter before `fleet.running()` so that the fleet's first and last events are recorded."""
-        calls: list[Any] | None = getattr(self.fleet, "call_listeners", None)
+        calls = self.fleet.call_listeners
         async with AsyncExitStack() as stack:
             if self.publisher is not None:
                 # Entered first, left last: the store's final drain still reaches Redis.
@@ -126,13 +130,12 @@ class AdminAPI:
                 self.store.listeners.append(self.publisher.publish)
             await stack.enter_async_context(self.store.running())
             self.fleet.event_listeners.append(self.store.record_event)
-            if calls is not None:
-                calls.append(self.stats.record)
+            calls.append(self.stats.record)
             try:
                 yield self
             finally:
                 self.fleet.event_listeners.remove(self.store.record_event)
-                if calls is not None and self.stats.record in calls:
+                if self.stats.record in calls:
                     calls.remove(self.stats.record)
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -281,9 +284,7 @@ class AdminAPI:
                 await self.fleet.remove(name)
             except TimeoutError:
                 self._audit(request, "delete", name, False, "did not stop in time")
-                raise ApiError(
-                    504, "timeout", f"server {name!r} did not stop in time", {"server": name}
-                ) from None
+                raise timeout(name) from None
         self.stats.forget(name)
         self._tests.pop(name, None)
         self._locks.pop(name, None)
@@ -297,7 +298,7 @@ class AdminAPI:
         tail = params.integer(request, "tail", 100, 0, 1000)
         if params.flag(request, "follow", False):
             return log_stream(backend, tail, lambda: self.fleet.backends.get(name) is backend)
-        lines = list(backend.log.lines)[-tail:] if tail else []
+        lines = backend.log.tail(tail)
         return _json(
             {
                 "server": name,
@@ -326,20 +327,9 @@ class AdminAPI:
         where = params.event_filter(request, limit_default=1000)
         resume = request.query_params.get("after") or request.headers.get("last-event-id") or None
         after = params.event_id(resume, "after")
-        if after is not None:
-            where = replace(where, after_id=after, before_id=None)
-
-        def matches(record: EventRecord) -> bool:
-            return (
-                (not where.servers or record.server in where.servers)
-                and (not where.severities or record.severity in where.severities)
-                and (not where.categories or record.category in where.categories)
-                and (not where.types or record.type in where.types)
-                and (where.since is None or record.ts >= where.since)
-                and (where.until is None or record.ts < where.until)
-            )
-
-        return event_stream(self.store, where, matches)
+        if after is not None:  # `cursor` (before_id) is refused above: nothing else to clear
+            where = replace(where, after_id=after)
+        return event_stream(self.store, where)
 
     # -- configuration ---------------------------------------------------------------------------
 

@@ -7,12 +7,13 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from gateway.admin._params import MAX_EPOCH
 from gateway.admin._record import CATEGORIES, SEVERITIES, TYPES
+from gateway.admin._schemas import ACTIONS, SCHEMAS
 from gateway.admin._schemas import ANY_OBJ as _ANY_OBJ
 from gateway.admin._schemas import BOOL as _BOOL
 from gateway.admin._schemas import INT as _INT
 from gateway.admin._schemas import REF as _REF
-from gateway.admin._schemas import SCHEMAS
 from gateway.admin._schemas import STR as _STR
 from gateway.admin._schemas import ref as _ref
 from gateway.config.models import ServerSpec
@@ -56,6 +57,15 @@ def _param(name: str, where: str, schema: dict[str, Any], description: str, **ex
     return {"name": name, "in": where, "schema": schema, "description": description, **extra}
 
 
+_INSTANT = {
+    "oneOf": [
+        {"type": "string", "format": "date-time"},
+        {"type": "number", "minimum": 0, "maximum": int(MAX_EPOCH)},
+    ]
+}
+_EVENT_ID = {"type": "string", "pattern": "^[0-9]{1,18}$"}  # as the API writes ids: digits, < 2**62
+_COUNT = {**_INT, "minimum": 0, "maximum": 1000}  # how many recent events / log lines
+
 _NAME = _param("name", "path", _STR, "the server's name", required=True)
 _WAIT = _param("wait", "query", _BOOL, "wait until the server settled (default true; bounded)")
 
@@ -69,28 +79,8 @@ _EVENT_FILTERS = [
     _list("severity", {"enum": list(SEVERITIES)}, "only these severities"),
     _list("category", _STR, f"only these categories ({', '.join(CATEGORIES)})"),
     _list("type", {"enum": list(TYPES)}, "transition (a state change) or action (an admin action)"),
-    _param(
-        "since",
-        "query",
-        {
-            "oneOf": [
-                {"type": "string", "format": "date-time"},
-                {"type": "number", "minimum": 0, "maximum": 253402300799},
-            ]
-        },
-        "from this time (ISO 8601 or epoch seconds), inclusive",
-    ),
-    _param(
-        "until",
-        "query",
-        {
-            "oneOf": [
-                {"type": "string", "format": "date-time"},
-                {"type": "number", "minimum": 0, "maximum": 253402300799},
-            ]
-        },
-        "before this time, exclusive",
-    ),
+    _param("since", "query", _INSTANT, "from this time (ISO 8601 or epoch seconds), inclusive"),
+    _param("until", "query", _INSTANT, "before this time, exclusive"),
 ]
 
 
@@ -138,7 +128,7 @@ def _paths() -> dict[str, Any]:
                 description="The result says whether the server reached the wanted state (`ok`).",
             )
         }
-        for a in ("start", "stop", "restart")
+        for a in ACTIONS
     }
     bulk_ops = {
         f"/servers/bulk/{a}": {
@@ -150,7 +140,7 @@ def _paths() -> dict[str, Any]:
                 body={"required": False, "content": {"application/json": {"schema": _ref("BulkRequest")}}},
             )
         }
-        for a in ("start", "stop", "restart")
+        for a in ACTIONS
     }
     return {
         "/servers": {
@@ -176,8 +166,8 @@ def _paths() -> dict[str, Any]:
                 {200: _ok("ServerDetail"), **_errors(400, 404)},
                 parameters=[
                     _NAME,
-                    _param("events", "query", {**_INT, "minimum": 0, "maximum": 1000}, "recent events"),
-                    _param("logs", "query", {**_INT, "minimum": 0, "maximum": 1000}, "recent log lines"),
+                    _param("events", "query", _COUNT, "recent events"),
+                    _param("logs", "query", _COUNT, "recent log lines"),
                 ],
             ),
             "delete": _op(
@@ -215,7 +205,7 @@ def _paths() -> dict[str, Any]:
                 },
                 parameters=[
                     _NAME,
-                    _param("tail", "query", {**_INT, "minimum": 0, "maximum": 1000}, "backlog lines"),
+                    _param("tail", "query", _COUNT, "backlog lines"),
                     _param("follow", "query", _BOOL, "stream new lines as Server-Sent Events"),
                 ],
             )
@@ -231,7 +221,7 @@ def _paths() -> dict[str, Any]:
                     _param(
                         "cursor",
                         "query",
-                        {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                        _EVENT_ID,
                         "next_cursor of the previous page",
                     ),
                 ],
@@ -254,7 +244,7 @@ def _paths() -> dict[str, Any]:
                     _param(
                         "after",
                         "query",
-                        {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                        _EVENT_ID,
                         "resume after this event id (as Last-Event-ID does)",
                     ),
                 ],

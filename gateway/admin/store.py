@@ -64,6 +64,20 @@ class EventFilter:
     limit: int = 100
     ascending: bool = False
 
+    def matches(self, record: EventRecord) -> bool:
+        """Whether `record` passes the filter: the clauses of `_sql`, and a missing id (NULL) never
+        passes an id bound."""
+        return (
+            (not self.servers or record.server in self.servers)
+            and (not self.severities or record.severity in self.severities)
+            and (not self.categories or record.category in self.categories)
+            and (not self.types or record.type in self.types)
+            and (self.since is None or record.ts >= self.since)
+            and (self.until is None or record.ts < self.until)
+            and (self.before_id is None or (record.id is not None and record.id < self.before_id))
+            and (self.after_id is None or (record.id is not None and record.id > self.after_id))
+        )
+
 
 class EventStore(BatchWriter[EventRecord]):
     what = "event"
@@ -82,7 +96,7 @@ class EventStore(BatchWriter[EventRecord]):
 
     def record_event(self, event: Event) -> None:
         """A fleet event listener: `fleet.event_listeners.append(store.record_event)`."""
-        self.record(EventRecord.of(event))
+        self.offer(EventRecord.of(event))
 
     def record_admin(
         self,
@@ -95,7 +109,7 @@ class EventStore(BatchWriter[EventRecord]):
         request_id: str | None = None,
     ) -> bool:
         """An admin action: who did what to which server (or `None`: the gateway), and how it ended."""
-        return self.record(
+        return self.offer(
             EventRecord(
                 ts=time.time(),
                 type="action",
@@ -109,9 +123,6 @@ class EventStore(BatchWriter[EventRecord]):
                 request_id=request_id,
             )
         )
-
-    def record(self, record: EventRecord) -> bool:
-        return self.offer(record)
 
     # -- the writer ------------------------------------------------------------------------------
 

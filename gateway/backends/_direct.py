@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any
 
@@ -27,6 +27,13 @@ from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
 _FIRST_ID = 1 << 40  # the dispatcher counts from 0; JSON numbers stay exact below 2**53
 _COMPACT = (",", ":")
+# Bytes a line must hold to be worth parsing: an answer; or progress or a log line.
+_ANSWER = (b'"result"', b'"error"')
+_ANSWER_OR_NEWS = (*_ANSWER, b"notifications/progress", b"notifications/message")
+_LOG = "notifications/message"
+# A log line is delivered before the next line is read; a client slow to take it may hold the
+# backend's other answers this long at most.
+LOG_DELIVERY_BOUND = 1.0
 
 
 class _Waiter:
@@ -43,20 +50,24 @@ class DirectCalls:
         self._ids = itertools.count(_FIRST_ID)
         self._waiting: dict[int, _Waiter] = {}
         self._closed = False
+        # Where the backend's log lines go (the session's hook); set by the session.
+        self.on_log: Callable[[dict[str, Any]], Awaitable[None]] | None = None
 
     async def request(
         self,
         method: str,
-        params: Mapping[str, Any] | None,
+        params: dict[str, Any],
         *,
         timeout: float,
         on_progress: ProgressFnT | None = None,
     ) -> dict[str, Any]:
-        """The backend's raw result; its error, a timeout or a closed pipe as `MCPError`."""
+        """The backend's raw result; its error, a timeout or a closed pipe as `MCPError`.
+
+        `params` becomes the request's (the session hands over its own copy)."""
         if self._closed:
             raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
         rid = next(self._ids)
-        out = dict(params or {})
+        out = params
         if on_progress is not None:
             out["_meta"] = {**(out.get("_meta") or {}), "progressToken": rid}
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method}
@@ -83,13 +94,18 @@ class DirectCalls:
 
     def resolve(self, line: bytes) -> bool:
         """Resolve the caller `line` answers, if it is a response to one of ours (no progress)."""
-        if not self._waiting or (b'"result"' not in line and b'"error"' not in line):
-            return False
+        message = self._decode(line, _ANSWER)
+        return message is not None and "method" not in message and self._answer(message)
+
+    def _decode(self, line: bytes, needles: tuple[bytes, ...]) -> dict[str, Any] | None:
+        """`line` as a JSON object, if calls wait and it holds one of `needles` (a cheap pre-test)."""
+        if not self._waiting or not any(n in line for n in needles):
+            return None
         try:
             message = json.loads(line)
         except ValueError:
-            return False
-        return isinstance(message, dict) and "method" not in message and self._answer(message)
+            return None
+        return message if isinstance(message, dict) else None
 
     def _answer(self, message: dict[str, Any]) -> bool:
         waiter = self._waiter(message.get("id"))
@@ -107,19 +123,20 @@ class DirectCalls:
 
     async def take(self, line: bytes) -> bool:
         """Deliver `line` if it is a response to (or progress of) one of ours; False otherwise."""
-        if not self._waiting:
-            return False
-        if b'"result"' not in line and b'"error"' not in line and b"progress" not in line:
-            return False
-        try:
-            message = json.loads(line)
-        except ValueError:
-            return False
-        if not isinstance(message, dict):
+        message = self._decode(line, _ANSWER_OR_NEWS)
+        if message is None:
             return False
         if "method" in message:
             params = message.get("params")
-            if message["method"] != "notifications/progress" or not isinstance(params, dict):
+            if not isinstance(params, dict):
+                return False
+            if message["method"] == _LOG and self.on_log is not None:
+                # Delivered here, in order, while calls wait: a call's log lines reach its client
+                # before its answer does (handed to the SDK, they would race it).
+                with anyio.move_on_after(LOG_DELIVERY_BOUND):
+                    await self.on_log(params)
+                return True
+            if message["method"] != "notifications/progress":
                 return False
             waiter = self._waiter(params.get("progressToken"))
             if waiter is None or waiter.on_progress is None:

@@ -21,8 +21,9 @@ import anyio.abc
 from anyio.streams.buffered import BufferedByteReceiveStream
 from mcp.shared.message import SessionMessage
 
+from gateway.backends import _process
 from gateway.backends._logbuffer import LogBuffer, _LineReader
-from gateway.backends._wire import dump, parse
+from gateway.backends._wire import LineSplitter, dump, parse
 
 _HEADER = struct.Struct(">BxxxL")
 _STDOUT, _STDERR = 1, 2
@@ -69,7 +70,7 @@ class AttachedIO:
     async def _demultiplex(self, to_session: anyio.abc.ObjectSendStream[SessionMessage | Exception]) -> None:
         stderr = _LineReader(self._log)
         frames = BufferedByteReceiveStream(self._conn)
-        partial = b""
+        stdout = LineSplitter(_process.MAX_LINE)
         listening = True
         try:
             while True:
@@ -78,15 +79,13 @@ class AttachedIO:
                 if kind == _STDERR:
                     stderr.data_received(payload)
                 elif kind == _STDOUT and listening:
-                    *lines, partial = (partial + payload).split(b"\n")
-                    for line in lines:
-                        if line.strip():
-                            try:
-                                await to_session.send(parse(line))
-                            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                                # The session is gone; keep reading to see the container's end.
-                                listening = False
-                                break
+                    for item in stdout.feed(payload):
+                        try:
+                            await to_session.send(item if isinstance(item, Exception) else parse(item))
+                        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                            # The session is gone; keep reading to see the container's end.
+                            listening = False
+                            break
         except _CLOSED:
             pass
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import time
@@ -44,6 +45,14 @@ class LogBuffer:
         logger.debug("%s: %s", self.server, line.text)
         for listener in list(self.listeners):
             listener(line)
+
+    def tail(self, n: int) -> list[LogLine]:
+        """The last `n` lines, oldest first (none for `n <= 0`), without copying the whole buffer."""
+        if n <= 0:
+            return []
+        out = list(itertools.islice(reversed(self.lines), n))
+        out.reverse()
+        return out
 
 
 class _LineReader(asyncio.Protocol):

@@ -20,7 +20,7 @@ import anyio
 from mcp.shared.message import SessionMessage
 
 from gateway.backends._direct import DirectCalls
-from gateway.backends._wire import dump, parse
+from gateway.backends._wire import LineSplitter, dump, parse
 
 # Lines queued for the SDK's receive loop before stdout stops being read (the child then blocks
 # on its writes instead of the gateway buffering without bound), and the level to resume at.
@@ -31,11 +31,10 @@ _QUEUE_LOW = 256
 class ChildPipes(asyncio.SubprocessProtocol):
     def __init__(self, max_line: int) -> None:
         self.direct = DirectCalls(self.send_line)
-        self._max_line = max_line
-        self._buffer = bytearray()
-        self._skipping = False  # inside a line that was too long, until its newline
+        self._splitter = LineSplitter(max_line)
         self._lines: deque[bytes | Exception] = deque()
         self._eof = False
+        self.reading = False  # the session's receive loop is delivering a line of ours
         self._readable: asyncio.Future[None] | None = None
         self._transport: asyncio.SubprocessTransport | None = None
         self._reading_paused = False
@@ -52,22 +51,11 @@ class ChildPipes(asyncio.SubprocessProtocol):
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         if fd != 1:
             return
-        buffer = self._buffer
-        buffer += data
-        start = 0
-        while (end := buffer.find(b"\n", start)) >= 0:
-            line = bytes(buffer[start:end])
-            start = end + 1
-            if self._skipping:
-                self._skipping = False
-            elif line.strip() and (self._lines or not self.direct.resolve(line)):
-                self._queue(line)  # behind queued lines, even an answer waits its turn
-        del buffer[:start]
-        if len(buffer) > self._max_line:
-            buffer.clear()
-            if not self._skipping:
-                self._skipping = True
-                self._queue(ValueError(f"message longer than {self._max_line} bytes dropped"))
+        for item in self._splitter.feed(data):
+            if isinstance(item, Exception) or self._lines or self.reading or not self.direct.resolve(item):
+                # Behind queued lines, or one being delivered (a call's log line), even an
+                # answer waits its turn.
+                self._queue(item)
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         if fd == 1:
@@ -162,7 +150,12 @@ class StdoutMessages:
                 raise anyio.EndOfStream
             if isinstance(item, Exception):
                 return item
-            if not await self._pipes.direct.take(item):
+            self._pipes.reading = True
+            try:
+                taken = await self._pipes.direct.take(item)
+            finally:
+                self._pipes.reading = False
+            if not taken:
                 return parse(item)
 
     def __aiter__(self) -> StdoutMessages:

@@ -26,11 +26,16 @@ logger = logging.getLogger("gateway.backends.backend")
 class Ended(Exception):
     """Why a running session ended, when it was not cancelled."""
 
-    def __init__(self, reason: str, *, failure: bool, category: str = "lifecycle") -> None:
+    def __init__(
+        self, reason: str, *, failure: bool, category: str = "lifecycle", exited: bool = False
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.failure = failure
         self.category = category
+        # The server exited by itself: its exit code is known only after teardown, so the
+        # supervisor words the reason and applies `restart: on-failure` then.
+        self.exited = exited
 
 
 End = Callable[[Ended], None]
@@ -38,13 +43,7 @@ End = Callable[[Ended], None]
 
 async def exit(backend: Backend, session: BackendSession, end: End) -> None:
     await session.closed.wait()
-    code = backend.log.exit_code
-    detail = f" with code {code}" if code is not None else ""
-    if backend.log.exit_detail:
-        detail += f" ({backend.log.exit_detail})"
-    if code == 0 and backend.spec.restart == "on-failure":
-        backend._want = False
-    end(Ended(f"the server exited{detail}", failure=True))
+    end(Ended("the server exited", failure=True, exited=True))
 
 
 async def health(backend: Backend, session: BackendSession, end: End) -> None:

@@ -111,6 +111,10 @@ class Backend:
         self._changed = anyio.Event()
         self.events.backend_event(self, event)
 
+    def _to_stopped(self, reason: str, category: str) -> None:
+        self._set_state(State.STOPPING, reason, category)
+        self._set_state(State.STOPPED, reason, category)
+
     def _new_session(self) -> BackendSession:
         return BackendSession(
             self.name,
@@ -136,8 +140,7 @@ class Backend:
             self._stop_reason = reason
             scope.cancel()
         elif self.state is State.FAILED:
-            self._set_state(State.STOPPING, reason, "admin")
-            self._set_state(State.STOPPED, reason, "admin")
+            self._to_stopped(reason, "admin")
         self._wake.set()
         with anyio.fail_after(self.spec.startup_timeout + 15):  # bounded: teardown itself is bounded
             while self.state not in (State.STOPPED, State.FAILED):
@@ -183,8 +186,8 @@ class Backend:
         for held in list(self._per_client.values()):
             held.release.set()
         if self.state not in (State.STOPPED, State.STOPPING, State.FAILED):
-            self._set_state(State.STOPPING, reason, "admin")
-        if self.state is State.STOPPING:
+            self._to_stopped(reason, "admin")
+        elif self.state is State.STOPPING:
             self._set_state(State.STOPPED, reason, "admin")
 
     async def _supervise(self) -> None:
@@ -194,6 +197,7 @@ class Backend:
             self._set_state(State.STARTING, "restart" if self.restarts else "start")
             began = time.monotonic()
             category = "lifecycle"
+            clean_exit = False
             try:
                 async with self._new_session() as session:
                     await self._serve(session)
@@ -201,10 +205,12 @@ class Backend:
                 if not ended.failure:  # idle or lazy: stop, stay listed, wake on the next call
                     self._want = False
                     self.dormant = True
-                    self._set_state(State.STOPPING, ended.reason, ended.category)
-                    self._set_state(State.STOPPED, ended.reason, ended.category)
+                    self._to_stopped(ended.reason, ended.category)
                     self.events.listing_changed(self)
                     return
+                if ended.exited:  # teardown has run: the exit code is known now
+                    ended.reason = self._exit_reason()
+                    clean_exit = self.log.exit_code == 0
                 self.last_error, category = ended.reason, ended.category
                 logger.warning("server %s: %s; %s", self.name, ended.reason, self._tail())
             except GatewayError as exc:
@@ -221,6 +227,11 @@ class Backend:
             if not self.dormant:
                 self.listing = BackendListing()
             self.events.listing_changed(self)
+            if clean_exit and self.spec.restart == "on-failure":
+                self._want = False
+                self.dormant = False
+                self._to_stopped(self.last_error or "the server exited with code 0", category)
+                return
             stable = time.monotonic() - began >= STABLE_AFTER
             failures = 1 if stable else failures + 1
             if self.spec.restart == "never" or failures > self.spec.max_restarts:
@@ -262,6 +273,13 @@ class Backend:
                 watch.start_soon(_watchers.idle, self, self.spec.idle_timeout, end)
         if ended:
             raise ended[0]
+
+    def _exit_reason(self) -> str:
+        code = self.log.exit_code
+        detail = f" with code {code}" if code is not None else ""
+        if self.log.exit_detail:
+            detail += f" ({self.log.exit_detail})"
+        return f"the server exited{detail}"
 
     def _tail(self) -> str:
         lines = [line.text for line in list(self.log.lines)[-3:]]

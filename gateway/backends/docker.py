@@ -183,8 +183,8 @@ class DockerTransport:
     async def _ensure_image(self, api: Any) -> str:
         """Apply the pull policy; returns the image's configured user."""
         image, policy = self.spec.image, self.spec.pull
-        present = policy != "always" and await self._inspect_image(api) is not None
-        if not present:
+        found = None if policy == "always" else await self._inspect_image(api)
+        if found is None:
             if policy == "never":
                 raise BackendStartError(
                     self.name,
@@ -192,9 +192,11 @@ class DockerTransport:
                     "(docker pull or docker load it first)",
                 )
             await self._pull(api)
-        found = await self._inspect_image(api)
-        if found is None:
-            raise BackendStartError(self.name, f"{self.name}: image {image!r} is still missing after a pull")
+            found = await self._inspect_image(api)
+            if found is None:
+                raise BackendStartError(
+                    self.name, f"{self.name}: image {image!r} is still missing after a pull"
+                )
         return str((found.get("Config") or {}).get("User") or "")
 
     async def _inspect_image(self, api: Any) -> dict[str, Any] | None:

@@ -29,9 +29,6 @@ from gateway.config.models import HttpServer
 
 logger = logging.getLogger(__name__)
 
-# An SSE stream is idle between server messages; this only bounds how long a dead one goes unnoticed.
-SSE_READ_TIMEOUT = 300.0
-
 
 def _headers(name: str, spec: HttpServer) -> dict[str, str]:
     headers = secrets.resolve_mapping(spec.headers, where=f"servers.{name}.headers")
@@ -53,13 +50,26 @@ class HttpTransport:
 
     def client(self) -> httpx2.AsyncClient:
         if self._client is None:
-            self._client = httpx2.AsyncClient(
-                headers=_headers(self.name, self.spec),
-                timeout=httpx2.Timeout(self.spec.timeout, connect=self.spec.connect_timeout),
-                verify=self.spec.verify_tls,
-                event_hooks={"response": [self._on_response]},
-            )
+            self._client = self._new_client(headers=_headers(self.name, self.spec))
         return self._client
+
+    def _new_client(
+        self,
+        headers: dict[str, str] | None = None,
+        timeout: httpx2.Timeout | None = None,
+        auth: httpx2.Auth | None = None,
+    ) -> httpx2.AsyncClient:
+        """An HTTP client with this backend's settings; also the SSE transport's client factory
+        (which passes its own timeouts: `connect_timeout` for requests, the SDK's for SSE reads)."""
+        if timeout is None:
+            timeout = httpx2.Timeout(self.spec.timeout, connect=self.spec.connect_timeout)
+        return httpx2.AsyncClient(
+            headers=headers,
+            timeout=timeout,
+            auth=auth,
+            verify=self.spec.verify_tls,
+            event_hooks={"response": [self._on_response]},
+        )
 
     async def _on_response(self, response: httpx2.Response) -> None:
         if "mcp-session-id" not in response.request.headers or response.status_code not in (400, 404):
@@ -87,7 +97,7 @@ class HttpTransport:
                 self.spec.url,
                 headers=headers,
                 timeout=self.spec.connect_timeout,
-                sse_read_timeout=SSE_READ_TIMEOUT,
+                httpx_client_factory=self._new_client,
             ) as streams:
                 yield streams
             return

@@ -92,6 +92,8 @@ class BackendSession:
             read, write = await self._stack.enter_async_context(self._transport())
             # A stdio pipe lets the relay's own requests skip the SDK's dispatcher (`_direct`).
             self._direct = getattr(write, "direct", None)
+            if self._direct is not None:
+                self._direct.on_log = self._on_log
             read = await self._stack.enter_async_context(_watch_end(read, self.closed))
             self._client = ClientSession(
                 read,
@@ -230,6 +232,9 @@ class BackendSession:
                 return exc.error
 
         return relay
+
+    async def _on_log(self, params: dict[str, Any]) -> None:
+        await self._hooks.on_notification(self, "notifications/message", params)
 
     async def _on_message(self, message: Any) -> None:
         if isinstance(message, Exception):

@@ -75,6 +75,12 @@ def _from_desktop_shape(data: dict[str, Any], source: str) -> dict[str, Any]:
 
 
 def _describe(source: str, err: Any) -> str:
+    key, msg = _key_message(err)
+    return f"{source}: {key}: {msg}"
+
+
+def _key_message(err: Any) -> tuple[str, str]:
+    """A pydantic error as (`key.path`, what is wrong and the fix)."""
     loc = [str(part) for part in err["loc"]]
     # Drop the discriminator tag pydantic inserts ("servers.time.stdio.command").
     if len(loc) >= 3 and loc[0] == "servers" and loc[2] in ("stdio", "http", "sse", "docker"):
@@ -92,4 +98,4 @@ def _describe(source: str, err: Any) -> str:
         msg = f"unknown server type {err.get('ctx', {}).get('tag')!r} (use one of: stdio, http, sse, docker)"
     elif msg.startswith("Value error, "):
         msg = msg.removeprefix("Value error, ")
-    return f"{source}: {key}: {msg}"
+    return key, msg

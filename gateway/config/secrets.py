@@ -14,8 +14,10 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Annotated
 
 import yaml
+from pydantic import AfterValidator, ValidationInfo
 
 from gateway.config.models import EnvVar, SecretsConfig
 from gateway.errors import SecretError
@@ -75,6 +77,17 @@ def _secret_ref(name: str, where: str, env: Mapping[str, str]) -> str:
     raise SecretError(
         f"{where}: secret {name!r} is not defined (add it to {source}the environment as {variable})"
     )
+
+
+def _resolve_option(value: str, info: ValidationInfo) -> str:
+    try:
+        return resolve(value, where=info.field_name or "options")
+    except SecretError as exc:
+        raise ValueError(exc.message) from None  # names the reference, never a value
+
+
+ResolvedStr = Annotated[str, AfterValidator(_resolve_option)]
+"""A middleware option that may hold secret references, expanded when the options are validated."""
 
 
 def resolve_mapping(values: Mapping[str, str], *, where: str) -> dict[str, str]:

@@ -16,9 +16,22 @@ decides which detectors can match at all (see `_engine.Masker.candidates`).
 
 from __future__ import annotations
 
-from gateway.masking._bench import benchmark_masking, realistic_text
-from gateway.masking._engine import ACTIONS, Action, Blocked, Masker
+from typing import TYPE_CHECKING, Any
+
+from gateway.masking._engine import Action, Blocked, Masker
 from gateway.masking.detectors import BY_NAME, DETECTORS, PII, SECRETS, Detector
+
+if TYPE_CHECKING:
+    from gateway.masking._bench import benchmark_masking, realistic_text
+
+
+def __getattr__(name: str) -> Any:
+    # The benchmark helpers are imported on first use: the gateway itself never needs them.
+    if name in ("benchmark_masking", "realistic_text"):
+        from gateway.masking import _bench
+
+        return getattr(_bench, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def default_masker(salt: str = "") -> Masker:
@@ -27,7 +40,6 @@ def default_masker(salt: str = "") -> Masker:
 
 
 __all__ = [
-    "ACTIONS",
     "BY_NAME",
     "DETECTORS",
     "PII",

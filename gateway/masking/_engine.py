@@ -15,12 +15,11 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable, Mapping
-from typing import Literal, get_args
+from typing import Literal
 
 from gateway.masking.detectors import DETECTORS, Detector
 
 Action = Literal["redact", "partial", "hash", "block", "allow"]
-ACTIONS: tuple[str, ...] = get_args(Action)
 _STRICTNESS = {"partial": 0, "hash": 1, "redact": 2, "block": 3}  # on an overlap the strictest wins
 
 _DIGIT = re.compile(r"\d")

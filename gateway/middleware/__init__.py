@@ -2,6 +2,7 @@
 
 from gateway.middleware.base import ANONYMOUS, Call, CallNext, Identity, Middleware, Result
 from gateway.middleware.chain import BUILTINS, build_chain, extras, instantiate, load
+from gateway.middleware.globs import compile_globs
 
 __all__ = [
     "ANONYMOUS",
@@ -12,6 +13,7 @@ __all__ = [
     "Middleware",
     "Result",
     "build_chain",
+    "compile_globs",
     "extras",
     "instantiate",
     "load",

@@ -19,15 +19,15 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from gateway.config.secrets import has_reference, resolve
-from gateway.errors import SecretError
-from gateway.middleware._auth_options import Jwt
+from gateway.middleware._auth_options import (
+    ASYMMETRIC_ALGORITHMS,
+    EC_ALGORITHMS,
+    RSA_ALGORITHMS,
+    Jwt,
+)
 from gateway.middleware.base import Identity
 
 logger = logging.getLogger(__name__)
-
-_RSA = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
-_EC = ("ES256", "ES384", "ES512")
 
 
 class TokenRejected(Exception):
@@ -56,18 +56,11 @@ def _reason(exc: jwt.PyJWTError) -> str:
     return "the token is invalid"
 
 
-def _resolved(value: str, where: str) -> str:
-    try:
-        return resolve(value, where=where)
-    except SecretError as exc:
-        raise ValueError(exc.message) from None  # names the reference, never a value
-
-
 def _public_key_algorithms(key: object) -> tuple[str, ...]:
     if isinstance(key, rsa.RSAPublicKey):
-        return _RSA
+        return RSA_ALGORITHMS
     if isinstance(key, ec.EllipticCurvePublicKey):
-        return _EC
+        return EC_ALGORITHMS
     if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
         return ("EdDSA",)
     raise ValueError("unsupported public key type (use an RSA, EC or Ed25519 key)")
@@ -165,7 +158,7 @@ class JwtVerifier:
         self.jwks: JwksCache | None = None
         self._key: Any = None
         if opts.secret is not None:
-            secret = _resolved(opts.secret, f"{where}.secret").encode()
+            secret = opts.secret.encode()  # references resolved when the options were validated
             self.algorithms: tuple[str, ...] = tuple(opts.algorithms or ["HS256"])
             for name in self.algorithms:
                 algorithm = jwt.get_algorithm_by_name(name)
@@ -176,10 +169,8 @@ class JwtVerifier:
                     )
             self._key = secret
         elif opts.public_key is not None:
-            pem = opts.public_key
-            pem = _resolved(pem, f"{where}.public_key") if has_reference(pem) else pem
             try:
-                self._key = load_pem_public_key(pem.encode())
+                self._key = load_pem_public_key(opts.public_key.encode())
             except ValueError:
                 raise ValueError(f"{where}.public_key is not a PEM public key") from None
             fits = _public_key_algorithms(self._key)
@@ -191,13 +182,22 @@ class JwtVerifier:
                 )
         else:
             assert opts.jwks_url is not None
-            self.algorithms = tuple(opts.algorithms or (*_RSA, *_EC, "EdDSA"))
+            self.algorithms = tuple(opts.algorithms or ASYMMETRIC_ALGORITHMS)
             self.jwks = JwksCache(
                 opts.jwks_url,
                 ttl=opts.jwks_cache_seconds,
                 min_refresh=opts.jwks_min_refresh_seconds,
                 timeout=opts.jwks_timeout_seconds,
             )
+        # Built once: the same for every token.
+        self._algorithm_list = list(self.algorithms)
+        self._decode_options: jwt.types.Options = {
+            "require": list(opts.required_claims),
+            "enforce_minimum_key_length": True,
+        }
+        self._name_claims = (opts.name_claim, "client_id", "azp")
+        self._roles_path = tuple(opts.roles_claim.split("."))
+        self._labels = dict(opts.labels)
 
     def accepts(self, alg: object, iss: object) -> bool:
         """Whether this issuer should try the token (a routing hint; verification decides)."""
@@ -225,11 +225,11 @@ class JwtVerifier:
             claims: dict[str, Any] = jwt.decode(
                 token,
                 key,
-                algorithms=list(self.algorithms),
+                algorithms=self._algorithm_list,
                 audience=self.audience,
                 issuer=self.issuers,
                 leeway=self.opts.leeway,
-                options={"require": list(self.opts.required_claims), "enforce_minimum_key_length": True},
+                options=self._decode_options,
             )
         except jwt.PyJWTError as exc:
             raise TokenRejected(_reason(exc)) from None
@@ -237,15 +237,10 @@ class JwtVerifier:
 
     def identity(self, claims: Mapping[str, Any]) -> Identity:
         name = next(
-            (
-                v
-                for c in (self.opts.name_claim, "client_id", "azp")
-                if isinstance(v := claims.get(c), str) and v
-            ),
+            (v for c in self._name_claims if isinstance(v := claims.get(c), str) and v),
             "jwt",
         )
-        return Identity(name=name, roles=roles_of(claims, self.opts.roles_claim), source="jwt",
-                        labels=dict(self.opts.labels))  # fmt: skip
+        return Identity(name=name, roles=_roles(claims, self._roles_path), source="jwt", labels=self._labels)
 
 
 def _words(value: object) -> list[str]:
@@ -258,8 +253,12 @@ def _words(value: object) -> list[str]:
 
 def roles_of(claims: Mapping[str, Any], roles_claim: str) -> frozenset[str]:
     """Roles from `roles_claim` (a dotted path, e.g. Keycloak's realm_access.roles), plus OAuth scopes."""
+    return _roles(claims, tuple(roles_claim.split(".")))
+
+
+def _roles(claims: Mapping[str, Any], path: Sequence[str]) -> frozenset[str]:
     node: Any = claims
-    for part in roles_claim.split("."):
+    for part in path:
         node = node.get(part) if isinstance(node, Mapping) else None
     return frozenset([*_words(node), *_words(claims.get("scope")), *_words(claims.get("scp"))])
 
@@ -272,12 +271,12 @@ class JwtAuthenticator:
 
     async def identify(self, token: str) -> Identity:
         try:
-            header = jwt.get_unverified_header(token)
             # Read unverified only to pick the issuer's keys; the chosen verifier checks everything.
-            unverified = jwt.decode(token, options={"verify_signature": False})
+            unverified = jwt.decode_complete(token, options={"verify_signature": False})
         except jwt.PyJWTError:
             raise TokenRejected("the token is malformed") from None
-        alg, iss = header.get("alg"), unverified.get("iss")
+        header: dict[str, Any] = unverified["header"]
+        alg, iss = header.get("alg"), unverified["payload"].get("iss")
         failure: TokenRejected | None = None
         for verifier in self.verifiers:
             if not verifier.accepts(alg, iss):

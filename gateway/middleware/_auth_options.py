@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gateway.config.secrets import has_reference
+from gateway.config.secrets import ResolvedStr, has_reference
 
 HASH_HOWTO = (
     'store its SHA-256 instead, as key: "sha256:<hex>" - compute it with '
@@ -28,9 +28,9 @@ _LABEL_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
-ASYMMETRIC_ALGORITHMS = (
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
-)  # fmt: skip
+RSA_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
+EC_ALGORITHMS = ("ES256", "ES384", "ES512")
+ASYMMETRIC_ALGORITHMS = (*RSA_ALGORITHMS, *EC_ALGORITHMS, "EdDSA")
 
 
 class _Options(BaseModel):
@@ -78,10 +78,10 @@ class ApiKey(_Options):
 class Jwt(_Options):
     """One accepted token issuer. Exactly one of `secret`, `public_key`, `jwks_url`."""
 
-    secret: str | None = Field(
-        default=None, description="HS* secret: ${env:NAME}, ${file:PATH} or secret_ref:name."
+    secret: ResolvedStr | None = Field(
+        default=None, repr=False, description="HS* secret: ${env:NAME}, ${file:PATH} or secret_ref:name."
     )
-    public_key: str | None = Field(
+    public_key: ResolvedStr | None = Field(
         default=None, description="RS/PS/ES/EdDSA public key: PEM, or ${file:PATH}."
     )
     jwks_url: str | None = Field(default=None, description="Where the issuer publishes its signing keys.")
@@ -119,10 +119,11 @@ class Jwt(_Options):
     def _jwks_url(cls, value: str | None) -> str | None:
         return None if value is None else _https_or_loopback(value, "jwks_url")
 
-    @field_validator("secret")
+    @field_validator("secret", mode="before")
     @classmethod
-    def _secret_is_reference(cls, value: str | None) -> str | None:
-        if value is not None and not has_reference(value):
+    def _secret_is_reference(cls, value: object) -> object:
+        # Before the reference is resolved: the config must hold a reference, not the secret.
+        if isinstance(value, str) and not has_reference(value):
             raise ValueError(
                 "the shared secret must not be written in the config; give a reference: "
                 "secret: ${env:GATEWAY_JWT_SECRET}, ${file:/run/secrets/jwt} or secret_ref:jwt_secret"

@@ -7,7 +7,6 @@ server, name) in a bounded LRU, so the check on every call is a dictionary looku
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import re
 from collections.abc import Sequence
@@ -15,15 +14,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gateway.middleware._auth_options import Rule
+from gateway.middleware.globs import compile_globs
 
 Kind = Literal["tool", "prompt", "resource"]
-KINDS: tuple[Kind, ...] = ("tool", "prompt", "resource")
 _CACHE_SIZE = 8192  # names are bounded by the catalogue, except resource URIs from templates
-
-
-def _compile(globs: Sequence[str]) -> re.Pattern[str]:
-    # fnmatch.translate anchors the end; `match` anchors the start. Case matters: names are exact.
-    return re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs) or r"(?!)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +36,10 @@ def _compiled(rule: Rule) -> _Compiled:
     }
     covers_all = all(globs is None for globs in named.values())
     kinds: dict[Kind, re.Pattern[str] | None] = {
-        kind: _compile(["*"]) if covers_all else None if globs is None else _compile(globs)
+        kind: compile_globs(["*"]) if covers_all else None if globs is None else compile_globs(globs)
         for kind, globs in named.items()
     }
-    return _Compiled(frozenset(rule.roles), _compile(rule.servers), kinds, rule.effect == "deny")
+    return _Compiled(frozenset(rule.roles), compile_globs(rule.servers), kinds, rule.effect == "deny")
 
 
 class Policy:
@@ -58,8 +52,7 @@ class Policy:
         self.allows = functools.lru_cache(maxsize=_CACHE_SIZE)(self._decide)
 
     def _decide(self, roles: frozenset[str], kind: Kind, server: str, name: str) -> bool:
-        if self.unrestricted:
-            return True
+        # Never asked when unrestricted: the middleware lets every call through before asking.
         allowed = False
         for rule in self._rules:
             pattern = rule.kinds[kind]

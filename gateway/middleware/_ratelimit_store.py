@@ -12,20 +12,14 @@ from limits.aio.storage import MemoryStorage, Storage
 from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
 
-from gateway.config.secrets import resolve
-from gateway.errors import SecretError
-
 logger = logging.getLogger("gateway.middleware.ratelimit")
 
 _SWEEP_EVERY = 5.0  # seconds between clean-ups of expired in-memory windows
 
 
 def open_storage(uri: str, timeout: float) -> tuple[Storage, str, str | None]:
-    """The async storage for `uri`, a log-safe label for it, and its password (to scrub from logs)."""
-    try:
-        uri = resolve(uri, where="ratelimit.options.storage")
-    except SecretError as exc:
-        raise ValueError(exc.message) from None
+    """The async storage for `uri` (references already resolved), a log-safe label for it, and its
+    password (to scrub from logs)."""
     parts = urllib.parse.urlsplit(uri)
     label = f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path}"
     secret = parts.password

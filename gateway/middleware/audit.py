@@ -17,13 +17,12 @@ gateway itself issues is the `retention_days` pruning when it starts.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import logging
-import re
+import operator
 import sqlite3
 import time
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +36,7 @@ from gateway._sqlite import BatchWriter, open_wal
 from gateway.errors import GatewayError
 from gateway.logs import current_request_id
 from gateway.middleware.base import Call, CallNext, Result
+from gateway.middleware.globs import compile_globs
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ class AuditRecord:
 
 
 _COLUMNS = tuple(f.name for f in fields(AuditRecord))
+_row = operator.attrgetter(*_COLUMNS)  # a record's values in column order (astuple deep-copies)
 _INSERT = f"INSERT INTO audit ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 
 
@@ -178,7 +179,7 @@ def iso_ms(epoch_ms: int) -> str:
 
 def _insert(conn: sqlite3.Connection, batch: list[AuditRecord]) -> None:
     with conn:
-        conn.executemany(_INSERT, [astuple(r) for r in batch])
+        conn.executemany(_INSERT, [_row(r) for r in batch])
 
 
 class AuditOptions(BaseModel):
@@ -204,14 +205,14 @@ class Audit:
     def __init__(self, **options: Any) -> None:
         self.options = opts = AuditOptions(**options)
         self.log = AuditLog(opts.path, queue_size=opts.queue_size, retention_days=opts.retention_days)
-        self._methods = [re.compile(fnmatch.translate(m)) for m in opts.methods]
-        self._redact = [re.compile(fnmatch.translate(k.lower())) for k in opts.redact_keys]
+        self._methods = compile_globs(opts.methods)
+        self._redact = compile_globs(k.lower() for k in opts.redact_keys)  # keys compared lower-cased
 
     def lifespan(self) -> Any:
         return self.log.running()
 
     async def __call__(self, call: Call, call_next: CallNext) -> Result:
-        if call.kind != "request" or not any(m.match(call.method) for m in self._methods):
+        if call.kind != "request" or not self._methods.match(call.method):
             return await call_next(call)
         wall_ms = time.time_ns() // 1_000_000
         start = time.perf_counter()
@@ -257,15 +258,21 @@ class Audit:
     def _arguments(self, call: Call) -> str | None:
         # A masking middleware listed earlier may leave the backend the real arguments but hand
         # audit a masked copy; otherwise the arguments as they reach this point are stored.
-        args = call.state.get(MASKED_ARGUMENTS, call.params.get("arguments"))
+        # (A masking middleware hands a callable: masking costs only when the value is needed.)
         mode = self.options.arguments
-        if mode == "none" or not isinstance(args, dict):
+        if mode == "none":
             return None
-        keys = json.dumps(sorted(str(k) for k in args))
+        args = call.state.get(MASKED_ARGUMENTS, call.params.get("arguments"))
+        if callable(args):
+            args = args()
+        if not isinstance(args, dict):
+            return None
         if mode == "keys":
-            return keys
+            return json.dumps(sorted(str(k) for k in args))
         text = json.dumps(self._clip(args, 0), ensure_ascii=False, default=str)
-        return text if len(text) <= self.options.max_arguments_chars else keys
+        if len(text) <= self.options.max_arguments_chars:
+            return text
+        return json.dumps(sorted(str(k) for k in args))
 
     def _clip(self, value: Any, depth: int) -> Any:
         """A copy that is safe and small enough to store: secrets out, long strings cut."""
@@ -273,9 +280,7 @@ class Audit:
             return "[nested too deep]"
         if isinstance(value, dict):
             return {
-                str(k): "[redacted]"
-                if any(p.match(str(k).lower()) for p in self._redact)
-                else self._clip(v, depth + 1)
+                str(k): "[redacted]" if self._redact.match(str(k).lower()) else self._clip(v, depth + 1)
                 for k, v in value.items()
             }
         if isinstance(value, list):

@@ -32,8 +32,6 @@ are not filtered here (they carry no caller).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,6 +47,7 @@ from gateway.fleet import Fleet
 from gateway.middleware._auth_jwt import JwtAuthenticator, JwtVerifier, KeysUnavailable, TokenRejected
 from gateway.middleware._auth_options import AuthOptions, Configured
 from gateway.middleware._auth_policy import Kind, Policy
+from gateway.middleware._keys import match_digest, presented_credential
 from gateway.middleware.base import Call, CallNext, Identity, Result
 
 logger = logging.getLogger(__name__)
@@ -151,28 +150,12 @@ class Auth:
 
     @staticmethod
     def _credential(request: Request) -> tuple[str | None, str]:
-        authorization = request.headers.get("authorization")
-        if authorization is not None:
-            scheme, _, token = authorization.strip().partition(" ")
-            # Another scheme (Basic, ...) counts as no credentials (RFC 6750 §3), not as a bad one.
-            if scheme.lower() == "bearer":
-                return token.strip(), "authorization"
-        api_key = request.headers.get("x-api-key")
-        if api_key is not None:
-            return api_key.strip(), "x-api-key"
-        return None, ""
+        return presented_credential(request)
 
     def _match_key(self, presented: str) -> Identity | None:
         if not presented:
             return None
-        # Headers arrive latin-1 decoded; re-encoding gives back the bytes the client sent.
-        digest = hashlib.sha256(presented.encode("latin-1", "replace")).digest()
-        found: Identity | None = None
-        for stored, identity in self._keys:
-            # Every stored hash is compared, in constant time, whether or not one matched already.
-            if hmac.compare_digest(digest, stored) and found is None:
-                found = identity
-        return found
+        return match_digest(presented, self._keys)
 
     def _resource(self, request: Request) -> str:
         if self.options.resource is not None:

@@ -32,8 +32,9 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Annotated, Any
 
 from mcp.shared.exceptions import MCPError
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from gateway.config.secrets import ResolvedStr
 from gateway.errors import Denied, GatewayError
 from gateway.masking import BY_NAME, PII, SECRETS, Action, Blocked, Masker
 from gateway.masking._walk import mask_message, mask_tree
@@ -84,7 +85,7 @@ class MaskingOptions(_Overrides):
     arguments: bool = False
     gateway_logs: bool = True
     backend_stderr: bool = True
-    salt: str = ""
+    salt: ResolvedStr = Field(default="", repr=False)  # may hold ${env:...}, ${file:...}, secret_ref:
 
 
 # Which backend's data is being masked, for the masked-values metric (set per call; maskers are shared).
@@ -93,6 +94,16 @@ _server: ContextVar[str] = ContextVar("masking_server", default="")
 
 def _count_masked(detector: str) -> None:
     record_masked(detector, _server.get())
+
+
+def _masked_later(masker: Masker, arguments: Any) -> Callable[[], Any]:
+    def masked() -> Any:
+        try:
+            return mask_tree(masker, arguments)
+        except Blocked:
+            return "[withheld by the masking policy]"
+
+    return masked
 
 
 class Masking:
@@ -131,10 +142,8 @@ class Masking:
                 call.params = {**call.params, "arguments": masked}
         elif call.method in ("tools/call", "prompts/get") and call.params.get("arguments"):
             # The backend gets the arguments as sent; the audit record must not keep the secrets.
-            try:
-                call.state[MASKED_ARGUMENTS] = mask_tree(masker, call.params["arguments"])
-            except Blocked:
-                call.state[MASKED_ARGUMENTS] = "[withheld by the masking policy]"
+            # Masked only if an audit middleware asks for them.
+            call.state[MASKED_ARGUMENTS] = _masked_later(masker, call.params["arguments"])
         try:
             result = await call_next(call)
         except MCPError as exc:

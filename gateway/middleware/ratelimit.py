@@ -52,6 +52,7 @@ from limits.errors import StorageError
 from limits.util import parse_many
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from gateway.config.secrets import ResolvedStr
 from gateway.errors import RateLimited
 from gateway.middleware._bulkhead import Bulkhead, ConcurrencyOptions, Full
 from gateway.middleware._ratelimit_store import open_storage
@@ -102,7 +103,9 @@ class Override(BaseModel):
 class RateLimitOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    storage: str = Field(default="memory://", description="A `limits` storage URI; may hold ${env:...}.")
+    storage: ResolvedStr = Field(
+        default="memory://", repr=False, description="A `limits` storage URI; may hold ${env:...}."
+    )
     strategy: Literal["moving-window", "fixed-window", "sliding-window-counter"] = "moving-window"
     global_: LimitText | None = Field(default=None, alias="global")
     per_identity: LimitText | None = None
@@ -346,13 +349,6 @@ class RateLimit:
             spec = self.options.concurrency.get(server) or self.options.concurrency.get("*")
             made = self._bulkheads[server] = Bulkhead(spec) if spec else None
             return made
-
-    def bulkhead_stats(self) -> dict[str, dict[str, int]]:
-        return {
-            name: {"in_flight": b.in_flight, "waiting": b.waiting}
-            for name, b in self._bulkheads.items()
-            if b is not None
-        }
 
     def _busy(self, server: str, bulkhead: Bulkhead, timed_out: bool) -> RateLimited:
         limit = f"{bulkhead.max} in flight, {bulkhead.queue} queued"

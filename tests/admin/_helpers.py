@@ -1,14 +1,10 @@
-"""A real gateway with the admin API mounted beside `build_app`'s routes, served on 127.0.0.1.
-
-This is what `gateway.app.build_app` does once the admin API is wired in: the admin routes are
-appended to the app's routes, and the admin context is entered before the fleet starts (so the
-fleet's first events are recorded) and left after it stopped.
-"""
+"""A real gateway with its admin API (`GatewayConfig.admin`, mounted by `build_app`), served on
+127.0.0.1, plus helpers for talking to the admin API."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,18 +12,13 @@ from typing import Any
 
 import anyio
 import httpx
-import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
 
-from gateway.admin import AdminConfig, admin_api
+from gateway.admin import AdminConfig
 from gateway.admin.api import AdminAPI
-from gateway.app import build_app
 from gateway.config import GatewayConfig
 from gateway.fleet import Fleet
-from gateway.middleware import Identity, extras
-from tests._support import START_TIMEOUT, free_port
+from tests._support import serve
 
 ADMIN_KEY = "admin-test-key-1234"
 NAMED_KEY = "ops-bot-key-5678"
@@ -62,19 +53,6 @@ class Gateway:
         )
 
 
-def gateway_authenticator(app: Starlette) -> Callable[[Request], Awaitable[Identity | Response | None]]:
-    """The gateway's authenticator (the auth middleware's), looked up per request as build_app does."""
-
-    async def authenticate(request: Request) -> Identity | Response | None:
-        authenticators = extras(app.state.relay.middlewares, "authenticate")
-        if not authenticators:
-            return None
-        outcome: Identity | Response = await authenticators[0](request)
-        return outcome
-
-    return authenticate
-
-
 @asynccontextmanager
 async def serve_admin(
     cfg: GatewayConfig,
@@ -83,57 +61,10 @@ async def serve_admin(
     config_path: Path | None = None,
     wait: bool = True,
 ) -> AsyncIterator[Gateway]:
-    """The gateway with the admin API. Once `build_app` mounts it itself (GatewayConfig has `admin`),
-    that one is used; until then it is mounted here the same way."""
-    admin = admin or admin_config()
-    wired = "admin" in GatewayConfig.model_fields
-    if wired:
-        cfg = cfg.model_copy(update={"admin": admin})
-    fleet = Fleet(cfg)
-    app = build_app(cfg, fleet, config_path=config_path)
-    if wired:
-        api: AdminAPI = app.state.admin
-    else:
-
-        async def reload(who: str) -> Mapping[str, Any]:
-            result: Mapping[str, Any] = await app.state.reloader.reload(who)
-            return result
-
-        api = admin_api(
-            fleet,
-            admin,
-            reload=reload if config_path is not None else None,
-            authenticate=gateway_authenticator(app),
-            config_path=config_path,
-        )
-        app.router.routes.extend(api.routes)
-        inner = app.router.lifespan_context
-
-        @asynccontextmanager
-        async def lifespan(a: Starlette) -> AsyncIterator[None]:
-            async with api.running(), inner(a):
-                # A middleware swap re-mounts the middleware routes after the fixed ones: come back.
-                a.state.reloader.on_swap.append(lambda _: a.router.routes.extend(api.routes))
-                yield
-
-        app.router.lifespan_context = lifespan
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False)
-    )
-    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # as tests._support
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve)
-        with anyio.fail_after(START_TIMEOUT):
-            while not server.started:  # noqa: ASYNC110 - uvicorn offers only the flag
-                await anyio.sleep(0.01)
-            if wait:
-                await fleet.wait_started()
-        base = f"http://127.0.0.1:{port}"
-        try:
-            yield Gateway(base=base, url=f"{base}/mcp", fleet=fleet, api=api, app=app)
-        finally:
-            server.should_exit = True
+    """The gateway with the admin API (`admin`, default `admin_config()`), as `build_app` mounts it."""
+    cfg = cfg.model_copy(update={"admin": admin or admin_config()})
+    async with serve(cfg, config_path=config_path, wait=wait) as gw:
+        yield Gateway(base=gw.base, url=gw.url, fleet=gw.fleet, api=gw.app.state.admin, app=gw.app)
 
 
 def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]:

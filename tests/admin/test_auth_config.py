@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from gateway.admin import AdminConfig
 from gateway.admin._redact import redact
-from gateway.config import load_config
+from gateway.config import load_config, secrets
 from tests._support import config, misbehave
 from tests.admin._helpers import ADMIN_KEY, NAMED_KEY, admin_config, error_of, hashed, serve_admin
 
@@ -228,3 +228,24 @@ async def test_reload_applies_the_file_and_refuses_an_invalid_one(tmp_path: Path
         assert [(e["action"], e["outcome"]) for e in audit if e["action"] == "reload"] == [
             ("reload", "failed"), ("reload", "ok"),
         ]  # fmt: skip
+
+
+async def test_a_refused_reload_keeps_the_secrets_config(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump({"servers": {"a": misbehave()}}))
+    environ = {"MCP_SECRET_DB": "old", "NEW_DB": "new"}
+    async with serve_admin(load_config(path), config_path=path) as gw, gw.client() as http:
+        assert secrets.resolve("secret_ref:db", where="t", environ=environ) == "old"
+        # Valid as a file; refused when the middleware is built, after the secrets were read.
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "secrets": {"env_prefix": "NEW_"},
+                    "servers": {"a": misbehave()},
+                    "middleware": [{"use": "nosuch:Thing"}],
+                }
+            )
+        )
+        error = error_of(await http.post("/config/reload"), 422, "invalid_config")
+        assert any("nosuch" in p for p in error["details"]["problems"])
+        assert secrets.resolve("secret_ref:db", where="t", environ=environ) == "old"

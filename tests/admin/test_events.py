@@ -61,6 +61,37 @@ async def test_store_never_waits_a_full_queue_drops_and_counts() -> None:
 # -- the API -------------------------------------------------------------------------------------
 
 
+async def test_a_filter_matches_a_record_exactly_when_the_query_returns_it() -> None:
+    store = EventStore(EventsConfig(path=":memory:"))
+    now = time.time()
+    async with store.running():
+        store.record_event(Event(now - 200, "a", "stopped", "starting", "start", "info", "lifecycle"))
+        store.record_event(Event(now - 100, "b", "running", "failed", "crash", "error", "lifecycle"))
+        store.record_admin("alice", "stop", "a", "failed")
+        store.record_admin("alice", "reload", None, "ok")
+        records = await store.query(EventFilter(limit=100, ascending=True))
+        assert len(records) == 4
+        middle = records[1].id
+        assert middle is not None
+        filters = [
+            EventFilter(),
+            EventFilter(servers=["a"]),
+            EventFilter(servers=["a", "b"], severities=["info", "warning"]),
+            EventFilter(categories=["admin"], types=["action"]),
+            EventFilter(since=now - 200, until=now - 100),
+            EventFilter(before_id=middle),
+            EventFilter(after_id=middle, servers=["a"]),
+        ]
+        for where in filters:
+            stored = [r.id for r in await store.query(replace(where, limit=100, ascending=True))]
+            assert [r.id for r in records if where.matches(r)] == stored, where
+    # A record the store could not number never passes an id bound (SQL: NULL compares false).
+    unnumbered = replace(records[0], id=None)
+    assert EventFilter().matches(unnumbered)
+    assert not EventFilter(after_id=0).matches(unnumbered)
+    assert not EventFilter(before_id=1 << 40).matches(unnumbered)
+
+
 async def test_events_filter_and_page(tmp_path: Path) -> None:
     cfg = config(
         {

@@ -36,7 +36,7 @@ from gateway.config.models import DockerServer
 from gateway.errors import BackendStartError, GatewayError
 from gateway.fleet import Fleet
 from tests._infra import REPO_ROOT, require
-from tests._support import config, serve, time_server
+from tests._support import config, serve, time_server, wait_until
 
 # The session fixture builds the test images first: a cold debootstrap base takes a minute or two.
 pytestmark = [pytest.mark.anyio, pytest.mark.docker, pytest.mark.timeout(900)]
@@ -86,12 +86,6 @@ async def inspect_one(api: Any, server: str) -> dict[str, Any]:
     assert len(found) == 1, found
     info: dict[str, Any] = await anyio.to_thread.run_sync(api.inspect_container, found[0]["Id"])
     return info
-
-
-async def wait_for(predicate: Any, timeout: float = 60) -> None:
-    with anyio.fail_after(timeout):
-        while not predicate():  # noqa: ASYNC110 - state owned by the gateway, polled from outside
-            await anyio.sleep(0.02)
 
 
 async def call(fleet: Fleet, server: str, tool: str, **args: object) -> dict[str, Any]:
@@ -169,7 +163,9 @@ async def test_a_crash_is_seen_and_the_backend_restarts(engine: Any) -> None:
         first = (await ours(engine, "dcrash"))[0]["Id"]
         with pytest.raises((GatewayError, MCPError)):
             await call(fleet, "dcrash", "crash")
-        await wait_for(lambda: backend.restarts == 1 and backend.state is State.RUNNING)
+        await wait_until(
+            lambda: backend.restarts == 1 and backend.state is State.RUNNING, timeout=60, interval=0.02
+        )
         assert "container exited with 3" in [line.text for line in backend.log.lines]
         assert any(e.new == "backoff" and "exited with code 3" in e.reason for e in fleet.events)
         assert (await call(fleet, "dcrash", "echo", text="again"))["structuredContent"] == {
@@ -207,7 +203,7 @@ async def test_an_oom_kill_is_explained(engine: Any) -> None:
         assert backend.available, backend.last_error
         with pytest.raises((GatewayError, MCPError)):
             await call(fleet, "doom", "get_current_time", timezone="Antarctica/Troll")
-        await wait_for(lambda: backend.state is State.FAILED)
+        await wait_until(lambda: backend.state is State.FAILED, timeout=60, interval=0.02)
         last = backend.log.lines[-1].text
     assert last.startswith("container exited with 137 (OOM-killed") and "64m" in last, last
     assert "137" in (backend.last_error or "") and "OOM-killed" in (backend.last_error or "")
@@ -276,7 +272,8 @@ async def test_cancelled_mid_start_leaves_nothing(engine: Any) -> None:
     # and once it certainly exists, hanging in the handshake
     fleet = Fleet(config({"dcancel": spec}))
     async with fleet.running():
-        await wait_for(lambda: fleet.backends["dcancel"].log.lines)  # its stderr: it runs
+        # its stderr: it runs
+        await wait_until(lambda: fleet.backends["dcancel"].log.lines, timeout=60, interval=0.02)
         assert len(await ours(engine, "dcancel")) == 1
     assert await ours(engine, "dcancel") == []
 
@@ -298,7 +295,7 @@ async def test_a_server_that_ignores_eof_and_sigterm_is_killed_within_bounds(eng
     spec = docker_misbehave("--hang-at-start", "--ignore-sigterm", startup_timeout=2, restart="never")
     fleet = Fleet(config({"dstub": spec}))
     async with fleet.running():
-        await wait_for(lambda: fleet.backends["dstub"].state is State.FAILED)
+        await wait_until(lambda: fleet.backends["dstub"].state is State.FAILED, timeout=60, interval=0.02)
     backend = fleet.backends["dstub"]
     assert "no MCP handshake" in (backend.last_error or "")
     assert backend.log.exit_code == 137  # docker stop's SIGKILL

@@ -190,3 +190,24 @@ async def test_restart_always_restarts_a_clean_exit_and_on_failure_does_not() ->
             os.kill(pid, signal.SIGTERM)  # tiny dies of SIGTERM: not code 0
         await wait_for(lambda: fleet.backends["always"].restarts == 1 and fleet.backends["always"].available)
         await wait_for(lambda: fleet.backends["once"].restarts == 1 and fleet.backends["once"].available)
+
+
+async def test_on_failure_stops_after_a_clean_exit_and_restarts_after_a_failing_one() -> None:
+    cfg = config(
+        {
+            "clean": misbehave("--exit-clean-after", "3", restart="on-failure"),
+            "fails": misbehave("--exit-after", "3", restart="on-failure"),
+        }
+    )
+    fleet = Fleet(cfg)
+    async with fleet.running():
+        clean, fails = fleet.backends["clean"], fleet.backends["fails"]
+        with anyio.fail_after(30):
+            await wait_for(lambda: clean.state is State.STOPPED and clean.log.exit_code == 0)
+            await wait_for(lambda: fails.restarts >= 1)
+        assert clean.restarts == 0 and not clean.available
+        assert clean.last_error == "the server exited with code 0"
+        moves = [(e.old, e.new) for e in fleet.events if e.server == "clean"]
+        assert ("running", "stopping") in moves and ("stopping", "stopped") in moves
+        assert all(new != "backoff" for _, new in moves)
+        assert fails.log.exit_code == 1 or fails.available

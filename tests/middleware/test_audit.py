@@ -266,3 +266,23 @@ def test_bad_options_are_config_errors() -> None:
     text = "\n".join(err.value.problems)
     assert "middleware[0] (audit).options.arguments" in text
     assert "options.retention_days" in text
+
+
+async def test_a_callable_stand_in_is_called_only_when_arguments_are_stored(tmp_path: Path) -> None:
+    asked: list[str] = []
+
+    def stand_in() -> dict[str, Any]:
+        asked.append("masked")
+        return {"card": "****1111"}
+
+    full = Audit(path=str(tmp_path / "a.db"), arguments="full")
+    none = Audit(path=str(tmp_path / "b.db"), arguments="none")
+    async with full.lifespan(), none.lifespan():
+        for audit in (none, full):
+            call = tool_call({"card": "4111111111111111"})
+            call.state["masked_arguments"] = stand_in
+            await audit(call, ok)
+            await audit.log.flush()
+        assert asked == ["masked"]  # `none` never needed the value
+        (stored,) = await full.log.query()
+    assert stored["arguments"] == {"card": "****1111"}

@@ -6,18 +6,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio
 import httpx
 import httpx2
 import jwt
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric import rsa
 from mcp import Client as SdkClient
 from mcp.client.streamable_http import streamable_http_client
@@ -31,7 +28,7 @@ from gateway.config import parse_config
 from gateway.errors import DENIED, ConfigError
 from gateway.middleware import Call, Identity, instantiate
 from gateway.middleware.auth import Auth
-from tests._support import config, free_port, misbehave, serve
+from tests._support import config, free_port, misbehave, rpc, serve, serve_asgi, session
 
 pytestmark = pytest.mark.anyio
 
@@ -293,19 +290,8 @@ async def jwks_server(document: dict[str, Any], hits: list[float]) -> AsyncItera
         hits.append(time.monotonic())
         return JSONResponse(document)
 
-    # Listening before uvicorn starts: early connections wait in the backlog, no polling needed.
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    app = Starlette(routes=[Route("/jwks", jwks)])
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve, [sock])
-        try:
-            yield f"http://127.0.0.1:{sock.getsockname()[1]}/jwks"
-        finally:
-            server.should_exit = True
-    sock.close()
+    async with serve_asgi(Starlette(routes=[Route("/jwks", jwks)]), lifespan="off") as base:
+        yield f"{base}/jwks"
 
 
 def rsa_key(kid: str) -> tuple[rsa.RSAPrivateKey, dict[str, Any]]:
@@ -472,26 +458,13 @@ def test_yaml_example_parses() -> None:
 async def test_a_session_belongs_to_the_identity_that_opened_it() -> None:
     """Another identity presenting a 2025-11-25 session's id is told the session does not exist,
     whether the call would take the SDK's path or the gateway's hot path."""
-    async with serve(auth_config(api_keys=KEYS)) as gw, httpx.AsyncClient(timeout=WAIT) as http:
-        base = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
-        params = {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "t", "version": "0"},
-        }
-        hello = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params}
-        owner = {**base, "authorization": f"Bearer {READER_KEY}"}
-        opened = await http.post(gw.url, headers=owner, json=hello)
-        session = {"mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
-        note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-        assert (await http.post(gw.url, headers={**owner, **session}, json=note)).status_code == 202
-        call = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "tools/call",
-            "params": {"name": "alpha__echo", "arguments": {"text": "x"}},
-        }
+    async with (
+        serve(auth_config(api_keys=KEYS)) as gw,
+        httpx.AsyncClient(timeout=WAIT) as http,
+        session(http, gw.url, {"authorization": f"Bearer {READER_KEY}"}) as owner,
+    ):
+        call = rpc("tools/call", {"name": "alpha__echo", "arguments": {"text": "x"}})
         for _ in range(2):  # the first teaches the hot path the session; the second takes it
-            assert (await http.post(gw.url, headers={**owner, **session}, json=call)).status_code == 200
-            other = {**base, **session, "authorization": f"Bearer {ADMIN_KEY}"}
+            assert (await http.post(gw.url, headers=owner, json=call)).status_code == 200
+            other = {**owner, "authorization": f"Bearer {ADMIN_KEY}"}
             assert (await http.post(gw.url, headers=other, json=call)).status_code == 404

@@ -15,9 +15,10 @@ from uvicorn.logging import AccessFormatter
 from gateway.backends._logbuffer import LogBuffer, LogLine
 from gateway.config import parse_config
 from gateway.errors import DENIED, BackendUnavailable, ConfigError
-from gateway.masking import default_masker
+from gateway.masking import Masker, default_masker
 from gateway.masking._walk import mask_message
-from gateway.middleware import instantiate
+from gateway.middleware import Call, Identity, instantiate
+from gateway.middleware.audit import MASKED_ARGUMENTS
 from gateway.middleware.masking import Masking, MaskingFilter, _with_message
 from tests._support import config, misbehave, serve
 
@@ -238,3 +239,44 @@ def test_log_filter_and_error_copies() -> None:
     copy = _with_message(original, "down: [REDACTED:aws_access_key]", {"server": "mb"})
     assert type(copy) is BackendUnavailable and copy.server == "mb" and copy.code == original.code
     assert KEY not in str(copy) and KEY in original.message  # the original is left alone
+
+
+# -- options ---------------------------------------------------------------------------------------
+
+
+def test_the_salt_may_be_a_secret_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MASK_SALT", "pepper-from-the-environment")
+    by_reference = Masking(detectors={"email": "hash"}, salt="${env:MASK_SALT}")
+    literal = Masking(detectors={"email": "hash"}, salt="pepper-from-the-environment")
+    unresolved = Masker({**by_reference.default.actions, "email": "hash"}, salt="${env:MASK_SALT}")
+    hashed = by_reference.default.mask(f"mail {MAIL}")
+    assert "[HASH:email:" in hashed and MAIL not in hashed
+    assert hashed == literal.default.mask(f"mail {MAIL}")
+    assert hashed != unresolved.mask(f"mail {MAIL}")
+    assert "pepper" not in repr(by_reference.options)
+
+
+def test_an_unset_salt_reference_is_a_config_error_naming_it() -> None:
+    cfg = parse_config("middleware:\n  - use: masking\n    options: {salt: '${env:MASK_TEST_UNSET}'}\n")
+    with pytest.raises(ConfigError) as err:
+        instantiate(cfg.middleware)
+    (problem,) = err.value.problems
+    assert "middleware[0] (masking).options.salt" in problem and "MASK_TEST_UNSET is not set" in problem
+
+
+async def test_arguments_are_masked_for_audit_only_when_audit_asks() -> None:
+    mask = Masking(detectors={"aws_access_key": "block"})
+    call = Call("tools/call", {"name": "mb__echo", "arguments": {"text": f"key {KEY}", "to": MAIL}},
+                Identity("alice"), name="mb__echo", server="mb")  # fmt: skip
+
+    async def terminal(c: Call) -> dict[str, Any]:
+        return {"content": []}
+
+    await mask(call, terminal)
+    assert call.params["arguments"]["text"] == f"key {KEY}"  # the backend gets them as sent
+    later = call.state[MASKED_ARGUMENTS]
+    assert callable(later)
+    assert later() == "[withheld by the masking policy]"  # a blocked value withholds them all
+    await mask(plain := Call("tools/call", {"arguments": {"to": MAIL}}, Identity("alice")), terminal)
+    masked = plain.state[MASKED_ARGUMENTS]()
+    assert isinstance(masked, dict) and list(masked) == ["to"] and MAIL not in masked["to"]

@@ -28,7 +28,7 @@ from gateway.errors import RATE_LIMITED, ConfigError, RateLimited
 from gateway.middleware import Call, Identity, Result, instantiate
 from gateway.middleware import _ratelimit_store as store_module
 from gateway.middleware._bulkhead import Bulkhead, ConcurrencyOptions, Full
-from gateway.middleware.ratelimit import RateLimit
+from gateway.middleware.ratelimit import RateLimit, RateLimitOptions
 from tests._infra import require
 from tests._support import START_TIMEOUT, config, free_port, misbehave, serve
 
@@ -482,3 +482,14 @@ async def test_redis_outage_denies_then_recovers(redis: Redis, caplog: pytest.Lo
     messages = [r.getMessage() for r in caplog.records if r.name == LOGGER]
     assert len(messages) == 2, messages
     assert "does not answer" in messages[0] and "answers again" in messages[1]
+
+
+def test_the_storage_uri_may_hold_references_resolved_with_the_options(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RL_TEST_STORAGE", "memory://")
+    rl = RateLimit(storage="${env:RL_TEST_STORAGE}", per_identity="10/minute")
+    assert rl.options.storage == "memory://" and rl.storage_label == "memory://"
+    monkeypatch.setenv("RL_TEST_PASSWORD", "pw-from-env")
+    options = RateLimitOptions(storage="redis://:${env:RL_TEST_PASSWORD}@h:1/0")
+    assert options.storage == "redis://:pw-from-env@h:1/0" and "pw-from-env" not in repr(options)

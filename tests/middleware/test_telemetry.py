@@ -3,10 +3,8 @@ Prometheus /metrics route, OTLP export, options, and its per-call cost."""
 
 from __future__ import annotations
 
-import functools
 import gzip
 import json
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -17,7 +15,6 @@ import anyio
 import fastmcp
 import httpx
 import pytest
-import uvicorn
 from fastmcp.client.transports import StreamableHttpTransport
 from mcp import Client as SdkClient
 from mcp.shared.exceptions import MCPError
@@ -37,7 +34,7 @@ from gateway.config import parse_config
 from gateway.errors import ConfigError, RateLimited
 from gateway.middleware import Call, CallNext, Identity, Result, instantiate
 from gateway.middleware.telemetry import Telemetry, record_masked
-from tests._support import START_TIMEOUT, config, misbehave, serve
+from tests._support import START_TIMEOUT, config, misbehave, rpc, serve, serve_asgi, session
 
 pytestmark = pytest.mark.anyio
 
@@ -230,30 +227,13 @@ async def test_trace_context_from_http_headers_when_meta_has_none() -> None:
     cfg = config({"mb": misbehave()}, middleware=[{"use": TEL}])
     async with serve(cfg) as gw, httpx.AsyncClient(timeout=START_TIMEOUT) as http:
         # A raw client: what it sends is exactly this (no SDK adds a `_meta` traceparent).
-        headers = {"accept": "application/json, text/event-stream", "authorization": f"Bearer {TOKEN}"}
-
-        async def post(body: dict[str, Any], **extra: str) -> httpx.Response:
-            response = await http.post(gw.url, json={"jsonrpc": "2.0", **body}, headers={**headers, **extra})
-            assert response.status_code in (200, 202), response.text
-            return response
-
-        init = await post(
-            {
-                "id": 1,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": "2025-11-25",
-                    "capabilities": {},
-                    "clientInfo": {"name": "raw", "version": "1"},
-                },
-            }
-        )
-        headers["mcp-session-id"] = init.headers["mcp-session-id"]
-        headers["mcp-protocol-version"] = "2025-11-25"
-        await post({"method": "notifications/initialized"})
-        call = {"id": 2, "method": "tools/call", "params": {"name": "mb__echo", "arguments": {"text": "hi"}}}
-        answer = await post(call, traceparent=traceparent(trace_id, span_id))
-        assert "misbehave: hi" in answer.text
+        async with session(http, gw.url, {"authorization": f"Bearer {TOKEN}"}) as headers:
+            call = rpc("tools/call", {"name": "mb__echo", "arguments": {"text": "hi"}}, rid=2)
+            answer = await http.post(
+                gw.url, json=call, headers={**headers, "traceparent": traceparent(trace_id, span_id)}
+            )
+            assert answer.status_code in (200, 202), answer.text
+            assert "misbehave: hi" in answer.text
         metrics = await scrape(gw.base)
 
     [span] = spans("tools/call mb__echo")
@@ -359,21 +339,9 @@ async def otlp_collector() -> AsyncIterator[tuple[str, list[Any]]]:
         received.append(ExportTraceServiceRequest.FromString(body))
         return Response(ExportTraceServiceResponse().SerializeToString(), media_type="application/x-protobuf")
 
-    # Bound and listening before uvicorn runs: the kernel queues early exports, nothing to wait for.
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    port = sock.getsockname()[1]
-    app = Starlette(routes=[Route("/v1/traces", traces, methods=["POST"])])
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    with sock:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(functools.partial(server.serve, sockets=[sock]))
-            try:
-                yield f"http://127.0.0.1:{port}", received
-            finally:
-                server.should_exit = True
+    # Listening before uvicorn runs: the kernel queues early exports, nothing to wait for.
+    async with serve_asgi(Starlette(routes=[Route("/v1/traces", traces, methods=["POST"])])) as base:
+        yield base, received
 
 
 def exported(received: list[Any]) -> list[tuple[str, str, dict[str, Any]]]:

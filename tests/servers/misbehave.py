@@ -29,6 +29,7 @@ Misbehaviours (combinable; ``--mode X`` is the same as ``--X`` and may repeat):
 --garbage             non-JSON lines on stdout at start and before every message the server writes
 --stderr-chatter N    N lines on stderr at start, one of them carrying a fake AWS key
 --exit-after S        exit with code 1 after S seconds
+--exit-clean-after S  exit with code 0 after S seconds
 --ignore-sigterm      SIGTERM is caught and ignored (only SIGKILL stops the process)
 --spawn-child         start ``sleep 1000`` in the same process group (its pid is in ``pid()``)
 --name NAME           serverInfo.name and the echo prefix
@@ -83,6 +84,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--garbage", action="store_true", help="interleave non-JSON lines on stdout")
     p.add_argument("--stderr-chatter", type=int, default=0, metavar="N", help="N stderr lines at start")
     p.add_argument("--exit-after", type=float, default=None, metavar="SECONDS", help="exit 1 after SECONDS")
+    p.add_argument(
+        "--exit-clean-after", type=float, default=None, metavar="SECONDS", help="exit 0 after SECONDS"
+    )
     p.add_argument("--ignore-sigterm", action="store_true", help="catch and ignore SIGTERM")
     p.add_argument("--spawn-child", action="store_true", help="start a `sleep 1000` grandchild")
     args = p.parse_args(argv)
@@ -99,10 +103,10 @@ def _ignore_sigterm(signum: int, frame: object) -> None:
     eprint(f"misbehave[{os.getpid()}]: ignoring SIGTERM")
 
 
-def _exit_later(seconds: float) -> None:
+def _exit_later(seconds: float, code: int = 1) -> None:
     def fire() -> None:
-        eprint(f"misbehave[{os.getpid()}]: --exit-after {seconds} reached, exiting 1")
-        os._exit(1)
+        eprint(f"misbehave[{os.getpid()}]: exit timer of {seconds}s reached, exiting {code}")
+        os._exit(code)
 
     timer = threading.Timer(seconds, fire)
     timer.daemon = True
@@ -507,6 +511,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         eprint(f"misbehave[{pid}]: spawned child sleep pid={child_pid}")
     if args.exit_after is not None:
         _exit_later(args.exit_after)
+    if args.exit_clean_after is not None:
+        _exit_later(args.exit_clean_after, 0)
     if args.garbage:
         sys.stdout.write("misbehave: garbage before the first response\n" + next(_garbage) + "\n")
         sys.stdout.flush()

@@ -10,7 +10,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, TextIO
@@ -23,6 +23,8 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from mcp.client.session import ClientSession, LoggingFnT, MessageHandlerFnT
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.shared.exceptions import MCPError
+
+from tests._support import wait_until
 
 SERVER = Path(__file__).with_name("misbehave.py")
 START = 15.0  # bound for anything that includes a server start (the SDK import alone is ~1 s here)
@@ -117,12 +119,6 @@ async def read_all(stream: ByteReceiveStream | None) -> str:
         while True:
             chunks.append(await stream.receive())
     return b"".join(chunks).decode()
-
-
-async def eventually(condition: Callable[[], bool], interval: float = 0.05) -> None:
-    """Poll state the test cannot await (a file another process writes, /proc); bound it by the caller."""
-    while not condition():  # noqa: ASYNC110 - nothing to wait on but the state itself
-        await anyio.sleep(interval)
 
 
 # --------------------------------------------------------------------------- normal operation
@@ -247,7 +243,11 @@ async def test_sleep_honours_cancellation(tmp_path: Path) -> None:
                 assert scope.cancelled_caught
                 # The server is still serving, and its sleep saw the client's notifications/cancelled.
                 assert text_of(await s.call_tool("echo", {"text": "still here"})) == "misbehave: still here"
-                await eventually(lambda: "sleep cancelled" in (tmp_path / "stderr").read_text())
+                await wait_until(
+                    lambda: "sleep cancelled" in (tmp_path / "stderr").read_text(),
+                    timeout=START,
+                    interval=0.05,
+                )
 
 
 @pytest.mark.anyio
@@ -394,7 +394,8 @@ async def test_spawn_child_is_in_the_process_group() -> None:
         os.killpg(srv.proc.pid, signal.SIGKILL)
         with anyio.fail_after(5):
             await srv.exit_code()
-            await eventually(lambda: _state(child) in ("Z", "gone"))  # killed; reaped or not
+            # killed; reaped or not
+            await wait_until(lambda: _state(child) in ("Z", "gone"), timeout=5, interval=0.05)
 
 
 @pytest.mark.anyio
