@@ -102,6 +102,7 @@ def _serve(config: GatewayConfig, args: argparse.Namespace) -> int:
         log_level=args.log_level,
         lifespan="on",
         access_log=False,
+        server_header=False,  # no HTTP server name and version to fingerprint
         log_config=None,  # uvicorn's loggers propagate to the handler logs.configure installed
     )
     return EXIT_OK

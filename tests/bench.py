@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import functools
 import importlib.metadata
 import json
 import os
@@ -56,6 +57,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN_DIR = Path(sysconfig.get_path("scripts"))  # the venv's bin dir
 TIME_SERVER = str(BIN_DIR / "mcp-server-time")
 FLOOR_SERVER = Path(__file__).resolve().parent / "servers" / "floor.py"
+TS_CLIENT = Path(__file__).resolve().parent / "node" / "bench-client.mjs"
 TIME_ARGS = ["--local-timezone", "UTC"]
 TOOL = "get_current_time"
 TOOL_ARGS: dict[str, Any] = {"timezone": "UTC"}
@@ -688,6 +690,73 @@ async def run_interleaved(ctx: BenchContext, endpoints: Sequence[Endpoint]) -> l
     ]
 
 
+def ts_client_problem() -> str | None:
+    """Why the TypeScript SDK's client cannot run here, or None if it can."""
+    from tests._infra import NODE_MODULES, server_node
+
+    if server_node() is None:
+        return "no Node >= 20 on this machine"
+    if not (NODE_MODULES / "@modelcontextprotocol" / "client" / "package.json").is_file():
+        return f"npm package @modelcontextprotocol/client missing from {NODE_MODULES}"
+    return None
+
+
+@dataclass(frozen=True)
+class TsEndpoint:
+    """An endpoint for the TypeScript SDK's client: an MCP URL, or the time server over stdio."""
+
+    label: str
+    tool: str
+    era: str  # "2026-07-28": stateless requests; "2025-11-25": a session (that SDK's default)
+    url: str | None = None
+
+
+async def run_ts_interleaved(
+    ctx: BenchContext, endpoints: Sequence[TsEndpoint]
+) -> tuple[str, list[LoadResult]]:
+    """`run_interleaved` with the TypeScript SDK's client in a Node process (tests/node/bench-client.mjs).
+
+    Most desktop and IDE clients are built on that SDK; its HTTP transport costs far less than the
+    Python clients' over stdio, so it shows what the gateway adds with less of the client's own cost.
+    """
+    from tests._infra import server_node
+
+    s = ctx.settings
+    out = ctx.workdir / "ts-client.json"
+    spec = {
+        "out": str(out),
+        "calls": s.calls,
+        "warmup": s.warmup,
+        "timeoutMs": int(s.call_timeout * 1000),
+        "endpoints": [
+            {"label": e.label, "tool": e.tool, "arguments": TOOL_ARGS, "era": e.era}
+            | ({"url": e.url} if e.url else {"command": TIME_SERVER, "args": TIME_ARGS})
+            for e in endpoints
+        ],
+    }
+    mp = ctx.procs.spawn("ts-client", [str(server_node()), str(TS_CLIENT), json.dumps(spec)])
+    # Bounded well above a healthy round (~2 ms a call): start-up, then 100 ms a call.
+    limit = 60 + len(endpoints) * (s.calls + s.warmup) * 0.1
+    try:
+        wait = functools.partial(mp.popen.wait, timeout=limit)
+        code = await anyio.to_thread.run_sync(wait, abandon_on_cancel=True)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"TypeScript client not done after {limit:.0f}s:\n{mp.log_tail()}") from None
+    finally:
+        ctx.procs.stop(mp)
+    if code != 0:
+        raise RuntimeError(f"TypeScript client exited with {code}:\n{mp.log_tail()}")
+    report = json.loads(out.read_text())
+    loads = []
+    for e in report["endpoints"]:
+        lat = e["latenciesMs"]
+        wall = sum(lat) / 1000.0
+        loads.append(
+            LoadResult(e["label"], "ts interleaved", 1, s.calls, e["errors"], wall, lat, e["firstError"])
+        )
+    return f"{report['client']} on Node {report['node']}", loads
+
+
 async def _scenario_gateway(ctx: BenchContext) -> ScenarioResult:
     res = ScenarioResult("gateway", "our gateway over streamable HTTP -> mcp-server-time (stdio)")
     async with ctx.gateway_server("gateway", time_server_gateway_config()) as srv:
@@ -718,10 +787,37 @@ async def _scenario_gateway(ctx: BenchContext) -> ScenarioResult:
                 ep,
             ]
             loads = await run_interleaved(ctx, endpoints)
-        for ld in loads:
-            res.metrics[f"interleaved_{ld.scenario}_p50_ms"] = _round(ld.pct(50))
-            res.metrics[f"interleaved_{ld.scenario}_errors"] = ld.errors
+            for ld in loads:
+                res.metrics[f"interleaved_{ld.scenario}_p50_ms"] = _round(ld.pct(50))
+                res.metrics[f"interleaved_{ld.scenario}_errors"] = ld.errors
+            await _ts_round(ctx, res, floor.mcp_url, url)
     return res
+
+
+async def _ts_round(ctx: BenchContext, res: ScenarioResult, floor_url: str, gateway_url: str) -> None:
+    """The interleaved round again, from the TypeScript SDK's client (if Node and it are installed)."""
+    problem = ts_client_problem()
+    if problem is not None:
+        ctx.log(
+            f"  gateway: NOT measured with the TypeScript SDK client: {problem} (scripts/install-test-deps)"
+        )
+        res.metrics["ts_client"] = f"not run: {problem}"
+        return
+    ctx.log(f"  gateway: {ctx.settings.calls} calls taking turns, TypeScript SDK client")
+    client, loads = await run_ts_interleaved(
+        ctx,
+        [
+            TsEndpoint("direct", TOOL, "2025-11-25"),
+            TsEndpoint("floor", TOOL, "2026-07-28", floor_url),
+            TsEndpoint("gateway", f"time__{TOOL}", "2026-07-28", gateway_url),
+            TsEndpoint("gateway_2025", f"time__{TOOL}", "2025-11-25", gateway_url),
+        ],
+    )
+    res.metrics["ts_client"] = client
+    for ld in loads:
+        res.metrics[f"ts_{ld.scenario}_p50_ms"] = _round(ld.pct(50))
+        res.metrics[f"ts_{ld.scenario}_p95_ms"] = _round(ld.pct(95))
+        res.metrics[f"ts_{ld.scenario}_errors"] = ld.errors
 
 
 async def _scenario_proxy(ctx: BenchContext) -> ScenarioResult:
@@ -909,7 +1005,7 @@ def summarize(results: dict[str, ScenarioResult], clients: int) -> dict[str, str
     t = {k: m.get(f"interleaved_{k}_p50_ms") for k in ("raw", "direct", "floor", "gateway")}
     if all(isinstance(v, float) for v in t.values()):
         raw, direct, floor, gw = (float(t[k] or 0) for k in ("raw", "direct", "floor", "gateway"))
-        lines["added p50 latency vs direct (calls taking turns, same run)"] = (
+        lines["added p50 latency vs direct, fastmcp.Client (calls taking turns, same run)"] = (
             f"gateway {gw - direct:+.2f} ms ({gw:.2f} vs {direct:.2f})"
         )
         lines["  of which"] = (
@@ -917,6 +1013,14 @@ def summarize(results: dict[str, ScenarioResult], clients: int) -> dict[str, str
             f"in {floor:.2f} ms; the stdio client's own share of a direct call is {direct - raw:.2f} ms), "
             f"the gateway's own work {gw - floor - raw:+.2f} ms (over the bare backend round trip, "
             f"{raw:.2f} ms)"
+        )
+
+    ts = {k: m.get(f"ts_{k}_p50_ms") for k in ("direct", "floor", "gateway", "gateway_2025")}
+    if all(isinstance(v, float) for v in ts.values()):
+        direct, floor, gw, gw25 = (float(ts[k] or 0) for k in ("direct", "floor", "gateway", "gateway_2025"))
+        lines["added p50 latency vs direct, TypeScript SDK client (calls taking turns)"] = (
+            f"gateway {gw - direct:+.2f} ms ({gw:.2f} vs {direct:.2f}), in a 2025-11-25 session "
+            f"{gw25 - direct:+.2f} ms ({gw25:.2f}); a zero-work HTTP MCP server answers in {floor:.2f} ms"
         )
 
     gw, px = cps("gateway", "concurrent"), cps("proxy", "concurrent")

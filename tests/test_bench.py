@@ -10,18 +10,27 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests._infra import require
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_benchmark_command_measures_every_path() -> None:
+@pytest.fixture(scope="module")
+def report() -> dict[str, Any]:
     argv = [
         sys.executable, "-m", "tests.bench", "--only", "direct,gateway,proxy", "--json",
         "--calls", "20", "--warmup", "2", "--clients", "3", "--calls-per-client", "5",
     ]  # fmt: skip
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    report = json.loads(done.stdout)
+    return dict(json.loads(done.stdout))
+
+
+def test_the_benchmark_command_measures_every_path(report: dict[str, Any]) -> None:
     for name in ("direct", "gateway", "proxy"):
         scenario = report["scenarios"][name]
         assert scenario["error"] is None, scenario["error"]
@@ -33,5 +42,16 @@ def test_the_benchmark_command_measures_every_path() -> None:
         assert metrics[f"interleaved_{path}_errors"] == 0
         assert metrics[f"interleaved_{path}_p50_ms"] > 0
     summary = report["summary"]
-    assert any(key.startswith("added p50 latency") for key in summary)
+    assert any(key.startswith("added p50 latency vs direct, fastmcp.Client") for key in summary)
     assert any("throughput ratio" in key for key in summary)
+
+
+def test_the_benchmark_measures_the_typescript_sdk_client_too(report: dict[str, Any]) -> None:
+    require("node")
+    require("npm")
+    metrics = report["scenarios"]["gateway"]["metrics"]
+    assert str(metrics["ts_client"]).startswith("@modelcontextprotocol/client "), metrics["ts_client"]
+    for path in ("direct", "floor", "gateway", "gateway_2025"):
+        assert metrics[f"ts_{path}_errors"] == 0
+        assert metrics[f"ts_{path}_p50_ms"] > 0
+    assert any("TypeScript SDK client" in key for key in report["summary"])

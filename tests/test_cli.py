@@ -107,7 +107,9 @@ def test_serve_then_sigterm_leaves_no_process_behind(tmp_path: Path) -> None:
             anyio.run(anyio.sleep, 0.1)
         else:
             pytest.fail("gateway never became ready")
-        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json() == {"status": "ok"}
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        assert health.json() == {"status": "ok"}
+        assert "server" not in health.headers  # the HTTP server's name and version are not advertised
         descendants = psutil.Process(proc.pid).children(recursive=True)
         assert len(descendants) >= 5  # three servers and two grandchildren
         proc.send_signal(signal.SIGTERM)
