@@ -3,113 +3,97 @@
 With `tty=False` the engine multiplexes the container's stdout and stderr on the attach
 connection as frames: an 8-byte header (`>BxxxL`: stream 1 stdout / 2 stderr, payload size) and
 the payload. Frames are not lines - a line may span frames and a frame may hold many lines - so
-each stream is split into lines on its own. stdout lines are JSON-RPC messages (a garbage line
-costs that line only, as over a pipe); stderr lines go to the backend's LogBuffer.
+each stream is split into lines on its own, as its bytes arrive (a frame is never held whole).
+stdout lines are JSON-RPC messages, handled exactly as a local process's (`_pipes`: the relay's
+own calls resolved in the data callback, a garbage line costs that line only); stderr lines go to
+the backend's LogBuffer.
 
-Our half-close of the connection (`send_eof`) reaches the server as EOF on its stdin, because the
+Our half-close of the connection (`write_eof`) reaches the server as EOF on its stdin, because the
 container is created with StdinOnce: the MCP stdio shutdown signal.
+
+The end of the connection is the container's end. `output_ended` is set then, but the session
+reading stdout sees its end only at `release_end()`, which the container's owner calls once it
+has recorded how the container ended: the supervisor, woken by that end, finds the exit status.
 """
 
 from __future__ import annotations
 
+import asyncio
 import struct
-from collections.abc import Awaitable, Callable
-from contextlib import suppress
+from typing import cast
 
-import anyio
-import anyio.abc
-from anyio.streams.buffered import BufferedByteReceiveStream
-from mcp.shared.message import SessionMessage
-
-from gateway.backends import _process
 from gateway.backends._logbuffer import LogBuffer, _LineReader
-from gateway.backends._wire import LineSplitter, dump, parse
+from gateway.backends._pipes import MessagePipes
 
 _HEADER = struct.Struct(">BxxxL")
 _STDOUT, _STDERR = 1, 2
-_CLOSED = (
-    anyio.EndOfStream,
-    anyio.IncompleteRead,
-    anyio.ClosedResourceError,
-    anyio.BrokenResourceError,
-    OSError,
-)
 
 
-class AttachedIO:
-    """The two pumps between one attach connection and the session's memory streams."""
+class AttachedPipes(MessagePipes, asyncio.Protocol):
+    """The protocol of one attach connection (`loop.connect_accepted_socket`)."""
 
-    def __init__(self, conn: anyio.abc.SocketStream, log: LogBuffer) -> None:
-        self._conn = conn
-        self._log = log
-        self._input_scope = anyio.CancelScope()
-        self._output_scope = anyio.CancelScope(shield=True)
-        self.output_ended = anyio.Event()  # the container's stdout and stderr closed: it exited
-        self.input_closed = anyio.Event()  # we sent EOF
+    def __init__(self, max_line: int, log: LogBuffer) -> None:
+        super().__init__(max_line)
+        self._stderr = _LineReader(log)
+        self._transport: asyncio.Transport | None = None
+        self._header = b""  # a frame header still arriving
+        self._kind = 0  # the stream of the frame being read
+        self._left = 0  # payload bytes of that frame still to come
+        self._listening = True
+        self.output_ended = asyncio.Event()  # the connection ended: the container exited
 
-    async def pump_output(
-        self,
-        to_session: anyio.abc.ObjectSendStream[SessionMessage | Exception],
-        on_end: Callable[[], Awaitable[None]],
-    ) -> None:
-        """Demultiplex until the connection ends; then `on_end()`, then close `to_session`.
+    # -- protocol callbacks ----------------------------------------------------------------------
 
-        Shielded: the container's output is read until it ends or `stop_output()`, also while the
-        session around us is being cancelled, because its end is how teardown learns that the
-        container exited. `on_end` runs before the session learns of the end, so whatever it
-        records (the exit code) is there when the supervisor looks.
-        """
-        async with to_session:
-            with self._output_scope:
-                try:
-                    await self._demultiplex(to_session)
-                finally:
-                    self.output_ended.set()
-                await on_end()
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
 
-    async def _demultiplex(self, to_session: anyio.abc.ObjectSendStream[SessionMessage | Exception]) -> None:
-        stderr = _LineReader(self._log)
-        frames = BufferedByteReceiveStream(self._conn)
-        stdout = LineSplitter(_process.MAX_LINE)
-        listening = True
-        try:
-            while True:
-                kind, size = _HEADER.unpack(await frames.receive_exactly(_HEADER.size))
-                payload = await frames.receive_exactly(size) if size else b""
-                if kind == _STDERR:
-                    stderr.data_received(payload)
-                elif kind == _STDOUT and listening:
-                    for item in stdout.feed(payload):
-                        try:
-                            await to_session.send(item if isinstance(item, Exception) else parse(item))
-                        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                            # The session is gone; keep reading to see the container's end.
-                            listening = False
-                            break
-        except _CLOSED:
-            pass
-        finally:
-            stderr.connection_lost(None)
+    def data_received(self, data: bytes) -> None:
+        pos, size = 0, len(data)
+        while pos < size:
+            if self._left == 0:
+                take = min(_HEADER.size - len(self._header), size - pos)
+                self._header += data[pos : pos + take]
+                pos += take
+                if len(self._header) == _HEADER.size:
+                    self._kind, self._left = _HEADER.unpack(self._header)
+                    self._header = b""
+                continue
+            take = min(self._left, size - pos)
+            chunk = data[pos : pos + take]
+            pos += take
+            self._left -= take
+            if self._kind == _STDERR:
+                self._stderr.data_received(chunk)
+            elif self._kind == _STDOUT and self._listening:
+                self._received(chunk)
 
-    def stop_output(self) -> None:
-        self._output_scope.cancel()
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stderr.connection_lost(None)
+        self.output_ended.set()
 
-    async def pump_input(self, from_session: anyio.abc.ObjectReceiveStream[SessionMessage]) -> None:
-        """Write the session's messages as lines until it closes or `close_input()`; then send EOF."""
-        try:
-            with self._input_scope:
-                async with from_session:
-                    async for message in from_session:
-                        await self._conn.send(dump(message))
-        except _CLOSED:
-            pass
-        finally:
-            with suppress(*_CLOSED):
-                await self._conn.send_eof()
-            self.input_closed.set()
+    # -- for the container's owner ------------------------------------------------------------------
 
-    async def close_input(self, within: float) -> None:
-        """Stop writing (an unsent message is dropped: we are shutting down) and half-close."""
-        self._input_scope.cancel()
-        with anyio.move_on_after(within, shield=True):
-            await self.input_closed.wait()
+    def release_end(self) -> None:
+        """Let the session see the end of stdout (after the container's exit status is recorded)."""
+        self._ended()
+
+    def stop_listening(self) -> None:
+        """Teardown: nobody reads stdout any more; drop it, but keep reading to see the end."""
+        self._listening = False
+        self._lines.clear()
+        self.direct.close()
+        if self._reading_paused and self._transport is not None:
+            self._reading_paused = False
+            self._transport.resume_reading()
+
+    # -- MessagePipes --------------------------------------------------------------------------------
+
+    def _stdin(self) -> asyncio.WriteTransport | None:
+        return self._transport
+
+    def _stdout(self) -> asyncio.ReadTransport:
+        assert self._transport is not None
+        return self._transport
+
+    def _close_stdin(self, stdin: asyncio.WriteTransport) -> None:
+        stdin.write_eof()  # after what is buffered; the server reads EOF, we keep reading

@@ -1,4 +1,7 @@
-"""A child's stdin and stdout as MCP message streams, driven by the pipes' own callbacks.
+"""A server's stdin and stdout as MCP message streams, driven by the transports' own callbacks.
+
+`MessagePipes` holds what does not depend on how the server is reached; `ChildPipes` is a local
+process's pipes, and `_docker_io.AttachedPipes` a container's attach connection.
 
 stdout is split into lines in the transport's data callback. A line answering one of the relay's
 direct calls (`_direct`) resolves its caller right there, with no task in between (every hop
@@ -28,7 +31,12 @@ _QUEUE_HIGH = 1024
 _QUEUE_LOW = 256
 
 
-class ChildPipes(asyncio.SubprocessProtocol):
+class MessagePipes:
+    """Lines in from the server's stdout, lines out to its stdin, over asyncio transports.
+
+    A subclass feeds stdout's bytes to `_received` and calls `_ended` when stdout ends, and says
+    which transports carry stdin and stdout."""
+
     def __init__(self, max_line: int) -> None:
         self.direct = DirectCalls(self.send_line)
         self._splitter = LineSplitter(max_line)
@@ -36,31 +44,34 @@ class ChildPipes(asyncio.SubprocessProtocol):
         self._eof = False
         self.reading = False  # the session's receive loop is delivering a line of ours
         self._readable: asyncio.Future[None] | None = None
-        self._transport: asyncio.SubprocessTransport | None = None
         self._reading_paused = False
         self._batch: list[bytes] | None = None  # a turn's messages after the first, None between turns
         self._writable: asyncio.Future[None] | None = None  # while stdin's buffer is over its limit
         self._stdin_closed = False
 
-    # -- protocol callbacks ----------------------------------------------------------------------
+    # -- for subclasses ---------------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # Duck-typed throughout: uvloop's transports do not derive from asyncio's classes.
-        self._transport = cast(asyncio.SubprocessTransport, transport)
+    def _stdin(self) -> asyncio.WriteTransport | None:
+        raise NotImplementedError
 
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
-        if fd != 1:
-            return
+    def _stdout(self) -> asyncio.ReadTransport:
+        raise NotImplementedError
+
+    def _close_stdin(self, stdin: asyncio.WriteTransport) -> None:
+        stdin.close()
+
+    def _received(self, data: bytes) -> None:
         for item in self._splitter.feed(data):
             if isinstance(item, Exception) or self._lines or self.reading or not self.direct.resolve(item):
                 # Behind queued lines, or one being delivered (a call's log line), even an
                 # answer waits its turn.
                 self._queue(item)
 
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        if fd == 1:
-            self._eof = True
-            self._wake()
+    def _ended(self) -> None:
+        self._eof = True
+        self._wake()
+
+    # -- flow control (asyncio.BaseProtocol) -------------------------------------------------------
 
     def pause_writing(self) -> None:
         if self._writable is None:
@@ -105,8 +116,8 @@ class ChildPipes(asyncio.SubprocessProtocol):
         self._flush()
         self._stdin_closed = True
         stdin = self._stdin()
-        if stdin is not None:
-            stdin.close()
+        if stdin is not None and not stdin.is_closing():
+            self._close_stdin(stdin)
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -127,6 +138,26 @@ class ChildPipes(asyncio.SubprocessProtocol):
         if self._readable is not None and not self._readable.done():
             self._readable.set_result(None)
 
+
+class ChildPipes(MessagePipes, asyncio.SubprocessProtocol):
+    """A local process's stdin and stdout pipes."""
+
+    def __init__(self, max_line: int) -> None:
+        super().__init__(max_line)
+        self._transport: asyncio.SubprocessTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Duck-typed throughout: uvloop's transports do not derive from asyncio's classes.
+        self._transport = cast(asyncio.SubprocessTransport, transport)
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd == 1:
+            self._received(data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:
+            self._ended()
+
     def _stdin(self) -> asyncio.WriteTransport | None:
         assert self._transport is not None
         return cast("asyncio.WriteTransport | None", self._transport.get_pipe_transport(0))
@@ -137,9 +168,9 @@ class ChildPipes(asyncio.SubprocessProtocol):
 
 
 class StdoutMessages:
-    """The child's stdout as the SDK session's read stream."""
+    """The server's stdout as the SDK session's read stream."""
 
-    def __init__(self, pipes: ChildPipes) -> None:
+    def __init__(self, pipes: MessagePipes) -> None:
         self._pipes = pipes
 
     async def receive(self) -> SessionMessage | Exception:
@@ -178,9 +209,9 @@ class StdoutMessages:
 
 
 class StdinMessages:
-    """The child's stdin as the SDK session's write stream; `direct` shares the pipe."""
+    """The server's stdin as the SDK session's write stream; `direct` shares the pipe."""
 
-    def __init__(self, pipes: ChildPipes) -> None:
+    def __init__(self, pipes: MessagePipes) -> None:
         self._pipes = pipes
         self.direct = pipes.direct
         self._closed = False

@@ -42,6 +42,7 @@ Every call into the (blocking) Docker SDK runs in a worker thread.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -53,18 +54,18 @@ from functools import partial
 from typing import Any, TypeVar
 
 import anyio
-import anyio.abc
 import anyio.to_thread
 import docker  # type: ignore[import-untyped]
 import docker.errors  # type: ignore[import-untyped]
 import docker.utils  # type: ignore[import-untyped]
 import requests.exceptions  # type: ignore[import-untyped, unused-ignore]
-from mcp.shared.message import SessionMessage
 
 from gateway.backends import _docker_owner
-from gateway.backends._docker_io import AttachedIO
+from gateway.backends._docker_io import AttachedPipes
 from gateway.backends._docker_spec import container_user, describe_exit, host_config, no_secrets
 from gateway.backends._logbuffer import LogBuffer
+from gateway.backends._pipes import StdinMessages, StdoutMessages
+from gateway.backends._process import MAX_LINE
 from gateway.backends.session import Streams, TransportFactory
 from gateway.config import secrets
 from gateway.config.models import DockerServer
@@ -84,11 +85,8 @@ STOP_SLACK = 5.0
 REMOVE_TIMEOUT = 10.0
 # After the attach stream ends: time for the engine to report the exit code.
 STATUS_TIMEOUT = 5.0
-# Time to flush our last message and half-close stdin.
-INPUT_CLOSE = 1.0
 # A pull may legitimately take minutes; one that stalls must not keep the backend starting forever.
 PULL_TIMEOUT = 600.0
-_BUFFER = 32  # messages buffered each way, as for a process
 
 ENGINE_ERRORS: tuple[type[BaseException], ...] = (
     docker.errors.DockerException,
@@ -252,7 +250,7 @@ class _Container:
         self.id: str | None = None
         self.ended = anyio.Event()  # the attach stream ended and the exit status was looked up
 
-    async def launch(self, **create: Any) -> anyio.abc.SocketStream:
+    async def launch(self, **create: Any) -> socket.socket:
         """Create, attach, start. The threads run to completion even if we are cancelled meanwhile,
         so `self.id` is set whenever a container exists, and `remove()` finds it."""
         api, step = self.api, "create"
@@ -269,15 +267,10 @@ class _Container:
             step = "attach to"
             sock = await _engine(self._attach_socket)
             try:
-                conn = await anyio.abc.SocketStream.from_socket(sock)
-            except BaseException:
-                sock.close()
-                raise
-            try:
                 step = "start"
                 await _engine(api.start, self.id)
             except BaseException:
-                await conn.aclose()
+                sock.close()
                 raise
         except ENGINE_ERRORS as exc:
             raise BackendStartError(
@@ -285,7 +278,7 @@ class _Container:
             ) from None
         logger.info("server %s: started container %s (%s)", self.server, self.name, create["image"])
         self.log.pid, self.log.exit_code, self.log.exit_detail = None, None, None
-        return conn
+        return sock
 
     def _attach_socket(self) -> socket.socket:
         # Runs in a thread; returns a socket of our own, leaving nothing of the SDK's open.
@@ -305,32 +298,44 @@ class _Container:
         return own
 
     @asynccontextmanager
-    async def attached(self, conn: anyio.abc.SocketStream) -> AsyncIterator[Streams]:
-        io = AttachedIO(conn, self.log)
-        to_session, from_container = anyio.create_memory_object_stream[SessionMessage | Exception](_BUFFER)
-        to_container, from_session = anyio.create_memory_object_stream[SessionMessage](_BUFFER)
+    async def attached(self, sock: socket.socket) -> AsyncIterator[Streams]:
+        loop = asyncio.get_running_loop()
+        try:
+            transport, pipes = await loop.connect_accepted_socket(
+                lambda: AttachedPipes(MAX_LINE, self.log), sock
+            )
+        except BaseException:
+            sock.close()
+            raise
+        # Shielded: the end of the connection is how teardown learns that the container exited,
+        # so it is watched also while the session around us is being cancelled.
+        watch = anyio.CancelScope(shield=True)
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(io.pump_output, to_session, self._record_exit)
-                tg.start_soon(io.pump_input, from_session)
+                tg.start_soon(self._watch_end, pipes, watch)
                 try:
-                    yield from_container, to_container
+                    yield StdoutMessages(pipes), StdinMessages(pipes)
                 finally:
                     try:
                         with anyio.CancelScope(shield=True):
-                            await self._stop(io)
+                            await self._stop(pipes)
                     finally:
-                        io.stop_output()
-                        tg.cancel_scope.cancel()
+                        watch.cancel()
         finally:
-            with anyio.CancelScope(shield=True):
-                await conn.aclose()
+            transport.abort()  # the container is gone or being removed; nothing left to flush
 
-    async def _stop(self, io: AttachedIO) -> None:
-        await io.close_input(INPUT_CLOSE)
+    async def _watch_end(self, pipes: AttachedPipes, scope: anyio.CancelScope) -> None:
+        with scope:
+            await pipes.output_ended.wait()
+            await self._record_exit()
+            pipes.release_end()
+
+    async def _stop(self, pipes: AttachedPipes) -> None:
+        pipes.close_stdin()
+        pipes.stop_listening()
         with anyio.move_on_after(EXIT_GRACE):
-            await io.output_ended.wait()
-        if not io.output_ended.is_set():
+            await pipes.output_ended.wait()
+        if not pipes.output_ended.is_set():
             with anyio.move_on_after(STOP_TIMEOUT + STOP_SLACK), suppress(*ENGINE_ERRORS):
                 await _engine(self.api.stop, self.id, timeout=int(STOP_TIMEOUT), abandon=True)
         with anyio.move_on_after(STATUS_TIMEOUT):
