@@ -1,9 +1,9 @@
 """The 2025-11-25 sessions the hot path (`_exchange`) may serve requests of.
 
 A session is the SDK's: it is opened (`initialize`), kept and closed by the SDK's transport. The
-hot path learns a session from the first request of it the SDK dispatches to the relay (the
-client's connection, and who authenticated it), and from then on serves that session's relayed
-calls itself, for as long as the SDK still holds the session, and only for the same identity.
+hot path learns a session (the client's connection, and who authenticated it) from its
+`notifications/initialized`, or else from the first request of it the SDK dispatches to the relay,
+and from then on serves that session's relayed calls itself, for as long as the SDK still holds the session, and only for the same identity.
 
 A call of the hot path is not known to the SDK's session, so a `notifications/cancelled` naming
 it is delivered here.
@@ -44,7 +44,7 @@ class Sessions:
         self._calls: dict[tuple[str, Hashable], tuple[asyncio.Task[Any], Any]] = {}
 
     def learn(self, front: Front) -> None:
-        """A relay listener: remember the session of a 2025-11-25 request the SDK dispatched."""
+        """A relay listener: remember the session of a 2025-11-25 message the SDK dispatched."""
         request = front.request
         if request is None or front.protocol_version in MODERN_PROTOCOL_VERSIONS:
             return

@@ -116,7 +116,8 @@ class Relay:
         self.fleet = fleet
         self.inputs = InputBridge()
         self._local = local
-        # Told of every request the SDK dispatches (the HTTP hot path learns sessions from them).
+        # Told of every request the SDK dispatches, and of `notifications/initialized` (the HTTP
+        # hot path learns sessions from them).
         self.front_listeners: list[Callable[[Front], None]] = []
         self.use(middlewares)
         self._listener = ListenHandler(self.fleet.clients.bus)
@@ -183,6 +184,7 @@ class Relay:
         }
         for method, (params_type, handler) in handlers.items():
             server.add_request_handler(method, params_type, handler)
+        server.add_notification_handler("notifications/initialized", types.NotificationParams, self._opened)
         # The SDK's own per-request OpenTelemetry middleware costs ~10% of a relayed call; the
         # gateway's telemetry middleware records its own spans.
         server.middleware = []
@@ -213,6 +215,12 @@ class Relay:
         for listener in self.front_listeners:
             listener(front)
         return await self.dispatch(front)
+
+    async def _opened(self, ctx: Ctx, params: types.NotificationParams) -> None:
+        """A 2025-11-25 session is initialized: its listeners learn it before its first request."""
+        front = SdkFront(ctx)
+        for listener in self.front_listeners:
+            listener(front)
 
     async def dispatch(self, front: Front) -> Result:
         """Run one client request through the chain; GatewayError and MCPError leave as they are."""

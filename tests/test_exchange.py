@@ -229,24 +229,30 @@ LEGACY_CASES = {
 }
 
 
-async def test_a_sessions_calls_are_answered_like_the_sdk_does(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def through_sdk(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Grows by one for every POST the SDK's transport handles."""
     from mcp.server.streamable_http import StreamableHTTPServerTransport
 
-    through_sdk: list[str] = []
+    posts: list[str] = []
     original = StreamableHTTPServerTransport._handle_post_request
 
     async def counting(self: Any, scope: Any, request: Any, receive: Any, send: Any) -> None:
-        through_sdk.append("post")
+        posts.append("post")
         await original(self, scope, request, receive, send)
 
     monkeypatch.setattr(StreamableHTTPServerTransport, "_handle_post_request", counting)
+    return posts
+
+
+async def test_a_sessions_calls_are_answered_like_the_sdk_does(through_sdk: list[str]) -> None:
     async with (
         gateways() as (fast, sdk),
         httpx.AsyncClient(timeout=10) as http,
         session(http, fast.url) as ours,
         session(http, sdk.url) as theirs,
     ):
-        # The first request of a session goes through the SDK, which is how the gateway learns it.
+        # Learned from `notifications/initialized` (handled after its 202), at the latest from this.
         await http.post(fast.url, headers=ours, json=rpc("tools/list"))
         for name, body in LEGACY_CASES.items():
             before = len(through_sdk)
@@ -255,6 +261,21 @@ async def test_a_sessions_calls_are_answered_like_the_sdk_does(monkeypatch: pyte
             assert len(through_sdk) - before == (name == "params the schema refuses"), name
             sdk_answer = messages(await http.post(sdk.url, headers=theirs, json=body))
             assert mine == sdk_answer, name
+
+
+async def test_a_session_is_served_hot_from_its_first_request(through_sdk: list[str]) -> None:
+    async with serve(config({"mb": misbehave()})) as gw, httpx.AsyncClient(timeout=10) as http:
+        initialized = anyio.Event()
+        gw.app.state.relay.front_listeners.append(
+            lambda front: front.method == "notifications/initialized" and initialized.set()
+        )
+        async with session(http, gw.url) as headers:
+            with anyio.fail_after(5):
+                await initialized.wait()
+            before = len(through_sdk)
+            first = messages(await http.post(gw.url, headers=headers, json=LEGACY_CASES["tool call"]))
+            assert len(through_sdk) == before
+            assert first[0]["result"]["structuredContent"] == {"text": "misbehave: hi"}
 
 
 async def test_a_session_cancels_a_hot_path_call_with_a_notification() -> None:
