@@ -3,7 +3,8 @@
 A session is the SDK's: it is opened (`initialize`), kept and closed by the SDK's transport. The
 hot path learns a session (the client's connection, and who authenticated it) from its
 `notifications/initialized`, or else from the first request of it the SDK dispatches to the relay,
-and from then on serves that session's relayed calls itself, for as long as the SDK still holds the session, and only for the same identity.
+and from then on serves that session's relayed calls itself, for as long as the SDK still holds
+the session, and only for the same identity.
 
 A call of the hot path is not known to the SDK's session, so a `notifications/cancelled` naming
 it is delivered here.
