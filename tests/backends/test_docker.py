@@ -154,6 +154,25 @@ async def test_a_secret_reference_outside_env_is_refused(images: None) -> None:
 # -- failures ----------------------------------------------------------------------------------------
 
 
+async def test_concurrent_calls_big_answers_and_garbage_share_one_attach_connection(images: None) -> None:
+    # The relay's calls are written to the attach socket and answered from its frames directly;
+    # answers far larger than a frame, garbage lines between them, and 30 calls at once.
+    big = "x" * 300_000
+    texts = [f"call {i}" for i in range(30)] + [big]
+    async with serve(config({"dmb": docker_misbehave("--garbage")})) as gw:
+        answers: dict[str, str] = {}
+
+        async def one(text: str) -> None:
+            result = await call(gw.fleet, "dmb", "echo", text=text)
+            answers[text] = result["structuredContent"]["text"]
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for text in texts:
+                    tg.start_soon(one, text)
+    assert answers == {text: f"misbehave: {text}" for text in texts}
+
+
 async def test_a_crash_is_seen_and_the_backend_restarts(engine: Any) -> None:
     fleet = Fleet(config({"dcrash": docker_misbehave()}))
     async with fleet.running():
