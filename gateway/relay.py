@@ -15,8 +15,6 @@ from typing import Any, TypeVar, cast
 import mcp_types as types
 from mcp.server.caching import CACHEABLE_METHODS, CacheableMethod, CacheHint
 from mcp.server.connection import allowed_log_levels
-from mcp.server.lowlevel import NotificationOptions, Server
-from mcp.server.models import InitializationOptions
 from mcp.server.subscriptions import ListenHandler
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
@@ -32,6 +30,7 @@ from gateway._front import Front, scope_identity
 from gateway._inputs import InputBridge, InputCaller
 from gateway._rewrite import Result, finish, forward_params, rewrite_content
 from gateway._sdk import Ctx, SdkFront
+from gateway._server import GatewayServer
 from gateway.backends import Backend
 from gateway.catalogue import Route
 from gateway.errors import GatewayError, as_mcp_error
@@ -43,33 +42,6 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[Ctx, Any], Awaitable[Result]]
 _F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
-
-
-class GatewayServer(Server[Any]):
-    """The SDK's low-level server, announcing list changes (the gateway always may have some)."""
-
-    @functools.cached_property
-    def _stamp(self) -> dict[str, Any]:
-        stamp: dict[str, Any] = self.server_info.model_dump(by_alias=True, mode="json", exclude_none=True)
-        return stamp
-
-    @property
-    def server_info_stamp(self) -> dict[str, Any]:
-        # Stamped on every 2026-07-28 result. The SDK deep-copies its dump each time, so that nothing
-        # nested is shared between responses; the gateway's identity is flat strings.
-        return dict(self._stamp)
-
-    def create_initialization_options(
-        self,
-        notification_options: NotificationOptions | None = None,
-        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
-        extensions: dict[str, dict[str, Any]] | None = None,
-    ) -> InitializationOptions:
-        return super().create_initialization_options(
-            notification_options or NotificationOptions(True, True, True),
-            experimental_capabilities,
-            extensions,
-        )
 
 
 def _translated(handler: _F) -> _F:
