@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
-from typing import Any
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any, BinaryIO
 
 import mcp.server._streamable_http_modern as _modern
+import mcp.server.stdio as _stdio
 from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
@@ -109,3 +111,23 @@ def session_open(manager: StreamableHTTPSessionManager, session_id: str) -> bool
     """Whether the SDK's transport still holds the 2025-11-25 session `session_id`."""
     transport = manager._server_instances.get(session_id)
     return transport is not None and not transport.is_terminated
+
+
+def claim_stdio() -> tuple[tuple[BinaryIO, BinaryIO], Callable[[], None]]:
+    """The wire's stdin and stdout, claimed as the SDK's `stdio_server` claims them: fd 0 then
+    reads the null device and fd 1 writes to stderr (stray output misses the wire) until the
+    returned function restores them."""
+    stdin, restore_stdin = _stdio._claim_fd(0, sys.stdin, "rb", _stdio._open_stdin_diversion)
+    try:
+        stdout, restore_stdout = _stdio._claim_fd(1, sys.stdout, "wb", _stdio._open_stdout_diversion)
+    except BaseException:
+        if restore_stdin is not None:
+            restore_stdin()
+        raise
+
+    def restore() -> None:
+        for undo in (restore_stdout, restore_stdin):
+            if undo is not None:
+                undo()
+
+    return (stdin, stdout), restore

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
+import asyncio
+import os
+import selectors
+import stat
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from typing import BinaryIO
 
+import anyio
 from mcp.server.stdio import stdio_server
 
+from gateway import _sdk
+from gateway.backends._pipes import MessagePipes, StdinMessages, StdoutMessages
+from gateway.backends._process import MAX_LINE
+from gateway.backends.session import Streams
 from gateway.config import secrets
 from gateway.config.models import GatewayConfig
 from gateway.fleet import Fleet
@@ -13,18 +24,137 @@ from gateway.middleware import instantiate
 from gateway.relay import Relay
 from gateway.reload import Reloader
 
+# Time for the client to take our last answers when the wire closes.
+WIRE_FLUSH = 2.0
+
 
 async def serve_stdio(config: GatewayConfig, path: str | None = None) -> None:
-    secrets.configure(config.secrets)  # middleware options may hold secret_ref: values
-    middlewares = instantiate(config.middleware)
-    fleet = Fleet(config)
-    relay = Relay(fleet, middlewares, local=True)
-    server = relay.build_server()
-    async with AsyncExitStack() as stack:
+    # The wire first: from here on, whatever the process prints (a plugin, a library) misses it.
+    async with _wire() as (read, write), AsyncExitStack() as stack:
+        secrets.configure(config.secrets)  # middleware options may hold secret_ref: values
+        middlewares = instantiate(config.middleware)
+        fleet = Fleet(config)
+        relay = Relay(fleet, middlewares, local=True)
+        server = relay.build_server()
         await stack.enter_async_context(Reloader(fleet, relay, path).running(watch=path is not None))
         await stack.enter_async_context(fleet.running())
         await stack.enter_async_context(relay.inputs.running())
         # A launched gateway is asked for its tools at once; answer with the whole fleet.
         await fleet.wait_started()
-        async with stdio_server() as (read, write):
-            await server.run(read, write, server.create_initialization_options())
+        await server.run(read, write, server.create_initialization_options())
+
+
+@asynccontextmanager
+async def _wire() -> AsyncIterator[Streams]:
+    """The client's messages over our stdin and stdout, read and written on the event loop's own
+    callbacks (the SDK's `stdio_server` makes a trip to a worker thread for every line read and
+    two for every line written: half of what the gateway added to a call). A wire that cannot be
+    polled (a regular file, /dev/null) is left to `stdio_server`."""
+    (stdin, stdout), restore = _sdk.claim_stdio()
+    try:
+        pipes = await _WirePipes.connect(stdin, stdout)
+    except BaseException:
+        restore()
+        raise
+    if pipes is None:
+        restore()
+        async with stdio_server() as streams:
+            yield streams
+        return
+    try:
+        yield StdoutMessages(pipes), StdinMessages(pipes)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await pipes.aclose()
+        restore()
+
+
+def _pollable(fd: int, events: int) -> bool:
+    mode = os.fstat(fd).st_mode
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)):
+        return False
+    with selectors.DefaultSelector() as probe:  # epoll refuses some devices (/dev/null)
+        try:
+            probe.register(fd, events)
+        except (OSError, ValueError):
+            return False
+    return True
+
+
+class _WirePipes(MessagePipes):
+    """The client's end of the line machinery the backends' pipes use: the peer is the client, so
+    its stdin is our stdout, and its stdout our stdin."""
+
+    def __init__(self, blocking: list[tuple[int, bool]]) -> None:
+        super().__init__(MAX_LINE)
+        self._reader: asyncio.ReadTransport | None = None
+        self._writer: asyncio.WriteTransport | None = None
+        self._blocking = blocking
+        self.writer_closed = asyncio.Event()
+
+    @classmethod
+    async def connect(cls, stdin: BinaryIO, stdout: BinaryIO) -> _WirePipes | None:
+        """Both ends on the event loop, or None (and both untouched) if either cannot be."""
+        fds = stdin.fileno(), stdout.fileno()
+        if not (_pollable(fds[0], selectors.EVENT_READ) and _pollable(fds[1], selectors.EVENT_WRITE)):
+            return None
+        # The loop makes them non-blocking; the descriptions may be shared (a terminal): restored.
+        blocking = [(fd, os.get_blocking(fd)) for fd in fds]
+        loop = asyncio.get_running_loop()
+        pipes = cls(blocking)
+        try:
+            pipes._reader, _ = await loop.connect_read_pipe(lambda: _Reader(pipes), stdin)
+            pipes._writer, _ = await loop.connect_write_pipe(lambda: _Writer(pipes), stdout)
+        except BaseException:
+            if pipes._reader is not None:
+                pipes._reader.close()
+            pipes._restore_blocking()
+            raise
+        return pipes
+
+    async def aclose(self) -> None:
+        self.close_stdin()  # what is still batched is written first
+        if self._reader is not None:
+            self._reader.close()
+        with anyio.move_on_after(WIRE_FLUSH):
+            await self.writer_closed.wait()
+        if self._writer is not None and not self.writer_closed.is_set():
+            self._writer.abort()
+        self._restore_blocking()
+
+    def _restore_blocking(self) -> None:
+        for fd, blocking in self._blocking:
+            with suppress(OSError):
+                os.set_blocking(fd, blocking)
+
+    def _stdin(self) -> asyncio.WriteTransport | None:
+        return self._writer
+
+    def _stdout(self) -> asyncio.ReadTransport:
+        assert self._reader is not None
+        return self._reader
+
+
+class _Reader(asyncio.Protocol):
+    def __init__(self, pipes: _WirePipes) -> None:
+        self._pipes = pipes
+
+    def data_received(self, data: bytes) -> None:
+        self._pipes._received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._pipes._ended()
+
+
+class _Writer(asyncio.BaseProtocol):
+    def __init__(self, pipes: _WirePipes) -> None:
+        self._pipes = pipes
+
+    def pause_writing(self) -> None:
+        self._pipes.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._pipes.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._pipes.writer_closed.set()

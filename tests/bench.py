@@ -352,6 +352,7 @@ class RunningServer:
     process: ManagedProcess
     base_url: str
     ready_s: float
+    config: Path | None = None  # a gateway's gateway.yaml
 
     @property
     def mcp_url(self) -> str:
@@ -396,6 +397,7 @@ class BenchContext:
             "--config", str(cfg), "--host", LOOPBACK, "--port", str(port),
         ]  # fmt: skip
         async with self.http_server(name, argv, port) as srv:
+            srv.config = cfg
             yield srv
 
 
@@ -573,6 +575,19 @@ def direct_endpoint(ctx: BenchContext, log_name: str) -> Endpoint:
         return Client(transport)
 
     return Endpoint("direct", make_client, TOOL, TOOL_ARGS)
+
+
+def gateway_stdio_endpoint(ctx: BenchContext, config: Path | None) -> Endpoint:
+    """The gateway launched by its client (`serve --stdio`): the same client and transport as direct."""
+
+    def make_client() -> Client[Any]:
+        argv = ["-m", "gateway", "serve", "--stdio", "--no-reload", "--config", str(config)]
+        log = ctx.workdir / "gateway-stdio.log"
+        return Client(
+            StdioTransport(sys.executable, argv, cwd=str(REPO_ROOT), keep_alive=False, log_file=log)
+        )
+
+    return Endpoint("gateway_stdio", make_client, f"time__{TOOL}", TOOL_ARGS)
 
 
 @dataclass
@@ -769,6 +784,10 @@ async def _scenario_gateway(ctx: BenchContext) -> ScenarioResult:
         legacy = await run_sequential(ctx, session, res.name)
         legacy.mode = "seq 2025"
         res.loads.append(legacy)
+        ctx.log(f"  gateway: sequential, {ctx.settings.calls} calls over stdio (serve --stdio)")
+        over_stdio = await run_sequential(ctx, gateway_stdio_endpoint(ctx, srv.config), res.name)
+        over_stdio.mode = "seq stdio"
+        res.loads.append(over_stdio)
         res.metrics.update(rss_metrics(srv.process.pid, "gateway"))
         floor_argv = [
             sys.executable,
@@ -785,6 +804,7 @@ async def _scenario_gateway(ctx: BenchContext) -> ScenarioResult:
                 direct_endpoint(ctx, "interleaved-stdio.log"),
                 http_endpoint("floor", floor, TOOL),
                 ep,
+                gateway_stdio_endpoint(ctx, srv.config),
             ]
             loads = await run_interleaved(ctx, endpoints)
             for ld in loads:
@@ -992,21 +1012,27 @@ def summarize(results: dict[str, ScenarioResult], clients: int) -> dict[str, str
 
     direct = p50("direct", "sequential")
     parts = []
-    for name in ("gateway", "proxy"):
-        other = p50(name, "sequential")
+    for name, mode, label in (
+        ("gateway", "sequential", "gateway"),
+        ("gateway", "seq stdio", "gateway over stdio"),
+        ("proxy", "sequential", "proxy"),
+    ):
+        other = p50(name, mode)
         if name in results:
             if direct is not None and other is not None:
-                parts.append(f"{name} {other - direct:+.2f} ms ({other:.2f} vs {direct:.2f})")
+                parts.append(f"{label} {other - direct:+.2f} ms ({other:.2f} vs {direct:.2f})")
             else:
-                parts.append(f"{name} n/a")
+                parts.append(f"{label} n/a")
     if parts:
         lines["added p50 latency vs direct (separate sequential runs)"] = "; ".join(parts)
     m = results["gateway"].metrics if "gateway" in results else {}
     t = {k: m.get(f"interleaved_{k}_p50_ms") for k in ("raw", "direct", "floor", "gateway")}
     if all(isinstance(v, float) for v in t.values()):
         raw, direct, floor, gw = (float(t[k] or 0) for k in ("raw", "direct", "floor", "gateway"))
+        over_stdio = m.get("interleaved_gateway_stdio_p50_ms")
+        stdio = f"; over stdio {float(over_stdio) - direct:+.2f} ms ({over_stdio:.2f})" if over_stdio else ""
         lines["added p50 latency vs direct, fastmcp.Client (calls taking turns, same run)"] = (
-            f"gateway {gw - direct:+.2f} ms ({gw:.2f} vs {direct:.2f})"
+            f"gateway over HTTP {gw - direct:+.2f} ms ({gw:.2f} vs {direct:.2f}){stdio}"
         )
         lines["  of which"] = (
             f"HTTP instead of stdio {floor - (direct - raw):+.2f} ms (a zero-work HTTP MCP server answers "

@@ -38,7 +38,7 @@ def test_the_benchmark_command_measures_every_path(report: dict[str, Any]) -> No
             assert load["errors"] == 0 and load["p50_ms"] > 0, load
             assert set(load["cpu_ms_per_call"]) == {"client", "server", "backends"}
     metrics = report["scenarios"]["gateway"]["metrics"]
-    for path in ("raw", "direct", "floor", "gateway"):
+    for path in ("raw", "direct", "floor", "gateway", "gateway_stdio"):
         assert metrics[f"interleaved_{path}_errors"] == 0
         assert metrics[f"interleaved_{path}_p50_ms"] > 0
     summary = report["summary"]

@@ -1,0 +1,164 @@
+"""`mcp-gateway serve --stdio` (gateway/stdio.py): the gateway launched by its client, over real pipes.
+
+The wire is read and written on the event loop's own callbacks; what cannot be polled (a regular
+file) goes through the SDK's `stdio_server`. Either way the process's own stdout is diverted:
+nothing but messages reaches the client.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psutil
+import pytest
+import yaml
+from anyio.abc import Process
+from anyio.streams.buffered import BufferedByteReceiveStream
+from mcp import Client as SdkClient
+from mcp.client.stdio import StdioServerParameters
+
+from tests._infra import REPO_ROOT
+from tests._support import misbehave, wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+def gateway_argv(tmp_path: Path, **cfg: Any) -> list[str]:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump({"servers": {"mb": misbehave()}, **cfg}))
+    return [sys.executable, "-m", "gateway", "serve", "--stdio", "--no-reload", "--config", str(path)]
+
+
+def line(message: dict[str, Any]) -> bytes:
+    return json.dumps(message).encode() + b"\n"
+
+
+HELLO = line(
+    {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "0"},
+        },
+    }
+) + line({"jsonrpc": "2.0", "method": "notifications/initialized"})
+ECHO = line(
+    {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "method": "tools/call",
+        "params": {"name": "mb__echo", "arguments": {"text": "hi"}},
+    }
+)
+
+
+async def answers_until(stdout: BufferedByteReceiveStream, rid: int) -> list[dict[str, Any]]:
+    """Every line the gateway writes up to the answer to `rid`; each must be a JSON-RPC message."""
+    seen: list[dict[str, Any]] = []
+    with anyio.fail_after(60):
+        while not seen or seen[-1].get("id") != rid:
+            seen.append(json.loads(await stdout.receive_until(b"\n", 1 << 20)))
+            assert seen[-1].get("jsonrpc") == "2.0", seen[-1]
+    return seen
+
+
+async def stop(process: Process) -> None:
+    """Close the gateway's stdin (its client went away): it must exit, leaving nothing behind."""
+    children = psutil.Process(process.pid).children(recursive=True)
+    assert children, "the backend should be running"
+    assert process.stdin is not None
+    await process.stdin.aclose()
+    with anyio.fail_after(30):
+        assert await process.wait() == 0
+    _gone, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == []
+
+
+async def test_concurrent_calls_and_an_answer_larger_than_the_pipe(tmp_path: Path) -> None:
+    argv = gateway_argv(tmp_path)
+    params = StdioServerParameters(command=argv[0], args=argv[1:], cwd=str(REPO_ROOT))
+    texts = [f"call {i}" for i in range(30)] + ["x" * 300_000]  # a 64 KiB pipe fills many times
+    answers: dict[str, str] = {}
+    with anyio.fail_after(60):
+        async with SdkClient(params, mode="legacy") as client:
+
+            async def one(text: str) -> None:
+                result = await client.call_tool("mb__echo", {"text": text})
+                answers[text] = result.structured_content["text"]  # type: ignore[index]
+
+            async with anyio.create_task_group() as tg:
+                for text in texts:
+                    tg.start_soon(one, text)
+    assert answers == {text: f"misbehave: {text}" for text in texts}
+
+
+async def test_what_the_gateway_process_prints_never_reaches_the_wire(tmp_path: Path) -> None:
+    argv = gateway_argv(tmp_path, middleware=[{"use": "tests.plugins.noisy:Noisy"}])
+    async with await anyio.open_process(argv, cwd=REPO_ROOT) as process:
+        assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+        await process.stdin.send(HELLO + ECHO)
+        seen = await answers_until(BufferedByteReceiveStream(process.stdout), 2)
+        assert seen[-1]["result"]["structuredContent"] == {"text": "misbehave: hi"}
+        assert [m.get("id") for m in seen] == [1, 2]  # nothing else on the wire
+        await stop(process)
+        errors = (await process.stderr.receive(1 << 20)).decode()
+    assert "noise from print()" in errors and "noise written to fd 1" in errors
+
+
+async def test_a_wire_that_cannot_be_polled_is_served_by_the_sdk_transport(tmp_path: Path) -> None:
+    out = tmp_path / "answers.jsonl"  # a regular file: no pipe transport can write it
+
+    def answered() -> list[dict[str, Any]]:
+        return [json.loads(raw) for raw in out.read_bytes().splitlines()]
+
+    with out.open("wb") as stdout:
+        async with await anyio.open_process(gateway_argv(tmp_path), stdout=stdout, cwd=REPO_ROOT) as process:
+            assert process.stdin is not None
+            await process.stdin.send(HELLO + ECHO)
+            await wait_until(lambda: len(answered()) == 2, timeout=60)
+            await stop(process)
+    first, second = answered()
+    assert first["id"] == 1 and first["result"]["serverInfo"]["name"] == "mcp-gateway"
+    assert second["result"]["structuredContent"] == {"text": "misbehave: hi"}
+
+
+async def test_stdin_from_dev_null_is_an_immediate_end(tmp_path: Path) -> None:
+    # epoll refuses /dev/null: the SDK's transport reads it, sees EOF, and the gateway exits.
+    async with await anyio.open_process(
+        gateway_argv(tmp_path), stdin=subprocess.DEVNULL, cwd=REPO_ROOT
+    ) as process:
+        with anyio.fail_after(60):
+            assert await process.wait() == 0
+
+
+async def test_the_wire_is_left_blocking_for_whoever_shares_it(tmp_path: Path) -> None:
+    # The loop makes the descriptors non-blocking, and a pipe's or terminal's open file is shared
+    # with the parent: a shell whose terminal stayed non-blocking would fail its next read.
+    stdin_read, stdin_write = os.pipe()
+    stdout_read, stdout_write = os.pipe()
+    try:
+        async with await anyio.open_process(
+            gateway_argv(tmp_path), stdin=stdin_read, stdout=stdout_write, cwd=REPO_ROOT
+        ) as process:
+            os.write(stdin_write, HELLO)
+            with anyio.fail_after(60):
+                first = await anyio.to_thread.run_sync(os.read, stdout_read, 1 << 16)
+            assert json.loads(first.splitlines()[0])["id"] == 1
+            os.close(stdin_write)
+            stdin_write = -1
+            with anyio.fail_after(30):
+                assert await process.wait() == 0
+        assert os.get_blocking(stdin_read) and os.get_blocking(stdout_write)
+    finally:
+        for fd in (stdin_read, stdin_write, stdout_read, stdout_write):
+            if fd >= 0:
+                os.close(fd)
