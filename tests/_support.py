@@ -120,6 +120,12 @@ async def serve_asgi(app: Any, **uvicorn_kw: Any) -> AsyncIterator[str]:
 LEGACY = "2025-11-25"
 
 
+def initialize(rid: int = 1, client: str = "raw") -> dict[str, Any]:
+    """A 2025-11-25 `initialize` request declaring no capabilities."""
+    info = {"name": client, "version": "0"}
+    return rpc("initialize", {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": info}, rid)
+
+
 def sse_messages(resp: httpx.Response) -> list[dict[str, Any]]:
     lines = resp.text.splitlines()
     return [json.loads(line.removeprefix("data: ")) for line in lines if line.startswith("data: ")]
@@ -138,9 +144,7 @@ async def session(
 ) -> AsyncIterator[dict[str, str]]:
     """Open a 2025-11-25 session the way a client does (sending `extra` headers, such as
     credentials, on every request); yield the headers its requests carry. Closed on exit."""
-    client = {"name": "raw", "version": "0"}
-    params = {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": client}
-    hello = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params}
+    hello = initialize(rid=0)
     base = {"content-type": "application/json", "accept": "application/json, text/event-stream", **extra}
     resp = await http.post(url, headers=base, json=hello)
     assert messages(resp)[0]["result"]["protocolVersion"] == LEGACY

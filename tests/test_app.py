@@ -5,20 +5,11 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests._support import config, misbehave, serve, time_server
+from tests._support import config, initialize, misbehave, serve, time_server
 
 pytestmark = pytest.mark.anyio
 
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "rebinding-probe", "version": "1"},
-    },
-}
+INIT = initialize(client="rebinding-probe")
 HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 

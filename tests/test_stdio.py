@@ -24,7 +24,7 @@ from mcp import Client as SdkClient
 from mcp.client.stdio import StdioServerParameters
 
 from tests._infra import REPO_ROOT
-from tests._support import misbehave, wait_until
+from tests._support import initialize, misbehave, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -39,18 +39,7 @@ def line(message: dict[str, Any]) -> bytes:
     return json.dumps(message).encode() + b"\n"
 
 
-HELLO = line(
-    {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "raw", "version": "0"},
-        },
-    }
-) + line({"jsonrpc": "2.0", "method": "notifications/initialized"})
+HELLO = line(initialize()) + line({"jsonrpc": "2.0", "method": "notifications/initialized"})
 ECHO = line(
     {
         "jsonrpc": "2.0",

@@ -28,7 +28,7 @@ from gateway.config import parse_config
 from gateway.errors import DENIED, ConfigError
 from gateway.middleware import Call, Identity, instantiate
 from gateway.middleware.auth import Auth
-from tests._support import config, free_port, misbehave, rpc, serve, serve_asgi, session
+from tests._support import config, free_port, initialize, misbehave, rpc, serve, serve_asgi, session
 
 pytestmark = pytest.mark.anyio
 
@@ -70,16 +70,7 @@ async def connected(url: str, headers: dict[str, str], mode: str = "legacy") -> 
 
 
 async def post_initialize(url: str, headers: dict[str, str]) -> httpx.Response:
-    body = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "t", "version": "1"},
-        },
-    }
+    body = initialize(client="t")
     async with httpx.AsyncClient(timeout=WAIT) as http:
         return await http.post(
             url, json=body, headers={"Accept": "application/json, text/event-stream", **headers}
