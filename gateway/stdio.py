@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import selectors
+import signal
 import stat
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
@@ -24,11 +26,30 @@ from gateway.middleware import instantiate
 from gateway.relay import Relay
 from gateway.reload import Reloader
 
+logger = logging.getLogger(__name__)
+
 # Time for the client to take our last answers when the wire closes.
 WIRE_FLUSH = 2.0
 
 
 async def serve_stdio(config: GatewayConfig, path: str | None = None) -> None:
+    """Serve until the client closes stdin, or SIGTERM/SIGINT: either way everything started is
+    torn down (uvicorn does this over HTTP; here nobody else would)."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_stop_on_signal, tg.cancel_scope)
+        await _serve(config, path)
+        tg.cancel_scope.cancel()
+
+
+async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            logger.info("%s: shutting down", signal.Signals(signum).name)
+            scope.cancel()
+            return
+
+
+async def _serve(config: GatewayConfig, path: str | None) -> None:
     # The wire first: from here on, whatever the process prints (a plugin, a library) misses it.
     async with _wire() as (read, write), AsyncExitStack() as stack:
         secrets.configure(config.secrets)  # middleware options may hold secret_ref: values

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -151,3 +152,24 @@ async def test_the_wire_is_left_blocking_for_whoever_shares_it(tmp_path: Path) -
         for fd in (stdin_read, stdin_write, stdout_read, stdout_write):
             if fd >= 0:
                 os.close(fd)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_a_signal_stops_the_gateway_and_everything_it_started(tmp_path: Path, signum: int) -> None:
+    # Its backends run in their own process groups: only the gateway's teardown reaches them (and
+    # here the backend's own child too, which outlives a backend that is merely closed).
+    argv = gateway_argv(tmp_path)
+    argv[argv.index("--config") + 1] = str(tmp_path / "spawning.yaml")
+    (tmp_path / "spawning.yaml").write_text(yaml.safe_dump({"servers": {"mb": misbehave("--spawn-child")}}))
+    async with await anyio.open_process(argv, cwd=REPO_ROOT) as process:
+        gateway = psutil.Process(process.pid)
+        await wait_until(lambda: len(gateway.children(recursive=True)) >= 2, timeout=60)
+        descendants = gateway.children(recursive=True)
+        process.send_signal(signum)
+        with anyio.fail_after(30):
+            assert await process.wait() == 0
+        assert process.stderr is not None
+        errors = (await process.stderr.receive(1 << 20)).decode()
+    _gone, alive = psutil.wait_procs(descendants, timeout=10)
+    assert alive == []
+    assert "Traceback" not in errors and f"{signal.Signals(signum).name}: shutting down" in errors
