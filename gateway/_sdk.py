@@ -116,7 +116,7 @@ def session_open(manager: StreamableHTTPSessionManager, session_id: str) -> bool
 def claim_stdio() -> tuple[tuple[BinaryIO, BinaryIO], Callable[[], None]]:
     """The wire's stdin and stdout, claimed as the SDK's `stdio_server` claims them: fd 0 then
     reads the null device and fd 1 writes to stderr (stray output misses the wire) until the
-    returned function restores them."""
+    returned function restores them (once; later calls do nothing)."""
     stdin, restore_stdin = _stdio._claim_fd(0, sys.stdin, "rb", _stdio._open_stdin_diversion)
     try:
         stdout, restore_stdout = _stdio._claim_fd(1, sys.stdout, "wb", _stdio._open_stdout_diversion)
@@ -125,9 +125,13 @@ def claim_stdio() -> tuple[tuple[BinaryIO, BinaryIO], Callable[[], None]]:
             restore_stdin()
         raise
 
-    def restore() -> None:
-        for undo in (restore_stdout, restore_stdin):
-            if undo is not None:
-                undo()
+    undone: list[bool] = []
+
+    def restore() -> None:  # idempotent
+        if not undone:
+            undone.append(True)
+            for undo in (restore_stdout, restore_stdin):
+                if undo is not None:
+                    undo()
 
     return (stdin, stdout), restore

@@ -8,8 +8,8 @@ import os
 import selectors
 import signal
 import stat
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
 from typing import BinaryIO
 
 import anyio
@@ -22,7 +22,7 @@ from gateway.backends.session import Streams
 from gateway.config import secrets
 from gateway.config.models import GatewayConfig
 from gateway.fleet import Fleet
-from gateway.middleware import instantiate
+from gateway.middleware import Middleware, instantiate
 from gateway.relay import Relay
 from gateway.reload import Reloader
 
@@ -35,10 +35,17 @@ WIRE_FLUSH = 2.0
 async def serve_stdio(config: GatewayConfig, path: str | None = None) -> None:
     """Serve until the client closes stdin, or SIGTERM/SIGINT: either way everything started is
     torn down (uvicorn does this over HTTP; here nobody else would)."""
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_stop_on_signal, tg.cancel_scope)
-        await _serve(config, path)
-        tg.cancel_scope.cancel()
+    # The wire first: from here on, whatever the process prints (a plugin, a library) misses it.
+    wire, restore = _sdk.claim_stdio()
+    try:
+        secrets.configure(config.secrets)  # middleware options may hold secret_ref: values
+        middlewares = instantiate(config.middleware)  # a ConfigError leaves as is, for the CLI
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_stop_on_signal, tg.cancel_scope)
+            await _serve(config, path, middlewares, _wire(*wire, restore))
+            tg.cancel_scope.cancel()
+    finally:
+        restore()
 
 
 async def _stop_on_signal(scope: anyio.CancelScope) -> None:
@@ -49,11 +56,13 @@ async def _stop_on_signal(scope: anyio.CancelScope) -> None:
             return
 
 
-async def _serve(config: GatewayConfig, path: str | None) -> None:
-    # The wire first: from here on, whatever the process prints (a plugin, a library) misses it.
-    async with _wire() as (read, write), AsyncExitStack() as stack:
-        secrets.configure(config.secrets)  # middleware options may hold secret_ref: values
-        middlewares = instantiate(config.middleware)
+async def _serve(
+    config: GatewayConfig,
+    path: str | None,
+    middlewares: list[Middleware],
+    wire: AbstractAsyncContextManager[Streams],
+) -> None:
+    async with wire as (read, write), AsyncExitStack() as stack:
         fleet = Fleet(config)
         relay = Relay(fleet, middlewares, local=True)
         server = relay.build_server()
@@ -66,17 +75,12 @@ async def _serve(config: GatewayConfig, path: str | None) -> None:
 
 
 @asynccontextmanager
-async def _wire() -> AsyncIterator[Streams]:
+async def _wire(stdin: BinaryIO, stdout: BinaryIO, restore: Callable[[], None]) -> AsyncIterator[Streams]:
     """The client's messages over our stdin and stdout, read and written on the event loop's own
     callbacks (the SDK's `stdio_server` makes a trip to a worker thread for every line read and
     two for every line written: half of what the gateway added to a call). A wire that cannot be
-    polled (a regular file, /dev/null) is left to `stdio_server`."""
-    (stdin, stdout), restore = _sdk.claim_stdio()
-    try:
-        pipes = await _WirePipes.connect(stdin, stdout)
-    except BaseException:
-        restore()
-        raise
+    polled (a regular file, /dev/null) is handed back (`restore`) to `stdio_server`."""
+    pipes = await _WirePipes.connect(stdin, stdout)
     if pipes is None:
         restore()
         async with stdio_server() as streams:
@@ -87,7 +91,6 @@ async def _wire() -> AsyncIterator[Streams]:
     finally:
         with anyio.CancelScope(shield=True):
             await pipes.aclose()
-        restore()
 
 
 def _pollable(fd: int, events: int) -> bool:

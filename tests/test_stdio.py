@@ -173,3 +173,15 @@ async def test_a_signal_stops_the_gateway_and_everything_it_started(tmp_path: Pa
     _gone, alive = psutil.wait_procs(descendants, timeout=10)
     assert alive == []
     assert "Traceback" not in errors and f"{signal.Signals(signum).name}: shutting down" in errors
+
+
+def test_a_middleware_config_error_is_reported_plainly(tmp_path: Path) -> None:
+    # Middleware options are checked when the chain is built, after the wire is claimed.
+    masking = {"use": "masking", "options": {"salt": "${env:GATEWAY_TEST_SURELY_UNSET}"}}
+    argv = gateway_argv(tmp_path, middleware=[masking])
+    done = subprocess.run(argv, stdin=subprocess.PIPE, capture_output=True, timeout=60, cwd=REPO_ROOT)
+    assert done.returncode == 2
+    assert done.stdout == b""
+    errors = done.stderr.decode()
+    assert "Traceback" not in errors and "GATEWAY_TEST_SURELY_UNSET is not set" in errors
+    assert "middleware[0] (masking).options.salt" in errors
