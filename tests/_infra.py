@@ -121,6 +121,22 @@ def _check_server(name: str) -> Callable[[], str | None]:
     return check
 
 
+def _check_pinned(package_dir: Path, section: str) -> Callable[[], str | None]:
+    """An npm package at the version tests/node/package.json pins in `section`."""
+
+    def check() -> str | None:
+        name = package_dir.relative_to(NODE_MODULES).as_posix()
+        wanted = json.loads((NODE_DIR / "package.json").read_text())[section][name]
+        found = (_package_json(package_dir) or {}).get("version")
+        if found != wanted:
+            return f"npm package {name}@{wanted} missing from {NODE_MODULES} (found {found})"
+        if server_node() is None:
+            return f"no Node >= {MIN_SERVER_NODE} to run {name}"
+        return None
+
+    return check
+
+
 def _check_node22_tool(name: str, bin_name: str | None = None) -> Callable[[], str | None]:
     def check() -> str | None:
         if _package_bin(name, bin_name) is None:
@@ -155,6 +171,8 @@ def _check_docker() -> str | None:
 _CHECKS: dict[str, Callable[[], str | None]] = {
     "npm": _check_npm_packages,
     "node": lambda: None if server_node() else f"no Node >= {MIN_SERVER_NODE}",
+    "ts-client": _check_pinned(_package_dir("client"), "dependencies"),
+    "playwright": _check_pinned(NODE_MODULES / "playwright-core", "devDependencies"),
     "node22": _check_node22,
     "server-everything": _check_server("server-everything"),
     "server-memory": _check_server("server-memory"),
@@ -168,17 +186,23 @@ _CHECKS: dict[str, Callable[[], str | None]] = {
 }
 
 
-def require(what: str) -> None:
-    """Skip (outside CI) or fail (in CI) the current test when `what` is unavailable.
-
-    `what` is one of: npm, node, node22, server-everything, server-memory, server-filesystem,
-    inspector, conformance, docker, redis, git, chromium. Usable in tests, fixtures and at module level.
-    """
+def missing(what: str) -> str | None:
+    """What is missing for `what` (one of `_CHECKS`: npm, node, ts-client, playwright, node22,
+    server-everything, server-memory, server-filesystem, inspector, conformance, docker, redis,
+    git, chromium), or None."""
     try:
         check = _CHECKS[what]
     except KeyError:
         raise ValueError(f"unknown requirement {what!r}; known: {', '.join(_CHECKS)}") from None
-    problem = check()
+    return check()
+
+
+def require(what: str) -> None:
+    """Skip (outside CI) or fail (in CI) the current test when `what` is unavailable (`missing`).
+
+    Usable in tests, fixtures and at module level.
+    """
+    problem = missing(what)
     if problem is None:
         return
     if os.environ.get("CI"):

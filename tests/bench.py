@@ -430,9 +430,10 @@ async def wait_ready(mp: ManagedProcess, url: str, limit_s: float) -> None:
 
 
 async def _call(client: Client[Any], ep: Endpoint, limit_s: float) -> str | None:
-    """One call; returns an error description or None."""
+    """One call, bounded here (not every client honours a timeout); an error description or None."""
     try:
-        res = await client.call_tool(ep.tool, ep.arguments, raise_on_error=False, timeout=limit_s)
+        async with asyncio.timeout(limit_s):
+            res = await client.call_tool(ep.tool, ep.arguments, raise_on_error=False)
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     if res.is_error:
@@ -442,7 +443,8 @@ async def _call(client: Client[Any], ep: Endpoint, limit_s: float) -> str | None
 
 async def _check_first_call(client: Client[Any], ep: Endpoint, limit_s: float) -> None:
     """Fail loudly if the endpoint does not answer with a real time result (misrouting, etc.)."""
-    res = await client.call_tool(ep.tool, ep.arguments, raise_on_error=False, timeout=limit_s)
+    async with asyncio.timeout(limit_s):
+        res = await client.call_tool(ep.tool, ep.arguments, raise_on_error=False)
     if res.is_error:
         raise RuntimeError(f"{ep.label}: {ep.tool} returned an error: {res.content!r:.300}")
     text = json.dumps(res.structured_content) if res.structured_content else repr(res.content)
@@ -633,12 +635,9 @@ class RawStdio:
             TIME_SERVER, *TIME_ARGS, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
-        hello = {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "raw", "version": "0"},
-        }
-        await self._rpc("initialize", hello)
+        from tests._support import initialize
+
+        await self._rpc("initialize", initialize()["params"])
         await self._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
         return self
 
@@ -707,13 +706,9 @@ async def run_interleaved(ctx: BenchContext, endpoints: Sequence[Endpoint]) -> l
 
 def ts_client_problem() -> str | None:
     """Why the TypeScript SDK's client cannot run here, or None if it can."""
-    from tests._infra import NODE_MODULES, server_node
+    from tests._infra import missing
 
-    if server_node() is None:
-        return "no Node >= 20 on this machine"
-    if not (NODE_MODULES / "@modelcontextprotocol" / "client" / "package.json").is_file():
-        return f"npm package @modelcontextprotocol/client missing from {NODE_MODULES}"
-    return None
+    return missing("ts-client")
 
 
 @dataclass(frozen=True)

@@ -47,8 +47,7 @@ def test_the_benchmark_command_measures_every_path(report: dict[str, Any]) -> No
 
 
 def test_the_benchmark_measures_the_typescript_sdk_client_too(report: dict[str, Any]) -> None:
-    require("node")
-    require("npm")
+    require("ts-client")
     metrics = report["scenarios"]["gateway"]["metrics"]
     assert str(metrics["ts_client"]).startswith("@modelcontextprotocol/client "), metrics["ts_client"]
     for path in ("direct", "floor", "gateway", "gateway_2025"):

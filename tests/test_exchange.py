@@ -48,7 +48,7 @@ def post(
     if method == "resources/read" and "uri" in p:
         h["mcp-name"] = p["uri"]
     h.update({k.replace("_", "-"): v for k, v in headers.items()})
-    body = json.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": p}).encode()
+    body = json.dumps(rpc(method, p, rid)).encode()
     return {k: v for k, v in h.items() if v}, body
 
 
@@ -284,30 +284,22 @@ async def test_a_session_cancels_a_hot_path_call_with_a_notification() -> None:
         async with session(http, gw.url) as headers:
             await http.post(gw.url, headers=headers, json=rpc("tools/list"))  # learned
 
-            async def call() -> httpx.Response:
-                return await http.post(
-                    gw.url, headers=headers, json=rpc("tools/call", {"name": "mb__hang"}, rid=9)
-                )
+            answers: list[httpx.Response] = []
+
+            async def call() -> None:
+                hang = rpc("tools/call", {"name": "mb__hang"}, rid=9)
+                answers.append(await http.post(gw.url, headers=headers, json=hang))
 
             async with anyio.create_task_group() as tg:
-                answers: list[httpx.Response] = []
-                tg.start_soon(lambda: _append(answers, call()))
+                tg.start_soon(call)
                 await wait_until(backend.callers, timeout=5)
                 cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 9}}
                 assert (await http.post(gw.url, headers=headers, json=cancel)).status_code == 202
             # No answer is owed to a cancelled request; the backend was told, and is free again.
             assert answers[0].status_code == 200 and messages(answers[0]) == []
             assert not backend.callers()
-            echo = messages(
-                await http.post(
-                    gw.url, headers=headers, json=rpc("tools/call", LEGACY_CASES["tool call"]["params"])
-                )
-            )
+            echo = messages(await http.post(gw.url, headers=headers, json=LEGACY_CASES["tool call"]))
             assert echo[0]["result"]["structuredContent"] == {"text": "misbehave: hi"}
-
-
-async def _append(into: list[httpx.Response], answer: Any) -> None:
-    into.append(await answer)
 
 
 async def test_a_closed_session_is_left_to_the_sdk() -> None:

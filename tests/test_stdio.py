@@ -25,7 +25,7 @@ from mcp import Client as SdkClient
 from mcp.client.stdio import StdioServerParameters
 
 from tests._infra import REPO_ROOT
-from tests._support import initialize, misbehave, wait_until
+from tests._support import initialize, misbehave, rpc, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -41,14 +41,7 @@ def line(message: dict[str, Any]) -> bytes:
 
 
 HELLO = line(initialize()) + line({"jsonrpc": "2.0", "method": "notifications/initialized"})
-ECHO = line(
-    {
-        "jsonrpc": "2.0",
-        "id": 2,
-        "method": "tools/call",
-        "params": {"name": "mb__echo", "arguments": {"text": "hi"}},
-    }
-)
+ECHO = line(rpc("tools/call", {"name": "mb__echo", "arguments": {"text": "hi"}}, rid=2))
 
 
 async def answers_until(stdout: BufferedByteReceiveStream, rid: int) -> list[dict[str, Any]]:
@@ -158,9 +151,7 @@ async def test_the_wire_is_left_blocking_for_whoever_shares_it(tmp_path: Path) -
 async def test_a_signal_stops_the_gateway_and_everything_it_started(tmp_path: Path, signum: int) -> None:
     # Its backends run in their own process groups: only the gateway's teardown reaches them (and
     # here the backend's own child too, which outlives a backend that is merely closed).
-    argv = gateway_argv(tmp_path)
-    argv[argv.index("--config") + 1] = str(tmp_path / "spawning.yaml")
-    (tmp_path / "spawning.yaml").write_text(yaml.safe_dump({"servers": {"mb": misbehave("--spawn-child")}}))
+    argv = gateway_argv(tmp_path, servers={"mb": misbehave("--spawn-child")})
     async with await anyio.open_process(argv, cwd=REPO_ROOT) as process:
         gateway = psutil.Process(process.pid)
         await wait_until(lambda: len(gateway.children(recursive=True)) >= 2, timeout=60)

@@ -12,13 +12,11 @@ from typing import Any
 
 import anyio
 import httpx
-from starlette.applications import Starlette
 
 from gateway.admin import AdminConfig
 from gateway.admin.api import AdminAPI
 from gateway.config import GatewayConfig
-from gateway.fleet import Fleet
-from tests._support import serve
+from tests._support import Running, serve
 
 ADMIN_KEY = "admin-test-key-1234"
 NAMED_KEY = "ops-bot-key-5678"
@@ -39,12 +37,11 @@ def admin_config(path: Path | str = ":memory:", **events: Any) -> AdminConfig:
 
 
 @dataclass
-class Gateway:
-    base: str  # http://127.0.0.1:PORT
-    url: str  # the MCP endpoint
-    fleet: Fleet
-    api: AdminAPI
-    app: Starlette
+class Gateway(Running):
+    @property
+    def api(self) -> AdminAPI:
+        api: AdminAPI = self.app.state.admin
+        return api
 
     def client(self, key: str | None = ADMIN_KEY, **headers: str) -> httpx.AsyncClient:
         auth = {"Authorization": f"Bearer {key}"} if key is not None else {}
@@ -64,7 +61,7 @@ async def serve_admin(
     """The gateway with the admin API (`admin`, default `admin_config()`), as `build_app` mounts it."""
     cfg = cfg.model_copy(update={"admin": admin or admin_config()})
     async with serve(cfg, config_path=config_path, wait=wait) as gw:
-        yield Gateway(base=gw.base, url=gw.url, fleet=gw.fleet, api=gw.app.state.admin, app=gw.app)
+        yield Gateway(url=gw.url, base=gw.base, fleet=gw.fleet, app=gw.app)
 
 
 def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]:

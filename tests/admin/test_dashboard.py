@@ -11,8 +11,6 @@ import contextlib
 import json
 import os
 import shutil
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +19,8 @@ import httpx
 import pytest
 from mcp import Client as SdkClient
 
-from gateway.admin.ui import ui_routes
 from gateway.backends import Event
-from gateway.middleware import Call, CallNext, Result
-from tests._infra import NODE_DIR, NODE_MODULES, REPO_ROOT, require, server_node
+from tests._infra import NODE_MODULES, REPO_ROOT, require, server_node
 from tests._support import config, misbehave
 from tests.admin._helpers import ADMIN_KEY, Gateway, serve_admin
 from tests.servers.misbehave import FAKE_SECRET
@@ -39,56 +35,6 @@ SPEC_TIMEOUT = 200.0  # the whole browser session; each wait inside the script i
 TARGET = "alpha"
 MISBEHAVE_TOOLS = 10  # echo, add, fail, sleep, crash, hang, log, change_tools, pid, env
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-class CallTimer:
-    """Times each tools/call and hands (server, seconds, ok) to `sinks`.
-
-    A stand-in for the gateway's own call hook (`fleet.call_listeners`, which the admin API feeds
-    its statistics from) until build_app wires it: the charts then show real calls.
-    """
-
-    def __init__(self) -> None:
-        self.sinks: list[Callable[[str, float, bool], None]] = []
-
-    async def __call__(self, call: Call, call_next: CallNext) -> Result:
-        if call.method != "tools/call" or call.server is None:
-            return await call_next(call)
-        began, ok = time.perf_counter(), False
-        try:
-            result = await call_next(call)
-            ok = not result.get("isError", False)
-            return result
-        finally:
-            for sink in self.sinks:
-                sink(call.server, time.perf_counter() - began, ok)
-
-
-def _require_playwright() -> str:
-    """The pinned playwright-core's entry module; skipped outside CI / failed in CI like _infra."""
-    wanted = json.loads((NODE_DIR / "package.json").read_text())["devDependencies"]["playwright-core"]
-    try:
-        found = json.loads((PLAYWRIGHT / "package.json").read_text()).get("version")
-    except (OSError, ValueError):
-        found = None
-    if found == wanted:
-        return str(PLAYWRIGHT / "index.mjs")
-    problem = f"npm package playwright-core@{wanted} missing from {NODE_MODULES} (found {found})"
-    if os.environ.get("CI"):
-        pytest.fail(
-            f"MISSING IN CI (playwright-core): {problem}; scripts/install-test-deps should provide it"
-        )
-    pytest.skip(f"SKIPPED OUTSIDE CI (playwright-core): {problem}; run scripts/install-test-deps")
-
-
-def _mount_ui(gw: Gateway) -> None:
-    """As build_app is to do it (until it does): ahead of the admin API's Mount("/admin"), which would
-    otherwise answer /admin/ui itself."""
-    routes = gw.app.router.routes
-    if any(getattr(route, "name", None) == "admin-ui" for route in routes):
-        return  # build_app mounts it already
-    at = routes.index(gw.api.mount)
-    routes[at:at] = ui_routes()
 
 
 async def _traffic(url: str, stop: anyio.Event) -> None:
@@ -142,10 +88,9 @@ async def _crash_after_admin_restart(gw: Gateway, url: str) -> None:
 @pytest.mark.timeout(300)
 async def test_dashboard_drives_the_fleet_in_a_real_browser() -> None:
     require("chromium")
-    playwright = _require_playwright()
+    require("playwright")
+    playwright = str(PLAYWRIGHT / "index.mjs")
     node = server_node()
-    if node is None:
-        require("node")  # skips or fails with the reason
     chromium = shutil.which("chromium")
     assert node is not None and chromium is not None
     await anyio.Path(ARTIFACTS).mkdir(exist_ok=True)
@@ -156,16 +101,9 @@ async def test_dashboard_drives_the_fleet_in_a_real_browser() -> None:
             TARGET: misbehave("--stderr-chatter", "3", "--name", TARGET),
             "beta": misbehave("--stderr-chatter", "1", "--name", "beta"),
         },
-        middleware=[
-            {"use": "tests.admin.test_dashboard:CallTimer"},
-            {"use": "masking", "options": {"backend_stderr": True}},
-        ],
+        middleware=[{"use": "masking", "options": {"backend_stderr": True}}],
     )
     async with serve_admin(cfg) as gw:
-        _mount_ui(gw)
-        timers = [m for m in gw.app.state.relay.middlewares if type(m).__name__ == "CallTimer"]
-        assert len(timers) == 1
-        timers[0].sinks.append(gw.api.stats.record)
         env = {
             **os.environ,
             "GATEWAY_BASE": gw.base,
@@ -255,25 +193,26 @@ async def test_dashboard_drives_the_fleet_in_a_real_browser() -> None:
 
 
 async def test_ui_routes_serve_the_page_with_hardening_headers() -> None:
-    async with serve_admin(config({"mb": misbehave()})) as gw:
-        _mount_ui(gw)
-        async with httpx.AsyncClient(base_url=gw.base, timeout=60) as http:
-            r = await http.get("/admin/ui", params={"refresh": "2"})
-            assert r.status_code == 308 and r.headers["location"] == "ui/?refresh=2"
-            r = await http.get("/admin/ui/")
-            assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
-            assert '<script type="module" src="app.js">' in r.text
-            csp = r.headers["content-security-policy"]
-            assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
-            assert r.headers["x-content-type-options"] == "nosniff"
-            for name, kind in [
-                ("app.js", "javascript"),
-                ("sse.js", "javascript"),
-                ("charts.js", "javascript"),
-                ("app.css", "text/css"),
-            ]:
-                r = await http.get(f"/admin/ui/{name}")
-                assert r.status_code == 200 and kind in r.headers["content-type"], name
-            assert (await http.get("/admin/ui/nope.js")).status_code == 404
-            # The API next to it still wants a key; the page itself does not.
-            assert (await http.get("/admin/servers")).status_code == 401
+    async with (
+        serve_admin(config({"mb": misbehave()})) as gw,
+        httpx.AsyncClient(base_url=gw.base, timeout=60) as http,
+    ):
+        r = await http.get("/admin/ui", params={"refresh": "2"})
+        assert r.status_code == 308 and r.headers["location"] == "ui/?refresh=2"
+        r = await http.get("/admin/ui/")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        assert '<script type="module" src="app.js">' in r.text
+        csp = r.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert r.headers["x-content-type-options"] == "nosniff"
+        for name, kind in [
+            ("app.js", "javascript"),
+            ("sse.js", "javascript"),
+            ("charts.js", "javascript"),
+            ("app.css", "text/css"),
+        ]:
+            r = await http.get(f"/admin/ui/{name}")
+            assert r.status_code == 200 and kind in r.headers["content-type"], name
+        assert (await http.get("/admin/ui/nope.js")).status_code == 404
+        # The API next to it still wants a key; the page itself does not.
+        assert (await http.get("/admin/servers")).status_code == 401

@@ -3,6 +3,7 @@ nothing left behind under load and crashes."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
@@ -19,7 +20,7 @@ from gateway.backends import State
 from gateway.backends.lifecycle import Event, IllegalTransition
 from gateway.errors import BACKEND_UNAVAILABLE, BackendUnavailable
 from gateway.fleet import Fleet
-from tests._support import HERE, config, misbehave, process_tree, serve
+from tests._support import HERE, config, misbehave, process_tree, serve, wait_until
 
 pytestmark = pytest.mark.anyio
 TINY = str(HERE / "servers" / "tiny.py")
@@ -29,10 +30,7 @@ def tiny(name: str, **extra: Any) -> dict[str, Any]:
     return {"command": sys.executable, "args": [TINY, name], **extra}
 
 
-async def wait_for(predicate: Any, timeout: float = 30) -> None:
-    with anyio.fail_after(timeout):
-        while not predicate():  # noqa: ASYNC110 - an arbitrary predicate has no event
-            await anyio.sleep(0.02)
+wait_for = functools.partial(wait_until, timeout=30, interval=0.02)
 
 
 def test_illegal_transitions_are_refused() -> None:
@@ -202,9 +200,8 @@ async def test_on_failure_stops_after_a_clean_exit_and_restarts_after_a_failing_
     fleet = Fleet(cfg)
     async with fleet.running():
         clean, fails = fleet.backends["clean"], fleet.backends["fails"]
-        with anyio.fail_after(30):
-            await wait_for(lambda: clean.state is State.STOPPED and clean.log.exit_code == 0)
-            await wait_for(lambda: fails.restarts >= 1)
+        await wait_for(lambda: clean.state is State.STOPPED and clean.log.exit_code == 0)
+        await wait_for(lambda: fails.restarts >= 1)
         assert clean.restarts == 0 and not clean.available
         assert clean.last_error == "the server exited with code 0"
         moves = [(e.old, e.new) for e in fleet.events if e.server == "clean"]

@@ -18,7 +18,7 @@ from gateway.config import parse_config
 from gateway.errors import DENIED, ConfigError, Denied
 from gateway.logs import request_scope
 from gateway.middleware import Call, Identity, Result, instantiate
-from gateway.middleware.audit import Audit, AuditLog, AuditRecord, iso_ms
+from gateway.middleware.audit import MASKED_ARGUMENTS, Audit, AuditLog, AuditRecord, iso_ms
 from tests._support import config, misbehave, serve
 
 pytestmark = pytest.mark.anyio
@@ -117,7 +117,7 @@ async def test_arguments_are_stored_as_an_outer_middleware_rewrote_them(tmp_path
 async def test_full_arguments_are_clipped_and_secrets_redacted(tmp_path: Path) -> None:
     audit = Audit(path=str(tmp_path / "a.db"), arguments="full", max_value_chars=10)
     masked = tool_call({"card": "4111111111111111", "user": "bob"})
-    masked.state["masked_arguments"] = {"card": "****1111", "user": "bob"}
+    masked.state[MASKED_ARGUMENTS] = {"card": "****1111", "user": "bob"}
     async with audit.lifespan():
         await audit(masked, ok)
         with request_scope("rid-1"):
@@ -280,7 +280,7 @@ async def test_a_callable_stand_in_is_called_only_when_arguments_are_stored(tmp_
     async with full.lifespan(), none.lifespan():
         for audit in (none, full):
             call = tool_call({"card": "4111111111111111"})
-            call.state["masked_arguments"] = stand_in
+            call.state[MASKED_ARGUMENTS] = stand_in
             await audit(call, ok)
             await audit.log.flush()
         assert asked == ["masked"]  # `none` never needed the value

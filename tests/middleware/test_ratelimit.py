@@ -3,6 +3,7 @@ an unanswering store, and one global limit shared by two gateway processes throu
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from gateway.middleware import _ratelimit_store as store_module
 from gateway.middleware._bulkhead import Bulkhead, ConcurrencyOptions, Full
 from gateway.middleware.ratelimit import RateLimit, RateLimitOptions
 from tests._infra import require
-from tests._support import START_TIMEOUT, config, free_port, misbehave, serve
+from tests._support import START_TIMEOUT, config, free_port, misbehave, serve, wait_until
 
 pytestmark = pytest.mark.anyio
 LOGGER = "gateway.middleware.ratelimit"
@@ -40,10 +41,7 @@ def tool_call(name: str = "mb__echo", who: str = "alice", roles: frozenset[str] 
     return Call(method="tools/call", params={}, identity=Identity(who, roles=roles), name=name, server="mb")
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 20) -> None:
-    with anyio.fail_after(timeout):
-        while not predicate():  # noqa: ASYNC110 - state owned by the code under test, polled
-            await anyio.sleep(0.005)
+until = functools.partial(wait_until, timeout=20, interval=0.005)
 
 
 class Backend:

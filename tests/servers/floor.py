@@ -47,11 +47,6 @@ def app_for(tools: dict[str, Any], called: dict[str, Any]) -> Any:
     }
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
         body = b""
         more = True
         while more:
@@ -84,7 +79,14 @@ def app_for(tools: dict[str, Any], called: dict[str, Any]) -> Any:
 def main() -> None:
     port, command = int(sys.argv[1]), sys.argv[sys.argv.index("--") + 1 :]
     tools, called = asyncio.run(record(command, "get_current_time", {"timezone": "UTC"}))
-    uvicorn.run(app_for(tools, called), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    uvicorn.run(
+        app_for(tools, called),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )
 
 
 if __name__ == "__main__":
