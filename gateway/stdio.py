@@ -105,9 +105,9 @@ def _pollable(fd: int, events: int) -> bool:
     return True
 
 
-class _WirePipes(MessagePipes):
+class _WirePipes(MessagePipes, asyncio.Protocol):
     """The client's end of the line machinery the backends' pipes use: the peer is the client, so
-    its stdin is our stdout, and its stdout our stdin."""
+    its stdin is our stdout, and its stdout our stdin. The protocol of the read pipe."""
 
     def __init__(self, blocking: list[tuple[int, bool]]) -> None:
         super().__init__(MAX_LINE)
@@ -127,7 +127,7 @@ class _WirePipes(MessagePipes):
         loop = asyncio.get_running_loop()
         pipes = cls(blocking)
         try:
-            pipes._reader, _ = await loop.connect_read_pipe(lambda: _Reader(pipes), stdin)
+            pipes._reader, _ = await loop.connect_read_pipe(lambda: pipes, stdin)
             pipes._writer, _ = await loop.connect_write_pipe(lambda: _Writer(pipes), stdout)
         except BaseException:
             if pipes._reader is not None:
@@ -151,23 +151,18 @@ class _WirePipes(MessagePipes):
             with suppress(OSError):
                 os.set_blocking(fd, blocking)
 
+    def data_received(self, data: bytes) -> None:
+        self._received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ended()
+
     def _stdin(self) -> asyncio.WriteTransport | None:
         return self._writer
 
     def _stdout(self) -> asyncio.ReadTransport:
         assert self._reader is not None
         return self._reader
-
-
-class _Reader(asyncio.Protocol):
-    def __init__(self, pipes: _WirePipes) -> None:
-        self._pipes = pipes
-
-    def data_received(self, data: bytes) -> None:
-        self._pipes._received(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._pipes._ended()
 
 
 class _Writer(asyncio.BaseProtocol):

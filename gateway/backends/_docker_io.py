@@ -11,9 +11,7 @@ the backend's LogBuffer.
 Our half-close of the connection (`write_eof`) reaches the server as EOF on its stdin, because the
 container is created with StdinOnce: the MCP stdio shutdown signal.
 
-The end of the connection is the container's end. `output_ended` is set then, but the session
-reading stdout sees its end only at `release_end()`, which the container's owner calls once it
-has recorded how the container ended: the supervisor, woken by that end, finds the exit status.
+The end of the connection is the container's end (`output_ended`).
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ import asyncio
 import struct
 from typing import cast
 
-from gateway.backends._logbuffer import LogBuffer, _LineReader
+from gateway.backends._logbuffer import LineReader, LogBuffer
 from gateway.backends._pipes import MessagePipes
 
 _HEADER = struct.Struct(">BxxxL")
@@ -34,7 +32,7 @@ class AttachedPipes(MessagePipes, asyncio.Protocol):
 
     def __init__(self, max_line: int, log: LogBuffer) -> None:
         super().__init__(max_line)
-        self._stderr = _LineReader(log)
+        self._stderr = LineReader(log)
         self._transport: asyncio.Transport | None = None
         self._header = b""  # a frame header still arriving
         self._kind = 0  # the stream of the frame being read
@@ -70,21 +68,15 @@ class AttachedPipes(MessagePipes, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._stderr.connection_lost(None)
         self.output_ended.set()
+        self._ended()
 
     # -- for the container's owner ------------------------------------------------------------------
-
-    def release_end(self) -> None:
-        """Let the session see the end of stdout (after the container's exit status is recorded)."""
-        self._ended()
 
     def stop_listening(self) -> None:
         """Teardown: nobody reads stdout any more; drop it, but keep reading to see the end."""
         self._listening = False
-        self._lines.clear()
+        self._drop_queued()
         self.direct.close()
-        if self._reading_paused and self._transport is not None:
-            self._reading_paused = False
-            self._transport.resume_reading()
 
     # -- MessagePipes --------------------------------------------------------------------------------
 

@@ -1,11 +1,10 @@
-"""A bounded per-backend buffer of stderr lines, and the pipe reader that fills it."""
+"""A bounded per-backend buffer of stderr lines, and the line splitter that fills it."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -46,6 +45,18 @@ class LogBuffer:
         for listener in list(self.listeners):
             listener(line)
 
+    def exit_reason(self) -> str:
+        """How the last process or container ended, as far as its transport knows."""
+        detail = f" with code {self.exit_code}" if self.exit_code is not None else ""
+        if self.exit_detail:
+            detail += f" ({self.exit_detail})"
+        return f"the server exited{detail}"
+
+    def summary(self, n: int = 3) -> str:
+        """The last `n` lines on one line, for a log message."""
+        lines = [line.text for line in self.tail(n)]
+        return "last stderr: " + " | ".join(lines) if lines else "no stderr output"
+
     def tail(self, n: int) -> list[LogLine]:
         """The last `n` lines, oldest first (none for `n <= 0`), without copying the whole buffer."""
         if n <= 0:
@@ -55,7 +66,7 @@ class LogBuffer:
         return out
 
 
-class _LineReader(asyncio.Protocol):
+class LineReader(asyncio.Protocol):
     """Splits what a pipe delivers into lines, on the event loop's own callbacks (no task)."""
 
     def __init__(self, buffer: LogBuffer) -> None:
@@ -76,14 +87,3 @@ class _LineReader(asyncio.Protocol):
             self._buffer.append(self._partial.decode("utf-8", "replace"))
             self._partial = b""
         self.done.set()
-
-
-async def read_pipe_into(fd: int, buffer: LogBuffer) -> tuple[asyncio.BaseTransport, _LineReader]:
-    """Start copying the lines of pipe `fd` into `buffer`; `reader.done` is set at EOF.
-
-    Takes ownership of `fd`: closing the returned transport closes it.
-    """
-    loop = asyncio.get_running_loop()
-    pipe = os.fdopen(fd, "rb", buffering=0)
-    transport, reader = await loop.connect_read_pipe(lambda: _LineReader(buffer), pipe)
-    return transport, reader

@@ -23,6 +23,7 @@ import anyio
 from mcp.shared.message import SessionMessage
 
 from gateway.backends._direct import DirectCalls
+from gateway.backends._logbuffer import LineReader, LogBuffer
 from gateway.backends._wire import LineSplitter, dump, parse
 
 # Lines queued for the SDK's receive loop before stdout stops being read (the child then blocks
@@ -70,6 +71,13 @@ class MessagePipes:
     def _ended(self) -> None:
         self._eof = True
         self._wake()
+
+    def _drop_queued(self) -> None:
+        """Nobody reads any more: drop what is queued, and read on (to see the end)."""
+        self._lines.clear()
+        if self._reading_paused:
+            self._reading_paused = False
+            self._stdout().resume_reading()
 
     # -- flow control (asyncio.BaseProtocol) -------------------------------------------------------
 
@@ -140,11 +148,12 @@ class MessagePipes:
 
 
 class ChildPipes(MessagePipes, asyncio.SubprocessProtocol):
-    """A local process's stdin and stdout pipes."""
+    """A local process's pipes: stdin and stdout carry messages, stderr lines go to its log."""
 
-    def __init__(self, max_line: int) -> None:
+    def __init__(self, max_line: int, log: LogBuffer) -> None:
         super().__init__(max_line)
         self._transport: asyncio.SubprocessTransport | None = None
+        self.stderr = LineReader(log)  # `stderr.done`: the pipe reached EOF
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Duck-typed throughout: uvloop's transports do not derive from asyncio's classes.
@@ -153,10 +162,14 @@ class ChildPipes(MessagePipes, asyncio.SubprocessProtocol):
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         if fd == 1:
             self._received(data)
+        elif fd == 2:
+            self.stderr.data_received(data)
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         if fd == 1:
             self._ended()
+        elif fd == 2:
+            self.stderr.connection_lost(exc)
 
     def _stdin(self) -> asyncio.WriteTransport | None:
         assert self._transport is not None

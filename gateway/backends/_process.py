@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 import subprocess
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -20,7 +19,7 @@ from contextlib import asynccontextmanager
 import anyio
 from mcp.os.posix.utilities import terminate_posix_process_tree
 
-from gateway.backends._logbuffer import LogBuffer, read_pipe_into
+from gateway.backends._logbuffer import LogBuffer
 from gateway.backends._pipes import ChildPipes, StdinMessages, StdoutMessages
 
 # A well-behaved server exits soon after its stdin closes (the MCP stdio shutdown sequence).
@@ -54,39 +53,30 @@ async def spawn(
     argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None, log: LogBuffer
 ) -> AsyncIterator[tuple[tuple[StdoutMessages, StdinMessages], Child]]:
     """Start `argv`; yield its message streams and the process. Raises OSError if it cannot start."""
-    read_fd, write_fd = os.pipe()
-    pipe, stderr_reader = await read_pipe_into(read_fd, log)
     loop = asyncio.get_running_loop()
     try:
         transport, pipes = await loop.subprocess_exec(
-            lambda: ChildPipes(MAX_LINE),
+            lambda: ChildPipes(MAX_LINE, log),
             *argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=write_fd,
+            stderr=subprocess.PIPE,
             env=dict(env),
             cwd=cwd,
             start_new_session=True,
         )
     except FileNotFoundError:
-        pipe.close()
         # Name the command: the error from the spawn does not always carry it.
         raise FileNotFoundError(errno.ENOENT, "command not found", argv[0]) from None
-    except BaseException:
-        pipe.close()
-        raise
-    finally:
-        os.close(write_fd)  # the child has its own copy; ours must close or EOF never comes
     child = Child(transport)
     try:
         yield (StdoutMessages(pipes), StdinMessages(pipes)), child
     finally:
         with anyio.CancelScope(shield=True):
             await _stop(child, pipes)
-            transport.close()  # the pipes; the group is gone by now
             with anyio.move_on_after(STDERR_DRAIN):
-                await stderr_reader.done.wait()
-            pipe.close()
+                await pipes.stderr.done.wait()
+            transport.close()  # the pipes; the group is gone by now
 
 
 async def _exited(child: Child, within: float) -> None:

@@ -78,7 +78,7 @@ async def health(backend: Backend, session: BackendSession, end: End) -> None:
 async def idle(backend: Backend, idle_timeout: float, end: End) -> None:
     while True:
         idle_for = time.monotonic() - backend.last_used
-        if idle_for >= idle_timeout and not backend._inflight:
+        if idle_for >= idle_timeout and not backend.in_flight:
             end(Ended(f"idle for {idle_timeout:g}s", failure=False))
             return
         await anyio.sleep(max(idle_timeout - idle_for, 0.05))

@@ -14,11 +14,9 @@ elicitation, roots) reach the client whose call caused them.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -28,8 +26,10 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_REQUEST
 
 from gateway.backends import _watchers
+from gateway.backends._callers import InFlight
 from gateway.backends._contracts import Caller, FleetEvents, transport_for
 from gateway.backends._logbuffer import LogBuffer
+from gateway.backends._per_client import PerClientSessions
 from gateway.backends._watchers import Ended
 from gateway.backends.lifecycle import STABLE_AFTER, Event, State, backoff_delay
 from gateway.backends.session import BackendSession, Forwarded
@@ -38,18 +38,6 @@ from gateway.config.models import ServerSpec
 from gateway.errors import BackendUnavailable, GatewayError
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class _Held:
-    session: BackendSession
-    release: anyio.Event
-
-
-@dataclass
-class _InFlight:
-    caller: Caller
-    session: BackendSession
 
 
 class Backend:
@@ -73,9 +61,8 @@ class Backend:
         self._changed = anyio.Event()
         self._run_scope: anyio.CancelScope | None = None
         self._shared: BackendSession | None = None
-        self._per_client: dict[Hashable, _Held] = {}
-        self._inflight: dict[int, _InFlight] = {}
-        self._ids = itertools.count()
+        self._per_client = PerClientSessions(self._new_session)
+        self._inflight = InFlight()
         self._tg: anyio.abc.TaskGroup | None = None
         self._transport = transport_for(name, spec, self.log)
         self._forwarded = Forwarded(roots=spec.session == "per-client")
@@ -155,8 +142,7 @@ class Backend:
 
     async def run(self) -> None:
         """The backend's life within the fleet. Never raises for a backend failure."""
-        # Sessions must be closed by the task that opened them (their task groups are bound to
-        # it), so per-client sessions live in tasks of this group rather than in request handlers.
+        # Per-client sessions live in tasks of this group (see `_per_client`).
         self._stop_reason = "shutdown"
         try:
             async with anyio.create_task_group() as tg:
@@ -183,8 +169,7 @@ class Backend:
                     await aclose()
 
     def _after_stop(self, reason: str) -> None:
-        for held in list(self._per_client.values()):
-            held.release.set()
+        self._per_client.release_all()
         if self.state not in (State.STOPPED, State.STOPPING, State.FAILED):
             self._to_stopped(reason, "admin")
         elif self.state is State.STOPPING:
@@ -209,13 +194,13 @@ class Backend:
                     self.events.listing_changed(self)
                     return
                 if ended.exited:  # teardown has run: the exit code is known now
-                    ended.reason = self._exit_reason()
+                    ended.reason = self.log.exit_reason()
                     clean_exit = self.log.exit_code == 0
                 self.last_error, category = ended.reason, ended.category
-                logger.warning("server %s: %s; %s", self.name, ended.reason, self._tail())
+                logger.warning("server %s: %s; %s", self.name, ended.reason, self.log.summary())
             except GatewayError as exc:
                 self.last_error = exc.message
-                logger.warning("%s; %s", exc.message, self._tail())
+                logger.warning("%s; %s", exc.message, self.log.summary())
             except Exception as exc:
                 # A bug or an unforeseen failure in one backend must not end the fleet.
                 self.last_error = f"unexpected error: {type(exc).__name__}"
@@ -229,8 +214,7 @@ class Backend:
             self.events.listing_changed(self)
             if clean_exit and self.spec.restart == "on-failure":
                 self._want = False
-                self.dormant = False
-                self._to_stopped(self.last_error or "the server exited with code 0", category)
+                self._to_stopped(self.log.exit_reason(), category)
                 return
             stable = time.monotonic() - began >= STABLE_AFTER
             failures = 1 if stable else failures + 1
@@ -274,17 +258,6 @@ class Backend:
         if ended:
             raise ended[0]
 
-    def _exit_reason(self) -> str:
-        code = self.log.exit_code
-        detail = f" with code {code}" if code is not None else ""
-        if self.log.exit_detail:
-            detail += f" ({self.log.exit_detail})"
-        return f"the server exited{detail}"
-
-    def _tail(self) -> str:
-        lines = [line.text for line in list(self.log.lines)[-3:]]
-        return "last stderr: " + " | ".join(lines) if lines else "no stderr output"
-
     async def _ensure_running(self) -> None:
         """Wake a dormant backend and wait (bounded) for one that is starting."""
         if self.state is State.RUNNING:
@@ -308,38 +281,12 @@ class Backend:
         if not self.per_client or caller is None:
             assert self._shared is not None
             return self._shared
-        held = self._per_client.get(caller.key)
-        if held is not None and not held.session.closed.is_set():
-            return held.session
         assert self._tg is not None
-        session: BackendSession = await self._tg.start(self._hold_session, caller.key)
-        return session
-
-    async def _hold_session(
-        self, key: Hashable, *, task_status: anyio.abc.TaskStatus[BackendSession]
-    ) -> None:
-        release = anyio.Event()
-        async with self._new_session() as session:
-            held = _Held(session, release)
-            self._per_client[key] = held
-            task_status.started(session)
-            async with anyio.create_task_group() as tg:
-
-                async def until_closed() -> None:
-                    await session.closed.wait()
-                    release.set()
-
-                tg.start_soon(until_closed)
-                await release.wait()
-                tg.cancel_scope.cancel()
-        if self._per_client.get(key) is held:
-            del self._per_client[key]
+        return await self._per_client.get(caller.key, self._tg)
 
     async def release(self, key: Hashable) -> None:
         """The client connection `key` went away: end its own backend session."""
-        held = self._per_client.get(key)
-        if held is not None:
-            held.release.set()
+        self._per_client.release(key)
 
     async def request(
         self,
@@ -353,15 +300,15 @@ class Backend:
         session = await self._session_for(caller)
         if caller is None:
             return await session.request(method, params, timeout=self.spec.timeout, on_progress=on_progress)
-        token = next(self._ids)
-        self._inflight[token] = _InFlight(caller, session)
         began, ok = time.perf_counter(), False
         try:
-            result = await session.request(method, params, timeout=self.spec.timeout, on_progress=on_progress)
+            with self._inflight.track(caller, session):
+                result = await session.request(
+                    method, params, timeout=self.spec.timeout, on_progress=on_progress
+                )
             ok = result.get("isError") is not True
             return result
         finally:
-            del self._inflight[token]
             self.last_used = time.monotonic()
             for listener in self.events.call_listeners:
                 listener(self.name, time.perf_counter() - began, ok)
@@ -371,7 +318,7 @@ class Backend:
     async def on_request(
         self, session: BackendSession, method: str, params: dict[str, Any]
     ) -> dict[str, Any]:
-        caller = self._caller_for(session)
+        caller = self._inflight.caller_for(session)
         if caller is None:
             raise MCPError(
                 code=INVALID_REQUEST,
@@ -379,13 +326,6 @@ class Backend:
                 f"on {self.name!r}; set `session: per-client` on this server to relay it unambiguously",
             )
         return await caller.ask(method, params)
-
-    def _caller_for(self, session: BackendSession) -> Caller | None:
-        # Over stdio a server-to-client request names no request of ours, so the caller is the one
-        # client connection with calls in flight on this session (always unique for per-client).
-        callers = [f.caller for f in self._inflight.values() if f.session is session]
-        keys = {c.key for c in callers}
-        return callers[-1] if len(keys) == 1 else None
 
     async def on_notification(self, session: BackendSession, method: str, params: Mapping[str, Any]) -> None:
         if method.endswith("/list_changed") and session is self._shared:
@@ -399,4 +339,4 @@ class Backend:
         await self.events.backend_notification(self, method, params)
 
     def callers(self) -> list[Caller]:
-        return [f.caller for f in self._inflight.values()]
+        return self._inflight.callers()

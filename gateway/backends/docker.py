@@ -30,8 +30,8 @@ the image.
 Lifecycle: the container is created with stdin open and StdinOnce, attached *before* it starts
 (no output is lost), then started. Its end is seen as the end of the attach stream: its exit code
 (and whether the kernel OOM-killed it) is then written into the backend's log buffer and
-`LogBuffer.exit_code` before the session learns of the end, so the supervisor's restart and
-`last_error` can explain it. Teardown is shielded and bounded: half-close stdin (EOF, the MCP
+`LogBuffer.exit_code`; teardown waits for that, so the supervisor's restart and `last_error`,
+decided after teardown, can explain it. Teardown is shielded and bounded: half-close stdin (EOF, the MCP
 stdio shutdown) -> up to `EXIT_GRACE` for it to exit -> ``docker stop`` (SIGTERM, SIGKILL after
 `STOP_TIMEOUT`) -> ``docker rm -f``. The container is removed also when its start is cancelled.
 Leftovers of a gateway that died without teardown are removed by the next gateway process on the
@@ -328,7 +328,6 @@ class _Container:
         with scope:
             await pipes.output_ended.wait()
             await self._record_exit()
-            pipes.release_end()
 
     async def _stop(self, pipes: AttachedPipes) -> None:
         pipes.close_stdin()

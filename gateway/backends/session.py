@@ -90,10 +90,11 @@ class BackendSession:
             # Entering the transport and the SDK session opens task groups that outlive this
             # method, so only the handshake itself sits inside the start-up deadline.
             read, write = await self._stack.enter_async_context(self._transport())
-            # A stdio pipe lets the relay's own requests skip the SDK's dispatcher (`_direct`).
-            self._direct = getattr(write, "direct", None)
-            if self._direct is not None:
-                self._direct.on_log = self._on_log
+            # A pipe (process or container) lets the relay's own requests skip the SDK's
+            # dispatcher (`_direct`), once the handshake is done.
+            direct: DirectCalls | None = getattr(write, "direct", None)
+            if direct is not None:
+                direct.on_log = self._on_log
             read = await self._stack.enter_async_context(_watch_end(read, self.closed))
             self._client = ClientSession(
                 read,
@@ -105,6 +106,7 @@ class BackendSession:
             await self._stack.enter_async_context(self._client)
             with anyio.fail_after(self._startup_timeout):
                 self.initialize_result = await self._client.initialize()
+                self._direct = direct
                 self.listing = await self.fetch_listing()
         except BaseException as exc:
             # No shield of our own here: a new cancel scope cannot enclose the exit of task groups
@@ -156,7 +158,7 @@ class BackendSession:
         client._stamp(data, opts)  # era headers / _meta envelope, exactly as the SDK's typed calls do
         try:
             direct = self._direct
-            if direct is not None and self.initialize_result is not None:
+            if direct is not None:
                 return await direct.request(method, data["params"], timeout=timeout, on_progress=on_progress)
             return await client._dispatcher.send_raw_request(method, data["params"] or None, opts)
         except MCPError as exc:

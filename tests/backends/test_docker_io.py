@@ -62,27 +62,12 @@ async def test_frames_cut_anywhere_give_whole_lines_and_stderr_goes_to_the_log()
         with anyio.fail_after(5):
             got = [await stdout.receive() for _ in range(3)]
             await pipes.output_ended.wait()
-        pipes.release_end()
         with pytest.raises(anyio.EndOfStream), anyio.fail_after(5):
             await stdout.receive()
     assert isinstance(got[1], ValueError)  # the garbage line, in its place
     answers = [m.message for m in (got[0], got[2]) if not isinstance(m, Exception)]
     assert [a.id for a in answers if isinstance(a, JSONRPCResponse)] == [1, 2]
     assert [line.text for line in log.lines] == ["warming up", "half a line"]
-
-
-async def test_the_session_sees_the_end_only_once_it_is_released() -> None:
-    async with attached(LogBuffer("box")) as (pipes, engine):
-        engine.close()
-        with anyio.fail_after(5):
-            await pipes.output_ended.wait()
-        stdout = StdoutMessages(pipes)
-        with anyio.move_on_after(0.2) as waiting:  # bounded: proves the end is held back
-            await stdout.receive()
-        assert waiting.cancelled_caught
-        pipes.release_end()
-        with pytest.raises(anyio.EndOfStream), anyio.fail_after(5):
-            await stdout.receive()
 
 
 async def test_calls_go_out_as_lines_and_closing_stdin_half_closes() -> None:
