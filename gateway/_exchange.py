@@ -35,10 +35,11 @@ from typing import Any
 from mcp.server.connection import Connection
 from mcp.server.lowlevel import Server
 from mcp.server.runner import modern_error_data
-from mcp.server.streamable_http import check_accept_headers
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, check_accept_headers
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp.shared.inbound import (
+    MCP_PROTOCOL_VERSION_HEADER,
     InboundLadderRejection,
     classify_inbound_request,
     find_duplicated_routing_header,
@@ -58,8 +59,7 @@ from gateway import _sdk
 from gateway._front import can_answer
 from gateway._reply import Exchange
 from gateway._rewrite import Result
-from gateway._sessions import SESSION_HEADER, Sessions
-from gateway.errors import GatewayError, as_mcp_error
+from gateway._sessions import Sessions
 from gateway.relay import Relay
 
 # The methods whose whole job is the relay's: no back channel, no subscription, no session.
@@ -74,7 +74,6 @@ FAST_METHODS = frozenset(
         "resources/templates/list",
     }
 )
-_PROTOCOL_HEADER = "mcp-protocol-version"
 # A call still running after this long gets a task watching for the client hanging up (which
 # cancels it); a hang-up earlier than that is noticed then, at the latest.
 _WATCH_AFTER = 0.05
@@ -93,7 +92,7 @@ class FastPath:
     ) -> None:
         self.sdk = sdk
         self.relay = relay
-        self.server = server
+        self._shape = _sdk.result_shaper(server)
         self.security = TransportSecurityMiddleware(security)
         self.max_body = manager.max_request_body_size
         self.sessions = Sessions(manager)
@@ -105,8 +104,8 @@ class FastPath:
             return
         # Decoded once; the first of repeated headers wins, as in Starlette's `Headers`.
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
-        version = headers.get(_PROTOCOL_HEADER)
-        session_id = headers.get(SESSION_HEADER, "")
+        version = headers.get(MCP_PROTOCOL_VERSION_HEADER)
+        session_id = headers.get(MCP_SESSION_ID_HEADER, "")
         connection = None
         if version not in MODERN_PROTOCOL_VERSIONS:
             connection = self.sessions.find(session_id, version, scope)
@@ -152,7 +151,7 @@ class FastPath:
         if not isinstance(note, dict) or note.get("method") != "notifications/cancelled" or "id" in note:
             return False
         params = note.get("params")
-        return isinstance(params, dict) and self.sessions.cancel(session_id, params.get("requestId"))
+        return isinstance(params, dict) and self.sessions.cancel(session_id, params)
 
     def _admit(
         self, scope: Scope, headers: dict[str, str], body: bytes, connection: Connection | None
@@ -238,10 +237,9 @@ class FastPath:
     async def _answer(self, exchange: Exchange) -> Result | JSONRPCError:
         try:
             result = await self.relay.dispatch(exchange)
-            shaped = _sdk.shape_result(self.server, exchange.method, exchange.protocol_version, result)
+            shaped = self._shape(exchange.method, exchange.protocol_version, result)
         except Exception as exc:
-            error = as_mcp_error(exc) if isinstance(exc, GatewayError) else exc
-            return JSONRPCError(jsonrpc="2.0", id=exchange._id, error=modern_error_data(error))
+            return JSONRPCError(jsonrpc="2.0", id=exchange._id, error=modern_error_data(exc))
         return shaped
 
 

@@ -4,7 +4,8 @@ Two kinds of request reach the relay:
 
 - `_sdk.SdkFront`: a request the `mcp` SDK's server dispatched (both protocol revisions, HTTP and
   stdio, anything that may need a back channel to the client);
-- `_exchange.Exchange`: a 2026-07-28 POST the gateway's hot path serves itself.
+- `_reply.Exchange`: a request the gateway's hot path (`_exchange`) serves itself (a 2026-07-28 POST,
+  or a request of a 2025-11-25 session it learned).
 
 Middlewares see it as `Call.context`; `protocol_version` and `request` are the attributes meant for
 them (telemetry reads both).

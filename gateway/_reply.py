@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from mcp.server.connection import Connection
-from mcp_types import JSONRPCError, JSONRPCNotification, JSONRPCRequest, JSONRPCResponse
+from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
+from mcp_types import JSONRPCError, JSONRPCNotification, JSONRPCRequest
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
 from starlette.types import Send
@@ -41,6 +42,7 @@ class Exchange:
         self.protocol_version = protocol_version
         meta = (req.params or {}).get("_meta")
         self.meta: Mapping[str, Any] | None = meta if isinstance(meta, Mapping) else None
+        self._progress_token = progress_token_from_params(req.params)  # as the SDK reads it
         self.gone = False  # the client hung up (2026-07-28) or cancelled the request (2025-11-25)
         self._send = send
         self._streaming = False
@@ -51,11 +53,10 @@ class Exchange:
         return False  # such clients' calls are served by the SDK's path
 
     def wants_progress(self) -> bool:
-        return self.meta is not None and self.meta.get("progressToken") is not None
+        return self._progress_token is not None
 
     async def report_progress(self, progress: float, total: float | None, message: str | None) -> None:
-        assert self.meta is not None
-        params: dict[str, Any] = {"progressToken": self.meta["progressToken"], "progress": progress}
+        params: dict[str, Any] = {"progressToken": self._progress_token, "progress": progress}
         if total is not None:
             params["total"] = total
         if message is not None:
@@ -99,9 +100,11 @@ class Exchange:
         async with self._lock:
             self._closed = True
             if self._streaming:
-                message = reply if isinstance(reply, JSONRPCError) else self._response(reply)
-                last = {"type": "http.response.body", "body": _sdk.sse_event(message), "more_body": False}
-                await self._send(last)
+                if isinstance(reply, JSONRPCError):
+                    event = _sdk.sse_event(reply)
+                else:  # the same bytes as the SDK's event, without a model round trip of the result
+                    event = _sdk.sse_frame(_sdk.result_json(self._id, reply))
+                await self._send({"type": "http.response.body", "body": event, "more_body": False})
             else:
                 await self._write_json(reply)
 
@@ -113,9 +116,6 @@ class Exchange:
             self._closed = True
             await self._commit_sse()
             await self._send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    def _response(self, result: Result) -> JSONRPCResponse:
-        return JSONRPCResponse(jsonrpc="2.0", id=self._id, result=result)
 
     async def _commit_sse(self) -> None:
         if not self._streaming:

@@ -6,7 +6,6 @@ public accessor for either yet. `pyproject.toml` pins the SDK's minor series the
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from collections.abc import Callable, Mapping
@@ -20,6 +19,7 @@ from mcp.server.lowlevel import Server
 from mcp.server.runner import ServerRunner
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS
+from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
 from mcp_types import JSONRPCError
 from mcp_types.version import LATEST_MODERN_VERSION
 from starlette.requests import Request
@@ -56,8 +56,7 @@ class SdkFront:
         return can_answer(self.ctx.session.client_capabilities)
 
     def wants_progress(self) -> bool:
-        meta = self.params.get("_meta") if self.params else None
-        return isinstance(meta, Mapping) and meta.get("progressToken") is not None
+        return progress_token_from_params(self.params) is not None
 
     async def report_progress(self, progress: float, total: float | None, message: str | None) -> None:
         await self.ctx.session.report_progress(progress, total, message)
@@ -73,17 +72,16 @@ class SdkFront:
 # -- the single-exchange HTTP entry's wire shaping, reused by the gateway's hot path (_exchange) ---
 
 
-@functools.cache
-def _shaper(server: Server[Any]) -> ServerRunner[Any]:
-    # `_serialize` reads only the server (cache hints, serverInfo stamp); the connection is unused.
-    return ServerRunner(server, Connection.from_envelope(LATEST_MODERN_VERSION, None, {}), None)
+Shaper = Callable[[str, str, dict[str, Any]], dict[str, Any]]
 
 
-def shape_result(server: Server[Any], method: str, version: str, result: dict[str, Any]) -> dict[str, Any]:
-    """A handler's result in its wire form, exactly as the SDK's runner shapes it: cache hints,
-    the per-version sieve, `resultType`, the `serverInfo` stamp."""
-    shaped: dict[str, Any] = _shaper(server)._serialize(method, version, result)
-    return shaped
+def result_shaper(server: Server[Any]) -> Shaper:
+    """`shape(method, version, result)`: a handler's result in its wire form, exactly as the SDK's
+    runner shapes it (cache hints, the per-version sieve, `resultType`, the `serverInfo` stamp)."""
+    # `_serialize` reads only the server; the connection is unused.
+    runner = ServerRunner(server, Connection.from_envelope(LATEST_MODERN_VERSION, None, {}), None)
+    shape: Shaper = runner._serialize
+    return shape
 
 
 def error_json(error: JSONRPCError) -> tuple[int, bytes]:
@@ -103,6 +101,13 @@ _COMPACT = (",", ":")
 
 
 sse_event = _modern._sse_event
+
+
+def sse_frame(data: bytes) -> bytes:
+    """A JSON-RPC message already encoded, as `sse_event` frames one."""
+    return b"event: message\r\ndata: " + data + b"\r\n\r\n"
+
+
 SSE_HEADERS = _modern._SSE_HEADERS
 SSE_PING_INTERVAL = _modern._SSE_PING_INTERVAL
 

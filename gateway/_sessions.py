@@ -13,20 +13,23 @@ it is delivered here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from mcp.server.connection import Connection
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared.dispatcher import coerce_request_id
+from mcp.shared.jsonrpc_dispatcher import cancelled_request_id_from_params
+from mcp_types import RequestId
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.types import Scope
 
 from gateway import _sdk
 from gateway._front import Front, scope_identity
 
-SESSION_HEADER = "mcp-session-id"
 # Sessions the SDK has closed are forgotten when the next this many have been learned.
 _PRUNE_EVERY = 256
 
@@ -49,7 +52,7 @@ class Sessions:
         request = front.request
         if request is None or front.protocol_version in MODERN_PROTOCOL_VERSIONS:
             return
-        session_id = request.headers.get(SESSION_HEADER)
+        session_id = request.headers.get(MCP_SESSION_ID_HEADER)
         connection = front.connection
         if session_id is None or connection is None or session_id in self._known:
             return
@@ -72,22 +75,23 @@ class Sessions:
         return known.connection
 
     @contextmanager
-    def calling(self, session_id: str, request_id: Hashable, exchange: Any) -> Iterator[None]:
+    def calling(self, session_id: str, request_id: RequestId, exchange: Any) -> Iterator[None]:
         """While a call of the session runs: a `notifications/cancelled` for it can reach it."""
         task = asyncio.current_task()
         assert task is not None
-        key = (session_id, request_id)
+        key = (session_id, coerce_request_id(request_id))  # "7" and 7 are one id, as in the SDK
         self._calls[key] = (task, exchange)
         try:
             yield
         finally:
             self._calls.pop(key, None)
 
-    def cancel(self, session_id: str, request_id: Any) -> bool:
-        """Cancel the session's call `request_id`, if the hot path runs it."""
-        if not isinstance(request_id, str | int):
+    def cancel(self, session_id: str, params: Mapping[str, Any]) -> bool:
+        """Cancel the call a `notifications/cancelled` (its `params`) names, if the hot path runs it."""
+        request_id = cancelled_request_id_from_params(params)
+        if request_id is None:
             return False
-        found = self._calls.get((session_id, request_id))
+        found = self._calls.get((session_id, coerce_request_id(request_id)))
         if found is None:
             return False
         task, exchange = found

@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
@@ -107,17 +108,17 @@ class _GatewayApp(Starlette):
     error and exception layers cost a measurable share of a relayed call. Errors there are the
     endpoint's own business (it answers JSON-RPC errors); the rest of the app is unchanged."""
 
-    mcp: tuple[ASGIApp, frozenset[str]] | None = None
+    def __init__(self, mcp: ASGIApp, mcp_paths: frozenset[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._mcp, self._mcp_paths = mcp, mcp_paths
 
     def build_middleware_stack(self) -> ASGIApp:
         stack = super().build_middleware_stack()
-        if self.mcp is None:
-            return stack
-        endpoint, paths = self.mcp
+        endpoint, paths = self._mcp, self._mcp_paths
 
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            # `scope["app"]` is set already: Starlette.__call__ does it before calling the stack.
             if scope["type"] == "http" and scope["path"] in paths:
-                scope["app"] = self  # what Starlette's own stack would set (Request.app, url_for)
                 await endpoint(scope, receive, send)
             else:
                 await stack(scope, receive, send)
@@ -194,8 +195,8 @@ def build_app(
         *ui_routes(),  # before the admin API's mount, which would claim /admin/ui
         *admin.routes,
     ]
-    app = _GatewayApp(routes=routes, lifespan=lifespan)
-    app.mcp = (endpoint, frozenset({path, path + "/"}))
+    # The routes to the endpoint stay for the router's table (and a root path the shortcut misses).
+    app = _GatewayApp(endpoint, frozenset({path, path + "/"}), routes=routes, lifespan=lifespan)
     app.state.admin = admin
     fixed = len(routes)
 

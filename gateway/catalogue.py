@@ -8,12 +8,11 @@ agree.
 from __future__ import annotations
 
 import fnmatch
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mcp.shared.inbound import X_MCP_HEADER_KEY
+from mcp.shared.inbound import x_mcp_header_map
 
 from gateway import naming
 from gateway.config.models import ToolFilter
@@ -66,7 +65,6 @@ class Catalogue:
     unprefixed: tuple[str, ...] = ()
     resource_routes: Mapping[str, Route] = field(default_factory=dict)  # exact public uri -> route
     collisions: tuple[str, ...] = ()
-    input_schemas: Mapping[str, Any] = field(default_factory=dict)  # public tool name -> inputSchema
     # The input schemas that mark properties `x-mcp-header`: only their calls' Mcp-Param-* headers
     # need checking against the arguments (2026-07-28).
     header_schemas: Mapping[str, Any] = field(default_factory=dict)
@@ -133,8 +131,11 @@ class Catalogue:
             unprefixed=tuple(unprefixed),
             resource_routes=resource_routes,
             collisions=tuple(collisions),
-            input_schemas=(schemas := {t["name"]: t.get("inputSchema") for t in tools}),
-            header_schemas={n: s for n, s in schemas.items() if X_MCP_HEADER_KEY in json.dumps(s)},
+            header_schemas={
+                t["name"]: schema
+                for t in tools
+                if isinstance(schema := t.get("inputSchema"), dict) and x_mcp_header_map(schema)
+            },
         )
 
     def route_uri(self, uri: str) -> Route | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import mcp_types as types
 from mcp.server.caching import CACHEABLE_METHODS, CacheableMethod, CacheHint
@@ -41,20 +41,6 @@ from gateway.middleware import ANONYMOUS, Call, Identity, Middleware, build_chai
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[Ctx, Any], Awaitable[Result]]
-_F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
-
-
-def _translated(handler: _F) -> _F:
-    """Our exceptions leave a handler as the JSON-RPC error `to_jsonrpc_error` chooses."""
-
-    @functools.wraps(handler)
-    async def wrapper(*args: Any) -> Any:
-        try:
-            return await handler(*args)
-        except GatewayError as exc:
-            raise as_mcp_error(exc) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 class _Caller:
@@ -176,12 +162,12 @@ class Relay:
         return await self._listener(ctx, params)
 
     def _input_schema(self, name: str) -> Mapping[str, Any] | None:
-        schema: Mapping[str, Any] | None = self.fleet.catalogue.input_schemas.get(name)
+        # Only schemas that mark `x-mcp-header` properties can refuse an Mcp-Param-* header.
+        schema: Mapping[str, Any] | None = self.fleet.catalogue.header_schemas.get(name)
         return schema
 
     # -- the entry point: client request -> Call -> chain ------------------------------------
 
-    @_translated
     async def handle(self, ctx: Ctx, params: Any) -> Result:
         front = SdkFront(ctx)
         for listener in self.front_listeners:
@@ -195,7 +181,8 @@ class Relay:
             listener(front)
 
     async def dispatch(self, front: Front) -> Result:
-        """Run one client request through the chain; GatewayError and MCPError leave as they are."""
+        """Run one client request through the chain; an error leaves as the `MCPError` the client gets
+        (`errors.as_mcp_error`: the one translation of ours, for both front paths)."""
         call = Call(
             method=front.method,
             params=dict(front.params or {}),
@@ -205,9 +192,12 @@ class Relay:
         )
         # Known from its first request on, so a client that only listed hears list changes.
         call.state["client"] = self._client_key(front, call.identity)
-        self._route(call)
-        with request_scope(server=call.server):
-            return finish(front.protocol_version, await self.chain(call))
+        try:
+            self._route(call)
+            with request_scope(server=call.server):
+                return finish(front.protocol_version, await self.chain(call))
+        except GatewayError as exc:
+            raise as_mcp_error(exc) from None
 
     def _client_key(self, front: Front, identity: Identity) -> Hashable:
         """Who the client is, for per-client backend sessions and for routing news back to it.

@@ -278,7 +278,8 @@ async def test_a_session_is_served_hot_from_its_first_request(through_sdk: list[
             assert first[0]["result"]["structuredContent"] == {"text": "misbehave: hi"}
 
 
-async def test_a_session_cancels_a_hot_path_call_with_a_notification() -> None:
+@pytest.mark.parametrize("named", [9, "9"], ids=["int", "string"])  # one id to the SDK too
+async def test_a_session_cancels_a_hot_path_call_with_a_notification(named: int | str) -> None:
     async with serve(config({"mb": misbehave()})) as gw, httpx.AsyncClient(timeout=10) as http:
         backend = gw.fleet.backends["mb"]
         async with session(http, gw.url) as headers:
@@ -293,7 +294,11 @@ async def test_a_session_cancels_a_hot_path_call_with_a_notification() -> None:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(call)
                 await wait_until(backend.callers, timeout=5)
-                cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 9}}
+                cancel = {
+                    "jsonrpc": "2.0",
+                    "method": "notifications/cancelled",
+                    "params": {"requestId": named},
+                }
                 assert (await http.post(gw.url, headers=headers, json=cancel)).status_code == 202
             # No answer is owed to a cancelled request; the backend was told, and is free again.
             assert answers[0].status_code == 200 and messages(answers[0]) == []
