@@ -75,15 +75,11 @@ class Reloader:
         async with self._lock:
             new = load_config(self.path)
             old = self.fleet.config
-            secrets.configure(new.secrets)
             middlewares = None
-            try:
+            with secrets.configured(new.secrets):
                 if new.middleware != old.middleware:
                     middlewares = instantiate(new.middleware, source=str(self.path))
-            except ConfigError:
-                secrets.configure(old.secrets)
-                raise
-            report: dict[str, Any] = {"servers": await self.fleet.apply(new), "middleware": "unchanged"}
+                report: dict[str, Any] = {"servers": await self.fleet.apply(new), "middleware": "unchanged"}
             if middlewares is not None:
                 stack = await self._start(middlewares)
                 self.relay.use(middlewares)

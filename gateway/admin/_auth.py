@@ -30,18 +30,11 @@ PUBLIC_PATHS = frozenset({"/openapi.json"})
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="mcp-gateway admin"'}
 
 
-def credential(request: Request) -> str | None:
-    return presented_credential(request, skip_empty=True)[0]  # an empty token counts as none
-
-
 class AdminAuth:
     def __init__(self, config: AdminConfig, authenticate: Authenticator | None = None) -> None:
         self.role = config.role
         self._keys = [(bytes.fromhex(digest), who) for who, digest in config.credentials()]
         self.authenticate = authenticate
-
-    def match_key(self, presented: str) -> str | None:
-        return match_digest(presented, self._keys)
 
     async def admit(self, request: Request) -> tuple[str | None, int, str]:
         """(who, 0, "") when admitted, else (None, status, message)."""
@@ -51,9 +44,9 @@ class AdminAuth:
             if self.role in given.roles:
                 return given.name, 0, ""
             lacking = given
-        token = credential(request)
+        token = presented_credential(request, skip_empty=True)[0]  # an empty token counts as none
         if token is not None:
-            who = self.match_key(token)
+            who = match_digest(token, self._keys)
             if who is not None:
                 return who, 0, ""
         # None: the gateway has no authenticator now (no auth middleware; it may come with a reload).

@@ -11,6 +11,7 @@ Reads (`query`, `after`) share the writer's connection under a lock, which is al
 from __future__ import annotations
 
 import logging
+import operator
 import sqlite3
 import threading
 import time
@@ -49,6 +50,7 @@ CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
 CREATE INDEX IF NOT EXISTS events_server ON events (server, id);
 """
 _INSERT = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_values = operator.attrgetter(*COLUMNS)  # a record as its row
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,7 @@ class EventStore(BatchWriter[EventRecord]):
         out: list[EventRecord] = []
         with self._lock, self._conn:
             for record in batch:
-                cur = self._conn.execute(_INSERT, [getattr(record, c) for c in COLUMNS])
+                cur = self._conn.execute(_INSERT, _values(record))
                 assert cur.lastrowid is not None
                 out.append(record.with_id(cur.lastrowid))
             self._prune(self._conn)

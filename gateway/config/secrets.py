@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -27,10 +28,23 @@ _SECRET_REF = "secret_ref:"
 _store = SecretsConfig()
 
 
-def configure(config: SecretsConfig) -> None:
-    """Where `secret_ref:` values come from (set once per gateway, from `gateway.yaml`)."""
+def configure(config: SecretsConfig) -> SecretsConfig:
+    """Where `secret_ref:` values come from (set per gateway, from `gateway.yaml`); returns the
+    setting it replaces."""
     global _store
-    _store = config
+    previous, _store = _store, config
+    return previous
+
+
+@contextmanager
+def configured(config: SecretsConfig) -> Iterator[None]:
+    """`configure(config)`, undone if the block fails (a refused reload keeps the old secrets)."""
+    previous = configure(config)
+    try:
+        yield
+    except BaseException:
+        configure(previous)
+        raise
 
 
 def has_reference(value: str) -> bool:
@@ -80,10 +94,12 @@ def _secret_ref(name: str, where: str, env: Mapping[str, str]) -> str:
 
 
 def _resolve_option(value: str, info: ValidationInfo) -> str:
+    where = info.field_name or "options"
     try:
-        return resolve(value, where=info.field_name or "options")
+        return resolve(value, where=where)
     except SecretError as exc:
-        raise ValueError(exc.message) from None  # names the reference, never a value
+        # Names the reference, never a value; the key is named by whoever reports the error.
+        raise ValueError(exc.message.removeprefix(f"{where}: ")) from None
 
 
 ResolvedStr = Annotated[str, AfterValidator(_resolve_option)]

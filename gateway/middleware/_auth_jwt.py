@@ -190,7 +190,6 @@ class JwtVerifier:
                 timeout=opts.jwks_timeout_seconds,
             )
         # Built once: the same for every token.
-        self._algorithm_list = list(self.algorithms)
         self._decode_options: jwt.types.Options = {
             "require": list(opts.required_claims),
             "enforce_minimum_key_length": True,
@@ -225,7 +224,7 @@ class JwtVerifier:
             claims: dict[str, Any] = jwt.decode(
                 token,
                 key,
-                algorithms=self._algorithm_list,
+                algorithms=self.algorithms,
                 audience=self.audience,
                 issuer=self.issuers,
                 leeway=self.opts.leeway,
@@ -251,12 +250,9 @@ def _words(value: object) -> list[str]:
     return []
 
 
-def roles_of(claims: Mapping[str, Any], roles_claim: str) -> frozenset[str]:
-    """Roles from `roles_claim` (a dotted path, e.g. Keycloak's realm_access.roles), plus OAuth scopes."""
-    return _roles(claims, tuple(roles_claim.split(".")))
-
-
 def _roles(claims: Mapping[str, Any], path: Sequence[str]) -> frozenset[str]:
+    """Roles from the claim at `path` (a dotted roles_claim split, e.g. Keycloak's
+    realm_access.roles), plus OAuth scopes."""
     node: Any = claims
     for part in path:
         node = node.get(part) if isinstance(node, Mapping) else None

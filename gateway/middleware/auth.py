@@ -119,12 +119,12 @@ class Auth:
         return self._stdio
 
     async def authenticate(self, request: Request) -> Identity | Response:
-        token, header = self._credential(request)
+        token, header = presented_credential(request)
         if token is None:
             if self._anonymous is not None:
                 return self._anonymous
             return self._refuse(request, None, "authentication required")
-        identity = self._match_key(token)
+        identity = match_digest(token, self._keys) if token else None
         if identity is not None:
             return identity
         if header == "authorization" and self._jwt is not None and token.count(".") == 2:
@@ -147,15 +147,6 @@ class Auth:
         return self._refuse(request, "invalid_token", "unknown credentials")
 
     # -- authentication helpers ---------------------------------------------------------------
-
-    @staticmethod
-    def _credential(request: Request) -> tuple[str | None, str]:
-        return presented_credential(request)
-
-    def _match_key(self, presented: str) -> Identity | None:
-        if not presented:
-            return None
-        return match_digest(presented, self._keys)
 
     def _resource(self, request: Request) -> str:
         if self.options.resource is not None:

@@ -16,6 +16,7 @@ from typing import Any
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
+from gateway.config._loader import _key_message
 from gateway.config.models import MiddlewareSpec
 from gateway.errors import ChainFailure, ConfigError, GatewayError
 from gateway.middleware.base import Call, CallNext, Middleware, Result
@@ -59,8 +60,8 @@ def instantiate(specs: Sequence[MiddlewareSpec], *, source: str = "gateway.yaml"
             instances.append(load(spec.use)(**spec.options))
         except ValidationError as exc:
             for err in exc.errors():
-                key = ".".join(str(p) for p in err["loc"])
-                problems.append(f"{where}.options.{key}: {err['msg']}")
+                key, message = _key_message(err)
+                problems.append(f"{where}.options.{key}: {message}")
         except (ValueError, TypeError) as exc:
             problems.append(f"{where}: {exc}")
     if problems:
