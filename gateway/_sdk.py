@@ -13,6 +13,7 @@ from typing import Any, BinaryIO
 
 import mcp.server._streamable_http_modern as _modern
 import mcp.server.stdio as _stdio
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
 from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
@@ -23,6 +24,7 @@ from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
 from mcp_types import JSONRPCError
 from mcp_types.version import LATEST_MODERN_VERSION
 from starlette.requests import Request
+from starlette.types import Scope
 
 from gateway._front import can_answer
 
@@ -116,6 +118,14 @@ def session_open(manager: StreamableHTTPSessionManager, session_id: str) -> bool
     """Whether the SDK's transport still holds the 2025-11-25 session `session_id`."""
     transport = manager._server_instances.get(session_id)
     return transport is not None and not transport.is_terminated
+
+
+def session_owned(manager: StreamableHTTPSessionManager, session_id: str, scope: Scope) -> bool:
+    """Whether the request in `scope` comes from the principal that opened the session, by the
+    SDK's own rule (another gets 404, as if the session did not exist)."""
+    user = scope.get("user")
+    requestor = authorization_context(user) if isinstance(user, AuthenticatedUser) else None
+    return requestor == manager._session_owners.get(session_id)
 
 
 def claim_stdio() -> tuple[tuple[BinaryIO, BinaryIO], Callable[[], None]]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Hashable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from mcp.server.connection import Connection
@@ -28,22 +27,16 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.types import Scope
 
 from gateway import _sdk
-from gateway._front import Front, scope_identity
+from gateway._front import Front
 
 # Sessions the SDK has closed are forgotten when the next this many have been learned.
 _PRUNE_EVERY = 256
 
 
-@dataclass(frozen=True, slots=True)
-class _Known:
-    connection: Connection
-    identity: str | None
-
-
 class Sessions:
     def __init__(self, manager: StreamableHTTPSessionManager) -> None:
         self._manager = manager
-        self._known: dict[str, _Known] = {}
+        self._known: dict[str, Connection] = {}
         self._learned = 0
         self._calls: dict[tuple[str, Hashable], tuple[asyncio.Task[Any], Any]] = {}
 
@@ -56,7 +49,7 @@ class Sessions:
         connection = front.connection
         if session_id is None or connection is None or session_id in self._known:
             return
-        self._known[session_id] = _Known(connection, _identity(request.scope))
+        self._known[session_id] = connection
         self._learned += 1
         if self._learned % _PRUNE_EVERY == 0:
             for gone in [s for s in self._known if not _sdk.session_open(self._manager, s)]:
@@ -64,15 +57,15 @@ class Sessions:
 
     def find(self, session_id: str, version: str | None, scope: Scope) -> Connection | None:
         """The session's connection, if the hot path may serve this request of it."""
-        known = self._known.get(session_id)
-        if known is None:
+        connection = self._known.get(session_id)
+        if connection is None:
             return None
         if not _sdk.session_open(self._manager, session_id):
             del self._known[session_id]
             return None
-        if version != known.connection.protocol_version or _identity(scope) != known.identity:
+        if version != connection.protocol_version or not _sdk.session_owned(self._manager, session_id, scope):
             return None  # the SDK's transport answers what does not match, in its words
-        return known.connection
+        return connection
 
     @contextmanager
     def calling(self, session_id: str, request_id: RequestId, exchange: Any) -> Iterator[None]:
@@ -98,8 +91,3 @@ class Sessions:
         exchange.gone = True  # no answer is owed to a cancelled request
         task.cancel()
         return True
-
-
-def _identity(scope: Scope) -> str | None:
-    identity = scope_identity(scope)
-    return identity.name if identity is not None else None
