@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+from pathlib import Path
+
+import anyio
 import pytest
 from mcp import Client as SdkClient
 from mcp.shared.exceptions import MCPError
 
 from gateway.config import parse_config
-from gateway.errors import DENIED, ConfigError
-from gateway.middleware import instantiate
+from gateway.errors import BACKEND_UNAVAILABLE, DENIED, ChainFailure, ConfigError
+from gateway.middleware import Call, Middleware, Result, build_chain, instantiate
 from tests._support import config, misbehave, serve
 from tests.middleware import _examples
 
@@ -60,3 +65,73 @@ def test_unknown_middleware_and_bad_options_are_config_errors() -> None:
     assert "middleware[0] (nope)" in problems[0] and "built-in" in problems[0]
     assert "nosuchmodule" in problems[1]
     assert "middleware[2]" in problems[2] and "wrong" in problems[2]
+
+
+class PipeGone(Exception):
+    """Stands in for whatever a terminal may raise that no middleware knows."""
+
+
+async def test_only_a_middlewares_own_failure_is_blamed_on_it() -> None:
+    async def terminal(call: Call) -> Result:
+        raise PipeGone("the backend's pipe")
+
+    # Broken raises only after call_next returns; Shout and Record only pass exceptions on.
+    middlewares: list[Middleware] = [_examples.Record("outer"), _examples.Broken(), _examples.Shout()]
+    for end in (terminal, lambda call: terminal(call)):  # an async def, and a plain callable
+        chain = build_chain(middlewares, end)
+        with pytest.raises(PipeGone):
+            await chain(Call("tools/call", {"name": "x", "arguments": {}}))
+
+    async def answering(call: Call) -> Result:
+        return {"content": []}
+
+    with pytest.raises(ChainFailure, match="middleware Broken failed"):
+        await build_chain(middlewares, answering)(Call("tools/call", {"name": "x", "arguments": {}}))
+
+
+# A stdio backend that, asked to `drop_stdin`, closes its stdin and then answers: the gateway's next
+# write to it finds the pipe dead while the process (and its stdout) live on. misbehave cannot do
+# this: its SDK reads stdin in a thread, which holds the pipe open.
+DROP_STDIN_SERVER = r"""
+import json, os, sys, time
+for line in sys.stdin:
+    msg = json.loads(line)
+    if "id" not in msg or "method" not in msg:
+        continue
+    method = msg["method"]
+    if method == "initialize":
+        result = {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
+                  "serverInfo": {"name": "drop", "version": "1"}}
+    elif method == "tools/list":
+        result = {"tools": [{"name": n, "inputSchema": {"type": "object"}} for n in ("drop_stdin", "echo")]}
+    elif method == "tools/call" and msg["params"]["name"] == "drop_stdin":
+        os.close(0)
+        time.sleep(0.5)  # the gateway sees its stdin pipe close before it sees this answer
+        print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {"content": []}}), flush=True)
+        time.sleep(3600)
+    else:
+        result = {"content": [{"type": "text", "text": "echo"}]} if method == "tools/call" else {}
+    print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}), flush=True)
+"""
+
+
+async def test_a_dead_backend_pipe_is_not_blamed_on_the_middlewares_around_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    drop = {"type": "stdio", "command": sys.executable, "args": ["-c", DROP_STDIN_SERVER], "timeout": 20}
+    cfg = config(
+        {"drop": drop},
+        middleware=[{"use": "telemetry"}, {"use": "audit", "options": {"path": str(tmp_path / "a.db")}}],
+    )
+    caplog.set_level(logging.INFO, logger="gateway")
+    async with serve(cfg) as gw, SdkClient(gw.url, mode="legacy") as client:
+        with anyio.fail_after(30):
+            assert (await client.call_tool("drop__drop_stdin", {})).is_error is not True
+            with pytest.raises(MCPError) as err:
+                await client.call_tool("drop__echo", {})
+        assert gw.fleet.backends["drop"].state.value != "failed"
+    assert err.value.code == BACKEND_UNAVAILABLE, err.value
+    assert "drop" in err.value.message
+    assert "middleware" not in err.value.message.lower()
+    assert not [r for r in caplog.records if "middleware" in r.getMessage() and "failed" in r.getMessage()]
+    assert not [r for r in caplog.records if r.exc_info is not None], "a traceback was logged"
