@@ -2,7 +2,9 @@
 
 A `Catalogue` is immutable and rebuilt (cheaply) whenever a backend starts, stops or announces a
 list change; handlers read whichever one is current, so a list and the routing it implies always
-agree.
+agree. It also carries `known`, the catalogue of every backend's last known listing: a name that
+left the lists because its backend went down still routes to that backend (whose answer says it
+is down), instead of reading as a name that never existed.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from mcp.shared.inbound import x_mcp_header_map
 
@@ -18,6 +20,7 @@ from gateway import naming
 from gateway.config.models import ToolFilter
 
 Item = dict[str, Any]
+Kind = Literal["tool", "prompt", "resource"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +71,11 @@ class Catalogue:
     # The input schemas that mark properties `x-mcp-header`: only their calls' Mcp-Param-* headers
     # need checking against the arguments (2026-07-28).
     header_schemas: Mapping[str, Any] = field(default_factory=dict)
+    # Every backend's last known listing, down ones included (None: not kept). Routing only.
+    known: Catalogue | None = None
 
     @classmethod
-    def build(cls, sources: Iterable[Source]) -> Catalogue:
+    def build(cls, sources: Iterable[Source], *, known: Catalogue | None = None) -> Catalogue:
         tools: list[Item] = []
         prompts: list[Item] = []
         resources: list[Item] = []
@@ -131,12 +136,31 @@ class Catalogue:
             unprefixed=tuple(unprefixed),
             resource_routes=resource_routes,
             collisions=tuple(collisions),
+            known=known,
             header_schemas={
                 t["name"]: schema
                 for t in tools
                 if isinstance(schema := t.get("inputSchema"), dict) and x_mcp_header_map(schema)
             },
         )
+
+    def route(self, kind: Kind, name: str) -> Route | None:
+        """Which backend serves the public `name` of a `kind`, and its own name for it.
+
+        A name a down backend had when it was last listed routes to that backend (not listed now,
+        so it is not a live route): its answer says it is down, where "unknown" would mislead."""
+        if kind == "resource":
+            return self.route_uri(name)
+        routes = self.tool_routes if kind == "tool" else self.prompt_routes
+        route = routes.get(name)
+        if route is None and self.known is not None:
+            known = self.known.tool_routes if kind == "tool" else self.known.prompt_routes
+            route = self._down(known.get(name))
+        return route
+
+    def _down(self, route: Route | None) -> Route | None:
+        """`route` (from `known`) if its backend is not listed now: a listed one no longer has it."""
+        return route if route is not None and route.server not in self.namespaces else None
 
     def route_uri(self, uri: str) -> Route | None:
         """Which backend a public resource URI belongs to, and its original URI."""
@@ -146,10 +170,20 @@ class Catalogue:
         split = naming.split_uri(uri)
         if split is not None and split[0] in self.uri_owners:
             return Route(self.uri_owners[split[0]], split[1])
+        known = self.known
+        if known is not None:
+            # A down backend's URIs (listed, or in its namespace) are its own, not the catch-all's.
+            route = self._down(known.resource_routes.get(uri))
+            if route is None and split is not None and split[0] in known.uri_owners:
+                route = self._down(Route(known.uri_owners[split[0]], split[1]))
+            if route is not None:
+                return route
         if self.unprefixed:
             # Templated or unlisted URIs of unprefixed servers cannot be told apart by name:
             # the first unprefixed server (config order) owns them.
             return Route(self.unprefixed[0], uri)
+        if known is not None and known.unprefixed:
+            return self._down(Route(known.unprefixed[0], uri))  # down, or it would be in `unprefixed`
         return None
 
     def public_uri(self, server: str, uri: str) -> str:

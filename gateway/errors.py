@@ -6,6 +6,7 @@ Hierarchy::
     ├── ConfigError                   a config file is wrong (file, key path, what to do)
     ├── SecretError                   a ${env:...}/${file:...} reference cannot be resolved
     ├── RoutingError                  no such tool / resource / prompt in the merged catalogue
+    │   └── UnknownName               "Unknown tool: X": the one wording of a name that is not there
     ├── BackendError                  something about one backend
     │   ├── BackendUnavailable        not running (starting, crashed, stopped, circuit open)
     │   ├── BackendTimeout            no answer within the server's `timeout`
@@ -68,6 +69,13 @@ class SecretError(GatewayError):
 
 class RoutingError(GatewayError):
     code = INVALID_PARAMS
+
+
+class UnknownName(RoutingError):
+    """No tool, prompt or resource of that name (`kind`: tool | prompt | resource)."""
+
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(f"Unknown {kind}: {name}")
 
 
 class BackendError(GatewayError):

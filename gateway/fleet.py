@@ -18,7 +18,7 @@ import anyio
 import anyio.abc
 
 from gateway.backends import Backend, Event
-from gateway.catalogue import Catalogue, Source
+from gateway.catalogue import BackendListing, Catalogue, Source
 from gateway.clients import Clients
 from gateway.config import secrets
 from gateway.config.models import GatewayConfig, ServerSpec, namespace_of
@@ -42,6 +42,8 @@ class Fleet:
             name: Backend(name, spec, self) for name, spec in config.servers.items() if spec.enabled
         }
         self.catalogue = Catalogue()
+        # Each backend's last non-empty listing: its names keep routing to it while it is down.
+        self._known: dict[str, BackendListing] = {}
         self.events: deque[Event] = deque(maxlen=1000)
         self.event_listeners: list[Callable[[Event], None]] = []
         # (server, seconds, ok) when a client's call to a backend ends: the admin API's call stats.
@@ -94,6 +96,7 @@ class Fleet:
         if scope is not None:
             scope.cancel()
         del self.backends[name]
+        self._known.pop(name, None)  # gone from the config: its names are unknown now
         self.config = self.config.model_copy(
             update={"servers": {k: v for k, v in self.config.servers.items() if k != name}}
         )
@@ -132,10 +135,21 @@ class Fleet:
 
     def listing_changed(self, backend: Backend) -> None:
         old = self.catalogue
-        self.catalogue = new = Catalogue.build(
-            Source(name, namespace_of(name, b.spec), b.spec.tools, b.listing)
+        listing = backend.listing
+        if backend.listed and (listing.tools or listing.prompts or listing.resources or listing.templates):
+            self._known[backend.name] = listing
+        known = Catalogue.build(
+            Source(name, namespace_of(name, b.spec), b.spec.tools, self._known[name])
             for name, b in self.backends.items()
-            if b.listed
+            if name in self._known
+        )
+        self.catalogue = new = Catalogue.build(
+            (
+                Source(name, namespace_of(name, b.spec), b.spec.tools, b.listing)
+                for name, b in self.backends.items()
+                if b.listed
+            ),
+            known=known,
         )
         for problem in new.collisions:
             if problem not in old.collisions:
@@ -157,6 +171,9 @@ class Fleet:
         level = {"error": logging.ERROR, "warning": logging.WARNING}.get(event.severity, logging.INFO)
         reason = f" ({event.reason})" if event.reason else ""
         logger.log(level, "server %s: %s -> %s%s", backend.name, event.old, event.new, reason)
+        if event.old == "running" and not backend.dormant:
+            # No longer listed: from now on its names route as a down backend's (see `Catalogue`).
+            self.listing_changed(backend)
         for listener in list(self.event_listeners):
             listener(event)
 

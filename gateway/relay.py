@@ -18,7 +18,6 @@ from mcp.server.connection import allowed_log_levels
 from mcp.server.subscriptions import ListenHandler
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS
 from mcp_types.methods import INPUT_REQUIRED_METHODS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
@@ -32,8 +31,8 @@ from gateway._rewrite import Result, finish, forward_params, rewrite_content
 from gateway._sdk import Ctx, SdkFront
 from gateway._server import GatewayServer
 from gateway.backends import Backend
-from gateway.catalogue import Route
-from gateway.errors import GatewayError, as_mcp_error
+from gateway.catalogue import Kind
+from gateway.errors import GatewayError, UnknownName, as_mcp_error
 from gateway.fleet import Fleet
 from gateway.logs import request_scope
 from gateway.middleware import ANONYMOUS, Call, Identity, Middleware, build_chain, extras
@@ -211,35 +210,31 @@ class Relay:
         return self.fleet.clients.track(front.connection)
 
     def _route(self, call: Call) -> None:
-        """Fill in which backend serves the call, before the chain sees it."""
-        catalogue = self.fleet.catalogue
-        route: Route | None = None
+        """Fill in which backend serves the call, before the chain sees it.
+
+        A name the catalogue does not know is refused here, the same way whatever the backends'
+        states (no hint at servers that are starting: they may have nothing to do with it). A name
+        of a backend that is down routes to it: its refusal says it is down, and why."""
+        params = call.params
+        kind: Kind
         if call.method == "tools/call":
-            call.name = call.params.get("name", "")
-            route = catalogue.tool_routes.get(call.name or "")
-            kind = "tool"
+            name, kind = params.get("name", ""), "tool"
         elif call.method == "prompts/get":
-            call.name = call.params.get("name", "")
-            route = catalogue.prompt_routes.get(call.name or "")
-            kind = "prompt"
-        elif call.method.startswith("resources/") and "uri" in call.params:
-            call.name = call.params["uri"]
-            route = catalogue.route_uri(call.name or "")
-            kind = "resource"
+            name, kind = params.get("name", ""), "prompt"
+        elif call.method.startswith("resources/") and "uri" in params:
+            name, kind = params["uri"], "resource"
         elif call.method == "completion/complete":
-            ref = call.params.get("ref") or {}
+            ref = params.get("ref") or {}
             if ref.get("type") == "ref/prompt":
-                call.name, kind = ref.get("name", ""), "prompt"
-                route = catalogue.prompt_routes.get(call.name or "")
+                name, kind = ref.get("name", ""), "prompt"
             else:
-                call.name, kind = ref.get("uri", ""), "resource"
-                route = catalogue.route_uri(call.name or "")
+                name, kind = ref.get("uri", ""), "resource"
         else:
             return
+        call.name = name
+        route = self.fleet.catalogue.route(kind, name or "")
         if route is None:
-            starting = [n for n, b in self.fleet.backends.items() if b.state.value in ("starting", "backoff")]
-            hint = f" (servers still starting: {', '.join(sorted(starting))})" if starting else ""
-            raise MCPError(code=INVALID_PARAMS, message=f"Unknown {kind}: {call.name}{hint}")
+            raise UnknownName(kind, name)
         call.server, call.original = route.server, route.name
 
     async def _terminal(self, call: Call) -> Result:

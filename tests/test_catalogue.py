@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from gateway import naming
-from gateway.catalogue import BackendListing, Catalogue, Source
+from gateway.catalogue import BackendListing, Catalogue, Route, Source
 from gateway.config.models import ToolFilter
 
 
@@ -62,3 +62,32 @@ def test_tool_filter_globs() -> None:
         BackendListing(tools=[{"name": n} for n in ("git_log", "git_push", "rm")]),
     )
     assert [t["name"] for t in Catalogue.build([src]).tools] == ["s__git_log"]
+
+
+def test_a_down_backends_last_known_names_route_to_it_only_while_it_is_not_listed() -> None:
+    hello, item = {"uri": "misbehave://static/hello"}, {"uriTemplate": "misbehave://item/{id}"}
+    up = source("up", "up", ["x"])
+    down = source("down", "down", ["y"], prompts=[{"name": "p"}], resources=[hello], templates=[item])
+    known = Catalogue.build([up, down])
+    cat = Catalogue.build([up], known=known)
+    assert [t["name"] for t in cat.tools] == ["up__x"] and not cat.prompts and not cat.resources
+    assert cat.route("tool", "up__x") == Route("up", "x")
+    assert cat.route("tool", "down__y") == Route("down", "y")
+    assert cat.route("prompt", "down__p") == Route("down", "p")
+    assert cat.route("resource", "down+misbehave://static/hello") == Route("down", "misbehave://static/hello")
+    assert cat.route("resource", "down+misbehave://item/7") == Route("down", "misbehave://item/7")
+    assert cat.route("tool", "down__never") is None and cat.route("tool", "nothing") is None
+    assert cat.route("resource", "nothing://x") is None
+    # Listed again without the name: the name is gone, not down.
+    assert Catalogue.build([up, source("down", "down", [])], known=known).route("tool", "down__y") is None
+
+
+def test_a_down_unprefixed_backends_uris_are_not_taken_by_the_catch_all() -> None:
+    first = source("first", "", ["x"])
+    second = source("second", "", ["z"], resources=[{"uri": "file:///b"}])
+    cat = Catalogue.build([first], known=Catalogue.build([first, second]))
+    assert cat.route("resource", "file:///b") == Route("second", "file:///b")
+    assert cat.route("resource", "file:///other") == Route("first", "file:///other")
+    # With no unprefixed backend up, the first down one still owns what cannot be told apart.
+    none_up = Catalogue.build([], known=Catalogue.build([second]))
+    assert none_up.route("resource", "file:///other") == Route("second", "file:///other")

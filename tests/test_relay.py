@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -10,7 +11,9 @@ import pytest
 from fastmcp import Client as FastMCPClient
 from mcp import Client as SdkClient
 from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
 
+from gateway.errors import BACKEND_UNAVAILABLE
 from tests._support import config as make_config
 from tests._support import misbehave, serve, serve_asgi, time_server, wait_until
 
@@ -230,3 +233,95 @@ async def test_per_client_sessions_for_stateless_clients_follow_the_identity() -
         second = await client.call_tool("mb__pid", {})
         assert first.structured_content is not None and second.structured_content is not None
         assert first.structured_content["pid"] == second.structured_content["pid"]
+
+
+async def _refusal(call: Awaitable[object]) -> MCPError:
+    with pytest.raises(MCPError) as err:
+        await call
+    return err.value
+
+
+async def test_a_down_backends_names_get_backend_unavailable_and_unknown_names_no_hints() -> None:
+    """While a backend restarts (`restart: always`) and once it has failed for good (`max_restarts`),
+    calls on its tools, prompts and resources get -32010 naming it and its state, never -32602; a
+    name no backend ever had gets -32602 and nothing about servers that have nothing to do with it."""
+    cfg = make_config(
+        {
+            "storm": misbehave("--name", "storm", restart="always", backoff=[3.0, 3.0], max_restarts=50),
+            "doomed": misbehave("--name", "doomed", restart="always", backoff=[0.1, 0.1], max_restarts=1),
+        }
+    )
+    errors: list[MCPError] = []
+    in_backoff: list[str] = []
+
+    async with serve(cfg) as gw, SdkClient(gw.url, mode="legacy") as client:
+        storm, doomed = gw.fleet.backends["storm"], gw.fleet.backends["doomed"]
+
+        async def traffic() -> None:
+            # Every kind of name on the crashing backend, all along the storm.
+            calls: list[Callable[[], Awaitable[object]]] = [
+                lambda: client.call_tool("storm__echo", {"text": "x"}),
+                lambda: client.get_prompt("storm__greet", {"name": "x"}),
+                lambda: client.read_resource("storm+misbehave://static/hello"),
+                lambda: client.read_resource("storm+misbehave://item/7"),
+            ]
+            while True:
+                for call in calls:
+                    try:
+                        await call()
+                    except MCPError as exc:
+                        errors.append(exc)
+                await anyio.sleep(0.05)
+
+        with anyio.fail_after(180):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(traffic)
+                for _ in range(3):
+                    await wait_until(lambda: storm.available, timeout=60, interval=0.05)
+                    crashed = await _refusal(client.call_tool("storm__crash", {}))
+                    assert crashed.code == BACKEND_UNAVAILABLE
+                    await wait_until(lambda: storm.state.value != "running", timeout=30, interval=0.02)
+                    if storm.state.value == "backoff":  # 2.4 s at least: a call lands in it
+                        down = await _refusal(client.call_tool("storm__echo", {"text": "x"}))
+                        assert down.code == BACKEND_UNAVAILABLE, down
+                        in_backoff.append(down.message)
+                        unknown = await _refusal(client.call_tool("nothing__here", {}))
+                        assert (unknown.code, unknown.message) == (
+                            INVALID_PARAMS,
+                            "Unknown tool: nothing__here",
+                        )
+                await wait_until(lambda: storm.available, timeout=60, interval=0.05)
+                tg.cancel_scope.cancel()
+
+            # max_restarts: 1 -> the second crash in a row opens the circuit.
+            assert (await _refusal(client.call_tool("doomed__crash", {}))).code == BACKEND_UNAVAILABLE
+            await wait_until(lambda: doomed.restarts == 1 and doomed.available, timeout=60, interval=0.05)
+            assert (await _refusal(client.call_tool("doomed__crash", {}))).code == BACKEND_UNAVAILABLE
+            await wait_until(lambda: doomed.state.value == "failed", timeout=30, interval=0.05)
+
+        assert "storm__echo" in {t.name for t in (await client.list_tools()).tools}
+        assert not [t for t in (await client.list_tools()).tools if t.name.startswith("doomed__")]
+        for call in (
+            client.call_tool("doomed__echo", {"text": "x"}),
+            client.get_prompt("doomed__greet", {"name": "x"}),
+            client.read_resource("doomed+misbehave://static/hello"),
+            client.read_resource("doomed+misbehave://item/7"),
+            client.complete(
+                types.PromptReference(type="ref/prompt", name="doomed__greet"), {"name": "name", "value": ""}
+            ),
+        ):
+            failed = await _refusal(call)
+            assert failed.code == BACKEND_UNAVAILABLE, failed
+            assert "'doomed' is failed" in failed.message and "admin must start it" in failed.message
+            assert "starting" not in failed.message
+        unknown = await _refusal(client.call_tool("nothing__here", {}))
+        assert (unknown.code, unknown.message) == (INVALID_PARAMS, "Unknown tool: nothing__here")
+        assert (await _refusal(client.get_prompt("nothing__here"))).message == "Unknown prompt: nothing__here"
+
+    assert in_backoff, "no call landed while the backend was in backoff"
+    assert all("'storm' is backoff" in message for message in in_backoff), in_backoff
+    assert errors, "the traffic never met the backend down"
+    wrong = [
+        (e.code, e.message) for e in errors if e.code != BACKEND_UNAVAILABLE or "'storm'" not in e.message
+    ]
+    assert not wrong, wrong
