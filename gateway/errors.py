@@ -13,6 +13,7 @@ Hierarchy::
     │   └── BackendStartError         failed to launch or to complete the MCP handshake
     └── MiddlewareError               the request was refused by the chain
         ├── Denied                    authorization said no
+        │   └── Hidden                a name the identity may not see: worded as `UnknownName`
         ├── RateLimited               a limit was hit (retry-after in `data`)
         └── ChainFailure              a middleware raised: the chain fails closed
 
@@ -104,6 +105,19 @@ class Denied(MiddlewareError):
     code = DENIED
 
 
+class Hidden(Denied):
+    """Authorization refused a name the identity may not even see (its lists leave it out).
+
+    Inside the gateway it is a denial like any other (`code` stays DENIED, so audit and telemetry
+    record it as one); a client gets `public`, exactly the error of a name that does not exist,
+    so a refusal never tells it which hidden names exist.
+    """
+
+    def __init__(self, kind: str, name: str) -> None:
+        self.public = UnknownName(kind, name)
+        super().__init__(self.public.message)
+
+
 class RateLimited(MiddlewareError):
     code = RATE_LIMITED
 
@@ -122,6 +136,8 @@ def to_jsonrpc_error(exc: BaseException) -> ErrorData:
     the client, as if the gateway were not there); unknown exceptions become a generic internal
     error, because their text may hold paths or secrets.
     """
+    if isinstance(exc, Hidden):
+        exc = exc.public
     if isinstance(exc, GatewayError):
         return ErrorData(code=exc.code, message=exc.message, data=exc.data)
     if isinstance(exc, MCPError):

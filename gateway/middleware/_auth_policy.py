@@ -11,12 +11,11 @@ import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
+from gateway.catalogue import Kind
 from gateway.middleware._auth_options import Rule
 from gateway.middleware.globs import compile_globs
 
-Kind = Literal["tool", "prompt", "resource"]
 _CACHE_SIZE = 8192  # names are bounded by the catalogue, except resource URIs from templates
 
 

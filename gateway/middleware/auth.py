@@ -26,8 +26,12 @@ Example::
 Authentication (HTTP only) runs before the MCP endpoint: `Authorization: Bearer <api key or JWT>`
 or `X-API-Key: <api key>`. A refusal is a 401 whose `WWW-Authenticate` points at the RFC 9728
 metadata this middleware serves. Authorization runs in the chain: list results are filtered per
-identity and every call is checked again (refusal: JSON-RPC -32003). Backend log notifications
-are not filtered here (they carry no caller).
+identity and every call is checked again. Seeing and using are one rule, so a refused tool, prompt
+or resource (or a completion on one) is one the identity cannot see: the client gets exactly the
+error of a name that does not exist (-32602 "Unknown tool: X"), never a -32003 that would confirm
+it exists; audit and telemetry still record a denial. -32003 is left for a method this middleware
+does not know, aimed at a backend (failing closed). Backend log notifications are not filtered
+here (they carry no caller).
 """
 
 from __future__ import annotations
@@ -40,13 +44,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.catalogue import Catalogue
-from gateway.catalogue import Route as CatalogueRoute
-from gateway.errors import Denied
+from gateway.catalogue import Catalogue, Kind
+from gateway.errors import Denied, Hidden
 from gateway.fleet import Fleet
 from gateway.middleware._auth_jwt import JwtAuthenticator, JwtVerifier, KeysUnavailable, TokenRejected
 from gateway.middleware._auth_options import AuthOptions, Configured
-from gateway.middleware._auth_policy import Kind, Policy
+from gateway.middleware._auth_policy import Policy
 from gateway.middleware._keys import match_digest, presented_credential
 from gateway.middleware.base import Call, CallNext, Identity, Result
 
@@ -203,7 +206,7 @@ class Auth:
         if kind is not None:
             if not self.policy.allows(call.identity.roles, kind, call.server or "", call.name or ""):
                 logger.info("auth: %s denied %s %r", call.identity.name, kind, call.name)
-                raise Denied(f"access to {kind} {call.name!r} is denied")
+                raise Hidden(kind, call.name or "")
         elif call.server is not None:
             # A method this middleware does not know, aimed at a backend: fail closed.
             raise Denied(f"{call.method} is not allowed")
@@ -235,11 +238,5 @@ def _server_of(catalogue: Catalogue | None, kind: Kind, name: str) -> str | None
     """Which backend serves a listed item; None (the item is dropped) if the catalogue lost it."""
     if catalogue is None:
         return ""  # not attached to a fleet (unit use): only rules for every server (`*`) apply
-    route: CatalogueRoute | None
-    if kind == "tool":
-        route = catalogue.tool_routes.get(name)
-    elif kind == "prompt":
-        route = catalogue.prompt_routes.get(name)
-    else:
-        route = catalogue.route_uri(name)
+    route = catalogue.route(kind, name)
     return route.server if route is not None else None

@@ -7,8 +7,9 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,16 +20,18 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mcp import Client as SdkClient
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from gateway.config import parse_config
-from gateway.errors import DENIED, ConfigError
+from gateway.errors import DENIED, ConfigError, Hidden
 from gateway.middleware import Call, Identity, instantiate
+from gateway.middleware.audit import AuditLog
 from gateway.middleware.auth import Auth
-from tests._support import config, free_port, initialize, misbehave, rpc, serve, serve_asgi, session
+from tests._support import config, free_port, initialize, messages, misbehave, rpc, serve, serve_asgi, session
 
 pytestmark = pytest.mark.anyio
 
@@ -197,17 +200,17 @@ async def test_reader_sees_and_calls_only_what_rules_allow_admin_sees_all() -> N
             await reader.read_resource("beta+misbehave://static/hello")
             await reader.get_prompt("alpha__greet", {"name": "x"})
 
+            # What the reader may not see reads as not there (see the test below for the details).
             for forbidden in ("beta__echo", "alpha__add", "alpha__fail"):
                 with pytest.raises(MCPError) as err:
                     await reader.call_tool(forbidden, {"text": "x", "a": 1, "b": 2})
-                assert err.value.code == DENIED and forbidden in err.value.message
-                assert "reader" not in err.value.message and "rule" not in err.value.message
+                assert (err.value.code, err.value.message) == (INVALID_PARAMS, f"Unknown tool: {forbidden}")
             with pytest.raises(MCPError) as err:
                 await reader.read_resource("beta+misbehave://item/7")
-            assert err.value.code == DENIED
+            assert err.value.code == INVALID_PARAMS
             with pytest.raises(MCPError) as err:
                 await reader.get_prompt("beta__greet", {"name": "x"})
-            assert err.value.code == DENIED
+            assert err.value.code == INVALID_PARAMS
 
 
 async def test_modern_client_is_authenticated_per_request() -> None:
@@ -216,7 +219,81 @@ async def test_modern_client_is_authenticated_per_request() -> None:
         assert [t.name for t in (await client.list_tools()).tools] == ["alpha__echo"]
         with pytest.raises(MCPError) as err:
             await client.call_tool("alpha__fail", {})
-        assert err.value.code == DENIED
+        assert (err.value.code, err.value.message) == (INVALID_PARAMS, "Unknown tool: alpha__fail")
+
+
+async def test_what_an_identity_may_not_see_is_refused_exactly_as_what_does_not_exist(tmp_path: Path) -> None:
+    """A refusal must not tell a caller which hidden names exist: for tools, prompts, resources,
+    templates and completions on them, the whole JSON-RPC error of a hidden name is the error of a
+    name that does not exist, with the name substituted. Operators still see a denial (audit)."""
+    db = tmp_path / "audit.db"
+    cfg = config(
+        {"alpha": misbehave(), "beta": misbehave()},
+        middleware=[
+            {"use": "audit", "options": {"path": str(db)}},
+            {"use": "auth", "options": {"api_keys": KEYS, "rules": RULES}},
+        ],
+    )
+
+    def greet(name: str) -> tuple[str, dict[str, Any]]:
+        return "prompts/get", {"name": name, "arguments": {"name": "x"}}
+
+    def complete(kind: str, name: str) -> tuple[str, dict[str, Any]]:
+        ref = (
+            {"type": "ref/prompt", "name": name}
+            if kind == "prompt"
+            else {"type": "ref/resource", "uri": name}
+        )
+        return "completion/complete", {"ref": ref, "argument": {"name": "id", "value": ""}}
+
+    # (hidden from the reader, exists for an admin) -> a name nothing has, and the request for a name.
+    cases: list[tuple[str, str, Callable[[str], tuple[str, dict[str, Any]]]]] = [
+        ("beta__echo", "beta__nothing", lambda n: ("tools/call", {"name": n, "arguments": {"text": "x"}})),
+        (
+            "alpha__add",
+            "alpha__nothing",
+            lambda n: ("tools/call", {"name": n, "arguments": {"a": 1, "b": 2}}),
+        ),
+        ("beta__greet", "beta__nothing", greet),
+        ("beta+misbehave://item/7", "nowhere+misbehave://item/7", lambda n: ("resources/read", {"uri": n})),
+        (
+            "beta+misbehave://item/7",
+            "nowhere+misbehave://item/7",
+            lambda n: ("resources/subscribe", {"uri": n}),
+        ),
+        ("beta__greet", "beta__nothing", lambda n: complete("prompt", n)),
+        ("beta+misbehave://item/{id}", "nowhere+misbehave://item/{id}", lambda n: complete("resource", n)),
+    ]
+
+    async def errors(http: httpx.AsyncClient, headers: dict[str, str], name: str) -> list[str]:
+        found = []
+        for rid, (hidden, missing, request) in enumerate(cases, start=10):
+            method, params = request(name.format(hidden=hidden, missing=missing))
+            (reply,) = messages(await http.post(gw.url, headers=headers, json=rpc(method, params, rid)))
+            found.append(json.dumps(reply, sort_keys=True))
+        return found
+
+    async with serve(cfg) as gw, httpx.AsyncClient(timeout=WAIT) as http:
+        async with session(http, gw.url, {"X-API-Key": ADMIN_KEY}) as admin:
+            for hidden, _, request in cases:  # the hidden names exist, and are usable by an admin
+                method, params = request(hidden)
+                (reply,) = messages(await http.post(gw.url, headers=admin, json=rpc(method, params)))
+                # (misbehave has no subscriptions: its own -32601 still shows the name routes)
+                assert reply.get("error", {}).get("code") in (None, -32601), (hidden, reply)
+        async with session(http, gw.url, {"X-API-Key": READER_KEY}) as reader:
+            as_hidden = await errors(http, reader, "{hidden}")
+            as_missing = await errors(http, reader, "{missing}")
+    for (hidden, missing, _), refused, unknown in zip(cases, as_hidden, as_missing, strict=True):
+        assert json.loads(refused)["error"]["code"] == INVALID_PARAMS, refused
+        assert refused.replace(json.dumps(hidden)[1:-1], "NAME") == unknown.replace(
+            json.dumps(missing)[1:-1], "NAME"
+        )
+
+    rows = [r for r in await AuditLog(db).query() if r["identity"] == "ci-bot"]
+    denied = {(r["method"], r["name"]) for r in rows if (r["outcome"], r["error_code"]) == ("error", DENIED)}
+    assert ("tools/call", "alpha__add") in denied and ("prompts/get", "beta__greet") in denied
+    assert ("resources/read", "beta+misbehave://item/7") in denied
+    assert ("completion/complete", "beta+misbehave://item/{id}") in denied
 
 
 # -- JWT ------------------------------------------------------------------------------------------
@@ -386,9 +463,9 @@ async def test_calls_are_checked_with_a_cached_decision() -> None:
     allowed = Call("tools/call", {"name": "alpha__echo"}, identity, name="alpha__echo", server="alpha")
     assert await auth(allowed, terminal) == {"ok": True}
     denied = Call("tools/call", {"name": "alpha__add"}, identity, name="alpha__add", server="alpha")
-    with pytest.raises(Exception) as err:
+    with pytest.raises(Hidden) as hidden:
         await auth(denied, terminal)
-    assert getattr(err.value, "code", None) == DENIED
+    assert hidden.value.code == DENIED  # inside the gateway (audit, telemetry) it is a denial
     ref = {"type": "ref/prompt", "name": "alpha__greet"}
     completion = Call("completion/complete", {"ref": ref}, identity, name="alpha__greet", server="alpha")
     assert await auth(completion, terminal) == {"ok": True}
