@@ -4,16 +4,15 @@ Built-ins and plugins are named the same way: a built-in's short name is only an
 `"module:attr"`. The chain fails closed: a middleware whose own code raises anything but a
 deliberate refusal (`GatewayError`) or a backend's own error turns the call into a JSON-RPC
 internal error naming it; the raw result it was handling never reaches the client. What comes out
-of `call_next` is not the middleware's doing and passes through untouched, whatever it is.
+of `call_next` is not the middleware's doing: it passes through untouched, and anything but a
+deliberate error is made one where the chain ends (`_end`), so no middleware is blamed for it.
 """
 
 from __future__ import annotations
 
 import importlib
-import inspect
 import logging
 from collections.abc import Callable, Sequence
-from types import CodeType, FunctionType
 from typing import Any
 
 from mcp.shared.exceptions import MCPError
@@ -74,21 +73,32 @@ def instantiate(specs: Sequence[MiddlewareSpec], *, source: str = "gateway.yaml"
 
 def build_chain(middlewares: Sequence[Middleware], terminal: CallNext) -> CallNext:
     """Compose `middlewares` around `terminal`, the first listed outermost."""
-    end = _frame_code(terminal)
-    if end is None:  # not an `async def` (a lambda, a partial): give it a frame links can recognise
-        inner = terminal
-
-        async def framed(call: Call) -> Result:
-            return await inner(call)
-
-        terminal, end = framed, framed.__code__
-    handler = terminal
+    handler = _end(terminal)
     for middleware in reversed(middlewares):
-        handler = _link(middleware, handler, end)
+        handler = _link(middleware, handler)
     return handler
 
 
-def _link(middleware: Middleware, call_next: CallNext, end: CodeType) -> CallNext:
+def _end(terminal: CallNext) -> CallNext:
+    """`terminal`, letting out only deliberate errors.
+
+    Whatever else it raises (a bug in the relay, a transport error nobody translated) becomes an
+    internal error here, once, so that every link can tell its own failure from what came out of
+    `call_next`: below a link, nothing but `GatewayError` and `MCPError` is ever raised."""
+
+    async def end(call: Call) -> Result:
+        try:
+            return await terminal(call)
+        except (GatewayError, MCPError):
+            raise
+        except Exception as exc:
+            logger.exception("relaying %s failed", call.method)
+            raise GatewayError("Internal gateway error") from exc
+
+    return end
+
+
+def _link(middleware: Middleware, call_next: CallNext) -> CallNext:
     name = type(middleware).__name__
 
     async def run(call: Call) -> Result:
@@ -97,32 +107,11 @@ def _link(middleware: Middleware, call_next: CallNext, end: CodeType) -> CallNex
         except (GatewayError, MCPError):
             raise  # a deliberate refusal, or a backend's own error passing through
         except Exception as exc:
-            # Inner links let only GatewayError/MCPError out, so any other exception from
-            # `call_next` is the terminal's (the relay, a backend): it unwound through its frame.
-            # Telling them apart costs nothing until something fails.
-            if _unwound_through(exc, end):
-                raise
+            # `call_next` raises nothing else (see `_end`): this is the middleware's own failure.
             logger.exception("middleware %s failed on %s; failing closed", name, call.method)
             raise ChainFailure(f"request refused: middleware {name} failed") from exc
 
     return run
-
-
-def _frame_code(function: CallNext) -> CodeType | None:
-    """The code of the frame every call of `function` runs in, if it is an `async def`."""
-    function = getattr(function, "__func__", function)
-    if isinstance(function, FunctionType) and inspect.iscoroutinefunction(function):
-        return function.__code__
-    return None
-
-
-def _unwound_through(exc: BaseException, code: CodeType) -> bool:
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code is code:
-            return True
-        tb = tb.tb_next
-    return False
 
 
 def extras(middlewares: Sequence[Middleware], attribute: str) -> list[Any]:

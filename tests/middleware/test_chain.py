@@ -10,9 +10,10 @@ import anyio
 import pytest
 from mcp import Client as SdkClient
 from mcp.shared.exceptions import MCPError
+from mcp_types import INTERNAL_ERROR
 
 from gateway.config import parse_config
-from gateway.errors import BACKEND_UNAVAILABLE, DENIED, ChainFailure, ConfigError
+from gateway.errors import BACKEND_UNAVAILABLE, DENIED, ChainFailure, ConfigError, GatewayError
 from gateway.middleware import Call, Middleware, Result, build_chain, instantiate
 from tests._support import config, misbehave, serve
 from tests.middleware import _examples
@@ -79,8 +80,12 @@ async def test_only_a_middlewares_own_failure_is_blamed_on_it() -> None:
     middlewares: list[Middleware] = [_examples.Record("outer"), _examples.Broken(), _examples.Shout()]
     for end in (terminal, lambda call: terminal(call)):  # an async def, and a plain callable
         chain = build_chain(middlewares, end)
-        with pytest.raises(PipeGone):
+        with pytest.raises(GatewayError) as failed:
             await chain(Call("tools/call", {"name": "x", "arguments": {}}))
+        assert not isinstance(failed.value, ChainFailure), failed.value
+        assert failed.value.code == INTERNAL_ERROR
+        assert failed.value.message == "Internal gateway error"
+        assert isinstance(failed.value.__cause__, PipeGone)
 
     async def answering(call: Call) -> Result:
         return {"content": []}
