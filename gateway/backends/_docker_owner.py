@@ -3,9 +3,8 @@
 Every container the gateway starts carries three labels:
 
 - ``io.mcp-gateway.managed=true``: started by an MCP gateway;
-- ``io.mcp-gateway.instance=<host>:<pid>:<start>``: the gateway process that owns it, where
-  ``<start>`` is that process's start time in clock ticks after boot (``/proc/<pid>/stat`` field
-  22; ``-`` where there is no /proc), so a recycled pid is not mistaken for the owner;
+- ``io.mcp-gateway.instance=<host>:<pid>:<start>``: the gateway process that owns it (its
+  instance id, as `_owner` defines it; local processes carry the same id in their environment);
 - ``io.mcp-gateway.server=<name>``: the server in that gateway's config.
 
 A gateway that is killed (SIGKILL, OOM, power loss) cannot remove its containers. The first time a
@@ -20,77 +19,33 @@ gateways in containers get their container id as hostname).
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 from contextlib import suppress
 from typing import Any
+
+from gateway.backends._owner import current_instance, instance_id, owner_is_dead, process_start
 
 logger = logging.getLogger(__name__)
 
 LABEL_MANAGED = "io.mcp-gateway.managed"
 LABEL_INSTANCE = "io.mcp-gateway.instance"
 LABEL_SERVER = "io.mcp-gateway.server"
-_UNKNOWN_START = "-"
-
-
-def process_start(pid: int) -> str | None:
-    """The start time of `pid` in clock ticks since boot; None when no such process; "-" without /proc."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except FileNotFoundError:
-        return None if os.path.isdir("/proc/self") else _probe_without_proc(pid)
-    except OSError:
-        return _UNKNOWN_START
-    # The command name (field 2) may hold spaces and parentheses; the fields after it do not.
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    return fields[19].decode() if len(fields) > 19 else _UNKNOWN_START
-
-
-def _probe_without_proc(pid: int) -> str | None:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except OSError:  # EPERM: it exists, owned by someone else
-        pass
-    return _UNKNOWN_START
-
-
-def instance_id(pid: int | None = None) -> str:
-    pid = os.getpid() if pid is None else pid
-    return f"{socket.gethostname()}:{pid}:{process_start(pid) or _UNKNOWN_START}"
-
-
-_instance: tuple[int, str] | None = None
-
-
-def current_instance() -> str:
-    """This process's instance id (recomputed after a fork: the child is another owner)."""
-    global _instance
-    if _instance is None or _instance[0] != os.getpid():
-        _instance = (os.getpid(), instance_id())
-    return _instance[1]
+__all__ = [
+    "LABEL_INSTANCE",
+    "LABEL_MANAGED",
+    "LABEL_SERVER",
+    "current_instance",
+    "instance_id",
+    "labels",
+    "owner_is_dead",
+    "process_start",
+    "sweep",
+    "sweep_once",
+]
 
 
 def labels(server: str) -> dict[str, str]:
     return {LABEL_MANAGED: "true", LABEL_INSTANCE: current_instance(), LABEL_SERVER: server}
-
-
-def owner_is_dead(instance: str) -> bool:
-    """True only when the owning gateway provably no longer runs (see the module doc)."""
-    parts = instance.rsplit(":", 2)
-    if len(parts) != 3 or not parts[1].isdigit():
-        return False
-    host, pid, start = parts[0], int(parts[1]), parts[2]
-    if host != socket.gethostname():
-        return False
-    now = process_start(pid)
-    if now is None:
-        return True
-    # The pid is in use: by the owner unless both start times are known and differ (pid reuse).
-    return _UNKNOWN_START not in (now, start) and now != start
 
 
 _swept = False

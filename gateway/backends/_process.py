@@ -3,6 +3,11 @@
 Discipline:
 - the child gets only the environment it is given (the caller builds an allowlist);
 - it runs in a new session, so it and everything it spawns share one process group;
+- it dies with us: on Linux it is started through `setpriv --pdeathsig KILL` (util-linux), so the
+  kernel kills it when the gateway dies, even by SIGKILL. The parent-death signal is not inherited,
+  so it also carries the gateway's instance id (``MCP_GATEWAY_OWNER``, see `_owner`) in its
+  environment, which what it spawns inherits; the first launch of a later gateway on this host
+  kills whatever still carries the id of a dead one;
 - teardown is shielded from cancellation and bounded: close stdin and let the server exit on its
   own, then SIGTERM the group, then SIGKILL it. The group is signalled even when the server exited
   cleanly, because a grandchild it left behind (npx's node, a helper it forked) would leak.
@@ -12,14 +17,20 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
+import os
+import shutil
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 import anyio
+import anyio.to_thread
 from mcp.os.posix.utilities import terminate_posix_process_tree
 
 from gateway.backends._logbuffer import LogBuffer
+from gateway.backends._owner import ENV_OWNER, current_instance, sweep_processes_once
 from gateway.backends._pipes import ChildPipes, StdinMessages, StdoutMessages
 
 # A well-behaved server exits soon after its stdin closes (the MCP stdio shutdown sequence).
@@ -54,14 +65,20 @@ async def spawn(
 ) -> AsyncIterator[tuple[tuple[StdoutMessages, StdinMessages], Child]]:
     """Start `argv`; yield its message streams and the process. Raises OSError if it cannot start."""
     loop = asyncio.get_running_loop()
+    launcher = await anyio.to_thread.run_sync(_prepare)
+    env = {**env, ENV_OWNER: current_instance()}
+    # Looked up here, not by the exec: the wrapper would report a missing command as its own exit.
+    command = _find(argv[0], env, cwd)
     try:
         transport, pipes = await loop.subprocess_exec(
             lambda: ChildPipes(MAX_LINE, log),
-            *argv,
+            *launcher,
+            command,
+            *argv[1:],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=dict(env),
+            env=env,
             cwd=cwd,
             start_new_session=True,
         )
@@ -77,6 +94,42 @@ async def spawn(
             with anyio.move_on_after(STDERR_DRAIN):
                 await pipes.stderr.done.wait()
             transport.close()  # the pipes; the group is gone by now
+
+
+def _find(command: str, env: Mapping[str, str], cwd: str | None) -> str:
+    """`command` as the exec would find it (on the child's PATH; a path with a slash, from `cwd`)."""
+    if os.sep in command:
+        path = os.path.join(cwd or "", command)
+        if os.path.isfile(path):
+            if not os.access(path, os.X_OK):
+                raise PermissionError(errno.EACCES, "not executable", command)
+            return path
+    else:
+        found = shutil.which(command, path=env.get("PATH", os.defpath))
+        if found is not None:
+            return found
+    raise FileNotFoundError(errno.ENOENT, "command not found", command)
+
+
+@functools.cache
+def _die_with_us() -> tuple[str, ...]:
+    """The argv prefix that makes the kernel SIGKILL the child when the gateway dies; empty where
+    there is no such thing (the marker sweep is then the only net). Not `preexec_fn` calling
+    prctl(2): code run between fork and exec is unsafe in a process with threads, as ours is.
+    Blocking (it asks setpriv whether it knows the option, util-linux >= 2.33)."""
+    setpriv = shutil.which("setpriv") if sys.platform == "linux" else None
+    if setpriv is None:
+        return ()
+    try:
+        usage = subprocess.run([setpriv, "--help"], capture_output=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return (setpriv, "--pdeathsig", "KILL", "--") if b"--pdeathsig" in usage else ()
+
+
+def _prepare() -> tuple[str, ...]:
+    sweep_processes_once()  # what a dead predecessor left behind, before we add our own
+    return _die_with_us()
 
 
 async def _exited(child: Child, within: float) -> None:

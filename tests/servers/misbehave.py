@@ -32,6 +32,7 @@ Misbehaviours (combinable; ``--mode X`` is the same as ``--X`` and may repeat):
 --exit-clean-after S  exit with code 0 after S seconds
 --ignore-sigterm      SIGTERM is caught and ignored (only SIGKILL stops the process)
 --spawn-child         start ``sleep 1000`` in the same process group (its pid is in ``pid()``)
+--ignore-stdin-eof    when stdin ends, stay alive (sleep) instead of exiting: only a signal ends it
 --name NAME           serverInfo.name and the echo prefix
 
 Everything that happens before the protocol starts is done before the (slow,
@@ -89,6 +90,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--ignore-sigterm", action="store_true", help="catch and ignore SIGTERM")
     p.add_argument("--spawn-child", action="store_true", help="start a `sleep 1000` grandchild")
+    p.add_argument("--ignore-stdin-eof", action="store_true", help="keep running after stdin ends")
     args = p.parse_args(argv)
     for mode in args.mode:
         if mode != "normal":
@@ -525,6 +527,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         anyio.run(serve, args, child_pid)
     except KeyboardInterrupt:
         return 130
+    if args.ignore_stdin_eof:
+        with contextlib.suppress(OSError):  # stderr's reader may be gone: that must not end us either
+            eprint(f"misbehave[{pid}]: stdin ended; staying alive")
+        while True:
+            time.sleep(3600)
     return 0
 
 
