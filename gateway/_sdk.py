@@ -120,6 +120,14 @@ def session_open(manager: StreamableHTTPSessionManager, session_id: str) -> bool
     return transport is not None and not transport.is_terminated
 
 
+def close_get_streams(manager: StreamableHTTPSessionManager) -> None:
+    """End the standalone GET stream of every open 2025-11-25 session (the transport's public
+    `close_standalone_sse_stream`; the table of sessions is the manager's private one). Closed so
+    that a shutting-down gateway is not kept waiting by clients that merely listen."""
+    for transport in list(manager._server_instances.values()):
+        transport.close_standalone_sse_stream()
+
+
 def session_owned(manager: StreamableHTTPSessionManager, session_id: str, scope: Scope) -> bool:
     """Whether the request in `scope` comes from the principal that opened the session, by the
     SDK's own rule (another gets 404, as if the session did not exist)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -17,13 +18,16 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway import _sdk
+from gateway._drain import Drain
 from gateway._exchange import FastPath
 from gateway.admin import admin_api
 from gateway.admin.ui import ui_routes
 from gateway.config import secrets
 from gateway.config.models import GatewayConfig, ListenConfig
+from gateway.errors import ShuttingDown, to_jsonrpc_error
 from gateway.fleet import Fleet
 from gateway.middleware import Identity, Middleware, extras, instantiate
 from gateway.relay import Relay
@@ -77,6 +81,57 @@ class _Authenticated:
             # identity presenting the session's id is answered as if it did not exist.
             scope["user"] = _principal(outcome)
         await self.app(scope, receive, send)
+
+
+class _Refusing:
+    """While the gateway drains, a new request to the MCP endpoint is answered at once: HTTP 503
+    with a JSON-RPC error. Notifications and responses (a client cancelling a call, or answering a
+    backend's question) still reach the calls in flight, and DELETE still ends a session."""
+
+    def __init__(self, app: ASGIApp, drain: Drain, max_body: int) -> None:
+        self.app = app
+        self.drain = drain
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.drain.closing or scope["type"] != "http" or scope["method"] == "DELETE":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] != "POST":
+            await _refusal(None)(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in Request(scope, receive).stream():
+            size += len(chunk)
+            if size > self.max_body:
+                await _refusal(None)(scope, receive, send)
+                return
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        try:
+            message = json.loads(body)
+        except (ValueError, RecursionError):
+            message = None
+        if isinstance(message, dict) and "method" in message and "id" in message:
+            await _refusal(message["id"])(scope, receive, send)
+            return
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _refusal(request_id: object) -> Response:
+    error = to_jsonrpc_error(ShuttingDown()).model_dump(mode="json", exclude_none=True)
+    body = {"jsonrpc": "2.0", "id": request_id if isinstance(request_id, str | int) else None, "error": error}
+    return JSONResponse(body, status_code=503, headers={"connection": "close"})
 
 
 def _principal(identity: Identity) -> AuthenticatedUser:
@@ -157,7 +212,8 @@ def build_app(
     mcp_app: ASGIApp = StreamableHTTPASGIApp(manager)
     if fast_path:
         mcp_app = FastPath(mcp_app, relay, server, manager, security)
-    endpoint: ASGIApp = _Authenticated(mcp_app, relay)
+    endpoint: ASGIApp = _Refusing(_Authenticated(mcp_app, relay), relay.drain, manager.max_request_body_size)
+    relay.drain.on_close.append(lambda: _sdk.close_get_streams(manager))
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -167,7 +223,7 @@ def build_app(
             name: {"state": b.state.value, "required": b.spec.required, "error": b.last_error}
             for name, b in fleet.backends.items()
         }
-        ready = fleet.ready
+        ready = fleet.ready and not relay.drain.closing
         return JSONResponse({"ready": ready, "servers": servers}, status_code=200 if ready else 503)
 
     @asynccontextmanager
@@ -198,6 +254,12 @@ def build_app(
     # The routes to the endpoint stay for the router's table (and a root path the shortcut misses).
     app = _GatewayApp(endpoint, frozenset({path, path + "/"}), routes=routes, lifespan=lifespan)
     app.state.admin = admin
+
+    async def drain(hurry: anyio.Event | None = None) -> None:
+        # Read at shutdown: a reload may have changed it.
+        await relay.drain.run(fleet.config.listen.drain_timeout, hurry)
+
+    app.state.drain = drain
     fixed = len(routes)
 
     def mount_middleware_routes(current: Sequence[Middleware]) -> None:

@@ -7,6 +7,7 @@ Exit codes scripts can rely on: 0 success; 1 a runtime failure (a backend failed
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -91,12 +92,14 @@ def _serve(config: GatewayConfig, args: argparse.Namespace) -> int:
         return EXIT_OK
     import uvicorn
 
+    from gateway._uvicorn import Server
     from gateway.app import build_app
 
     host = args.host or config.listen.host
     port = config.listen.port if args.port is None else args.port
-    uvicorn.run(
-        build_app(config, config_path=args.config, watch=not args.no_reload),
+    app = build_app(config, config_path=args.config, watch=not args.no_reload)
+    settings = uvicorn.Config(
+        app,
         host=host,
         port=port,
         log_level=args.log_level,
@@ -105,7 +108,11 @@ def _serve(config: GatewayConfig, args: argparse.Namespace) -> int:
         server_header=False,  # no HTTP server name and version to fingerprint
         log_config=None,  # uvicorn's loggers propagate to the handler logs.configure installed
     )
-    return EXIT_OK
+    server = Server(settings, app.state.drain)
+    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: a signal before its handlers
+        server.run()
+    # Never started: the port is taken, or the fleet could not be set up; uvicorn said why.
+    return EXIT_OK if server.started else EXIT_FAILURE
 
 
 async def _inspect(config: GatewayConfig, args: argparse.Namespace) -> int:

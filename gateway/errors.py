@@ -7,6 +7,7 @@ Hierarchy::
     ├── SecretError                   a ${env:...}/${file:...} reference cannot be resolved
     ├── RoutingError                  no such tool / resource / prompt in the merged catalogue
     │   └── UnknownName               "Unknown tool: X": the one wording of a name that is not there
+    ├── ShuttingDown                  the gateway is draining: no new work; what is left is ended
     ├── BackendError                  something about one backend
     │   ├── BackendUnavailable        not running (starting, crashed, stopped, circuit open)
     │   ├── BackendTimeout            no answer within the server's `timeout`
@@ -77,6 +78,16 @@ class UnknownName(RoutingError):
 
     def __init__(self, kind: str, name: str) -> None:
         super().__init__(f"Unknown {kind}: {name}")
+
+
+class ShuttingDown(GatewayError):
+    """The gateway is shutting down: a new request is refused, a call still running at the drain
+    deadline is ended. Same code as an unavailable backend: retry elsewhere or later."""
+
+    code = BACKEND_UNAVAILABLE
+
+    def __init__(self, message: str = "gateway shutting down") -> None:
+        super().__init__(message)
 
 
 class BackendError(GatewayError):

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import __version__
+from gateway._drain import Drain
 from gateway._front import Front, scope_identity
 from gateway._inputs import InputBridge, InputCaller
 from gateway._rewrite import Result, finish, forward_params, rewrite_content
@@ -32,7 +33,7 @@ from gateway._sdk import Ctx, SdkFront
 from gateway._server import GatewayServer
 from gateway.backends import Backend
 from gateway.catalogue import Kind
-from gateway.errors import GatewayError, UnknownName, as_mcp_error
+from gateway.errors import GatewayError, ShuttingDown, UnknownName, as_mcp_error
 from gateway.fleet import Fleet
 from gateway.logs import request_scope
 from gateway.middleware import ANONYMOUS, Call, Identity, Middleware, build_chain, extras
@@ -72,12 +73,15 @@ class Relay:
         calls run as the chain's `local_identity()`."""
         self.fleet = fleet
         self.inputs = InputBridge()
+        # Every client call runs inside it: shutdown refuses new ones and ends what is left.
+        self.drain = Drain()
         self._local = local
         # Told of every request the SDK dispatches, and of `notifications/initialized` (the HTTP
         # hot path learns sessions from them).
         self.front_listeners: list[Callable[[Front], None]] = []
         self.use(middlewares)
         self._listener = ListenHandler(self.fleet.clients.bus)
+        self.drain.on_close.append(self._listener.close)  # each stream ends with its final result
         self._terminals: dict[str, Callable[[Call], Awaitable[Result]]] = {
             "tools/list": lambda call: self._listing("tools", self.fleet.catalogue.tools),
             "prompts/list": lambda call: self._listing("prompts", self.fleet.catalogue.prompts),
@@ -150,6 +154,8 @@ class Relay:
     async def _listen(self, ctx: Ctx, params: types.SubscriptionsListenRequestParams) -> Any:
         """A 2026-07-28 listen stream; resource subscriptions in it are made at the owning backends
         (over the handshake era, where `resources/subscribe` still exists) so their updates flow."""
+        if self.drain.closing:
+            raise as_mcp_error(ShuttingDown())
         for uri in params.notifications.resource_subscriptions or ():
             route = self.fleet.catalogue.route_uri(uri)
             backend = self.fleet.backends.get(route.server) if route else None
@@ -193,7 +199,7 @@ class Relay:
         call.state["client"] = self._client_key(front, call.identity)
         try:
             self._route(call)
-            with request_scope(server=call.server):
+            with request_scope(server=call.server), self.drain.call():
                 return finish(front.protocol_version, await self.chain(call))
         except GatewayError as exc:
             raise as_mcp_error(exc) from None

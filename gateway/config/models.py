@@ -184,6 +184,13 @@ class ListenConfig(_Model):
         description="Extra Host header values accepted (DNS-rebinding protection); loopback always is.",
     )
     allowed_origins: list[str] = Field(default_factory=list, description="Extra Origin values accepted.")
+    drain_timeout: float = Field(
+        default=5.0,
+        ge=0,
+        description="On SIGTERM/SIGINT: seconds running calls may take to finish (new ones are refused) "
+        "before they are ended with an error and the fleet is stopped. Keep it well under the "
+        "grace period of whatever stops the gateway (Docker and systemd: 10 s).",
+    )
 
 
 class SecretsConfig(_Model):
