@@ -22,7 +22,7 @@ from gateway.backends.session import Streams
 from gateway.config import secrets
 from gateway.config.models import GatewayConfig
 from gateway.fleet import Fleet
-from gateway.middleware import Middleware, instantiate
+from gateway.middleware import instantiate
 from gateway.relay import Relay
 from gateway.reload import Reloader
 
@@ -34,37 +34,49 @@ WIRE_FLUSH = 2.0
 
 async def serve_stdio(config: GatewayConfig, path: str | None = None) -> None:
     """Serve until the client closes stdin, or SIGTERM/SIGINT: either way everything started is
-    torn down (uvicorn does this over HTTP; here nobody else would)."""
+    torn down (uvicorn does this over HTTP; here nobody else would). A signal drains first, as over
+    HTTP (`_drain`): running calls get until `listen.drain_timeout`, then a JSON-RPC error; a second
+    signal stops waiting. When stdin closes there is nobody left to answer: it stops at once."""
     # The wire first: from here on, whatever the process prints (a plugin, a library) misses it.
     wire, restore = _sdk.claim_stdio()
     try:
         secrets.configure(config.secrets)  # middleware options may hold secret_ref: values
         middlewares = instantiate(config.middleware)  # a ConfigError leaves as is, for the CLI
+        fleet = Fleet(config)
+        relay = Relay(fleet, middlewares, local=True)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_stop_on_signal, tg.cancel_scope)
-            await _serve(config, path, middlewares, _wire(*wire, restore))
+            tg.start_soon(_stop_on_signal, relay, tg.cancel_scope)
+            await _serve(fleet, relay, path, _wire(*wire, restore))
             tg.cancel_scope.cancel()
     finally:
         restore()
 
 
-async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+async def _stop_on_signal(relay: Relay, scope: anyio.CancelScope) -> None:
+    hurry = anyio.Event()
+
+    async def drain_then_stop() -> None:
+        await relay.drain.run(relay.fleet.config.listen.drain_timeout, hurry)
+        scope.cancel()
+
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            logger.info("%s: shutting down", signal.Signals(signum).name)
-            scope.cancel()
-            return
+        async with anyio.create_task_group() as tg:
+            async for signum in signals:
+                if relay.drain.closing:
+                    logger.info("%s: ending running calls now", signal.Signals(signum).name)
+                    hurry.set()
+                    continue
+                logger.info("%s: shutting down", signal.Signals(signum).name)
+                tg.start_soon(drain_then_stop)
 
 
 async def _serve(
-    config: GatewayConfig,
+    fleet: Fleet,
+    relay: Relay,
     path: str | None,
-    middlewares: list[Middleware],
     wire: AbstractAsyncContextManager[Streams],
 ) -> None:
     async with wire as (read, write), AsyncExitStack() as stack:
-        fleet = Fleet(config)
-        relay = Relay(fleet, middlewares, local=True)
         server = relay.build_server()
         await stack.enter_async_context(Reloader(fleet, relay, path).running(watch=path is not None))
         await stack.enter_async_context(fleet.running())

@@ -24,6 +24,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from mcp import Client as SdkClient
 from mcp.client.stdio import StdioServerParameters
 
+from gateway.errors import BACKEND_UNAVAILABLE
 from tests._infra import REPO_ROOT
 from tests._support import initialize, misbehave, rpc, wait_until
 
@@ -176,3 +177,36 @@ def test_a_middleware_config_error_is_reported_plainly(tmp_path: Path) -> None:
     errors = done.stderr.decode()
     assert "Traceback" not in errors and "GATEWAY_TEST_SURELY_UNSET is not set" in errors
     assert "middleware[0] (masking).options.salt" in errors
+
+
+async def test_a_signal_gives_running_calls_the_drain_deadline_then_answers_them(tmp_path: Path) -> None:
+    drain = 2.0
+    argv = gateway_argv(tmp_path, listen={"drain_timeout": drain})
+    slow = rpc(
+        "tools/call",
+        {"name": "mb__sleep", "arguments": {"seconds": 300}, "_meta": {"progressToken": 1}},
+        rid=2,
+    )
+    async with await anyio.open_process(argv, cwd=REPO_ROOT) as process:
+        assert process.stdin is not None and process.stdout is not None
+        stdout = BufferedByteReceiveStream(process.stdout)
+        await process.stdin.send(HELLO)
+        await answers_until(stdout, 1)
+        await process.stdin.send(line(slow))
+        descendants = psutil.Process(process.pid).children(recursive=True)
+        with anyio.fail_after(60):  # its first progress note: the call is running at the backend
+            while (
+                json.loads(await stdout.receive_until(b"\n", 1 << 20)).get("method")
+                != "notifications/progress"
+            ):
+                pass
+        began = anyio.current_time()
+        process.send_signal(signal.SIGTERM)
+        answer = (await answers_until(stdout, 2))[-1]
+        waited = anyio.current_time() - began
+        with anyio.fail_after(30):
+            assert await process.wait() == 0
+    assert answer["error"]["code"] == BACKEND_UNAVAILABLE and "shutting down" in answer["error"]["message"]
+    assert drain * 0.9 <= waited < drain + 30
+    _gone, alive = psutil.wait_procs(descendants, timeout=10)
+    assert alive == []
