@@ -23,6 +23,11 @@ from types import FrameType
 import anyio
 import uvicorn
 
+# Seconds an idle client connection is kept. uvicorn's default (5 s) is httpx's pool expiry too: a
+# client reusing a pooled connection as the server closes it gets a torn request (ReadError), seen
+# under load in the crash-storm test. Longer than the common clients' expiry, as nginx's 75 s.
+KEEP_ALIVE = 75
+
 # After the drain every call is answered: time for the last bytes to reach slow clients.
 CLOSE_GRACE = 2
 

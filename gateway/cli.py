@@ -92,7 +92,7 @@ def _serve(config: GatewayConfig, args: argparse.Namespace) -> int:
         return EXIT_OK
     import uvicorn
 
-    from gateway._uvicorn import Server
+    from gateway._uvicorn import KEEP_ALIVE, Server
     from gateway.app import build_app
 
     host = args.host or config.listen.host
@@ -106,6 +106,7 @@ def _serve(config: GatewayConfig, args: argparse.Namespace) -> int:
         lifespan="on",
         access_log=False,
         server_header=False,  # no HTTP server name and version to fingerprint
+        timeout_keep_alive=KEEP_ALIVE,
         log_config=None,  # uvicorn's loggers propagate to the handler logs.configure installed
     )
     server = Server(settings, app.state.drain)
