@@ -115,6 +115,8 @@ def sweep_processes() -> tuple[int, ...]:
         if not verdicts[owner]:
             continue
         pid = int(entry.name)
+        if pid == os.getpid():  # launched by a gateway that died since: not ours to end
+            continue
         with suppress(ProcessLookupError, PermissionError):
             group = os.getpgid(pid)
             if group != own_group:
