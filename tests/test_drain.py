@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from gateway.errors import BACKEND_UNAVAILABLE
-from tests._gateway_process import GatewayProcess, gateway_process
+from tests._gateway_process import GatewayProcess, gateway_process, marked_processes
 from tests._support import LEGACY, initialize, misbehave
 from tests.test_exchange import post
 
@@ -121,6 +121,7 @@ async def test_sigterm_ends_a_running_call_with_an_error_at_the_deadline_and_exi
         refused = await http.post(gw.url, headers=headers, content=body)
         assert refused.status_code == 503
         assert _shutting_down(refused.json(), 11)
+        assert (await http.get(f"{gw.base}/readyz")).status_code == 503  # probes stop sending work
 
         # The running call had until the deadline, then got its error on its own stream.
         with anyio.fail_after(DRAIN + MARGIN):
@@ -132,7 +133,7 @@ async def test_sigterm_ends_a_running_call_with_an_error_at_the_deadline_and_exi
         assert status in (0, -signal.SIGTERM)
         assert anyio.current_time() - began < DRAIN + MARGIN
     _gone, alive = psutil.wait_procs(fleet, timeout=10)
-    assert alive == [], f"left behind: {alive}"
+    assert alive == [] and marked_processes(gw.pid) == [], f"left behind: {alive}"
     assert "Traceback" not in gw.log_text()
 
 
