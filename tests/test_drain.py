@@ -26,7 +26,7 @@ from tests.test_exchange import post
 
 pytestmark = pytest.mark.anyio
 
-DRAIN = 3.0
+DRAIN = 4.0
 # Beyond the drain deadline: stopping the fleet and the interpreter, on a loaded 2-core machine.
 MARGIN = 10.0
 SLOW_CALL = post(
