@@ -39,9 +39,6 @@ class Drain:
         self._ended: set[asyncio.Task[object]] = set()  # cancelled by the drain, not by anyone else
         self._idle: anyio.Event | None = None
 
-    def __len__(self) -> int:
-        return len(self._calls)
-
     @contextmanager
     def call(self) -> Iterator[None]:
         """Around one client call: refused once the drain began, ended by its deadline."""
