@@ -63,8 +63,8 @@ def test_bad_config_exits_2_naming_file_and_key(tmp_path: Path) -> None:
         [*GATEWAY, "check", "--config", str(path)], capture_output=True, text=True, timeout=30
     )
     assert out.returncode == 2
-    assert f"{path}: servers.time.comand: unknown key" in out.stderr
-    assert f"{path}: servers.time.command: required key is missing" in out.stderr
+    assert f"{path}:3: servers.time.comand: unknown key; did you mean 'command'?" in out.stderr
+    assert f"{path}:2: servers.time.command: required key is missing" in out.stderr
     assert "Traceback" not in out.stderr
 
 

@@ -90,7 +90,7 @@ async def test_invalid_file_is_refused_and_the_running_config_stays(tmp_path: Pa
         path.write_text("servers:\n  keep:\n    comand: nope\n")
         with pytest.raises(ConfigError) as err:
             await gw.app.state.reloader.reload("test")
-        assert f"{path}: servers.keep.comand: unknown key" in err.value.message
+        assert f"{path}:3: servers.keep.comand: unknown key" in err.value.message
         bad_mw = {"keep": misbehave()}
         write(path, bad_mw, middleware=[{"use": "nosuch:Thing"}])
         with pytest.raises(ConfigError):

@@ -228,19 +228,15 @@ class GatewayConfig(_Model):
 
     @field_validator("servers")
     @classmethod
-    def _check_names(cls, servers: dict[str, Any]) -> dict[str, Any]:
-        for name in servers:
+    def _check_names(cls, servers: dict[str, ServerSpec]) -> dict[str, ServerSpec]:
+        owners: dict[str, str] = {}
+        for name, spec in servers.items():
             if not _PREFIX.match(name) or SEPARATOR in name:
                 raise ValueError(
                     f"server name {name!r} must use letters, digits, '_', '.', '-' and must not contain "
                     f"{SEPARATOR!r} (set `prefix:` to choose the namespace independently)"
                 )
-        return servers
-
-    @model_validator(mode="after")
-    def _check_prefixes_unique(self) -> GatewayConfig:
-        owners: dict[str, str] = {}
-        for name, spec in self.servers.items():
+            # Checked here, not on the whole model, so that the error is keyed `servers`.
             prefix = name if spec.prefix is None else spec.prefix
             if prefix == "":
                 continue  # unprefixed servers collide only by tool name; checked when catalogues merge
@@ -250,7 +246,7 @@ class GatewayConfig(_Model):
                     "give one of them a different `prefix:`"
                 )
             owners[prefix] = name
-        return self
+        return servers
 
 
 def namespace_of(name: str, spec: StdioServer | HttpServer | DockerServer) -> str:

@@ -62,7 +62,7 @@ def resolve(value: str, *, where: str, environ: Mapping[str, str] | None = None)
         if kind == "env":
             if ref not in env:
                 raise SecretError(
-                    f"{where}: environment variable {ref} is not set (export it, or remove {{env:{ref}}})"
+                    f"{where}: environment variable {ref} is not set (export it, or remove ${{env:{ref}}})"
                 )
             return env[ref]
         try:

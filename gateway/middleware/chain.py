@@ -10,15 +10,17 @@ deliberate error is made one where the chain ends (`_end`), so no middleware is 
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
-from gateway.config._loader import _key_message
+from gateway.config._loader import Problem, options_model, validation_problems
 from gateway.config.models import MiddlewareSpec
 from gateway.errors import ChainFailure, ConfigError, GatewayError
 from gateway.middleware.base import Call, CallNext, Middleware, Result
@@ -40,11 +42,15 @@ def load(target: str) -> Callable[..., Middleware]:
     path = BUILTINS.get(target, target)
     module_name, sep, attr = path.partition(":")
     if not sep or not attr:
-        raise ValueError(f"{target!r} is neither a built-in ({', '.join(BUILTINS)}) nor 'module:attr'")
+        close = difflib.get_close_matches(target, list(BUILTINS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(
+            f"{target!r} is neither a built-in nor 'module:attr' ({hint}built-ins: {', '.join(BUILTINS)})"
+        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ValueError(f"cannot import {module_name!r}: {exc}") from None
+        raise ValueError(f"cannot import {module_name!r}: {exc} (is it installed, on PYTHONPATH?)") from None
     try:
         factory: Callable[..., Middleware] = getattr(module, attr)
     except AttributeError:
@@ -52,23 +58,37 @@ def load(target: str) -> Callable[..., Middleware]:
     return factory
 
 
-def instantiate(specs: Sequence[MiddlewareSpec], *, source: str = "gateway.yaml") -> list[Middleware]:
-    """Create every configured middleware, reporting all configuration problems at once."""
-    instances: list[Middleware] = []
-    problems: list[str] = []
-    for index, spec in enumerate(specs):
-        where = f"{source}: middleware[{index}] ({spec.use})"
-        try:
-            instances.append(load(spec.use)(**spec.options))
-        except ValidationError as exc:
-            for err in exc.errors():
-                key, message = _key_message(err)
-                problems.append(f"{where}.options.{key}: {message}")
-        except (ValueError, TypeError) as exc:
-            problems.append(f"{where}: {exc}")
+def instantiate(specs: Sequence[MiddlewareSpec], *, source: str = "<config>") -> list[Middleware]:
+    """Create every configured middleware, reporting all configuration problems at once.
+
+    Constructors only validate and prepare (no connection, no file opened for writing): what needs
+    I/O happens in `lifespan()`. So this is also how a config is checked without running it."""
+    instances, problems = create(specs)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError([str(replace(p, source=source)) for p in problems])
     return instances
+
+
+def create(specs: Sequence[MiddlewareSpec]) -> tuple[list[Middleware], list[Problem]]:
+    """The middlewares of `specs`, and every problem met creating them (keyed, not yet located)."""
+    instances: list[Middleware] = []
+    problems: list[Problem] = []
+    for index, spec in enumerate(specs):
+        label = f"middleware[{index}] ({spec.use})"
+        try:
+            factory = load(spec.use)
+        except ValueError as exc:
+            problems.append(Problem(f"{label}.use", str(exc), ("middleware", index, "use")))
+            continue
+        try:
+            instances.append(factory(**spec.options))
+        except ValidationError as exc:
+            model = options_model(factory, exc.title)
+            where = ("middleware", index, "options")
+            problems += validation_problems(exc, model, prefix=where, label=f"{label}.options")
+        except Exception as exc:  # a plugin's own check: any exception is its refusal of the options
+            problems.append(Problem(label, str(exc) or type(exc).__name__, ("middleware", index)))
+    return instances, problems
 
 
 def build_chain(middlewares: Sequence[Middleware], terminal: CallNext) -> CallNext:

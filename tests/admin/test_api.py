@@ -213,7 +213,7 @@ async def test_runtime_registration_reaches_clients_and_delete_removes_it() -> N
         typo = {"name": "bad", "spec": {"type": "stdio", "comand": "x"}}
         bad = error_of(await http.post("/servers", json=typo), 422, "validation_failed")
         keys = {e["key"]: e["message"] for e in bad["details"]["errors"]}
-        assert keys["servers.bad.command"] == "required key is missing"
+        assert keys["servers.bad.command"] == "required key is missing (add `command:`)"
         assert keys["servers.bad.comand"].startswith("unknown key")
         bad = error_of(await http.post("/servers", json={"name": "a__b", "spec": misbehave()}), 422,
                        "validation_failed")  # fmt: skip

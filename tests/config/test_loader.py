@@ -33,9 +33,10 @@ def test_all_problems_reported_at_once_with_key_paths() -> None:
     found = problems(
         "servers:\n  a: {type: stdio}\n  b: {command: x, tools: {alow: []}}\n  c: {type: grpc}\n"
     )
-    assert "gw.yaml: servers.a.command: required key is missing" in found
-    assert any(p.startswith("gw.yaml: servers.b.tools.alow: unknown key") for p in found)
-    assert "gw.yaml: servers.c: unknown server type 'grpc' (use one of: stdio, http, sse, docker)" in found
+    assert "gw.yaml:2: servers.a.command: required key is missing (add `command:`)" in found
+    typo = "gw.yaml:3: servers.b.tools.alow: unknown key; did you mean 'allow'?"
+    assert any(p.startswith(typo) for p in found)
+    assert "gw.yaml:4: servers.c: unknown server type 'grpc' (use one of: stdio, http, sse, docker)" in found
 
 
 def test_duplicate_namespace_names_both_servers() -> None:
@@ -46,7 +47,7 @@ def test_duplicate_namespace_names_both_servers() -> None:
 @pytest.mark.parametrize("bad", ["has__sep", "sp ace", "-leading"])
 def test_bad_prefix_is_refused(bad: str) -> None:
     found = problems(f"servers:\n  a: {{command: x, prefix: '{bad}'}}\n")
-    assert found[0].startswith("gw.yaml: servers.a.prefix:")
+    assert found[0].startswith("gw.yaml:2: servers.a.prefix:")
 
 
 def test_yaml_syntax_error_has_line_and_column() -> None:

@@ -183,7 +183,7 @@ def test_bad_options_are_config_errors() -> None:
         instantiate(cfg.middleware)
     text = "\n".join(err.value.problems)
     assert "options.detectors" in text and "emial" in text
-    assert "options.detectors.ssn: Input should be 'redact'" in text
+    assert "options.detectors.ssn: must be 'redact'" in text
     assert "options.servers.git.disable" in text and "nope" in text
     assert "options.colour" in text
 
