@@ -188,12 +188,15 @@ def build_app(
     config_path: str | Path | None = None,
     watch: bool = False,
     fast_path: bool = True,
+    middlewares: Sequence[Middleware] | None = None,
 ) -> Starlette:
     """The whole gateway as an ASGI app. With `config_path`, the admin API can reload it; with
     `watch`, file changes and SIGHUP reload it too. `fast_path=False` serves every request through
-    the SDK's transport (`_exchange` explains the difference; tests compare the two)."""
+    the SDK's transport (`_exchange` explains the difference; tests compare the two). `middlewares`:
+    the chain `gateway.config.validation` created while checking the config (else created here)."""
     secrets.configure(config.secrets)  # middleware options may hold secret_ref: values
-    middlewares = instantiate(config.middleware)  # config errors surface here, before anything runs
+    if middlewares is None:
+        middlewares = instantiate(config.middleware)  # config errors surface here, before anything runs
     fleet = fleet or Fleet(config)
     relay = Relay(fleet, middlewares)
     reloader = Reloader(fleet, relay, config_path)

@@ -1,13 +1,13 @@
 """`mcp-gateway`: serve a fleet, check a config, list the merged tools.
 
-Exit codes scripts can rely on: 0 success; 1 a runtime failure (a backend failed in `check`);
-2 the command line or the config is wrong (nothing was started).
+Exit codes scripts can rely on: 0 success; 1 a runtime failure (a backend failed in `check`,
+the server could not start); 2 the command line or the config is wrong, or the listen address
+cannot be bound (nothing was started; every problem is printed).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -16,7 +16,8 @@ from typing import Any
 import anyio
 
 from gateway import __version__, logs
-from gateway.config import GatewayConfig, load_config
+from gateway.config import GatewayConfig
+from gateway.config.validation import Listen, Validated, validate_file
 from gateway.errors import ConfigError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -51,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.add_argument("--no-start", action="store_true", help="validate only; launch nothing")
+    check.add_argument(
+        "--stdio", action="store_true", help="check for `serve --stdio` (the listen address is not bound)"
+    )
     tools = with_config(sub.add_parser("tools", help="list the namespaced tools of the fleet"))
     tools.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("schema", help="print the JSON Schema of gateway.yaml (for editors)")
@@ -71,37 +75,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     logs.configure(args.log_level, json=args.log_format == "json")
     try:
-        config = load_config(args.config)
+        if args.command == "serve" and args.stdio:
+            from gateway.stdio import serve_stdio
+
+            # Validated there, once the wire is claimed: what a plugin prints must miss it.
+            anyio.run(serve_stdio, args.config, not args.no_reload)
+            return EXIT_OK
+        # `check` checks what `serve` would: the listen address too, unless told the config is
+        # for `serve --stdio`.
+        http = args.command == "serve" or (args.command == "check" and not args.stdio)
+        listen = Listen(getattr(args, "host", None), getattr(args, "port", None)) if http else None
+        validated = validate_file(args.config, listen=listen)
     except ConfigError as exc:
         print(f"mcp-gateway: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        if args.command == "serve":
-            return _serve(config, args)
-        return anyio.run(_inspect, config, args)
-    except ConfigError as exc:  # middleware options are validated when the chain is built
-        print(f"mcp-gateway: {exc.message}", file=sys.stderr)
-        return EXIT_USAGE
+    if args.command == "serve":
+        return _serve(validated, args)
+    if validated.listener is not None:
+        validated.listener.close()  # checked: the address is free
+    return anyio.run(_inspect, validated.config, args)
 
 
-def _serve(config: GatewayConfig, args: argparse.Namespace) -> int:
-    if args.stdio:
-        from gateway.stdio import serve_stdio
-
-        anyio.run(serve_stdio, config, None if args.no_reload else args.config)
-        return EXIT_OK
+def _serve(validated: Validated, args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway._uvicorn import KEEP_ALIVE, Server
     from gateway.app import build_app
 
-    host = args.host or config.listen.host
-    port = config.listen.port if args.port is None else args.port
-    app = build_app(config, config_path=args.config, watch=not args.no_reload)
+    config, listener = validated.config, validated.listener
+    assert listener is not None
+    app = build_app(
+        config, config_path=args.config, watch=not args.no_reload, middlewares=validated.middlewares
+    )
     settings = uvicorn.Config(
         app,
-        host=host,
-        port=port,
+        host=args.host or config.listen.host,  # for uvicorn's "running on" line; the socket is bound
+        port=config.listen.port if args.port is None else args.port,
         log_level=args.log_level,
         lifespan="on",
         access_log=False,
@@ -110,9 +119,14 @@ def _serve(config: GatewayConfig, args: argparse.Namespace) -> int:
         log_config=None,  # uvicorn's loggers propagate to the handler logs.configure installed
     )
     server = Server(settings, app.state.drain)
-    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: a signal before its handlers
-        server.run()
-    # Never started: the port is taken, or the fleet could not be set up; uvicorn said why.
+    try:
+        # The socket bound while validating: the port cannot be lost between the check and now.
+        server.run(sockets=[listener])
+    except KeyboardInterrupt:  # as uvicorn.run: a signal before its handlers
+        pass
+    finally:
+        listener.close()
+    # Never started: the fleet could not be set up; uvicorn said why.
     return EXIT_OK if server.started else EXIT_FAILURE
 
 

@@ -19,10 +19,11 @@ from typing import Any
 
 import anyio
 
-from gateway.config import load_config, secrets
+from gateway.config import secrets
+from gateway.config.validation import validate_file
 from gateway.errors import ConfigError
 from gateway.fleet import Fleet
-from gateway.middleware import Middleware, extras, instantiate
+from gateway.middleware import Middleware, extras
 from gateway.relay import Relay
 
 logger = logging.getLogger(__name__)
@@ -73,12 +74,12 @@ class Reloader:
         if self.path is None:
             raise ConfigError(["the gateway was started without a config file; nothing to reload"])
         async with self._lock:
-            new = load_config(self.path)
-            old = self.fleet.config
-            middlewares = None
+            # Checked as at start-up, everything at once (the listen address excepted: it needs a
+            # restart); the running configuration stays if anything is wrong.
+            validated = validate_file(self.path)
+            new, old = validated.config, self.fleet.config
+            middlewares = validated.middlewares if new.middleware != old.middleware else None
             with secrets.configured(new.secrets):
-                if new.middleware != old.middleware:
-                    middlewares = instantiate(new.middleware, source=str(self.path))
                 report: dict[str, Any] = {"servers": await self.fleet.apply(new), "middleware": "unchanged"}
             if middlewares is not None:
                 stack = await self._start(middlewares)

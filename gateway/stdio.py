@@ -20,9 +20,8 @@ from gateway.backends._pipes import MessagePipes, StdinMessages, StdoutMessages
 from gateway.backends._process import MAX_LINE
 from gateway.backends.session import Streams
 from gateway.config import secrets
-from gateway.config.models import GatewayConfig
+from gateway.config.validation import validate_file
 from gateway.fleet import Fleet
-from gateway.middleware import instantiate
 from gateway.relay import Relay
 from gateway.reload import Reloader
 
@@ -32,21 +31,22 @@ logger = logging.getLogger(__name__)
 WIRE_FLUSH = 2.0
 
 
-async def serve_stdio(config: GatewayConfig, path: str | None = None) -> None:
-    """Serve until the client closes stdin, or SIGTERM/SIGINT: either way everything started is
-    torn down (uvicorn does this over HTTP; here nobody else would). A signal drains first, as over
-    HTTP (`_drain`): running calls get until `listen.drain_timeout`, then a JSON-RPC error; a second
-    signal stops waiting. When stdin closes there is nobody left to answer: it stops at once."""
+async def serve_stdio(path: str, watch: bool = True) -> None:
+    """Serve the config at `path` until the client closes stdin, or SIGTERM/SIGINT: either way
+    everything started is torn down (uvicorn does this over HTTP; here nobody else would). A signal
+    drains first, as over HTTP (`_drain`): running calls get until `listen.drain_timeout`, then a
+    JSON-RPC error; a second signal stops waiting. When stdin closes there is nobody left to answer:
+    it stops at once. An invalid config raises `ConfigError` before anything starts."""
     # The wire first: from here on, whatever the process prints (a plugin, a library) misses it.
     wire, restore = _sdk.claim_stdio()
     try:
-        secrets.configure(config.secrets)  # middleware options may hold secret_ref: values
-        middlewares = instantiate(config.middleware)  # a ConfigError leaves as is, for the CLI
-        fleet = Fleet(config)
-        relay = Relay(fleet, middlewares, local=True)
+        validated = validate_file(path)  # the middlewares are created here: after the claim
+        secrets.configure(validated.config.secrets)
+        fleet = Fleet(validated.config)
+        relay = Relay(fleet, validated.middlewares, local=True)
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_signal, relay, tg.cancel_scope)
-            await _serve(fleet, relay, path, _wire(*wire, restore))
+            await _serve(fleet, relay, path if watch else None, _wire(*wire, restore))
             tg.cancel_scope.cancel()
     finally:
         restore()

@@ -16,8 +16,9 @@ from gateway.admin._redact import redact
 from gateway.admin._sse import log_line
 from gateway.admin.stats import CallStats
 from gateway.backends import Backend, Event, State
-from gateway.config._loader import _key_message
+from gateway.config._loader import validation_problems
 from gateway.config.models import GatewayConfig, ServerSpec, namespace_of
+from gateway.config.validation import reference_problems
 from gateway.fleet import Fleet
 
 # However long a server may take by its config, an admin request does not wait longer than this.
@@ -180,14 +181,6 @@ async def act(fleet: Fleet, name: str, backend: Backend, action: str, wait: bool
 # -- runtime registration ----------------------------------------------------------------------
 
 
-def _problems(exc: ValidationError) -> list[dict[str, str]]:
-    out = []
-    for err in exc.errors():
-        key, message = _key_message(err)
-        out.append({"key": key, "message": message})
-    return out
-
-
 def validate_registration(body: Any, fleet: Fleet) -> tuple[str, ServerSpec]:
     """The `{"name", "spec"}` body checked exactly as gateway.yaml's `servers:` entries are."""
     if not isinstance(body, dict) or set(body) - {"name", "spec"}:
@@ -200,10 +193,16 @@ def validate_registration(body: Any, fleet: Fleet) -> tuple[str, ServerSpec]:
             '"name" must be a string and "spec" an object (a gateway.yaml servers entry)',
             {"errors": [{"key": "name" if not isinstance(name, str) else "spec", "message": "wrong type"}]},
         )
+    # As a config file's entry is checked (gateway.config.validation): the model, then the secret
+    # references its launch would resolve.
+    data = {"servers": {name: spec}}
     try:
-        parsed = GatewayConfig.model_validate({"servers": {name: spec}})
+        parsed = GatewayConfig.model_validate(data)
+        problems = reference_problems(data)
     except ValidationError as exc:
-        errors = _problems(exc)
+        problems = validation_problems(exc, GatewayConfig)
+    if problems:
+        errors = [{"key": p.key, "message": p.message} for p in problems]
         raise ApiError(
             422,
             "validation_failed",
