@@ -122,10 +122,12 @@ class Fleet:
             "unchanged": [n for n in wanted if n in current and n not in changed],
         }
 
-    async def wait_started(self) -> None:
-        """Until every backend has made its first start attempt (each bounded by its own timeout)."""
+    async def wait_started(self, *, required_only: bool = False) -> None:
+        """Until every backend (or every `required` one) has made its first start attempt (each
+        bounded by its own timeout)."""
         for backend in self.backends.values():
-            await backend.first_attempt.wait()
+            if backend.spec.required or not required_only:
+                await backend.first_attempt.wait()
 
     @property
     def ready(self) -> bool:

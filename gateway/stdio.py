@@ -81,8 +81,10 @@ async def _serve(
         await stack.enter_async_context(Reloader(fleet, relay, path).running(watch=path is not None))
         await stack.enter_async_context(fleet.running())
         await stack.enter_async_context(relay.inputs.running())
-        # A launched gateway is asked for its tools at once; answer with the whole fleet.
-        await fleet.wait_started()
+        # A desktop client gives up on a server that is slow to answer `initialize`: answer once
+        # the required backends have made their first attempt. The others join when they are up,
+        # announced with list_changed, as over HTTP.
+        await fleet.wait_started(required_only=True)
         await server.run(read, write, server.create_initialization_options())
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import mcp_types as types
 import psutil
 import pytest
 import yaml
@@ -210,3 +211,32 @@ async def test_a_signal_gives_running_calls_the_drain_deadline_then_answers_them
     assert drain * 0.9 <= waited < drain + 30
     _gone, alive = psutil.wait_procs(descendants, timeout=10)
     assert alive == []
+
+
+async def test_initialize_does_not_wait_for_an_optional_server(tmp_path: Path) -> None:
+    # A desktop client waits for `initialize` only so long: the required server is enough, the
+    # optional one joins later with list_changed. `--start-when` holds it back until told.
+    go = tmp_path / "slow-may-start"
+    slow = misbehave("--name", "slow", "--start-when", str(go), required=False, startup_timeout=120)
+    argv = gateway_argv(tmp_path, servers={"fast": misbehave(), "slow": slow})
+    changed = anyio.Event()
+
+    async def on_message(message: object) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+
+    params = StdioServerParameters(command=argv[0], args=argv[1:], cwd=str(REPO_ROOT))
+    # Bounded well under the slow server's start-up limit (120 s): it never came up meanwhile.
+    with anyio.fail_after(60):
+        async with SdkClient(params, mode="legacy", message_handler=on_message) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            assert "fast__echo" in names and not any(n.startswith("slow__") for n in names)
+            assert not go.exists()
+            # A forwarded call registers the connection for broadcasts (as any client makes one).
+            await client.call_tool("fast__echo", {"text": "hi"})
+            go.touch()
+            await changed.wait()
+            names = {t.name for t in (await client.list_tools()).tools}
+            assert "slow__echo" in names
+            echo = await client.call_tool("slow__echo", {"text": "late"})
+            assert echo.structured_content == {"text": "slow: late"}

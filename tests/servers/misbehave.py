@@ -34,6 +34,7 @@ Misbehaviours (combinable; ``--mode X`` is the same as ``--X`` and may repeat):
 --spawn-child         start ``sleep 1000`` in the same process group (its pid is in ``pid()``)
 --ignore-stdin-eof    when stdin ends, stay alive (sleep) instead of exiting: only a signal ends it
 --name NAME           serverInfo.name and the echo prefix
+--start-when PATH     serve only once PATH exists (a slow start the test ends when it wants)
 
 Everything that happens before the protocol starts is done before the (slow,
 ~0.7 s) SDK import, so start-up failures are immediate.
@@ -91,6 +92,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ignore-sigterm", action="store_true", help="catch and ignore SIGTERM")
     p.add_argument("--spawn-child", action="store_true", help="start a `sleep 1000` grandchild")
     p.add_argument("--ignore-stdin-eof", action="store_true", help="keep running after stdin ends")
+    p.add_argument("--start-when", metavar="PATH", help="wait until PATH exists, then serve")
     args = p.parse_args(argv)
     for mode in args.mode:
         if mode != "normal":
@@ -520,6 +522,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
     if args.hang_at_start:
         _hang_forever()
+    if args.start_when is not None:
+        eprint(f"misbehave[{pid}]: waiting for {args.start_when} before serving")
+        while not os.path.exists(args.start_when):
+            time.sleep(0.05)
 
     import anyio
 
