@@ -26,10 +26,14 @@ function that turns any exception into an `ErrorData` for a client.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, REQUEST_TIMEOUT, ErrorData
+
+if TYPE_CHECKING:
+    # Imported where used: `import mcp` loads the whole SDK (~0.4 s), and the command line's config
+    # check needs this module, not the SDK. Whoever raises an MCPError has loaded it already.
+    from mcp.shared.exceptions import MCPError
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +151,8 @@ def to_jsonrpc_error(exc: BaseException) -> ErrorData:
     the client, as if the gateway were not there); unknown exceptions become a generic internal
     error, because their text may hold paths or secrets.
     """
+    from mcp.shared.exceptions import MCPError
+
     if isinstance(exc, Hidden):
         exc = exc.public
     if isinstance(exc, GatewayError):
@@ -159,6 +165,8 @@ def to_jsonrpc_error(exc: BaseException) -> ErrorData:
 
 def as_mcp_error(exc: BaseException) -> MCPError:
     """`to_jsonrpc_error` in the form the SDK's server runner sends on the wire."""
+    from mcp.shared.exceptions import MCPError
+
     if isinstance(exc, MCPError):
         return exc
     return MCPError.from_error_data(to_jsonrpc_error(exc))
