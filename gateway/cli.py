@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -119,6 +120,12 @@ def _serve(validated: Validated, args: argparse.Namespace) -> int:
         log_config=None,  # uvicorn's loggers propagate to the handler logs.configure installed
     )
     server = Server(settings, app.state.drain)
+    # uvicorn logs its address when it binds; handed a bound socket, it leaves that to the binder.
+    host, port = listener.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    logging.getLogger("uvicorn.error").info(
+        "Uvicorn running on http://%s:%d (Press CTRL+C to quit)", shown, port
+    )
     try:
         # The socket bound while validating: the port cannot be lost between the check and now.
         server.run(sockets=[listener])
