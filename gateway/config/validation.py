@@ -164,8 +164,8 @@ def _bind(address: ListenConfig, listen: Listen) -> tuple[socket.socket | None, 
         reason = exc.strerror or str(exc)
         fix = "stop what listens there, or choose another port"
         message = f"cannot listen on {shown}: {reason} ({fix})"
-        if listen.port is not None or listen.host is not None:
-            return None, Problem("--host/--port", message)  # the command line's, not the file's
+        if listen.port is not None:
+            return None, Problem("--port", message)  # the command line's, not the file's
         return None, Problem("listen.port", message, ("listen", "port"))
     sock.set_inheritable(True)
     return sock, None

@@ -1,0 +1,74 @@
+"""gateway.config.validation: the one check every command runs, in-process."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gateway.config import secrets
+from gateway.config.models import SecretsConfig
+from gateway.config.validation import Listen, validate_file
+from gateway.errors import ConfigError
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        yield sock.getsockname()[1]
+
+
+def write(tmp_path: Path, data: object, name: str = "fleet.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_a_valid_config_comes_with_its_middlewares_and_bound_socket(tmp_path: Path) -> None:
+    path = write(tmp_path, {"listen": {"port": 0}, "middleware": [{"use": "audit", "options": {}}]})
+    validated = validate_file(path, listen=Listen())
+    assert validated.listener is not None
+    try:
+        host, port = validated.listener.getsockname()[:2]
+        assert host == "127.0.0.1" and port > 0
+        # Bound: nobody else can take the port until the server does.
+        with socket.socket() as other, pytest.raises(OSError):
+            other.bind(("127.0.0.1", port))
+    finally:
+        validated.listener.close()
+    assert [type(m).__name__ for m in validated.middlewares] == ["Audit"]
+    assert not (tmp_path / "audit.db").exists()  # created, not started: no file opened
+    assert validate_file(path).listener is None  # stdio, tools, reload: no address
+
+
+def test_a_port_given_on_the_command_line_is_named_as_such(tmp_path: Path, busy_port: int) -> None:
+    path = write(tmp_path, {"servers": {}})
+    with pytest.raises(ConfigError) as err:
+        validate_file(path, listen=Listen(port=busy_port))
+    (problem,) = err.value.problems
+    assert problem.startswith(f"{path}: --port: cannot listen on 127.0.0.1:{busy_port}")
+
+
+def test_references_resolve_against_the_checked_config_then_the_setting_is_back(tmp_path: Path) -> None:
+    (tmp_path / "secrets.yaml").write_text("token: from-the-file\n")
+    running = SecretsConfig(env_prefix="RUNNING_")
+    previous = secrets.configure(running)
+    try:
+        good = {
+            "secrets": {"file": str(tmp_path / "secrets.yaml")},
+            "servers": {"s": {"command": "x", "env": {"T": "secret_ref:token"}}},
+        }
+        validate_file(write(tmp_path, good))
+        bad = {"servers": {"s": {"command": "x", "env": {"T": "secret_ref:token"}}}}
+        with pytest.raises(ConfigError) as err:
+            validate_file(write(tmp_path, bad))
+        assert "servers.s.env.T: secret 'token' is not defined" in err.value.problems[0]
+        # A reload's check must not leave the running gateway on the new file's secrets.
+        assert secrets.configure(running) is running
+    finally:
+        secrets.configure(previous)
