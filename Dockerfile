@@ -4,6 +4,11 @@
 #   docker run --rm --init -p 127.0.0.1:8765:8765 \
 #     -v "$PWD/gateway.yaml:/etc/mcp-gateway/gateway.yaml:ro" mcp-gateway
 #
+# The entrypoint is `mcp-gateway`; with no arguments the image serves its config (the CMD below).
+# Arguments replace the CMD and are a whole `mcp-gateway` command line, e.g.
+#   docker run ... mcp-gateway serve --config /etc/mcp-gateway/gateway.yaml --host 0.0.0.0
+#   docker run ... mcp-gateway check --no-start --config /etc/mcp-gateway/gateway.yaml
+#
 # The config is read from /etc/mcp-gateway/gateway.yaml (mount yours there). Inside a container
 # the gateway must listen on 0.0.0.0 to be reachable through a published port: the image does that
 # by default, so publish the port on 127.0.0.1 only (as above) unless you put auth in front.
@@ -91,4 +96,5 @@ EXPOSE 8765
 # No proxy for the probe: an HTTP(S)_PROXY set for the backends must not catch 127.0.0.1.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
   CMD ["/opt/mcp-gateway/venv/bin/python", "-c", "import os, sys, urllib.request as u; r = u.build_opener(u.ProxyHandler({})).open(os.environ['MCP_GATEWAY_HEALTHCHECK_URL'], timeout=2); sys.exit(r.status != 200)"]
-ENTRYPOINT ["mcp-gateway", "serve", "--config", "/etc/mcp-gateway/gateway.yaml", "--host", "0.0.0.0"]
+ENTRYPOINT ["mcp-gateway"]
+CMD ["serve", "--config", "/etc/mcp-gateway/gateway.yaml", "--host", "0.0.0.0"]

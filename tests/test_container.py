@@ -28,6 +28,7 @@ import http.server
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -268,7 +269,9 @@ def test_image_is_non_root_health_checked_and_small(gateway_image: str) -> None:
     image, base = _inspect(gateway_image, "image"), _inspect(BASE, "image")
     cfg = image["Config"]
     assert cfg["User"] == f"{UID}:{UID}"
-    assert cfg["Entrypoint"] == ["mcp-gateway", "serve", "--config", CONFIG_IN_IMAGE, "--host", "0.0.0.0"]
+    # Arguments are a whole command line (README: `docker run ... serve --config ...`); none: serve.
+    assert cfg["Entrypoint"] == ["mcp-gateway"]
+    assert cfg["Cmd"] == ["serve", "--config", CONFIG_IN_IMAGE, "--host", "0.0.0.0"]
     assert "8765/tcp" in cfg["ExposedPorts"]
     assert "/var/lib/mcp-gateway" in cfg["Volumes"]  # state stays writable under --read-only
     probe = " ".join(cfg["Healthcheck"]["Test"])
@@ -370,6 +373,58 @@ async def test_container_serves_a_real_client_healthy_as_uid_10001_and_stops_cle
     assert state_volume not in await _docker("volume", "ls", "-q")
 
 
+def _documented_run() -> list[str]:
+    """The README's `docker run` line that serves a mounted config, split as a shell would."""
+    text = (REPO_ROOT / "README.md").read_text().replace("\\\n", " ")
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("docker run") and " serve " in ln]
+    return shlex.split(line)
+
+
+async def test_the_readme_docker_run_line_serves(gateway_image: str, tmp_path: Path) -> None:
+    argv = _documented_run()
+    image_at = argv.index("serve") - 1
+    assert argv[image_at] == "mcp-gateway", argv
+    # As documented, but with the image under test, detached, labelled, and the config in $PWD.
+    argv[image_at] = gateway_image
+    argv[2:2] = ["-d", "--label", f"{LABEL}={RUN_ID}"]
+    argv = [arg.replace("$PWD", str(tmp_path)) for arg in argv]
+    port = free_port()
+    cfg = tmp_path / "gateway.yaml"
+    time_server = {"command": "mcp-server-time", "args": ["--local-timezone", "UTC"]}
+    cfg.write_text(yaml.safe_dump({"listen": {"port": port}, "servers": {"time": time_server}}))
+    cfg.chmod(0o644)  # read by uid 10001 through the bind mount
+    assert argv[0] == "docker"
+    cid = (await _docker(*argv[1:])).strip()
+    with _removed_at_exit(cid):
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base, timeout=5, trust_env=False) as http:
+            with anyio.fail_after(START_TIMEOUT):
+                while True:
+                    with contextlib.suppress(httpx.TransportError):
+                        if (await http.get("/readyz")).status_code == 200:
+                            break
+                    assert _inspect(cid)["State"]["Running"], await anyio.to_thread.run_sync(_diagnose, cid)
+                    await anyio.sleep(0.2)
+        async with SdkClient(f"{base}/mcp", mode="legacy") as client:
+            result = await client.call_tool("time__get_current_time", {"timezone": "UTC"})
+        assert not result.is_error, result
+        await _docker("stop", "-t", str(STOP_GRACE), cid)
+
+
+async def test_without_arguments_the_image_serves_its_default_config(gateway_image: str) -> None:
+    since = int(time.time()) - 1
+    # Its own network namespace: the default listens on 0.0.0.0:8765, reachable only inside.
+    cid = (await _docker(
+        "run", "-d", "--label", f"{LABEL}={RUN_ID}", "--network", "none", "--health-interval", "1s",
+        gateway_image,
+    )).strip()  # fmt: skip
+    with _removed_at_exit(cid):
+        status = await anyio.to_thread.run_sync(_wait_healthy, cid, since)
+        assert status == "health_status: healthy", await anyio.to_thread.run_sync(_diagnose, cid)
+        logs = await anyio.run_process(["docker", "logs", cid], check=False)
+        assert "running on http://0.0.0.0:8765" in (logs.stdout + logs.stderr).decode()
+
+
 def _step_cached(output: str, fragment: str) -> bool:
     (step,) = [block for block in output.split("\nStep ") if fragment in block.split("\n", 1)[0]]
     return "Using cache" in step
@@ -466,6 +521,7 @@ def test_compose_example_binds_loopback_mounts_the_config_and_uses_redis() -> No
     gateway = compose["services"]["gateway"]
     assert all(str(p).startswith("127.0.0.1:") for p in gateway["ports"])
     assert f"./config/compose.yaml:{CONFIG_IN_IMAGE}:ro" in gateway["volumes"]
+    assert gateway["command"][:3] == ["serve", "--config", CONFIG_IN_IMAGE]  # the entrypoint: mcp-gateway
     # The engine socket is documented, not mounted: mounting it is the reader's decision.
     assert not [v for v in gateway["volumes"] if "docker.sock" in v]
     assert "redis" in compose["services"] and gateway["depends_on"]["redis"]["condition"] == "service_healthy"
