@@ -156,3 +156,23 @@ def test_default_gateway_yaml_is_valid() -> None:
 
     cfg = load_config(Path(__file__).parent.parent / "gateway.yaml")
     assert {"time", "memory"} <= set(cfg.servers)
+
+
+def test_tools_and_serve_stdio_refuse_what_check_refuses(tmp_path: Path) -> None:
+    # The broken-config table (tests/config) runs check and serve; the other commands share the
+    # same validation, so the same words come out.
+    path = tmp_path / "fleet.yaml"
+    path.write_text(
+        "servers:\n  mb: {command: x, env: {K: '${env:MCPGW_SURELY_UNSET}'}}\nmiddleware:\n  - use: audt\n"
+    )
+    runs = [
+        subprocess.run(
+            [*GATEWAY, *command, "--config", str(path)], capture_output=True, text=True, timeout=60
+        )
+        for command in (["check", "--no-start"], ["tools"], ["serve", "--stdio"])
+    ]
+    assert [run.returncode for run in runs] == [2, 2, 2]
+    assert runs[0].stderr == runs[1].stderr == runs[2].stderr
+    assert f"{path}:2: servers.mb.env.K: environment variable MCPGW_SURELY_UNSET is not set" in runs[0].stderr
+    assert f"{path}:4: middleware[0] (audt).use:" in runs[0].stderr
+    assert "did you mean 'audit'?" in runs[0].stderr
