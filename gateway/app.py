@@ -135,9 +135,18 @@ def _refusal(request_id: object) -> Response:
 
 
 def _principal(identity: Identity) -> AuthenticatedUser:
-    # The credential itself is not kept: the principal is the identity's name.
+    """The identity as the SDK's principal (client id, issuer, subject), which a session is bound to.
+
+    The credential itself is not kept. A name alone is not a principal: an API key named alice and
+    a JWT whose `sub` is alice are different callers, so the authenticator that vouched for the
+    name and the token's issuer are part of it."""
+    issuer = {"iss": identity.issuer} if identity.issuer is not None else None
     token = AccessToken(
-        token="", client_id=identity.name, scopes=sorted(identity.roles), subject=identity.name
+        token="",
+        client_id=f"{identity.source}:{identity.authenticator}",
+        scopes=sorted(identity.roles),
+        subject=identity.name,
+        claims=issuer,
     )
     return AuthenticatedUser(token)
 

@@ -197,6 +197,7 @@ class JwtVerifier:
         self._name_claims = (opts.name_claim, "client_id", "azp")
         self._roles_path = tuple(opts.roles_claim.split("."))
         self._labels = dict(opts.labels)
+        self._where = where.removeprefix("options.")
 
     def accepts(self, alg: object, iss: object) -> bool:
         """Whether this issuer should try the token (a routing hint; verification decides)."""
@@ -239,7 +240,16 @@ class JwtVerifier:
             (v for c in self._name_claims if isinstance(v := claims.get(c), str) and v),
             "jwt",
         )
-        return Identity(name=name, roles=_roles(claims, self._roles_path), source="jwt", labels=self._labels)
+        issuer = claims.get("iss")
+        return Identity(
+            name=name,
+            roles=_roles(claims, self._roles_path),
+            source="jwt",
+            labels=self._labels,
+            # One subject name from two issuers (or two configured keys) is two principals.
+            authenticator=self._where,
+            issuer=issuer if isinstance(issuer, str) else None,
+        )
 
 
 def _words(value: object) -> list[str]:

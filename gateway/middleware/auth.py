@@ -91,7 +91,7 @@ class Auth:
         self.options = opts = AuthOptions.model_validate(options)
         self._keys = [
             (bytes.fromhex(k.key.removeprefix("sha256:")),
-             Identity(k.name, frozenset(k.roles), "api_key", {**k.labels, "key": k.name}))
+             Identity(k.name, frozenset(k.roles), "api_key", {**k.labels, "key": k.name}, "api_keys"))
             for k in opts.api_keys
         ]  # fmt: skip
         verifiers = [

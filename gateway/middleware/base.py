@@ -31,12 +31,18 @@ Result = dict[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who is calling. `labels` are the only identity data that may reach metrics."""
+    """Who is calling. `labels` are the only identity data that may reach metrics.
+
+    `name` is unique only per `authenticator` (the configured check that vouched for it: `api_keys`,
+    `jwt.0`, ...) and `issuer` (a JWT's `iss`): the three together are the principal a 2025-11-25
+    session is bound to."""
 
     name: str
     roles: frozenset[str] = frozenset()
     source: str = "anonymous"
     labels: Mapping[str, str] = field(default_factory=dict)
+    authenticator: str = ""
+    issuer: str | None = None
 
 
 ANONYMOUS = Identity("anonymous")

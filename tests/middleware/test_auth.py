@@ -16,6 +16,7 @@ import httpx
 import httpx2
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from mcp import Client as SdkClient
 from mcp.client.streamable_http import streamable_http_client
@@ -444,7 +445,7 @@ async def test_jwt_secret_from_a_secret_ref(monkeypatch: pytest.MonkeyPatch) -> 
         }
     )
     identity = await auth.authenticate(request)
-    assert identity == Identity("alice", frozenset({"admin"}), "jwt", {})
+    assert identity == Identity("alice", frozenset({"admin"}), "jwt", {}, "jwt.0", "https://a.test")
 
 
 def test_stdio_identity() -> None:
@@ -536,3 +537,45 @@ async def test_a_session_belongs_to_the_identity_that_opened_it() -> None:
             assert (await http.post(gw.url, headers=owner, json=call)).status_code == 200
             other = {**owner, "authorization": f"Bearer {ADMIN_KEY}"}
             assert (await http.post(gw.url, headers=other, json=call)).status_code == 404
+
+
+async def test_a_session_is_bound_to_the_authenticator_and_issuer_not_only_the_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """alice's API key opened the session: a JWT whose `sub` is alice (HS256 or RS256) is another
+    principal, and is told the session does not exist; the key itself still gets in."""
+    private, _ = rsa_key("k1")
+    public_pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    alice_key = "ak_alice_5c1e0a7b3d9f4e2a8b6c0d1e2f3a4b5c"
+    monkeypatch.setenv("TEST_GATEWAY_JWT_SECRET", HS_SECRET)
+    cfg = auth_config(
+        api_keys=[{"name": "alice", "key": hashed(alice_key), "roles": ["admin"]}],
+        jwt=[
+            {"secret": "${env:TEST_GATEWAY_JWT_SECRET}", "audience": AUDIENCE, "issuer": "https://a.test"},
+            {"public_key": public_pem, "audience": AUDIENCE, "issuer": "https://idp.test"},
+        ],
+    )
+    impostors = {
+        "HS256": hs_token(sub="alice"),
+        "RS256": rs_token(private, "k1", sub="alice", roles=["admin"]),
+    }
+    call = rpc("tools/call", {"name": "alpha__echo", "arguments": {"text": "x"}})
+    async with (
+        serve(cfg) as gw,
+        httpx.AsyncClient(timeout=WAIT) as http,
+        session(http, gw.url, {"authorization": f"Bearer {alice_key}"}) as owner,
+    ):
+        for _ in range(2):  # the first teaches the hot path the session; the second takes it
+            for alg, token in impostors.items():
+                # The token itself is good: it opens a session of its own.
+                opened = await post_initialize(gw.url, {"Authorization": f"Bearer {token}"})
+                assert opened.status_code == 200
+                other = {**owner, "authorization": f"Bearer {token}"}
+                refused = await http.post(gw.url, headers=other, json=call)
+                assert refused.status_code == 404, (alg, refused.text)
+            served = await http.post(gw.url, headers=owner, json=call)
+            assert served.status_code == 200 and "misbehave: x" in served.text
