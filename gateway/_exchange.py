@@ -53,9 +53,10 @@ from pydantic import ValidationError
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import _sdk
+from gateway._envelope import decode, replay
 from gateway._front import can_answer
 from gateway._reply import Exchange
 from gateway._rewrite import Result
@@ -130,7 +131,7 @@ class FastPath:
             return
         admitted = self._admit(scope, headers, body, connection)
         if admitted is None:
-            await self.sdk(scope, _replay(body, receive), send)
+            await self.sdk(scope, replay(body, True, receive), send)
             return
         req, version = admitted
         exchange = Exchange(Request(scope, receive), req, version, send, connection)
@@ -249,9 +250,9 @@ def _request(headers: Mapping[str, str], body: bytes) -> tuple[dict[str, Any], J
     if not (has_json and has_sse):
         return None
     try:
-        decoded = json.loads(body)
+        decoded = decode(body)
     except (ValueError, RecursionError):
-        return None
+        return None  # the SDK's side answers it (`_envelope.EnvelopeCheck`)
     if not isinstance(decoded, dict) or "id" not in decoded or decoded.get("method") not in FAST_METHODS:
         return None
     try:
@@ -293,16 +294,6 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A `receive` that yields the already-read body once, then the connection's own messages."""
-    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
-
-    async def replay() -> Message:
-        return pending.pop() if pending else await receive()
-
-    return replay
 
 
 async def _watch_disconnect(receive: Receive, exchange: Exchange, task: asyncio.Task[Any]) -> None:

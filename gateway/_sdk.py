@@ -13,15 +13,20 @@ from typing import Any, BinaryIO
 
 import mcp.server._streamable_http_modern as _modern
 import mcp.server.stdio as _stdio
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
+from mcp.server.auth.middleware.bearer_auth import (
+    AuthenticatedUser,
+    AuthorizationContext,
+    authorization_context,
+)
 from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.runner import ServerRunner
+from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS
 from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
-from mcp_types import JSONRPCError
+from mcp_types import JSONRPCError, RequestId
 from mcp_types.version import LATEST_MODERN_VERSION
 from starlette.requests import Request
 from starlette.types import Scope
@@ -112,6 +117,29 @@ def sse_frame(data: bytes) -> bytes:
 
 SSE_HEADERS = _modern._SSE_HEADERS
 SSE_PING_INTERVAL = _modern._SSE_PING_INTERVAL
+
+
+class SessionManager(StreamableHTTPSessionManager):
+    """The SDK's session manager, whose sessions leave a cancelled request unanswered.
+
+    The SDK's 2025-11-25 transport ends a request that settled without a response (the client
+    cancelled it) with a `REQUEST_CANCELLED` error on its stream; the spec says the receiver of a
+    `notifications/cancelled` should not answer the request. Its stream is ended instead, with no
+    message, as the hot path (`_exchange`) does. The transport is built inside the private
+    `_admit_session`, and the error is written by its private `_terminate_unanswered_request`
+    (looked up per request, so an instance attribute replaces it).
+    """
+
+    def _admit_session(self, requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | None:
+        transport = super()._admit_session(requestor)
+        if transport is not None:
+            bound = transport
+
+            async def end_unanswered(request_id: RequestId) -> None:
+                bound.close_sse_stream(str(request_id))  # streams are keyed by the id's text
+
+            transport._terminate_unanswered_request = end_unanswered  # type: ignore[method-assign]
+        return transport
 
 
 def session_open(manager: StreamableHTTPSessionManager, session_id: str) -> bool:

@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
-from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import _sdk
 from gateway._drain import Drain
+from gateway._envelope import EnvelopeCheck
 from gateway._exchange import FastPath
 from gateway.admin import admin_api
 from gateway.admin.ui import ui_routes
@@ -220,8 +221,9 @@ def build_app(
     )
     server = relay.build_server()
     security = transport_security(config.listen)
-    manager = StreamableHTTPSessionManager(app=server, security_settings=security)
-    mcp_app: ASGIApp = StreamableHTTPASGIApp(manager)
+    manager = _sdk.SessionManager(app=server, security_settings=security)
+    # A body that is not one JSON-RPC message is answered before the SDK's transport reads it.
+    mcp_app: ASGIApp = EnvelopeCheck(StreamableHTTPASGIApp(manager), manager.max_request_body_size)
     if fast_path:
         mcp_app = FastPath(mcp_app, relay, server, manager, security)
     endpoint: ASGIApp = _Refusing(_Authenticated(mcp_app, relay), relay.drain, manager.max_request_body_size)
