@@ -8,7 +8,8 @@ relayed `tools/call` that machinery cost more than the gateway's own work (see
 and for the requests of the 2025-11-25 sessions it has learned (`_sessions`), and hands everything
 else to the SDK, body intact:
 
-- the SDK's own checks run first, in its order and with its functions: Host/Origin/Content-Type,
+- the SDK's own checks run first, in its order and with its functions (Host and Origin were
+  checked before, on every route: `_guard`): Content-Type,
   Accept, body size, the JSON-RPC envelope, the routing headers, `Mcp-Param-*` headers and the
   method's params (for a session: that it is still open, the same identity, its protocol
   version). Whatever one of them would refuse is replayed to the SDK, so every refusal is the

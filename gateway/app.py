@@ -24,6 +24,7 @@ from gateway import _sdk
 from gateway._drain import Drain
 from gateway._envelope import EnvelopeCheck
 from gateway._exchange import FastPath
+from gateway._guard import HostGuard
 from gateway.admin import admin_api
 from gateway.admin.ui import ui_routes
 from gateway.config import secrets
@@ -47,16 +48,21 @@ _LOOPBACK_ORIGINS = [
 ]
 
 
-def transport_security(listen: ListenConfig) -> TransportSecuritySettings:
-    """DNS-rebinding protection: only loopback and the configured names may reach the endpoint.
+def allowed_hosts(listen: ListenConfig) -> tuple[list[str], list[str]]:
+    """The Host and Origin values the gateway answers: loopback's and the configured ones."""
+    return [*_LOOPBACK_HOSTS, *listen.allowed_hosts], [*_LOOPBACK_ORIGINS, *listen.allowed_origins]
 
-    A browser page on another origin (or a rebinding DNS name pointing at 127.0.0.1) carries a
-    foreign Host/Origin and is refused before any MCP processing.
+
+def transport_security(listen: ListenConfig) -> TransportSecuritySettings:
+    """What the SDK's transport checks of a request's headers besides its own business.
+
+    Host and Origin are not among them: `_guard.HostGuard` refuses a foreign one on every route,
+    matching exactly (host names case-insensitively), where the SDK matches a `:*` port pattern
+    as a prefix; two checks that disagree would answer one request two ways.
     """
+    hosts, origins = allowed_hosts(listen)
     return TransportSecuritySettings(
-        enable_dns_rebinding_protection=True,
-        allowed_hosts=[*_LOOPBACK_HOSTS, *listen.allowed_hosts],
-        allowed_origins=[*_LOOPBACK_ORIGINS, *listen.allowed_origins],
+        enable_dns_rebinding_protection=False, allowed_hosts=hosts, allowed_origins=origins
     )
 
 
@@ -173,9 +179,9 @@ class _GatewayApp(Starlette):
     error and exception layers cost a measurable share of a relayed call. Errors there are the
     endpoint's own business (it answers JSON-RPC errors); the rest of the app is unchanged."""
 
-    def __init__(self, mcp: ASGIApp, mcp_paths: frozenset[str], **kwargs: Any) -> None:
+    def __init__(self, mcp: ASGIApp, mcp_paths: frozenset[str], listen: ListenConfig, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._mcp, self._mcp_paths = mcp, mcp_paths
+        self._mcp, self._mcp_paths, self._listen = mcp, mcp_paths, listen
 
     def build_middleware_stack(self) -> ASGIApp:
         stack = super().build_middleware_stack()
@@ -188,7 +194,9 @@ class _GatewayApp(Starlette):
             else:
                 await stack(scope, receive, send)
 
-        return app
+        # Outermost: no route answers a request with a foreign Host or Origin.
+        hosts, origins = allowed_hosts(self._listen)
+        return HostGuard(app, hosts=hosts, origins=origins)
 
 
 def build_app(
@@ -266,7 +274,9 @@ def build_app(
         *admin.routes,
     ]
     # The routes to the endpoint stay for the router's table (and a root path the shortcut misses).
-    app = _GatewayApp(endpoint, frozenset({path, path + "/"}), routes=routes, lifespan=lifespan)
+    app = _GatewayApp(
+        endpoint, frozenset({path, path + "/"}), config.listen, routes=routes, lifespan=lifespan
+    )
     app.state.admin = admin
 
     async def drain(hurry: anyio.Event | None = None) -> None:
