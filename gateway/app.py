@@ -229,9 +229,18 @@ def build_app(
     )
     server = relay.build_server()
     security = transport_security(config.listen)
-    manager = _sdk.SessionManager(app=server, security_settings=security)
+    listen = config.listen
+    # The SDK's defaults (10,000 sessions idle for up to 30 minutes, ~39 KB each) let one client
+    # hold a lot of memory; at the cap a new session is refused with a 503, none is evicted.
+    manager = _sdk.SessionManager(
+        app=server,
+        security_settings=security,
+        max_sessions=listen.max_sessions,
+        session_idle_timeout=listen.session_idle_timeout,
+        max_request_body_size=listen.max_body_bytes,
+    )
     # A body that is not one JSON-RPC message is answered before the SDK's transport reads it.
-    mcp_app: ASGIApp = EnvelopeCheck(StreamableHTTPASGIApp(manager), manager.max_request_body_size)
+    mcp_app: ASGIApp = EnvelopeCheck(StreamableHTTPASGIApp(manager), listen.max_body_bytes)
     if fast_path:
         mcp_app = FastPath(mcp_app, relay, server, manager, security)
     endpoint: ASGIApp = _Refusing(_Authenticated(mcp_app, relay), relay.drain, manager.max_request_body_size)
@@ -274,9 +283,7 @@ def build_app(
         *admin.routes,
     ]
     # The routes to the endpoint stay for the router's table (and a root path the shortcut misses).
-    app = _GatewayApp(
-        endpoint, frozenset({path, path + "/"}), config.listen, routes=routes, lifespan=lifespan
-    )
+    app = _GatewayApp(endpoint, frozenset({path, path + "/"}), listen, routes=routes, lifespan=lifespan)
     app.state.admin = admin
 
     async def drain(hurry: anyio.Event | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import httpx
 import pytest
 
@@ -80,3 +81,36 @@ async def test_malformed_json_rpc_gets_a_parse_error() -> None:
         response = await http.post(gw.url, content=b"{not json", headers=HEADERS)
         assert response.status_code == 400
         assert response.json()["error"]["code"] == -32700
+
+
+async def test_the_session_table_is_capped_and_idle_sessions_expire() -> None:
+    """With `max_sessions: 5` the 6th `initialize` is refused, clearly, and no open session is
+    evicted for it; once the idle ones expire, new clients get in again."""
+    idle = 2.0
+    cfg = config({}, listen={"max_sessions": 5, "session_idle_timeout": idle})
+    async with serve(cfg) as gw, httpx.AsyncClient(timeout=30) as http:
+        opened = []
+        for _ in range(5):
+            response = await http.post(gw.url, json=INIT, headers=HEADERS)
+            assert response.status_code == 200
+            opened.append(response.headers["mcp-session-id"])
+        refused = await http.post(gw.url, json=INIT, headers=HEADERS)
+        assert refused.status_code == 503
+        error = refused.json()["error"]
+        assert error["code"] == -32603 and "Too many open sessions" in error["message"]
+        assert "mcp-session-id" not in refused.headers
+        # Idle sessions end (bounded wait: no request keeps them alive), and room frees up.
+        ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+        with anyio.fail_after(60):
+            while True:
+                response = await http.post(gw.url, json=INIT, headers=HEADERS)
+                if response.status_code == 200:
+                    break
+                assert response.status_code == 503
+                await anyio.sleep(0.2)
+        # It was an expiry that made room (one at least is gone; a ping keeps a live one alive).
+        statuses = []
+        for session_id in opened:
+            old = {**HEADERS, "mcp-session-id": session_id, "mcp-protocol-version": "2025-11-25"}
+            statuses.append((await http.post(gw.url, json=ping, headers=old)).status_code)
+        assert 404 in statuses, statuses

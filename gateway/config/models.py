@@ -191,6 +191,24 @@ class ListenConfig(_Model):
         "before they are ended with an error and the fleet is stopped. Keep it well under the "
         "grace period of whatever stops the gateway (Docker and systemd: 10 s).",
     )
+    max_sessions: int = Field(
+        default=1000,
+        ge=1,
+        description="2025-11-25 sessions open at once; past it a new `initialize` gets HTTP 503 and a "
+        "JSON-RPC error (open sessions are never evicted).",
+    )
+    session_idle_timeout: float = Field(
+        default=600.0, gt=0, description="Seconds a 2025-11-25 session may stay unused before it is closed."
+    )
+    header_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds a client has to send a request's headers (slowloris guard)."
+    )
+    body_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds a client has to send a request's body after its headers."
+    )
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1, description="Largest request body the MCP endpoint reads."
+    )
 
 
 class SecretsConfig(_Model):
