@@ -100,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(validated: Validated, args: argparse.Namespace) -> int:
     import uvicorn
 
+    from gateway._http import uvicorn_options
     from gateway._uvicorn import KEEP_ALIVE, Server
     from gateway.app import build_app
 
@@ -118,6 +119,7 @@ def _serve(validated: Validated, args: argparse.Namespace) -> int:
         server_header=False,  # no HTTP server name and version to fingerprint
         timeout_keep_alive=KEEP_ALIVE,
         log_config=None,  # uvicorn's loggers propagate to the handler logs.configure installed
+        **uvicorn_options(config.listen),  # deadlines for reading a request
     )
     server = Server(settings, app.state.drain)
     # uvicorn logs its address when it binds; handed a bound socket, it leaves that to the binder.
