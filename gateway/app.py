@@ -26,6 +26,7 @@ from gateway._envelope import EnvelopeCheck
 from gateway._exchange import FastPath
 from gateway._guard import HostGuard
 from gateway.admin import admin_api
+from gateway.admin._auth import AdminAuth, AuthMiddleware
 from gateway.admin.ui import ui_routes
 from gateway.config import secrets
 from gateway.config.models import GatewayConfig, ListenConfig
@@ -158,6 +159,13 @@ def _principal(identity: Identity) -> AuthenticatedUser:
     return AuthenticatedUser(token)
 
 
+def _guarded(route: BaseRoute, auth: AdminAuth) -> BaseRoute:
+    """`route`, admitting only what `auth` admits (401/403 otherwise)."""
+    if not isinstance(route, Route):
+        raise TypeError(f"a middleware route that needs credentials must be a Route, not {route!r}")
+    return Route(route.path, AuthMiddleware(route.app, auth), methods=route.methods, name=route.name)
+
+
 async def _announce(fleet: Fleet) -> None:
     """One line when the whole fleet has made its first start attempt: what runs, what does not."""
     began = anyio.current_time()
@@ -249,9 +257,18 @@ def build_app(
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
+    # Open for probes; but a backend's error text is the operator's business once callers are
+    # authenticated: only an admin (key or role) is shown it then.
+    operator = AdminAuth(config.admin, relay.authenticate, what="/readyz's error details")
+
     async def readyz(request: Request) -> JSONResponse:
+        shown = not relay.authenticators or (await operator.admit(request))[0] is not None
         servers = {
-            name: {"state": b.state.value, "required": b.spec.required, "error": b.last_error}
+            name: {
+                "state": b.state.value,
+                "required": b.spec.required,
+                "error": b.last_error if shown else None,
+            }
             for name, b in fleet.backends.items()
         }
         ready = fleet.ready and not relay.drain.closing
@@ -296,7 +313,15 @@ def build_app(
     def mount_middleware_routes(current: Sequence[Middleware]) -> None:
         # Routes a middleware serves (/metrics, /.well-known/...) follow the chain across reloads.
         del app.router.routes[fixed:]
-        for extra_routes in extras(current, "routes"):
+        authenticates = bool(extras(current, "authenticate"))
+        for middleware in current:
+            extra_routes: list[BaseRoute] = getattr(middleware, "routes", [])
+            needed = getattr(middleware, "routes_need_credentials", False)
+            if needed or (needed is None and authenticates):
+                what = f"the {type(middleware).__name__.lower()} routes"
+                role = getattr(middleware, "routes_role", None)
+                guard = AdminAuth(config.admin, relay.authenticate, role=role, what=what)
+                extra_routes = [_guarded(route, guard) for route in extra_routes]
             app.router.routes.extend(extra_routes)
 
     mount_middleware_routes(middlewares)

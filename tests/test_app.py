@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import anyio
 import httpx
 import pytest
@@ -114,3 +116,21 @@ async def test_the_session_table_is_capped_and_idle_sessions_expire() -> None:
             old = {**HEADERS, "mcp-session-id": session_id, "mcp-protocol-version": "2025-11-25"}
             statuses.append((await http.post(gw.url, json=ping, headers=old)).status_code)
         assert 404 in statuses, statuses
+
+
+async def test_readyz_keeps_backend_errors_from_anonymous_callers_when_auth_is_on() -> None:
+    key = "rk_readyz_2f1e0d9c8b7a6f5e4d3c2b1a09f8e7d6"
+    digest = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    cfg = config(
+        {"dead": misbehave("--crash-at-start", restart="never")},
+        middleware=[
+            {"use": "auth", "options": {"api_keys": [{"name": "ops", "key": digest, "roles": ["admin"]}]}}
+        ],
+    )
+    async with serve(cfg) as gw, httpx.AsyncClient(timeout=30) as http:
+        anonymous = await http.get(f"{gw.base}/readyz")
+        assert anonymous.status_code == 503  # still a probe
+        assert anonymous.json()["servers"]["dead"]["state"] == "failed"
+        assert anonymous.json()["servers"]["dead"]["error"] is None
+        admin = await http.get(f"{gw.base}/readyz", headers={"Authorization": f"Bearer {key}"})
+        assert admin.json()["servers"]["dead"]["error"]

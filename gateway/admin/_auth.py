@@ -31,8 +31,19 @@ _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="mcp-gateway admin"'}
 
 
 class AdminAuth:
-    def __init__(self, config: AdminConfig, authenticate: Authenticator | None = None) -> None:
-        self.role = config.role
+    """`role`: the role that admits an identity (default: the admin API's, `config.role`); `what`
+    names what is guarded in refusals."""
+
+    def __init__(
+        self,
+        config: AdminConfig,
+        authenticate: Authenticator | None = None,
+        *,
+        role: str | None = None,
+        what: str = "the admin API",
+    ) -> None:
+        self.role = role or config.role
+        self.what = what
         self._keys = [(bytes.fromhex(digest), who) for who, digest in config.credentials()]
         self.authenticate = authenticate
 
@@ -56,9 +67,9 @@ class AdminAuth:
                 return outcome.name, 0, ""
             lacking = outcome
         if lacking is not None:
-            return None, 403, f"{lacking.name!r} does not have the {self.role!r} role the admin API requires"
+            return None, 403, f"{lacking.name!r} does not have the {self.role!r} role {self.what} requires"
         if not self._keys and outcome is None:
-            return None, 401, "the admin API has no credentials configured (set admin.api_keys)"
+            return None, 401, f"{self.what} has no credentials configured (set admin.api_keys)"
         if token is None:
             return None, 401, "admin credentials required (Authorization: Bearer <key> or X-API-Key)"
         return None, 401, "unknown admin credentials"
@@ -84,7 +95,9 @@ class AuthMiddleware:
         who, status, message = await self.auth.admit(request)
         if who is None:
             client = request.client.host if request.client else "?"
-            logger.info("admin API: refused %s %s from %s: %s", request.method, path, client, message)
+            logger.info(
+                "%s: refused %s %s from %s: %s", self.auth.what, request.method, path, client, message
+            )
             code = "forbidden" if status == 403 else "unauthorized"
             headers = _CHALLENGE if status == 401 else None
             await error_response(request, status, code, message, headers=headers)(scope, receive, send)

@@ -12,7 +12,9 @@ A middleware is a small class with one entry point::
 Every client request (`tools/list`, `tools/call`, `resources/read`, ...) and every notification a
 backend sends to clients (`notifications/message`, kind "notification") passes through it.
 Optional extras a middleware may define:
-- `routes`: Starlette routes to mount beside the MCP endpoint (e.g. `/metrics`);
+- `routes`: Starlette routes to mount beside the MCP endpoint (e.g. `/metrics`); with
+  `routes_need_credentials` (True; None: when the chain authenticates callers) they admit only an
+  admin key or an identity with `routes_role` (None: the admin API's role);
 - `lifespan()`: an async context manager entered while the gateway runs;
 - `attach(fleet)`: called once with the `Fleet` (backend states, log buffers, catalogue);
 - `authenticate(request)`: HTTP authentication of the MCP endpoint, returning an `Identity` or a

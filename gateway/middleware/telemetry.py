@@ -19,6 +19,8 @@ Options (`gateway.yaml`)::
         sample_ratio: 1.0               # with otlp_endpoint: parent-based ratio sampling
         identity_label: false           # label calls (metric `identity`, span `user.id`)
         metrics_path: /metrics          # null: no metrics route
+        metrics_auth: true              # unset: credentials needed when the auth middleware is on
+        metrics_role: metrics           # who may scrape (or an admin key); unset: the admin role
 
 Identities reach metrics and spans only when `identity_label` is on, and then only as the
 identity's `labels["name"]` (or its name): never a credential. Metric names: see `_metrics`.
@@ -75,6 +77,14 @@ class TelemetryOptions(BaseModel):
     sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
     identity_label: bool = False
     metrics_path: str | None = Field(default="/metrics", pattern=r"^/")
+    metrics_auth: bool | None = Field(
+        default=None,
+        description="Whether a scrape needs credentials (an admin key, or an identity with "
+        "`metrics_role`). Unset: whenever the gateway authenticates callers (the auth middleware).",
+    )
+    metrics_role: str | None = Field(
+        default=None, min_length=1, description="The role that may scrape; unset: the admin API's role."
+    )
 
     @field_validator("sample_ratio")
     @classmethod
@@ -113,6 +123,9 @@ class Telemetry:
         self._identity_label = self.options.identity_label
         if self.options.metrics_path:
             self.routes: list[BaseRoute] = [Route(self.options.metrics_path, self._scrape, methods=["GET"])]
+        # Read by the app when it mounts `routes` (`gateway.app`): the counters tell who calls what.
+        self.routes_need_credentials = self.options.metrics_auth
+        self.routes_role = self.options.metrics_role
 
     # -- extras ---------------------------------------------------------------------------------
 

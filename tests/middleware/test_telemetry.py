@@ -435,3 +435,49 @@ async def test_per_call_overhead_is_small() -> None:
     # ~30 us here; the bound only catches a gross regression on a loaded shared machine.
     assert overhead_us < 250
     assert sum(middleware.metrics.calls.values()) == 25000
+
+
+async def test_metrics_need_credentials_when_the_gateway_authenticates() -> None:
+    """With the auth middleware on, a scrape needs an admin key or an identity with the metrics
+    role (default: the admin role); `metrics_auth: false` opens it again."""
+    import hashlib
+
+    def digest(key: str) -> str:
+        return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+    reader, scraper, admin_key = (
+        "rk_reader_11aa22bb33cc44dd",
+        "sk_scraper_55ee66ff77aa88bb",
+        "ak_admin_99cc00dd11ee22ff",
+    )
+    auth = {
+        "use": "auth",
+        "options": {
+            "api_keys": [
+                {"name": "reader", "key": digest(reader), "roles": ["reader"]},
+                {"name": "scraper", "key": digest(scraper), "roles": ["metrics"]},
+            ]
+        },
+    }
+    admin = {"api_keys": [digest(admin_key)], "events": {"path": ":memory:"}}
+    cases: list[tuple[dict[str, Any], bool]] = [
+        ({}, False),
+        ({"metrics_role": "metrics"}, False),
+        ({"metrics_auth": False}, True),
+    ]
+    for options, open_to_all in cases:
+        cfg = config({}, middleware=[auth, {"use": "telemetry", "options": options}], admin=admin)
+        async with serve(cfg) as gw, httpx.AsyncClient(timeout=START_TIMEOUT) as http:
+            url = f"{gw.base}/metrics"
+            anonymous = await http.get(url)
+            assert (anonymous.status_code == 200) is open_to_all, (options, anonymous.status_code)
+            if open_to_all:
+                continue
+            assert anonymous.status_code == 401 and "mcp_" not in anonymous.text
+            assert (await http.get(url, headers={"Authorization": f"Bearer {reader}"})).status_code == 403
+            assert (await http.get(url, headers={"X-API-Key": admin_key})).status_code == 200
+            by_role = await http.get(url, headers={"Authorization": f"Bearer {scraper}"})
+            assert by_role.status_code == (200 if options.get("metrics_role") else 403), options
+    # Without auth, /metrics stays as it was (loopback only, by the Host check).
+    async with serve(config({}, middleware=[{"use": "telemetry"}])) as gw, httpx.AsyncClient() as http:
+        assert (await http.get(f"{gw.base}/metrics")).status_code == 200
