@@ -254,7 +254,10 @@ def _request(headers: Mapping[str, str], body: bytes) -> tuple[dict[str, Any], J
         decoded = decode(body)
     except (ValueError, RecursionError):
         return None  # the SDK's side answers it (`_envelope.EnvelopeCheck`)
-    if not isinstance(decoded, dict) or "id" not in decoded or decoded.get("method") not in FAST_METHODS:
+    if not isinstance(decoded, dict) or "id" not in decoded:
+        return None
+    method = decoded.get("method")
+    if not isinstance(method, str) or method not in FAST_METHODS:  # a list is not even hashable
         return None
     try:
         return decoded, JSONRPCRequest.model_validate(decoded)

@@ -69,6 +69,7 @@ BODIES: dict[str, tuple[Any, int]] = {
         -32600,
     ),
     "no method": (lambda v: b'{"jsonrpc":"2.0","id":3}', -32600),
+    "a method that is a list": (lambda v: b'{"jsonrpc":"2.0","id":3,"method":["tools/call"]}', -32600),
 }
 
 
