@@ -7,10 +7,13 @@ public accessor for either yet. `pyproject.toml` pins the SDK's minor series the
 from __future__ import annotations
 
 import json
+import math
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, BinaryIO
 
+import anyio
 import mcp.server._streamable_http_modern as _modern
 import mcp.server.stdio as _stdio
 from mcp.server.auth.middleware.bearer_auth import (
@@ -140,6 +143,27 @@ class SessionManager(StreamableHTTPSessionManager):
 
             transport._terminate_unanswered_request = end_unanswered  # type: ignore[method-assign]
         return transport
+
+
+@contextmanager
+def session_busy(manager: StreamableHTTPSessionManager, session_id: str) -> Iterator[None]:
+    """While the hot path serves a request of the session: the SDK's idle countdown for it is
+    suspended, and restarts when the last request ends, exactly as its transport's
+    `handle_request` does for the requests it serves (from the same private counters). Without
+    this a session busy only with hot-path calls would expire as idle."""
+    transport = manager._server_instances.get(session_id)
+    scope = transport.idle_scope if transport is not None else None
+    if transport is None or scope is None or transport._idle_timeout is None:
+        yield
+        return
+    transport._requests_in_flight += 1
+    scope.deadline = math.inf
+    try:
+        yield
+    finally:
+        transport._requests_in_flight -= 1
+        if not transport._requests_in_flight:
+            scope.deadline = anyio.current_time() + transport._idle_timeout
 
 
 def session_open(manager: StreamableHTTPSessionManager, session_id: str) -> bool:

@@ -69,13 +69,15 @@ class Sessions:
 
     @contextmanager
     def calling(self, session_id: str, request_id: RequestId, exchange: Any) -> Iterator[None]:
-        """While a call of the session runs: a `notifications/cancelled` for it can reach it."""
+        """While a call of the session runs: a `notifications/cancelled` for it can reach it, and
+        the session is in use (the SDK does not expire it as idle)."""
         task = asyncio.current_task()
         assert task is not None
         key = (session_id, coerce_request_id(request_id))  # "7" and 7 are one id, as in the SDK
         self._calls[key] = (task, exchange)
         try:
-            yield
+            with _sdk.session_busy(self._manager, session_id):
+                yield
         finally:
             self._calls.pop(key, None)
 

@@ -302,6 +302,7 @@ def build_app(
     # The routes to the endpoint stay for the router's table (and a root path the shortcut misses).
     app = _GatewayApp(endpoint, frozenset({path, path + "/"}), listen, routes=routes, lifespan=lifespan)
     app.state.admin = admin
+    app.state.sessions = manager  # the SDK's 2025-11-25 sessions (tests watch them expire)
 
     async def drain(hurry: anyio.Event | None = None) -> None:
         # Read at shutdown: a reload may have changed it.

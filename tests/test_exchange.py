@@ -19,6 +19,7 @@ import mcp.server.streamable_http_manager as manager_module
 import pytest
 from mcp import Client as SdkClient
 
+from gateway._sdk import session_open
 from tests._support import Running, config, messages, misbehave, rpc, serve, session, sse_messages, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -314,3 +315,26 @@ async def test_a_closed_session_is_left_to_the_sdk() -> None:
         # `session()` deleted it: the SDK's transport answers, as for any unknown session.
         resp = await http.post(gw.url, headers=headers, json=LEGACY_CASES["tool call"])
         assert resp.status_code == 404
+
+
+async def test_a_session_used_only_by_the_hot_path_does_not_expire_as_idle(through_sdk: list[str]) -> None:
+    """The SDK's idle expiry counts requests its transport serves; the hot path's count too: a
+    session busy with hot-path calls stays open past `session_idle_timeout`, then expires once
+    it is left alone."""
+    idle = 2.0
+    cfg = config({"mb": misbehave()}, listen={"session_idle_timeout": idle})
+    async with serve(cfg) as gw, httpx.AsyncClient(timeout=10) as http, session(http, gw.url) as headers:
+        await http.post(gw.url, headers=headers, json=rpc("tools/list"))  # learned
+        before = len(through_sdk)
+        began = anyio.current_time()
+        while anyio.current_time() - began < idle * 2.5:
+            resp = await http.post(gw.url, headers=headers, json=LEGACY_CASES["tool call"])
+            assert resp.status_code == 200, resp.text
+            await anyio.sleep(idle / 8)  # busy, never idle for long
+        assert len(through_sdk) == before  # every call was the hot path's
+        # Left alone, it expires (bounded wait).
+        await wait_until(
+            lambda: not session_open(gw.app.state.sessions, headers["mcp-session-id"]), timeout=60
+        )
+        gone = await http.post(gw.url, headers=headers, json=LEGACY_CASES["tool call"])
+        assert gone.status_code == 404
