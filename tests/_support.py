@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -127,7 +128,9 @@ def initialize(rid: int = 1, client: str = "raw") -> dict[str, Any]:
 
 
 def sse_messages(resp: httpx.Response) -> list[dict[str, Any]]:
-    lines = resp.text.splitlines()
+    # SSE lines end at CR, LF or CRLF only: `str.splitlines` would also split a message's JSON at
+    # the U+2028, U+0085 or U+001C it may carry unescaped.
+    lines = re.split(r"\r\n|\r|\n", resp.text)
     return [json.loads(line.removeprefix("data: ")) for line in lines if line.startswith("data: ")]
 
 
