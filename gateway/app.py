@@ -33,6 +33,7 @@ from gateway.config.models import GatewayConfig, ListenConfig
 from gateway.errors import ShuttingDown, to_jsonrpc_error
 from gateway.fleet import Fleet
 from gateway.middleware import Identity, Middleware, extras, instantiate
+from gateway.middleware._keys import presented_credential
 from gateway.relay import Relay
 from gateway.reload import Reloader
 
@@ -262,7 +263,11 @@ def build_app(
     operator = AdminAuth(config.admin, relay.authenticate, what="/readyz's error details")
 
     async def readyz(request: Request) -> JSONResponse:
-        shown = not relay.authenticators or (await operator.admit(request))[0] is not None
+        # A probe carries no credentials: it is not authenticated (nor logged as refused).
+        shown = not relay.authenticators or (
+            presented_credential(request, skip_empty=True)[0] is not None
+            and (await operator.admit(request))[0] is not None
+        )
         servers = {
             name: {
                 "state": b.state.value,

@@ -19,6 +19,7 @@ from tests._support import config, misbehave, serve
 
 pytestmark = pytest.mark.anyio
 KEY = "reader-key-123"
+ADMIN_KEY = "admin-key-456"
 SECRET = "AKIAIOSFODNN7EXAMPLE"
 
 
@@ -39,6 +40,7 @@ async def test_the_default_chain_end_to_end(tmp_path: Path) -> None:
             {"use": "masking"},
             {"use": "audit", "options": {"path": str(tmp_path / "audit.db"), "arguments": "full"}},
         ],
+        admin={"api_keys": ["sha256:" + hashlib.sha256(ADMIN_KEY.encode()).hexdigest()]},
     )
     async with serve(cfg) as gw, httpx2.AsyncClient(headers={"Authorization": f"Bearer {KEY}"}) as http:
         async with SdkClient(streamable_http_client(gw.url, http_client=http), mode="legacy") as client:
@@ -55,11 +57,13 @@ async def test_the_default_chain_end_to_end(tmp_path: Path) -> None:
                 await client.call_tool("mb__echo", {"text": "x"})
             assert limited.value.code == RATE_LIMITED and limited.value.error.data["retry_after"] > 0
         async with httpx.AsyncClient() as plain:
-            scrape = (await plain.get(f"{gw.base}/metrics")).text
+            # With auth on, the metrics (who calls what) are not for anyone: an admin key reads them.
+            assert (await plain.get(f"{gw.base}/metrics")).status_code == 401
+            scrape = (await plain.get(f"{gw.base}/metrics", headers={"X-API-Key": ADMIN_KEY})).text
         audit = next(m for m in gw.app.state.relay.middlewares if isinstance(m, Audit))
         await audit.log.flush()
         records = await audit.log.query(limit=50)
-    assert SECRET not in scrape and KEY not in scrape
+    assert SECRET not in scrape and KEY not in scrape and ADMIN_KEY not in scrape
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(scrape)
