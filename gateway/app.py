@@ -55,17 +55,14 @@ def allowed_hosts(listen: ListenConfig) -> tuple[list[str], list[str]]:
     return [*_LOOPBACK_HOSTS, *listen.allowed_hosts], [*_LOOPBACK_ORIGINS, *listen.allowed_origins]
 
 
-def transport_security(listen: ListenConfig) -> TransportSecuritySettings:
+def transport_security() -> TransportSecuritySettings:
     """What the SDK's transport checks of a request's headers besides its own business.
 
     Host and Origin are not among them: `_guard.HostGuard` refuses a foreign one on every route,
     matching exactly (host names case-insensitively), where the SDK matches a `:*` port pattern
     as a prefix; two checks that disagree would answer one request two ways.
     """
-    hosts, origins = allowed_hosts(listen)
-    return TransportSecuritySettings(
-        enable_dns_rebinding_protection=False, allowed_hosts=hosts, allowed_origins=origins
-    )
+    return TransportSecuritySettings(enable_dns_rebinding_protection=False)
 
 
 class _Authenticated:
@@ -237,7 +234,7 @@ def build_app(
         config_path=config_path,
     )
     server = relay.build_server()
-    security = transport_security(config.listen)
+    security = transport_security()
     listen = config.listen
     # The SDK's defaults (10,000 sessions idle for up to 30 minutes, ~39 KB each) let one client
     # hold a lot of memory; at the cap a new session is refused with a 503, none is evicted.
