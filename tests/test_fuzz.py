@@ -217,7 +217,7 @@ def _outcome(response: httpx.Response) -> str:
         return "202"
     kind = response.headers.get("content-type", "")
     if not kind.startswith(("application/json", "text/event-stream")):
-        return f"http {response.status_code} {response.text[:40]!r}"
+        return "http"
     final = messages(response)[-1]
     return "result" if "result" in final else "error"
 
