@@ -115,6 +115,32 @@ def _phone(text: str, m: re.Match[str]) -> Span | None:
     return start, m.end()
 
 
+# An AWS secret access key: 40 characters of base64's alphabet (30 random bytes, no padding).
+_AWS_SECRET = re.compile(r"(?<![A-Za-z0-9/+=_.-])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=_-]|\.\w)", re.ASCII)
+
+
+def _aws_secret(text: str, m: re.Match[str]) -> Span | None:
+    """Three kinds of match: after a keyword (`secret`, `aws`: the keyword rules apply), after an
+    access key id (`AKIA...`, then the value), or a `/` or `+` inside a run that may be a key on
+    its own: the run must be exactly 40 characters and look random (see below)."""
+    first = m.group()[0]
+    if first in "/+":
+        start = m.start()
+        found = _AWS_SECRET.search(text, max(0, start - 39), start + 41)
+        if found is None or not found.start() <= start < found.end():
+            return None
+        run = found.group()
+        # A random key has about six digits and one `/` or `+`; a path has more separators, or
+        # starts or ends with one, and often no digit. (About one key in a hundred fails this.)
+        digit = any(ch.isdigit() for ch in run)
+        if not digit or run.count("/") + run.count("+") > 5 or run[0] == "/" or run[-1] == "/":
+            return None
+        return found.span()
+    if m.re.pattern.startswith(("kia", "sia")):  # an access key id: the value follows it
+        return m.span(1)
+    return _keyword_value(text, m)
+
+
 _HEX_COLON = frozenset("0123456789abcdefABCDEF:")
 _IPV6 = re.compile(r"[0-9A-Fa-f:]{2,39}(?:\d{1,3}(?:\.\d{1,3}){3})?(?:%[A-Za-z0-9]+)?(?![\w:.])", re.ASCII)
 
@@ -135,6 +161,8 @@ def _ipv6(text: str, m: re.Match[str]) -> Span | None:
 _ASSIGN = r"[\"']?\s*(?::=|=>|[:=])\s*[\"'`]?"  # `key = "v"`, `"key": "v"`, `key: v`, `:key => v`
 _KEYWORD_VALUE = r"(?:[_.-]?(?:key|value|string))?(?![a-z0-9])" + _ASSIGN + r"([^\s\"'`,;)}\]]{8,})"
 
+_RUN_END = r"(?![a-z0-9/+=_-]|\.\w)"  # not inside a longer token (a sentence's full stop may follow)
+
 DETECTORS: tuple[Detector, ...] = (
     # ---- secrets (the more specific first: on an overlap the first listed names the span)
     Detector(
@@ -154,10 +182,30 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "aws_secret_key",
         "secret",
-        _c(r"secret[\w.-]{0,20}?" + _ASSIGN + r"([a-z0-9/+]{40})(?![a-z0-9/+=])"),
+        # Mixed case is required of every kind (`aws_secret_valid`), so a git SHA (40 hex digits,
+        # one case, no `/` or `+`) is never one.
+        _c(
+            r"secret[\w.-]{0,20}?" + _ASSIGN + r"([a-z0-9/+]{40})(?![a-z0-9/+=])",
+            r"aws[\w.-]{0,30}?" + _ASSIGN + r"([a-z0-9/+]{40})(?![a-z0-9/+=])",
+            # An access key id then its secret, as in a credentials CSV or `aws configure` output.
+            *(
+                rf"{s}ia(?<![a-z0-9]a{s}ia)[a-z0-9]{{16}}[\s,;:|\"'=]{{1,5}}([a-z0-9/+]{{40}})(?![a-z0-9/+=])"
+                for s in "ks"
+            ),
+            # On its own: a `/` or `+` in a run that may be 40 long, `_aws_secret` measures the run.
+            # Either 20 run characters precede it and the run ends within 19 after, or the run
+            # ends 20 to 39 after: every 40-run with a `/` meets one, while paths (`/api/v1/x`)
+            # and long base64 blobs are turned down here, in C, without a Python call per `/`.
+            # (One pattern per character: a literal first is a fast scan, a class is not.)
+            *(
+                rf"\{c}(?:(?<=[a-z0-9/+]{{20}}\{c})(?=[a-z0-9/+]{{0,19}}{_RUN_END})"
+                rf"|(?=[a-z0-9/+]{{20,39}}{_RUN_END}))"
+                for c in "/+"
+            ),
+        ),
         view="lower",
         group=1,
-        locate=_keyword_value,
+        locate=_aws_secret,
         validate=aws_secret_valid,
     ),
     Detector(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import random
+
 import pytest
 
 from gateway.masking import BY_NAME, Blocked, Masker, benchmark_masking, default_masker, realistic_text
 from gateway.masking._validators import credit_card_valid, iban_valid, luhn, ssn_valid
 
 MASKER = default_masker()
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
 
 
@@ -35,6 +39,23 @@ POSITIVES = [
         "aws_secret_key",
         '{"SecretAccessKey": "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY"}',
         "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY",
+    ),
+    # A plain AWS secret access key, with no keyword: on its own, after "aws", after its key id.
+    ("aws_secret_key", AWS_SECRET, AWS_SECRET),
+    (
+        "aws_secret_key",
+        'the key is "je7MtGbClwBF+2Zp9Utk/h3yCo8nvbEXAMPLEKEY".',
+        "je7MtGbClwBF+2Zp9Utk/h3yCo8nvbEXAMPLEKEY",
+    ),
+    (
+        "aws_secret_key",
+        "AWS_KEY=wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY01",
+        "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY01",
+    ),
+    (
+        "aws_secret_key",
+        "AKIAIOSFODNN7EXAMPLE,wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY01",
+        "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY01",
     ),
     (
         "github_token",
@@ -138,6 +159,15 @@ NEGATIVES = [
     "3.14159265358979",  # pi
     "+1",
     "price 12.50 total 1,234.56",
+    # 40 hex digits: git SHAs, however introduced, are not AWS secret keys.
+    "commit 3f786850e387550fdab836ed7e6dc881de23001b",
+    "aws_sha: 3f786850e387550fdab836ed7e6dc881de23001b",
+    "3F786850E387550FDAB836ED7E6DC881DE23001B",
+    # 40-character runs with a `/` that are paths, or part of a longer token.
+    "see src/Gateway/Admin/Api/Handlers/Main1/Xyz for it",
+    "/JalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "xwJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY_x",
 ]
 
 
@@ -145,6 +175,20 @@ NEGATIVES = [
 def test_leaves_alone(text: str) -> None:
     assert found(text) == []
     assert MASKER.mask(text) is text  # nothing found: the very same object
+
+
+def test_a_git_sha_after_an_access_key_id_is_no_aws_secret_key() -> None:
+    sha = "3f786850e387550fdab836ed7e6dc881de23001b"
+    assert found(f"AKIAIOSFODNN7EXAMPLE {sha}") == [("aws_access_key", "AKIAIOSFODNN7EXAMPLE")]
+    # (A hex value assigned to a secret is still a `secret_assignment`, but not an AWS key.)
+    assert "aws_secret_key" not in names(f"aws_secret_access_key={sha}")
+
+
+def test_a_long_base64_blob_is_no_aws_secret_key() -> None:
+    # A `/` deep inside base64 data (an image) is refused before any Python runs for it.
+    blob = base64.b64encode(random.Random(1).randbytes(30_000)).decode()
+    assert blob.count("/") > 100
+    assert "aws_secret_key" not in names(blob)
 
 
 def test_validators() -> None:
