@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import anyio
@@ -74,3 +75,88 @@ async def test_secret_ref_reaches_the_process_environment(monkeypatch: pytest.Mo
             "tools/call", {"name": "env", "arguments": {"name": "VENDOR_KEY"}}
         )
     assert result["structuredContent"]["value"] == "v-123"
+
+
+# -- SecretValues: every resolved value, masked by value ---------------------------------------
+
+
+def test_resolved_values_are_registered_with_the_name_of_their_reference(tmp_path: Path) -> None:
+    known = secrets.SecretValues()
+    key_file = tmp_path / "api.key"
+    key_file.write_text("lantern-orchard-pebble\n")
+    store = tmp_path / "secrets.yaml"
+    store.write_text("db: velvet-harbor-quill\n")
+    secrets.configure(SecretsConfig(file=str(store)))
+    env = {"TOKEN": "marble-thicket-sorrel"}
+    assert secrets.resolve("Bearer ${env:TOKEN}", where="k", environ=env, known=known) == (
+        "Bearer marble-thicket-sorrel"
+    )
+    secrets.resolve(f"${{file:{key_file}}}", where="k", environ=env, known=known)
+    secrets.resolve("secret_ref:db", where="k", environ=env, known=known)
+    text = "a marble-thicket-sorrel b lantern-orchard-pebble c velvet-harbor-quill d"
+    assert known.mask(text) == "a [secret:TOKEN] b [secret:api.key] c [secret:db] d"
+
+
+def test_nothing_registered_costs_nothing_and_changes_nothing() -> None:
+    known = secrets.SecretValues()
+    assert not known
+    text, value = "plain text", {"content": [{"type": "text", "text": "x"}]}
+    assert known.mask(text) is text and known.mask_json(value) is value
+    assert known.mask_bytes(b"abc") == b"abc"
+
+
+def test_short_values_are_not_masked() -> None:
+    known = secrets.SecretValues()
+    known.add("12345", "PIN")  # under MIN_LENGTH: it would garble ordinary text
+    assert not known and known.mask("call 12345") == "call 12345"
+    known.add("123456", "PIN6")
+    assert known.mask("call 123456") == "call [secret:PIN6]"
+
+
+def test_longest_value_first_and_json_escaped_forms() -> None:
+    known = secrets.SecretValues()
+    known.add("quiet-river", "SHORT")
+    known.add("quiet-river-stone", "LONG")  # contains the other: masked whole, not in part
+    known.add('say "hello" \\ now', "QUOTED")
+    assert known.mask("x quiet-river-stone y quiet-river") == "x [secret:LONG] y [secret:SHORT]"
+    encoded = json.dumps({"text": 'he said: say "hello" \\ now'})
+    assert "hello" not in known.mask(encoded) and "[secret:QUOTED]" in known.mask(encoded)
+    assert json.loads(known.mask(encoded)) == {"text": "he said: [secret:QUOTED]"}
+
+
+def test_a_multi_line_value_is_masked_line_by_line_too() -> None:
+    known = secrets.SecretValues()
+    known.add("first-line-abc\nsecond-line-def\n", "PEM")
+    assert known.mask("x first-line-abc\nsecond-line-def y") == "x [secret:PEM] y"
+    assert known.mask("stderr: second-line-def") == "stderr: [secret:PEM]"
+
+
+def test_mask_json_walks_only_on_a_hit_and_never_changes_its_input() -> None:
+    known = secrets.SecretValues()
+    known.add("amber-falcon-wick", "K")
+    clean: dict[str, object] = {"content": [{"type": "text", "text": "nothing here"}], "isError": False}
+    assert known.mask_json(clean) is clean
+    shared = [{"type": "text", "text": "key amber-falcon-wick"}]
+    result = {"content": shared, "structuredContent": {"amber-falcon-wick": 1}, "n": 3}
+    masked = known.mask_json(result)
+    assert masked == {
+        "content": [{"type": "text", "text": "key [secret:K]"}],
+        "structuredContent": {"[secret:K]": 1},
+        "n": 3,
+    }
+    assert shared[0]["text"] == "key amber-falcon-wick"  # the input (maybe a shared list) is as it was
+
+
+def test_middleware_option_references_are_registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JWT_SECRET", "copper-meadow-lark")
+    monkeypatch.setenv("REDIS_PW", "hollow-ember-finch")
+    known = secrets.SecretValues()
+    options = {
+        "secret": "${env:JWT_SECRET}",
+        "storage": "redis://:${env:REDIS_PW}@127.0.0.1:6379/0",
+        "nested": [{"x": "${env:NOT_SET_ANYWHERE}"}],  # left for the option's validator to report
+        "plain": "not a reference",
+    }
+    secrets.register_references(options, known, where="options")
+    assert known.mask("copper-meadow-lark hollow-ember-finch") == "[secret:JWT_SECRET] [secret:REDIS_PW]"
+    assert len(known) > 0 and known.mask("not a reference") == "not a reference"
