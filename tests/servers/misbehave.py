@@ -17,6 +17,8 @@ tools
     ``change_tools()``  adds tool ``extra`` and sends notifications/tools/list_changed
     ``pid()``           text os.getpid(); structuredContent {"pid", "childPid"}
     ``env(name)``       structuredContent {"name", "value"} (value null when unset); text the value
+                        with ``error: true``, a JSON-RPC error (internal error) whose message and data
+                        quote the value instead
 resources
     ``misbehave://static/hello`` (text) and the template ``misbehave://item/{id}``
 prompts
@@ -35,6 +37,8 @@ Misbehaviours (combinable; ``--mode X`` is the same as ``--X`` and may repeat):
 --ignore-stdin-eof    when stdin ends, stay alive (sleep) instead of exiting: only a signal ends it
 --name NAME           serverInfo.name and the echo prefix
 --start-when PATH     serve only once PATH exists (a slow start the test ends when it wants)
+--echo-env NAME       print NAME=<value> of this environment variable on stderr at start and right
+                      before ``crash()`` exits (may repeat): a server that leaks what it was handed
 
 Everything that happens before the protocol starts is done before the (slow,
 ~0.7 s) SDK import, so start-up failures are immediate.
@@ -93,6 +97,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--spawn-child", action="store_true", help="start a `sleep 1000` grandchild")
     p.add_argument("--ignore-stdin-eof", action="store_true", help="keep running after stdin ends")
     p.add_argument("--start-when", metavar="PATH", help="wait until PATH exists, then serve")
+    p.add_argument(
+        "--echo-env", action="append", default=[], metavar="NAME", help="print NAME=value on stderr"
+    )
     args = p.parse_args(argv)
     for mode in args.mode:
         if mode != "normal":
@@ -115,6 +122,11 @@ def _exit_later(seconds: float, code: int = 1) -> None:
     timer = threading.Timer(seconds, fire)
     timer.daemon = True
     timer.start()
+
+
+def _echo_env(names: Sequence[str], when: str) -> None:
+    for name in names:
+        eprint(f"misbehave[{os.getpid()}]: {when}: {name}={os.environ.get(name)}")
 
 
 def _hang_forever() -> None:
@@ -148,11 +160,12 @@ class _GarblingWriter(io.TextIOWrapper):
 class Misbehave:
     """Tool, resource and prompt handlers; all state is per process."""
 
-    def __init__(self, name: str, child_pid: int | None) -> None:
+    def __init__(self, name: str, child_pid: int | None, echo_env: Sequence[str] = ()) -> None:
         import mcp_types as types
 
         self.name = name
         self.child_pid = child_pid
+        self.echo_env = echo_env
         self.extra_enabled = False
         self.log_level: str = "debug"  # set by logging/setLevel
         obj: dict[str, Any] = {"type": "object"}
@@ -230,7 +243,11 @@ class Misbehave:
                 types.Tool(
                     name="env",
                     description="The value of one environment variable of the server process.",
-                    input_schema={**obj, "properties": {"name": {"type": "string"}}, "required": ["name"]},
+                    input_schema={
+                        **obj,
+                        "properties": {"name": {"type": "string"}, "error": {"type": "boolean"}},
+                        "required": ["name"],
+                    },
                     output_schema={
                         **obj,
                         "properties": {"name": {"type": "string"}, "value": {"type": ["string", "null"]}},
@@ -320,6 +337,7 @@ class Misbehave:
                 await ctx.session.report_progress(seconds, seconds, "done")
                 return self.text(f"slept {seconds}s")
             if name == "crash":
+                _echo_env(self.echo_env, "crashing")
                 eprint(f"misbehave[{os.getpid()}]: crash() called, exiting 3")
                 os._exit(3)
             if name == "hang":
@@ -353,6 +371,9 @@ class Misbehave:
             if name == "env":
                 key = arg("name", str)
                 value = os.environ.get(key)
+                if args.get("error") is True:
+                    data = {"name": key, "value": value}
+                    raise MCPError(types.INTERNAL_ERROR, f"cannot use {key}={value}", data)
                 return self.text(value if value is not None else "", structured={"name": key, "value": value})
         except _BadArgument as exc:
             return self.text(str(exc), error=True)
@@ -465,7 +486,7 @@ async def serve(args: argparse.Namespace, child_pid: int | None) -> None:
     from mcp.server.stdio import stdio_server
     from mcp.shared.exceptions import MCPDeprecationWarning
 
-    app = Misbehave(args.name, child_pid)
+    app = Misbehave(args.name, child_pid, args.echo_env)
     server: Server[Any] = Server(
         args.name,
         version="0.1.0",
@@ -503,6 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             eprint(f"misbehave[{pid}]: chatter {i}: using AWS_ACCESS_KEY_ID={FAKE_SECRET}")
         else:
             eprint(f"misbehave[{pid}]: chatter {i}: nothing to see here")
+    _echo_env(args.echo_env, "starting")
     if args.crash_at_start:
         eprint(f"misbehave[{pid}]: --crash-at-start: exiting 2 before reading anything")
         return 2
