@@ -32,6 +32,7 @@ from gateway.config import secrets
 from gateway.config.models import GatewayConfig, ListenConfig
 from gateway.errors import ShuttingDown, to_jsonrpc_error
 from gateway.fleet import Fleet
+from gateway.logs import masking_secrets
 from gateway.middleware import Identity, Middleware, extras, instantiate
 from gateway.middleware._keys import presented_credential
 from gateway.relay import Relay
@@ -221,7 +222,10 @@ def build_app(
     secrets.configure(config.secrets)  # middleware options may hold secret_ref: values
     if middlewares is None:
         middlewares = instantiate(config.middleware)  # config errors surface here, before anything runs
-    fleet = fleet or Fleet(config)
+    # One registry of resolved secret values per gateway: the fleet's, which every part reaches.
+    known = fleet.secrets if fleet is not None else secrets.SecretValues()
+    secrets.register_options(config.middleware, known)
+    fleet = fleet or Fleet(config, known=known)
     relay = Relay(fleet, middlewares)
     reloader = Reloader(fleet, relay, config_path)
 
@@ -279,6 +283,7 @@ def build_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            stack.enter_context(masking_secrets(known))  # first in, last out: every line masked
             await stack.enter_async_context(admin.running())  # first in, last out: every event recorded
             await stack.enter_async_context(reloader.running(watch=watch))
             await stack.enter_async_context(fleet.running())

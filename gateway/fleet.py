@@ -8,6 +8,7 @@ lists changed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -34,9 +35,18 @@ _LISTS = (
 
 
 class Fleet:
-    def __init__(self, config: GatewayConfig, clients: Clients | None = None) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        clients: Clients | None = None,
+        *,
+        known: secrets.SecretValues | None = None,
+    ) -> None:
         self.config = config
         secrets.configure(config.secrets)
+        # The gateway's resolved secret values: its backends' transports register what they
+        # resolve, and everything that shows a string (logs, events, admin, results) masks with it.
+        self.secrets = known if known is not None else secrets.SecretValues()
         self.clients = clients or Clients()
         self.backends: dict[str, Backend] = {
             name: Backend(name, spec, self) for name, spec in config.servers.items() if spec.enabled
@@ -169,6 +179,11 @@ class Fleet:
             await hook(backend, method, params)
 
     def backend_event(self, backend: Backend, event: Event) -> None:
+        # Reasons quote stderr tails and errors: masked once here, for the log, the event store,
+        # the admin API, its streams and Redis alike.
+        reason = self.secrets.mask(event.reason)
+        if reason is not event.reason:
+            event = dataclasses.replace(event, reason=reason)
         self.events.append(event)
         level = {"error": logging.ERROR, "warning": logging.WARNING}.get(event.severity, logging.INFO)
         reason = f" ({event.reason})" if event.reason else ""

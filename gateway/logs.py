@@ -9,6 +9,9 @@ per request with `request_scope()`; records emitted outside any request have the
 
 Fields passed with `extra={...}` are added as top-level keys (values that are not JSON become
 their `str()`).
+
+`masking_secrets(known)` masks every resolved secret value in every record, on every handler, for
+as long as a gateway runs.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import IO, Any
+
+from gateway.config.secrets import SecretValues
 
 _request_id: ContextVar[str | None] = ContextVar("gateway_request_id", default=None)
 _server: ContextVar[str | None] = ContextVar("gateway_server", default=None)
@@ -99,10 +104,86 @@ class JsonFormatter(logging.Formatter):
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            # The cached text, when a filter (SecretFilter) has masked it.
+            entry["exc"] = record.exc_text or self.formatException(record.exc_info)
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
         return _json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class SecretFilter(logging.Filter):
+    """Masks the gateway's resolved secret values in a record, in place: its message (arguments
+    merged in), extra fields, traceback and stack. Installed on handlers, not loggers: a logger's
+    filters do not see records that propagate to it from its children."""
+
+    _formatter = logging.Formatter()
+
+    def __init__(self, known: SecretValues) -> None:
+        super().__init__("")
+        self.known = known
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        known = self.known
+        if not known or getattr(record, "_secrets_masked_by", None) is self:
+            return True  # nothing to mask, or masked already for another handler
+        setattr(record, "_secrets_masked_by", self)  # noqa: B010 (LogRecord declares no such attribute)
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True  # a broken format string: logging reports it on its own
+        masked = known.mask(message)
+        if masked is not message:
+            self._mask_message(record, masked)
+        for key, value in vars(record).items():
+            if key not in _STANDARD and isinstance(value, str) and not key.startswith("_"):
+                setattr(record, key, known.mask(value))
+        if record.exc_info and not record.exc_text:
+            # Formatters reuse the cached traceback text: cache it, masked.
+            record.exc_text = self._formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = known.mask(record.exc_text)
+        if record.stack_info:
+            record.stack_info = known.mask(record.stack_info)
+        return True
+
+    def _mask_message(self, record: logging.LogRecord, masked: str) -> None:
+        # Arguments masked one by one where that suffices: some formatters read `args` themselves
+        # (uvicorn's access log unpacks them); otherwise the message is replaced whole.
+        known = self.known
+        if isinstance(record.args, tuple) and isinstance(record.msg, str):
+            args = tuple(known.mask(a) if isinstance(a, str) else a for a in record.args)
+            try:
+                candidate = known.mask(record.msg) % args
+            except (TypeError, ValueError):
+                candidate = None
+            if candidate is not None and known.mask(candidate) == candidate:
+                record.msg, record.args = known.mask(record.msg), args
+                return
+        record.msg, record.args = masked, None
+
+
+def all_handlers() -> list[logging.Handler]:
+    """Every handler configured now: the root's and those of named loggers (uvicorn's), so that a
+    filter on each sees a record wherever it propagates."""
+    seen: dict[int, logging.Handler] = {id(h): h for h in logging.getLogger().handlers}
+    for item in list(logging.Logger.manager.loggerDict.values()):
+        if isinstance(item, logging.Logger):
+            seen.update((id(h), h) for h in item.handlers)
+    return list(seen.values())
+
+
+@contextmanager
+def masking_secrets(known: SecretValues) -> Iterator[None]:
+    """Mask `known`'s values in every log record, on every handler, inside the block."""
+    log_filter = SecretFilter(known)
+    handlers = all_handlers()
+    for handler in handlers:
+        handler.addFilter(log_filter)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(log_filter)
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -200,9 +200,23 @@ class Relay:
         try:
             self._route(call)
             with request_scope(server=call.server), self.drain.call():
-                return finish(front.protocol_version, await self.chain(call))
-        except GatewayError as exc:
-            raise as_mcp_error(exc) from None
+                result = finish(front.protocol_version, await self.chain(call))
+        except (GatewayError, MCPError) as exc:
+            raise self._masked_error(as_mcp_error(exc)) from None
+        # Every result leaves here, on every front: a resolved secret a backend echoes is masked
+        # by value, whether or not a masking middleware runs (one search when no secret is in it).
+        return self.fleet.secrets.mask_json(result)
+
+    def _masked_error(self, exc: MCPError) -> MCPError:
+        """`exc`, or a copy without the resolved secrets its message or data quote."""
+        known = self.fleet.secrets
+        if not known:
+            return exc
+        error = exc.error
+        message, data = known.mask(error.message), known.mask_json(error.data)
+        if message is error.message and data is error.data:
+            return exc
+        return MCPError(code=error.code, message=message, data=data)
 
     def _client_key(self, front: Front, identity: Identity) -> Hashable:
         """Who the client is, for per-client backend sessions and for routing news back to it.
@@ -352,7 +366,9 @@ class Relay:
 
     async def _deliver_log(self, call: Call) -> Result:
         backend: Backend = call.state["backend"]
-        params = dict(call.params)
+        # A backend's log message goes to clients as it is: the one server-sent string that does
+        # not leave through `dispatch`.
+        params = dict(self.fleet.secrets.mask_json(call.params))
         params["logger"] = f"{backend.name}/{params['logger']}" if params.get("logger") else backend.name
         callers = backend.callers()
         if not callers:

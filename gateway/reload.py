@@ -80,6 +80,8 @@ class Reloader:
             new, old = validated.config, self.fleet.config
             middlewares = validated.middlewares if new.middleware != old.middleware else None
             with secrets.configured(new.secrets):
+                if middlewares is not None:
+                    secrets.register_options(new.middleware, self.fleet.secrets)
                 report: dict[str, Any] = {"servers": await self.fleet.apply(new), "middleware": "unchanged"}
             if middlewares is not None:
                 stack = await self._start(middlewares)

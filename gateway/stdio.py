@@ -22,6 +22,7 @@ from gateway.backends.session import Streams
 from gateway.config import secrets
 from gateway.config.validation import validate_file
 from gateway.fleet import Fleet
+from gateway.logs import masking_secrets
 from gateway.relay import Relay
 from gateway.reload import Reloader
 
@@ -42,11 +43,14 @@ async def serve_stdio(path: str, watch: bool = True) -> None:
     try:
         validated = validate_file(path)  # the middlewares are created here: after the claim
         secrets.configure(validated.config.secrets)
-        fleet = Fleet(validated.config)
+        known = secrets.SecretValues()  # the gateway's resolved secret values, masked everywhere
+        secrets.register_options(validated.config.middleware, known)
+        fleet = Fleet(validated.config, known=known)
         relay = Relay(fleet, validated.middlewares, local=True)
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_signal, relay, tg.cancel_scope)
-            await _serve(fleet, relay, path if watch else None, _wire(*wire, restore))
+            with masking_secrets(known):
+                await _serve(fleet, relay, path if watch else None, _wire(*wire, restore))
             tg.cancel_scope.cancel()
     finally:
         restore()

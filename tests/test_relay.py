@@ -325,3 +325,22 @@ async def test_a_down_backends_names_get_backend_unavailable_and_unknown_names_n
         (e.code, e.message) for e in errors if e.code != BACKEND_UNAVAILABLE or "'storm'" not in e.message
     ]
     assert not wrong, wrong
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "sdk-path"])
+async def test_a_resolved_secret_is_masked_in_results_and_errors_on_both_paths(
+    fast_path: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "cobalt-meadow-tinsel-harp"  # looks like nothing: only masking by value can catch it
+    monkeypatch.setenv("RELAY_TEST_SECRET", secret)
+    cfg = make_config({"mb": misbehave(env={"TOKEN": "${env:RELAY_TEST_SECRET}"})})
+    async with serve(cfg, fast_path=fast_path) as gw, SdkClient(gw.url, mode="legacy") as client:
+        result = await client.call_tool("mb__env", {"name": "TOKEN"})
+        assert result.structured_content == {"name": "TOKEN", "value": "[secret:RELAY_TEST_SECRET]"}
+        assert result.content[0].text == "[secret:RELAY_TEST_SECRET]"  # type: ignore[union-attr]
+        with pytest.raises(MCPError) as err:
+            await client.call_tool("mb__env", {"name": "TOKEN", "error": True})
+        assert err.value.error.message == "cannot use TOKEN=[secret:RELAY_TEST_SECRET]"
+        assert err.value.error.data == {"name": "TOKEN", "value": "[secret:RELAY_TEST_SECRET]"}
+        echoed = await client.call_tool("mb__echo", {"text": f"it is {secret}"})  # sent by the client
+        assert echoed.structured_content == {"text": "misbehave: it is [secret:RELAY_TEST_SECRET]"}

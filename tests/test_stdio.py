@@ -240,3 +240,30 @@ async def test_initialize_does_not_wait_for_an_optional_server(tmp_path: Path) -
             assert "slow__echo" in names
             echo = await client.call_tool("slow__echo", {"text": "late"})
             assert echo.structured_content == {"text": "slow: late"}
+
+
+async def test_a_resolved_secret_is_masked_on_the_stdio_wire(tmp_path: Path) -> None:
+    secret = "pewter-lagoon-whistle-fern"
+    path = tmp_path / "gateway.yaml"
+    server = misbehave("--echo-env", "TOKEN", env={"TOKEN": "${env:STDIO_TEST_SECRET}"})
+    path.write_text(yaml.safe_dump({"servers": {"mb": server}}))
+    argv = [sys.executable, "-m", "gateway", "serve", "--stdio", "--no-reload", "--config", str(path)]
+    env = {**os.environ, "STDIO_TEST_SECRET": secret}
+    async with await anyio.open_process(argv, cwd=REPO_ROOT, env=env) as process:
+        assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+        calls = [
+            rpc("tools/call", {"name": "mb__env", "arguments": {"name": "TOKEN"}}, rid=2),
+            rpc("tools/call", {"name": "mb__env", "arguments": {"name": "TOKEN", "error": True}}, rid=3),
+        ]
+        await process.stdin.send(HELLO + b"".join(map(line, calls)))
+        stdout = BufferedByteReceiveStream(process.stdout)
+        seen = await answers_until(stdout, 2) + await answers_until(stdout, 3)
+        await stop(process)
+        try:
+            errors = (await process.stderr.receive(1 << 20)).decode()
+        except anyio.EndOfStream:
+            errors = ""  # nothing logged at all
+    wire = json.dumps(seen)
+    assert secret not in wire and secret not in errors
+    assert seen[-2]["result"]["structuredContent"]["value"] == "[secret:STDIO_TEST_SECRET]"
+    assert seen[-1]["error"]["message"] == "cannot use TOKEN=[secret:STDIO_TEST_SECRET]"

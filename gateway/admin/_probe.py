@@ -44,7 +44,7 @@ def _ms(since: float) -> float:
 
 async def probe(backend: Backend) -> dict[str, Any]:
     spec = backend.spec
-    log = LogBuffer(backend.name, size=50)
+    log = LogBuffer(backend.name, size=50, secrets=backend.log.secrets)
     log.transform = backend.log.transform  # the same masking as the backend's own log
     transport = transport_for(backend.name, spec, log)
     timings: dict[str, float] = {}

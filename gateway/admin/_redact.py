@@ -8,6 +8,9 @@
 - Anywhere: the password of a URL (`https://user:pw@host`), secret-looking query parameters
   (`?api_key=...`), and command-line arguments like `--token=abc` / `--password abc`.
 - An `env_schema` entry marked `secret: true` has its `default` hidden.
+
+Whatever an admin response says (config, server details, stderr lines, events, errors, streams),
+`MaskSecrets` then masks the gateway's resolved secret values in it by value.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from gateway.config.secrets import has_reference
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.config.secrets import SecretValues, has_reference
 
 MASK = "***"
 _SECRET_WORDS = (
@@ -100,3 +106,53 @@ def _redact_url(value: str) -> str:
     if netloc == parts.netloc and query == parts.query:
         return value
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+class MaskSecrets:
+    """ASGI middleware: every admin response body with the resolved secret values masked.
+
+    The sources mask too (stderr lines, events, errors); this is the last line for whatever a
+    handler puts together, now or later. A streamed response (SSE) is masked chunk by chunk, an
+    event being sent whole; any other body is masked whole, and its length set again.
+    """
+
+    def __init__(self, app: ASGIApp, known: SecretValues) -> None:
+        self.app = app
+        self.known = known
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.known:
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        streaming = False
+        parts: list[bytes] = []
+
+        async def masked_send(message: Message) -> None:
+            nonlocal start, streaming
+            if message["type"] == "http.response.start":
+                content_type = MutableHeaders(raw=message["headers"]).get("content-type", "")
+                streaming = content_type.startswith("text/event-stream")
+                if streaming:
+                    await send(message)
+                else:
+                    start = message
+                return
+            if message["type"] != "http.response.body":
+                await send(message)
+                return
+            if streaming:
+                await send({**message, "body": self.known.mask_bytes(message.get("body", b""))})
+                return
+            parts.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            body = self.known.mask_bytes(b"".join(parts))
+            assert start is not None
+            headers = MutableHeaders(raw=list(start["headers"]))
+            if "content-length" in headers:
+                headers["content-length"] = str(len(body))
+            await send({**start, "headers": headers.raw})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+
+        await self.app(scope, receive, masked_send)

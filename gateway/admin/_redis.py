@@ -29,8 +29,11 @@ _WARN_INTERVAL = 30.0
 
 
 class RedisPublisher:
-    def __init__(self, url: str, channel: str, queue_size: int = 10_000) -> None:
+    def __init__(
+        self, url: str, channel: str, queue_size: int = 10_000, *, known: secrets.SecretValues | None = None
+    ) -> None:
         self.url = url
+        self.known = known
         self.channel = channel
         self.published = 0
         self.dropped = 0
@@ -54,7 +57,7 @@ class RedisPublisher:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[RedisPublisher]:
         try:
-            url = secrets.resolve(self.url, where="admin.events.redis")
+            url = secrets.resolve(self.url, where="admin.events.redis", known=self.known)
         except SecretError as exc:
             logger.error("events are not published to Redis: %s", exc.message)
             self._send.close()

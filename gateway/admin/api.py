@@ -37,7 +37,7 @@ from gateway.admin._errors import (
     timeout,
 )
 from gateway.admin._probe import probe
-from gateway.admin._redact import redact
+from gateway.admin._redact import MaskSecrets, redact
 from gateway.admin._redis import RedisPublisher
 from gateway.admin._schemas import ACTIONS
 from gateway.admin._sse import event_stream, log_line, log_stream
@@ -84,7 +84,9 @@ class AdminAPI:
         self.store = EventStore(config.events)
         events = config.events
         self.publisher = (
-            RedisPublisher(events.redis, events.channel, events.queue_size) if events.redis else None
+            RedisPublisher(events.redis, events.channel, events.queue_size, known=fleet.secrets)
+            if events.redis
+            else None
         )
         self._tests: dict[str, dict[str, Any]] = {}
         self._locks: dict[str, anyio.Lock] = {}
@@ -94,6 +96,7 @@ class AdminAPI:
             routes=self._routes(),
             exception_handlers=EXCEPTION_HANDLERS,
             middleware=[
+                Middleware(MaskSecrets, known=fleet.secrets),  # outermost: sees every response
                 Middleware(RequestIdMiddleware),
                 Middleware(AuthMiddleware, auth=AdminAuth(config, authenticate)),
             ],

@@ -14,6 +14,7 @@ from gateway.backends.lifecycle import Event
 from gateway.backends.session import TransportFactory
 from gateway.backends.stdio import stdio_transport
 from gateway.config.models import DockerServer, ServerSpec, StdioServer
+from gateway.config.secrets import SecretValues
 
 if TYPE_CHECKING:
     from gateway.backends.backend import Backend
@@ -40,10 +41,14 @@ class FleetEvents(Protocol):
     def backend_event(self, backend: Backend, event: Event) -> None: ...
 
     call_listeners: list[Callable[[str, float, bool], None]]
+    secrets: SecretValues  # what the transports resolve is registered here, and masked by it
 
 
 def transport_for(name: str, spec: ServerSpec, log: LogBuffer) -> TransportFactory:
-    """Each backend kind contributes only its transport; imported on use (docker, httpx stay cold)."""
+    """Each backend kind contributes only its transport; imported on use (docker, httpx stay cold).
+
+    The transport resolves the spec's secrets into `log.secrets`, the registry the log masks with:
+    whatever a server is handed is masked in what it prints."""
     if isinstance(spec, StdioServer):
         return stdio_transport(name, spec, log)
     if isinstance(spec, DockerServer):

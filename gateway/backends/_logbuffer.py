@@ -10,6 +10,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gateway.config.secrets import SecretValues
+
 logger = logging.getLogger("gateway.backend.stderr")
 
 _MAX_LINE = 4096  # a runaway line (a binary blob on stderr) must not blow the buffer's memory bound
@@ -25,8 +27,11 @@ class LogLine:
 class LogBuffer:
     """The last `size` lines a backend wrote to stderr. `listeners` see each new line."""
 
-    def __init__(self, server: str, size: int = 1000) -> None:
+    def __init__(self, server: str, size: int = 1000, *, secrets: SecretValues | None = None) -> None:
         self.server = server
+        # The gateway's resolved secrets: a server handed its token may well print it, and every
+        # reader of these lines (admin API, events, the exit summary in the log) must not see it.
+        self.secrets = secrets if secrets is not None else SecretValues()
         self.lines: deque[LogLine] = deque(maxlen=size)
         self.listeners: list[Callable[[LogLine], None]] = []
         self.pid: int | None = None  # of the process writing to it, while there is one
@@ -36,7 +41,7 @@ class LogBuffer:
         self.transform: Callable[[str], str] | None = None
 
     def append(self, text: str) -> None:
-        text = text[:_MAX_LINE]
+        text = self.secrets.mask(text[:_MAX_LINE])
         if self.transform is not None:
             text = self.transform(text)
         line = LogLine(time.time(), self.server, text)

@@ -45,7 +45,7 @@ class Backend:
         self.name = name
         self.spec = spec
         self.events = events
-        self.log = LogBuffer(name)
+        self.log = LogBuffer(name, secrets=events.secrets)
         self.state = State.STOPPED
         self.last_error: str | None = None
         self.restarts = 0
@@ -199,7 +199,8 @@ class Backend:
                 self.last_error, category = ended.reason, ended.category
                 logger.warning("server %s: %s; %s", self.name, ended.reason, self.log.summary())
             except GatewayError as exc:
-                self.last_error = exc.message
+                # A start error may quote the server (a handshake's answer, a resolved URL).
+                self.last_error = self.log.secrets.mask(exc.message)
                 logger.warning("%s; %s", exc.message, self.log.summary())
             except Exception as exc:
                 # A bug or an unforeseen failure in one backend must not end the fleet.

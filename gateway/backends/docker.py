@@ -160,7 +160,7 @@ class DockerTransport:
         image_user = await self._ensure_image(api)
         env = secrets.check_env_schema(
             self.name,
-            secrets.resolve_mapping(self.spec.env, where=f"servers.{self.name}.env"),
+            secrets.resolve_mapping(self.spec.env, where=f"servers.{self.name}.env", known=self.log.secrets),
             self.spec.env_schema,
         )
         container = _Container(self.name, api, self.log, self.spec.resources.memory)

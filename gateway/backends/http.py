@@ -30,10 +30,12 @@ from gateway.config.models import HttpServer
 logger = logging.getLogger(__name__)
 
 
-def _headers(name: str, spec: HttpServer) -> dict[str, str]:
-    headers = secrets.resolve_mapping(spec.headers, where=f"servers.{name}.headers")
+def _headers(name: str, spec: HttpServer, known: secrets.SecretValues) -> dict[str, str]:
+    headers = secrets.resolve_mapping(spec.headers, where=f"servers.{name}.headers", known=known)
     if spec.bearer_token:
-        token = secrets.resolve(spec.bearer_token, where=f"servers.{name}.bearer_token")
+        token = secrets.resolve(spec.bearer_token, where=f"servers.{name}.bearer_token", known=known)
+        # A literal token (no reference) is as secret as a resolved one.
+        known.add(token, "bearer_token")
         headers["Authorization"] = f"Bearer {token}"
     return headers
 
@@ -50,7 +52,7 @@ class HttpTransport:
 
     def client(self) -> httpx2.AsyncClient:
         if self._client is None:
-            self._client = self._new_client(headers=_headers(self.name, self.spec))
+            self._client = self._new_client(headers=_headers(self.name, self.spec, self.log.secrets))
         return self._client
 
     def _new_client(
@@ -92,7 +94,7 @@ class HttpTransport:
     async def __call__(self) -> AsyncIterator[Streams]:
         self.expired = False
         if self.spec.type == "sse":
-            headers = _headers(self.name, self.spec)
+            headers = _headers(self.name, self.spec, self.log.secrets)
             async with sse_client(
                 self.spec.url,
                 headers=headers,

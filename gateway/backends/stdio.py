@@ -23,12 +23,12 @@ from gateway.config import secrets
 from gateway.config.models import StdioServer
 
 
-def environment(name: str, spec: StdioServer) -> dict[str, str]:
+def environment(name: str, spec: StdioServer, known: secrets.SecretValues | None = None) -> dict[str, str]:
     env = get_default_environment()
     for key in spec.inherit_env:
         if key in os.environ:
             env[key] = os.environ[key]
-    env.update(secrets.resolve_mapping(spec.env, where=f"servers.{name}.env"))
+    env.update(secrets.resolve_mapping(spec.env, where=f"servers.{name}.env", known=known))
     return secrets.check_env_schema(name, env, spec.env_schema)
 
 
@@ -47,10 +47,11 @@ def executable(command: str, env: dict[str, str]) -> str:
 def stdio_transport(name: str, spec: StdioServer, log: LogBuffer) -> TransportFactory:
     @asynccontextmanager
     async def open_stdio() -> AsyncIterator[Streams]:
-        env = environment(name, spec)
+        known = log.secrets
+        env = environment(name, spec, known)
         argv = [
-            executable(secrets.resolve(spec.command, where=f"servers.{name}.command"), env),
-            *(secrets.resolve(a, where=f"servers.{name}.args") for a in spec.args),
+            executable(secrets.resolve(spec.command, where=f"servers.{name}.command", known=known), env),
+            *(secrets.resolve(a, where=f"servers.{name}.args", known=known) for a in spec.args),
         ]
         async with spawn(argv, env=env, cwd=spec.cwd, log=log) as (streams, process):
             log.pid, log.exit_code = process.pid, None

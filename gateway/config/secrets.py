@@ -25,7 +25,7 @@ from typing import Annotated, Any, TypeVar
 import yaml
 from pydantic import AfterValidator, ValidationInfo
 
-from gateway.config.models import EnvVar, SecretsConfig
+from gateway.config.models import EnvVar, MiddlewareSpec, SecretsConfig
 from gateway.errors import SecretError
 
 T = TypeVar("T")
@@ -242,6 +242,13 @@ def register_references(value: Any, known: SecretValues, *, where: str) -> None:
     elif isinstance(value, list | tuple):
         for item in value:
             register_references(item, known, where=where)
+
+
+def register_options(specs: Sequence[MiddlewareSpec], known: SecretValues) -> None:
+    """Register the secret values in middleware options (a JWT secret, a Redis URL's password):
+    each middleware's own validator expands them, and cannot know about the gateway's registry."""
+    for index, spec in enumerate(specs):
+        register_references(spec.options, known, where=f"middleware[{index}] ({spec.use}).options")
 
 
 def _secret_ref(name: str, where: str, env: Mapping[str, str]) -> str:

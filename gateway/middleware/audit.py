@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.abc
@@ -33,10 +33,14 @@ from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway._sqlite import BatchWriter, open_wal
+from gateway.config.secrets import SecretValues
 from gateway.errors import GatewayError
 from gateway.logs import current_request_id
 from gateway.middleware.base import Call, CallNext, Result
 from gateway.middleware.globs import compile_globs
+
+if TYPE_CHECKING:
+    from gateway.fleet import Fleet
 
 logger = logging.getLogger(__name__)
 
@@ -207,9 +211,15 @@ class Audit:
         self.log = AuditLog(opts.path, queue_size=opts.queue_size, retention_days=opts.retention_days)
         self._methods = compile_globs(opts.methods)
         self._redact = compile_globs(k.lower() for k in opts.redact_keys)  # keys compared lower-cased
+        self._secrets: SecretValues | None = None  # the gateway's, once attached
 
     def lifespan(self) -> Any:
         return self.log.running()
+
+    def attach(self, fleet: Fleet) -> None:
+        # Resolved secret values are masked in stored arguments: a client may pass on what it saw
+        # before masking existed, or what it learnt elsewhere; the audit file is read by others.
+        self._secrets = fleet.secrets
 
     async def __call__(self, call: Call, call_next: CallNext) -> Result:
         if call.kind != "request" or not self._methods.match(call.method):
@@ -267,6 +277,8 @@ class Audit:
             args = args()
         if not isinstance(args, dict):
             return None
+        if self._secrets is not None:
+            args = self._secrets.mask_json(args)  # before clipping, which could cut a value in two
         if mode == "keys":
             return json.dumps(sorted(str(k) for k in args))
         text = json.dumps(self._clip(args, 0), ensure_ascii=False, default=str)

@@ -36,6 +36,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from gateway.config.secrets import ResolvedStr
 from gateway.errors import Denied, GatewayError
+from gateway.logs import all_handlers
 from gateway.masking import BY_NAME, PII, SECRETS, Action, Blocked, Masker
 from gateway.masking._walk import mask_message, mask_tree
 from gateway.middleware.audit import MASKED_ARGUMENTS
@@ -204,7 +205,7 @@ class Masking:
             yield
             return
         log_filter = MaskingFilter(self.default)
-        handlers = _all_handlers()
+        handlers = all_handlers()
         for handler in handlers:
             handler.addFilter(log_filter)
         try:
@@ -291,13 +292,3 @@ class MaskingFilter(logging.Filter):
         text = value if isinstance(value, str) else str(value)
         masked = self.masker.mask(text, blocking=False)
         return value if masked is text else masked
-
-
-def _all_handlers() -> list[logging.Handler]:
-    """Every handler configured when the gateway starts: the root's and those of named loggers
-    (uvicorn's), so a record is masked wherever it propagates."""
-    seen: dict[int, logging.Handler] = {id(h): h for h in logging.getLogger().handlers}
-    for item in list(logging.Logger.manager.loggerDict.values()):
-        if isinstance(item, logging.Logger):
-            seen.update((id(h), h) for h in item.handlers)
-    return list(seen.values())

@@ -150,7 +150,11 @@ class Telemetry:
                     await anyio.to_thread.run_sync(provider.shutdown)
 
     async def _scrape(self, request: Request) -> Response:
-        return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        body = self.metrics.render()
+        fleet = self.metrics.fleet
+        if fleet is not None:  # labels are names (tools, identities): masked should one be a secret
+            body = fleet.secrets.mask_bytes(body)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     def _otlp_provider(self) -> SdkTracerProvider:
         # Imported on use: gateways that do not export over OTLP never load protobuf.
@@ -212,7 +216,9 @@ class Telemetry:
             span.set_attribute("rpc.response.status_code", code)
             if exc.code not in _CLIENT_ERRORS:
                 span.set_attribute("error.type", code)
-                span.set_status(StatusCode.ERROR, exc.message)
+                fleet = self.metrics.fleet
+                # A backend's error message may quote a resolved secret; spans leave the gateway.
+                span.set_status(StatusCode.ERROR, fleet.secrets.mask(exc.message) if fleet else exc.message)
             raise
         except BaseException as exc:
             cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
