@@ -7,6 +7,7 @@ resolved at launch. Launch and teardown discipline live in `_process`.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -21,6 +22,8 @@ from gateway.backends._process import spawn
 from gateway.backends.session import Streams, TransportFactory
 from gateway.config import secrets
 from gateway.config.models import StdioServer
+
+logger = logging.getLogger(__name__)
 
 
 def environment(name: str, spec: StdioServer, known: secrets.SecretValues | None = None) -> dict[str, str]:
@@ -45,6 +48,15 @@ def executable(command: str, env: dict[str, str]) -> str:
 
 
 def stdio_transport(name: str, spec: StdioServer, log: LogBuffer) -> TransportFactory:
+    if any(secrets.has_reference(arg) for arg in spec.args):
+        # Masking cannot reach a process's command line: /proc shows it to every local user.
+        logger.warning(
+            "servers.%s.args holds a secret reference: its value will be visible to every local user "
+            "in `ps`; pass it in servers.%s.env instead",
+            name,
+            name,
+        )
+
     @asynccontextmanager
     async def open_stdio() -> AsyncIterator[Streams]:
         known = log.secrets

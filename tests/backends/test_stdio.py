@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import anyio
@@ -133,3 +134,14 @@ async def test_concurrent_calls_share_one_pipe_and_each_gets_its_own_answer() ->
             for i in range(50):
                 tg.start_soon(one, i)
     assert answers == {i: {"text": f"misbehave: {i}"} for i in range(50)}
+
+
+def test_a_secret_reference_in_args_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    # A command line is readable by every local user (`ps`): no masking can help there.
+    caplog.set_level(logging.WARNING, logger="gateway.backends.stdio")
+    Fleet(config({"plain": misbehave("--name", "plain")}))
+    assert caplog.records == []
+    Fleet(config({"mb": misbehave("--name", "${env:HOME}")}))
+    [record] = caplog.records
+    assert "servers.mb.args holds a secret reference" in record.getMessage()
+    assert "servers.mb.env instead" in record.getMessage()
