@@ -33,6 +33,7 @@ from gateway._sdk import Ctx, SdkFront
 from gateway._server import GatewayServer
 from gateway.backends import Backend
 from gateway.catalogue import Kind
+from gateway.config.secrets import SecretValues
 from gateway.errors import GatewayError, ShuttingDown, UnknownName, as_mcp_error
 from gateway.fleet import Fleet
 from gateway.logs import request_scope
@@ -46,14 +47,16 @@ Handler = Callable[[Ctx, Any], Awaitable[Result]]
 class _Caller:
     """A client request, as a backend sees it: who to ask when the backend asks back."""
 
-    __slots__ = ("front", "key")
+    __slots__ = ("front", "key", "known")
 
-    def __init__(self, front: Front, key: Hashable) -> None:
+    def __init__(self, front: Front, key: Hashable, known: SecretValues) -> None:
         self.front = front
         self.key = key
+        self.known = known
 
     async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        return await self.front.ask(method, params)
+        # A backend's question (an elicitation's message) reaches the client as the backend put it.
+        return await self.front.ask(method, self.known.mask_json(params))
 
 
 def identity_of(front: Front, default: Identity) -> Identity:
@@ -63,8 +66,15 @@ def identity_of(front: Front, default: Identity) -> Identity:
     return found or default
 
 
-def _progress_to(front: Front) -> ProgressFnT | None:
-    return front.report_progress if front.wants_progress() else None
+def _progress_to(front: Front, known: SecretValues) -> ProgressFnT | None:
+    if not front.wants_progress():
+        return None
+
+    async def report(progress: float, total: float | None, message: str | None) -> None:
+        # A backend's progress message goes to the client as it is: not through `dispatch`.
+        await front.report_progress(progress, total, None if message is None else known.mask(message))
+
+    return report
 
 
 class Relay:
@@ -276,8 +286,9 @@ class Relay:
             and front.can_answer()
         ):
             return await self._forward_with_input_rounds(call, backend, params)
-        caller = _Caller(front, call.state["client"])
-        return await backend.request(call.method, params, caller, on_progress=_progress_to(front))
+        caller = _Caller(front, call.state["client"], self.fleet.secrets)
+        progress = _progress_to(front, self.fleet.secrets)
+        return await backend.request(call.method, params, caller, on_progress=progress)
 
     async def _forward_with_input_rounds(
         self, call: Call, backend: Backend, params: dict[str, Any]
@@ -291,8 +302,11 @@ class Relay:
         else:
             key = call.state["client"]
 
+            known = self.fleet.secrets
+
             async def progress(progress: float, total: float | None, message: str | None) -> None:
-                await deferred.context.report_progress(progress, total, message)
+                masked = None if message is None else known.mask(message)
+                await deferred.context.report_progress(progress, total, masked)
 
             def run(caller: InputCaller) -> Awaitable[Result]:
                 return backend.request(method, params, caller, on_progress=progress)

@@ -344,3 +344,19 @@ async def test_a_resolved_secret_is_masked_in_results_and_errors_on_both_paths(
         assert err.value.error.data == {"name": "TOKEN", "value": "[secret:RELAY_TEST_SECRET]"}
         echoed = await client.call_tool("mb__echo", {"text": f"it is {secret}"})  # sent by the client
         assert echoed.structured_content == {"text": "misbehave: it is [secret:RELAY_TEST_SECRET]"}
+
+
+async def test_a_resolved_secret_is_masked_in_progress_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    # misbehave's progress says "slept 0.1s of 0.4s": make its tail a secret the server was handed.
+    monkeypatch.setenv("RELAY_PROGRESS_SECRET", "s of 0.4s")
+    cfg = make_config({"mb": misbehave(env={"TOKEN": "${env:RELAY_PROGRESS_SECRET}"})})
+    messages: list[str] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        messages.append(message or "")
+
+    async with serve(cfg) as gw, FastMCPClient(gw.url) as client:
+        with anyio.fail_after(20):
+            await client.call_tool("mb__sleep", {"seconds": 0.4}, progress_handler=on_progress)
+    assert messages and all("of 0.4s" not in m for m in messages)
+    assert any(m.endswith("[secret:RELAY_PROGRESS_SECRET]") for m in messages)
