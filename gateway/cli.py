@@ -146,11 +146,12 @@ async def _inspect(config: GatewayConfig, args: argparse.Namespace) -> int:
         print(f"{args.config}: valid ({len(config.servers)} servers)")
         return EXIT_OK
     fleet = Fleet(config)
-    async with fleet.running():
-        await fleet.wait_started()
-        catalogue = fleet.catalogue
-        failed = {n: b.last_error for n, b in fleet.backends.items() if not b.available}
-        states = {n: {"state": b.state.value, "error": b.last_error} for n, b in fleet.backends.items()}
+    with logs.masking_secrets(fleet.secrets):
+        async with fleet.running():
+            await fleet.wait_started()
+            catalogue = fleet.catalogue
+            failed = {n: b.last_error for n, b in fleet.backends.items() if not b.available}
+            states = {n: {"state": b.state.value, "error": b.last_error} for n, b in fleet.backends.items()}
     if args.command == "tools":
         rows: list[dict[str, Any]] = [
             {
@@ -160,6 +161,7 @@ async def _inspect(config: GatewayConfig, args: argparse.Namespace) -> int:
             }
             for t in catalogue.tools
         ]
+        rows = fleet.secrets.mask_json(rows)  # a description may quote what the server was handed
         if args.json:
             print(json.dumps(rows, indent=2))
         else:
@@ -176,6 +178,7 @@ async def _inspect(config: GatewayConfig, args: argparse.Namespace) -> int:
         "resource_templates": [t["uriTemplate"] for t in catalogue.templates],
         "collisions": list(catalogue.collisions),
     }
+    report = fleet.secrets.mask_json(report)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
