@@ -19,6 +19,8 @@ tools
     ``env(name)``       structuredContent {"name", "value"} (value null when unset); text the value
                         with ``error: true``, a JSON-RPC error (internal error) whose message and data
                         quote the value instead
+    ``stop_reading(seconds)``  blocks the whole server (stdin unread) for that long, then answers
+    ``error(code, message, data?)``  answers with that JSON-RPC error (code, message, data as given)
 resources
     ``misbehave://static/hello`` (text) and the template ``misbehave://item/{id}``
 prompts
@@ -35,6 +37,9 @@ Misbehaviours (combinable; ``--mode X`` is the same as ``--X`` and may repeat):
 --ignore-sigterm      SIGTERM is caught and ignored (only SIGKILL stops the process)
 --spawn-child         start ``sleep 1000`` in the same process group (its pid is in ``pid()``)
 --ignore-stdin-eof    when stdin ends, stay alive (sleep) instead of exiting: only a signal ends it
+--flood-stdout MB     MB megabytes of non-JSON lines (4 KiB each) on stdout at start
+--huge-line MB        one non-JSON line of MB megabytes on stdout at start
+--flood-stderr N      N lines on stderr at start (a burst, as fast as the pipe takes them)
 --name NAME           serverInfo.name and the echo prefix
 --start-when PATH     serve only once PATH exists (a slow start the test ends when it wants)
 --echo-env NAME       print NAME=<value> of this environment variable on stderr at start and right
@@ -100,6 +105,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--echo-env", action="append", default=[], metavar="NAME", help="print NAME=value on stderr"
     )
+    p.add_argument("--flood-stdout", type=float, default=0, metavar="MB", help="MB of garbage lines at start")
+    p.add_argument("--huge-line", type=float, default=0, metavar="MB", help="one garbage line of MB at start")
+    p.add_argument("--flood-stderr", type=int, default=0, metavar="N", help="N stderr lines at start")
     args = p.parse_args(argv)
     for mode in args.mode:
         if mode != "normal":
@@ -152,6 +160,27 @@ class _GarblingWriter(io.TextIOWrapper):
     def write(self, s: str) -> int:
         super().write(next(self._garbage) + "\n")
         return super().write(s)
+
+
+def _flood(args: argparse.Namespace) -> None:
+    """--flood-stderr, --flood-stdout and --huge-line: all written before the protocol starts."""
+    if args.flood_stderr:
+        line = b"misbehave: flooding stderr " + b"." * 72 + b"\n"
+        for done in range(0, args.flood_stderr, 1000):
+            sys.stderr.buffer.write(line * min(1000, args.flood_stderr - done))
+        sys.stderr.buffer.flush()
+    out = sys.stdout.buffer
+    if args.flood_stdout:
+        line = b"garbage: " + b"x" * 4086 + b"\n"  # 4 KiB
+        for _ in range(int(args.flood_stdout * 2**20) // len(line)):
+            out.write(line)
+    if args.huge_line:
+        chunk = b"y" * 2**20
+        out.write(b'{"huge": "')
+        for _ in range(int(args.huge_line)):
+            out.write(chunk)
+        out.write(b'"\n')
+    out.flush()
 
 
 # --------------------------------------------------------------------------- the MCP server
@@ -256,6 +285,20 @@ class Misbehave:
                 ),
             ]
         }
+        self.tools["stop_reading"] = types.Tool(
+            name="stop_reading",
+            description="Block the whole server (stdin unread) for `seconds`, then answer.",
+            input_schema={**obj, "properties": {"seconds": {"type": "number"}}, "required": ["seconds"]},
+        )
+        self.tools["error"] = types.Tool(
+            name="error",
+            description="Answer with this JSON-RPC error.",
+            input_schema={
+                **obj,
+                "properties": {"code": {"type": "integer"}, "message": {"type": "string"}, "data": {}},
+                "required": ["code", "message"],
+            },
+        )
         self.extra_tool = types.Tool(
             name="extra", description="Appears after change_tools().", input_schema=obj
         )
@@ -336,6 +379,13 @@ class Misbehave:
                     raise
                 await ctx.session.report_progress(seconds, seconds, "done")
                 return self.text(f"slept {seconds}s")
+            if name == "stop_reading":
+                seconds = float(arg("seconds", float))
+                eprint(f"misbehave[{os.getpid()}]: not reading stdin for {seconds}s")
+                time.sleep(seconds)  # noqa: ASYNC251 - blocking the loop is the point: nothing reads stdin
+                return self.text(f"read nothing for {seconds}s")
+            if name == "error":
+                raise MCPError(int(arg("code", float)), arg("message", str), args.get("data"))
             if name == "crash":
                 _echo_env(self.echo_env, "crashing")
                 eprint(f"misbehave[{os.getpid()}]: crash() called, exiting 3")
@@ -542,6 +592,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.garbage:
         sys.stdout.write("misbehave: garbage before the first response\n" + next(_garbage) + "\n")
         sys.stdout.flush()
+    _flood(args)
     if args.hang_at_start:
         _hang_forever()
     if args.start_when is not None:
