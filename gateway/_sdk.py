@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 import anyio
 import mcp.server._streamable_http_modern as _modern
 import mcp.server.stdio as _stdio
+from mcp.client.session import ClientSession
 from mcp.server.auth.middleware.bearer_auth import (
     AuthenticatedUser,
     AuthorizationContext,
@@ -27,9 +28,11 @@ from mcp.server.lowlevel import Server
 from mcp.server.runner import ServerRunner
 from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared.dispatcher import CallOptions
+from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS
 from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
-from mcp_types import JSONRPCError, RequestId
+from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT, JSONRPCError, RequestId
 from mcp_types.version import LATEST_MODERN_VERSION
 from starlette.requests import Request
 from starlette.types import Scope
@@ -210,3 +213,42 @@ def claim_stdio() -> tuple[tuple[BinaryIO, BinaryIO], Callable[[], None]]:
                     undo()
 
     return (stdin, stdout), restore
+
+
+# -- a backend session's raw requests through the SDK's dispatcher ------------------------------
+
+
+async def raw_request(
+    client: ClientSession, method: str, params: dict[str, Any] | None, opts: CallOptions
+) -> dict[str, Any]:
+    """Send a raw request through the client session's dispatcher (the SDK has no public raw call).
+
+    An `MCPError` raised is always the peer's own answer. The dispatcher reports its own timeout
+    and a connection it saw close with the same codes a peer may send (REQUEST_TIMEOUT,
+    CONNECTION_CLOSED) and no marker, so those are told apart by how mcp 2.3's
+    `JSONRPCDispatcher.send_raw_request` raises them, and raised as what the gateway's backends
+    raise for what they observe themselves: `TimeoutError`, `anyio.BrokenResourceError`.
+    - its timeout is raised inside its `except TimeoutError` (the clock's), so that is its context;
+    - a failed write is raised inside the stream error's handler, likewise;
+    - a connection that ended is fanned out to the waiters once the dispatcher is `_closed`, as
+      the bare "Connection closed" (a peer's error answer arriving just before the end and
+      worded exactly so, with no data, is the one case this cannot tell apart).
+    """
+    dispatcher = client._dispatcher
+    try:
+        result: dict[str, Any] = await dispatcher.send_raw_request(method, params, opts)
+    except MCPError as exc:
+        cause = exc.__context__
+        if exc.code == REQUEST_TIMEOUT and isinstance(cause, TimeoutError):
+            raise TimeoutError from None
+        if exc.code == CONNECTION_CLOSED and (
+            isinstance(cause, anyio.BrokenResourceError | anyio.ClosedResourceError)
+            or (
+                getattr(dispatcher, "_closed", False)
+                and exc.data is None
+                and exc.message == "Connection closed"
+            )
+        ):
+            raise anyio.BrokenResourceError from None
+        raise
+    return result

@@ -9,6 +9,15 @@ pipe (the backend's own requests, notifications, answers to the SDK's requests) 
 the dispatcher.
 
 Ids come from their own range, far above the dispatcher's counter, so the two never collide.
+
+What fails a call here is what the gateway itself saw, raised as Python's own exceptions
+(`TimeoutError` for the call's timer, `anyio.BrokenResourceError` for a pipe that ended), never as
+an `MCPError`: an `MCPError` is always the backend's own answer, whatever its code, so the session
+can pass it through unchanged.
+
+A call never waits to write: its line goes into the pipe's buffer at once and the call's timer
+covers everything after. A backend that stops reading is not waited on here; the pipe notices it
+(`_pipes`), ends the session, and every waiting call fails then.
 """
 
 from __future__ import annotations
@@ -23,7 +32,6 @@ from typing import Any
 import anyio
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
 _FIRST_ID = 1 << 40  # the dispatcher counts from 0; JSON numbers stay exact below 2**53
 _COMPACT = (",", ":")
@@ -45,8 +53,12 @@ class _Waiter:
 
 
 class DirectCalls:
-    def __init__(self, write: Callable[[bytes], Awaitable[None]]) -> None:
+    """`write` puts a line in the pipe's buffer without waiting (raising `anyio.BrokenResourceError`
+    once the pipe is gone); `writable` says whether the backend keeps up with what is buffered."""
+
+    def __init__(self, write: Callable[[bytes], None], writable: Callable[[], bool] = lambda: True) -> None:
         self._write = write
+        self._writable = writable
         self._ids = itertools.count(_FIRST_ID)
         self._waiting: dict[int, _Waiter] = {}
         self._closed = False
@@ -61,11 +73,13 @@ class DirectCalls:
         timeout: float,
         on_progress: ProgressFnT | None = None,
     ) -> dict[str, Any]:
-        """The backend's raw result; its error, a timeout or a closed pipe as `MCPError`.
+        """The backend's raw result, or its own error as `MCPError`.
 
+        Raises `TimeoutError` after `timeout` (the backend is told to cancel, if its pipe has
+        room) and `anyio.BrokenResourceError` when the pipe is gone or ends before the answer.
         `params` becomes the request's (the session hands over its own copy)."""
         if self._closed:
-            raise MCPError(code=CONNECTION_CLOSED, message="Connection closed")
+            raise anyio.BrokenResourceError
         rid = next(self._ids)
         out = params
         if on_progress is not None:
@@ -79,14 +93,13 @@ class DirectCalls:
         # A timer on the future rather than a cancel scope: it is a quarter of the cost per call.
         timer = loop.call_later(timeout, _expire, waiter.future)
         try:
-            await self._write(_line(message))
+            self._write(_line(message))
             return await waiter.future
         except TimeoutError:
-            await self._cancel(rid, f"timed out after {timeout:g}s")
-            raise MCPError(code=REQUEST_TIMEOUT, message=f"Request {method!r} timed out") from None
+            self._cancel(rid, f"timed out after {timeout:g}s")
+            raise
         except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
-                await self._cancel(rid, "caller cancelled")
+            self._cancel(rid, "caller cancelled")
             raise
         finally:
             timer.cancel()
@@ -149,21 +162,25 @@ class DirectCalls:
         # Only ours are ints from our range; anything else (a string, a list in a garbage line) is not.
         return self._waiting.get(rid) if type(rid) is int else None
 
-    def close(self) -> None:
-        """The pipe ended: every waiting call fails now, and later ones at once."""
+    def close(self, reason: str | None = None) -> None:
+        """The pipe ended: every waiting call fails now, and later ones at once.
+
+        `reason`, when the gateway ended it, words the failure (after the server's name)."""
         self._closed = True
         for waiter in self._waiting.values():
             if not waiter.future.done():
-                waiter.future.set_exception(MCPError(code=CONNECTION_CLOSED, message="Connection closed"))
+                waiter.future.set_exception(anyio.BrokenResourceError(*filter(None, [reason])))
 
-    async def _cancel(self, rid: int, reason: str) -> None:
-        if self._closed:
+    def _cancel(self, rid: int, reason: str) -> None:
+        # A courtesy: dropped when the backend is gone, and when it is not reading (queued behind
+        # what it has not read, the notice would arrive late or never, and never waiting for room
+        # is what keeps a call's end bounded).
+        if self._closed or not self._writable():
             return
         params = {"requestId": rid, "reason": reason}
-        # A backend that is gone has nothing left to cancel.
-        with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            note = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": params}
-            await self._write(_line(note))
+        note = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": params}
+        with suppress(anyio.BrokenResourceError):
+            self._write(_line(note))
 
 
 def _expire(future: asyncio.Future[dict[str, Any]]) -> None:

@@ -30,8 +30,9 @@ _STDOUT, _STDERR = 1, 2
 class AttachedPipes(MessagePipes, asyncio.Protocol):
     """The protocol of one attach connection (`loop.connect_accepted_socket`)."""
 
-    def __init__(self, max_line: int, log: LogBuffer) -> None:
-        super().__init__(max_line)
+    def __init__(self, max_line: int, log: LogBuffer, stall_after: float | None = None) -> None:
+        super().__init__(max_line, stall_after)
+        self._log = log
         self._stderr = LineReader(log)
         self._transport: asyncio.Transport | None = None
         self._header = b""  # a frame header still arriving
@@ -86,6 +87,9 @@ class AttachedPipes(MessagePipes, asyncio.Protocol):
     def _stdout(self) -> asyncio.ReadTransport:
         assert self._transport is not None
         return self._transport
+
+    def _on_stalled(self, reason: str) -> None:
+        self._log.exit_detail = f"stopped by the gateway: it {reason}"
 
     def _close_stdin(self, stdin: asyncio.WriteTransport) -> None:
         stdin.write_eof()  # after what is buffered; the server reads EOF, we keep reading

@@ -11,6 +11,14 @@ the gateway adds). Every other line is queued, in order, for the SDK session's r
 On stdin, the first message of a turn of the event loop is written at once and the rest of that
 turn's messages together, at its end: one syscall and one wake-up of the child for a burst of
 concurrent calls, no added wait for a lone one.
+
+Nothing waits on stdin without a bound. A sender pushed back while the server's stdin is full is
+released when the server reads, when the pipe ends, or when the server has read nothing for
+`stall_after` seconds (its `timeout`): a server that wedged with requests waiting will answer none
+of them, and the bytes it has not read cannot be taken back, so the pipe then ends its message
+stream as a dead server's does, and the supervisor replaces the server (a failure that counts
+against `max_restarts`). A timeout is the contract a call is given; a backend that has not read a
+byte for a whole one is not serving anybody.
 """
 
 from __future__ import annotations
@@ -38,8 +46,12 @@ class MessagePipes:
     A subclass feeds stdout's bytes to `_received` and calls `_ended` when stdout ends, and says
     which transports carry stdin and stdout."""
 
-    def __init__(self, max_line: int) -> None:
-        self.direct = DirectCalls(self.send_line)
+    def __init__(self, max_line: int, stall_after: float | None = None) -> None:
+        self.direct = DirectCalls(self.write_line, lambda: self._writable is None)
+        self._stall_after = stall_after
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._broken = False  # stdin is gone (or given up on): writes fail at once
+        self.stalled: str | None = None  # why the pipe gave up on a server that stopped reading
         self._splitter = LineSplitter(max_line)
         self._lines: deque[bytes | Exception] = deque()
         self._eof = False
@@ -62,6 +74,8 @@ class MessagePipes:
         stdin.close()
 
     def _received(self, data: bytes) -> None:
+        if self.stalled is not None:
+            return  # the stream was ended for a wedged server: nobody reads it any more
         for item in self._splitter.feed(data):
             if isinstance(item, Exception) or self._lines or self.reading or not self.direct.resolve(item):
                 # Behind queued lines, or one being delivered (a call's log line), even an
@@ -71,6 +85,12 @@ class MessagePipes:
     def _ended(self) -> None:
         self._eof = True
         self._wake()
+        self._stdin_lost()
+
+    def _stdin_lost(self) -> None:
+        """stdin can take nothing more: release whoever waits for room, and fail later writes."""
+        self._broken = True
+        self._release()
 
     def _drop_queued(self) -> None:
         """Nobody reads any more: drop what is queued, and read on (to see the end)."""
@@ -83,13 +103,36 @@ class MessagePipes:
 
     def pause_writing(self) -> None:
         if self._writable is None:
-            self._writable = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            self._writable = loop.create_future()
+            if self._stall_after is not None:
+                self._stall_timer = loop.call_later(self._stall_after, self._stalled)
 
     def resume_writing(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
         if self._writable is not None:
             if not self._writable.done():
-                self._writable.set_result(None)
+                self._writable.set_result(None)  # the waiter sees `_broken` for itself
             self._writable = None
+
+    def _stalled(self) -> None:
+        self._stall_timer = None
+        self.stalled = (
+            f"stopped reading its stdin (nothing read for {self._stall_after:g}s with requests waiting)"
+        )
+        self._on_stalled(self.stalled)
+        # Its message stream ends as a dead server's does: waiting calls fail now, and the session
+        # ends, which the supervisor sees as the server's end (and tears the process down).
+        self._lines.clear()
+        self._ended()
+
+    def _on_stalled(self, reason: str) -> None:
+        """For subclasses: record why the server is being given up on."""
 
     # -- what the streams use ---------------------------------------------------------------------
 
@@ -106,9 +149,15 @@ class MessagePipes:
             self._stdout().resume_reading()
         return item
 
-    async def send_line(self, line: bytes) -> None:
+    @property
+    def writable(self) -> bool:
+        """Whether the server keeps up with what is written (stdin's buffer is under its limit)."""
+        return self._writable is None and not self._broken
+
+    def write_line(self, line: bytes) -> None:
+        """Put `line` on stdin without waiting; `anyio.BrokenResourceError` once stdin is gone."""
         stdin = self._stdin()
-        if self._stdin_closed or stdin is None or stdin.is_closing():
+        if self._stdin_closed or self._broken or stdin is None or stdin.is_closing():
             raise anyio.BrokenResourceError
         if self._batch is not None:
             self._batch.append(line)
@@ -116,8 +165,16 @@ class MessagePipes:
             stdin.write(line)
             self._batch = []
             asyncio.get_running_loop().call_soon(self._flush)
+
+    async def send_line(self, line: bytes) -> None:
+        """`write_line`, then wait while the server is not reading: push back on senders.
+
+        The wait is bounded: room, the pipe's end and (with `stall_after`) a stall all end it."""
+        self.write_line(line)
         if self._writable is not None:
-            await asyncio.shield(self._writable)  # the child is not reading: push back on senders
+            await asyncio.shield(self._writable)
+            if self._broken:
+                raise anyio.BrokenResourceError
 
     def close_stdin(self) -> None:
         """The MCP stdio shutdown signal; what is still batched goes out first."""
@@ -150,9 +207,10 @@ class MessagePipes:
 class ChildPipes(MessagePipes, asyncio.SubprocessProtocol):
     """A local process's pipes: stdin and stdout carry messages, stderr lines go to its log."""
 
-    def __init__(self, max_line: int, log: LogBuffer) -> None:
-        super().__init__(max_line)
+    def __init__(self, max_line: int, log: LogBuffer, stall_after: float | None = None) -> None:
+        super().__init__(max_line, stall_after)
         self._transport: asyncio.SubprocessTransport | None = None
+        self._log = log
         self.stderr = LineReader(log)  # `stderr.done`: the pipe reached EOF
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -166,10 +224,19 @@ class ChildPipes(MessagePipes, asyncio.SubprocessProtocol):
             self.stderr.data_received(data)
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        if fd == 1:
+        if fd == 0:
+            self._stdin_lost()
+        elif fd == 1:
             self._ended()
         elif fd == 2:
             self.stderr.connection_lost(exc)
+
+    def process_exited(self) -> None:
+        # A grandchild may hold stdout open past the exit; stdin's writers need not wait for that.
+        self._stdin_lost()
+
+    def _on_stalled(self, reason: str) -> None:
+        self._log.exit_detail = f"stopped by the gateway: it {reason}"
 
     def _stdin(self) -> asyncio.WriteTransport | None:
         assert self._transport is not None
@@ -190,7 +257,7 @@ class StdoutMessages:
         while True:
             item = await self._pipes.next_line()
             if item is None:
-                self._pipes.direct.close()
+                self._pipes.direct.close(self._pipes.stalled)
                 raise anyio.EndOfStream
             if isinstance(item, Exception):
                 return item

@@ -61,9 +61,17 @@ class Child:
 
 @asynccontextmanager
 async def spawn(
-    argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None, log: LogBuffer
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: str | None,
+    log: LogBuffer,
+    stall_after: float | None = None,
 ) -> AsyncIterator[tuple[tuple[StdoutMessages, StdinMessages], Child]]:
-    """Start `argv`; yield its message streams and the process. Raises OSError if it cannot start."""
+    """Start `argv`; yield its message streams and the process. Raises OSError if it cannot start.
+
+    `stall_after`: give up on the server (end its streams) once it has read nothing of a full
+    stdin for that long (see `_pipes`)."""
     loop = asyncio.get_running_loop()
     launcher = await anyio.to_thread.run_sync(_prepare)
     env = {**env, ENV_OWNER: current_instance()}
@@ -71,7 +79,7 @@ async def spawn(
     command = _find(argv[0], env, cwd)
     try:
         transport, pipes = await loop.subprocess_exec(
-            lambda: ChildPipes(MAX_LINE, log),
+            lambda: ChildPipes(MAX_LINE, log, stall_after),
             *launcher,
             command,
             *argv[1:],

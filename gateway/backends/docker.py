@@ -172,7 +172,7 @@ class DockerTransport:
                 user=container_user(self.spec, image_user),
                 host_config=settings,
             )
-            async with container.attached(conn) as streams:
+            async with container.attached(conn, stall_after=self.spec.timeout) as streams:
                 yield streams
         finally:
             with anyio.CancelScope(shield=True):
@@ -298,11 +298,13 @@ class _Container:
         return own
 
     @asynccontextmanager
-    async def attached(self, sock: socket.socket) -> AsyncIterator[Streams]:
+    async def attached(
+        self, sock: socket.socket, *, stall_after: float | None = None
+    ) -> AsyncIterator[Streams]:
         loop = asyncio.get_running_loop()
         try:
             transport, pipes = await loop.connect_accepted_socket(
-                lambda: AttachedPipes(MAX_LINE, self.log), sock
+                lambda: AttachedPipes(MAX_LINE, self.log, stall_after), sock
             )
         except BaseException:
             sock.close()
@@ -350,7 +352,8 @@ class _Container:
                 state = info.get("State") or {}
                 if not state.get("Running"):
                     self.log.exit_code = state.get("ExitCode")
-                    self.log.exit_detail = "OOM-killed" if state.get("OOMKilled") else None
+                    if state.get("OOMKilled"):
+                        self.log.exit_detail = "OOM-killed"  # else keep the gateway's own reason, if any
                     self.log.append(describe_exit(state, self.memory))
         except ENGINE_ERRORS as exc:
             logger.debug("server %s: no exit status for %s: %s", self.server, self.name, _reason(exc))

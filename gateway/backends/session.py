@@ -22,6 +22,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 
 from gateway import __version__
+from gateway._sdk import raw_request
 from gateway.backends._direct import DirectCalls
 from gateway.catalogue import BackendListing
 from gateway.errors import BackendStartError, BackendTimeout, BackendUnavailable
@@ -30,6 +31,10 @@ logger = logging.getLogger(__name__)
 
 Streams = tuple[ReadStream[SessionMessage | Exception], WriteStream[SessionMessage]]
 TransportFactory = Callable[[], AbstractAsyncContextManager[Streams]]
+
+# How a transport says it failed under a call (the pipe's own, anyio's streams, the OS's).
+# TimeoutError is an OSError too, and is caught before these.
+_TRANSPORT_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
 
 # Listing pages are followed to the end, but a backend that hands out cursors forever must not
 # hang a refresh.
@@ -145,8 +150,10 @@ class BackendSession:
     ) -> dict[str, Any]:
         """Send one request and return the backend's raw result.
 
-        Raises `BackendUnavailable` when the session is gone, `BackendTimeout` after `timeout`
-        (the backend is sent `notifications/cancelled`), and the backend's own `MCPError` as is.
+        Raises `BackendUnavailable` when the session is gone or its transport fails, `BackendTimeout`
+        after `timeout` (the backend is sent `notifications/cancelled`), and the backend's own
+        `MCPError` as is, whatever its code: the gateway's errors come only from what the gateway
+        itself observed (its timer, its transport), never from the number a backend answered with.
         """
         client = self._client
         if client is None or self.closed.is_set():
@@ -160,23 +167,26 @@ class BackendSession:
             direct = self._direct
             if direct is not None:
                 return await direct.request(method, data["params"], timeout=timeout, on_progress=on_progress)
-            return await client._dispatcher.send_raw_request(method, data["params"] or None, opts)
-        except MCPError as exc:
+            return await raw_request(client, method, data["params"] or None, opts)
+        except MCPError:
             if getattr(self._transport, "expired", False):
                 # The server forgot our session: end it, so the supervisor re-establishes it now.
                 self.closed.set()
                 raise BackendUnavailable(
                     self.server, f"server {self.server!r} expired the session; reconnecting, retry the call"
                 ) from None
-            if exc.code == types.REQUEST_TIMEOUT:
-                raise BackendTimeout(
-                    self.server, f"server {self.server!r} did not answer {method} within {timeout:g}s"
-                ) from None
-            if exc.code == types.CONNECTION_CLOSED:
-                raise BackendUnavailable(
-                    self.server, f"server {self.server!r} closed the connection"
-                ) from None
             raise
+        except TimeoutError:
+            raise BackendTimeout(
+                self.server, f"server {self.server!r} did not answer {method} within {timeout:g}s"
+            ) from None
+        except _TRANSPORT_ERRORS as exc:
+            # A dead pipe or connection is the backend's failure: never let it out raw, where
+            # it would pass for a failure of whatever sits above (a middleware, the relay).
+            # Only the gateway's own words (a pipe it gave up on) are shown; an OS error's text is not.
+            own = isinstance(exc, anyio.BrokenResourceError) and exc.args
+            reason = str(exc) if own else "closed the connection"
+            raise BackendUnavailable(self.server, f"server {self.server!r} {reason}") from None
 
     async def notify(self, method: str, params: Mapping[str, Any] | None) -> None:
         if self._client is not None and not self.closed.is_set():

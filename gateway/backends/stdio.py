@@ -65,8 +65,11 @@ def stdio_transport(name: str, spec: StdioServer, log: LogBuffer) -> TransportFa
             executable(secrets.resolve(spec.command, where=f"servers.{name}.command", known=known), env),
             *(secrets.resolve(a, where=f"servers.{name}.args", known=known) for a in spec.args),
         ]
-        async with spawn(argv, env=env, cwd=spec.cwd, log=log) as (streams, process):
-            log.pid, log.exit_code = process.pid, None
+        async with spawn(argv, env=env, cwd=spec.cwd, log=log, stall_after=spec.timeout) as (
+            streams,
+            process,
+        ):
+            log.pid, log.exit_code, log.exit_detail = process.pid, None, None
             try:
                 yield streams
             finally:

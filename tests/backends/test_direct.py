@@ -22,7 +22,7 @@ pytestmark = pytest.mark.anyio
 
 async def test_lines_that_are_not_our_answers_are_left_to_the_sdk() -> None:
     sent, written = anyio.create_memory_object_stream[bytes](10)
-    calls = DirectCalls(sent.send)
+    calls = DirectCalls(sent.send_nowait)
     result: dict[str, Any] = {}
 
     async def call() -> None:
@@ -51,15 +51,15 @@ async def test_lines_that_are_not_our_answers_are_left_to_the_sdk() -> None:
     assert result == {"ok": 1}
 
 
-async def test_a_backend_error_is_raised_and_a_closed_pipe_fails_every_waiting_call() -> None:
+async def test_a_backend_error_is_raised_as_is_and_a_closed_pipe_fails_every_waiting_call() -> None:
     sent, written = anyio.create_memory_object_stream[bytes](10)
-    calls = DirectCalls(sent.send)
-    errors: list[MCPError] = []
+    calls = DirectCalls(sent.send_nowait)
+    errors: list[Exception] = []
 
     async def call() -> None:
         try:
             await calls.request("tools/call", {"name": "t"}, timeout=5)
-        except MCPError as exc:
+        except (MCPError, anyio.BrokenResourceError) as exc:
             errors.append(exc)
 
     async with anyio.create_task_group() as tg:
@@ -69,10 +69,26 @@ async def test_a_backend_error_is_raised_and_a_closed_pipe_fails_every_waiting_c
             first = json.loads(await written.receive())["id"]
             for _ in range(2):
                 await written.receive()
-        answer = {"jsonrpc": "2.0", "id": first, "error": {"code": -32602, "message": "bad", "data": "d"}}
-        assert calls.resolve(json.dumps(answer).encode())
+        # The backend's own error, even with a code the SDK also uses for its own failures.
+        error = {"code": CONNECTION_CLOSED, "message": "bad", "data": {"why": "d"}}
+        assert calls.resolve(json.dumps({"jsonrpc": "2.0", "id": first, "error": error}).encode())
         calls.close()
-    closed = (CONNECTION_CLOSED, "Connection closed")
-    assert sorted((e.code, e.message) for e in errors) == sorted([(-32602, "bad"), closed, closed])
-    with pytest.raises(MCPError, match="Connection closed"):
+    backend = [e for e in errors if isinstance(e, MCPError)]
+    assert [(e.code, e.message, e.data) for e in backend] == [(CONNECTION_CLOSED, "bad", {"why": "d"})]
+    assert len([e for e in errors if isinstance(e, anyio.BrokenResourceError)]) == 2
+    with pytest.raises(anyio.BrokenResourceError):
         await calls.request("tools/call", {}, timeout=5)
+
+
+async def test_a_timeout_is_the_calls_own_and_its_cancel_notice_never_waits_for_room() -> None:
+    written: list[bytes] = []
+    room = [True]
+    calls = DirectCalls(written.append, lambda: room[0])
+    with anyio.fail_after(5):
+        with pytest.raises(TimeoutError):
+            await calls.request("tools/call", {"name": "t"}, timeout=0.05)
+        assert [json.loads(line)["method"] for line in written] == ["tools/call", "notifications/cancelled"]
+        room[0] = False  # the backend stopped reading: the notice is dropped, the call still ends on time
+        with pytest.raises(TimeoutError):
+            await calls.request("tools/call", {"name": "t"}, timeout=0.05)
+    assert [json.loads(line)["method"] for line in written[2:]] == ["tools/call"]
