@@ -64,6 +64,7 @@ class Backend:
         self._per_client = PerClientSessions(self._new_session)
         self._inflight = InFlight()
         self._tg: anyio.abc.TaskGroup | None = None
+        self._up_since: float | None = None  # monotonic, from the current session's handshake
         self._transport = transport_for(name, spec, self.log)
         self._forwarded = Forwarded(roots=spec.session == "per-client")
 
@@ -180,7 +181,7 @@ class Backend:
         failures = 0
         while self._want:
             self._set_state(State.STARTING, "restart" if self.restarts else "start")
-            began = time.monotonic()
+            self._up_since = None
             category = "lifecycle"
             clean_exit = False
             try:
@@ -195,7 +196,8 @@ class Backend:
                     return
                 if ended.exited:  # teardown has run: the exit code is known now
                     ended.reason = self.log.exit_reason()
-                    clean_exit = self.log.exit_code == 0
+                    # A server the gateway stopped (it stopped reading) did not exit by itself.
+                    clean_exit = self.log.exit_code == 0 and not self.log.exit_detail
                 self.last_error, category = ended.reason, ended.category
                 logger.warning("server %s: %s; %s", self.name, ended.reason, self.log.summary())
             except GatewayError as exc:
@@ -217,7 +219,10 @@ class Backend:
                 self._want = False
                 self._to_stopped(self.log.exit_reason(), category)
                 return
-            stable = time.monotonic() - began >= STABLE_AFTER
+            # Counted from the handshake: time spent failing to start (a handshake that times out,
+            # garbage instead of an answer) is no healthy run, however long it took.
+            up = self._up_since
+            stable = up is not None and time.monotonic() - up >= STABLE_AFTER
             failures = 1 if stable else failures + 1
             if self.spec.restart == "never" or failures > self.spec.max_restarts:
                 self._want = False
@@ -233,6 +238,7 @@ class Backend:
     async def _serve(self, session: BackendSession) -> None:
         """The backend is up: publish it, then watch it until something ends the session."""
         self._shared = session
+        self._up_since = time.monotonic()
         self.listing = session.listing
         self.started_at = time.time()
         self.last_used = time.monotonic()  # idleness counts from being up, not from being declared

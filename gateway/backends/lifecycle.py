@@ -66,8 +66,9 @@ class Event:
         return cls(time.time(), server, old.value, new.value, reason, _SEVERITY.get(new, "info"), category)
 
 
-# A backend that stayed up this long had a healthy run: its next crash starts a fresh count and is
-# retried at once (an expired HTTP session, a one-off crash), not after an escalating delay.
+# A backend that stayed up this long after its handshake had a healthy run: its next crash starts a
+# fresh count and is retried at once (an expired HTTP session, a one-off crash), not after an
+# escalating delay.
 STABLE_AFTER = 10.0
 
 
