@@ -71,6 +71,36 @@ class LogBuffer:
         return out
 
 
+class RepeatedWarning:
+    """A warning that may repeat without end, logged once per `window` seconds plus a count.
+
+    A backend printing garbage on its protocol stream does it line after line (and again after
+    each restart); a log line for each would flood the gateway's own log. The first occurrence is
+    logged at once; the rest of its window are counted, and the count is logged with the next one
+    after the window, or by `flush` (the session's end)."""
+
+    def __init__(self, log: logging.Logger, summary: str, window: float = 10.0) -> None:
+        self._log = log
+        self._summary = summary  # "%d more ..." style: gets the count and the window
+        self._window = window
+        self._since: float | None = None
+        self._held = 0
+
+    def warning(self, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if self._since is not None and now - self._since < self._window:
+            self._held += 1
+            return
+        self.flush()
+        self._since = now
+        self._log.warning(msg, *args)
+
+    def flush(self) -> None:
+        held, self._held = self._held, 0
+        if held:
+            self._log.warning(self._summary, held, self._window)
+
+
 class LineReader(asyncio.Protocol):
     """Splits what a pipe delivers into lines, on the event loop's own callbacks (no task)."""
 

@@ -24,6 +24,7 @@ from mcp.shared.message import SessionMessage
 from gateway import __version__
 from gateway._sdk import raw_request
 from gateway.backends._direct import DirectCalls
+from gateway.backends._logbuffer import RepeatedWarning
 from gateway.catalogue import BackendListing
 from gateway.errors import BackendStartError, BackendTimeout, BackendUnavailable
 
@@ -89,6 +90,9 @@ class BackendSession:
         self.closed = anyio.Event()
         self.initialize_result: types.InitializeResult | None = None
         self.listing = BackendListing()
+        self._garbage = RepeatedWarning(
+            logger, f"server {server}: %d more unparseable messages in the last %gs"
+        )
 
     async def __aenter__(self) -> BackendSession:
         try:
@@ -118,6 +122,7 @@ class BackendSession:
             # opened outside it. The SDK's stdio transport shields its own process teardown.
             await self._stack.aclose()
             self.closed.set()
+            self._garbage.flush()
             if isinstance(exc, TimeoutError):
                 raise BackendStartError(
                     self.server, f"{self.server}: no MCP handshake within {self._startup_timeout:g}s"
@@ -134,6 +139,7 @@ class BackendSession:
             await self._stack.aclose()
         finally:
             self.closed.set()
+            self._garbage.flush()
 
     @property
     def capabilities(self) -> types.ServerCapabilities:
@@ -251,7 +257,9 @@ class BackendSession:
     async def _on_message(self, message: Any) -> None:
         if isinstance(message, Exception):
             # A garbage line on stdout costs that line only; the session goes on.
-            logger.warning("server %s sent an unparseable message: %s", self.server, type(message).__name__)
+            self._garbage.warning(
+                "server %s sent an unparseable message: %s", self.server, type(message).__name__
+            )
             return
         data = message.model_dump(by_alias=True, mode="json", exclude_none=True)
         await self._hooks.on_notification(self, data["method"], data.get("params") or {})
