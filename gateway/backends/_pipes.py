@@ -34,6 +34,10 @@ from gateway.backends._direct import DirectCalls
 from gateway.backends._logbuffer import LineReader, LogBuffer
 from gateway.backends._wire import LineSplitter, dump, parse
 
+# After the server process exits, time for the last of its output to be read before its stream
+# ends regardless (a grandchild it left may hold stdout open).
+EXIT_DRAIN = 0.5
+
 # Lines queued for the SDK's receive loop before stdout stops being read (the child then blocks
 # on its writes instead of the gateway buffering without bound), and the level to resume at.
 _QUEUE_HIGH = 1024
@@ -232,8 +236,11 @@ class ChildPipes(MessagePipes, asyncio.SubprocessProtocol):
             self.stderr.connection_lost(exc)
 
     def process_exited(self) -> None:
-        # A grandchild may hold stdout open past the exit; stdin's writers need not wait for that.
+        # The server is the process: once it exits, nothing more goes in, and its stream ends when
+        # what it wrote has been read (`EXIT_DRAIN`), even if a grandchild holds stdout open
+        # (else the session would live on, every call failing, and never be replaced).
         self._stdin_lost()
+        asyncio.get_running_loop().call_later(EXIT_DRAIN, self._ended)
 
     def _on_stalled(self, reason: str) -> None:
         self._log.exit_detail = f"stopped by the gateway: it {reason}"

@@ -145,3 +145,39 @@ def test_a_secret_reference_in_args_is_warned_about(caplog: pytest.LogCaptureFix
     [record] = caplog.records
     assert "servers.mb.args holds a secret reference" in record.getMessage()
     assert "servers.mb.env instead" in record.getMessage()
+
+
+async def test_a_server_that_exits_leaving_its_stdout_open_is_unavailable_then_replaced() -> None:
+    """Its stdin is dead, its stdout held by a grandchild: calls fail as the backend's (never an
+    internal error, never a wait for the timeout), and the supervisor replaces it."""
+    from mcp import Client as SdkClient
+    from mcp.shared.exceptions import MCPError
+    from mcp_types import INVALID_PARAMS
+
+    from gateway.errors import BACKEND_UNAVAILABLE
+    from tests._support import serve
+
+    timeout = 10.0
+    async with (
+        serve(config({"mb": misbehave(timeout=timeout, backoff=[0.1, 0.5])})) as gw,
+        SdkClient(gw.url, mode="legacy") as client,
+    ):
+        backend = gw.fleet.backends["mb"]
+        pid = backend.log.pid
+        with anyio.fail_after(timeout / 2), pytest.raises(MCPError) as err:
+            await client.call_tool("mb__exit_keeping_stdout", {})
+        assert err.value.code == BACKEND_UNAVAILABLE
+        # A call right after reaches a pipe with no reader: the backend's unavailability, an
+        # unknown tool once it has left the catalogue, or an answer from its successor.
+        with anyio.fail_after(timeout / 2):
+            try:
+                result = await client.call_tool("mb__echo", {"text": "next"})
+                assert result.is_error is not True
+            except MCPError as exc:
+                assert exc.code in (BACKEND_UNAVAILABLE, INVALID_PARAMS), exc.message
+        await wait_until(
+            lambda: backend.state.value == "running" and backend.log.pid not in (None, pid),
+            timeout=30,
+            interval=0.05,
+        )
+        assert backend.restarts == 1

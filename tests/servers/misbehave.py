@@ -21,6 +21,8 @@ tools
                         quote the value instead
     ``stop_reading(seconds)``  blocks the whole server (stdin unread) for that long, then answers
     ``error(code, message, data?)``  answers with that JSON-RPC error (code, message, data as given)
+    ``exit_keeping_stdout()``  exits (code 4, no answer), leaving a ``sleep 60`` grandchild that
+                        holds stdout open (but not stdin): the server is gone, its stdout is not
 resources
     ``misbehave://static/hello`` (text) and the template ``misbehave://item/{id}``
 prompts
@@ -195,6 +197,7 @@ class Misbehave:
         self.name = name
         self.child_pid = child_pid
         self.echo_env = echo_env
+        self.wire_stdout: int | None = None  # a copy of the protocol's stdout, once serving
         self.extra_enabled = False
         self.log_level: str = "debug"  # set by logging/setLevel
         obj: dict[str, Any] = {"type": "object"}
@@ -289,6 +292,11 @@ class Misbehave:
             name="stop_reading",
             description="Block the whole server (stdin unread) for `seconds`, then answer.",
             input_schema={**obj, "properties": {"seconds": {"type": "number"}}, "required": ["seconds"]},
+        )
+        self.tools["exit_keeping_stdout"] = types.Tool(
+            name="exit_keeping_stdout",
+            description="Exit, leaving a grandchild that holds stdout (not stdin) open.",
+            input_schema=obj,
         )
         self.tools["error"] = types.Tool(
             name="error",
@@ -386,6 +394,14 @@ class Misbehave:
                 return self.text(f"read nothing for {seconds}s")
             if name == "error":
                 raise MCPError(int(arg("code", float)), arg("message", str), args.get("data"))
+            if name == "exit_keeping_stdout":
+                # The wire itself: the SDK moves fd 1 elsewhere while it serves.
+                wire = os.dup(1) if self.wire_stdout is None else self.wire_stdout
+                subprocess.Popen(  # noqa: ASYNC220 - the server is about to exit anyway
+                    ["sleep", "60"], stdin=subprocess.DEVNULL, stdout=wire, stderr=subprocess.DEVNULL
+                )
+                eprint(f"misbehave[{os.getpid()}]: exiting 4, a grandchild keeps stdout open")
+                os._exit(4)
             if name == "crash":
                 _echo_env(self.echo_env, "crashing")
                 eprint(f"misbehave[{os.getpid()}]: crash() called, exiting 3")
@@ -537,6 +553,9 @@ async def serve(args: argparse.Namespace, child_pid: int | None) -> None:
     from mcp.shared.exceptions import MCPDeprecationWarning
 
     app = Misbehave(args.name, child_pid, args.echo_env)
+    app = Misbehave(args.name, child_pid)
+    # Taken before the SDK claims fd 1 (it points fd 1 at stderr while it serves).
+    app.wire_stdout = os.dup(1)
     server: Server[Any] = Server(
         args.name,
         version="0.1.0",
