@@ -194,4 +194,5 @@ class _Writer(asyncio.BaseProtocol):
         self._pipes.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._pipes.writer_lost()
         self._pipes.writer_closed.set()

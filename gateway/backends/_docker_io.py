@@ -69,6 +69,7 @@ class AttachedPipes(MessagePipes, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._stderr.connection_lost(None)
         self.output_ended.set()
+        self._stdin_lost()  # one connection carries both directions
         self._ended()
 
     # -- for the container's owner ------------------------------------------------------------------

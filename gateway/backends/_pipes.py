@@ -89,12 +89,13 @@ class MessagePipes:
     def _ended(self) -> None:
         self._eof = True
         self._wake()
-        self._stdin_lost()
 
     def _stdin_lost(self) -> None:
         """stdin can take nothing more: release whoever waits for room, and fail later writes."""
         self._broken = True
         self._release()
+
+    writer_lost = _stdin_lost  # for a write pipe with a protocol of its own (the gateway's stdio wire)
 
     def _drop_queued(self) -> None:
         """Nobody reads any more: drop what is queued, and read on (to see the end)."""
@@ -133,6 +134,7 @@ class MessagePipes:
         # Its message stream ends as a dead server's does: waiting calls fail now, and the session
         # ends, which the supervisor sees as the server's end (and tears the process down).
         self._lines.clear()
+        self._stdin_lost()
         self._ended()
 
     def _on_stalled(self, reason: str) -> None:
