@@ -30,11 +30,15 @@ def frame(kind: int, payload: bytes) -> bytes:
 
 
 @asynccontextmanager
-async def attached(log: LogBuffer) -> AsyncIterator[tuple[AttachedPipes, socket.socket]]:
+async def attached(
+    log: LogBuffer, stall_after: float | None = None
+) -> AsyncIterator[tuple[AttachedPipes, socket.socket]]:
     ours, engine = socket.socketpair()
     ours.setblocking(False)
     loop = asyncio.get_running_loop()
-    transport, pipes = await loop.connect_accepted_socket(lambda: AttachedPipes(1 << 20, log), ours)
+    transport, pipes = await loop.connect_accepted_socket(
+        lambda: AttachedPipes(1 << 20, log, stall_after), ours
+    )
     try:
         yield pipes, engine
     finally:
@@ -95,3 +99,38 @@ async def test_calls_go_out_as_lines_and_closing_stdin_half_closes() -> None:
         engine.close()
         with anyio.fail_after(5):
             await pipes.output_ended.wait()
+
+
+async def test_a_container_that_stops_reading_is_given_up_on_within_its_timeout() -> None:
+    """The engine's side never reads: calls fill the connection, and once nothing has been read
+    for `stall_after` every waiting call fails, later ones at once, and the stream ends."""
+    log = LogBuffer("box")
+    stall_after = 0.5
+    async with attached(log, stall_after) as (pipes, _engine):
+        stdin, stdout = StdinMessages(pipes), StdoutMessages(pipes)
+        failures: list[str] = []
+
+        async def call() -> None:
+            try:
+                await stdin.direct.request("tools/call", {"name": "t", "blob": "x" * 2**16}, timeout=60)
+            except anyio.BrokenResourceError as exc:
+                failures.append(str(exc))
+
+        ended = anyio.Event()
+
+        async def read() -> None:  # the session's receive loop
+            with pytest.raises(anyio.EndOfStream):
+                await stdout.receive()
+            ended.set()
+
+        with anyio.fail_after(stall_after + 10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read)
+                for _ in range(100):  # 6.4 MB: more than the socket's buffers take
+                    tg.start_soon(call)
+        assert ended.is_set()
+        assert len(failures) == 100
+        assert "stopped reading its stdin" in failures[0]
+        assert "stopped reading its stdin" in (log.exit_detail or "")
+        with pytest.raises(anyio.BrokenResourceError):
+            await stdin.direct.request("tools/call", {"name": "t"}, timeout=60)

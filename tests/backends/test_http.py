@@ -170,3 +170,28 @@ async def test_http_health_check_path_failing_restarts_the_backend(everything_ht
         backend = gw.fleet.backends["remote"]
         await wait_until(lambda: backend.restarts >= 1, timeout=30, interval=0.05)
         assert any(e.category == "health" for e in gw.fleet.events)
+
+
+@pytest.mark.anyio
+async def test_a_url_backends_own_errors_pass_unchanged_and_its_timeout_is_the_gateways() -> None:
+    """Through the SDK's dispatcher (a URL backend: another gateway, serving misbehave), a
+    backend's errors keep their code, message and data even with the codes the SDK uses for its
+    own timeout (-32001) and closed connection (-32000); the SDK's own timeout is the gateway's."""
+    from mcp_types import REQUEST_TIMEOUT
+
+    from tests._support import misbehave
+
+    inner_cfg = config({"mb": misbehave(timeout=30)})
+    async with serve(inner_cfg) as inner:
+        outer_cfg = config({"up": {"url": inner.url, "timeout": 2}})
+        async with serve(outer_cfg) as outer, SdkClient(outer.url, mode="legacy") as client:
+            for code in (-32000, -32001, -32603):
+                args = {"code": code, "message": f"backend says {code}", "data": {"code": code}}
+                with anyio.fail_after(10), pytest.raises(MCPError) as err:
+                    await client.call_tool("up__mb__error", args)
+                assert (err.value.code, err.value.message) == (code, f"backend says {code}")
+                assert err.value.data == {"code": code}
+            with anyio.fail_after(10), pytest.raises(MCPError) as err:
+                await client.call_tool("up__mb__hang", {})
+            assert err.value.code == REQUEST_TIMEOUT
+            assert err.value.message == "server 'up' did not answer tools/call within 2s"
