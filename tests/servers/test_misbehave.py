@@ -144,6 +144,9 @@ async def test_echo_has_structured_content_and_server_name() -> None:
                 "change_tools",
                 "pid",
                 "env",
+                "stop_reading",
+                "exit_keeping_stdout",
+                "error",
             }
             assert tools["echo"].output_schema is not None
             result = await s.call_tool("echo", {"text": "hi"})
@@ -331,7 +334,7 @@ async def test_garbage_mode_still_serves_echo() -> None:
             for i in range(3):
                 result = await s.call_tool("echo", {"text": str(i)})
                 assert result.structured_content == {"text": f"messy: {i}"}
-            assert len((await s.list_tools()).tools) == 10
+            assert len((await s.list_tools()).tools) == 13
     assert faults, "the client should have seen unparseable lines"
 
 
