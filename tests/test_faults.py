@@ -258,7 +258,7 @@ async def _own_errors(gw: Gateway, client: SdkClient) -> None:
         args: dict[str, Any] = {"code": code, "message": f"backend says {code}"}
         if data is not None:
             args["data"] = data
-        taken, outcome = await _timed(client.call_tool("errs__error", args))
+        taken, outcome = await _timed(client.call_tool("errs__raise_error", args))
         _assert_error(taken, outcome, {code})
         assert taken < TIMEOUT, f"{code} took {taken:.1f}s"
         assert outcome.message == f"backend says {code}"

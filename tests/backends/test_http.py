@@ -188,7 +188,7 @@ async def test_a_url_backends_own_errors_pass_unchanged_and_its_timeout_is_the_g
             for code in (-32000, -32001, -32603):
                 args = {"code": code, "message": f"backend says {code}", "data": {"code": code}}
                 with anyio.fail_after(10), pytest.raises(MCPError) as err:
-                    await client.call_tool("up__mb__error", args)
+                    await client.call_tool("up__mb__raise_error", args)
                 assert (err.value.code, err.value.message) == (code, f"backend says {code}")
                 assert err.value.data == {"code": code}
             with anyio.fail_after(10), pytest.raises(MCPError) as err:

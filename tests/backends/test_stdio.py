@@ -165,7 +165,7 @@ async def test_a_server_that_exits_leaving_its_stdout_open_is_unavailable_then_r
         backend = gw.fleet.backends["mb"]
         pid = backend.log.pid
         with anyio.fail_after(timeout / 2), pytest.raises(MCPError) as err:
-            await client.call_tool("mb__exit_keeping_stdout", {})
+            await client.call_tool("mb__quit_keeping_stdout", {})
         assert err.value.code == BACKEND_UNAVAILABLE
         # A call right after reaches a pipe with no reader: the backend's unavailability, an
         # unknown tool once it has left the catalogue, or an answer from its successor.

@@ -20,8 +20,8 @@ tools
                         with ``error: true``, a JSON-RPC error (internal error) whose message and data
                         quote the value instead
     ``stop_reading(seconds)``  blocks the whole server (stdin unread) for that long, then answers
-    ``error(code, message, data?)``  answers with that JSON-RPC error (code, message, data as given)
-    ``exit_keeping_stdout()``  exits (code 4, no answer), leaving a ``sleep 60`` grandchild that
+    ``raise_error(code, message, data?)``  answers with that JSON-RPC error (code, message, data as given)
+    ``quit_keeping_stdout()``  exits (code 4, no answer), leaving a ``sleep 60`` grandchild that
                         holds stdout open (but not stdin): the server is gone, its stdout is not
 resources
     ``misbehave://static/hello`` (text) and the template ``misbehave://item/{id}``
@@ -293,13 +293,13 @@ class Misbehave:
             description="Block the whole server (stdin unread) for `seconds`, then answer.",
             input_schema={**obj, "properties": {"seconds": {"type": "number"}}, "required": ["seconds"]},
         )
-        self.tools["exit_keeping_stdout"] = types.Tool(
-            name="exit_keeping_stdout",
+        self.tools["quit_keeping_stdout"] = types.Tool(
+            name="quit_keeping_stdout",
             description="Exit, leaving a grandchild that holds stdout (not stdin) open.",
             input_schema=obj,
         )
-        self.tools["error"] = types.Tool(
-            name="error",
+        self.tools["raise_error"] = types.Tool(
+            name="raise_error",
             description="Answer with this JSON-RPC error.",
             input_schema={
                 **obj,
@@ -392,9 +392,9 @@ class Misbehave:
                 eprint(f"misbehave[{os.getpid()}]: not reading stdin for {seconds}s")
                 time.sleep(seconds)  # noqa: ASYNC251 - blocking the loop is the point: nothing reads stdin
                 return self.text(f"read nothing for {seconds}s")
-            if name == "error":
+            if name == "raise_error":
                 raise MCPError(int(arg("code", float)), arg("message", str), args.get("data"))
-            if name == "exit_keeping_stdout":
+            if name == "quit_keeping_stdout":
                 # The wire itself: the SDK moves fd 1 elsewhere while it serves.
                 wire = os.dup(1) if self.wire_stdout is None else self.wire_stdout
                 subprocess.Popen(  # noqa: ASYNC220 - the server is about to exit anyway

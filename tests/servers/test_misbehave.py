@@ -145,8 +145,8 @@ async def test_echo_has_structured_content_and_server_name() -> None:
                 "pid",
                 "env",
                 "stop_reading",
-                "exit_keeping_stdout",
-                "error",
+                "quit_keeping_stdout",
+                "raise_error",
             }
             assert tools["echo"].output_schema is not None
             result = await s.call_tool("echo", {"text": "hi"})
