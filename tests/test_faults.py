@@ -208,23 +208,38 @@ def _assert_error(taken: float, outcome: Any, codes: set[int]) -> None:
     assert taken <= TIMEOUT + ANSWER_SLACK, f"answered after {taken:.1f}s: {outcome.message}"
 
 
-async def _stops_reading(gw: Gateway, client: SdkClient) -> None:
-    before = await _pid(client, "stuck")
-    assert before is not None
-    # The first call blocks the server (stdin unread); ten more, 60 KB each, fill its stdin.
-    results: list[tuple[float, Any]] = [(0.0, None)] * 11
+async def _stuck_calls(
+    gw: Gateway, client: SdkClient, results: list[tuple[float, Any]], sent: anyio.Event | None = None
+) -> None:
+    """The server blocks (stdin unread) in a first call; then ten more, 60 KB each, fill its stdin.
+    `results` gets each call's (seconds, outcome), the blocking one first; `sent` is set once
+    all are on their way."""
+    started = gw.log.with_name(f"blocked-{time.monotonic_ns()}")
+    results.extend([(0.0, None)] * 11)
 
     async def call(i: int) -> None:
         if i == 0:
-            results[0] = await _timed(client.call_tool("stuck__stop_reading", {"seconds": 60}))
+            args = {"seconds": 60, "started": str(started)}
+            results[0] = await _timed(client.call_tool("stuck__stop_reading", args))
         else:
             results[i] = await _timed(client.call_tool("stuck__echo", {"text": "x" * 60_000}))
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(call, 0)
-        await anyio.sleep(0.3)  # let the first call reach the server first
+        with anyio.fail_after(TIMEOUT):  # the file is the server's word that it is blocked
+            while not started.exists():  # noqa: ASYNC110 - another process's doing: polled
+                await anyio.sleep(0.02)
         for i in range(1, 11):
             tg.start_soon(call, i)
+        if sent is not None:
+            sent.set()
+
+
+async def _stops_reading(gw: Gateway, client: SdkClient) -> None:
+    before = await _pid(client, "stuck")
+    assert before is not None
+    results: list[tuple[float, Any]] = []
+    await _stuck_calls(gw, client, results)
     _assert_error(*results[0], {types.REQUEST_TIMEOUT})
     for taken, outcome in results[1:]:
         _assert_error(taken, outcome, {types.REQUEST_TIMEOUT, BACKEND_UNAVAILABLE})
@@ -324,18 +339,36 @@ async def test_fault(gateway: Gateway, fault: str) -> None:
     await _with_healthy_traffic(gateway, lambda client: CASES[fault](gateway, client))
 
 
-def test_after_the_faults_sigterm_memory_and_log_are_bounded(gateway: Gateway) -> None:
-    """Last in this module: it ends the shared gateway."""
+@pytest.mark.anyio
+async def test_after_the_faults_sigterm_memory_and_log_are_bounded(gateway: Gateway) -> None:
+    """Last in this module: it ends the shared gateway, with calls stuck on a full stdin."""
     assert gateway.proc.poll() is None, "the gateway died"
+    await gateway.wait_state("stuck", "running", START_TIMEOUT)
     backends = psutil.Process(gateway.proc.pid).children(recursive=True)
     gateway.pids.update(p.pid for p in backends)
-    began = time.monotonic()
-    gateway.proc.send_signal(signal.SIGTERM)
-    try:
-        code = gateway.proc.wait(timeout=SHUTDOWN_BOUND)
-    except subprocess.TimeoutExpired:
-        tail = gateway.log.read_text(errors="replace")[-2000:]
-        pytest.fail(f"still running {SHUTDOWN_BOUND}s after SIGTERM: {tail}")
+    results: list[tuple[float, Any]] = []
+    began = 0.0
+    code: int | None = None
+    async with anyio.create_task_group() as tg:
+        # The calls end as the gateway ends (an error, or the connection closing under them).
+        client = SdkClient(gateway.url, mode="legacy")
+        async with client:
+            sent = anyio.Event()
+            tg.start_soon(_stuck_calls, gateway, client, results, sent)
+            with anyio.fail_after(TIMEOUT):
+                await sent.wait()
+            # Nothing outside the gateway tells when the calls are stuck on its side of the pipe:
+            # a second (well under their timeout) for them to get there.
+            await anyio.sleep(1.0)
+            began = time.monotonic()
+            gateway.proc.send_signal(signal.SIGTERM)
+            try:
+                code = await anyio.to_thread.run_sync(lambda: gateway.proc.wait(timeout=SHUTDOWN_BOUND))
+            except subprocess.TimeoutExpired:
+                tail = gateway.log.read_text(errors="replace")[-2000:]
+                pytest.fail(f"still running {SHUTDOWN_BOUND}s after SIGTERM: {tail}")
+            finally:
+                tg.cancel_scope.cancel()
     assert code in (0, -signal.SIGTERM), code
     assert time.monotonic() - began <= SHUTDOWN_BOUND
     # Every backend process ever seen is gone (not even a zombie: its parent reaped it or died).

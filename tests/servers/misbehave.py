@@ -19,7 +19,8 @@ tools
     ``env(name)``       structuredContent {"name", "value"} (value null when unset); text the value
                         with ``error: true``, a JSON-RPC error (internal error) whose message and data
                         quote the value instead
-    ``stop_reading(seconds)``  blocks the whole server (stdin unread) for that long, then answers
+    ``stop_reading(seconds, started?)``  blocks the whole server (stdin unread) for that long, then
+                        answers; creates the file ``started`` (if given) once blocked
     ``raise_error(code, message, data?)``  answers with that JSON-RPC error (code, message, data as given)
     ``quit_keeping_stdout()``  exits (code 4, no answer), leaving a ``sleep 60`` grandchild that
                         holds stdout open (but not stdin): the server is gone, its stdout is not
@@ -291,7 +292,11 @@ class Misbehave:
         self.tools["stop_reading"] = types.Tool(
             name="stop_reading",
             description="Block the whole server (stdin unread) for `seconds`, then answer.",
-            input_schema={**obj, "properties": {"seconds": {"type": "number"}}, "required": ["seconds"]},
+            input_schema={
+                **obj,
+                "properties": {"seconds": {"type": "number"}, "started": {"type": "string"}},
+                "required": ["seconds"],
+            },
         )
         self.tools["quit_keeping_stdout"] = types.Tool(
             name="quit_keeping_stdout",
@@ -390,6 +395,8 @@ class Misbehave:
             if name == "stop_reading":
                 seconds = float(arg("seconds", float))
                 eprint(f"misbehave[{os.getpid()}]: not reading stdin for {seconds}s")
+                if isinstance(args.get("started"), str):  # a file to create once blocked, for tests
+                    os.close(os.open(args["started"], os.O_CREAT | os.O_WRONLY, 0o600))
                 time.sleep(seconds)  # noqa: ASYNC251 - blocking the loop is the point: nothing reads stdin
                 return self.text(f"read nothing for {seconds}s")
             if name == "raise_error":
