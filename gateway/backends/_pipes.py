@@ -133,7 +133,7 @@ class MessagePipes:
         self._on_stalled(self.stalled)
         # Its message stream ends as a dead server's does: waiting calls fail now, and the session
         # ends, which the supervisor sees as the server's end (and tears the process down).
-        self._lines.clear()
+        self._drop_queued()
         self._stdin_lost()
         self._ended()
 
