@@ -22,7 +22,7 @@ import logging
 import sys
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -173,9 +173,8 @@ def all_handlers() -> list[logging.Handler]:
 
 
 @contextmanager
-def masking_secrets(known: SecretValues) -> Iterator[None]:
-    """Mask `known`'s values in every log record, on every handler, inside the block."""
-    log_filter = SecretFilter(known)
+def filtering(log_filter: logging.Filter) -> Iterator[None]:
+    """`log_filter` on every handler (see `all_handlers`), inside the block."""
     handlers = all_handlers()
     for handler in handlers:
         handler.addFilter(log_filter)
@@ -184,6 +183,11 @@ def masking_secrets(known: SecretValues) -> Iterator[None]:
     finally:
         for handler in handlers:
             handler.removeFilter(log_filter)
+
+
+def masking_secrets(known: SecretValues) -> AbstractContextManager[None]:
+    """Mask `known`'s values in every log record, on every handler, inside the block."""
+    return filtering(SecretFilter(known))
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -36,7 +36,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from gateway.config.secrets import ResolvedStr
 from gateway.errors import Denied, GatewayError
-from gateway.logs import all_handlers
+from gateway.logs import filtering
 from gateway.masking import BY_NAME, PII, SECRETS, Action, Blocked, Masker
 from gateway.masking._walk import mask_message, mask_tree
 from gateway.middleware.audit import MASKED_ARGUMENTS
@@ -204,15 +204,8 @@ class Masking:
         if not self.options.gateway_logs or not self.default.enabled:
             yield
             return
-        log_filter = MaskingFilter(self.default)
-        handlers = all_handlers()
-        for handler in handlers:
-            handler.addFilter(log_filter)
-        try:
+        with filtering(MaskingFilter(self.default)):
             yield
-        finally:
-            for handler in handlers:
-                handler.removeFilter(log_filter)
 
 
 def _with_message(exc: GatewayError, message: str, data: Any) -> GatewayError:
