@@ -98,10 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(validated: Validated, args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from gateway._http import uvicorn_options
-    from gateway._uvicorn import KEEP_ALIVE, Server
+    from gateway import _uvicorn
     from gateway.app import build_app
 
     config, listener = validated.config, validated.listener
@@ -109,19 +106,13 @@ def _serve(validated: Validated, args: argparse.Namespace) -> int:
     app = build_app(
         config, config_path=args.config, watch=not args.no_reload, middlewares=validated.middlewares
     )
-    settings = uvicorn.Config(
+    settings = _uvicorn.settings(
         app,
-        host=args.host or config.listen.host,  # for uvicorn's "running on" line; the socket is bound
-        port=config.listen.port if args.port is None else args.port,
+        config.listen,
         log_level=args.log_level,
-        lifespan="on",
-        access_log=False,
-        server_header=False,  # no HTTP server name and version to fingerprint
-        timeout_keep_alive=KEEP_ALIVE,
         log_config=None,  # uvicorn's loggers propagate to the handler logs.configure installed
-        **uvicorn_options(config.listen),  # deadlines for reading a request
     )
-    server = Server(settings, app.state.drain)
+    server = _uvicorn.Server(settings, app.state.drain)
     # uvicorn logs its address when it binds; handed a bound socket, it leaves that to the binder.
     host, port = listener.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host

@@ -19,7 +19,7 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 
-from gateway._http import uvicorn_options
+from gateway import _uvicorn
 from gateway.app import build_app
 from gateway.config import GatewayConfig
 from gateway.fleet import Fleet
@@ -80,8 +80,8 @@ async def serve(
     fleet = Fleet(cfg)
     app = build_app(cfg, fleet, config_path=config_path, watch=watch, fast_path=fast_path)
     port = free_port()
-    options = {"log_level": "warning", "lifespan": "on", "access_log": False, **uvicorn_options(cfg.listen)}
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **options))
+    settings = _uvicorn.settings(app, cfg.listen, host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(settings)
     server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve)

@@ -1,4 +1,4 @@
-"""Deadlines for reading a request (`gateway/_http.py`), against real sockets: slowloris clients
+"""Deadlines for reading a request (`gateway/_uvicorn.py`), against real sockets: slowloris clients
 that never finish their headers, or their body, are cut off after the configured timeouts, while
 a normal client is served meanwhile."""
 
