@@ -560,7 +560,6 @@ async def serve(args: argparse.Namespace, child_pid: int | None) -> None:
     from mcp.shared.exceptions import MCPDeprecationWarning
 
     app = Misbehave(args.name, child_pid, args.echo_env)
-    app = Misbehave(args.name, child_pid)
     # Taken before the SDK claims fd 1 (it points fd 1 at stderr while it serves).
     app.wire_stdout = os.dup(1)
     server: Server[Any] = Server(
