@@ -33,7 +33,8 @@ SCREENSHOT = ARTIFACTS / "admin-dashboard.png"
 PLAYWRIGHT = NODE_MODULES / "playwright-core"
 SPEC_TIMEOUT = 200.0  # the whole browser session; each wait inside the script is bounded too
 TARGET = "alpha"
-MISBEHAVE_TOOLS = 10  # echo, add, fail, sleep, crash, hang, log, change_tools, pid, env
+MISBEHAVE_TOOLS = 13  # echo, add, fail, sleep, crash, hang, log, change_tools, pid, env,
+# stop_reading, raise_error, quit_keeping_stdout
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
