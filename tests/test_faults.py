@@ -41,9 +41,11 @@ from tests._support import START_TIMEOUT, free_port, misbehave, time_server
 
 TIMEOUT = 5.0  # every faulty server's `timeout`
 ANSWER_SLACK = 1.0  # a call to a faulty server ends within TIMEOUT + this
-# SIGTERM to exit. To tighten to `listen.drain_timeout` (default 5 s) plus a margin once the drain
-# deadline lands.
-SHUTDOWN_BOUND = 15.0
+# SIGTERM to exit: the drain deadline, then the teardown of backends that must be killed (end of
+# stdin, SIGTERM, SIGKILL: `_process.EXIT_GRACE` + `TERM_GRACE`) and the answers' grace; within the
+# 10 s Docker and systemd give before SIGKILL.
+DRAIN_TIMEOUT = 2.0
+SHUTDOWN_BOUND = DRAIN_TIMEOUT + 8.0
 RSS_BOUND = 400 * 2**20  # with 100 MB of garbage and one 50 MB line on the backends' stdout
 FLOOD_MB, HUGE_MB, STDERR_LINES = 100, 50, 200_000
 # The garbage printed by the server that never answers `initialize`, per attempt (4 KiB lines).
@@ -116,7 +118,7 @@ def _watch(gw: Gateway, stop: threading.Event) -> None:
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("faults")
     cfg = tmp / "gateway.yaml"
-    cfg.write_text(yaml.safe_dump({"servers": SERVERS}))
+    cfg.write_text(yaml.safe_dump({"listen": {"drain_timeout": DRAIN_TIMEOUT}, "servers": SERVERS}))
     port = free_port()
     log = tmp / "gateway.log"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
