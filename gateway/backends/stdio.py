@@ -26,11 +26,16 @@ from gateway.config.models import StdioServer
 logger = logging.getLogger(__name__)
 
 
-def environment(name: str, spec: StdioServer, known: secrets.SecretValues | None = None) -> dict[str, str]:
+def base_environment(spec: StdioServer) -> dict[str, str]:
+    """What a server's environment holds besides its own `env`: the SDK's safe defaults and the
+    gateway variables it inherits."""
     env = get_default_environment()
-    for key in spec.inherit_env:
-        if key in os.environ:
-            env[key] = os.environ[key]
+    env.update((key, os.environ[key]) for key in spec.inherit_env if key in os.environ)
+    return env
+
+
+def environment(name: str, spec: StdioServer, known: secrets.SecretValues | None = None) -> dict[str, str]:
+    env = base_environment(spec)
     env.update(secrets.resolve_mapping(spec.env, where=f"servers.{name}.env", known=known))
     return secrets.check_env_schema(name, env, spec.env_schema)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -21,7 +21,14 @@ from pydantic import TypeAdapter, ValidationError
 
 from gateway.config import secrets
 from gateway.config._loader import Document, Problem, config_problems, read_document
-from gateway.config.models import GatewayConfig, ListenConfig, MiddlewareSpec, SecretsConfig
+from gateway.config.models import (
+    GatewayConfig,
+    HttpServer,
+    ListenConfig,
+    MiddlewareSpec,
+    SecretsConfig,
+    StdioServer,
+)
 from gateway.errors import ConfigError, SecretError
 
 if TYPE_CHECKING:
@@ -71,6 +78,8 @@ def validate_document(document: Document, *, listen: Listen | None = None) -> Va
             problems += [document.locate(p) for p in found]
         if store is not None:
             problems += [document.locate(p) for p in reference_problems(data)]
+            if config is not None:
+                problems += [document.locate(p) for p in env_schema_problems(config)]
     listener = None
     if listen is not None:
         address = config.listen if config else _part(ListenConfig, data.get("listen", {}))
@@ -122,6 +131,31 @@ def reference_problems(data: Mapping[str, Any]) -> list[Problem]:
             secrets.resolve(value, where=where)
         except SecretError as exc:
             problems.append(Problem(where, exc.message.removeprefix(f"{where}: "), path))
+    return problems
+
+
+def env_schema_problems(config: GatewayConfig) -> list[Problem]:
+    """What a launch checks of the environment a server declares (`env_schema`): required
+    variables set, values of their type. A reference that does not resolve is left out here
+    (`reference_problems` reports it), so nothing is reported twice."""
+    problems = []
+    for name, spec in config.servers.items():
+        if not spec.enabled or not spec.env_schema or isinstance(spec, HttpServer):
+            continue  # an HTTP server's environment is not the gateway's to give
+        env = {}
+        if isinstance(spec, StdioServer):
+            from gateway.backends.stdio import base_environment  # on use: it loads the SDK
+
+            env = base_environment(spec)
+        for var, value in spec.env.items():
+            with suppress(SecretError):
+                env[var] = secrets.resolve(value, where=f"servers.{name}.env.{var}")
+        try:
+            secrets.check_env_schema(name, env, spec.env_schema)
+        except SecretError as exc:
+            for text in exc.data["problems"]:
+                key, _, message = text.partition(": ")
+                problems.append(Problem(key, message, ("servers", name, "env_schema")))
     return problems
 
 
