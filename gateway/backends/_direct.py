@@ -39,9 +39,9 @@ _COMPACT = (",", ":")
 _ANSWER = (b'"result"', b'"error"')
 _ANSWER_OR_NEWS = (*_ANSWER, b"notifications/progress", b"notifications/message")
 _LOG = "notifications/message"
-# A log line is delivered before the next line is read; a client slow to take it may hold the
-# backend's other answers this long at most.
-LOG_DELIVERY_BOUND = 1.0
+# A log line or a progress note is delivered before the next line is read; a client slow to take
+# it may hold the backend's other answers this long at most (then the note is dropped).
+DELIVERY_BOUND = 1.0
 
 
 class _Waiter:
@@ -146,7 +146,7 @@ class DirectCalls:
             if message["method"] == _LOG and self.on_log is not None:
                 # Delivered here, in order, while calls wait: a call's log lines reach its client
                 # before its answer does (handed to the SDK, they would race it).
-                with anyio.move_on_after(LOG_DELIVERY_BOUND):
+                with anyio.move_on_after(DELIVERY_BOUND):
                     await self.on_log(params)
                 return True
             if message["method"] != "notifications/progress":
@@ -154,7 +154,9 @@ class DirectCalls:
             waiter = self._waiter(params.get("progressToken"))
             if waiter is None or waiter.on_progress is None:
                 return False
-            await waiter.on_progress(params.get("progress", 0), params.get("total"), params.get("message"))
+            progress, total, note = params.get("progress", 0), params.get("total"), params.get("message")
+            with anyio.move_on_after(DELIVERY_BOUND):
+                await waiter.on_progress(progress, total, note)
             return True
         return self._answer(message)
 

@@ -15,6 +15,7 @@ import pytest
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED
 
+from gateway.backends import _direct as _DIRECT
 from gateway.backends._direct import DirectCalls
 
 pytestmark = pytest.mark.anyio
@@ -92,3 +93,34 @@ async def test_a_timeout_is_the_calls_own_and_its_cancel_notice_never_waits_for_
         with pytest.raises(TimeoutError):
             await calls.request("tools/call", {"name": "t"}, timeout=0.05)
     assert [json.loads(line)["method"] for line in written[2:]] == ["tools/call"]
+
+
+async def test_a_client_slow_to_take_news_holds_the_pipe_a_bounded_time() -> None:
+    """Progress and log lines are delivered before the next line is read (so they reach the client
+    before the answer): a client that takes none of them must not stop the backend's answers."""
+    sent, written = anyio.create_memory_object_stream[bytes](10)
+    calls = DirectCalls(sent.send_nowait)
+    stuck = anyio.Event()  # never set: the client takes nothing
+
+    async def slow_progress(progress: float, total: float | None, message: str | None) -> None:
+        await stuck.wait()
+
+    async def slow_log(params: dict[str, Any]) -> None:
+        await stuck.wait()
+
+    calls.on_log = slow_log
+    async with anyio.create_task_group() as tg:
+        call = calls.request("tools/call", {"name": "t"}, timeout=30, on_progress=slow_progress)
+        tg.start_soon(lambda: call)
+        with anyio.fail_after(5):
+            token = json.loads(await written.receive())["params"]["_meta"]["progressToken"]
+        news = [
+            {"method": "notifications/progress", "params": {"progressToken": token, "progress": 1}},
+            {"method": "notifications/message", "params": {"level": "info", "data": "x"}},
+        ]
+        for message in news:
+            began = anyio.current_time()
+            with anyio.fail_after(_DIRECT.DELIVERY_BOUND * 5):
+                assert await calls.take(json.dumps({"jsonrpc": "2.0", **message}).encode()) is True
+            assert anyio.current_time() - began >= _DIRECT.DELIVERY_BOUND * 0.9  # it did wait, then gave up
+        tg.cancel_scope.cancel()
