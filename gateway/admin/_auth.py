@@ -26,7 +26,6 @@ logger = logging.getLogger("gateway.admin")
 
 # The gateway's authenticator (the auth middleware's), looked up per request; None when there is none.
 Authenticator = Callable[[Request], Awaitable["Identity | Response | None"]]
-PUBLIC_PATHS = frozenset({"/openapi.json"})
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="mcp-gateway admin"'}
 
 
@@ -87,17 +86,11 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
-        path = scope.get("path", "")
-        root = scope.get("root_path", "")
-        if path.removeprefix(root) in PUBLIC_PATHS:
-            await self.app(scope, receive, send)
-            return
         who, status, message = await self.auth.admit(request)
         if who is None:
             client = request.client.host if request.client else "?"
-            logger.info(
-                "%s: refused %s %s from %s: %s", self.auth.what, request.method, path, client, message
-            )
+            what, method, path = self.auth.what, request.method, request.url.path
+            logger.info("%s: refused %s %s from %s: %s", what, method, path, client, message)
             code = "forbidden" if status == 403 else "unauthorized"
             headers = _CHALLENGE if status == 401 else None
             await error_response(request, status, code, message, headers=headers)(scope, receive, send)

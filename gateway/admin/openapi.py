@@ -282,13 +282,13 @@ def document(base_path: str = "/admin") -> dict[str, Any]:
         "get": {
             "operationId": "openapi",
             "summary": "This document",
-            "security": [],
             "responses": {
                 "200": {
                     "description": "OpenAPI 3.1",
                     "headers": _HEADERS,
                     "content": {"application/json": {"schema": _ANY_OBJ}},
-                }
+                },
+                **{str(status): error for status, error in _errors().items()},
             },
         }
     }

@@ -34,8 +34,8 @@ async def test_admin_keys_are_required_and_checked() -> None:
             error_of(await anonymous.post("/servers/mb/stop"), 401, "unauthorized")
             error_of(await anonymous.get("/servers", headers={"Authorization": "Basic YWRtaW46YWRtaW4="}),
                      401, "unauthorized")  # fmt: skip
-            # The document is public: it holds nothing secret, and tools need it to find the API.
-            assert (await anonymous.get("/openapi.json")).json()["openapi"].startswith("3.1")
+            # The document maps the whole admin surface: it is the admin's, like the API it describes.
+            error_of(await anonymous.get("/openapi.json"), 401, "unauthorized")
         async with gw.client(key="wrong") as wrong:
             assert (
                 error_of(await wrong.get("/servers"), 401, "unauthorized")["message"]
@@ -43,6 +43,7 @@ async def test_admin_keys_are_required_and_checked() -> None:
             )
         async with gw.client(key=None, **{"X-API-Key": ADMIN_KEY}) as by_header:
             assert (await by_header.get("/servers")).status_code == 200
+            assert (await by_header.get("/openapi.json")).json()["openapi"].startswith("3.1")
         async with gw.client(key=ADMIN_KEY.upper()) as near_miss:
             error_of(await near_miss.get("/servers"), 401, "unauthorized")
         assert gw.fleet.backends["mb"].available  # the refused stop did nothing
