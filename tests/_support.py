@@ -26,7 +26,14 @@ from gateway.fleet import Fleet
 
 HERE = Path(__file__).parent
 MISBEHAVE = str(HERE / "servers" / "misbehave.py")
+TINY = str(HERE / "servers" / "tiny.py")
+FLOOR = str(HERE / "servers" / "floor.py")
 VENV_BIN = Path(sys.executable).parent
+TIME_SERVER = str(VENV_BIN / "mcp-server-time")
+TIME_ARGS = ("--local-timezone", "UTC")
+# Images of tests/fixtures/docker/build-images (the docker tests and the benchmark build them).
+BUILD_IMAGES = HERE / "fixtures" / "docker" / "build-images"
+TIME_IMAGE = "local/mcp-time:test"
 
 # Bounds for waits in tests: generous for a loaded 2-core CI machine, but never unbounded.
 START_TIMEOUT = 60.0
@@ -38,7 +45,20 @@ def misbehave(*flags: str, **extra: Any) -> dict[str, Any]:
 
 
 def time_server(**extra: Any) -> dict[str, Any]:
-    return {"command": str(VENV_BIN / "mcp-server-time"), "args": ["--local-timezone", "UTC"], **extra}
+    return {"command": TIME_SERVER, "args": list(TIME_ARGS), **extra}
+
+
+def docker_time(**extra: Any) -> dict[str, Any]:
+    """mcp-server-time as a Docker backend (needs the images of `BUILD_IMAGES`)."""
+    return {"type": "docker", "image": TIME_IMAGE, "pull": "never", **extra}
+
+
+def gateway_command(config_path: Path, port: int, *options: str) -> list[str]:
+    """argv of `python -m gateway serve` on `config_path`, listening on 127.0.0.1:`port`."""
+    return [
+        sys.executable, "-m", "gateway", "serve", *options,
+        "--config", str(config_path), "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
 
 
 def config(servers: dict[str, Any], **rest: Any) -> GatewayConfig:
@@ -50,6 +70,31 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+async def wait_http_ready(
+    url: str, *, timeout: float, exited: Callable[[], str | None] = lambda: None
+) -> None:
+    """Poll `url` until it answers 200 (a server's /readyz); fail after `timeout` seconds, or at
+    once when `exited()` says why the server is gone (it returns None while the server runs)."""
+    last = "no answer"
+    async with httpx.AsyncClient(trust_env=False, timeout=2.0) as http:
+        try:
+            with anyio.fail_after(timeout):
+                while True:
+                    gone = exited()
+                    if gone is not None:
+                        raise RuntimeError(gone)
+                    try:
+                        resp = await http.get(url)
+                        if resp.status_code == 200:
+                            return
+                        last = f"HTTP {resp.status_code}"
+                    except httpx.HTTPError as exc:
+                        last = type(exc).__name__
+                    await anyio.sleep(0.1)
+        except TimeoutError:
+            raise TimeoutError(f"not ready at {url} after {timeout:.0f}s ({last})") from None
 
 
 async def wait_until(predicate: Callable[[], object], *, timeout: float, interval: float = 0.01) -> None:

@@ -35,14 +35,12 @@ from gateway.backends.docker import EXIT_GRACE, STOP_TIMEOUT
 from gateway.config.models import DockerServer
 from gateway.errors import BackendStartError, GatewayError
 from gateway.fleet import Fleet
-from tests._infra import REPO_ROOT, require
-from tests._support import config, serve, time_server, wait_until
+from tests._infra import require
+from tests._support import BUILD_IMAGES, TIME_IMAGE, config, docker_time, serve, time_server, wait_until
 
 # The session fixture builds the test images first: a cold debootstrap base takes a minute or two.
 pytestmark = [pytest.mark.anyio, pytest.mark.docker, pytest.mark.timeout(900)]
-TIME_IMAGE = "local/mcp-time:test"
 MISBEHAVE_IMAGE = "local/mcp-misbehave:test"
-BUILD_IMAGES = REPO_ROOT / "tests" / "fixtures" / "docker" / "build-images"
 SECRET = "d0cker-s3cret-Zq81"
 
 
@@ -59,10 +57,6 @@ def engine(images: None) -> Iterator[Any]:
         yield client.api
     finally:
         client.close()
-
-
-def docker_time(**extra: Any) -> dict[str, Any]:
-    return {"type": "docker", "image": TIME_IMAGE, "pull": "never", **extra}
 
 
 def docker_misbehave(*flags: str, **extra: Any) -> dict[str, Any]:
