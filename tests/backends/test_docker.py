@@ -4,7 +4,7 @@ Needs a Docker engine and the images of tests/fixtures/docker/build-images (buil
 Every container a test starts is found through the labels naming this process's gateway instance
 and the test's own server name, so concurrently running test gateways are never touched.
 
-``python -m tests.backends.test_docker`` prints the benchmark numbers (see `bench`).
+``python -m tests.backends.test_docker`` prints the benchmark numbers (see `tests.bench.docker`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ import json
 import logging
 import os
 import socket
-import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +34,8 @@ from gateway.config.models import DockerServer
 from gateway.errors import BackendStartError, GatewayError
 from gateway.fleet import Fleet
 from tests._infra import require
-from tests._support import BUILD_IMAGES, TIME_IMAGE, config, docker_time, serve, time_server, wait_until
+from tests._support import BUILD_IMAGES, TIME_IMAGE, config, docker_time, serve, wait_until
+from tests.bench.docker import bench
 
 # The session fixture builds the test images first: a cold debootstrap base takes a minute or two.
 pytestmark = [pytest.mark.anyio, pytest.mark.docker, pytest.mark.timeout(900)]
@@ -419,41 +418,6 @@ def test_owner_liveness() -> None:
 
 
 # -- benchmark -------------------------------------------------------------------------------------
-
-
-async def bench(starts: int = 5, calls: int = 200, warmup: int = 20) -> dict[str, float]:
-    """Seconds to start `starts` time containers concurrently (until all are running), and the p50
-    (ms) of `get_current_time` through a Docker backend vs the same server over plain stdio, both
-    at the backend (`Backend.request`) and end to end (a real client through the gateway)."""
-    numbers: dict[str, float] = {}
-    fleet = Fleet(config({f"dstart{i}": docker_time() for i in range(starts)}))
-    began = time.perf_counter()
-    async with fleet.running():
-        await fleet.wait_started()
-        numbers[f"start_{starts}_concurrent_s"] = time.perf_counter() - began
-        assert all(b.available for b in fleet.backends.values())
-
-    args = {"timezone": "UTC"}
-    async with serve(config({"dk": docker_time(), "io": time_server()})) as gw:
-        for server in ("dk", "io"):
-            backend = gw.fleet.backends[server]
-            samples = []
-            for i in range(warmup + calls):
-                t = time.perf_counter()
-                await backend.request("tools/call", {"name": "get_current_time", "arguments": args})
-                if i >= warmup:
-                    samples.append(time.perf_counter() - t)
-            numbers[f"{server}_backend_p50_ms"] = statistics.median(samples) * 1000
-        async with SdkClient(gw.url, mode="legacy") as client:
-            for server in ("dk", "io"):
-                samples = []
-                for i in range(warmup + calls):
-                    t = time.perf_counter()
-                    await client.call_tool(f"{server}__get_current_time", args)
-                    if i >= warmup:
-                        samples.append(time.perf_counter() - t)
-                numbers[f"{server}_gateway_p50_ms"] = statistics.median(samples) * 1000
-    return numbers
 
 
 async def test_benchmark_runs(images: None) -> None:
