@@ -27,7 +27,7 @@ from tests.bench.clients import (
     session_endpoint,
     ts_client_problem,
 )
-from gateway.masking._bench import benchmark_masking
+from tests.bench.masking import benchmark_masking
 from tests.bench.processes import BenchContext, rss_metrics
 from tests.bench.results import ScenarioResult, round_or_none
 from tests.bench.runners import run_interleaved, run_sequential, run_standard_loads, run_ts_interleaved

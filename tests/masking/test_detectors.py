@@ -7,8 +7,9 @@ import random
 
 import pytest
 
-from gateway.masking import BY_NAME, Blocked, Masker, benchmark_masking, default_masker, realistic_text
+from gateway.masking import BY_NAME, Blocked, Masker, default_masker
 from gateway.masking._validators import credit_card_valid, iban_valid, luhn, ssn_valid
+from tests.bench.masking import benchmark_masking, realistic_text
 
 MASKER = default_masker()
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
