@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -13,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import psutil
 import yaml
 from anyio.abc import Process
 
 from tests._infra import REPO_ROOT
-from tests._support import START_TIMEOUT, free_port
+from tests._support import START_TIMEOUT, free_port, gateway_command, wait_http_ready
 
 OWNER_VARIABLE = "MCP_GATEWAY_OWNER"
 
@@ -60,22 +58,21 @@ async def gateway_process(
     path.write_text(yaml.safe_dump(cfg))
     log = tmp_path / f"{name}.log"
     port = free_port()
-    argv = [sys.executable, "-m", "gateway", "serve", "--no-reload", "--config", str(path)]
     with log.open("wb") as err:
         process = await anyio.open_process(
-            [*argv, "--port", str(port)], cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=err, stderr=err
+            gateway_command(path, port, "--no-reload"),
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=err,
+            stderr=err,
         )
     running = GatewayProcess(process, f"http://127.0.0.1:{port}", log)
+
+    def exited() -> str | None:
+        return None if process.returncode is None else f"gateway exited at start:\n{running.log_text()}"
+
     try:
-        async with httpx.AsyncClient(timeout=5) as http:
-            with anyio.fail_after(START_TIMEOUT):
-                while True:
-                    if process.returncode is not None:
-                        raise AssertionError(f"gateway exited at start:\n{running.log_text()}")
-                    with suppress(httpx.TransportError):
-                        if (await http.get(f"{running.base}/readyz")).status_code == 200:
-                            break
-                    await anyio.sleep(0.1)
+        await wait_http_ready(f"{running.base}/readyz", timeout=START_TIMEOUT, exited=exited)
         yield running
     finally:
         if process.returncode is None:
