@@ -6,6 +6,7 @@ that every path it compares answers, with no error, and that the decomposition i
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -54,3 +55,23 @@ def test_the_benchmark_measures_the_typescript_sdk_client_too(report: dict[str, 
         assert metrics[f"ts_{path}_errors"] == 0
         assert metrics[f"ts_{path}_p50_ms"] > 0
     assert any("TypeScript SDK client" in key for key in report["summary"])
+
+
+def test_nothing_in_the_product_exists_only_for_the_benchmark() -> None:
+    import gateway.masking
+
+    assert not [p for p in (ROOT / "gateway").rglob("*.py") if "bench" in p.stem]
+    assert not {"benchmark_masking", "realistic_text"} & set(dir(gateway.masking))
+
+
+def test_the_benchmark_imports_no_test_module() -> None:
+    """It shares helpers with the tests (tests/_support.py, tests/_infra.py), not their tests."""
+    imported: set[str] = set()
+    for path in (ROOT / "tests" / "bench").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+    assert imported, "no benchmark modules found"
+    assert not [m for m in imported if m.rsplit(".", 1)[-1].startswith("test_")]
