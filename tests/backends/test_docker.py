@@ -4,7 +4,7 @@ Needs a Docker engine and the images of tests/fixtures/docker/build-images (buil
 Every container a test starts is found through the labels naming this process's gateway instance
 and the test's own server name, so concurrently running test gateways are never touched.
 
-``python -m tests.backends.test_docker`` prints the benchmark numbers (see `tests.bench.docker`).
+``python -m tests.backends.test_docker`` prints the benchmark numbers (see `tests.bench.docker_backends`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from gateway.errors import BackendStartError, GatewayError
 from gateway.fleet import Fleet
 from tests._infra import require
 from tests._support import BUILD_IMAGES, TIME_IMAGE, config, docker_time, serve, wait_until
-from tests.bench.docker import bench
+from tests.bench.docker_backends import bench
 
 # The session fixture builds the test images first: a cold debootstrap base takes a minute or two.
 pytestmark = [pytest.mark.anyio, pytest.mark.docker, pytest.mark.timeout(900)]

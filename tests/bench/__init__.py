@@ -18,10 +18,11 @@ rather than numbers across machines.
 
 The package, by concept:
 
-* ``scenarios`` - what is measured: one ``Scenario`` per section (``SCENARIOS``), with the
-  in-process ones in ``chain`` (middleware chain, ``masking``) and ``docker``;
-* ``runners`` - how a load is timed (sequential, concurrent, interleaved, the TypeScript client),
-  against the ``clients`` of ``clients`` (endpoints: what to open, which tool to call);
+* ``scenarios`` - what is measured: one ``Scenario`` per section (``SCENARIOS``); the parts
+  measured in process live in ``chain`` (the middleware chain), ``masking`` (100 KB of realistic
+  text) and ``docker_backends``;
+* ``runners`` - how a load is timed (sequential, concurrent, interleaved, the TypeScript client);
+* ``clients`` - the endpoints a load runs against: which client to open, which tool to call;
 * ``processes`` - the servers under test as processes, their readiness, CPU and memory;
 * ``results`` - settings and measured results; ``report`` - the table, summary lines and JSON;
 * ``fastmcp_proxy`` - FastMCP's own proxy, the baseline's server process.

@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 
 from tests._support import BUILD_IMAGES, FLOOR, TIME_ARGS, TIME_SERVER, TINY, free_port, time_server
-from tests.bench import chain, docker
+from tests.bench import chain, docker_backends
 from tests.bench.clients import (
     GATEWAY_TOOL,
     TOOL,
@@ -170,7 +170,7 @@ async def scenario_docker(ctx: BenchContext) -> ScenarioResult:
         return res
     with anyio.fail_after(900):  # a cold debootstrap base takes a minute or two
         await anyio.run_process([str(BUILD_IMAGES), "time"])
-    numbers = await docker.bench(starts=5, calls=ctx.settings.calls // 2, warmup=20)
+    numbers = await docker_backends.bench(starts=5, calls=ctx.settings.calls // 2, warmup=20)
     res.metrics.update({k: round(v, 3) for k, v in numbers.items()})
     return res
 
