@@ -89,10 +89,8 @@ async def probe(backend: Backend) -> dict[str, Any]:
         logger.exception("admin test of server %s failed unexpectedly", backend.name)
         report.update(ok=False, stage=stage, error=f"unexpected error: {type(exc).__name__}")
     finally:
-        aclose = getattr(transport, "aclose", None)  # URL backends own an HTTP client
-        if aclose is not None:
-            with anyio.CancelScope(shield=True):
-                await aclose()
+        with anyio.CancelScope(shield=True):  # URL and docker backends own a client
+            await transport.aclose()
     timings["total_ms"] = _ms(began)
     report["timings"] = timings
     report["stderr"] = [line.text for line in log.tail(_STDERR_TAIL)]

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.backends._logbuffer import LogBuffer
 from gateway.backends.lifecycle import Event
-from gateway.backends.session import TransportFactory
-from gateway.backends.stdio import stdio_transport
+from gateway.backends.stdio import StdioTransport
+from gateway.backends.transport import Transport
 from gateway.config.models import DockerServer, ServerSpec, StdioServer
 from gateway.config.secrets import SecretValues
 
@@ -44,17 +44,17 @@ class FleetEvents(Protocol):
     secrets: SecretValues  # what the transports resolve is registered here, and masked by it
 
 
-def transport_for(name: str, spec: ServerSpec, log: LogBuffer) -> TransportFactory:
+def transport_for(name: str, spec: ServerSpec, log: LogBuffer) -> Transport:
     """Each backend kind contributes only its transport; imported on use (docker, httpx stay cold).
 
     The transport resolves the spec's secrets into `log.secrets`, the registry the log masks with:
     whatever a server is handed is masked in what it prints."""
     if isinstance(spec, StdioServer):
-        return stdio_transport(name, spec, log)
+        return StdioTransport(name, spec, log)
     if isinstance(spec, DockerServer):
-        from gateway.backends.docker import docker_transport
+        from gateway.backends.docker import DockerTransport
 
-        return docker_transport(name, spec, log)
-    from gateway.backends.http import http_transport
+        return DockerTransport(name, spec, log)
+    from gateway.backends.http import HttpTransport
 
-    return http_transport(name, spec, log)
+    return HttpTransport(name, spec, log)

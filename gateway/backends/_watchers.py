@@ -50,11 +50,10 @@ async def health(backend: Backend, session: BackendSession, end: End) -> None:
     health = backend.spec.health
     misses = 0
     # URL backends may name an HTTP health path; everything else answers MCP ping.
-    http_check = getattr(backend._transport, "health", None)
-    use_http = http_check is not None and getattr(backend.spec, "health_check", None)
+    http_check = backend.transport.health_check
 
     async def probe() -> None:
-        if use_http and http_check is not None:
+        if http_check is not None:
             await http_check()
         else:
             await session.request("ping", None, timeout=health.timeout)

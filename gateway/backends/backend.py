@@ -65,7 +65,7 @@ class Backend:
         self._inflight = InFlight()
         self._tg: anyio.abc.TaskGroup | None = None
         self._up_since: float | None = None  # monotonic, from the current session's handshake
-        self._transport = transport_for(name, spec, self.log)
+        self.transport = transport_for(name, spec, self.log)
         self._forwarded = Forwarded(roots=spec.session == "per-client")
 
     @property
@@ -106,7 +106,7 @@ class Backend:
     def _new_session(self) -> BackendSession:
         return BackendSession(
             self.name,
-            self._transport,
+            self.transport,
             self,
             startup_timeout=self.spec.startup_timeout,
             forwarded=self._forwarded,
@@ -164,10 +164,8 @@ class Backend:
             self._tg = None
             self._run_scope = None
             self._after_stop("shutdown")
-            aclose = getattr(self._transport, "aclose", None)  # URL backends own an HTTP client
-            if aclose is not None:
-                with anyio.CancelScope(shield=True):
-                    await aclose()
+            with anyio.CancelScope(shield=True):  # URL and docker backends own a client
+                await self.transport.aclose()
 
     def _after_stop(self, reason: str) -> None:
         self._per_client.release_all()

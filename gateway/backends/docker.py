@@ -66,7 +66,7 @@ from gateway.backends._docker_spec import container_user, describe_exit, host_co
 from gateway.backends._logbuffer import LogBuffer
 from gateway.backends._pipes import StdinMessages, StdoutMessages
 from gateway.backends._process import MAX_LINE
-from gateway.backends.session import Streams, TransportFactory
+from gateway.backends.transport import Link, PipeTransport
 from gateway.config import secrets
 from gateway.config.models import DockerServer
 from gateway.errors import BackendStartError
@@ -109,8 +109,8 @@ def _reason(exc: BaseException) -> str:
 # -- the transport ---------------------------------------------------------------------------------
 
 
-class DockerTransport:
-    """The transport factory of one Docker backend; owns the backend's engine client."""
+class DockerTransport(PipeTransport):
+    """The transport of one Docker backend: a container per session; owns the engine client."""
 
     def __init__(self, name: str, spec: DockerServer, log: LogBuffer) -> None:
         self.name = name
@@ -119,7 +119,7 @@ class DockerTransport:
         self._client: Any = None
         self._lock = threading.Lock()
 
-    def __call__(self) -> AbstractAsyncContextManager[Streams]:
+    def connect(self) -> AbstractAsyncContextManager[Link]:
         return self._open()
 
     async def aclose(self) -> None:
@@ -145,7 +145,7 @@ class DockerTransport:
             return self._client.api
 
     @asynccontextmanager
-    async def _open(self) -> AsyncIterator[Streams]:
+    async def _open(self) -> AsyncIterator[Link]:
         no_secrets(self.name, self.spec)
         config = host_config(self.name, self.spec, os.getcwd())
         api = await self._api()
@@ -172,8 +172,8 @@ class DockerTransport:
                 user=container_user(self.spec, image_user),
                 host_config=settings,
             )
-            async with container.attached(conn, stall_after=self.spec.timeout) as streams:
-                yield streams
+            async with container.attached(conn, stall_after=self.spec.timeout) as link:
+                yield link
         finally:
             with anyio.CancelScope(shield=True):
                 await container.remove()
@@ -230,11 +230,6 @@ class DockerTransport:
             raise BackendStartError(
                 self.name, f"{self.name}: cannot pull image {image!r}: {_reason(exc)}"
             ) from None
-
-
-def docker_transport(name: str, spec: DockerServer, log: LogBuffer) -> TransportFactory:
-    transport: TransportFactory = DockerTransport(name, spec, log)
-    return transport
 
 
 class _Container:
@@ -298,9 +293,7 @@ class _Container:
         return own
 
     @asynccontextmanager
-    async def attached(
-        self, sock: socket.socket, *, stall_after: float | None = None
-    ) -> AsyncIterator[Streams]:
+    async def attached(self, sock: socket.socket, *, stall_after: float | None = None) -> AsyncIterator[Link]:
         loop = asyncio.get_running_loop()
         try:
             transport, pipes = await loop.connect_accepted_socket(
@@ -316,7 +309,7 @@ class _Container:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch_end, pipes, watch)
                 try:
-                    yield StdoutMessages(pipes), StdinMessages(pipes)
+                    yield Link(StdoutMessages(pipes), StdinMessages(pipes), pipes.direct)
                 finally:
                     try:
                         with anyio.CancelScope(shield=True):

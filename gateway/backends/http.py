@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import httpx2
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
 from gateway.backends._logbuffer import LogBuffer
-from gateway.backends.session import Streams, TransportFactory
+from gateway.backends.transport import HealthCheck, Link
 from gateway.config import secrets
 from gateway.config.models import HttpServer
 
@@ -41,7 +40,7 @@ def _headers(name: str, spec: HttpServer, known: secrets.SecretValues) -> dict[s
 
 
 class HttpTransport:
-    """The transport factory of one URL backend; owns the backend's HTTP client."""
+    """The transport of one URL backend (a `Transport`); owns the backend's HTTP client."""
 
     def __init__(self, name: str, spec: HttpServer, log: LogBuffer) -> None:
         self.name = name
@@ -49,6 +48,7 @@ class HttpTransport:
         self.log = log
         self._client: httpx2.AsyncClient | None = None
         self.expired = False  # the server answered 404 to our session id; the session must be redone
+        self.health_check: HealthCheck | None = self._health if spec.health_check else None
 
     def client(self) -> httpx2.AsyncClient:
         if self._client is None:
@@ -90,8 +90,11 @@ class HttpTransport:
             await self._client.aclose()
             self._client = None
 
+    def connect(self) -> AbstractAsyncContextManager[Link]:
+        return self._open()
+
     @asynccontextmanager
-    async def __call__(self) -> AsyncIterator[Streams]:
+    async def _open(self) -> AsyncIterator[Link]:
         self.expired = False
         if self.spec.type == "sse":
             headers = _headers(self.name, self.spec, self.log.secrets)
@@ -100,21 +103,16 @@ class HttpTransport:
                 headers=headers,
                 timeout=self.spec.connect_timeout,
                 httpx_client_factory=self._new_client,
-            ) as streams:
-                yield streams
+            ) as (read, write):
+                yield Link(read, write)
             return
-        async with streamable_http_client(self.spec.url, http_client=self.client()) as streams:
-            yield streams
+        async with streamable_http_client(self.spec.url, http_client=self.client()) as (read, write):
+            yield Link(read, write)
 
-    async def health(self) -> None:
+    async def _health(self) -> None:
         """GET the configured health path; raises on anything but 2xx."""
         assert self.spec.health_check is not None
         url = httpx2.URL(self.spec.url).join(self.spec.health_check)
         response = await self.client().get(url, timeout=self.spec.health.timeout)
         if response.status_code >= 300:
             raise OSError(f"health check {self.spec.health_check} answered HTTP {response.status_code}")
-
-
-def http_transport(name: str, spec: HttpServer, log: LogBuffer) -> TransportFactory:
-    transport: Any = HttpTransport(name, spec, log)
-    return transport  # type: ignore[no-any-return]

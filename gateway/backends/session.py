@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
 import mcp_types as types
 from mcp.client.session import ClientRequestContext, ClientSession
-from mcp.shared._stream_protocols import ReadStream, WriteStream
+from mcp.shared._stream_protocols import ReadStream
 from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
@@ -25,13 +25,13 @@ from gateway import __version__
 from gateway._sdk import raw_request
 from gateway.backends._direct import DirectCalls
 from gateway.backends._logbuffer import RepeatedWarning
+from gateway.backends.transport import Streams, Transport
 from gateway.catalogue import BackendListing
 from gateway.errors import BackendStartError, BackendTimeout, BackendUnavailable
 
 logger = logging.getLogger(__name__)
 
-Streams = tuple[ReadStream[SessionMessage | Exception], WriteStream[SessionMessage]]
-TransportFactory = Callable[[], AbstractAsyncContextManager[Streams]]
+__all__ = ["BackendSession", "Forwarded", "SessionHooks", "Streams"]
 
 # How a transport says it failed under a call (the pipe's own, anyio's streams, the OS's).
 # TimeoutError is an OSError too, and is caught before these.
@@ -73,7 +73,7 @@ class BackendSession:
     def __init__(
         self,
         server: str,
-        transport: TransportFactory,
+        transport: Transport,
         hooks: SessionHooks,
         *,
         startup_timeout: float,
@@ -98,10 +98,8 @@ class BackendSession:
         try:
             # Entering the transport and the SDK session opens task groups that outlive this
             # method, so only the handshake itself sits inside the start-up deadline.
-            read, write = await self._stack.enter_async_context(self._transport())
-            # A pipe (process or container) lets the relay's own requests skip the SDK's
-            # dispatcher (`_direct`), once the handshake is done.
-            direct: DirectCalls | None = getattr(write, "direct", None)
+            read, write, direct = await self._stack.enter_async_context(self._transport.connect())
+            # The direct path (a pipe's) is used only once the handshake is done.
             if direct is not None:
                 direct.on_log = self._on_log
             read = await self._stack.enter_async_context(_watch_end(read, self.closed))
@@ -175,7 +173,7 @@ class BackendSession:
                 return await direct.request(method, data["params"], timeout=timeout, on_progress=on_progress)
             return await raw_request(client, method, data["params"] or None, opts)
         except MCPError:
-            if getattr(self._transport, "expired", False):
+            if self._transport.expired:
                 # The server forgot our session: end it, so the supervisor re-establishes it now.
                 self.closed.set()
                 raise BackendUnavailable(
@@ -312,11 +310,6 @@ class _WatchedStream:
 
     async def aclose(self) -> None:
         await self._stream.aclose()
-
-    def close(self) -> None:
-        close = getattr(self._stream, "close", None)
-        if close is not None:
-            close()
 
     async def __aenter__(self) -> _WatchedStream:
         return self

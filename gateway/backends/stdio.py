@@ -12,14 +12,14 @@ import os
 import shutil
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 from mcp.client.stdio import get_default_environment
 
 from gateway.backends._logbuffer import LogBuffer
 from gateway.backends._process import spawn
-from gateway.backends.session import Streams, TransportFactory
+from gateway.backends.transport import Link, PipeTransport
 from gateway.config import secrets
 from gateway.config.models import StdioServer
 
@@ -52,18 +52,28 @@ def executable(command: str, env: dict[str, str]) -> str:
     return str(sibling) if sibling.is_file() and os.access(sibling, os.X_OK) else command
 
 
-def stdio_transport(name: str, spec: StdioServer, log: LogBuffer) -> TransportFactory:
-    if any(secrets.has_reference(arg) for arg in spec.args):
-        # Masking cannot reach a process's command line: /proc shows it to every local user.
-        logger.warning(
-            "servers.%s.args holds a secret reference: its value will be visible to every local user "
-            "in `ps`; pass it in servers.%s.env instead",
-            name,
-            name,
-        )
+class StdioTransport(PipeTransport):
+    """The transport of one stdio backend: a process per session, its stdin and stdout the link."""
+
+    def __init__(self, name: str, spec: StdioServer, log: LogBuffer) -> None:
+        self.name = name
+        self.spec = spec
+        self.log = log
+        if any(secrets.has_reference(arg) for arg in spec.args):
+            # Masking cannot reach a process's command line: /proc shows it to every local user.
+            logger.warning(
+                "servers.%s.args holds a secret reference: its value will be visible to every local user "
+                "in `ps`; pass it in servers.%s.env instead",
+                name,
+                name,
+            )
+
+    def connect(self) -> AbstractAsyncContextManager[Link]:
+        return self._open()
 
     @asynccontextmanager
-    async def open_stdio() -> AsyncIterator[Streams]:
+    async def _open(self) -> AsyncIterator[Link]:
+        name, spec, log = self.name, self.spec, self.log
         known = log.secrets
         env = environment(name, spec, known)
         argv = [
@@ -71,14 +81,12 @@ def stdio_transport(name: str, spec: StdioServer, log: LogBuffer) -> TransportFa
             *(secrets.resolve(a, where=f"servers.{name}.args", known=known) for a in spec.args),
         ]
         async with spawn(argv, env=env, cwd=spec.cwd, log=log, stall_after=spec.timeout) as (
-            streams,
+            (stdout, stdin),
             process,
         ):
             log.pid, log.exit_code, log.exit_detail = process.pid, None, None
             try:
-                yield streams
+                yield Link(stdout, stdin, stdin.direct)
             finally:
                 log.pid = None
         log.exit_code = process.returncode
-
-    return open_stdio

@@ -94,8 +94,9 @@ async def test_streamable_http_backend_relays_and_survives_a_server_restart(
     cfg = config({"remote": {"url": everything_http.url, "backoff": [0.05, 0.5]}})
     async with serve(cfg) as gw, SdkClient(gw.url, mode="legacy") as client:
         backend = gw.fleet.backends["remote"]
-        transport = backend._transport
-        http_client = transport.client()  # type: ignore[attr-defined]
+        transport = backend.transport
+        assert isinstance(transport, HttpTransport)
+        http_client = transport.client()
         result = await client.call_tool("remote__get-sum", {"a": 2, "b": 3})
         assert "5" in result.content[0].text  # type: ignore[union-attr]
 
