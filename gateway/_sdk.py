@@ -1,16 +1,35 @@
-"""The few places the gateway reaches below the `mcp` SDK's public surface, kept in one file.
+"""Every place the gateway reaches below a third-party library's public surface, in one file.
 
-The gateway relays raw JSON-RPC and needs the client connection behind a request; the SDK has no
-public accessor for either yet. `pyproject.toml` pins the SDK's minor series these were read from.
+Mostly the `mcp` SDK: the gateway relays raw JSON-RPC and needs the client connection behind a
+request; the SDK has no public accessor for either yet. `pyproject.toml` pins the SDK's minor
+series these were read from. Also one private each of `limits` and `docker` (sections at the end).
+Nothing else in the gateway touches a third-party private; `tests/test_sdk.py` checks each one
+below against the installed libraries and names the one that changed.
+
+The accesses, by library (why each, at its use):
+
+- mcp: `mcp.server._streamable_http_modern` (`_sse_event`, `_SSE_HEADERS`, `_SSE_PING_INTERVAL`),
+  `mcp.shared._stream_protocols` (`ReadStream`, `WriteStream`), `mcp.server.stdio` (`_claim_fd`,
+  `_open_stdin_diversion`, `_open_stdout_diversion`), `ServerSession._connection`,
+  `ServerSession._request_outbound`, `ServerRunner._serialize`,
+  `StreamableHTTPSessionManager._admit_session` (overridden), `._server_instances`,
+  `._session_owners`, `StreamableHTTPServerTransport._terminate_unanswered_request` (replaced),
+  `._requests_in_flight`, `._idle_timeout`, `ClientSession._stamp`, `ClientSession._dispatcher`,
+  `JSONRPCDispatcher._closed`;
+- limits: `MemoryStorage.__schedule_expiry` (name-mangled), and the undocumented
+  `RedisStorage.bridge.storage` (the redis client, to close it);
+- docker (and the stdlib under it): the attach response's `socket.SocketIO._sock`, and the
+  `_response` docker-py hangs on it.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import socket
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, BinaryIO
 
 import anyio
@@ -28,6 +47,8 @@ from mcp.server.lowlevel import Server
 from mcp.server.runner import ServerRunner
 from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared._stream_protocols import ReadStream as ReadStream
+from mcp.shared._stream_protocols import WriteStream as WriteStream
 from mcp.shared.dispatcher import CallOptions
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS
@@ -40,6 +61,10 @@ from starlette.types import Scope
 from gateway._front import can_answer
 
 Ctx = ServerRequestContext[Any, Any]
+
+# `ReadStream`, `WriteStream` (re-exported above): the SDK's protocols for a session's message
+# streams, which every transport yields and `ClientSession` takes; the SDK has them only in
+# private modules (`mcp.client._transport` re-exports them too).
 
 
 class SdkFront:
@@ -218,6 +243,25 @@ def claim_stdio() -> tuple[tuple[BinaryIO, BinaryIO], Callable[[], None]]:
 # -- a backend session's raw requests through the SDK's dispatcher ------------------------------
 
 
+Stamp = Callable[[dict[str, Any], CallOptions], None]
+
+
+def stamper(client: ClientSession) -> Stamp:
+    """What puts the era headers / `_meta` envelope on a request, as the SDK's typed calls do.
+
+    The client's `_stamp`, which its handshake (`initialize`, `adopt`) installs for the
+    negotiated version: read it after the handshake, and keep it (the hot path then calls it
+    with no lookup of ours in between)."""
+    return client._stamp
+
+
+async def raw_notify(
+    client: ClientSession, method: str, params: dict[str, Any] | None, opts: CallOptions
+) -> None:
+    """Send a raw notification through the client session's dispatcher (no public raw notify)."""
+    await client._dispatcher.notify(method, params, opts)
+
+
 async def raw_request(
     client: ClientSession, method: str, params: dict[str, Any] | None, opts: CallOptions
 ) -> dict[str, Any]:
@@ -252,3 +296,48 @@ async def raw_request(
             raise anyio.BrokenResourceError from None
         raise
     return result
+
+
+# -- limits ---------------------------------------------------------------------------------------
+
+# limits' in-memory store starts its clean-up from this name-mangled coroutine method after a hit
+# (`MemoryStorage.__schedule_expiry`); `_ratelimit_store` swaps it per instance for a cheaper sweep.
+MEMORY_EXPIRY_HOOK = "_MemoryStorage__schedule_expiry"
+
+
+def replace_memory_expiry(storage: Any, hook: Callable[[], Any]) -> bool:
+    """Make `storage` (a limits `MemoryStorage`) call `hook` where it would schedule its clean-up.
+
+    False, changing nothing, when the installed limits has no such method any more."""
+    if not hasattr(type(storage), MEMORY_EXPIRY_HOOK):
+        return False
+    vars(storage)[MEMORY_EXPIRY_HOOK] = hook
+    return True
+
+
+def redis_client(storage: Any) -> Any:
+    """The redis client under a limits Redis storage (`storage.bridge.storage`, undocumented), or
+    None: limits has no public close, and an unclosed client warns at exit."""
+    return getattr(getattr(storage, "bridge", None), "storage", None)
+
+
+# -- docker ---------------------------------------------------------------------------------------
+
+
+def attach_socket(raw: Any) -> socket.socket:
+    """A socket of our own for docker-py's `attach_socket` result (closing everything of its own).
+
+    docker-py hands back the response's `socket.SocketIO` (its `_sock` is the socket; over TLS
+    the socket itself) and keeps the HTTP response alive in an attribute `_response` of it.
+    Closing those returns nothing to its pool that could be reused (the pool reconnects a closed
+    connection)."""
+    sock = getattr(raw, "_sock", raw)
+    try:
+        own: socket.socket = sock.dup()
+    finally:
+        for obj in (getattr(raw, "_response", None), raw, sock):
+            close = getattr(obj, "close", None)
+            if close is not None:
+                with suppress(Exception):
+                    close()
+    return own

@@ -60,6 +60,7 @@ import docker.errors  # type: ignore[import-untyped]
 import docker.utils  # type: ignore[import-untyped]
 import requests.exceptions  # type: ignore[import-untyped, unused-ignore]
 
+from gateway._sdk import attach_socket
 from gateway.backends import _docker_owner
 from gateway.backends._docker_io import AttachedPipes
 from gateway.backends._docker_spec import container_user, describe_exit, host_config, no_secrets
@@ -278,17 +279,7 @@ class _Container:
     def _attach_socket(self) -> socket.socket:
         # Runs in a thread; returns a socket of our own, leaving nothing of the SDK's open.
         raw = self.api.attach_socket(self.id, {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
-        sock = getattr(raw, "_sock", raw)
-        try:
-            own: socket.socket = sock.dup()
-        finally:
-            # The SDK's response, socket file and socket: closing them returns nothing to its pool
-            # that could be reused (the pool reconnects a closed connection).
-            for obj in (getattr(raw, "_response", None), raw, sock):
-                close = getattr(obj, "close", None)
-                if close is not None:
-                    with suppress(Exception):
-                        close()
+        own = attach_socket(raw)
         own.setblocking(False)
         return own
 

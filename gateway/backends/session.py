@@ -16,13 +16,12 @@ from typing import Any, Protocol
 import anyio
 import mcp_types as types
 from mcp.client.session import ClientRequestContext, ClientSession
-from mcp.shared._stream_protocols import ReadStream
 from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 
 from gateway import __version__
-from gateway._sdk import raw_request
+from gateway._sdk import ReadStream, Stamp, raw_notify, raw_request, stamper
 from gateway.backends._direct import DirectCalls
 from gateway.backends._logbuffer import RepeatedWarning
 from gateway.backends.transport import Streams, Transport
@@ -87,6 +86,7 @@ class BackendSession:
         self._stack = AsyncExitStack()
         self._client: ClientSession | None = None
         self._direct: DirectCalls | None = None
+        self._stamp: Stamp = _before_handshake
         self.closed = anyio.Event()
         self.initialize_result: types.InitializeResult | None = None
         self.listing = BackendListing()
@@ -113,6 +113,7 @@ class BackendSession:
             await self._stack.enter_async_context(self._client)
             with anyio.fail_after(self._startup_timeout):
                 self.initialize_result = await self._client.initialize()
+                self._stamp = stamper(self._client)
                 self._direct = direct
                 self.listing = await self.fetch_listing()
         except BaseException as exc:
@@ -166,7 +167,7 @@ class BackendSession:
         opts: CallOptions = {"timeout": timeout}
         if on_progress is not None:
             opts["on_progress"] = on_progress
-        client._stamp(data, opts)  # era headers / _meta envelope, exactly as the SDK's typed calls do
+        self._stamp(data, opts)  # era headers / _meta envelope, exactly as the SDK's typed calls do
         try:
             direct = self._direct
             if direct is not None:
@@ -196,8 +197,8 @@ class BackendSession:
         if self._client is not None and not self.closed.is_set():
             opts: CallOptions = {}
             data: dict[str, Any] = {"method": method, "params": dict(params or {})}
-            self._client._stamp(data, opts)
-            await self._client._dispatcher.notify(method, data["params"] or None, opts)
+            self._stamp(data, opts)
+            await raw_notify(self._client, method, data["params"] or None, opts)
 
     async def fetch_listing(self) -> BackendListing:
         caps = self.capabilities
@@ -261,6 +262,10 @@ class BackendSession:
             return
         data = message.model_dump(by_alias=True, mode="json", exclude_none=True)
         await self._hooks.on_notification(self, data["method"], data.get("params") or {})
+
+
+def _before_handshake(data: dict[str, Any], opts: CallOptions) -> None:
+    raise RuntimeError("a backend request before the MCP handshake")  # a gateway bug
 
 
 def _describe(exc: BaseException) -> str:

@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import NamedTuple, Protocol
 
-from mcp.shared._stream_protocols import ReadStream, WriteStream
 from mcp.shared.message import SessionMessage
 
+from gateway._sdk import ReadStream, WriteStream
 from gateway.backends._direct import DirectCalls
 
 Streams = tuple[ReadStream[SessionMessage | Exception], WriteStream[SessionMessage]]

@@ -12,6 +12,8 @@ from limits.aio.storage import MemoryStorage, Storage
 from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
 
+from gateway._sdk import replace_memory_expiry
+
 logger = logging.getLogger("gateway.middleware.ratelimit")
 
 _SWEEP_EVERY = 5.0  # seconds between clean-ups of expired in-memory windows
@@ -50,11 +52,8 @@ def _quiet_memory(storage: MemoryStorage) -> None:
     runs a thread-pool job per key: ~100 us per hit once the event loop gets to run it, against
     ~5 us for the hit itself. Sweeping every few seconds, inline, keeps memory bounded the same way.
     """
-    if not hasattr(MemoryStorage, "_MemoryStorage__schedule_expiry"):
+    if not replace_memory_expiry(storage, _Sweeper(storage).maybe_sweep):
         logger.info("ratelimit: limits' MemoryStorage changed; using its own expiry (slower)")
-        return
-    sweeper = _Sweeper(storage)
-    vars(storage)["_MemoryStorage__schedule_expiry"] = sweeper.maybe_sweep
 
 
 def _expiry_key(entry: Any) -> float:

@@ -52,6 +52,7 @@ from limits.errors import StorageError
 from limits.util import parse_many
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from gateway._sdk import redis_client
 from gateway.config.secrets import ResolvedStr
 from gateway.errors import RateLimited
 from gateway.middleware._bulkhead import Bulkhead, ConcurrencyOptions, Full
@@ -379,8 +380,7 @@ class RateLimit:
         try:
             yield
         finally:
-            client = getattr(getattr(self.storage, "bridge", None), "storage", None)
-            close = getattr(client, "aclose", None)
+            close = getattr(redis_client(self.storage), "aclose", None)
             if close is not None:
                 with suppress(Exception), anyio.CancelScope(shield=True), anyio.move_on_after(2):
                     await close()
