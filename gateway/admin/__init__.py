@@ -9,23 +9,19 @@ Wiring (in `gateway.app.build_app`)::
 Runtime registrations are not persisted: they live until the gateway stops or a reload makes the
 fleet match gateway.yaml again.
 
-Only the config model is imported eagerly: `gateway.config.models` imports it, and the API itself
-imports the fleet (which imports the config models).
+Its configuration (`admin:` in gateway.yaml) is modelled in `gateway.config.admin`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from gateway.admin.settings import AdminConfig, AdminKey, EventsConfig
+from gateway.admin._auth import Authenticator
+from gateway.admin.api import AdminAPI, Reload
+from gateway.config.admin import AdminConfig
+from gateway.fleet import Fleet
 
-if TYPE_CHECKING:
-    from gateway.admin._auth import Authenticator
-    from gateway.admin.api import AdminAPI, Reload
-    from gateway.fleet import Fleet
-
-__all__ = ["AdminConfig", "AdminKey", "EventsConfig", "admin_api"]
+__all__ = ["AdminAPI", "admin_api"]
 
 
 def admin_api(
@@ -37,6 +33,4 @@ def admin_api(
     config_path: str | Path | None = None,
 ) -> AdminAPI:
     """The admin API over `fleet`: `.routes` to mount, `.running()` to enter while serving."""
-    from gateway.admin.api import AdminAPI
-
     return AdminAPI(fleet, config, reload=reload, authenticate=authenticate, config_path=config_path)

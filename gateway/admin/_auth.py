@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.admin._errors import error_response
-from gateway.admin.settings import AdminConfig
+from gateway.config.admin import AdminConfig
 from gateway.middleware._keys import match_digest, presented_credential
 from gateway.middleware.base import Identity
 

@@ -42,10 +42,10 @@ from gateway.admin._redis import RedisPublisher
 from gateway.admin._schemas import ACTIONS
 from gateway.admin._sse import event_stream, log_line, log_stream
 from gateway.admin.openapi import document
-from gateway.admin.settings import AdminConfig
 from gateway.admin.stats import CallStats
 from gateway.admin.store import EventFilter, EventStore
 from gateway.backends import Backend
+from gateway.config.admin import AdminConfig
 from gateway.errors import ConfigError
 from gateway.fleet import Fleet
 

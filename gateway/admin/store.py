@@ -23,8 +23,8 @@ import anyio
 
 from gateway._sqlite import BatchWriter, open_wal
 from gateway.admin._record import COLUMNS, EventRecord
-from gateway.admin.settings import EventsConfig
 from gateway.backends.lifecycle import Event
+from gateway.config.admin import EventsConfig
 
 logger = logging.getLogger("gateway.admin.events")
 

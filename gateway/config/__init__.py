@@ -1,6 +1,7 @@
 """Configuration: models, loading and secret references."""
 
 from gateway.config._loader import load_config, parse_config
+from gateway.config.admin import AdminConfig, AdminKey, EventsConfig
 from gateway.config.models import (
     DockerServer,
     GatewayConfig,
@@ -14,7 +15,10 @@ from gateway.config.models import (
 )
 
 __all__ = [
+    "AdminConfig",
+    "AdminKey",
     "DockerServer",
+    "EventsConfig",
     "GatewayConfig",
     "HttpServer",
     "ListenConfig",

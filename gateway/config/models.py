@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gateway.admin.settings import AdminConfig
+from gateway.config.admin import AdminConfig
 
 # A namespace must survive in tool names ([A-Za-z0-9_.-], the charset clients accept) and must not
 # contain the separator, or `a` + `b__x` and `a__b` + `x` would be the same name.

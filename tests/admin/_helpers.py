@@ -13,9 +13,9 @@ from typing import Any
 import anyio
 import httpx
 
-from gateway.admin import AdminConfig
 from gateway.admin.api import AdminAPI
 from gateway.config import GatewayConfig
+from gateway.config.admin import AdminConfig
 from tests._support import Running, serve
 
 ADMIN_KEY = "admin-test-key-1234"

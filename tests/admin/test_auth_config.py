@@ -10,9 +10,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from gateway.admin import AdminConfig
 from gateway.admin._redact import redact
 from gateway.config import load_config, secrets
+from gateway.config.admin import AdminConfig
 from tests._support import config, misbehave
 from tests.admin._helpers import ADMIN_KEY, NAMED_KEY, admin_config, error_of, hashed, serve_admin
 

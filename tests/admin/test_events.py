@@ -14,10 +14,10 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.admin.settings import EventsConfig
 from gateway.admin.store import EventFilter, EventStore
 from gateway.backends import Event
 from gateway.backends.lifecycle import State
+from gateway.config.admin import EventsConfig
 from tests._infra import require
 from tests._support import config, free_port, misbehave
 from tests.admin._helpers import SSEReader, admin_config, error_of, serve_admin

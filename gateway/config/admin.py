@@ -13,8 +13,8 @@ Example::
         max_days: 30
         redis: ${env:REDIS_URL}                     # also publish every event on `channel`
 
-This module imports nothing from the rest of the gateway, so `gateway.config.models` can import
-it without a cycle.
+The admin API itself (`gateway.admin`) is runtime code; like every configuration model, these live
+in `gateway.config`.
 """
 
 from __future__ import annotations
