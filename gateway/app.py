@@ -28,8 +28,8 @@ from gateway._guard import HostGuard
 from gateway.admin import admin_api
 from gateway.admin._auth import AdminAuth, AuthMiddleware
 from gateway.admin.ui import ui_routes
-from gateway.config import secrets
 from gateway.config.models import GatewayConfig, ListenConfig
+from gateway.config.secrets import Secrets
 from gateway.errors import ShuttingDown, to_jsonrpc_error
 from gateway.fleet import Fleet
 from gateway.logs import masking_secrets
@@ -219,13 +219,14 @@ def build_app(
     `watch`, file changes and SIGHUP reload it too. `fast_path=False` serves every request through
     the SDK's transport (`_exchange` explains the difference; tests compare the two). `middlewares`:
     the chain `gateway.config.validation` created while checking the config (else created here)."""
-    secrets.configure(config.secrets)  # middleware options may hold secret_ref: values
+    # One `Secrets` per gateway (the fleet's, which every part reaches): where `secret_ref:`
+    # values come from, and every value resolved, masked wherever it would leave.
+    known = fleet.secrets if fleet is not None else Secrets(config.secrets)
     if middlewares is None:
-        middlewares = instantiate(config.middleware)  # config errors surface here, before anything runs
-    # One registry of resolved secret values per gateway: the fleet's, which every part reaches.
-    known = fleet.secrets if fleet is not None else secrets.SecretValues()
-    secrets.register_options(config.middleware, known)
-    fleet = fleet or Fleet(config, known=known)
+        # Config errors surface here, before anything runs.
+        middlewares = instantiate(config.middleware, secrets=known)
+    known.register_options(config.middleware)
+    fleet = fleet or Fleet(config, secrets=known)
     relay = Relay(fleet, middlewares)
     reloader = Reloader(fleet, relay, config_path)
 

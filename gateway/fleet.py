@@ -21,8 +21,8 @@ import anyio.abc
 from gateway.backends import Backend, Event
 from gateway.catalogue import BackendListing, Catalogue, Source
 from gateway.clients import Clients
-from gateway.config import secrets
 from gateway.config.models import GatewayConfig, ServerSpec, namespace_of
+from gateway.config.secrets import Secrets
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +40,13 @@ class Fleet:
         config: GatewayConfig,
         clients: Clients | None = None,
         *,
-        known: secrets.SecretValues | None = None,
+        secrets: Secrets | None = None,
     ) -> None:
         self.config = config
-        secrets.configure(config.secrets)
-        # The gateway's resolved secret values: its backends' transports register what they
-        # resolve, and everything that shows a string (logs, events, admin, results) masks with it.
-        self.secrets = known if known is not None else secrets.SecretValues()
+        # The gateway's secrets: its backends' transports resolve references with it (and so
+        # register what they resolve), and everything that shows a string (logs, events, admin,
+        # results) masks with it.
+        self.secrets = secrets if secrets is not None else Secrets(config.secrets)
         self.clients = clients or Clients()
         self.backends: dict[str, Backend] = {
             name: Backend(name, spec, self) for name, spec in config.servers.items() if spec.enabled

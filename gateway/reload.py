@@ -19,7 +19,6 @@ from typing import Any
 
 import anyio
 
-from gateway.config import secrets
 from gateway.config.validation import validate_file
 from gateway.errors import ConfigError
 from gateway.fleet import Fleet
@@ -79,9 +78,10 @@ class Reloader:
             validated = validate_file(self.path)
             new, old = validated.config, self.fleet.config
             middlewares = validated.middlewares if new.middleware != old.middleware else None
-            with secrets.configured(new.secrets):
+            # The new `secrets:` from here on, unless applying fails (then the old one stays).
+            with self.fleet.secrets.using(new.secrets):
                 if middlewares is not None:
-                    secrets.register_options(new.middleware, self.fleet.secrets)
+                    self.fleet.secrets.register_options(new.middleware)
                 report: dict[str, Any] = {"servers": await self.fleet.apply(new), "middleware": "unchanged"}
             if middlewares is not None:
                 stack = await self._start(middlewares)

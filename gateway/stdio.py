@@ -19,7 +19,7 @@ from gateway import _sdk
 from gateway.backends._pipes import MessagePipes, StdinMessages, StdoutMessages
 from gateway.backends._process import MAX_LINE
 from gateway.backends.session import Streams
-from gateway.config import secrets
+from gateway.config.secrets import Secrets
 from gateway.config.validation import validate_file
 from gateway.fleet import Fleet
 from gateway.logs import masking_secrets
@@ -42,10 +42,10 @@ async def serve_stdio(path: str, watch: bool = True) -> None:
     wire, restore = _sdk.claim_stdio()
     try:
         validated = validate_file(path)  # the middlewares are created here: after the claim
-        secrets.configure(validated.config.secrets)
-        known = secrets.SecretValues()  # the gateway's resolved secret values, masked everywhere
-        secrets.register_options(validated.config.middleware, known)
-        fleet = Fleet(validated.config, known=known)
+        # The gateway's secrets: where `secret_ref:` values come from, and every value resolved.
+        known = Secrets(validated.config.secrets)
+        known.register_options(validated.config.middleware)
+        fleet = Fleet(validated.config, secrets=known)
         relay = Relay(fleet, validated.middlewares, local=True)
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_signal, relay, tg.cancel_scope)

@@ -46,7 +46,7 @@ async def probe(backend: Backend) -> dict[str, Any]:
     spec = backend.spec
     log = LogBuffer(backend.name, size=50, secrets=backend.log.secrets)
     log.transform = backend.log.transform  # the same masking as the backend's own log
-    transport = transport_for(backend.name, spec, log)
+    transport = transport_for(backend.name, spec, log, backend.events.secrets)
     timings: dict[str, float] = {}
     stage = "connect_initialize"
     report: dict[str, Any] = {"server": backend.name, "time": iso(time.time())}

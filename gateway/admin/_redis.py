@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.admin._record import EventRecord
-from gateway.config import secrets
+from gateway.config.secrets import Secrets
 from gateway.errors import SecretError
 
 logger = logging.getLogger("gateway.admin.events")
@@ -30,10 +30,10 @@ _WARN_INTERVAL = 30.0
 
 class RedisPublisher:
     def __init__(
-        self, url: str, channel: str, queue_size: int = 10_000, *, known: secrets.SecretValues | None = None
+        self, url: str, channel: str, queue_size: int = 10_000, *, secrets: Secrets | None = None
     ) -> None:
         self.url = url
-        self.known = known
+        self.secrets = secrets if secrets is not None else Secrets()
         self.channel = channel
         self.published = 0
         self.dropped = 0
@@ -57,7 +57,7 @@ class RedisPublisher:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[RedisPublisher]:
         try:
-            url = secrets.resolve(self.url, where="admin.events.redis", known=self.known)
+            url = self.secrets.resolve(self.url, where="admin.events.redis")
         except SecretError as exc:
             logger.error("events are not published to Redis: %s", exc.message)
             self._send.close()

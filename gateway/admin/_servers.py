@@ -18,6 +18,7 @@ from gateway.admin.stats import CallStats
 from gateway.backends import Backend, Event, State
 from gateway.config._loader import validation_problems
 from gateway.config.models import GatewayConfig, ServerSpec, namespace_of
+from gateway.config.secrets import Secrets
 from gateway.config.validation import reference_problems
 from gateway.fleet import Fleet
 
@@ -198,7 +199,8 @@ def validate_registration(body: Any, fleet: Fleet) -> tuple[str, ServerSpec]:
     data = {"servers": {name: spec}}
     try:
         parsed = GatewayConfig.model_validate(data)
-        problems = reference_problems(data)
+        # Against the running gateway's `secrets:`; what they resolve to is dropped (as a check's).
+        problems = reference_problems(data, Secrets(fleet.secrets.source))
     except ValidationError as exc:
         problems = validation_problems(exc, GatewayConfig)
     if problems:

@@ -84,7 +84,7 @@ class AdminAPI:
         self.store = EventStore(config.events)
         events = config.events
         self.publisher = (
-            RedisPublisher(events.redis, events.channel, events.queue_size, known=fleet.secrets)
+            RedisPublisher(events.redis, events.channel, events.queue_size, secrets=fleet.secrets)
             if events.redis
             else None
         )

@@ -14,7 +14,7 @@ from gateway.backends.lifecycle import Event
 from gateway.backends.stdio import StdioTransport
 from gateway.backends.transport import Transport
 from gateway.config.models import DockerServer, ServerSpec, StdioServer
-from gateway.config.secrets import SecretValues
+from gateway.config.secrets import Secrets
 
 if TYPE_CHECKING:
     from gateway.backends.backend import Backend
@@ -41,20 +41,20 @@ class FleetEvents(Protocol):
     def backend_event(self, backend: Backend, event: Event) -> None: ...
 
     call_listeners: list[Callable[[str, float, bool], None]]
-    secrets: SecretValues  # what the transports resolve is registered here, and masked by it
+    secrets: Secrets  # what the transports resolve with: registered there, and masked by it
 
 
-def transport_for(name: str, spec: ServerSpec, log: LogBuffer) -> Transport:
+def transport_for(name: str, spec: ServerSpec, log: LogBuffer, secrets: Secrets) -> Transport:
     """Each backend kind contributes only its transport; imported on use (docker, httpx stay cold).
 
-    The transport resolves the spec's secrets into `log.secrets`, the registry the log masks with:
-    whatever a server is handed is masked in what it prints."""
+    The transport resolves the spec's references with `secrets`, the gateway's, which the log
+    masks with too (`log.secrets`): whatever a server is handed is masked in what it prints."""
     if isinstance(spec, StdioServer):
-        return StdioTransport(name, spec, log)
+        return StdioTransport(name, spec, log, secrets)
     if isinstance(spec, DockerServer):
         from gateway.backends.docker import DockerTransport
 
-        return DockerTransport(name, spec, log)
+        return DockerTransport(name, spec, log, secrets)
     from gateway.backends.http import HttpTransport
 
-    return HttpTransport(name, spec, log)
+    return HttpTransport(name, spec, log, secrets)

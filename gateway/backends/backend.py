@@ -65,7 +65,7 @@ class Backend:
         self._inflight = InFlight()
         self._tg: anyio.abc.TaskGroup | None = None
         self._up_since: float | None = None  # monotonic, from the current session's handshake
-        self.transport = transport_for(name, spec, self.log)
+        self.transport = transport_for(name, spec, self.log, events.secrets)
         self._forwarded = Forwarded(roots=spec.session == "per-client")
 
     @property

@@ -68,8 +68,8 @@ from gateway.backends._logbuffer import LogBuffer
 from gateway.backends._pipes import StdinMessages, StdoutMessages
 from gateway.backends._process import MAX_LINE
 from gateway.backends.transport import Link, PipeTransport
-from gateway.config import secrets
 from gateway.config.models import DockerServer
+from gateway.config.secrets import Secrets, check_env_schema
 from gateway.errors import BackendStartError
 
 logger = logging.getLogger(__name__)
@@ -113,10 +113,11 @@ def _reason(exc: BaseException) -> str:
 class DockerTransport(PipeTransport):
     """The transport of one Docker backend: a container per session; owns the engine client."""
 
-    def __init__(self, name: str, spec: DockerServer, log: LogBuffer) -> None:
+    def __init__(self, name: str, spec: DockerServer, log: LogBuffer, secrets: Secrets) -> None:
         self.name = name
         self.spec = spec
         self.log = log
+        self.secrets = secrets
         self._client: Any = None
         self._lock = threading.Lock()
 
@@ -159,9 +160,9 @@ class DockerTransport(PipeTransport):
         except docker.errors.DockerException as exc:  # e.g. a memory size without a unit
             raise BackendStartError(self.name, f"{self.name}: invalid container settings: {exc}") from None
         image_user = await self._ensure_image(api)
-        env = secrets.check_env_schema(
+        env = check_env_schema(
             self.name,
-            secrets.resolve_mapping(self.spec.env, where=f"servers.{self.name}.env", known=self.log.secrets),
+            self.secrets.resolve_mapping(self.spec.env, where=f"servers.{self.name}.env"),
             self.spec.env_schema,
         )
         container = _Container(self.name, api, self.log, self.spec.resources.memory)

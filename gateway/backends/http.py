@@ -23,18 +23,18 @@ from mcp.client.streamable_http import streamable_http_client
 
 from gateway.backends._logbuffer import LogBuffer
 from gateway.backends.transport import HealthCheck, Link
-from gateway.config import secrets
 from gateway.config.models import HttpServer
+from gateway.config.secrets import Secrets
 
 logger = logging.getLogger(__name__)
 
 
-def _headers(name: str, spec: HttpServer, known: secrets.SecretValues) -> dict[str, str]:
-    headers = secrets.resolve_mapping(spec.headers, where=f"servers.{name}.headers", known=known)
+def _headers(name: str, spec: HttpServer, secrets: Secrets) -> dict[str, str]:
+    headers = secrets.resolve_mapping(spec.headers, where=f"servers.{name}.headers")
     if spec.bearer_token:
-        token = secrets.resolve(spec.bearer_token, where=f"servers.{name}.bearer_token", known=known)
+        token = secrets.resolve(spec.bearer_token, where=f"servers.{name}.bearer_token")
         # A literal token (no reference) is as secret as a resolved one.
-        known.add(token, "bearer_token")
+        secrets.add(token, "bearer_token")
         headers["Authorization"] = f"Bearer {token}"
     return headers
 
@@ -42,17 +42,18 @@ def _headers(name: str, spec: HttpServer, known: secrets.SecretValues) -> dict[s
 class HttpTransport:
     """The transport of one URL backend (a `Transport`); owns the backend's HTTP client."""
 
-    def __init__(self, name: str, spec: HttpServer, log: LogBuffer) -> None:
+    def __init__(self, name: str, spec: HttpServer, log: LogBuffer, secrets: Secrets) -> None:
         self.name = name
         self.spec = spec
         self.log = log
+        self.secrets = secrets
         self._client: httpx2.AsyncClient | None = None
         self.expired = False  # the server answered 404 to our session id; the session must be redone
         self.health_check: HealthCheck | None = self._health if spec.health_check else None
 
     def client(self) -> httpx2.AsyncClient:
         if self._client is None:
-            self._client = self._new_client(headers=_headers(self.name, self.spec, self.log.secrets))
+            self._client = self._new_client(headers=_headers(self.name, self.spec, self.secrets))
         return self._client
 
     def _new_client(
@@ -97,7 +98,7 @@ class HttpTransport:
     async def _open(self) -> AsyncIterator[Link]:
         self.expired = False
         if self.spec.type == "sse":
-            headers = _headers(self.name, self.spec, self.log.secrets)
+            headers = _headers(self.name, self.spec, self.secrets)
             async with sse_client(
                 self.spec.url,
                 headers=headers,

@@ -20,8 +20,8 @@ from mcp.client.stdio import get_default_environment
 from gateway.backends._logbuffer import LogBuffer
 from gateway.backends._process import spawn
 from gateway.backends.transport import Link, PipeTransport
-from gateway.config import secrets
 from gateway.config.models import StdioServer
+from gateway.config.secrets import Secrets, check_env_schema, has_reference
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +34,10 @@ def base_environment(spec: StdioServer) -> dict[str, str]:
     return env
 
 
-def environment(name: str, spec: StdioServer, known: secrets.SecretValues | None = None) -> dict[str, str]:
+def environment(name: str, spec: StdioServer, secrets: Secrets) -> dict[str, str]:
     env = base_environment(spec)
-    env.update(secrets.resolve_mapping(spec.env, where=f"servers.{name}.env", known=known))
-    return secrets.check_env_schema(name, env, spec.env_schema)
+    env.update(secrets.resolve_mapping(spec.env, where=f"servers.{name}.env"))
+    return check_env_schema(name, env, spec.env_schema)
 
 
 def executable(command: str, env: dict[str, str]) -> str:
@@ -55,11 +55,12 @@ def executable(command: str, env: dict[str, str]) -> str:
 class StdioTransport(PipeTransport):
     """The transport of one stdio backend: a process per session, its stdin and stdout the link."""
 
-    def __init__(self, name: str, spec: StdioServer, log: LogBuffer) -> None:
+    def __init__(self, name: str, spec: StdioServer, log: LogBuffer, secrets: Secrets) -> None:
         self.name = name
         self.spec = spec
         self.log = log
-        if any(secrets.has_reference(arg) for arg in spec.args):
+        self.secrets = secrets
+        if any(has_reference(arg) for arg in spec.args):
             # Masking cannot reach a process's command line: /proc shows it to every local user.
             logger.warning(
                 "servers.%s.args holds a secret reference: its value will be visible to every local user "
@@ -73,12 +74,11 @@ class StdioTransport(PipeTransport):
 
     @asynccontextmanager
     async def _open(self) -> AsyncIterator[Link]:
-        name, spec, log = self.name, self.spec, self.log
-        known = log.secrets
-        env = environment(name, spec, known)
+        name, spec, log, secrets = self.name, self.spec, self.log, self.secrets
+        env = environment(name, spec, secrets)
         argv = [
-            executable(secrets.resolve(spec.command, where=f"servers.{name}.command", known=known), env),
-            *(secrets.resolve(a, where=f"servers.{name}.args", known=known) for a in spec.args),
+            executable(secrets.resolve(spec.command, where=f"servers.{name}.command"), env),
+            *(secrets.resolve(a, where=f"servers.{name}.args") for a in spec.args),
         ]
         async with spawn(argv, env=env, cwd=spec.cwd, log=log, stall_after=spec.timeout) as (
             (stdout, stdin),

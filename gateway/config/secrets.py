@@ -6,8 +6,10 @@ and then in the environment as `<env_prefix><NAME>` (default `MCP_SECRET_<NAME>`
 references, never values, so printing a config (or an error about it) is safe; resolution failures
 name the reference, never what it would have expanded to.
 
-Every value a reference resolves to is registered with the gateway's `SecretValues` (one per
-gateway, handed to whatever resolves), which masks it by value wherever a string leaves the
+One `Secrets` per gateway, created where the gateway is assembled (`build_app`, `serve_stdio`;
+`validate_document` makes its own for the config it checks) and handed to whatever resolves, holds
+both: where `secret_ref:` values come from (the `secrets:` section; a reload swaps it), and, as a
+`SecretValues`, every value a reference resolved to, masked by value wherever a string leaves the
 gateway: logs, backend stderr, events, admin responses, audit rows, results and errors. Masking by
 value does not depend on a value looking like a secret, nor on the masking middleware.
 """
@@ -19,6 +21,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -32,26 +35,6 @@ T = TypeVar("T")
 
 _REF = re.compile(r"\$\{(env|file):([^}]+)\}")
 _SECRET_REF = "secret_ref:"
-_store = SecretsConfig()
-
-
-def configure(config: SecretsConfig) -> SecretsConfig:
-    """Where `secret_ref:` values come from (set per gateway, from `gateway.yaml`); returns the
-    setting it replaces."""
-    global _store
-    previous, _store = _store, config
-    return previous
-
-
-@contextmanager
-def configured(config: SecretsConfig) -> Iterator[None]:
-    """`configure(config)`, undone if the block fails (a refused reload keeps the old secrets)."""
-    previous = configure(config)
-    try:
-        yield
-    except BaseException:
-        configure(previous)
-        raise
 
 
 def has_reference(value: str) -> bool:
@@ -190,91 +173,127 @@ def _encoded_forms(value: str) -> set[str]:
     return once | {json.dumps(f)[1:-1] for f in once} | {repr(f)[1:-1] for f in once}
 
 
-def resolve(
-    value: str,
-    *,
-    where: str,
-    environ: Mapping[str, str] | None = None,
-    known: SecretValues | None = None,
-) -> str:
-    """Expand every reference in `value`. `where` names the config key for error messages; every
-    value found is registered with `known`, so that it is masked wherever it would leave."""
-    env = os.environ if environ is None else environ
-    if value.startswith(_SECRET_REF):
-        name = value.removeprefix(_SECRET_REF).strip()
-        found = _secret_ref(name, where, env)
-        if known is not None:
-            known.add(found, name)
-        return found
+class Secrets(SecretValues):
+    """One gateway's secrets: where `secret_ref:` values come from (`source`), and, as the
+    `SecretValues` it is, every value its references resolved to.
 
-    def expand(match: re.Match[str]) -> str:
-        kind, ref = match.group(1), match.group(2).strip()
-        if kind == "env":
-            if ref not in env:
-                raise SecretError(
-                    f"{where}: environment variable {ref} is not set (export it, or remove ${{env:{ref}}})"
-                )
-            found = env[ref]
-        else:
-            try:
-                found = Path(ref).expanduser().read_text(encoding="utf-8").rstrip("\n")
-            except OSError as exc:
-                raise SecretError(f"{where}: cannot read secret file {ref}: {exc.strerror}") from None
-            ref = Path(ref).name
-        if known is not None:
-            known.add(found, ref)
-        return found
+    A reload that changes `secrets:` swaps `source` (`using`); the registry stays, since what the
+    running backends were handed is still to be masked.
+    """
 
-    return _REF.sub(expand, value)
+    def __init__(self, source: SecretsConfig | None = None) -> None:
+        super().__init__()
+        self.source = source if source is not None else SecretsConfig()
 
-
-def register_references(value: Any, known: SecretValues, *, where: str) -> None:
-    """Register the values of every reference found in a JSON-like `value` (middleware options,
-    which their own validators expand: this sees them first, whatever the middleware). A
-    reference that does not resolve is left for the validator to report."""
-    if isinstance(value, str):
-        if has_reference(value):
-            with suppress(SecretError):  # left for the option's validator to report
-                resolve(value, where=where, known=known)
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            register_references(item, known, where=f"{where}.{key}")
-    elif isinstance(value, list | tuple):
-        for item in value:
-            register_references(item, known, where=where)
-
-
-def register_options(specs: Sequence[MiddlewareSpec], known: SecretValues) -> None:
-    """Register the secret values in middleware options (a JWT secret, a Redis URL's password):
-    each middleware's own validator expands them, and cannot know about the gateway's registry."""
-    for index, spec in enumerate(specs):
-        register_references(spec.options, known, where=f"middleware[{index}] ({spec.use}).options")
-
-
-def _secret_ref(name: str, where: str, env: Mapping[str, str]) -> str:
-    if _store.file:
+    @contextmanager
+    def using(self, source: SecretsConfig) -> Iterator[None]:
+        """`source` from now on, unless the block fails (a refused reload keeps the old one)."""
+        previous, self.source = self.source, source
         try:
-            text = Path(_store.file).expanduser().read_text(encoding="utf-8")
-            table = json.loads(text) if _store.file.endswith(".json") else yaml.safe_load(text)
-        except (OSError, ValueError, yaml.YAMLError) as exc:
-            raise SecretError(
-                f"{where}: cannot read the secrets file {_store.file}: {type(exc).__name__}"
-            ) from None
-        if isinstance(table, Mapping) and name in table:
-            return str(table[name])
-    variable = _store.env_prefix + re.sub(r"\W", "_", name).upper()
-    if variable in env:
-        return env[variable]
-    source = f"the secrets file {_store.file} or " if _store.file else ""
-    raise SecretError(
-        f"{where}: secret {name!r} is not defined (add it to {source}the environment as {variable})"
-    )
+            yield
+        except BaseException:
+            self.source = previous
+            raise
+
+    @contextmanager
+    def expanding(self) -> Iterator[None]:
+        """Middleware options (`ResolvedStr`) created in this block resolve against these secrets.
+
+        Options are validated by each middleware's own constructor, which the chain calls with the
+        options only (a plugin's signature); the context variable carries this object to their
+        validators for the span of the block, in this task only."""
+        token = _expanding.set(self)
+        try:
+            yield
+        finally:
+            _expanding.reset(token)
+
+    def resolve(self, value: str, *, where: str, environ: Mapping[str, str] | None = None) -> str:
+        """Expand every reference in `value`. `where` names the config key for error messages;
+        every value found is registered, so that it is masked wherever it would leave."""
+        env = os.environ if environ is None else environ
+        if value.startswith(_SECRET_REF):
+            name = value.removeprefix(_SECRET_REF).strip()
+            found = self._secret_ref(name, where, env)
+            self.add(found, name)
+            return found
+
+        def expand(match: re.Match[str]) -> str:
+            kind, ref = match.group(1), match.group(2).strip()
+            if kind == "env":
+                if ref not in env:
+                    fix = f"export it, or remove ${{env:{ref}}}"
+                    raise SecretError(f"{where}: environment variable {ref} is not set ({fix})")
+                found = env[ref]
+            else:
+                try:
+                    found = Path(ref).expanduser().read_text(encoding="utf-8").rstrip("\n")
+                except OSError as exc:
+                    raise SecretError(f"{where}: cannot read secret file {ref}: {exc.strerror}") from None
+                ref = Path(ref).name
+            self.add(found, ref)
+            return found
+
+        return _REF.sub(expand, value)
+
+    def resolve_mapping(self, values: Mapping[str, str], *, where: str) -> dict[str, str]:
+        return {key: self.resolve(value, where=f"{where}.{key}") for key, value in values.items()}
+
+    def register_references(self, value: Any, *, where: str) -> None:
+        """Register the values of every reference found in a JSON-like `value` (middleware
+        options, which their own validators expand: this sees them first, whatever the
+        middleware). A reference that does not resolve is left for the validator to report."""
+        if isinstance(value, str):
+            if has_reference(value):
+                with suppress(SecretError):  # left for the option's validator to report
+                    self.resolve(value, where=where)
+        elif isinstance(value, Mapping):
+            for key, item in value.items():
+                self.register_references(item, where=f"{where}.{key}")
+        elif isinstance(value, list | tuple):
+            for item in value:
+                self.register_references(item, where=where)
+
+    def register_options(self, specs: Sequence[MiddlewareSpec]) -> None:
+        """Register the secret values in middleware options (a JWT secret, a Redis URL's
+        password): a plugin may expand them its own way, which this registry cannot see."""
+        for index, spec in enumerate(specs):
+            self.register_references(spec.options, where=f"middleware[{index}] ({spec.use}).options")
+
+    def _secret_ref(self, name: str, where: str, env: Mapping[str, str]) -> str:
+        source = self.source  # one read: a reload may swap it meanwhile
+        if source.file:
+            try:
+                text = Path(source.file).expanduser().read_text(encoding="utf-8")
+                table = json.loads(text) if source.file.endswith(".json") else yaml.safe_load(text)
+            except (OSError, ValueError, yaml.YAMLError) as exc:
+                raise SecretError(
+                    f"{where}: cannot read the secrets file {source.file}: {type(exc).__name__}"
+                ) from None
+            if isinstance(table, Mapping) and name in table:
+                return str(table[name])
+        variable = source.env_prefix + re.sub(r"\W", "_", name).upper()
+        if variable in env:
+            return env[variable]
+        shown = f"the secrets file {source.file} or " if source.file else ""
+        raise SecretError(
+            f"{where}: secret {name!r} is not defined (add it to {shown}the environment as {variable})"
+        )
+
+
+# Set only by `Secrets.expanding`, for the span of one block (see there).
+_expanding: ContextVar[Secrets | None] = ContextVar("gateway_secrets_expanding", default=None)
 
 
 def _resolve_option(value: str, info: ValidationInfo) -> str:
     where = info.field_name or "options"
+    # Validation context first (`model_validate(..., context={"secrets": ...})`), then the block
+    # the chain creates middlewares in; alone (a middleware made by hand), the default source.
+    context = info.context
+    found = context.get("secrets") if isinstance(context, Mapping) else None
+    secrets = found if isinstance(found, Secrets) else _expanding.get() or Secrets()
     try:
-        return resolve(value, where=where)
+        return secrets.resolve(value, where=where)
     except SecretError as exc:
         # Names the reference, never a value; the key is named by whoever reports the error.
         raise ValueError(exc.message.removeprefix(f"{where}: ")) from None
@@ -282,12 +301,6 @@ def _resolve_option(value: str, info: ValidationInfo) -> str:
 
 ResolvedStr = Annotated[str, AfterValidator(_resolve_option)]
 """A middleware option that may hold secret references, expanded when the options are validated."""
-
-
-def resolve_mapping(
-    values: Mapping[str, str], *, where: str, known: SecretValues | None = None
-) -> dict[str, str]:
-    return {key: resolve(value, where=f"{where}.{key}", known=known) for key, value in values.items()}
 
 
 _CHECKS = {

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from gateway.config import secrets
 from gateway.config._loader import Document, Problem, config_problems, read_document
 from gateway.config.models import (
     GatewayConfig,
@@ -29,6 +28,7 @@ from gateway.config.models import (
     SecretsConfig,
     StdioServer,
 )
+from gateway.config.secrets import Secrets, check_env_schema
 from gateway.errors import ConfigError, SecretError
 
 if TYPE_CHECKING:
@@ -68,18 +68,20 @@ def validate_document(document: Document, *, listen: Listen | None = None) -> Va
     store = config.secrets if config else _part(SecretsConfig, data.get("secrets", {}))
     specs = config.middleware if config else _part(list[MiddlewareSpec], data.get("middleware", []))
     middlewares: list[Middleware] = []
-    with _secrets_from(store):
-        if specs:
-            # Imported on use: the chain imports the config package, and the SDK (~0.4 s of a
-            # `check`, which a config without middleware does without).
-            from gateway.middleware.chain import create
+    # References resolve against the config being checked, never the running one (a reload's
+    # check must not touch the gateway's). What they resolve to is dropped with it.
+    checking = Secrets(store)
+    if specs:
+        # Imported on use: the chain imports the config package, and the SDK (~0.4 s of a
+        # `check`, which a config without middleware does without).
+        from gateway.middleware.chain import create
 
-            middlewares, found = create(specs)
-            problems += [document.locate(p) for p in found]
-        if store is not None:
-            problems += [document.locate(p) for p in reference_problems(data)]
-            if config is not None:
-                problems += [document.locate(p) for p in env_schema_problems(config)]
+        middlewares, found = create(specs, checking)
+        problems += [document.locate(p) for p in found]
+    if store is not None:
+        problems += [document.locate(p) for p in reference_problems(data, checking)]
+        if config is not None:
+            problems += [document.locate(p) for p in env_schema_problems(config, checking)]
     listener = None
     if listen is not None:
         address = config.listen if config else _part(ListenConfig, data.get("listen", {}))
@@ -104,22 +106,7 @@ def _part(kind: type[T] | Any, value: Any) -> T | None:
     return result
 
 
-@contextmanager
-def _secrets_from(store: SecretsConfig | None) -> Iterator[None]:
-    """`secret_ref:` values resolve against the config being checked, not the running one. The
-    setting is put back at once: everything in between is synchronous, so no task of a running
-    gateway (a reload's caller) can resolve a reference meanwhile."""
-    if store is None:
-        yield
-        return
-    previous = secrets.configure(store)
-    try:
-        yield
-    finally:
-        secrets.configure(previous)
-
-
-def reference_problems(data: Mapping[str, Any]) -> list[Problem]:
+def reference_problems(data: Mapping[str, Any], secrets: Secrets) -> list[Problem]:
     """Every `${env:...}`, `${file:...}` and `secret_ref:` a launch would resolve and could not.
 
     Values are resolved and dropped: only whether they resolve matters here. Disabled servers are
@@ -134,7 +121,7 @@ def reference_problems(data: Mapping[str, Any]) -> list[Problem]:
     return problems
 
 
-def env_schema_problems(config: GatewayConfig) -> list[Problem]:
+def env_schema_problems(config: GatewayConfig, secrets: Secrets) -> list[Problem]:
     """What a launch checks of the environment a server declares (`env_schema`): required
     variables set, values of their type. A reference that does not resolve is left out here
     (`reference_problems` reports it), so nothing is reported twice."""
@@ -142,7 +129,7 @@ def env_schema_problems(config: GatewayConfig) -> list[Problem]:
     for name, spec in config.servers.items():
         if not spec.enabled or not spec.env_schema or isinstance(spec, HttpServer):
             continue  # an HTTP server's environment is not the gateway's to give
-        env = {}
+        env: dict[str, str] = {}
         if isinstance(spec, StdioServer):
             from gateway.backends.stdio import base_environment  # on use: it loads the SDK
 
@@ -151,7 +138,7 @@ def env_schema_problems(config: GatewayConfig) -> list[Problem]:
             with suppress(SecretError):
                 env[var] = secrets.resolve(value, where=f"servers.{name}.env.{var}")
         try:
-            secrets.check_env_schema(name, env, spec.env_schema)
+            check_env_schema(name, env, spec.env_schema)
         except SecretError as exc:
             for text in exc.data["problems"]:
                 key, _, message = text.partition(": ")

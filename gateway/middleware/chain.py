@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from gateway.config._loader import Problem, options_model, validation_problems
 from gateway.config.models import MiddlewareSpec
+from gateway.config.secrets import Secrets
 from gateway.errors import ChainFailure, ConfigError, GatewayError
 from gateway.middleware.base import Call, CallNext, Middleware, Result
 
@@ -58,19 +59,24 @@ def load(target: str) -> Callable[..., Middleware]:
     return factory
 
 
-def instantiate(specs: Sequence[MiddlewareSpec], *, source: str = "<config>") -> list[Middleware]:
+def instantiate(
+    specs: Sequence[MiddlewareSpec], *, source: str = "<config>", secrets: Secrets | None = None
+) -> list[Middleware]:
     """Create every configured middleware, reporting all configuration problems at once.
 
     Constructors only validate and prepare (no connection, no file opened for writing): what needs
-    I/O happens in `lifespan()`. So this is also how a config is checked without running it."""
-    instances, problems = create(specs)
+    I/O happens in `lifespan()`. So this is also how a config is checked without running it.
+    References in options resolve against `secrets` (the gateway's; by default, `secrets:`'s
+    defaults)."""
+    instances, problems = create(specs, secrets or Secrets())
     if problems:
         raise ConfigError([str(replace(p, source=source)) for p in problems])
     return instances
 
 
-def create(specs: Sequence[MiddlewareSpec]) -> tuple[list[Middleware], list[Problem]]:
-    """The middlewares of `specs`, and every problem met creating them (keyed, not yet located)."""
+def create(specs: Sequence[MiddlewareSpec], secrets: Secrets) -> tuple[list[Middleware], list[Problem]]:
+    """The middlewares of `specs`, and every problem met creating them (keyed, not yet located).
+    References in their options resolve against `secrets`, and are registered with it."""
     instances: list[Middleware] = []
     problems: list[Problem] = []
     for index, spec in enumerate(specs):
@@ -81,7 +87,8 @@ def create(specs: Sequence[MiddlewareSpec]) -> tuple[list[Middleware], list[Prob
             problems.append(Problem(f"{label}.use", str(exc), ("middleware", index, "use")))
             continue
         try:
-            instances.append(factory(**spec.options))
+            with secrets.expanding():
+                instances.append(factory(**spec.options))
         except ValidationError as exc:
             model = options_model(factory, exc.title)
             where = ("middleware", index, "options")

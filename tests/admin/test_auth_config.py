@@ -11,7 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from gateway.admin._redact import redact
-from gateway.config import load_config, secrets
+from gateway.config import load_config
 from gateway.config.admin import AdminConfig
 from tests._support import config, misbehave
 from tests.admin._helpers import ADMIN_KEY, NAMED_KEY, admin_config, error_of, hashed, serve_admin
@@ -236,7 +236,7 @@ async def test_a_refused_reload_keeps_the_secrets_config(tmp_path: Path) -> None
     path.write_text(yaml.safe_dump({"servers": {"a": misbehave()}}))
     environ = {"MCP_SECRET_DB": "old", "NEW_DB": "new"}
     async with serve_admin(load_config(path), config_path=path) as gw, gw.client() as http:
-        assert secrets.resolve("secret_ref:db", where="t", environ=environ) == "old"
+        assert gw.fleet.secrets.resolve("secret_ref:db", where="t", environ=environ) == "old"
         # Valid as a file; refused when the middleware is built, after the secrets were read.
         path.write_text(
             yaml.safe_dump(
@@ -249,4 +249,4 @@ async def test_a_refused_reload_keeps_the_secrets_config(tmp_path: Path) -> None
         )
         error = error_of(await http.post("/config/reload"), 422, "invalid_config")
         assert any("nosuch" in p for p in error["details"]["problems"])
-        assert secrets.resolve("secret_ref:db", where="t", environ=environ) == "old"
+        assert gw.fleet.secrets.resolve("secret_ref:db", where="t", environ=environ) == "old"

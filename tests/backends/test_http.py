@@ -18,6 +18,7 @@ from mcp.shared.exceptions import MCPError
 from gateway.backends._logbuffer import LogBuffer
 from gateway.backends.http import HttpTransport
 from gateway.config import HttpServer
+from gateway.config.secrets import Secrets
 from tests import _infra
 from tests._support import config, free_port, serve, wait_until
 
@@ -138,7 +139,7 @@ def test_headers_and_bearer_token_resolve_secret_references(monkeypatch: pytest.
         headers={"X-Tenant": "${env:GATEWAY_TEST_TENANT}"},
         bearer_token="${env:GATEWAY_TEST_TOKEN}",
     )
-    client = HttpTransport("remote", spec, LogBuffer("remote")).client()
+    client = HttpTransport("remote", spec, LogBuffer("remote"), Secrets()).client()
     assert client.headers["authorization"] == "Bearer tok-123"
     assert client.headers["x-tenant"] == "acme"
     assert spec.bearer_token == "${env:GATEWAY_TEST_TOKEN}"  # the config keeps the reference

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import HttpServer, StdioServer, load_config, parse_config
-from gateway.config.secrets import resolve
+from gateway.config.secrets import Secrets
 from gateway.errors import ConfigError, SecretError
 
 
@@ -83,13 +83,13 @@ def test_secret_references_resolve_and_errors_never_hold_values(tmp_path: Path) 
     secret_file = tmp_path / "token"
     secret_file.write_text("file-secret\n")
     env = {"TOKEN": "env-secret"}
-    assert resolve("Bearer ${env:TOKEN}", where="k", environ=env) == "Bearer env-secret"
-    assert resolve(f"${{file:{secret_file}}}", where="k", environ=env) == "file-secret"
+    assert Secrets().resolve("Bearer ${env:TOKEN}", where="k", environ=env) == "Bearer env-secret"
+    assert Secrets().resolve(f"${{file:{secret_file}}}", where="k", environ=env) == "file-secret"
     with pytest.raises(SecretError) as err:
-        resolve("${env:MISSING}", where="servers.a.env.KEY", environ=env)
+        Secrets().resolve("${env:MISSING}", where="servers.a.env.KEY", environ=env)
     assert "MISSING" in err.value.message and "servers.a.env.KEY" in err.value.message
     with pytest.raises(SecretError):
-        resolve("${file:/nonexistent/secret}", where="k", environ=env)
+        Secrets().resolve("${file:/nonexistent/secret}", where="k", environ=env)
 
 
 def test_config_keeps_references_unresolved() -> None:

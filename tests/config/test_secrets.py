@@ -15,21 +15,15 @@ from gateway.fleet import Fleet
 from tests._support import config, misbehave
 
 
-@pytest.fixture(autouse=True)
-def _reset_store() -> object:
-    yield
-    secrets.configure(SecretsConfig())
-
-
 def test_secret_ref_from_file_then_environment(tmp_path: Path) -> None:
     store = tmp_path / "secrets.yaml"
     store.write_text("github_token: ghp-from-file\n")
-    secrets.configure(SecretsConfig(file=str(store)))
+    known = secrets.Secrets(SecretsConfig(file=str(store)))
     env = {"MCP_SECRET_SLACK_TOKEN": "xoxb-from-env"}
-    assert secrets.resolve("secret_ref:github_token", where="k", environ=env) == "ghp-from-file"
-    assert secrets.resolve("secret_ref:slack_token", where="k", environ=env) == "xoxb-from-env"
+    assert known.resolve("secret_ref:github_token", where="k", environ=env) == "ghp-from-file"
+    assert known.resolve("secret_ref:slack_token", where="k", environ=env) == "xoxb-from-env"
     with pytest.raises(SecretError) as err:
-        secrets.resolve("secret_ref:missing", where="servers.a.env.X", environ=env)
+        known.resolve("secret_ref:missing", where="servers.a.env.X", environ=env)
     assert "MCP_SECRET_MISSING" in err.value.message and "servers.a.env.X" in err.value.message
 
 
@@ -81,18 +75,15 @@ async def test_secret_ref_reaches_the_process_environment(monkeypatch: pytest.Mo
 
 
 def test_resolved_values_are_registered_with_the_name_of_their_reference(tmp_path: Path) -> None:
-    known = secrets.SecretValues()
     key_file = tmp_path / "api.key"
     key_file.write_text("lantern-orchard-pebble\n")
     store = tmp_path / "secrets.yaml"
     store.write_text("db: velvet-harbor-quill\n")
-    secrets.configure(SecretsConfig(file=str(store)))
+    known = secrets.Secrets(SecretsConfig(file=str(store)))
     env = {"TOKEN": "marble-thicket-sorrel"}
-    assert secrets.resolve("Bearer ${env:TOKEN}", where="k", environ=env, known=known) == (
-        "Bearer marble-thicket-sorrel"
-    )
-    secrets.resolve(f"${{file:{key_file}}}", where="k", environ=env, known=known)
-    secrets.resolve("secret_ref:db", where="k", environ=env, known=known)
+    assert known.resolve("Bearer ${env:TOKEN}", where="k", environ=env) == "Bearer marble-thicket-sorrel"
+    known.resolve(f"${{file:{key_file}}}", where="k", environ=env)
+    known.resolve("secret_ref:db", where="k", environ=env)
     text = "a marble-thicket-sorrel b lantern-orchard-pebble c velvet-harbor-quill d"
     assert known.mask(text) == "a [secret:TOKEN] b [secret:api.key] c [secret:db] d"
 
@@ -150,13 +141,13 @@ def test_mask_json_walks_only_on_a_hit_and_never_changes_its_input() -> None:
 def test_middleware_option_references_are_registered(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JWT_SECRET", "copper-meadow-lark")
     monkeypatch.setenv("REDIS_PW", "hollow-ember-finch")
-    known = secrets.SecretValues()
+    known = secrets.Secrets()
     options = {
         "secret": "${env:JWT_SECRET}",
         "storage": "redis://:${env:REDIS_PW}@127.0.0.1:6379/0",
         "nested": [{"x": "${env:NOT_SET_ANYWHERE}"}],  # left for the option's validator to report
         "plain": "not a reference",
     }
-    secrets.register_references(options, known, where="options")
+    known.register_references(options, where="options")
     assert known.mask("copper-meadow-lark hollow-ember-finch") == "[secret:JWT_SECRET] [secret:REDIS_PW]"
     assert len(known) > 0 and known.mask("not a reference") == "not a reference"

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.config import secrets
-from gateway.config.models import SecretsConfig
+from gateway.config.models import GatewayConfig, SecretsConfig
 from gateway.config.validation import Listen, validate_file
 from gateway.errors import ConfigError
+from gateway.fleet import Fleet
 
 
 @pytest.fixture
@@ -57,18 +57,15 @@ def test_a_port_given_on_the_command_line_is_named_as_such(tmp_path: Path, busy_
 def test_references_resolve_against_the_checked_config_then_the_setting_is_back(tmp_path: Path) -> None:
     (tmp_path / "secrets.yaml").write_text("token: from-the-file\n")
     running = SecretsConfig(env_prefix="RUNNING_")
-    previous = secrets.configure(running)
-    try:
-        good = {
-            "secrets": {"file": str(tmp_path / "secrets.yaml")},
-            "servers": {"s": {"command": "x", "env": {"T": "secret_ref:token"}}},
-        }
-        validate_file(write(tmp_path, good))
-        bad = {"servers": {"s": {"command": "x", "env": {"T": "secret_ref:token"}}}}
-        with pytest.raises(ConfigError) as err:
-            validate_file(write(tmp_path, bad))
-        assert "servers.s.env.T: secret 'token' is not defined" in err.value.problems[0]
-        # A reload's check must not leave the running gateway on the new file's secrets.
-        assert secrets.configure(running) is running
-    finally:
-        secrets.configure(previous)
+    gateway = Fleet(GatewayConfig(secrets=running))  # a running gateway's secrets
+    good = {
+        "secrets": {"file": str(tmp_path / "secrets.yaml")},
+        "servers": {"s": {"command": "x", "env": {"T": "secret_ref:token"}}},
+    }
+    validate_file(write(tmp_path, good))
+    bad = {"servers": {"s": {"command": "x", "env": {"T": "secret_ref:token"}}}}
+    with pytest.raises(ConfigError) as err:
+        validate_file(write(tmp_path, bad))
+    assert "servers.s.env.T: secret 'token' is not defined" in err.value.problems[0]
+    # A reload's check must not leave the running gateway on the new file's secrets.
+    assert gateway.secrets.source is running
