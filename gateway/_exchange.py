@@ -97,8 +97,8 @@ class FastPath:
         self._shape = _sdk.result_shaper(server)
         self.security = TransportSecurityMiddleware(security)
         self.max_body = manager.max_request_body_size
+        # Told of every front the relay sees (wired in `build_app`): sessions learned on the way.
         self.sessions = Sessions(manager)
-        relay.front_listeners.append(self.sessions.learn)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":

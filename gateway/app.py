@@ -24,6 +24,7 @@ from gateway import _sdk
 from gateway._drain import Drain
 from gateway._envelope import EnvelopeCheck
 from gateway._exchange import FastPath
+from gateway._gateway import Gateway, listening
 from gateway._guard import HostGuard
 from gateway.admin import admin_api
 from gateway.admin._auth import AdminAuth, AuthMiddleware
@@ -36,7 +37,6 @@ from gateway.logs import masking_secrets
 from gateway.middleware import Identity, Middleware, extras, instantiate
 from gateway.middleware._keys import presented_credential
 from gateway.relay import Relay
-from gateway.reload import Reloader
 
 logger = logging.getLogger("gateway")
 
@@ -225,10 +225,8 @@ def build_app(
     if middlewares is None:
         # Config errors surface here, before anything runs.
         middlewares = instantiate(config.middleware, secrets=known)
-    known.register_options(config.middleware)
-    fleet = fleet or Fleet(config, secrets=known)
-    relay = Relay(fleet, middlewares)
-    reloader = Reloader(fleet, relay, config_path)
+    parts = Gateway.assemble(config, middlewares, known, fleet=fleet, config_path=config_path)
+    fleet, relay, reloader = parts.fleet, parts.relay, parts.reloader
 
     admin = admin_api(
         fleet,
@@ -253,8 +251,12 @@ def build_app(
     # A body that is not one JSON-RPC message is answered before the SDK's transport reads it.
     mcp_app: ASGIApp = EnvelopeCheck(StreamableHTTPASGIApp(manager), listen.max_body_bytes)
     if fast_path:
-        mcp_app = FastPath(mcp_app, relay, server, manager, security)
+        fast = FastPath(mcp_app, relay, server, manager, security)
+        # The hot path learns 2025-11-25 sessions from the fronts the SDK's dispatch hands the relay.
+        relay.front_listeners.append(fast.sessions.learn)
+        mcp_app = fast
     endpoint: ASGIApp = _Refusing(_Authenticated(mcp_app, relay), relay.drain, manager.max_request_body_size)
+    # Draining ends the SDK's standalone GET streams, so no client waits on one past shutdown.
     relay.drain.on_close.append(lambda: _sdk.close_get_streams(manager))
 
     async def healthz(request: Request) -> JSONResponse:
@@ -286,6 +288,8 @@ def build_app(
         async with AsyncExitStack() as stack:
             stack.enter_context(masking_secrets(known))  # first in, last out: every line masked
             await stack.enter_async_context(admin.running())  # first in, last out: every event recorded
+            stack.enter_context(listening(fleet.event_listeners, admin.store.record_event))
+            stack.enter_context(listening(fleet.call_listeners, admin.stats.record))
             await stack.enter_async_context(reloader.running(watch=watch))
             await stack.enter_async_context(fleet.running())
             await stack.enter_async_context(relay.inputs.running())
@@ -334,5 +338,5 @@ def build_app(
             app.router.routes.extend(extra_routes)
 
     mount_middleware_routes(middlewares)
-    reloader.on_swap.append(mount_middleware_routes)
+    reloader.on_swap.append(mount_middleware_routes)  # a reload's new chain brings its own routes
     return app

@@ -61,7 +61,6 @@ class Fleet:
         self.notification_hooks: list[Callable[[Backend, str, Mapping[str, Any]], Awaitable[None]]] = []
         self._tg: anyio.abc.TaskGroup | None = None
         self._scopes: dict[str, anyio.CancelScope] = {}
-        self.clients.on_disconnect.append(self._release_client)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Fleet]:
@@ -194,7 +193,8 @@ class Fleet:
         for listener in list(self.event_listeners):
             listener(event)
 
-    async def _release_client(self, key: Any) -> None:
+    async def release_client(self, key: Any) -> None:
+        """A client is gone: end the per-client sessions it held (a `Clients.on_disconnect` hook)."""
         for backend in self.backends.values():
             if backend.per_client:
                 await backend.release(key)

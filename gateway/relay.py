@@ -107,7 +107,6 @@ class Relay:
             "completion/complete": self._complete,
             "notifications/message": self._deliver_log,
         }
-        fleet.notification_hooks.append(self._backend_notification)
 
     def use(self, middlewares: Sequence[Middleware]) -> None:
         """Swap the chain (config reload): calls already running finish on the old one."""
@@ -367,7 +366,8 @@ class Relay:
 
     # -- backend notifications -> chain -> clients -------------------------------------------
 
-    async def _backend_notification(self, backend: Backend, method: str, params: Mapping[str, Any]) -> None:
+    async def backend_notification(self, backend: Backend, method: str, params: Mapping[str, Any]) -> None:
+        """A backend's log message, through the chain to the clients (a `Fleet.notification_hooks` hook)."""
         if method != "notifications/message":
             return
         call = Call(method=method, params=dict(params), kind="notification", server=backend.name)

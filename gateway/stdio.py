@@ -16,15 +16,14 @@ import anyio
 from mcp.server.stdio import stdio_server
 
 from gateway import _sdk
+from gateway._gateway import Gateway
 from gateway.backends._pipes import MessagePipes, StdinMessages, StdoutMessages
 from gateway.backends._process import MAX_LINE
 from gateway.backends.session import Streams
 from gateway.config.secrets import Secrets
 from gateway.config.validation import validate_file
-from gateway.fleet import Fleet
 from gateway.logs import masking_secrets
 from gateway.relay import Relay
-from gateway.reload import Reloader
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +43,13 @@ async def serve_stdio(path: str, watch: bool = True) -> None:
         validated = validate_file(path)  # the middlewares are created here: after the claim
         # The gateway's secrets: where `secret_ref:` values come from, and every value resolved.
         known = Secrets(validated.config.secrets)
-        known.register_options(validated.config.middleware)
-        fleet = Fleet(validated.config, secrets=known)
-        relay = Relay(fleet, validated.middlewares, local=True)
+        parts = Gateway.assemble(
+            validated.config, validated.middlewares, known, config_path=path if watch else None, local=True
+        )
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_stop_on_signal, relay, tg.cancel_scope)
+            tg.start_soon(_stop_on_signal, parts.relay, tg.cancel_scope)
             with masking_secrets(known):
-                await _serve(fleet, relay, path if watch else None, _wire(*wire, restore))
+                await _serve(parts, watch, _wire(*wire, restore))
             tg.cancel_scope.cancel()
     finally:
         restore()
@@ -74,15 +73,11 @@ async def _stop_on_signal(relay: Relay, scope: anyio.CancelScope) -> None:
                 tg.start_soon(drain_then_stop)
 
 
-async def _serve(
-    fleet: Fleet,
-    relay: Relay,
-    path: str | None,
-    wire: AbstractAsyncContextManager[Streams],
-) -> None:
+async def _serve(parts: Gateway, watch: bool, wire: AbstractAsyncContextManager[Streams]) -> None:
+    fleet, relay = parts.fleet, parts.relay
     async with wire as (read, write), AsyncExitStack() as stack:
         server = relay.build_server()
-        await stack.enter_async_context(Reloader(fleet, relay, path).running(watch=path is not None))
+        await stack.enter_async_context(parts.reloader.running(watch=watch))
         await stack.enter_async_context(fleet.running())
         await stack.enter_async_context(relay.inputs.running())
         # A desktop client gives up on a server that is slow to answer `initialize`: answer once

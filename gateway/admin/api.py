@@ -124,22 +124,17 @@ class AdminAPI:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[AdminAPI]:
-        """Enter before `fleet.running()` so that the fleet's first and last events are recorded."""
-        calls = self.fleet.call_listeners
+        """Enter before `fleet.running()` so that the fleet's first and last events are recorded.
+
+        What it records is subscribed where the gateway is assembled (`build_app`): the fleet's
+        events to `store.record_event`, its clients' calls to `stats.record`."""
         async with AsyncExitStack() as stack:
             if self.publisher is not None:
                 # Entered first, left last: the store's final drain still reaches Redis.
                 await stack.enter_async_context(self.publisher.running())
                 self.store.listeners.append(self.publisher.publish)
             await stack.enter_async_context(self.store.running())
-            self.fleet.event_listeners.append(self.store.record_event)
-            calls.append(self.stats.record)
-            try:
-                yield self
-            finally:
-                self.fleet.event_listeners.remove(self.store.record_event)
-                if self.stats.record in calls:
-                    calls.remove(self.stats.record)
+            yield self
 
     # -- helpers ---------------------------------------------------------------------------------
 
