@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import anyio
@@ -151,3 +153,36 @@ def test_middleware_option_references_are_registered(monkeypatch: pytest.MonkeyP
     known.register_references(options, where="options")
     assert known.mask("copper-meadow-lark hollow-ember-finch") == "[secret:JWT_SECRET] [secret:REDIS_PW]"
     assert len(known) > 0 and known.mask("not a reference") == "not a reference"
+
+
+@pytest.mark.anyio
+async def test_two_gateways_in_one_process_resolve_against_their_own_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each gateway's `secrets:` is its own: creating a second gateway must not move the first
+    # one's `secret_ref:` lookups (a module-level setting did, for whatever launched after it).
+    monkeypatch.setenv("FIRST_VENDOR", "first-value")
+    monkeypatch.setenv("SECOND_VENDOR", "second-value")
+    spec = misbehave(env={"VENDOR_KEY": "secret_ref:vendor"})
+    first = Fleet(config({"mb": spec}, secrets={"env_prefix": "FIRST_"}))
+    second = Fleet(config({"mb": spec}, secrets={"env_prefix": "SECOND_"}))
+    seen = []
+    for fleet in (first, second):
+        async with fleet.running():
+            with anyio.fail_after(30):
+                await fleet.wait_started()
+            result = await fleet.backends["mb"].request(
+                "tools/call", {"name": "env", "arguments": {"name": "VENDOR_KEY"}}
+            )
+        seen.append(result["structuredContent"]["value"])
+    # Masked in the result by the gateway that resolved it, not by the other.
+    assert first.secrets.mask("first-value second-value") == "[secret:vendor] second-value"
+    assert seen == ["first-value", "second-value"]
+
+
+def test_the_config_models_do_not_import_the_admin_api() -> None:
+    # Every configuration model lives in gateway.config; gateway.admin is runtime code, which
+    # imports the fleet (and so the config): importing the config must not import it back.
+    code = "import sys, gateway.config.models; print(sorted(m for m in sys.modules if 'gateway.admin' in m))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
