@@ -5,6 +5,8 @@ Wiring (in `gateway.app.build_app`)::
     admin = admin_api(fleet, config.admin, reload=reloader.reload, authenticate=..., config_path=...)
     routes = [..., *admin.routes]                     # the /admin Mount, among the fixed routes
     await stack.enter_async_context(admin.running())  # in the lifespan, before fleet.running()
+    stack.enter_context(listening(fleet.event_listeners, admin.store.record_event))
+    stack.enter_context(listening(fleet.call_listeners, admin.stats.record))
 
 Runtime registrations are not persisted: they live until the gateway stops or a reload makes the
 fleet match gateway.yaml again.

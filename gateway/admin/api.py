@@ -1,8 +1,9 @@
 """The admin REST API under `/admin`: servers, their logs, the event log, and the configuration.
 
 `AdminAPI(fleet, config)` builds the routes (`.routes`, one Mount) and `.running()` is the context
-that must be entered while the gateway runs (the event log writer, the Redis publisher, and the
-listeners on the fleet). The full reference is the OpenAPI document at `/admin/openapi.json`.
+that must be entered while the gateway runs (the event log writer, the Redis publisher); whoever
+assembles the gateway subscribes `store.record_event` and `stats.record` to the fleet. The full
+reference is the OpenAPI document at `/admin/openapi.json`.
 
 Runtime changes (`POST /admin/servers`, `DELETE /admin/servers/{name}`) change the running fleet
 only: they are not written to gateway.yaml, are lost on restart, and a reload makes the fleet
