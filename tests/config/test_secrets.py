@@ -9,6 +9,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from pydantic import BaseModel, ValidationError
 
 from gateway.config import secrets
 from gateway.config.models import EnvVar, SecretsConfig
@@ -186,3 +187,19 @@ def test_the_config_models_do_not_import_the_admin_api() -> None:
     code = "import sys, gateway.config.models; print(sorted(m for m in sys.modules if 'gateway.admin' in m))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_an_option_validated_with_a_context_resolves_against_its_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A plugin validating its options itself hands the gateway's secrets in validation context.
+    class Options(BaseModel):
+        token: secrets.ResolvedStr
+
+    monkeypatch.setenv("CTX_TOKEN", "pewter-garland-moss")
+    gateway = secrets.Secrets(SecretsConfig(env_prefix="CTX_"))
+    options = Options.model_validate({"token": "secret_ref:token"}, context={"secrets": gateway})
+    assert options.token == "pewter-garland-moss"
+    assert gateway.mask("pewter-garland-moss") == "[secret:token]"
+    with pytest.raises(ValidationError):  # without it: the default prefix, where it is not defined
+        Options.model_validate({"token": "secret_ref:token"})
