@@ -21,6 +21,7 @@ from gateway.backends.session import BackendSession
 from gateway.backends.stdio import StdioTransport
 from gateway.backends.transport import Transport
 from gateway.config.models import DockerServer, HttpServer, ServerSpec, StdioServer
+from gateway.config.secrets import Secrets
 from tests._support import START_TIMEOUT, misbehave
 
 pytestmark = pytest.mark.anyio
@@ -29,7 +30,7 @@ STDIO = StdioServer.model_validate(misbehave())
 
 
 def transport(spec: ServerSpec) -> Transport:
-    return transport_for("t", spec, LogBuffer("t"))
+    return transport_for("t", spec, LogBuffer("t"), Secrets())
 
 
 async def test_every_kind_declares_its_optional_capabilities() -> None:
