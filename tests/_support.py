@@ -8,14 +8,15 @@ import os
 import re
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import anyio
 import httpx
+import mcp_types
 import uvicorn
 from starlette.applications import Starlette
 
@@ -59,6 +60,25 @@ def gateway_command(config_path: Path, port: int, *options: str) -> list[str]:
         sys.executable, "-m", "gateway", "serve", *options,
         "--config", str(config_path), "--host", "127.0.0.1", "--port", str(port),
     ]  # fmt: skip
+
+
+class _HasContent(Protocol):
+    @property
+    def content(self) -> Sequence[mcp_types.ContentBlock]: ...
+
+
+def text_of(result: _HasContent) -> str:
+    """The text of a tool result's first content block (the SDK's result or fastmcp's); fails the
+    test if that block is not text."""
+    block = result.content[0]
+    assert isinstance(block, mcp_types.TextContent), block
+    return block.text
+
+
+def request_meta(entries: dict[str, Any]) -> mcp_types.RequestParamsMeta:
+    """`_meta` for a client's call. The SDK types it as an open TypedDict (PEP 728 `extra_items`),
+    which mypy does not read yet: it would refuse every key the TypedDict does not list."""
+    return cast(mcp_types.RequestParamsMeta, entries)
 
 
 def config(servers: dict[str, Any], **rest: Any) -> GatewayConfig:
@@ -127,7 +147,6 @@ async def serve(
     port = free_port()
     settings = _uvicorn.settings(app, cfg.listen, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(settings)
-    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
     async with anyio.create_task_group() as tg:
         tg.start_soon(server.serve)
         with anyio.fail_after(START_TIMEOUT):
@@ -152,7 +171,6 @@ async def serve_asgi(app: Any, **uvicorn_kw: Any) -> AsyncIterator[str]:
         sock.bind(("127.0.0.1", 0))
         sock.listen(16)
         server = uvicorn.Server(uvicorn.Config(app, **{"log_level": "warning", **uvicorn_kw}))
-        server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # as in serve()
         async with anyio.create_task_group() as tg:
             tg.start_soon(functools.partial(server.serve, sockets=[sock]))
             try:

@@ -51,7 +51,7 @@ from mcp import Client as SdkClient
 from gateway.config import load_config
 from gateway.middleware.chain import instantiate
 from tests._infra import REPO_ROOT, require
-from tests._support import START_TIMEOUT, free_port
+from tests._support import START_TIMEOUT, free_port, text_of
 
 # The first test to ask for the image pays for a cold build (debootstrap ~70 s, wheels, build).
 pytestmark = [pytest.mark.anyio, pytest.mark.docker, pytest.mark.timeout(900)]
@@ -350,7 +350,7 @@ async def test_container_serves_a_real_client_healthy_as_uid_10001_and_stops_cle
         async with SdkClient(f"{base}/mcp", mode="legacy") as client:
             result = await client.call_tool("time__get_current_time", {"timezone": "UTC"})
         assert not result.is_error, result
-        assert json.loads(result.content[0].text)["timezone"] == "UTC"  # type: ignore[union-attr]
+        assert json.loads(text_of(result))["timezone"] == "UTC"
 
         # The gateway process itself (PID 1), not just what `docker exec` defaults to.
         proc_status = await _docker("exec", cid, "cat", "/proc/1/status")

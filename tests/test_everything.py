@@ -9,10 +9,12 @@ import anyio
 import mcp_types as types
 import pytest
 from mcp import Client as SdkClient
+from mcp.client import ClientRequestContext
 from mcp.client.stdio import StdioServerParameters
+from pydantic import FileUrl
 
 from tests import _infra
-from tests._support import config, serve
+from tests._support import config, serve, text_of
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node]
 ERAS = ["legacy", "2026-07-28"]
@@ -23,7 +25,9 @@ def everything(**extra: Any) -> dict[str, Any]:
     return {"command": cmd[0], "args": cmd[1:], **extra}
 
 
-async def sampling(ctx: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+async def sampling(
+    context: ClientRequestContext, params: types.CreateMessageRequestParams
+) -> types.CreateMessageResult:
     prompt = params.messages[0].content
     text = prompt.text if isinstance(prompt, types.TextContent) else "?"
     return types.CreateMessageResult(
@@ -31,7 +35,7 @@ async def sampling(ctx: Any, params: types.CreateMessageRequestParams) -> types.
     )
 
 
-async def elicitation(ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+async def elicitation(context: ClientRequestContext, params: types.ElicitRequestParams) -> types.ElicitResult:
     return types.ElicitResult(action="accept", content={"name": "Ada Lovelace"})
 
 
@@ -43,7 +47,7 @@ async def test_sampling_request_reaches_the_calling_client_and_the_answer_goes_b
     ):
         with anyio.fail_after(30):
             result = await client.call_tool("ev__trigger-sampling-request", {"prompt": "what is 2+2?"})
-    text = result.content[0].text  # type: ignore[union-attr]
+    text = text_of(result)
     assert "echo of <" in text and "what is 2+2?" in text and "test-model" in text
 
 
@@ -59,8 +63,8 @@ async def test_elicitation_request_is_relayed(mode: str) -> None:
 
 
 async def test_roots_are_asked_of_the_client_with_per_client_sessions() -> None:
-    async def roots(ctx: Any) -> types.ListRootsResult:
-        return types.ListRootsResult(roots=[types.Root(uri="file:///srv/project", name="project")])
+    async def roots(context: ClientRequestContext) -> types.ListRootsResult:
+        return types.ListRootsResult(roots=[types.Root(uri=FileUrl("file:///srv/project"), name="project")])
 
     async with (
         serve(config({"ev": everything(session="per-client")})) as gw,
@@ -68,15 +72,15 @@ async def test_roots_are_asked_of_the_client_with_per_client_sessions() -> None:
     ):
         with anyio.fail_after(30):
             result = await client.call_tool("ev__get-roots-list", {})
-    assert "file:///srv/project" in result.content[0].text  # type: ignore[union-attr]
+    assert "file:///srv/project" in text_of(result)
 
 
 @pytest.mark.parametrize("mode", ERAS)
 async def test_progress_of_a_long_running_operation(mode: str) -> None:
     seen: list[tuple[float, float | None]] = []
 
-    async def progress(p: float, total: float | None, message: str | None) -> None:
-        seen.append((p, total))
+    async def progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total))
 
     async with serve(config({"ev": everything()})) as gw, SdkClient(gw.url, mode=mode) as client:
         with anyio.fail_after(30):

@@ -19,6 +19,7 @@ import mcp.server.streamable_http_manager as manager_module
 import pytest
 from mcp import Client as SdkClient
 
+from gateway._front import Front
 from gateway._sdk import session_open
 from tests._support import Running, config, messages, misbehave, rpc, serve, session, sse_messages, wait_until
 
@@ -114,7 +115,9 @@ async def test_the_hot_path_serves_relayed_calls_and_leaves_the_rest_to_the_sdk(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     seen: list[str] = []
-    original = manager_module.handle_modern_request
+    # The manager imports it without re-exporting it: take it from where it is defined, patch it
+    # where the manager looks it up.
+    from mcp.server._streamable_http_modern import handle_modern_request as original
 
     async def counting(*args: Any) -> None:
         seen.append("sdk")
@@ -267,9 +270,12 @@ async def test_a_sessions_calls_are_answered_like_the_sdk_does(through_sdk: list
 async def test_a_session_is_served_hot_from_its_first_request(through_sdk: list[str]) -> None:
     async with serve(config({"mb": misbehave()})) as gw, httpx.AsyncClient(timeout=10) as http:
         initialized = anyio.Event()
-        gw.app.state.relay.front_listeners.append(
-            lambda front: front.method == "notifications/initialized" and initialized.set()
-        )
+
+        def listen(front: Front) -> None:
+            if front.method == "notifications/initialized":
+                initialized.set()
+
+        gw.app.state.relay.front_listeners.append(listen)
         async with session(http, gw.url) as headers:
             with anyio.fail_after(5):
                 await initialized.wait()

@@ -37,7 +37,7 @@ from mcp.shared.exceptions import MCPError
 from gateway.backends.lifecycle import STABLE_AFTER
 from gateway.errors import BACKEND_UNAVAILABLE
 from tests._infra import REPO_ROOT
-from tests._support import START_TIMEOUT, free_port, misbehave, time_server
+from tests._support import START_TIMEOUT, free_port, misbehave, text_of, time_server
 
 TIMEOUT = 5.0  # every faulty server's `timeout`
 ANSWER_SLACK = 1.0  # a call to a faulty server ends within TIMEOUT + this
@@ -311,7 +311,7 @@ def _serves_after_start_flood(server: str) -> Callable[[Gateway, SdkClient], Awa
         await gw.wait_state(server, "running", START_TIMEOUT)
         with anyio.fail_after(TIMEOUT + ANSWER_SLACK):
             result = await client.call_tool(f"{server}__echo", {"text": "after the flood"})
-        assert result.content[0].text == "misbehave: after the flood"  # type: ignore[union-attr]
+        assert text_of(result) == "misbehave: after the flood"
 
     return case
 

@@ -15,7 +15,7 @@ from mcp_types import INVALID_PARAMS
 
 from gateway.errors import BACKEND_UNAVAILABLE
 from tests._support import config as make_config
-from tests._support import misbehave, serve, serve_asgi, time_server, wait_until
+from tests._support import misbehave, serve, serve_asgi, text_of, time_server, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -32,7 +32,7 @@ async def test_tools_are_namespaced_and_carry_structured_content() -> None:
         assert echo.output_schema is not None
         result = await client.call_tool("mb__echo", {"text": "hi"})
         assert result.structured_content == {"text": "mb: hi"}
-        assert result.content[0].text == "mb: hi"  # type: ignore[union-attr]
+        assert text_of(result) == "mb: hi"
         now = await client.call_tool("time__get_current_time", {"timezone": "UTC"})
         assert now.structured_content is not None and now.structured_content["timezone"] == "UTC"
 
@@ -45,7 +45,7 @@ async def test_sdk_client_both_protocol_revisions(mode: str) -> None:
         assert "mb__add" in {t.name for t in tools.tools}
         result = await client.call_tool("mb__add", {"a": 2, "b": 3})
         assert isinstance(result, types.CallToolResult)
-        assert result.content[0].text == "5"  # type: ignore[union-attr]
+        assert text_of(result) == "5"
         failed = await client.call_tool("mb__fail", {})
         assert failed.is_error is True
 
@@ -79,14 +79,17 @@ async def test_resources_and_templates_are_namespaced_and_read_back() -> None:
         contents = await client.read_resource("mb+misbehave://static/hello")
         assert str(contents[0].uri) == "mb+misbehave://static/hello"
         item = await client.read_resource("mb+misbehave://item/42")
-        assert "42" in item[0].text  # type: ignore[union-attr]
+        assert isinstance(item[0], types.TextResourceContents)
+        assert "42" in item[0].text
 
 
 async def test_prompts_are_namespaced() -> None:
     async with serve(fleet()) as gw, FastMCPClient(gw.url) as client:
         assert "mb__greet" in {p.name for p in await client.list_prompts()}
         prompt = await client.get_prompt("mb__greet", {"name": "Ada"})
-        assert "Ada" in prompt.messages[0].content.text  # type: ignore[union-attr]
+        greeting = prompt.messages[0].content
+        assert isinstance(greeting, types.TextContent)
+        assert "Ada" in greeting.text
 
 
 async def test_prefix_override_and_empty_prefix() -> None:
@@ -218,7 +221,7 @@ async def test_client_credentials_are_never_forwarded_to_backends() -> None:
             SdkClient(streamable_http_client(gw.url, http_client=http), mode="legacy") as client,
         ):
             result = await client.call_tool("rec__whoami", {})
-    assert result.content[0].text == "recorded"  # type: ignore[union-attr]
+    assert text_of(result) == "recorded"
     received = {k.lower(): v for k, v in seen[0].items()}
     assert "authorization" not in received and "cookie" not in received and "x-api-key" not in received
     assert "client-secret-token" not in str(received)
@@ -337,7 +340,7 @@ async def test_a_resolved_secret_is_masked_in_results_and_errors_on_both_paths(
     async with serve(cfg, fast_path=fast_path) as gw, SdkClient(gw.url, mode="legacy") as client:
         result = await client.call_tool("mb__env", {"name": "TOKEN"})
         assert result.structured_content == {"name": "TOKEN", "value": "[secret:RELAY_TEST_SECRET]"}
-        assert result.content[0].text == "[secret:RELAY_TEST_SECRET]"  # type: ignore[union-attr]
+        assert text_of(result) == "[secret:RELAY_TEST_SECRET]"
         with pytest.raises(MCPError) as err:
             await client.call_tool("mb__env", {"name": "TOKEN", "error": True})
         assert err.value.error.message == "cannot use TOKEN=[secret:RELAY_TEST_SECRET]"

@@ -15,7 +15,7 @@ from mcp import Client as SdkClient
 
 from gateway.config import load_config
 from gateway.errors import ConfigError
-from tests._support import misbehave, serve, wait_until
+from tests._support import misbehave, serve, text_of, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -48,7 +48,7 @@ async def test_reload_applies_a_diff_while_a_client_keeps_calling(tmp_path: Path
             while not done.is_set():
                 try:
                     result = await client.call_tool("keep__echo", {"text": str(calls)})
-                    assert result.content[0].text == f"misbehave: {calls}"  # type: ignore[union-attr]
+                    assert text_of(result) == f"misbehave: {calls}"
                     calls += 1
                 except BaseException as exc:  # every failure counts against the reload
                     errors.append(exc)
@@ -78,7 +78,7 @@ async def test_reload_applies_a_diff_while_a_client_keeps_calling(tmp_path: Path
         assert await pid(client, "keep__pid") == keep_pid  # untouched: same process, same session
         assert await pid(client, "chg__pid") != chg_pid
         echo = await client.call_tool("chg__echo", {"text": "x"})
-        assert echo.content[0].text == "after: x"  # type: ignore[union-attr]
+        assert text_of(echo) == "after: x"
         names = {t.name for t in (await client.list_tools()).tools}
         assert "new__echo" in names and not any(n.startswith("gone__") for n in names)
 

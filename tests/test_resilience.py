@@ -9,7 +9,7 @@ from mcp import Client as SdkClient
 from mcp.shared.exceptions import MCPError
 
 from gateway.errors import BACKEND_UNAVAILABLE
-from tests._support import config, misbehave, serve, time_server, wait_until
+from tests._support import config, misbehave, serve, text_of, time_server, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -59,7 +59,7 @@ async def test_crash_mid_call_fails_that_call_then_backend_restarts_and_clients_
             await wait_until(lambda: backend.state.value == "running", timeout=20, interval=0.05)
         assert backend.restarts == 1
         result = await client.call_tool("mb__echo", {"text": "back"})
-        assert result.content[0].text == "misbehave: back"  # type: ignore[union-attr]
+        assert text_of(result) == "misbehave: back"
 
 
 async def test_hanging_call_times_out_with_a_clear_error_and_others_keep_working() -> None:
@@ -86,5 +86,5 @@ async def test_garbage_on_stdout_is_survived() -> None:
     async with serve(cfg) as gw, SdkClient(gw.url, mode="legacy") as client:
         for i in range(3):
             result = await client.call_tool("mb__echo", {"text": str(i)})
-            assert result.content[0].text == f"misbehave: {i}"  # type: ignore[union-attr]
+            assert text_of(result) == f"misbehave: {i}"
         assert gw.fleet.backends["mb"].state.value == "running"

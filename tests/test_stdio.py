@@ -78,7 +78,7 @@ async def test_concurrent_calls_and_an_answer_larger_than_the_pipe(tmp_path: Pat
 
             async def one(text: str) -> None:
                 result = await client.call_tool("mb__echo", {"text": text})
-                answers[text] = result.structured_content["text"]  # type: ignore[index]
+                answers[text] = result.structured_content["text"]
 
             async with anyio.create_task_group() as tg:
                 for text in texts:
@@ -150,7 +150,9 @@ async def test_the_wire_is_left_blocking_for_whoever_shares_it(tmp_path: Path) -
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-async def test_a_signal_stops_the_gateway_and_everything_it_started(tmp_path: Path, signum: int) -> None:
+async def test_a_signal_stops_the_gateway_and_everything_it_started(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
     # Its backends run in their own process groups: only the gateway's teardown reaches them (and
     # here the backend's own child too, which outlives a backend that is merely closed).
     argv = gateway_argv(tmp_path, servers={"mb": misbehave("--spawn-child")})

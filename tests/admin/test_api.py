@@ -12,7 +12,7 @@ from mcp import Client as SdkClient
 from gateway.backends import State
 from gateway.backends._logbuffer import LogBuffer
 from gateway.config import StdioServer
-from tests._support import config, misbehave, wait_until
+from tests._support import config, misbehave, text_of, wait_until
 from tests.admin._helpers import NAMED_KEY, SSEReader, error_of, serve_admin
 
 pytestmark = pytest.mark.anyio
@@ -206,7 +206,7 @@ async def test_runtime_registration_reaches_clients_and_delete_removes_it() -> N
             await changed.wait()
         assert "late__echo" in {t.name for t in (await client.list_tools()).tools}
         echo = await client.call_tool("late__echo", {"text": "hi"})
-        assert echo.content[0].text == "late: hi"  # type: ignore[union-attr]
+        assert text_of(echo) == "late: hi"
         assert "late" in gw.fleet.config.servers
 
         error_of(await http.post("/servers", json={"name": "late", "spec": misbehave()}), 409, "conflict")

@@ -34,7 +34,15 @@ from gateway.config.models import DockerServer
 from gateway.errors import BackendStartError, GatewayError
 from gateway.fleet import Fleet
 from tests._infra import require
-from tests._support import BUILD_IMAGES, TIME_IMAGE, config, docker_time, serve, wait_until
+from tests._support import (
+    BUILD_IMAGES,
+    TIME_IMAGE,
+    config,
+    docker_time,
+    serve,
+    text_of,
+    wait_until,
+)
 from tests.bench.docker_backends import bench
 
 # The session fixture builds the test images first: a cold debootstrap base takes a minute or two.
@@ -93,7 +101,7 @@ async def test_time_image_answers_a_real_client_and_runs_hardened(engine: Any) -
         async with SdkClient(gw.url, mode="legacy") as client:
             result = await client.call_tool("dtime__get_current_time", {"timezone": "UTC"})
         assert not result.is_error
-        assert json.loads(result.content[0].text)["timezone"] == "UTC"  # type: ignore[union-attr]
+        assert json.loads(text_of(result))["timezone"] == "UTC"
         info = await inspect_one(engine, "dtime")
     host, cfg = info["HostConfig"], info["Config"]
     assert host["NetworkMode"] == "none"

@@ -20,7 +20,7 @@ from gateway.backends.http import HttpTransport
 from gateway.config import HttpServer
 from gateway.config.secrets import Secrets
 from tests import _infra
-from tests._support import config, free_port, serve, wait_until
+from tests._support import config, free_port, serve, text_of, wait_until
 
 pytestmark = pytest.mark.node
 LOOPBACK = Path(__file__).parent.parent / "conformance" / "loopback.cjs"
@@ -99,7 +99,7 @@ async def test_streamable_http_backend_relays_and_survives_a_server_restart(
         assert isinstance(transport, HttpTransport)
         http_client = transport.client()
         result = await client.call_tool("remote__get-sum", {"a": 2, "b": 3})
-        assert "5" in result.content[0].text  # type: ignore[union-attr]
+        assert "5" in text_of(result)
 
         await everything_http.restart()  # same port, new process: it knows nothing of our session
         errors = 0
@@ -112,7 +112,7 @@ async def test_streamable_http_backend_relays_and_survives_a_server_restart(
                     errors += 1
                     assert "remote" in exc.message  # a clear error naming the backend
                     await anyio.sleep(0.1)
-        assert "42" in result.content[0].text  # type: ignore[union-attr]
+        assert "42" in text_of(result)
         assert backend.restarts >= 1
         assert transport.client() is http_client  # one HTTP client for the backend's whole life
 
@@ -126,7 +126,7 @@ async def test_legacy_sse_backend() -> None:
         async with serve(cfg) as gw, SdkClient(gw.url, mode="legacy") as client:
             assert gw.fleet.backends["old"].available, gw.fleet.backends["old"].last_error
             result = await client.call_tool("old__echo", {"message": "over sse"})
-            assert "over sse" in result.content[0].text  # type: ignore[union-attr]
+            assert "over sse" in text_of(result)
     finally:
         server.stop()
 

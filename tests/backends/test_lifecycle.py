@@ -20,7 +20,7 @@ from gateway.backends import State
 from gateway.backends.lifecycle import Event, IllegalTransition
 from gateway.errors import BACKEND_UNAVAILABLE, BackendUnavailable
 from gateway.fleet import Fleet
-from tests._support import HERE, config, misbehave, process_tree, serve, wait_until
+from tests._support import HERE, config, misbehave, process_tree, serve, text_of, wait_until
 
 pytestmark = pytest.mark.anyio
 TINY = str(HERE / "servers" / "tiny.py")
@@ -104,7 +104,7 @@ async def test_lazy_backend_learns_its_catalogue_then_sleeps_until_called() -> N
         assert backend.log.pid is None
         assert "mb__echo" in {t.name for t in (await client.list_tools()).tools}
         result = await client.call_tool("mb__echo", {"text": "wake"})
-        assert result.content[0].text == "misbehave: wake"  # type: ignore[union-attr]
+        assert text_of(result) == "misbehave: wake"
         assert backend.available
 
 

@@ -32,7 +32,18 @@ from gateway.errors import DENIED, ConfigError, Hidden
 from gateway.middleware import Call, Identity, instantiate
 from gateway.middleware.audit import AuditLog
 from gateway.middleware.auth import Auth
-from tests._support import config, free_port, initialize, messages, misbehave, rpc, serve, serve_asgi, session
+from tests._support import (
+    config,
+    free_port,
+    initialize,
+    messages,
+    misbehave,
+    rpc,
+    serve,
+    serve_asgi,
+    session,
+    text_of,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -101,7 +112,7 @@ async def test_api_key_in_either_header_and_refusals(caplog: pytest.LogCaptureFi
         for headers in ({"Authorization": f"Bearer {ADMIN_KEY}"}, {"X-API-Key": ADMIN_KEY}):
             async with connected(gw.url, headers) as client:
                 result = await client.call_tool("alpha__echo", {"text": "hi"})
-                assert result.content[0].text == "misbehave: hi"  # type: ignore[union-attr]
+                assert text_of(result) == "misbehave: hi"
 
         wrong = await post_initialize(gw.url, {"Authorization": "Bearer not-a-key-at-all"})
         assert wrong.status_code == 401
@@ -188,7 +199,7 @@ async def test_reader_sees_and_calls_only_what_rules_allow_admin_sees_all() -> N
             admin_tools = {t.name for t in (await admin.list_tools()).tools}
             assert {"alpha__echo", "alpha__add", "alpha__fail", "beta__echo", "beta__add"} <= admin_tools
             assert len((await admin.list_resource_templates()).resource_templates) == 2
-            assert (await admin.call_tool("beta__add", {"a": 1, "b": 2})).content[0].text == "3"  # type: ignore[union-attr]
+            assert text_of(await admin.call_tool("beta__add", {"a": 1, "b": 2})) == "3"
 
         async with connected(gw.url, {"Authorization": f"Bearer {READER_KEY}"}) as reader:
             assert [t.name for t in (await reader.list_tools()).tools] == ["alpha__echo"]  # add: denied
@@ -197,7 +208,7 @@ async def test_reader_sees_and_calls_only_what_rules_allow_admin_sees_all() -> N
                 "beta+misbehave://static/hello"
             ]
             assert (await reader.list_resource_templates()).resource_templates == []
-            assert (await reader.call_tool("alpha__echo", {"text": "ok"})).content[0].text == "misbehave: ok"  # type: ignore[union-attr]
+            assert text_of(await reader.call_tool("alpha__echo", {"text": "ok"})) == "misbehave: ok"
             await reader.read_resource("beta+misbehave://static/hello")
             await reader.get_prompt("alpha__greet", {"name": "x"})
 

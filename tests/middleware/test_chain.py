@@ -15,7 +15,7 @@ from mcp_types import INTERNAL_ERROR
 from gateway.config import parse_config
 from gateway.errors import BACKEND_UNAVAILABLE, DENIED, ChainFailure, ConfigError, GatewayError
 from gateway.middleware import Call, Middleware, Result, build_chain, instantiate
-from tests._support import config, misbehave, serve
+from tests._support import config, misbehave, serve, text_of
 from tests.middleware import _examples
 
 pytestmark = pytest.mark.anyio
@@ -35,7 +35,7 @@ async def test_order_deny_and_rewrite_through_a_real_client() -> None:
     )
     async with serve(cfg) as gw, SdkClient(gw.url, mode="legacy") as client:
         result = await client.call_tool("mb__echo", {"text": "hi"})
-        assert result.content[0].text == "misbehave: HI"  # type: ignore[union-attr]
+        assert text_of(result) == "misbehave: HI"
         assert result.meta == {"shouted": True}
         with pytest.raises(MCPError) as err:
             await client.call_tool("mb__fail", {})

@@ -20,7 +20,7 @@ from gateway.masking._walk import mask_message
 from gateway.middleware import Call, Identity, instantiate
 from gateway.middleware.audit import MASKED_ARGUMENTS
 from gateway.middleware.masking import Masking, MaskingFilter, _with_message
-from tests._support import config, misbehave, serve
+from tests._support import config, misbehave, serve, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -31,12 +31,6 @@ WAIT = 30.0
 
 def masking(**options: Any) -> list[dict[str, Any]]:
     return [{"use": "masking", "options": options}]
-
-
-def text_of(result: types.CallToolResult) -> str:
-    block = result.content[0]
-    assert isinstance(block, types.TextContent)
-    return block.text
 
 
 async def test_tool_result_text_and_structured_content_are_masked() -> None:

@@ -20,7 +20,7 @@ from gateway.config.models import ToolFilter
 from gateway.errors import DENIED, ConfigError, Denied
 from gateway.middleware import Call, Result, instantiate
 from gateway.middleware.pinning import Pinning, fingerprint
-from tests._support import config, misbehave, serve
+from tests._support import config, misbehave, serve, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -268,4 +268,4 @@ async def test_a_rug_pull_through_the_real_gateway(tmp_path: Path) -> None:
         tools = {t.name: t for t in (await client.list_tools()).tools}
         assert tools["rug__greet"].description == EVIL
         result = await client.call_tool("rug__greet", {"who": "me"})
-        assert result.content[0].text == "hello"  # type: ignore[union-attr]
+        assert text_of(result) == "hello"

@@ -34,7 +34,17 @@ from gateway.config import parse_config
 from gateway.errors import ConfigError, RateLimited
 from gateway.middleware import Call, CallNext, Identity, Result, instantiate
 from gateway.middleware.telemetry import Telemetry, record_masked
-from tests._support import START_TIMEOUT, config, misbehave, rpc, serve, serve_asgi, session
+from tests._support import (
+    START_TIMEOUT,
+    config,
+    misbehave,
+    request_meta,
+    rpc,
+    serve,
+    serve_asgi,
+    session,
+    text_of,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -151,9 +161,9 @@ async def test_a_call_is_one_server_span_in_the_callers_trace_and_the_backend_ge
     async with serve(cfg) as gw, SdkClient(gw.url, mode="legacy") as client:
         with remote_parent(TRACE_ID, CLIENT_SPAN_ID):
             result = await client.call_tool(
-                "meta__meta", {}, meta={"traceparent": traceparent(TRACE_ID, CLIENT_SPAN_ID)}
+                "meta__meta", {}, meta=request_meta({"traceparent": traceparent(TRACE_ID, CLIENT_SPAN_ID)})
             )
-        seen = json.loads(result.content[0].text)  # type: ignore[union-attr]
+        seen = json.loads(text_of(result))
         async with SdkClient(gw.url, mode="2026-07-28") as modern:
             await modern.call_tool("mb__echo", {"text": "hi"})
 
@@ -359,7 +369,7 @@ def exported(received: list[Any]) -> list[tuple[str, str, dict[str, Any]]]:
 
 async def test_otlp_endpoint_exports_spans_and_sample_ratio_zero_drops_root_spans() -> None:
     async with otlp_collector() as (endpoint, received):
-        options = {"otlp_endpoint": endpoint, "service_name": "gw-otlp"}
+        options: dict[str, Any] = {"otlp_endpoint": endpoint, "service_name": "gw-otlp"}
         cfg = config({"mb": misbehave()}, middleware=[{"use": "telemetry", "options": options}])
         async with serve(cfg) as gw, SdkClient(gw.url, mode="legacy") as client:
             await client.call_tool("mb__echo", {"text": "hi"})

@@ -16,7 +16,7 @@ from gateway.logs import request_scope
 from gateway.middleware import Call, Identity, Result, instantiate
 from plugins.deny_pattern import DenyPattern
 from plugins.stamp_meta import StampMeta
-from tests._support import config, misbehave, serve
+from tests._support import config, misbehave, request_meta, serve, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -75,7 +75,7 @@ async def test_deny_pattern_through_the_real_gateway() -> None:
         with pytest.raises(MCPError):  # nested anywhere in the arguments
             await client.call_tool("mb__echo", {"text": "fine", "extra": {"deep": [1, {"k": FAKE_KEY}]}})
         ok = await client.call_tool("mb__echo", {"text": "nothing to see"})
-        assert ok.content[0].text == "misbehave: nothing to see"  # type: ignore[union-attr]
+        assert text_of(ok) == "misbehave: nothing to see"
         # Tools outside the `tools` globs are not checked.
         env = await client.call_tool("mb__env", {"name": FAKE_KEY})
         assert env.structured_content == {"name": FAKE_KEY, "value": None}
@@ -134,7 +134,9 @@ async def test_stamp_meta_through_the_real_gateway(tmp_path: Path) -> None:
     cfg = config({"a": server, "b": server}, middleware=[{"use": STAMP, "options": options}])
     async with serve(cfg) as gw, SdkClient(gw.url, mode="legacy") as client:
         # A client's own key of the same name does not survive: it cannot pose as another tenant.
-        a = await client.call_tool("a__meta", {}, meta={"example.com/tenant": "evil", "mine": 1})  # type: ignore[arg-type]
+        a = await client.call_tool(
+            "a__meta", {}, meta=request_meta({"example.com/tenant": "evil", "mine": 1})
+        )
         assert a.structured_content == {
             "meta": {"example.com/tenant": "acme", "example.com/route": "a/a__meta", "mine": 1}
         }

@@ -24,7 +24,7 @@ from mcp.client.session import ClientSession, LoggingFnT, MessageHandlerFnT
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.shared.exceptions import MCPError
 
-from tests._support import wait_until
+from tests._support import text_of, wait_until
 
 SERVER = Path(__file__).with_name("misbehave.py")
 START = 15.0  # bound for anything that includes a server start (the SDK import alone is ~1 s here)
@@ -50,12 +50,6 @@ async def connect(
         ClientSession(read, write, message_handler=message_handler, logging_callback=logging_callback) as s,
     ):
         yield s
-
-
-def text_of(result: types.CallToolResult) -> str:
-    block = result.content[0]
-    assert isinstance(block, types.TextContent)
-    return block.text
 
 
 class RawServer:
