@@ -96,6 +96,13 @@ class RawServer:
     async def line(stream: BufferedByteReceiveStream) -> str:
         return (await stream.receive_until(b"\n", 1 << 20)).decode()
 
+    async def answer(self, rid: int) -> dict[str, Any]:
+        """The next message on stdout answering request `rid` (notifications before it skipped)."""
+        while True:
+            message: dict[str, Any] = json.loads(await self.line(self.stdout))
+            if message.get("id") == rid:
+                return message
+
     async def stderr_until(self, needle: str) -> list[str]:
         lines: list[str] = []
         while not lines or needle not in lines[-1]:
@@ -369,12 +376,15 @@ async def test_exit_after() -> None:
 
 @pytest.mark.anyio
 async def test_ignore_sigterm_needs_sigkill() -> None:
-    async with RawServer.start("--ignore-sigterm", "--hang-at-start") as srv:
+    async with RawServer.start("--ignore-sigterm") as srv:
         with anyio.fail_after(START):
-            await srv.stderr_until("hanging")
+            await srv.initialize()
+            await srv.answer(1)  # serving, so its handler is in place
             srv.proc.send_signal(signal.SIGTERM)
             await srv.stderr_until("ignoring SIGTERM")
-        await anyio.sleep(0.3)
+            # Alive past the signal, and still serving: it answers a ping.
+            await srv.send({"jsonrpc": "2.0", "id": 2, "method": "ping"})
+            assert await srv.answer(2) == {"jsonrpc": "2.0", "id": 2, "result": {}}
         assert srv.proc.returncode is None
         srv.proc.kill()
         with anyio.fail_after(5):
