@@ -8,7 +8,6 @@ import logging
 import os
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,10 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import mcp_types as types
 import pytest
-import yaml
 from mcp import Client as SdkClient
 from mcp.shared.exceptions import MCPError
 
@@ -30,6 +27,7 @@ from gateway.middleware import Call, Identity, Result, instantiate
 from gateway.middleware import _ratelimit_store as store_module
 from gateway.middleware._bulkhead import Bulkhead, ConcurrencyOptions, Full
 from gateway.middleware.ratelimit import RateLimit, RateLimitOptions
+from tests._gateway_process import gateway_process
 from tests._infra import require
 from tests._support import START_TIMEOUT, config, free_port, misbehave, serve, wait_until
 
@@ -186,13 +184,22 @@ async def test_lists_have_their_own_budget() -> None:
     assert err.value.data["scope"] == "lists" and backend.calls == 3
 
 
+def expired(storage: Any) -> bool:
+    """Whether every window in a `limits` MemoryStorage has run out (by the store's wall clock)."""
+    now = time.time()
+    moving = all(entry.expiry <= now for entries in storage.events.values() for entry in entries)
+    return moving and all(at <= now for at in storage.expirations.values())
+
+
 async def test_memory_store_sweeps_expired_windows_inline(monkeypatch: pytest.MonkeyPatch) -> None:
     rl = RateLimit(per_identity="5/second", per_tool="5/second")
     storage: Any = rl.storage
     monkeypatch.setattr(store_module, "_SWEEP_EVERY", 0.0)
     await rl(tool_call(who="gone"), Backend())
     assert len(storage.events) == 2
-    await anyio.sleep(1.1)  # waiting out the window itself: no event to wait for
+    # limits reads the wall clock itself (`time.time()`, no clock to inject): wait, bounded, until
+    # the store's own entries say the window is over.
+    await wait_until(lambda: expired(storage), timeout=20)
     await rl(tool_call(who="kept"), Backend())  # a hit triggers the sweep
     assert {key.split("/")[2] for key in storage.events} == {"kept"}
     assert all("gone" not in key for key in storage.locks)
@@ -330,16 +337,6 @@ async def test_bulkhead_refuses_a_second_concurrent_call_end_to_end() -> None:
 # -- a real Redis ------------------------------------------------------------------------------------
 
 
-def start_gateway(config_path: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    # Logs go to a file: a pipe nobody drains would block a chatty gateway.
-    with log.open("wb") as stderr:
-        return subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(config_path), "--port", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-
-
 @dataclass
 class Redis:
     port: int
@@ -399,30 +396,16 @@ def redis() -> Iterator[Redis]:
 @pytest.mark.redis
 async def test_two_gateways_share_one_global_limit_through_redis(redis: Redis, tmp_path: Path) -> None:
     options = {"storage": redis.url, "global": "30/minute", "key_prefix": f"t{uuid.uuid4().hex[:8]}"}
-    path = tmp_path / "gateway.yaml"
-    middleware = [{"use": "ratelimit", "options": options}]
-    path.write_text(yaml.safe_dump({"servers": {"mb": misbehave()}, "middleware": middleware}))
-    ports = [free_port(), free_port()]
-    logs = [tmp_path / f"gateway-{port}.log" for port in ports]
-    procs = [start_gateway(path, port, log) for port, log in zip(ports, logs, strict=True)]
-    try:
-        async with httpx.AsyncClient() as http:
-            with anyio.fail_after(START_TIMEOUT):
-                for proc, port, log in zip(procs, ports, logs, strict=True):
-                    while True:
-                        assert proc.poll() is None, f"gateway exited: {log.read_text()}"
-                        try:
-                            ready = await http.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
-                            if ready.status_code == 200:
-                                break
-                        except httpx.TransportError:
-                            pass
-                        await anyio.sleep(0.1)
+    cfg = {"servers": {"mb": misbehave()}, "middleware": [{"use": "ratelimit", "options": options}]}
+    async with (
+        gateway_process(tmp_path, cfg, name="gateway-a") as a,
+        gateway_process(tmp_path, cfg, name="gateway-b") as b,
+    ):
         accepted: list[int] = []
         refused: list[MCPError] = []
         async with (
-            SdkClient(f"http://127.0.0.1:{ports[0]}/mcp", mode="legacy") as first,
-            SdkClient(f"http://127.0.0.1:{ports[1]}/mcp", mode="2026-07-28") as second,
+            SdkClient(a.url, mode="legacy") as first,
+            SdkClient(b.url, mode="2026-07-28") as second,
         ):
             clients = [first, second]
 
@@ -443,17 +426,12 @@ async def test_two_gateways_share_one_global_limit_through_redis(redis: Redis, t
         assert set(accepted) == {0, 1}  # both gateways let calls through: the budget is shared
         assert all(e.code == RATE_LIMITED and e.data["scope"] == "global" for e in refused)
         assert all(0 < e.data["retry_after"] <= 60 for e in refused)
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-    for log in logs:
-        assert "Traceback" not in log.read_text()
+        for gateway in (a, b):  # a graceful stop, whose log is read below
+            gateway.process.terminate()
+        for gateway in (a, b):
+            await gateway.wait(30)
+    for gateway in (a, b):
+        assert "Traceback" not in gateway.log_text()
 
 
 @pytest.mark.redis
