@@ -50,6 +50,7 @@ from mcp import Client as SdkClient
 
 from gateway.config import load_config
 from gateway.middleware.chain import instantiate
+from gateway.middleware.ratelimit import RateLimit
 from tests._infra import REPO_ROOT, require
 from tests._support import START_TIMEOUT, free_port, text_of
 
@@ -527,7 +528,7 @@ def test_compose_example_binds_loopback_mounts_the_config_and_uses_redis() -> No
     assert "redis" in compose["services"] and gateway["depends_on"]["redis"]["condition"] == "service_healthy"
     config = load_config(REPO_ROOT / "config" / "compose.yaml")
     (ratelimit,) = instantiate(config.middleware, source="config/compose.yaml")  # no connection yet
-    assert ratelimit.storage_label == "redis://redis:6379/0"  # type: ignore[attr-defined]
+    assert isinstance(ratelimit, RateLimit) and ratelimit.storage_label == "redis://redis:6379/0"
     for cli in (["docker", "compose"], ["docker-compose"]):
         if shutil.which(cli[0]) is None or subprocess.run([*cli, "version"], capture_output=True).returncode:
             continue  # this compose is not installed

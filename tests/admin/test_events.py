@@ -240,5 +240,5 @@ async def test_events_are_published_on_redis(redis_url: str) -> None:
             assert any(e.get("new") == "running" for e in seen)
             assert gw.api.publisher is not None and gw.api.publisher.dropped == 0
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         await subscriber.aclose()

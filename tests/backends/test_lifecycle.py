@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -16,7 +17,7 @@ import pytest
 from mcp import Client as SdkClient
 from mcp.shared.exceptions import MCPError
 
-from gateway.backends import State
+from gateway.backends import Backend, State
 from gateway.backends.lifecycle import Event, IllegalTransition
 from gateway.errors import BACKEND_UNAVAILABLE, BackendUnavailable
 from gateway.fleet import Fleet
@@ -31,6 +32,11 @@ def tiny(name: str, **extra: Any) -> dict[str, Any]:
 
 
 wait_for = functools.partial(wait_until, timeout=30, interval=0.02)
+
+
+def up(backend: Backend, restarted_from: int = -1) -> Callable[[], bool]:
+    """For `wait_for`: `backend` is available, after more than `restarted_from` restarts."""
+    return lambda: backend.restarts > restarted_from and backend.available
 
 
 def test_illegal_transitions_are_refused() -> None:
@@ -147,11 +153,11 @@ async def test_no_leaks_after_load_crashes_and_shutdown() -> None:
             for crash in range(20):
                 name = f"mb{crash % 3}"
                 backend = gw.fleet.backends[name]
-                await wait_for(lambda b=backend: b.available)  # type: ignore[misc]
+                await wait_for(up(backend))
                 restarts = backend.restarts
                 with pytest.raises(MCPError):
                     await client.call_tool(f"{name}__crash", {})
-                await wait_for(lambda b=backend, r=restarts: b.restarts > r and b.available)  # type: ignore[misc]
+                await wait_for(up(backend, restarts))
                 await one(crash)
         assert len(seen) >= 3
     leftover = [p for p in process_tree() if p not in before]
@@ -182,7 +188,7 @@ async def test_restart_always_restarts_a_clean_exit_and_on_failure_does_not() ->
     fleet = Fleet(config({"always": tiny("a", restart="always"), "once": tiny("o", restart="on-failure")}))
     async with fleet.running():
         for name in ("always", "once"):
-            await wait_for(lambda n=name: fleet.backends[n].available)  # type: ignore[misc]
+            await wait_for(up(fleet.backends[name]))
             pid = fleet.backends[name].log.pid
             assert pid is not None
             os.kill(pid, signal.SIGTERM)  # tiny dies of SIGTERM: not code 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import anyio
 import psutil
@@ -15,7 +16,7 @@ from tests._support import config, misbehave, process_tree, wait_until
 pytestmark = pytest.mark.anyio
 
 
-async def _call(fleet: Fleet, server: str, tool: str, **args: object) -> dict[str, object]:
+async def _call(fleet: Fleet, server: str, tool: str, **args: object) -> dict[str, Any]:
     result = await fleet.backends[server].request("tools/call", {"name": tool, "arguments": args})
     return result
 
@@ -34,7 +35,7 @@ async def test_environment_is_an_allowlist_and_secrets_resolve_at_launch(
         values = {}
         for name in ("API_KEY", "GATEWAY_TEST_PASSED", "GATEWAY_TEST_HIDDEN", "PATH"):
             result = await _call(fleet, "mb", "env", name=name)
-            values[name] = result["structuredContent"]["value"]  # type: ignore[index]
+            values[name] = result["structuredContent"]["value"]
     assert values["API_KEY"] == "s3cr3t-value"
     assert values["GATEWAY_TEST_PASSED"] == "visible"
     assert values["GATEWAY_TEST_HIDDEN"] is None
@@ -57,7 +58,9 @@ async def test_stderr_is_kept_in_a_bounded_buffer() -> None:
         with anyio.fail_after(30):
             await fleet.wait_started()
             log = fleet.backends["mb"].log
-            await wait_until(lambda: len(log.lines) >= log.lines.maxlen, timeout=30)  # type: ignore[operator]
+            size = log.lines.maxlen
+            assert size is not None
+            await wait_until(lambda: len(log.lines) >= size, timeout=30)
     assert len(log.lines) == 1000
     assert log.lines[-1].text  # the newest lines are kept
 
@@ -77,7 +80,7 @@ async def test_shutdown_kills_grandchildren_and_sigterm_ignorers() -> None:
         for name in ("child", "stubborn"):
             result = await _call(fleet, name, "pid")
             content = result["structuredContent"]
-            pids += [content["pid"], content["childPid"]]  # type: ignore[index]
+            pids += [content["pid"], content["childPid"]]
         assert all(psutil.pid_exists(p) for p in pids)
     for pid in pids:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, pid

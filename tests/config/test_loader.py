@@ -94,4 +94,5 @@ def test_secret_references_resolve_and_errors_never_hold_values(tmp_path: Path) 
 
 def test_config_keeps_references_unresolved() -> None:
     cfg = parse_config("servers:\n  a:\n    command: x\n    env: {KEY: '${env:SECRET}'}\n")
-    assert cfg.servers["a"].env == {"KEY": "${env:SECRET}"}  # type: ignore[union-attr]
+    server = cfg.servers["a"]
+    assert isinstance(server, StdioServer) and server.env == {"KEY": "${env:SECRET}"}

@@ -195,7 +195,7 @@ def test_groups_disable_and_overrides_resolve() -> None:
 def test_masking_copies_only_what_changed() -> None:
     shared_image = {"type": "image", "data": f"{KEY}==", "mimeType": "image/png"}
     untouched = {"type": "text", "text": "nothing to see"}
-    result = {
+    result: dict[str, Any] = {
         "content": [untouched, {"type": "text", "text": f"key {KEY}"}, shared_image],
         "structuredContent": {"deep": [{"k": MAIL}], "same": {"n": 1}},
         "_meta": {"note": KEY},
@@ -206,7 +206,7 @@ def test_masking_copies_only_what_changed() -> None:
     assert masked["content"][0] is untouched and masked["content"][2] is shared_image  # blobs unscanned
     assert masked["content"][1]["text"] == "key [REDACTED:aws_access_key]"
     assert masked["structuredContent"]["deep"] == [{"k": "[REDACTED:email]"}]
-    assert masked["structuredContent"]["same"] is result["structuredContent"]["same"]  # type: ignore[index]
+    assert masked["structuredContent"]["same"] is result["structuredContent"]["same"]
     assert masked["_meta"] is result["_meta"]
     clean = {"content": [untouched]}
     assert mask_message(default_masker(), "tools/call", clean) is clean

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import anyio
@@ -18,6 +17,7 @@ from gateway.catalogue import BackendListing, Catalogue, Source
 from gateway.config import parse_config
 from gateway.config.models import ToolFilter
 from gateway.errors import DENIED, ConfigError, Denied
+from gateway.fleet import Fleet
 from gateway.middleware import Call, Result, instantiate
 from gateway.middleware.pinning import Pinning, fingerprint
 from tests._support import config, misbehave, serve, text_of
@@ -78,9 +78,10 @@ def catalogue(*tools: dict[str, Any], server: str = "rug") -> Catalogue:
     return Catalogue.build([Source(server, server, ToolFilter(), BackendListing(tools=list(tools)))])
 
 
-def attached(pinning: Pinning, cat: Catalogue) -> SimpleNamespace:
-    fleet = SimpleNamespace(catalogue=cat)
-    pinning.attach(fleet)  # type: ignore[arg-type]
+def attached(pinning: Pinning, cat: Catalogue) -> Fleet:
+    fleet = Fleet(config({}))  # never started: only its catalogue is read
+    fleet.catalogue = cat
+    pinning.attach(fleet)
     return fleet
 
 

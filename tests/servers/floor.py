@@ -30,8 +30,10 @@ async def record(command: list[str], tool: str, arguments: dict[str, Any]) -> tu
         await session.initialize()
         tools = await session.list_tools()
         result = await session.call_tool(tool, arguments)
-    dump = {"by_alias": True, "mode": "json", "exclude_none": True}
-    return tools.model_dump(**dump), result.model_dump(**dump)  # type: ignore[arg-type]
+    return (
+        tools.model_dump(by_alias=True, mode="json", exclude_none=True),
+        result.model_dump(by_alias=True, mode="json", exclude_none=True),
+    )
 
 
 def app_for(tools: dict[str, Any], called: dict[str, Any]) -> Any:
