@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,9 @@ import httpx
 import pytest
 from mcp import Client as SdkClient
 
-from gateway.backends import Event
 from tests._infra import NODE_MODULES, REPO_ROOT, require, server_node
 from tests._support import config, misbehave
-from tests.admin._helpers import ADMIN_KEY, Gateway, serve_admin
+from tests.admin._helpers import ADMIN_KEY, serve_admin
 from tests.servers.misbehave import FAKE_SECRET
 
 pytestmark = pytest.mark.anyio
@@ -62,28 +62,43 @@ async def _traffic(url: str, stop: anyio.Event) -> None:
                 await stop.wait()
 
 
-async def _crash_after_admin_restart(gw: Gateway, url: str) -> None:
-    """Once the page's restart of TARGET is done, crash it: the supervisor's restart bumps `restarts`."""
-    restarted, back = anyio.Event(), anyio.Event()
-
-    def listener(event: Event) -> None:
-        if event.server != TARGET:
-            return
-        if event.new == "stopped" and event.reason == "restart requested":
-            restarted.set()
-        elif event.new == "running" and restarted.is_set():
-            back.set()
-
-    gw.fleet.event_listeners.append(listener)
-    try:
-        await back.wait()
-    finally:
-        gw.fleet.event_listeners.remove(listener)
-    await anyio.sleep(1.0)  # let the page see "running" before it goes away again
+async def _crash_when(ready: anyio.Event, url: str) -> None:
+    """Crash TARGET once `ready` (the page has followed its admin restart back to "running" and
+    streamed the new process's log): the supervisor's restart bumps `restarts`."""
+    await ready.wait()
     async with SdkClient(url, mode="legacy") as client:
         # The call dies with the backend: its error is expected.
         with anyio.move_on_after(30), contextlib.suppress(Exception):
             await client.call_tool(f"{TARGET}__crash", {})
+
+
+@dataclass
+class SpecRun:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+async def _run_spec(argv: list[str], env: dict[str, str], step: str, reached: anyio.Event) -> SpecRun:
+    """Run the spec to its end; set `reached` when its progress (on stderr) reports `step`."""
+    mark = f"[dashboard.spec] {step} ".encode()
+    out, err = bytearray(), bytearray()
+    async with await anyio.open_process(argv, env=env) as process:
+        assert process.stdout is not None and process.stderr is not None
+        stdout, stderr = process.stdout, process.stderr
+
+        async def drain() -> None:
+            async for chunk in stdout:
+                out.extend(chunk)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drain)
+            async for chunk in stderr:
+                err.extend(chunk)
+                if not reached.is_set() and mark in err:
+                    reached.set()
+        returncode = await process.wait()
+    return SpecRun(returncode, out.decode(errors="replace"), err.decode(errors="replace"))
 
 
 @pytest.mark.timeout(300)
@@ -116,19 +131,19 @@ async def test_dashboard_drives_the_fleet_in_a_real_browser() -> None:
             "PLAYWRIGHT": playwright,
             "SECRET": FAKE_SECRET,
         }
-        stop = anyio.Event()
+        stop, streamed = anyio.Event(), anyio.Event()
         async with anyio.create_task_group() as tg:
             tg.start_soon(_traffic, gw.url, stop)
-            tg.start_soon(_crash_after_admin_restart, gw, gw.url)
+            tg.start_soon(_crash_when, streamed, gw.url)
             try:
                 with anyio.fail_after(SPEC_TIMEOUT):
-                    done = await anyio.run_process([node, str(SPEC)], env=env, check=False)
+                    done = await _run_spec([node, str(SPEC)], env, "log-streamed", streamed)
             finally:
                 stop.set()
                 tg.cancel_scope.cancel()
 
-    stderr = done.stderr.decode(errors="replace")
-    lines = done.stdout.decode(errors="replace").strip().splitlines()
+    stderr = done.stderr
+    lines = done.stdout.strip().splitlines()
     assert lines, f"the spec printed nothing (exit {done.returncode}):\n{stderr}"
     out: dict[str, Any] = json.loads(lines[-1])
     # Kept beside the screenshots: what the page showed, for a look after a failure in CI.
