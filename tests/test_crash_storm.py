@@ -94,11 +94,17 @@ async def _storm(tmp_path: Path, servers: dict[str, Any], kills_each: int, kill:
     backends = list(servers)
     cfg = {"servers": servers}
     outcomes: Counter[str] = Counter()
+    landed: Counter[str] = Counter()  # per backend: the storm's calls it answered
     killed: list[int] = []  # the pids of what was killed, and of what died with it
     kills = 0
     done = anyio.Event()
 
     async with gateway_process(tmp_path, cfg) as gw:
+
+        async def storm_reaches(name: str) -> None:
+            """Until one more of the storm's calls has come back from `name`, as it is now."""
+            before = landed[name]
+            await wait_until(lambda: landed[name] > before, timeout=CALL_BOUND)
 
         async def kill_repeatedly(name: str) -> None:
             async with SdkClient(gw.url) as client:
@@ -113,10 +119,10 @@ async def _storm(tmp_path: Path, servers: dict[str, Any], kills_each: int, kill:
                             if not result.is_error and result.structured_content:
                                 break
                             await anyio.sleep(0.05)
+                    await storm_reaches(name)  # calls land on the restarted backend before it dies
                     nonlocal kills
                     killed.extend(await kill(gw, name, result.structured_content))
                     kills += 1
-                    await anyio.sleep(0.3)  # calls land on the restarted backend before the next kill
 
         async def storm(mode: str) -> None:
             tools = itertools.cycle(
@@ -130,6 +136,8 @@ async def _storm(tmp_path: Path, servers: dict[str, Any], kills_each: int, kill:
                         try:
                             result = await client.call_tool(tool, arguments)
                             outcomes["error result" if result.is_error else "result"] += 1
+                            if not result.is_error:
+                                landed[tool.partition("__")[0]] += 1
                         except MCPError as exc:
                             outcomes[f"JSON-RPC error {exc.code}"] += 1
 
