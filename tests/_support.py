@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import anyio
 import httpx
@@ -24,6 +24,9 @@ from gateway import _uvicorn
 from gateway.app import build_app
 from gateway.config import GatewayConfig
 from gateway.fleet import Fleet
+
+if TYPE_CHECKING:
+    import fastmcp
 
 HERE = Path(__file__).parent
 MISBEHAVE = str(HERE / "servers" / "misbehave.py")
@@ -159,6 +162,17 @@ async def serve(
             yield Running(url=f"{base}/mcp", base=base, fleet=fleet, app=app)
         finally:
             server.should_exit = True
+
+
+@asynccontextmanager
+async def fastmcp_client(transport: Any, **options: Any) -> AsyncIterator[fastmcp.Client[Any]]:
+    """A connected fastmcp client. Its `__aenter__` is unannotated: `async with Client(...) as c`
+    would make `c` an `Any`, and nothing done with it would be type-checked."""
+    import fastmcp
+
+    client: fastmcp.Client[Any] = fastmcp.Client(transport, **options)
+    async with client:
+        yield client
 
 
 @asynccontextmanager

@@ -29,7 +29,7 @@ from mcp import Client as SdkClient
 from mcp.client.stdio import StdioServerParameters
 
 from tests import _infra
-from tests._support import VENV_BIN, Running, config, process_tree, serve, time_server
+from tests._support import VENV_BIN, Running, config, fastmcp_client, process_tree, serve, time_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node]
 
@@ -212,7 +212,7 @@ class FastMCPCaller:
 async def connect(kind: str, url: str) -> AsyncIterator[Caller]:
     """A real client of `kind` ("legacy", "2026-07-28" or "fastmcp") connected to the gateway."""
     if kind == "fastmcp":
-        async with FastMCPClient(url) as fast:
+        async with fastmcp_client(url) as fast:
             yield FastMCPCaller(fast)
     else:
         async with SdkClient(url, mode=kind) as sdk:

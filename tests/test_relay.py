@@ -8,14 +8,13 @@ from typing import Any
 import anyio
 import mcp_types as types
 import pytest
-from fastmcp import Client as FastMCPClient
 from mcp import Client as SdkClient
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
 
 from gateway.errors import BACKEND_UNAVAILABLE
 from tests._support import config as make_config
-from tests._support import misbehave, serve, serve_asgi, text_of, time_server, wait_until
+from tests._support import fastmcp_client, misbehave, serve, serve_asgi, text_of, time_server, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -25,7 +24,7 @@ def fleet(**extra: Any) -> Any:
 
 
 async def test_tools_are_namespaced_and_carry_structured_content() -> None:
-    async with serve(fleet()) as gw, FastMCPClient(gw.url) as client:
+    async with serve(fleet()) as gw, fastmcp_client(gw.url) as client:
         names = {t.name for t in await client.list_tools()}
         assert {"time__get_current_time", "time__convert_time", "mb__echo", "mb__sleep"} <= names
         echo = next(t for t in await client.list_tools() if t.name == "mb__echo")
@@ -63,7 +62,7 @@ async def test_progress_is_relayed_to_the_calling_client() -> None:
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         seen.append(progress)
 
-    async with serve(fleet()) as gw, FastMCPClient(gw.url) as client:
+    async with serve(fleet()) as gw, fastmcp_client(gw.url) as client:
         with anyio.fail_after(20):
             await client.call_tool("mb__sleep", {"seconds": 0.5}, progress_handler=on_progress)
     assert len(seen) >= 3
@@ -71,7 +70,7 @@ async def test_progress_is_relayed_to_the_calling_client() -> None:
 
 
 async def test_resources_and_templates_are_namespaced_and_read_back() -> None:
-    async with serve(fleet()) as gw, FastMCPClient(gw.url) as client:
+    async with serve(fleet()) as gw, fastmcp_client(gw.url) as client:
         uris = {str(r.uri) for r in await client.list_resources()}
         assert "mb+misbehave://static/hello" in uris
         templates = {t.uri_template for t in await client.list_resource_templates()}
@@ -84,7 +83,7 @@ async def test_resources_and_templates_are_namespaced_and_read_back() -> None:
 
 
 async def test_prompts_are_namespaced() -> None:
-    async with serve(fleet()) as gw, FastMCPClient(gw.url) as client:
+    async with serve(fleet()) as gw, fastmcp_client(gw.url) as client:
         assert "mb__greet" in {p.name for p in await client.list_prompts()}
         prompt = await client.get_prompt("mb__greet", {"name": "Ada"})
         greeting = prompt.messages[0].content
@@ -94,7 +93,7 @@ async def test_prompts_are_namespaced() -> None:
 
 async def test_prefix_override_and_empty_prefix() -> None:
     cfg = make_config({"t": time_server(prefix="clock"), "mb": misbehave(prefix="")})
-    async with serve(cfg) as gw, FastMCPClient(gw.url) as client:
+    async with serve(cfg) as gw, fastmcp_client(gw.url) as client:
         names = {t.name for t in await client.list_tools()}
         assert "clock__get_current_time" in names
         assert "echo" in names and "mb__echo" not in names
@@ -105,14 +104,14 @@ async def test_prefix_override_and_empty_prefix() -> None:
 
 async def test_tool_filter_hides_tools() -> None:
     cfg = make_config({"mb": misbehave(tools={"allow": ["e*", "add"], "deny": ["env"]})})
-    async with serve(cfg) as gw, FastMCPClient(gw.url) as client:
+    async with serve(cfg) as gw, fastmcp_client(gw.url) as client:
         assert {t.name for t in await client.list_tools()} == {"mb__echo", "mb__add"}
         with pytest.raises(Exception, match="Unknown tool"):
             await client.call_tool("mb__fail", {})
 
 
 async def test_concurrent_calls_are_multiplexed_not_serialized() -> None:
-    async with serve(fleet()) as gw, FastMCPClient(gw.url) as client:
+    async with serve(fleet()) as gw, fastmcp_client(gw.url) as client:
         start = anyio.current_time()
         async with anyio.create_task_group() as tg:
             for _ in range(5):
@@ -358,7 +357,7 @@ async def test_a_resolved_secret_is_masked_in_progress_messages(monkeypatch: pyt
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         messages.append(message or "")
 
-    async with serve(cfg) as gw, FastMCPClient(gw.url) as client:
+    async with serve(cfg) as gw, fastmcp_client(gw.url) as client:
         with anyio.fail_after(20):
             await client.call_tool("mb__sleep", {"seconds": 0.4}, progress_handler=on_progress)
     assert messages and all("of 0.4s" not in m for m in messages)

@@ -12,7 +12,6 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import anyio
-import fastmcp
 import httpx
 import pytest
 from fastmcp.client.transports import StreamableHttpTransport
@@ -37,6 +36,7 @@ from gateway.middleware.telemetry import Telemetry, record_masked
 from tests._support import (
     START_TIMEOUT,
     config,
+    fastmcp_client,
     misbehave,
     request_meta,
     rpc,
@@ -271,7 +271,7 @@ async def test_metrics_count_calls_by_server_tool_outcome_and_identity_never_a_t
             if event.server == "mb" and event.new == "running":
                 running_again.set()
 
-        async with fastmcp.Client(StreamableHttpTransport(gw.url, auth=TOKEN), mode="legacy") as client:
+        async with fastmcp_client(StreamableHttpTransport(gw.url, auth=TOKEN), mode="legacy") as client:
             for _ in range(2):
                 await client.call_tool("mb__echo", {"text": "hi"})
             await client.call_tool("mb__fail", {}, raise_on_error=False)
