@@ -38,6 +38,7 @@ from gateway.backends.lifecycle import STABLE_AFTER
 from gateway.errors import BACKEND_UNAVAILABLE
 from tests._infra import REPO_ROOT
 from tests._support import START_TIMEOUT, free_port, misbehave, text_of, time_server
+from tests.admin._helpers import ADMIN_KEY, hashed
 
 TIMEOUT = 5.0  # every faulty server's `timeout`
 ANSWER_SLACK = 1.0  # a call to a faulty server ends within TIMEOUT + this
@@ -95,6 +96,15 @@ class Gateway:
         servers = httpx.get(f"{self.base}/readyz", timeout=10).json()["servers"]
         return {name: info["state"] for name, info in servers.items()}
 
+    async def wait_in_flight(self, server: str, calls: int, within: float) -> None:
+        """Until `calls` calls are in flight at `server`, as the admin API reports it."""
+        auth = {"authorization": f"Bearer {ADMIN_KEY}"}
+        async with httpx.AsyncClient(base_url=f"{self.base}/admin", headers=auth, timeout=within) as http:
+            with anyio.fail_after(within):
+                # Another process's state, with no event that reaches this test: polled.
+                while (await http.get(f"/servers/{server}?events=0&logs=0")).json()["in_flight"] < calls:  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+
     async def wait_state(self, server: str, state: str, within: float) -> None:
         # Polled every 0.2 s: a state held more briefly than that may be missed.
         with anyio.fail_after(within):
@@ -118,7 +128,10 @@ def _watch(gw: Gateway, stop: threading.Event) -> None:
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("faults")
     cfg = tmp / "gateway.yaml"
-    cfg.write_text(yaml.safe_dump({"listen": {"drain_timeout": DRAIN_TIMEOUT}, "servers": SERVERS}))
+    # The admin API (events in memory) shows what only the gateway knows: calls in flight.
+    admin = {"api_keys": [hashed(ADMIN_KEY)], "events": {"path": ":memory:"}}
+    listen = {"drain_timeout": DRAIN_TIMEOUT}
+    cfg.write_text(yaml.safe_dump({"listen": listen, "servers": SERVERS, "admin": admin}))
     port = free_port()
     log = tmp / "gateway.log"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
@@ -369,9 +382,9 @@ async def test_sigterm_with_calls_stuck_ends_the_gateway_and_its_backends(gatewa
             tg.start_soon(_stuck_calls, gateway, client, results, sent)
             with anyio.fail_after(TIMEOUT):
                 await sent.wait()
-            # Nothing outside the gateway tells when the calls are stuck on its side of the pipe:
-            # a second (well under their timeout) for them to get there.
-            await anyio.sleep(1.0)
+            # Stuck on the gateway's side of the pipe: all eleven in flight at the backend (polled:
+            # another process's state), well before their timeout.
+            await gateway.wait_in_flight("stuck", 11, within=TIMEOUT)
             began = time.monotonic()
             gateway.proc.send_signal(signal.SIGTERM)
             try:
