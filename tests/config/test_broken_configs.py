@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,14 +114,6 @@ CASES = [
          [("servers.s.timeout:", "greater than 0"), ("servers.s.env.K:", UNSET),
           ("middleware[0] (auth).options.anonymus:", "did you mean")]),
 ]  # fmt: skip
-
-
-@pytest.fixture
-def busy_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(1)
-        yield sock.getsockname()[1]
 
 
 def _write(case: Case, directory: Path, canary: Path, port: int) -> Path:

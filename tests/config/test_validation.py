@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,14 +12,6 @@ from gateway.config.models import GatewayConfig, SecretsConfig
 from gateway.config.validation import Listen, validate_file
 from gateway.errors import ConfigError
 from gateway.fleet import Fleet
-
-
-@pytest.fixture
-def busy_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(1)
-        yield sock.getsockname()[1]
 
 
 def write(tmp_path: Path, data: object, name: str = "fleet.yaml") -> Path:
