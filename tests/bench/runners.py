@@ -47,26 +47,33 @@ async def _check_first_call(client: Any, ep: Endpoint, limit_s: float) -> None:
         raise RuntimeError(f"{ep.label}: unexpected {ep.tool} result: {text:.300}")
 
 
+async def _timed_calls(
+    client: Any, ep: Endpoint, calls: int, limit_s: float, latencies: list[float]
+) -> tuple[int, str | None]:
+    """`calls` calls in a row; each success's latency (ms) goes to `latencies`. Returns the number
+    of errors and the first one."""
+    errors, first_error = 0, None
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        err = await _call(client, ep, limit_s)
+        if err is None:
+            latencies.append((time.perf_counter() - t0) * 1000.0)
+        else:
+            errors += 1
+            first_error = first_error or err
+    return errors, first_error
+
+
 async def run_sequential(ctx: BenchContext, ep: Endpoint, scenario: str) -> LoadResult:
     s = ctx.settings
     lat: list[float] = []
-    errors = 0
-    first_error: str | None = None
     async with ep.make_client() as client:
         await _check_first_call(client, ep, s.call_timeout)
         for _ in range(s.warmup):
             await _call(client, ep, s.call_timeout)
         cpu0 = cpu_seconds(ep.server_pid)
         t_start = time.perf_counter()
-        for _ in range(s.calls):
-            t0 = time.perf_counter()
-            err = await _call(client, ep, s.call_timeout)
-            t1 = time.perf_counter()
-            if err is None:
-                lat.append((t1 - t0) * 1000.0)
-            else:
-                errors += 1
-                first_error = first_error or err
+        errors, first_error = await _timed_calls(client, ep, s.calls, s.call_timeout, lat)
         wall = time.perf_counter() - t_start
         cpu = cpu_per_call(cpu0, cpu_seconds(ep.server_pid), s.calls)
     return LoadResult(scenario, "sequential", 1, s.calls, errors, wall, lat, first_error, cpu)
@@ -96,15 +103,9 @@ async def run_concurrent(
             if ready == n:
                 all_ready.set()
             await go.wait()
-            for _ in range(s.calls_per_client):
-                t0 = time.perf_counter()
-                err = await _call(client, ep, s.call_timeout)
-                t1 = time.perf_counter()
-                if err is None:
-                    lat.append((t1 - t0) * 1000.0)
-                else:
-                    errors += 1
-                    first_error = first_error or err
+            failed, first = await _timed_calls(client, ep, s.calls_per_client, s.call_timeout, lat)
+            errors += failed
+            first_error = first_error or first
             end_times.append(time.perf_counter())
             if len(end_times) == n:
                 all_done.set()
