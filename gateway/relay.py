@@ -66,15 +66,14 @@ def identity_of(front: Front, default: Identity) -> Identity:
     return found or default
 
 
-def _progress_to(front: Front, known: SecretValues) -> ProgressFnT | None:
-    if not front.wants_progress():
-        return None
+def _masking(report: ProgressFnT, known: SecretValues) -> ProgressFnT:
+    """`report`, with resolved secrets masked in the message: a backend's progress reaches the
+    client as the backend worded it, not through `dispatch`."""
 
-    async def report(progress: float, total: float | None, message: str | None) -> None:
-        # A backend's progress message goes to the client as it is: not through `dispatch`.
-        await front.report_progress(progress, total, None if message is None else known.mask(message))
+    async def masked(progress: float, total: float | None, message: str | None) -> None:
+        await report(progress, total, None if message is None else known.mask(message))
 
-    return report
+    return masked
 
 
 class Relay:
@@ -285,8 +284,9 @@ class Relay:
             and front.can_answer()
         ):
             return await self._forward_with_input_rounds(call, backend, params)
-        caller = _Caller(front, call.state["client"], self.fleet.secrets)
-        progress = _progress_to(front, self.fleet.secrets)
+        known = self.fleet.secrets
+        caller = _Caller(front, call.state["client"], known)
+        progress = _masking(front.report_progress, known) if front.wants_progress() else None
         return await backend.request(call.method, params, caller, on_progress=progress)
 
     async def _forward_with_input_rounds(
@@ -301,14 +301,13 @@ class Relay:
         else:
             key = call.state["client"]
 
-            known = self.fleet.secrets
-
             async def progress(progress: float, total: float | None, message: str | None) -> None:
-                masked = None if message is None else known.mask(message)
-                await deferred.context.report_progress(progress, total, masked)
+                await deferred.context.report_progress(progress, total, message)
+
+            masked = _masking(progress, self.fleet.secrets)
 
             def run(caller: InputCaller) -> Awaitable[Result]:
-                return backend.request(method, params, caller, on_progress=progress)
+                return backend.request(method, params, caller, on_progress=masked)
 
             deferred = self.inputs.start(key, front, run)
         return await self.inputs.next_result(deferred)
