@@ -129,29 +129,42 @@ class EnvelopeCheck:
         ):
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client left before it finished sending
-            chunk = message.get("body", b"")
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > self.max_body:
-                break  # the transport answers 413
-            if not message.get("more_body", False):
-                refused = refusal(b"".join(chunks))
-                if refused is not None:
-                    await refused(scope, receive, send)
-                    return
-                break
-        await self.app(scope, replay(b"".join(chunks), size <= self.max_body, receive), send)
+        body = await read_body(receive, self.max_body)
+        if body is GONE:
+            return  # the client left before it finished sending
+        if body is None:
+            await Response("Request body too large", status_code=413)(scope, receive, send)  # as the SDK
+            return
+        refused = refusal(body)
+        if refused is not None:
+            await refused(scope, receive, send)
+            return
+        await self.app(scope, replay(body, receive), send)
 
 
-def replay(body: bytes, complete: bool, receive: Receive) -> Receive:
-    """A `receive` that yields the body read so far once, then the connection's own messages."""
-    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": not complete}]
+GONE = b"<disconnected>"
+
+
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body; None if it exceeds `limit`, `GONE` if the client left mid-body."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return GONE
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that yields the already-read body once, then the connection's own messages."""
+    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
 
     async def replayed() -> Message:
         return pending.pop() if pending else await receive()

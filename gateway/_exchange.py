@@ -57,7 +57,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import _sdk
-from gateway._envelope import decode, replay
+from gateway._envelope import GONE, decode, read_body, replay
 from gateway._front import can_answer
 from gateway._reply import Exchange
 from gateway._rewrite import Result
@@ -121,18 +121,18 @@ class FastPath:
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             await self.sdk(scope, receive, send)
             return
-        body = await _read_body(receive, self.max_body)
+        body = await read_body(receive, self.max_body)
         if body is None:
             await Response("Request body too large", status_code=413)(scope, receive, send)
             return
-        if body is _GONE:
+        if body is GONE:
             return  # the client left before it finished sending
         if connection is not None and self._cancelled(session_id, body):
             await Response(status_code=202)(scope, receive, send)
             return
         admitted = self._admit(scope, headers, body, connection)
         if admitted is None:
-            await self.sdk(scope, replay(body, True, receive), send)
+            await self.sdk(scope, replay(body, receive), send)
             return
         req, version = admitted
         exchange = Exchange(Request(scope, receive), req, version, send, connection)
@@ -278,26 +278,6 @@ class _Headed:
 def _accepts(accept: str) -> tuple[bool, bool]:
     """(JSON, SSE) acceptable, by the SDK's reading of an Accept header (clients send a few)."""
     return check_accept_headers(_Headed({"accept": accept}))  # type: ignore[arg-type]
-
-
-_GONE = b"<disconnected>"
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole body; None if it exceeds `limit`, `_GONE` if the client left mid-body."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return _GONE
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 async def _watch_disconnect(receive: Receive, exchange: Exchange, task: asyncio.Task[Any]) -> None:
