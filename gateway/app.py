@@ -18,11 +18,11 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import _sdk
 from gateway._drain import Drain
-from gateway._envelope import EnvelopeCheck
+from gateway._envelope import GONE, EnvelopeCheck, read_body, replay
 from gateway._exchange import FastPath
 from gateway._gateway import Gateway, listening
 from gateway._guard import HostGuard
@@ -107,15 +107,12 @@ class _Refusing:
         if scope["method"] != "POST":
             await _refusal(None)(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in Request(scope, receive).stream():
-            size += len(chunk)
-            if size > self.max_body:
-                await _refusal(None)(scope, receive, send)
-                return
-            chunks.append(chunk)
-        body = b"".join(chunks)
+        body = await read_body(receive, self.max_body)
+        if body is GONE:
+            return  # the client left before it finished sending
+        if body is None:  # too large to be worth reading: refused all the same
+            await _refusal(None)(scope, receive, send)
+            return
         try:
             message = json.loads(body)
         except (ValueError, RecursionError):
@@ -123,16 +120,7 @@ class _Refusing:
         if isinstance(message, dict) and "method" in message and "id" in message:
             await _refusal(message["id"])(scope, receive, send)
             return
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay(body, receive), send)
 
 
 def _refusal(request_id: object) -> Response:
