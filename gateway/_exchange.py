@@ -14,9 +14,9 @@ else to the SDK, body intact:
   method's params (for a session: that it is still open, the same identity, its protocol
   version). Whatever one of them would refuse is replayed to the SDK, so every refusal is the
   SDK's own;
-- a call (`tools/call`, `prompts/get`, `resources/read`) from a client that declared sampling,
-  elicitation or roots goes to the SDK too: answering a backend's question needs the SDK's
-  back channel (2025-11-25) or its input-round bridge (2026-07-28);
+- a backend's question during a call (sampling, elicitation, roots) reaches the client as the
+  relay decides: for a 2025-11-25 session, a request on the call's stream, answered in a POST
+  that is delivered here (`_sessions`); for a 2026-07-28 client, an input round (`_inputs`);
 - the result is shaped by the SDK's runner (cache hints, per-version sieve, `resultType`,
   `serverInfo` stamp) and sent as JSON (`_reply`), unless a notification for the request comes
   first (progress, a log line), which commits the response to SSE;
@@ -33,7 +33,6 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from mcp.server.connection import Connection
 from mcp.server.lowlevel import Server
 from mcp.server.runner import modern_error_data
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, check_accept_headers
@@ -48,7 +47,6 @@ from mcp.shared.inbound import (
 )
 from mcp_types import JSONRPCError, JSONRPCRequest
 from mcp_types import methods as _methods
-from mcp_types.methods import INPUT_REQUIRED_METHODS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 from starlette.datastructures import Headers
@@ -58,10 +56,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import _sdk
 from gateway._envelope import GONE, decode, read_body, replay
-from gateway._front import can_answer
 from gateway._reply import Exchange
 from gateway._rewrite import Result
-from gateway._sessions import Sessions
+from gateway._sessions import Session, Sessions
 from gateway.relay import Relay
 
 # The methods whose whole job is the relay's: no back channel, no subscription, no session.
@@ -108,10 +105,10 @@ class FastPath:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
         version = headers.get(MCP_PROTOCOL_VERSION_HEADER)
         session_id = headers.get(MCP_SESSION_ID_HEADER, "")
-        connection = None
+        session = None
         if version not in MODERN_PROTOCOL_VERSIONS:
-            connection = self.sessions.find(session_id, version, scope)
-            if connection is None:
+            session = self.sessions.find(session_id, version, scope)
+            if session is None:
                 await self.sdk(scope, receive, send)
                 return
         if await self.security.validate_request(_Headed(headers), is_post=True) is not None:  # type: ignore[arg-type]
@@ -127,38 +124,26 @@ class FastPath:
             return
         if body is GONE:
             return  # the client left before it finished sending
-        if connection is not None and self._cancelled(session_id, body):
+        if session is not None and _delivered(session, body):
             await Response(status_code=202)(scope, receive, send)
             return
-        admitted = self._admit(scope, headers, body, connection)
+        admitted = self._admit(scope, headers, body, session)
         if admitted is None:
             await self.sdk(scope, replay(body, receive), send)
             return
-        req, version = admitted
-        exchange = Exchange(Request(scope, receive), req, version, send, connection)
-        if connection is None:
+        req, version, capabilities = admitted
+        exchange = Exchange(Request(scope, receive), req, version, send, capabilities, session)
+        if session is None:
             await self._serve(exchange, receive)
             return
-        with self.sessions.calling(session_id, req.id, exchange):
+        with session.calling(req.id, exchange):
             await self._serve(exchange, receive)
 
-    def _cancelled(self, session_id: str, body: bytes) -> bool:
-        """Whether `body` cancels a call of the session that the hot path runs (and it is done)."""
-        if b"notifications/cancelled" not in body:
-            return False
-        try:
-            note = json.loads(body)
-        except (ValueError, RecursionError):
-            return False
-        if not isinstance(note, dict) or note.get("method") != "notifications/cancelled" or "id" in note:
-            return False
-        params = note.get("params")
-        return isinstance(params, dict) and self.sessions.cancel(session_id, params)
-
     def _admit(
-        self, scope: Scope, headers: dict[str, str], body: bytes, connection: Connection | None
-    ) -> tuple[JSONRPCRequest, str] | None:
-        """The request and its protocol version, if the hot path may serve it (else None).
+        self, scope: Scope, headers: dict[str, str], body: bytes, session: Session | None
+    ) -> tuple[JSONRPCRequest, str, Any] | None:
+        """The request, its protocol version and the client's capabilities, if the hot path may
+        serve it (else None).
 
         A 2025-11-25 session's request is checked against the session; a 2026-07-28 one carries
         its own envelope, which the SDK's ladder checks against the routing headers."""
@@ -166,7 +151,8 @@ class FastPath:
         if parsed is None:
             return None
         decoded, req = parsed
-        if connection is not None:
+        if session is not None:
+            connection = session.connection
             version, capabilities = connection.protocol_version, connection.client_capabilities
         else:
             raw = Headers(scope=scope)  # with repeats: a repeated routing header is refused, not folded
@@ -178,13 +164,11 @@ class FastPath:
             version, capabilities = verdict.protocol_version, verdict.client_capabilities
             if req.method == "tools/call" and self._param_headers_refused(raw, req.params or {}):
                 return None
-        if req.method in INPUT_REQUIRED_METHODS and can_answer(capabilities):
-            return None
         try:
             _methods.validate_client_request(req.method, version, req.params or {})
         except (ValidationError, KeyError):
             return None
-        return req, version
+        return req, version, capabilities
 
     def _param_headers_refused(self, headers: Headers, params: Mapping[str, Any]) -> bool:
         """Whether the SDK would refuse the `Mcp-Param-*` headers against the tool's schema."""
@@ -243,6 +227,25 @@ class FastPath:
         except Exception as exc:
             return JSONRPCError(jsonrpc="2.0", id=exchange._id, error=modern_error_data(exc))
         return shaped
+
+
+def _delivered(session: Session, body: bytes) -> bool:
+    """Whether `body` is for a call the hot path runs in `session`, and was delivered: a
+    `notifications/cancelled` naming it, or the client's answer to a request it sent."""
+    if b"notifications/cancelled" not in body and b'"result"' not in body and b'"error"' not in body:
+        return False  # most bodies are requests: they are not decoded twice
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    if not isinstance(message, dict):
+        return False
+    if message.get("method") == "notifications/cancelled" and "id" not in message:
+        params = message.get("params")
+        return isinstance(params, dict) and session.cancel(params)
+    if "method" not in message and "id" in message:
+        return session.answer(message)
+    return False
 
 
 def _request(headers: Mapping[str, str], body: bytes) -> tuple[dict[str, Any], JSONRPCRequest] | None:

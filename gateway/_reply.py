@@ -8,18 +8,23 @@ SSE comment pings until it ends).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mcp.server.connection import Connection
+from mcp.shared.exceptions import MCPError
 from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
-from mcp_types import JSONRPCError, JSONRPCNotification, JSONRPCRequest
+from mcp_types import INVALID_REQUEST, JSONRPCError, JSONRPCNotification, JSONRPCRequest
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
 from starlette.types import Send
 
 from gateway import _sdk
+from gateway._front import can_answer
 from gateway._rewrite import Result
+
+if TYPE_CHECKING:
+    from gateway._sessions import Session
 
 
 class Exchange:
@@ -31,10 +36,14 @@ class Exchange:
         req: JSONRPCRequest,
         protocol_version: str,
         send: Send,
-        connection: Connection | None = None,
+        capabilities: Any,
+        session: Session | None = None,
     ) -> None:
         self.request = request
-        self.connection = connection  # the 2025-11-25 session's; a 2026-07-28 client has none
+        self.capabilities = capabilities  # what the client declared (dict or the SDK's model)
+        self.session = session
+        # The 2025-11-25 session's; a 2026-07-28 client has none.
+        self.connection = session.connection if session is not None else None
         self.method = req.method
         self.params: Mapping[str, Any] | None = req.params
         self.request_id: str | int | None = req.id
@@ -50,7 +59,7 @@ class Exchange:
         self._lock: asyncio.Lock | None = None  # made on the first notification: most calls have none
 
     def can_answer(self) -> bool:
-        return False  # such clients' calls are served by the SDK's path
+        return can_answer(self.capabilities)
 
     def wants_progress(self) -> bool:
         return self._progress_token is not None
@@ -78,7 +87,21 @@ class Exchange:
             await self._send({"type": "http.response.body", "body": event, "more_body": True})
 
     async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        raise AssertionError("the hot path never serves a client that can answer")  # pragma: no cover
+        """A request to the client on this request's stream; its answer comes in a POST of the
+        session (`Session.answer`). A 2026-07-28 client is never sent one: the relay turns a
+        backend's question into an input round for it instead."""
+        if self.session is None:
+            raise MCPError(code=INVALID_REQUEST, message=f"{method} cannot be sent to this client")
+        return await self.session.ask(method, params, self._send_request)
+
+    async def _send_request(self, request_id: str, method: str, params: dict[str, Any]) -> None:
+        async with self._guard():
+            if self._closed:
+                raise MCPError(code=INVALID_REQUEST, message="the client's request has ended")
+            await self._commit_sse()
+            request = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+            event = _sdk.sse_frame(json.dumps(request, separators=(",", ":")).encode())
+            await self._send({"type": "http.response.body", "body": event, "more_body": True})
 
     async def keepalive(self) -> None:
         """SSE comment pings while a silent call runs long, so no proxy times the stream out."""
