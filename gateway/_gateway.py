@@ -1,8 +1,8 @@
-"""One gateway's parts and how they connect, for both fronts (`app.build_app`, `stdio.serve_stdio`).
+"""One gateway's parts and how they connect, for both fronts (`app.build_app`, `front.stdio.serve_stdio`).
 
 Each part takes what it needs in its constructor. What one part tells another at run time (a
 callback registered on the other's list) is wired here, and only here, so that who hears what is
-read in one place; each front adds its own (HTTP: the fast path, the SDK's streams, the admin API,
+read in one place; each front adds its own (HTTP: the exchange, the SDK's streams, the admin API,
 the routes a middleware serves).
 """
 

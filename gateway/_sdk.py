@@ -58,7 +58,8 @@ from mcp_types.version import LATEST_MODERN_VERSION
 from starlette.requests import Request
 from starlette.types import Scope
 
-from gateway._front import can_answer
+from gateway.front import can_answer, scope_identity
+from gateway.middleware import Identity
 
 Ctx = ServerRequestContext[Any, Any]
 
@@ -68,7 +69,7 @@ Ctx = ServerRequestContext[Any, Any]
 
 
 class SdkFront:
-    """A request the SDK's server dispatched, as a `_front.Front`."""
+    """A request the SDK's server dispatched, as a `front.Front`."""
 
     __slots__ = ("ctx", "meta", "method", "params", "protocol_version", "request_id")
 
@@ -84,6 +85,11 @@ class SdkFront:
     def request(self) -> Request | None:
         request = self.ctx.request
         return request if isinstance(request, Request) else None
+
+    @property
+    def identity(self) -> Identity | None:
+        request = self.request
+        return scope_identity(request.scope) if request is not None else None
 
     @property
     def connection(self) -> Connection:
@@ -107,7 +113,7 @@ class SdkFront:
         return result
 
 
-# -- the single-exchange HTTP entry's wire shaping, reused by the gateway's hot path (_exchange) ---
+# -- the single-exchange HTTP entry's wire shaping, reused by the gateway's exchange (front.exchange) ---
 
 
 Shaper = Callable[[str, str, dict[str, Any]], dict[str, Any]]
@@ -156,7 +162,7 @@ class SessionManager(StreamableHTTPSessionManager):
     The SDK's 2025-11-25 transport ends a request that settled without a response (the client
     cancelled it) with a `REQUEST_CANCELLED` error on its stream; the spec says the receiver of a
     `notifications/cancelled` should not answer the request. Its stream is ended instead, with no
-    message, as the hot path (`_exchange`) does. The transport is built inside the private
+    message, as the exchange (`front.exchange`) does. The transport is built inside the private
     `_admit_session`, and the error is written by its private `_terminate_unanswered_request`
     (looked up per request, so an instance attribute replaces it).
     """
@@ -175,10 +181,10 @@ class SessionManager(StreamableHTTPSessionManager):
 
 @contextmanager
 def session_busy(manager: StreamableHTTPSessionManager, session_id: str) -> Iterator[None]:
-    """While the hot path serves a request of the session: the SDK's idle countdown for it is
+    """While the exchange serves a request of the session: the SDK's idle countdown for it is
     suspended, and restarts when the last request ends, exactly as its transport's
     `handle_request` does for the requests it serves (from the same private counters). Without
-    this a session busy only with hot-path calls would expire as idle."""
+    this a session busy only with exchange calls would expire as idle."""
     transport = manager._server_instances.get(session_id)
     scope = transport.idle_scope if transport is not None else None
     if transport is None or scope is None or transport._idle_timeout is None:
@@ -250,7 +256,7 @@ def stamper(client: ClientSession) -> Stamp:
     """What puts the era headers / `_meta` envelope on a request, as the SDK's typed calls do.
 
     The client's `_stamp`, which its handshake (`initialize`, `adopt`) installs for the
-    negotiated version: read it after the handshake, and keep it (the hot path then calls it
+    negotiated version: read it after the handshake, and keep it (the exchange then calls it
     with no lookup of ours in between)."""
     return client._stamp
 

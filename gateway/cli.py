@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(args.log_level, json=args.log_format == "json")
     try:
         if args.command == "serve" and args.stdio:
-            from gateway.stdio import serve_stdio
+            from gateway.front.stdio import serve_stdio
 
             # Validated there, once the wire is claimed: what a plugin prints must miss it.
             anyio.run(serve_stdio, args.config, not args.no_reload)
@@ -98,8 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(validated: Validated, args: argparse.Namespace) -> int:
-    from gateway import _uvicorn
     from gateway.app import build_app
+    from gateway.front import _uvicorn
 
     config, listener = validated.config, validated.listener
     assert listener is not None

@@ -1,5 +1,8 @@
-"""The front MCP server: every client request runs through the middleware chain and is then
-answered from the catalogue or relayed to the backend that owns the name.
+"""The relay: every client request runs through the middleware chain and is then answered from
+the catalogue or relayed to the backend that owns the name.
+
+It knows no transport: a front (`gateway.front`) hands it each request as a `Front`, over HTTP or
+stdio, in either protocol revision, and gets the result back (`dispatch`).
 
 Results are relayed as the backend's raw JSON (structuredContent, _meta, annotations, isError and
 anything newer pass through untouched); only names and resource URIs are rewritten.
@@ -10,38 +13,27 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
-import mcp_types as types
-from mcp.server.caching import CACHEABLE_METHODS, CacheableMethod, CacheHint
 from mcp.server.connection import allowed_log_levels
-from mcp.server.subscriptions import ListenHandler
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types.methods import INPUT_REQUIRED_METHODS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import BaseModel
-from starlette.requests import Request
-from starlette.responses import Response
 
-from gateway import __version__
 from gateway._drain import Drain
-from gateway._front import Front, scope_identity
 from gateway._inputs import InputBridge, InputCaller
 from gateway._rewrite import Result, finish, forward_params, rewrite_content
-from gateway._sdk import Ctx, SdkFront
-from gateway._server import GatewayServer
 from gateway.backends import Backend
 from gateway.catalogue import Kind
 from gateway.config.secrets import SecretValues
-from gateway.errors import GatewayError, ShuttingDown, UnknownName, as_mcp_error
+from gateway.errors import GatewayError, UnknownName, as_mcp_error
 from gateway.fleet import Fleet
+from gateway.front import Front
 from gateway.logs import request_scope
 from gateway.middleware import ANONYMOUS, Call, Identity, Middleware, build_chain, extras
 
 logger = logging.getLogger(__name__)
-
-Handler = Callable[[Ctx, Any], Awaitable[Result]]
 
 
 class _Caller:
@@ -57,13 +49,6 @@ class _Caller:
     async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         # A backend's question (an elicitation's message) reaches the client as the backend put it.
         return await self.front.ask(method, self.known.mask_json(params))
-
-
-def identity_of(front: Front, default: Identity) -> Identity:
-    """The identity HTTP authentication attached to the request (stdio: the configured one)."""
-    request = front.request
-    found = scope_identity(request.scope) if request is not None else None
-    return found or default
 
 
 def _masking(report: ProgressFnT, known: SecretValues) -> ProgressFnT:
@@ -85,12 +70,7 @@ class Relay:
         # Every client call runs inside it: shutdown refuses new ones and ends what is left.
         self.drain = Drain()
         self._local = local
-        # Told of every request the SDK dispatches, and of `notifications/initialized` (the HTTP
-        # hot path learns sessions from them).
-        self.front_listeners: list[Callable[[Front], None]] = []
         self.use(middlewares)
-        self._listener = ListenHandler(self.fleet.clients.bus)
-        self.drain.on_close.append(self._listener.close)  # each stream ends with its final result
         self._terminals: dict[str, Callable[[Call], Awaitable[Result]]] = {
             "tools/list": lambda call: self._listing("tools", self.fleet.catalogue.tools),
             "prompts/list": lambda call: self._listing("prompts", self.fleet.catalogue.prompts),
@@ -117,81 +97,7 @@ class Relay:
         local = extras(middlewares, "local_identity") if self._local else []
         self.default_identity: Identity = local[0]() if local else ANONYMOUS
 
-    async def authenticate(self, request: Request) -> Identity | Response | None:
-        """The chain's HTTP authentication of `request` (None: the chain has none)."""
-        authenticators = self.authenticators
-        return await authenticators[0](request) if authenticators else None
-
-    def build_server(self) -> GatewayServer:
-        server = GatewayServer(
-            self.fleet.config.name,
-            version=__version__,
-            # 2026-07-28 list results must carry freshness hints. The catalogue can change at any
-            # moment (a backend restarts), and lists differ per identity: never cache.
-            cache_hints=dict.fromkeys(
-                cast("Iterable[CacheableMethod]", CACHEABLE_METHODS), CacheHint(ttl_ms=0, scope="private")
-            ),
-            # Without it, every 2026-07-28 call with arguments would run a full tools/list to check
-            # the Mcp-Param headers.
-            get_tool_input_schema=self._input_schema,
-        )
-        # Registered one by one (not as constructor arguments) because the handlers return the
-        # backends' raw JSON; the advertised capabilities follow from what is registered here.
-        handlers: dict[str, tuple[type[BaseModel], Handler]] = {
-            "tools/list": (types.PaginatedRequestParams, self.handle),
-            "tools/call": (types.CallToolRequestParams, self.handle),
-            "prompts/list": (types.PaginatedRequestParams, self.handle),
-            "prompts/get": (types.GetPromptRequestParams, self.handle),
-            "resources/list": (types.PaginatedRequestParams, self.handle),
-            "resources/templates/list": (types.PaginatedRequestParams, self.handle),
-            "resources/read": (types.ReadResourceRequestParams, self.handle),
-            "resources/subscribe": (types.SubscribeRequestParams, self.handle),
-            "resources/unsubscribe": (types.UnsubscribeRequestParams, self.handle),
-            "completion/complete": (types.CompleteRequestParams, self.handle),
-            "logging/setLevel": (types.SetLevelRequestParams, self.set_logging_level),
-            "subscriptions/listen": (types.SubscriptionsListenRequestParams, self._listen),
-        }
-        for method, (params_type, handler) in handlers.items():
-            server.add_request_handler(method, params_type, handler)
-        server.add_notification_handler("notifications/initialized", types.NotificationParams, self._opened)
-        # The SDK's own per-request OpenTelemetry middleware costs ~10% of a relayed call; the
-        # gateway's telemetry middleware records its own spans.
-        server.middleware = []
-        return server
-
-    async def _listen(self, ctx: Ctx, params: types.SubscriptionsListenRequestParams) -> Any:
-        """A 2026-07-28 listen stream; resource subscriptions in it are made at the owning backends
-        (over the handshake era, where `resources/subscribe` still exists) so their updates flow."""
-        if self.drain.closing:
-            raise as_mcp_error(ShuttingDown())
-        for uri in params.notifications.resource_subscriptions or ():
-            route = self.fleet.catalogue.route_uri(uri)
-            backend = self.fleet.backends.get(route.server) if route else None
-            if route is not None and backend is not None and backend.capabilities_have("resources"):
-                try:
-                    await backend.request("resources/subscribe", {"uri": route.name})
-                except (GatewayError, MCPError) as exc:
-                    logger.info("server %s refused a subscription to %s: %s", route.server, uri, exc)
-        return await self._listener(ctx, params)
-
-    def _input_schema(self, name: str) -> Mapping[str, Any] | None:
-        # Only schemas that mark `x-mcp-header` properties can refuse an Mcp-Param-* header.
-        schema: Mapping[str, Any] | None = self.fleet.catalogue.header_schemas.get(name)
-        return schema
-
     # -- the entry point: client request -> Call -> chain ------------------------------------
-
-    async def handle(self, ctx: Ctx, params: Any) -> Result:
-        front = SdkFront(ctx)
-        for listener in self.front_listeners:
-            listener(front)
-        return await self.dispatch(front)
-
-    async def _opened(self, ctx: Ctx, params: types.NotificationParams) -> None:
-        """A 2025-11-25 session is initialized: its listeners learn it before its first request."""
-        front = SdkFront(ctx)
-        for listener in self.front_listeners:
-            listener(front)
 
     async def dispatch(self, front: Front) -> Result:
         """Run one client request through the chain; an error leaves as the `MCPError` the client gets
@@ -199,7 +105,7 @@ class Relay:
         call = Call(
             method=front.method,
             params=dict(front.params or {}),
-            identity=identity_of(front, self.default_identity),
+            identity=front.identity or self.default_identity,  # stdio: the configured one
             request_id=front.request_id,
             context=front,
         )
@@ -353,15 +259,26 @@ class Relay:
         ref["name" if ref.get("type") == "ref/prompt" else "uri"] = call.original
         return await self._forward(call, ref=ref)
 
-    async def set_logging_level(self, ctx: Ctx, params: Any) -> Result:
-        level = (ctx.params or {}).get("level")
+    async def set_logging_level(self, level: str) -> None:
+        """A 2025-11-25 client's `logging/setLevel`, passed on to every backend that logs."""
         for backend in self.fleet.backends.values():
             if backend.available and backend.capabilities_have("logging"):
                 try:
                     await backend.request("logging/setLevel", {"level": level})
                 except (GatewayError, MCPError) as exc:
                     logger.info("server %s refused logging/setLevel: %s", backend.name, exc)
-        return finish(ctx.protocol_version, {})
+
+    async def subscribe_at_backends(self, uris: Iterable[str]) -> None:
+        """A 2026-07-28 listen stream's resource subscriptions, made at the owning backends (over
+        the handshake era, where `resources/subscribe` still exists) so that their updates flow."""
+        for uri in uris:
+            route = self.fleet.catalogue.route_uri(uri)
+            backend = self.fleet.backends.get(route.server) if route else None
+            if route is not None and backend is not None and backend.capabilities_have("resources"):
+                try:
+                    await backend.request("resources/subscribe", {"uri": route.name})
+                except (GatewayError, MCPError) as exc:
+                    logger.info("server %s refused a subscription to %s: %s", route.server, uri, exc)
 
     # -- backend notifications -> chain -> clients -------------------------------------------
 

@@ -20,10 +20,10 @@ import mcp_types
 import uvicorn
 from starlette.applications import Starlette
 
-from gateway import _uvicorn
 from gateway.app import build_app
 from gateway.config import GatewayConfig
 from gateway.fleet import Fleet
+from gateway.front import _uvicorn
 
 if TYPE_CHECKING:
     import fastmcp
@@ -142,11 +142,17 @@ async def serve(
     wait: bool = True,
     config_path: Path | None = None,
     watch: bool = False,
-    fast_path: bool = True,
+    sdk_reference: bool = False,
 ) -> AsyncIterator[Running]:
-    """The real gateway app under uvicorn on 127.0.0.1, in this event loop."""
+    """The real gateway app under uvicorn on 127.0.0.1, in this event loop.
+
+    `sdk_reference`: the exchange hands every request to the SDK's transport, which dispatches it
+    to the same relay (`gateway.front.sdk`, as over stdio). Not a way the gateway runs: the
+    reference the exchange must answer exactly like (tests compare the two, byte for byte)."""
     fleet = Fleet(cfg)
-    app = build_app(cfg, fleet, config_path=config_path, watch=watch, fast_path=fast_path)
+    app = build_app(cfg, fleet, config_path=config_path, watch=watch)
+    if sdk_reference:
+        app.state.exchange._admit = lambda *args: None
     port = free_port()
     settings = _uvicorn.settings(app, cfg.listen, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(settings)

@@ -1,4 +1,4 @@
-"""Shutdown is bounded (`gateway/_drain.py`, `gateway/_uvicorn.py`): a real gateway process, real
+"""Shutdown is bounded (`gateway/_drain.py`, `gateway/front/_uvicorn.py`): a real gateway process, real
 clients over HTTP, SIGTERM while a long call runs and streams are open.
 
 A running call may finish until `listen.drain_timeout`; then its client gets a JSON-RPC error on
@@ -22,7 +22,7 @@ import pytest
 from gateway.errors import BACKEND_UNAVAILABLE
 from tests._gateway_process import GatewayProcess, gateway_process, marked_processes
 from tests._support import LEGACY, initialize, misbehave
-from tests.test_exchange import post
+from tests.front.test_exchange import post
 
 pytestmark = pytest.mark.anyio
 

@@ -329,14 +329,14 @@ async def test_a_down_backends_names_get_backend_unavailable_and_unknown_names_n
     assert not wrong, wrong
 
 
-@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "sdk-path"])
+@pytest.mark.parametrize("sdk_reference", [False, True], ids=["exchange", "sdk-reference"])
 async def test_a_resolved_secret_is_masked_in_results_and_errors_on_both_paths(
-    fast_path: bool, monkeypatch: pytest.MonkeyPatch
+    sdk_reference: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secret = "cobalt-meadow-tinsel-harp"  # looks like nothing: only masking by value can catch it
     monkeypatch.setenv("RELAY_TEST_SECRET", secret)
     cfg = make_config({"mb": misbehave(env={"TOKEN": "${env:RELAY_TEST_SECRET}"})})
-    async with serve(cfg, fast_path=fast_path) as gw, SdkClient(gw.url, mode="legacy") as client:
+    async with serve(cfg, sdk_reference=sdk_reference) as gw, SdkClient(gw.url, mode="legacy") as client:
         result = await client.call_tool("mb__env", {"name": "TOKEN"})
         assert result.structured_content == {"name": "TOKEN", "value": "[secret:RELAY_TEST_SECRET]"}
         assert text_of(result) == "[secret:RELAY_TEST_SECRET]"

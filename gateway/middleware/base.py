@@ -61,7 +61,7 @@ class Call:
     original: str | None = None  # the backend's own name or URI
     request_id: str | int | None = None
     state: dict[str, Any] = field(default_factory=dict)  # scratch space shared along the chain
-    context: Any = field(default=None, repr=False)  # the client request (`gateway._front.Front`)
+    context: Any = field(default=None, repr=False)  # the client request (`gateway.front.Front`)
 
 
 CallNext = Callable[[Call], Awaitable[Result]]

@@ -537,14 +537,14 @@ def test_yaml_example_parses() -> None:
 
 async def test_a_session_belongs_to_the_identity_that_opened_it() -> None:
     """Another identity presenting a 2025-11-25 session's id is told the session does not exist,
-    whether the call would take the SDK's path or the gateway's hot path."""
+    whether the call would take the SDK's transport or the exchange."""
     async with (
         serve(auth_config(api_keys=KEYS)) as gw,
         httpx.AsyncClient(timeout=WAIT) as http,
         session(http, gw.url, {"authorization": f"Bearer {READER_KEY}"}) as owner,
     ):
         call = rpc("tools/call", {"name": "alpha__echo", "arguments": {"text": "x"}})
-        for _ in range(2):  # the first teaches the hot path the session; the second takes it
+        for _ in range(2):  # the first teaches the exchange the session; the second takes it
             assert (await http.post(gw.url, headers=owner, json=call)).status_code == 200
             other = {**owner, "authorization": f"Bearer {ADMIN_KEY}"}
             assert (await http.post(gw.url, headers=other, json=call)).status_code == 404
@@ -580,7 +580,7 @@ async def test_a_session_is_bound_to_the_authenticator_and_issuer_not_only_the_n
         httpx.AsyncClient(timeout=WAIT) as http,
         session(http, gw.url, {"authorization": f"Bearer {alice_key}"}) as owner,
     ):
-        for _ in range(2):  # the first teaches the hot path the session; the second takes it
+        for _ in range(2):  # the first teaches the exchange the session; the second takes it
             for alg, token in impostors.items():
                 # The token itself is good: it opens a session of its own.
                 opened = await post_initialize(gw.url, {"Authorization": f"Bearer {token}"})

@@ -1,7 +1,7 @@
 """What a POST to the MCP endpoint must be before anything acts on it: one JSON-RPC message in
 UTF-8 JSON text whose every value a backend can be sent.
 
-Both front paths read a body with `decode` (the hot path in `_exchange`, and `EnvelopeCheck` in
+Both ways into the endpoint read a body with `decode` (the exchange, and `EnvelopeCheck` in
 front of the SDK's transport), so a body is refused the same way whichever path it takes:
 
 - not JSON text: -32700 (parse error). That includes what Python's `json` lets through but JSON

@@ -22,6 +22,7 @@ from gateway.backends._process import MAX_LINE
 from gateway.backends.session import Streams
 from gateway.config.secrets import Secrets
 from gateway.config.validation import validate_file
+from gateway.front.sdk import build_server
 from gateway.logs import masking_secrets
 from gateway.relay import Relay
 
@@ -76,7 +77,7 @@ async def _stop_on_signal(relay: Relay, scope: anyio.CancelScope) -> None:
 async def _serve(parts: Gateway, watch: bool, wire: AbstractAsyncContextManager[Streams]) -> None:
     fleet, relay = parts.fleet, parts.relay
     async with wire as (read, write), AsyncExitStack() as stack:
-        server = relay.build_server()
+        server = build_server(relay)
         await stack.enter_async_context(parts.reloader.running(watch=watch))
         await stack.enter_async_context(fleet.running())
         await stack.enter_async_context(relay.inputs.running())

@@ -1,5 +1,5 @@
 """Bad input on the MCP endpoint gets its JSON-RPC error at once (`gateway/_envelope.py`), on both
-protocol revisions and both front paths (the hot path, and the SDK's transport alone), and a
+protocol revisions and both the exchange and its SDK reference (the SDK's transport alone), and a
 cancelled request gets no answer at all.
 
 Every request goes over real HTTP to a real gateway in front of our misbehave server, whose calls
@@ -18,7 +18,7 @@ import anyio
 import httpx
 import pytest
 
-from gateway._envelope import decode
+from gateway.front.envelope import decode
 from tests._support import LEGACY, Running, config, messages, misbehave, rpc, serve, session, wait_until
 
 pytestmark = pytest.mark.anyio
@@ -75,11 +75,14 @@ BODIES: dict[str, tuple[Any, int]] = {
 
 @asynccontextmanager
 async def front(
-    fast_path: bool, version: str
+    sdk_reference: bool, version: str
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Running, dict[str, str]]]:
     """A gateway (on the given path) and the headers of a request of `version` to it."""
     cfg = config({"mb": misbehave(timeout=BACKEND_TIMEOUT)})
-    async with serve(cfg, fast_path=fast_path) as gw, httpx.AsyncClient(timeout=BACKEND_TIMEOUT * 2) as http:
+    async with (
+        serve(cfg, sdk_reference=sdk_reference) as gw,
+        httpx.AsyncClient(timeout=BACKEND_TIMEOUT * 2) as http,
+    ):
         if version == MODERN:
             headers = {
                 "content-type": "application/json",
@@ -91,14 +94,14 @@ async def front(
             yield http, gw, headers
         else:
             async with session(http, gw.url) as headers:
-                await http.post(gw.url, headers=headers, json=rpc("tools/list"))  # the hot path learns it
+                await http.post(gw.url, headers=headers, json=rpc("tools/list"))  # the exchange learns it
                 yield http, gw, headers
 
 
 @pytest.mark.parametrize("version", [LEGACY, MODERN])
-@pytest.mark.parametrize("fast_path", [True, False], ids=["hot-path", "sdk-path"])
-async def test_bad_input_gets_its_json_rpc_error_at_once(fast_path: bool, version: str) -> None:
-    async with front(fast_path, version) as (http, gw, headers):
+@pytest.mark.parametrize("sdk_reference", [False, True], ids=["exchange", "sdk-reference"])
+async def test_bad_input_gets_its_json_rpc_error_at_once(sdk_reference: bool, version: str) -> None:
+    async with front(sdk_reference, version) as (http, gw, headers):
         url = gw.url
         for name, (build, code) in BODIES.items():
             began = time.monotonic()
@@ -116,9 +119,9 @@ async def test_bad_input_gets_its_json_rpc_error_at_once(fast_path: bool, versio
         assert good[-1]["result"]["structuredContent"] == {"text": "misbehave: hi"}
 
 
-@pytest.mark.parametrize("fast_path", [True, False], ids=["hot-path", "sdk-path"])
-async def test_a_cancelled_request_gets_no_answer(fast_path: bool) -> None:
-    async with front(fast_path, LEGACY) as (http, gw, headers):
+@pytest.mark.parametrize("sdk_reference", [False, True], ids=["exchange", "sdk-reference"])
+async def test_a_cancelled_request_gets_no_answer(sdk_reference: bool) -> None:
+    async with front(sdk_reference, LEGACY) as (http, gw, headers):
         url, backend = gw.url, gw.fleet.backends["mb"]
         answers: list[httpx.Response] = []
 

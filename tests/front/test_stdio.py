@@ -1,4 +1,4 @@
-"""`mcp-gateway serve --stdio` (gateway/stdio.py): the gateway launched by its client, over real pipes.
+"""`mcp-gateway serve --stdio` (gateway/front/stdio.py): the gateway launched by its client, over real pipes.
 
 The wire is read and written on the event loop's own callbacks; what cannot be polled (a regular
 file) goes through the SDK's `stdio_server`. Either way the process's own stdout is diverted:

@@ -1,8 +1,9 @@
-"""The hot path for 2026-07-28 POSTs (`gateway/_exchange.py`) answers exactly as the SDK's path.
+"""The exchange (`gateway/front/exchange.py`) answers exactly as the SDK's transport would.
 
 Every request below goes over real HTTP to two gateways in front of the same kind of backend (our
-misbehave server): one with the hot path, one without. Status, content type and JSON body must be
-the same; then the hot path's own duties (SSE on progress, cancel on disconnect, routing what it
+misbehave server): the gateway, and its SDK reference (`serve(sdk_reference=True)`: the SDK's
+transport dispatching to the same relay, as over stdio). Status, content type and JSON body must be
+the same; then the exchange's own duties (SSE on progress, cancel on disconnect, routing what it
 must not serve to the SDK) are checked one by one.
 """
 
@@ -19,7 +20,6 @@ import mcp.server.streamable_http_manager as manager_module
 import pytest
 from mcp import Client as SdkClient
 
-from gateway._front import Front
 from gateway._sdk import session_open
 from tests._support import Running, config, messages, misbehave, rpc, serve, session, sse_messages, wait_until
 
@@ -86,7 +86,7 @@ CASES: dict[str, tuple[dict[str, str], bytes]] = {
 @asynccontextmanager
 async def gateways() -> AsyncIterator[tuple[Running, Running]]:
     cfg = config({"mb": misbehave()})
-    async with serve(cfg) as fast, serve(cfg, fast_path=False) as sdk:
+    async with serve(cfg) as fast, serve(cfg, sdk_reference=True) as sdk:
         yield fast, sdk
 
 
@@ -97,7 +97,7 @@ def answer(resp: httpx.Response) -> tuple[int, str, Any]:
     return resp.status_code, kind, resp.json() if kind.startswith("application/json") else resp.text
 
 
-async def test_the_hot_path_answers_byte_for_byte_like_the_sdk() -> None:
+async def test_the_exchange_answers_byte_for_byte_like_the_sdk() -> None:
     async with gateways() as (fast, sdk), httpx.AsyncClient(timeout=10) as http:
         for name, (headers, body) in CASES.items():
             ours = await http.post(fast.url, headers=headers, content=body)
@@ -106,7 +106,7 @@ async def test_the_hot_path_answers_byte_for_byte_like_the_sdk() -> None:
             assert ours.content == theirs.content, name  # ...in the same bytes: key order, separators
 
 
-async def test_the_hot_path_serves_every_relayed_call(
+async def test_the_exchange_serves_every_relayed_call(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     seen: list[str] = []
@@ -124,7 +124,7 @@ async def test_the_hot_path_serves_every_relayed_call(
             result = await client.call_tool("mb__echo", {"text": "fast"})
             assert result.structured_content == {"text": "misbehave: fast"}
             await client.list_tools()
-            assert seen == []  # the call and the listing were the hot path's
+            assert seen == []  # the call and the listing were the exchange's
 
         # A client that can answer a backend's question is served the same way: the relay turns
         # a question into an input round (`_inputs`), whatever the front.
@@ -203,7 +203,7 @@ async def test_a_long_silent_call_keeps_its_stream_alive_with_pings(monkeypatch:
 
     from gateway import _sdk
 
-    monkeypatch.setattr(_sdk, "SSE_PING_INTERVAL", 0.2)  # the hot path's interval
+    monkeypatch.setattr(_sdk, "SSE_PING_INTERVAL", 0.2)  # the exchange's interval
     monkeypatch.setattr(_streamable_http_modern, "_SSE_PING_INTERVAL", 0.2)  # the SDK's
     headers, body = post("tools/call", {"name": "mb__sleep", "arguments": {"seconds": 0.7}})
     async with gateways() as (fast, sdk), httpx.AsyncClient(timeout=10) as http:
@@ -256,7 +256,7 @@ async def test_a_sessions_calls_are_answered_like_the_sdk_does(through_sdk: list
         for name, body in LEGACY_CASES.items():
             before = len(through_sdk)
             mine = messages(await http.post(fast.url, headers=ours, json=body))
-            # Served by the hot path, except what the SDK must refuse in its own words.
+            # Served by the exchange, except what the SDK must refuse in its own words.
             assert len(through_sdk) - before == (name == "params the schema refuses"), name
             sdk_answer = messages(await http.post(sdk.url, headers=theirs, json=body))
             assert mine == sdk_answer, name
@@ -264,16 +264,10 @@ async def test_a_sessions_calls_are_answered_like_the_sdk_does(through_sdk: list
 
 async def test_a_session_is_served_hot_from_its_first_request(through_sdk: list[str]) -> None:
     async with serve(config({"mb": misbehave()})) as gw, httpx.AsyncClient(timeout=10) as http:
-        initialized = anyio.Event()
-
-        def listen(front: Front) -> None:
-            if front.method == "notifications/initialized":
-                initialized.set()
-
-        gw.app.state.relay.front_listeners.append(listen)
+        sessions = gw.app.state.exchange.sessions
         async with session(http, gw.url) as headers:
-            with anyio.fail_after(5):
-                await initialized.wait()
+            # Learned from `notifications/initialized`, which the SDK handles after its 202.
+            await wait_until(lambda: headers["mcp-session-id"] in sessions, timeout=5)
             before = len(through_sdk)
             first = messages(await http.post(gw.url, headers=headers, json=LEGACY_CASES["tool call"]))
             assert len(through_sdk) == before
@@ -281,7 +275,7 @@ async def test_a_session_is_served_hot_from_its_first_request(through_sdk: list[
 
 
 @pytest.mark.parametrize("named", [9, "9"], ids=["int", "string"])  # one id to the SDK too
-async def test_a_session_cancels_a_hot_path_call_with_a_notification(named: int | str) -> None:
+async def test_a_session_cancels_an_exchange_call_with_a_notification(named: int | str) -> None:
     async with serve(config({"mb": misbehave()})) as gw, httpx.AsyncClient(timeout=10) as http:
         backend = gw.fleet.backends["mb"]
         async with session(http, gw.url) as headers:
@@ -318,8 +312,8 @@ async def test_a_closed_session_is_left_to_the_sdk() -> None:
         assert resp.status_code == 404
 
 
-async def test_a_session_used_only_by_the_hot_path_does_not_expire_as_idle(through_sdk: list[str]) -> None:
-    """The SDK's idle expiry counts requests its transport serves; the hot path's count too: a
+async def test_a_session_used_only_by_the_exchange_does_not_expire_as_idle(through_sdk: list[str]) -> None:
+    """The SDK's idle expiry counts requests its transport serves; the exchange's count too: a
     session busy with hot-path calls stays open past `session_idle_timeout`, then expires once
     it is left alone."""
     idle = 2.0
@@ -332,7 +326,7 @@ async def test_a_session_used_only_by_the_hot_path_does_not_expire_as_idle(throu
             resp = await http.post(gw.url, headers=headers, json=LEGACY_CASES["tool call"])
             assert resp.status_code == 200, resp.text
             await anyio.sleep(idle / 8)  # busy, never idle for long
-        assert len(through_sdk) == before  # every call was the hot path's
+        assert len(through_sdk) == before  # every call was the exchange's
         # Left alone, it expires (bounded wait).
         await wait_until(
             lambda: not session_open(gw.app.state.sessions, headers["mcp-session-id"]), timeout=60

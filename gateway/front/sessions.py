@@ -1,13 +1,13 @@
-"""The 2025-11-25 sessions the hot path (`_exchange`) may serve requests of.
+"""The 2025-11-25 sessions the exchange (`front.exchange`) may serve requests of.
 
 A session is the SDK's: it is opened (`initialize`), kept and closed by the SDK's transport. The
-hot path learns a session (the client's connection, and who authenticated it) from its
+exchange learns a session (the client's connection, and who authenticated it) from its
 `notifications/initialized`, or else from the first request of it the SDK dispatches to the relay,
 and from then on serves that session's relayed calls itself, for as long as the SDK still holds
 the session, and only for the same identity.
 
-A call of the hot path is not known to the SDK's session, so a `notifications/cancelled` naming
-it is delivered here; so is the client's answer to a request the hot path sent it (a backend's
+A call of the exchange is not known to the SDK's session, so a `notifications/cancelled` naming
+it is delivered here; so is the client's answer to a request the exchange sent it (a backend's
 sampling, elicitation or roots question, asked on the stream of the call that caused it).
 """
 
@@ -30,7 +30,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.types import Scope
 
 from gateway import _sdk
-from gateway._front import Front
+from gateway.front import Front
 
 # Sessions the SDK has closed are forgotten when the next this many have been learned.
 _PRUNE_EVERY = 256
@@ -40,7 +40,7 @@ Sender = Callable[[str, str, dict[str, Any]], Awaitable[None]]
 
 
 class Session:
-    """One 2025-11-25 session as the hot path serves it: its connection, its calls in flight, and
+    """One 2025-11-25 session as the exchange serves it: its connection, its calls in flight, and
     the requests the gateway has sent its client (a backend's questions) awaiting an answer."""
 
     __slots__ = ("_asks", "_calls", "_manager", "connection", "id")
@@ -69,7 +69,7 @@ class Session:
             self._calls.pop(key, None)
 
     def cancel(self, params: Mapping[str, Any]) -> bool:
-        """Cancel the call a `notifications/cancelled` (its `params`) names, if the hot path runs it."""
+        """Cancel the call a `notifications/cancelled` (its `params`) names, if the exchange runs it."""
         request_id = cancelled_request_id_from_params(params)
         if request_id is None:
             return False
@@ -120,6 +120,9 @@ class Sessions:
         self._known: dict[str, Session] = {}
         self._learned = 0
 
+    def __contains__(self, session_id: str) -> bool:
+        return session_id in self._known
+
     def learn(self, front: Front) -> None:
         """A relay listener: remember the session of a 2025-11-25 message the SDK dispatched."""
         request = front.request
@@ -136,7 +139,7 @@ class Sessions:
                 del self._known[gone]
 
     def find(self, session_id: str, version: str | None, scope: Scope) -> Session | None:
-        """The session, if the hot path may serve this request of it."""
+        """The session, if the exchange may serve this request of it."""
         session = self._known.get(session_id)
         if session is None:
             return None

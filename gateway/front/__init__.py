@@ -1,14 +1,17 @@
-"""The client request a call came from, as the relay sees it.
+"""Where a client's request enters the gateway, and what the relay sees of it.
 
-Two kinds of request reach the relay:
+- `exchange`: the MCP endpoint over HTTP. Every relayed request (calls and listings, both
+  revisions) is one `exchange.Exchange`; the rest goes to the SDK's transport (`sdk`).
+- `sessions`: the 2025-11-25 sessions the exchange serves requests of.
+- `sdk`: the `mcp` SDK's server wired to the relay: over HTTP, what is not a relayed call
+  (`initialize`, `server/discover`, the GET stream, `subscriptions/listen`, refusals); over stdio,
+  everything (`stdio`).
+- `http`: the HTTP app around the endpoint (authentication, refusal while draining, probes);
+  `guard` (Host and Origin), `envelope` (a body that is not one JSON-RPC message), `_uvicorn`
+  (the server's deadlines and signals).
 
-- `_sdk.SdkFront`: a request the `mcp` SDK's server dispatched (both protocol revisions, HTTP and
-  stdio, anything that may need a back channel to the client);
-- `_reply.Exchange`: a request the gateway's hot path (`_exchange`) serves itself (a 2026-07-28 POST,
-  or a request of a 2025-11-25 session it learned).
-
-Middlewares see it as `Call.context`; `protocol_version` and `request` are the attributes meant for
-them (telemetry reads both).
+Both kinds of request reach `Relay.dispatch` as a `Front`; middlewares see it as `Call.context`,
+where `protocol_version` and `request` are the attributes meant for them (telemetry reads both).
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ class Front(Protocol):
     @property
     def request(self) -> Request | None:
         """The HTTP request (headers, client address, `state.identity`); None over stdio."""
+
+    @property
+    def identity(self) -> Identity | None:
+        """Who HTTP authentication says sent the request (`http.Authenticated`); None over stdio
+        or without authentication."""
 
     @property
     def connection(self) -> Connection | None:

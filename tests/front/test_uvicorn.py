@@ -1,4 +1,4 @@
-"""Deadlines for reading a request (`gateway/_uvicorn.py`), against real sockets: slowloris clients
+"""Deadlines for reading a request (`gateway/front/_uvicorn.py`), against real sockets: slowloris clients
 that never finish their headers, or their body, are cut off after the configured timeouts, while
 a normal client is served meanwhile."""
 
@@ -65,7 +65,7 @@ async def test_slow_clients_are_cut_off_and_others_are_served_meanwhile() -> Non
         async with anyio.create_task_group() as tg:
             for kind in kinds:
                 tg.start_soon(slow_client, port, kind, closed)
-            # Meanwhile, a normal client is served, on the SDK's path and the hot path.
+            # Meanwhile, a normal client is served, on the SDK's path and the exchange.
             async with session(http, gw.url) as headers:
                 call = rpc("tools/call", {"name": "mb__echo", "arguments": {"text": "hi"}})
                 for _ in range(3):
