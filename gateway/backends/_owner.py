@@ -59,15 +59,14 @@ def instance_id(pid: int | None = None) -> str:
     return f"{socket.gethostname()}:{pid}:{process_start(pid) or UNKNOWN_START}"
 
 
-_instance: tuple[int, str] | None = None
-
-
 def current_instance() -> str:
-    """This process's instance id (recomputed after a fork: the child is another owner)."""
-    global _instance
-    if _instance is None or _instance[0] != os.getpid():
-        _instance = (os.getpid(), instance_id())
-    return _instance[1]
+    """This process's instance id (another after a fork: the child is another owner)."""
+    return _instance_of(os.getpid())
+
+
+@functools.cache
+def _instance_of(pid: int) -> str:
+    return instance_id(pid)  # reads /proc once per process
 
 
 def owner_is_dead(instance: str) -> bool:

@@ -25,6 +25,8 @@ from gateway.config.models import MiddlewareSpec
 from gateway.config.secrets import Secrets
 from gateway.errors import ChainFailure, ConfigError, GatewayError
 from gateway.middleware.base import Call, CallNext, Middleware, Result
+from gateway.middleware.masking import Masking
+from gateway.middleware.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +97,12 @@ def create(specs: Sequence[MiddlewareSpec], secrets: Secrets) -> tuple[list[Midd
             problems += validation_problems(exc, model, prefix=where, label=f"{label}.options")
         except Exception as exc:  # a plugin's own check: any exception is its refusal of the options
             problems.append(Problem(label, str(exc) or type(exc).__name__, ("middleware", index)))
+    # The values masking masks are counted by the telemetry of the same chain (either may be
+    # absent): connected where both are made, for a start and for every reload alike.
+    counters = [m.metrics.record_masked for m in instances if isinstance(m, Telemetry)]
+    for middleware in instances:
+        if isinstance(middleware, Masking):
+            middleware.count_with(counters)
     return instances, problems
 
 

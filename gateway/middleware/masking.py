@@ -26,7 +26,7 @@ not scanned.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Annotated, Any
@@ -41,7 +41,6 @@ from gateway.masking import BY_NAME, PII, SECRETS, Action, Blocked, Masker
 from gateway.masking._walk import mask_message, mask_tree
 from gateway.middleware.audit import MASKED_ARGUMENTS
 from gateway.middleware.base import Call, CallNext, Result
-from gateway.middleware.telemetry import record_masked
 
 if TYPE_CHECKING:
     from gateway.fleet import Fleet
@@ -93,8 +92,8 @@ class MaskingOptions(_Overrides):
 _server: ContextVar[str] = ContextVar("masking_server", default="")
 
 
-def _count_masked(detector: str) -> None:
-    record_masked(detector, _server.get())
+# Counts one masked value: (detector, server).
+Counter = Callable[[str, str], None]
 
 
 def _masked_later(masker: Masker, arguments: Any) -> Callable[[], Any]:
@@ -113,12 +112,21 @@ class Masking:
         actions = opts.resolve(dict.fromkeys(BY_NAME, "redact"))
         self.default = Masker(actions, salt=opts.salt)
         self._servers = {name: Masker(s.resolve(actions), salt=opts.salt) for name, s in opts.servers.items()}
+        self._counters: list[Counter] = []
         for masker in (self.default, *self._servers.values()):
-            masker.on_masked = _count_masked
+            masker.on_masked = self._count
         self._arguments = {
             name: s.arguments if s.arguments is not None else opts.arguments
             for name, s in opts.servers.items()
         }
+
+    def count_with(self, counters: Sequence[Counter]) -> None:
+        """Who counts the values masked (the chain's telemetry; `chain.create` wires them)."""
+        self._counters = list(counters)
+
+    def _count(self, detector: str) -> None:
+        for count in self._counters:
+            count(detector, _server.get())
 
     def masker(self, server: str | None) -> Masker:
         return self._servers.get(server or "", self.default)

@@ -29,7 +29,6 @@ identity's `labels["name"]` (or its name): never a credential. Metric names: see
 from __future__ import annotations
 
 import time
-import weakref
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -58,7 +57,7 @@ if TYPE_CHECKING:
 
     from gateway.fleet import Fleet
 
-__all__ = ["Telemetry", "TelemetryOptions", "record_masked"]
+__all__ = ["Telemetry", "TelemetryOptions"]
 
 _SCOPE = "mcp-gateway"
 
@@ -97,19 +96,6 @@ class TelemetryOptions(BaseModel):
         return value
 
 
-# The telemetry middlewares whose gateway is running: where other middlewares' counts go.
-_RUNNING: weakref.WeakSet[Metrics] = weakref.WeakSet()
-
-
-def record_masked(detector: str, server: str) -> None:
-    """Count one masked value (called by the masking middleware); a no-op without telemetry.
-
-    Counted by every telemetry middleware whose gateway is running: one per process, except in
-    tests that run several gateways at once."""
-    for metrics in list(_RUNNING):
-        metrics.record_masked(detector, server)
-
-
 class Telemetry:
     def __init__(self, *, tracer_provider: trace.TracerProvider | None = None, **options: Any) -> None:
         self.options = TelemetryOptions(**options)
@@ -137,11 +123,9 @@ class Telemetry:
         provider = self._otlp_provider() if self.options.otlp_endpoint else None
         if provider is not None:
             self._tracer = provider.get_tracer(_SCOPE, __version__)
-        _RUNNING.add(self.metrics)
         try:
             yield
         finally:
-            _RUNNING.discard(self.metrics)
             if provider is not None:
                 self._tracer = trace.NoOpTracer()
                 # The exporter blocks while it posts the last batch (the collector may even be

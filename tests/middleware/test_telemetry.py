@@ -32,7 +32,7 @@ from gateway.backends import Event
 from gateway.config import parse_config
 from gateway.errors import ConfigError, RateLimited
 from gateway.middleware import Call, CallNext, Identity, Result, instantiate
-from gateway.middleware.telemetry import Telemetry, record_masked
+from gateway.middleware.telemetry import Telemetry
 from tests._support import (
     START_TIMEOUT,
     config,
@@ -262,6 +262,7 @@ async def test_metrics_count_calls_by_server_tool_outcome_and_identity_never_a_t
             {"use": f"{HERE}:AsTeam"},
             {"use": TEL, "options": {"identity_label": True, "service_name": "gw-metrics"}},
             {"use": f"{HERE}:LimitAdd"},
+            {"use": "masking"},
         ],
     )
     async with serve(cfg) as gw:
@@ -283,7 +284,9 @@ async def test_metrics_count_calls_by_server_tool_outcome_and_identity_never_a_t
                 await client.call_tool("mb__crash", {})
             with anyio.fail_after(START_TIMEOUT):
                 await running_again.wait()
-        record_masked("aws_access_key", "mb")
+            # A value masked in a result: counted by the telemetry of the same chain.
+            echoed = await client.call_tool("mb__echo", {"text": "AKIAIOSFODNN7EXAMPLE"})
+            assert "AKIAIOSFODNN7EXAMPLE" not in str(echoed.content)
         after = await scrape(gw.base)
 
     def calls(samples: dict[Any, float], tool: str, outcome: str) -> float:
@@ -291,15 +294,16 @@ async def test_metrics_count_calls_by_server_tool_outcome_and_identity_never_a_t
             samples, "mcp_gateway_calls_total", server="mb", tool=tool, outcome=outcome, identity="team-a"
         )
 
-    assert calls(after, "mb__echo", "ok") == 2
+    assert calls(after, "mb__echo", "ok") == 3
     assert calls(after, "mb__fail", "tool_error") == 1
     assert calls(after, "mb__add", "rate_limited") == 1
     assert calls(after, "mb__crash", "error") == 1
     histogram = "mcp_gateway_call_duration_seconds"
-    assert sample(after, f"{histogram}_count", server="mb", tool="mb__echo", outcome="ok") == 2
+    assert sample(after, f"{histogram}_count", server="mb", tool="mb__echo", outcome="ok") == 3
     fastest = sample(after, f"{histogram}_bucket", server="mb", tool="mb__echo", outcome="ok", le="0.0005")
-    assert fastest <= 2  # the smallest bucket exists (0.5 ms)
-    assert sample(after, "mcp_gateway_masked_total", detector="aws_access_key", server="mb") == 1
+    assert fastest <= 3  # the smallest bucket exists (0.5 ms)
+    # The key was in the result twice: its text and its structured content.
+    assert sample(after, "mcp_gateway_masked_total", detector="aws_access_key", server="mb") == 2
     assert sample(during, "mcp_gateway_client_sessions") >= 1
     assert sample(during, "mcp_gateway_calls_in_flight") == 0
     assert sample(during, "mcp_gateway_backend_up", server="mb") == 1
@@ -311,11 +315,10 @@ async def test_metrics_count_calls_by_server_tool_outcome_and_identity_never_a_t
     label_values = {value for _, labels in after for _, value in labels}
     assert not any(TOKEN in value for value in label_values)
     assert "alice" not in label_values  # the identity's label, not its name
-    # The gateway has stopped: other middlewares' counts go nowhere, without error.
-    record_masked("aws_access_key", "mb")
+    # Counted once, by this gateway's telemetry only.
     stopped = text_string_to_metric_families(INSTANCES[0].metrics.render().decode())
     masked = [s.value for f in stopped for s in f.samples if s.name == "mcp_gateway_masked_total"]
-    assert masked == [1]
+    assert masked == [2]
 
 
 async def test_identities_are_not_labels_by_default() -> None:
