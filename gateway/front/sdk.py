@@ -60,11 +60,10 @@ class GatewayServer(Server[Any]):
 def build_server(relay: Relay, on_front: Callable[[Front], None] | None = None) -> GatewayServer:
     """The SDK's server over `relay`. `on_front` hears of every request the SDK dispatches and of
     `notifications/initialized` (the exchange learns 2025-11-25 sessions from them)."""
-    catalogue = relay.fleet.catalogue
-
     def input_schema(name: str) -> Mapping[str, Any] | None:
-        # Only schemas that mark `x-mcp-header` properties can refuse an Mcp-Param-* header.
-        schema: Mapping[str, Any] | None = catalogue.header_schemas.get(name)
+        # Only schemas that mark `x-mcp-header` properties can refuse an Mcp-Param-* header. Read
+        # from the catalogue of the moment: it is replaced whenever a backend's listing changes.
+        schema: Mapping[str, Any] | None = relay.fleet.catalogue.header_schemas.get(name)
         return schema
 
     server = GatewayServer(
