@@ -5,6 +5,10 @@ list change; handlers read whichever one is current, so a list and the routing i
 agree. It also carries `known`, the catalogue of every backend's last known listing: a name that
 left the lists because its backend went down still routes to that backend (whose answer says it
 is down), instead of reading as a name that never existed.
+
+Order: the merged lists follow the order of the sources (the fleet passes them in gateway.yaml
+order), each backend's items in its own order, so a list never depends on which backend started
+or answered first.
 """
 
 from __future__ import annotations

@@ -124,6 +124,7 @@ class Fleet:
         for name in [*changed, *added]:
             self.add(name, wanted[name])
         self.config = new
+        self._rebuild()  # the servers' order in the file may have changed
         return {
             "added": added,
             "removed": removed,
@@ -144,20 +145,31 @@ class Fleet:
 
     # -- FleetEvents --------------------------------------------------------------------------
 
+    def _in_config_order(self) -> list[Backend]:
+        """The backends in gateway.yaml order: the merged lists and who keeps a contested name
+        follow it, never the order backends started in or were re-added in by a reload."""
+        backends = self.backends
+        return [backends[name] for name in self.config.servers if name in backends]
+
     def listing_changed(self, backend: Backend) -> None:
-        old = self.catalogue
         listing = backend.listing
         if backend.listed and (listing.tools or listing.prompts or listing.resources or listing.templates):
             self._known[backend.name] = listing
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        """A new catalogue from the backends' listings; clients are told which lists changed."""
+        old = self.catalogue
+        ordered = self._in_config_order()
         known = Catalogue.build(
-            Source(name, namespace_of(name, b.spec), b.spec.tools, self._known[name])
-            for name, b in self.backends.items()
-            if name in self._known
+            Source(b.name, namespace_of(b.name, b.spec), b.spec.tools, self._known[b.name])
+            for b in ordered
+            if b.name in self._known
         )
         self.catalogue = new = Catalogue.build(
             (
-                Source(name, namespace_of(name, b.spec), b.spec.tools, b.listing)
-                for name, b in self.backends.items()
+                Source(b.name, namespace_of(b.name, b.spec), b.spec.tools, b.listing)
+                for b in ordered
                 if b.listed
             ),
             known=known,

@@ -1,8 +1,19 @@
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
 from gateway import naming
 from gateway.catalogue import BackendListing, Catalogue, Route, Source
 from gateway.config.models import ToolFilter
+from tests._support import START_TIMEOUT, TINY, fastmcp_client, misbehave, serve, wait_until
+from tests._support import config as make_config
+
+if TYPE_CHECKING:
+    import fastmcp
 
 
 def source(server: str, ns: str, tools: list[str], **listing: list[dict[str, str]]) -> Source:
@@ -54,6 +65,12 @@ def test_resource_uris_round_trip() -> None:
     assert unprefixed is not None and unprefixed.server == "plain"
 
 
+def test_merged_lists_follow_the_sources_order_then_each_backend_s_own() -> None:
+    a, b = source("a", "a", ["z", "y"]), source("b", "b", ["x"])
+    assert [t["name"] for t in Catalogue.build([a, b]).tools] == ["a__z", "a__y", "b__x"]
+    assert [t["name"] for t in Catalogue.build([b, a]).tools] == ["b__x", "a__z", "a__y"]
+
+
 def test_tool_filter_globs() -> None:
     src = Source(
         "s",
@@ -91,3 +108,36 @@ def test_a_down_unprefixed_backends_uris_are_not_taken_by_the_catch_all() -> Non
     # With no unprefixed backend up, the first down one still owns what cannot be told apart.
     none_up = Catalogue.build([], known=Catalogue.build([second]))
     assert none_up.route("resource", "file:///other") == Route("second", "file:///other")
+
+
+# -- through the gateway: real backends, a real client over HTTP --------------------------------
+
+
+def _tiny(name: str, *hint: str, **extra: Any) -> dict[str, Any]:
+    return {"command": sys.executable, "args": [TINY, name, *hint], **extra}
+
+
+async def _names(client: fastmcp.Client[Any]) -> list[str]:
+    return [t.name for t in await client.list_tools()]
+
+
+@pytest.mark.anyio
+async def test_list_order_follows_the_config_whatever_starts_first_or_is_reloaded(tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    first = misbehave("--name", "a", "--start-when", str(go), tools={"allow": ["echo", "add"]})
+    cfg = make_config({"a": first, "b": _tiny("b"), "c": _tiny("c")})
+    async with serve(cfg, wait=False) as gw, fastmcp_client(gw.url) as client:
+        backends = gw.fleet.backends
+        await wait_until(lambda: backends["b"].available and backends["c"].available, timeout=START_TIMEOUT)
+        assert await _names(client) == ["b__hello", "c__hello"]
+        go.touch()  # `a` comes up last
+        await wait_until(lambda: backends["a"].available, timeout=START_TIMEOUT)
+        expected = ["a__echo", "a__add", "b__hello", "c__hello"]
+        assert await _names(client) == expected
+        await backends["b"].restart()  # `b` answers again after the others
+        await wait_until(lambda: backends["b"].available, timeout=START_TIMEOUT)
+        assert await _names(client) == expected
+        # A reload that changes `a` stops it and starts it anew, after the others.
+        await gw.fleet.apply(make_config({**cfg.model_dump()["servers"], "a": {**first, "env": {"X": "1"}}}))
+        await wait_until(lambda: gw.fleet.backends["a"].available, timeout=START_TIMEOUT)
+        assert await _names(client) == expected
