@@ -9,6 +9,12 @@ is down), instead of reading as a name that never existed.
 Order: the merged lists follow the order of the sources (the fleet passes them in gateway.yaml
 order), each backend's items in its own order, so a list never depends on which backend started
 or answered first.
+
+Collisions: when two backends' items get the same public name, the server that comes first (in
+the order of the sources) keeps it and the other one's item is listed under a disambiguated
+name (`naming.disambiguated`), so both stay reachable. Who keeps a name is decided over `known`
+(down backends included), so a name never passes from one backend to another because one of them
+restarted.
 """
 
 from __future__ import annotations
@@ -44,6 +50,38 @@ class BackendListing:
 
 
 @dataclass(frozen=True, slots=True)
+class Collision:
+    """Two backends' items that would have had the same public name `name`.
+
+    `kept` (the first server in config order) keeps `name`; `server`'s item (its own name:
+    `original`) is listed and routed as `renamed`."""
+
+    kind: Kind
+    name: str
+    kept: str
+    server: str
+    original: str
+    renamed: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.kind} {self.name!r} is exposed by both {self.kept!r} and {self.server!r}; "
+            f"the one from {self.server!r} is listed as {self.renamed!r} "
+            "(set a `prefix:` on one of them to choose the names yourself)"
+        )
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "kept": self.kept,
+            "server": self.server,
+            "original": self.original,
+            "renamed": self.renamed,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Source:
     """One backend as the catalogue sees it."""
 
@@ -71,7 +109,9 @@ class Catalogue:
     uri_owners: Mapping[str, str] = field(default_factory=dict)  # uri namespace -> server
     unprefixed: tuple[str, ...] = ()
     resource_routes: Mapping[str, Route] = field(default_factory=dict)  # exact public uri -> route
-    collisions: tuple[str, ...] = ()
+    collisions: tuple[Collision, ...] = ()
+    # (kind, server, its own name) -> public name, for the items a collision renamed.
+    renames: Mapping[tuple[Kind, str, str], str] = field(default_factory=dict)
     # The input schemas that mark properties `x-mcp-header`: only their calls' Mcp-Param-* headers
     # need checking against the arguments (2026-07-28).
     header_schemas: Mapping[str, Any] = field(default_factory=dict)
@@ -80,29 +120,14 @@ class Catalogue:
 
     @classmethod
     def build(cls, sources: Iterable[Source], *, known: Catalogue | None = None) -> Catalogue:
-        tools: list[Item] = []
-        prompts: list[Item] = []
-        resources: list[Item] = []
-        templates: list[Item] = []
-        tool_routes: dict[str, Route] = {}
-        prompt_routes: dict[str, Route] = {}
-        resource_routes: dict[str, Route] = {}
+        """Merge `sources` in their order; with `known`, names are given as `known` gave them."""
+        sources = list(sources)
         namespaces: dict[str, str] = {}
         uri_owners: dict[str, str] = {}
         unprefixed: list[str] = []
-        collisions: list[str] = []
-
-        def claim(kind: str, routes: dict[str, Route], public: str, route: Route) -> bool:
-            if public in routes:
-                other = routes[public].server
-                collisions.append(
-                    f"{kind} {public!r} is exposed by both {other!r} and {route.server!r}; "
-                    f"set a `prefix:` on one of them (the one from {other!r} is kept)"
-                )
-                return False
-            routes[public] = route
-            return True
-
+        # Every item that takes a name, in list order: (kind, server, item, its own name, public name).
+        entries: list[tuple[Kind, str, Item, str, str]] = []
+        templates: list[Item] = []
         for src in sources:
             ns = src.namespace
             namespaces[src.server] = ns
@@ -112,34 +137,62 @@ class Catalogue:
                 unprefixed.append(src.server)
             for tool in src.listing.tools:
                 original = tool["name"]
-                if not _allowed(original, src.tool_filter):
-                    continue
-                public = naming.public_name(ns, original)
-                if claim("tool", tool_routes, public, Route(src.server, original)):
-                    tools.append(tool if public == original else {**tool, "name": public})
+                if _allowed(original, src.tool_filter):
+                    entries.append(("tool", src.server, tool, original, naming.public_name(ns, original)))
             for prompt in src.listing.prompts:
-                public = naming.public_name(ns, prompt["name"])
-                if claim("prompt", prompt_routes, public, Route(src.server, prompt["name"])):
-                    prompts.append(prompt if public == prompt["name"] else {**prompt, "name": public})
+                original = prompt["name"]
+                entries.append(("prompt", src.server, prompt, original, naming.public_name(ns, original)))
             for res in src.listing.resources:
-                public = naming.public_uri(ns, res["uri"])
-                if claim("resource", resource_routes, public, Route(src.server, res["uri"])):
-                    resources.append(res if public == res["uri"] else {**res, "uri": public})
+                original = res["uri"]
+                entries.append(("resource", src.server, res, original, naming.public_uri(ns, original)))
             for tpl in src.listing.templates:
                 public = naming.public_uri(ns, tpl["uriTemplate"])
                 templates.append(tpl if public == tpl["uriTemplate"] else {**tpl, "uriTemplate": public})
+
+        forced = known.renames if known is not None else {}
+        # Who keeps each public name: the first server that has it (a name `known` renamed keeps none).
+        keepers: dict[tuple[Kind, str], str] = {}
+        for kind, server, _, original, public in entries:
+            if (kind, server, original) not in forced:
+                keepers.setdefault((kind, public), server)
+        taken = {*keepers, *((key[0], name) for key, name in forced.items())}
+        renames: dict[tuple[Kind, str, str], str] = {}
+        collisions: list[Collision] = list(known.collisions) if known is not None else []
+        routes: dict[Kind, dict[str, Route]] = {"tool": {}, "prompt": {}, "resource": {}}
+        merged: dict[Kind, list[Item]] = {"tool": [], "prompt": [], "resource": []}
+        for kind, server, item, original, public in entries:
+            key = (kind, server, original)
+            name = forced.get(key) or renames.get(key)
+            if name is None:
+                keeper = keepers[(kind, public)]
+                if keeper == server:
+                    name = public
+                else:
+                    in_kind = {n for k, n in taken if k == kind}
+                    name = naming.disambiguated(server, public, in_kind.__contains__, uri=kind == "resource")
+                    taken.add((kind, name))
+                    collisions.append(Collision(kind, public, keeper, server, original, name))
+            if name != public:
+                renames[key] = name
+            if name in routes[kind]:
+                continue  # the backend lists it twice: its first one stands
+            routes[kind][name] = Route(server, original)
+            attr = "uri" if kind == "resource" else "name"
+            merged[kind].append(item if name == original else {**item, attr: name})
+        tools = merged["tool"]
         return cls(
             tools=tools,
-            prompts=prompts,
-            resources=resources,
+            prompts=merged["prompt"],
+            resources=merged["resource"],
             templates=templates,
-            tool_routes=tool_routes,
-            prompt_routes=prompt_routes,
+            tool_routes=routes["tool"],
+            prompt_routes=routes["prompt"],
             namespaces=namespaces,
             uri_owners=uri_owners,
             unprefixed=tuple(unprefixed),
-            resource_routes=resource_routes,
+            resource_routes=routes["resource"],
             collisions=tuple(collisions),
+            renames=renames,
             known=known,
             header_schemas={
                 t["name"]: schema
@@ -147,6 +200,15 @@ class Catalogue:
                 if isinstance(schema := t.get("inputSchema"), dict) and x_mcp_header_map(schema)
             },
         )
+
+    def public_name(self, kind: Kind, server: str, namespace: str, original: str) -> str:
+        """The public name of `server`'s item `original` (whether or not the server is listed now)."""
+        renamed = self.renames.get((kind, server, original))
+        if renamed is not None:
+            return renamed
+        if kind == "resource":
+            return naming.public_uri(namespace, original)
+        return naming.public_name(namespace, original)
 
     def route(self, kind: Kind, name: str) -> Route | None:
         """Which backend serves the public `name` of a `kind`, and its own name for it.
@@ -191,4 +253,5 @@ class Catalogue:
         return None
 
     def public_uri(self, server: str, uri: str) -> str:
-        return naming.public_uri(self.namespaces.get(server, ""), uri)
+        renamed = self.renames.get(("resource", server, uri)) if self.renames else None
+        return renamed or naming.public_uri(self.namespaces.get(server, ""), uri)

@@ -167,7 +167,7 @@ async def _inspect(config: GatewayConfig, args: argparse.Namespace) -> int:
         "prompts": [p["name"] for p in catalogue.prompts],
         "resources": [r["uri"] for r in catalogue.resources],
         "resource_templates": [t["uriTemplate"] for t in catalogue.templates],
-        "collisions": list(catalogue.collisions),
+        "collisions": [str(c) for c in catalogue.collisions],
     }
     report = fleet.secrets.mask_json(report)
     if args.json:

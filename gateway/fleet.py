@@ -174,9 +174,10 @@ class Fleet:
             ),
             known=known,
         )
-        for problem in new.collisions:
-            if problem not in old.collisions:
-                logger.error("name collision: %s", problem)
+        # Once per collision: it lasts as long as both backends are configured, whatever restarts.
+        for collision in new.collisions:
+            if collision not in old.collisions:
+                logger.warning("name collision: %s", collision)
         changed = {method for attr, method in _LISTS if getattr(old, attr) != getattr(new, attr)}
         if changed and self._tg is not None:
             for method in sorted(changed):

@@ -7,6 +7,9 @@
   original stays readable). `_` is not allowed in a scheme, so it becomes `-` there.
 - An empty namespace exposes names unchanged.
 
+When two servers' items get the same public name, the first server (config order) keeps it and
+the other's is qualified with its server name (`disambiguated`).
+
 Reversal never parses a name: the catalogue keeps the mapping, so `a__b` + `x` and `a` + `b__x`
 can never be confused.
 """
@@ -14,6 +17,7 @@ can never be confused.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 from gateway.config.models import SEPARATOR
 
@@ -43,3 +47,17 @@ def split_uri(uri: str) -> tuple[str, str] | None:
     if not sep or "://" in head or ":" in head:
         return None
     return head, rest
+
+
+def disambiguated(server: str, public: str, taken: Callable[[str], bool], *, uri: bool = False) -> str:
+    """The name `server`'s item is listed under when another server keeps its public name `public`.
+
+    It is `public` qualified by the server's name (`<server>__<public>`, `<server>+<uri>`): readable,
+    and the same on every start. If even that is taken, 8 hex digits of a hash of both are added."""
+    candidate = public_uri(server, public) if uri else public_name(server, public)
+    if not taken(candidate):
+        return candidate
+    digest = hashlib.sha256(f"{server}\0{public}".encode()).hexdigest()[:_HASH_LEN]
+    if uri:
+        return f"{uri_namespace(server)}-{digest}+{public}"
+    return public_name(f"{server}-{digest}", public)

@@ -1,23 +1,41 @@
 from __future__ import annotations
 
+import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from mcp.shared.exceptions import MCPError
 
 from gateway import naming
-from gateway.catalogue import BackendListing, Catalogue, Route, Source
+from gateway.catalogue import BackendListing, Catalogue, Collision, Route, Source
 from gateway.config.models import ToolFilter
-from tests._support import START_TIMEOUT, TINY, fastmcp_client, misbehave, serve, wait_until
+from tests._support import START_TIMEOUT, TINY, fastmcp_client, misbehave, serve, text_of, wait_until
 from tests._support import config as make_config
+from tests.admin._helpers import serve_admin
 
 if TYPE_CHECKING:
     import fastmcp
 
 
-def source(server: str, ns: str, tools: list[str], **listing: list[dict[str, str]]) -> Source:
-    return Source(server, ns, ToolFilter(), BackendListing(tools=[{"name": t} for t in tools], **listing))
+def source(
+    server: str,
+    ns: str,
+    tools: list[str],
+    *,
+    prompts: Sequence[dict[str, str]] = (),
+    resources: Sequence[dict[str, str]] = (),
+    templates: Sequence[dict[str, str]] = (),
+) -> Source:
+    listing = BackendListing(
+        tools=[{"name": t} for t in tools],
+        prompts=list(prompts),
+        resources=list(resources),
+        templates=list(templates),
+    )
+    return Source(server, ns, ToolFilter(), listing)
 
 
 def test_names_are_namespaced_and_route_back() -> None:
@@ -27,11 +45,80 @@ def test_names_are_namespaced_and_route_back() -> None:
     assert cat.tool_routes["a_b__y"].server == "a_b"
 
 
-def test_collision_between_unprefixed_servers_keeps_first_and_names_both() -> None:
-    cat = Catalogue.build([source("one", "", ["x"]), source("two", "", ["x"])])
-    assert [t["name"] for t in cat.tools] == ["x"]
-    assert cat.tool_routes["x"].server == "one"
-    assert "'one'" in cat.collisions[0] and "'two'" in cat.collisions[0]
+def test_collision_between_unprefixed_servers_keeps_both_reachable() -> None:
+    cat = Catalogue.build([source("one", "", ["x", "y"]), source("two", "", ["x"])])
+    assert [t["name"] for t in cat.tools] == ["x", "y", "two__x"]
+    assert cat.route("tool", "x") == Route("one", "x")
+    assert cat.route("tool", "two__x") == Route("two", "x")
+    assert cat.collisions == (Collision("tool", "x", "one", "two", "x", "two__x"),)
+    assert "'one'" in str(cat.collisions[0]) and "'two__x'" in str(cat.collisions[0])
+
+
+def test_collision_made_by_a_prefix_renames_the_later_server_s_item() -> None:
+    # An unprefixed server's `a__x` and server `a`'s `x` are both `a__x` to a client.
+    cat = Catalogue.build([source("a", "a", ["x"]), source("plain", "", ["a__x"])])
+    assert [t["name"] for t in cat.tools] == ["a__x", "plain__a__x"]
+    assert cat.route("tool", "plain__a__x") == Route("plain", "a__x")
+    # In the other config order, the other one keeps the name.
+    swapped = Catalogue.build([source("plain", "", ["a__x"]), source("a", "a", ["x"])])
+    assert swapped.route("tool", "a__x") == Route("plain", "a__x")
+    assert swapped.route("tool", "a__a__x") == Route("a", "x")
+
+
+def test_a_disambiguated_name_never_takes_a_name_another_item_has() -> None:
+    # `two__x` is a real name already (server `three`'s, by its prefix): the rename gets a hash.
+    cat = Catalogue.build([source("one", "", ["x"]), source("two", "", ["x"]), source("three", "two", ["x"])])
+    renamed = cat.collisions[0].renamed
+    assert renamed.startswith("two-") and renamed.endswith("__x") and renamed != "two__x"
+    assert cat.route("tool", "two__x") == Route("three", "x")
+    assert cat.route("tool", renamed) == Route("two", "x")
+    again = Catalogue.build(
+        [source("one", "", ["x"]), source("two", "", ["x"]), source("three", "two", ["x"])]
+    )
+    assert again.collisions[0].renamed == renamed  # stable
+
+
+def test_colliding_prompts_and_resources_are_disambiguated_too() -> None:
+    res = {"uri": "memo://a"}
+    cat = Catalogue.build(
+        [
+            source("one", "", [], prompts=[{"name": "p"}], resources=[res]),
+            source("two", "", [], prompts=[{"name": "p"}], resources=[res]),
+        ]
+    )
+    assert [p["name"] for p in cat.prompts] == ["p", "two__p"]
+    assert [r["uri"] for r in cat.resources] == ["memo://a", "two+memo://a"]
+    assert cat.route("prompt", "two__p") == Route("two", "p")
+    assert cat.route("resource", "two+memo://a") == Route("two", "memo://a")
+    assert cat.route("resource", "memo://a") == Route("one", "memo://a")
+    # A backend's own resource URI in a result shows as the name it is listed under.
+    assert cat.public_uri("two", "memo://a") == "two+memo://a"
+    assert {c.kind for c in cat.collisions} == {"prompt", "resource"}
+
+
+def test_who_keeps_a_contested_name_does_not_change_while_its_keeper_is_down() -> None:
+    one, two = source("one", "", ["x"]), source("two", "", ["x"])
+    known = Catalogue.build([one, two])
+    # `one` is down: `two`'s tool keeps its disambiguated name, and `x` still routes to `one`.
+    cat = Catalogue.build([two], known=known)
+    assert [t["name"] for t in cat.tools] == ["two__x"]
+    assert cat.route("tool", "two__x") == Route("two", "x")
+    assert cat.route("tool", "x") == Route("one", "x")
+    assert cat.collisions == known.collisions
+    # Back up: the same names as before.
+    assert [t["name"] for t in Catalogue.build([one, two], known=known).tools] == ["x", "two__x"]
+
+
+def test_a_backend_listing_a_name_twice_keeps_its_first() -> None:
+    cat = Catalogue.build([source("one", "", ["x", "x"]), source("two", "", ["x"])])
+    assert [t["name"] for t in cat.tools] == ["x", "two__x"]
+    assert len(cat.collisions) == 1
+
+
+def test_merged_lists_follow_the_sources_order_then_each_backend_s_own() -> None:
+    a, b = source("a", "a", ["z", "y"]), source("b", "b", ["x"])
+    assert [t["name"] for t in Catalogue.build([a, b]).tools] == ["a__z", "a__y", "b__x"]
+    assert [t["name"] for t in Catalogue.build([b, a]).tools] == ["b__x", "a__z", "a__y"]
 
 
 def test_long_names_are_shortened_stably_within_64() -> None:
@@ -63,12 +150,6 @@ def test_resource_uris_round_trip() -> None:
     assert route is not None and route.server == "fs_1" and route.name == "file:///tmp/other"
     unprefixed = cat.route_uri("memo://y")
     assert unprefixed is not None and unprefixed.server == "plain"
-
-
-def test_merged_lists_follow_the_sources_order_then_each_backend_s_own() -> None:
-    a, b = source("a", "a", ["z", "y"]), source("b", "b", ["x"])
-    assert [t["name"] for t in Catalogue.build([a, b]).tools] == ["a__z", "a__y", "b__x"]
-    assert [t["name"] for t in Catalogue.build([b, a]).tools] == ["b__x", "a__z", "a__y"]
 
 
 def test_tool_filter_globs() -> None:
@@ -141,3 +222,53 @@ async def test_list_order_follows_the_config_whatever_starts_first_or_is_reloade
         await gw.fleet.apply(make_config({**cfg.model_dump()["servers"], "a": {**first, "env": {"X": "1"}}}))
         await wait_until(lambda: gw.fleet.backends["a"].available, timeout=START_TIMEOUT)
         assert await _names(client) == expected
+
+
+@pytest.mark.anyio
+async def test_colliding_names_both_stay_reachable_under_names_that_survive_restarts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="gateway.fleet")
+    cfg = make_config({"one": _tiny("one", prefix=""), "two": _tiny("two", prefix="")})
+    async with serve(cfg) as gw, fastmcp_client(gw.url) as client:
+        assert await _names(client) == ["hello", "two__hello"]
+        assert text_of(await client.call_tool("hello", {})).startswith("one ")
+        assert text_of(await client.call_tool("two__hello", {})).startswith("two ")
+        one = gw.fleet.backends["one"]
+        await one.stop()
+        # `one` is down: its name is not handed to `two`, and calling it says why it fails.
+        assert await _names(client) == ["two__hello"]
+        with pytest.raises(MCPError, match="server 'one' is stopped"):
+            await client.call_tool("hello", {})
+        assert text_of(await client.call_tool("two__hello", {})).startswith("two ")
+        one.start()
+        await wait_until(lambda: one.available, timeout=START_TIMEOUT)
+        await gw.fleet.backends["two"].restart()
+        await wait_until(lambda: gw.fleet.backends["two"].available, timeout=START_TIMEOUT)
+        assert await _names(client) == ["hello", "two__hello"]
+        assert text_of(await client.call_tool("hello", {})).startswith("one ")
+    warnings = [r.getMessage() for r in caplog.records if "name collision" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # once, not once per listing or restart
+    assert "'hello'" in warnings[0] and "'two__hello'" in warnings[0]
+
+
+@pytest.mark.anyio
+async def test_the_admin_api_shows_collisions_and_the_names_clients_see() -> None:
+    cfg = make_config(
+        {"one": _tiny("one", prefix=""), "two": _tiny("two", prefix=""), "three": _tiny("three")}
+    )
+    collision = {
+        "kind": "tool",
+        "name": "hello",
+        "kept": "one",
+        "server": "two",
+        "original": "hello",
+        "renamed": "two__hello",
+    }
+    async with serve_admin(cfg) as gw, gw.client() as http:
+        listing = (await http.get("/servers")).json()
+        assert listing["collisions"] == [collision]
+        two = (await http.get("/servers/two")).json()["catalogue"]
+        assert [t["name"] for t in two["tools"]] == ["two__hello"]
+        assert two["collisions"] == [collision]
+        assert (await http.get("/servers/three")).json()["catalogue"]["collisions"] == []

@@ -62,7 +62,19 @@ SCHEMAS: dict[str, Any] = {
     "ServerList": _obj(
         servers={"type": "array", "items": _ref("ServerSummary")},
         summary=_obj(total=_INT, states={"type": "object", "additionalProperties": _INT}),
+        collisions={"type": "array", "items": _ref("Collision")},
     ),
+    "Collision": {
+        **_obj(
+            kind={"enum": ["tool", "prompt", "resource"]},
+            name={**_STR, "description": "the public name both servers' items would have"},
+            kept={**_STR, "description": "the server that keeps `name` (the first in config order)"},
+            server={**_STR, "description": "the server whose item is renamed"},
+            original={**_STR, "description": "that server's own name for the item"},
+            renamed={**_STR, "description": "the public name that item is listed and called under"},
+        ),
+        "description": "two servers' items with the same public name; both stay reachable",
+    },
     "LogLine": _obj(time=_STR, ts=_NUM, server=_STR, text=_STR),
     "Logs": _obj(
         server=_STR,
@@ -102,6 +114,7 @@ SCHEMAS: dict[str, Any] = {
         prompts={"type": "array", "items": _STR},
         resources={"type": "array", "items": _STR},
         templates={"type": "array", "items": _STR},
+        collisions={"type": "array", "items": _ref("Collision")},
     ),
     "ServerDetail": {
         "allOf": [

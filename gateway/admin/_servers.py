@@ -72,15 +72,18 @@ def summary(
 
 
 def catalogue(name: str, backend: Backend, fleet: Fleet) -> dict[str, Any]:
-    """The backend's own listing with its public names; `exposed` false for filtered-out tools."""
+    """The backend's own listing with its public names; `exposed` false for filtered-out tools;
+    `collisions` the contested names it keeps or was renamed out of."""
     ns = namespace_of(name, backend.spec)
     exposed = {r.name for r in fleet.catalogue.tool_routes.values() if r.server == name}
+    # Renames are decided over every known backend, down ones included: `known` has them all.
+    names = fleet.catalogue.known or fleet.catalogue
     listing = backend.listing
     return {
         "namespace": ns,
         "tools": [
             {
-                "name": naming.public_name(ns, t["name"]),
+                "name": names.public_name("tool", name, ns, t["name"]),
                 "original": t["name"],
                 "title": t.get("title"),
                 "description": t.get("description"),
@@ -88,10 +91,16 @@ def catalogue(name: str, backend: Backend, fleet: Fleet) -> dict[str, Any]:
             }
             for t in listing.tools
         ],
-        "prompts": [naming.public_name(ns, p["name"]) for p in listing.prompts],
-        "resources": [naming.public_uri(ns, r["uri"]) for r in listing.resources],
+        "prompts": [names.public_name("prompt", name, ns, p["name"]) for p in listing.prompts],
+        "resources": [names.public_name("resource", name, ns, r["uri"]) for r in listing.resources],
         "templates": [naming.public_uri(ns, t["uriTemplate"]) for t in listing.templates],
+        "collisions": collisions(fleet, name),
     }
+
+
+def collisions(fleet: Fleet, server: str | None = None) -> list[dict[str, str]]:
+    """The catalogue's name collisions (those `server` is in, if given)."""
+    return [c.as_dict() for c in fleet.catalogue.collisions if server is None or server in (c.kept, c.server)]
 
 
 def detail(

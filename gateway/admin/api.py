@@ -177,7 +177,8 @@ class AdminAPI:
         states: dict[str, int] = {}
         for s in servers:
             states[s["state"]] = states.get(s["state"], 0) + 1
-        return _json({"servers": servers, "summary": {"total": len(servers), "states": states}})
+        summary = {"total": len(servers), "states": states}
+        return _json({"servers": servers, "summary": summary, "collisions": views.collisions(self.fleet)})
 
     async def server(self, request: Request) -> Response:
         name = request.path_params["name"]
