@@ -20,10 +20,12 @@ restarted.
 from __future__ import annotations
 
 import fnmatch
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mcp.server.caching import CacheHint
 from mcp.shared.inbound import x_mcp_header_map
 
 from gateway import naming
@@ -31,6 +33,16 @@ from gateway.config.models import ToolFilter
 
 Item = dict[str, Any]
 Kind = Literal["tool", "prompt", "resource"]
+ListKind = Literal["tools", "prompts", "resources", "templates"]
+# The list method whose result each list kind is (what a freshness hint is stamped on).
+LIST_METHODS: Mapping[str, ListKind] = {
+    "tools/list": "tools",
+    "prompts/list": "prompts",
+    "resources/list": "resources",
+    "resources/templates/list": "templates",
+}
+# What a list result without a (valid) hint means: stale at once, not for sharing (the SDK's default).
+NO_HINT = CacheHint(ttl_ms=0, scope="private")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +59,27 @@ class BackendListing:
     prompts: list[Item] = field(default_factory=list)
     resources: list[Item] = field(default_factory=list)
     templates: list[Item] = field(default_factory=list)
+    # The freshness hint (SEP-2549 `ttlMs`/`cacheScope`) each list kind's result carried, for the
+    # kinds the backend lists at all; `NO_HINT` where its result had none.
+    hints: Mapping[ListKind, CacheHint] = field(default_factory=dict)
+    listed_at: float = field(default_factory=time.monotonic)  # when the hints' TTLs started
+
+
+def cache_hint_of(results: Iterable[Mapping[str, Any]]) -> CacheHint:
+    """The hint a list's pages carried together: the shortest TTL, private if any page is.
+
+    A page without a valid hint (any 2025-11-25 backend's) counts as `NO_HINT`."""
+    ttl: int | None = None
+    private = False
+    for result in results:
+        value, scope = result.get("ttlMs"), result.get("cacheScope")
+        if type(value) is not int or value < 0 or scope not in ("public", "private"):
+            return NO_HINT
+        ttl = value if ttl is None else min(ttl, value)
+        private = private or scope == "private"
+    if ttl is None:
+        return NO_HINT
+    return CacheHint(ttl_ms=ttl, scope="private" if private else "public")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +130,23 @@ def _allowed(name: str, rule: ToolFilter) -> bool:
     )
 
 
+def _freshness(sources: Iterable[Source]) -> dict[ListKind, tuple[float, Literal["public", "private"]]]:
+    """Per list kind, when the first of its backends' hints runs out, and whether any is private."""
+    fresh: dict[ListKind, tuple[float, Literal["public", "private"]]] = {}
+    for src in sources:
+        for kind, hint in src.listing.hints.items():
+            expires = src.listing.listed_at + hint.ttl_ms / 1000
+            if kind in fresh:
+                until, scope = fresh[kind]
+                fresh[kind] = (
+                    min(until, expires),
+                    "private" if "private" in (scope, hint.scope) else "public",
+                )
+            else:
+                fresh[kind] = (expires, hint.scope)
+    return fresh
+
+
 @dataclass(frozen=True)
 class Catalogue:
     tools: list[Item] = field(default_factory=list)
@@ -115,6 +165,8 @@ class Catalogue:
     # The input schemas that mark properties `x-mcp-header`: only their calls' Mcp-Param-* headers
     # need checking against the arguments (2026-07-28).
     header_schemas: Mapping[str, Any] = field(default_factory=dict)
+    # Per list kind: until when (time.monotonic()) the merged list is fresh, and its cache scope.
+    freshness: Mapping[ListKind, tuple[float, Literal["public", "private"]]] = field(default_factory=dict)
     # Every backend's last known listing, down ones included (None: not kept). Routing only.
     known: Catalogue | None = None
 
@@ -199,7 +251,19 @@ class Catalogue:
                 for t in tools
                 if isinstance(schema := t.get("inputSchema"), dict) and x_mcp_header_map(schema)
             },
+            freshness=_freshness(sources),
         )
+
+    def cache_hint(self, kind: ListKind) -> CacheHint:
+        """The freshness hint for the merged list of `kind` now (SEP-2549).
+
+        The TTL is what is left of the shortest one among the backends that list `kind` (counted
+        from when each was listed, so a client never holds a list longer than its backend allowed);
+        the scope is private if any backend's is. No backend listing `kind`: stale at once, since
+        any backend that starts changes the list."""
+        expires, scope = self.freshness.get(kind, (0.0, "private"))
+        left = int((expires - time.monotonic()) * 1000)
+        return CacheHint(ttl_ms=max(0, left), scope=scope)
 
     def public_name(self, kind: Kind, server: str, namespace: str, original: str) -> str:
         """The public name of `server`'s item `original` (whether or not the server is listed now)."""

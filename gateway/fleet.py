@@ -17,9 +17,10 @@ from typing import Any
 
 import anyio
 import anyio.abc
+from mcp.server.caching import CacheHint
 
-from gateway.backends import Backend, Event
-from gateway.catalogue import BackendListing, Catalogue, Source
+from gateway.backends import Backend, Event, State
+from gateway.catalogue import BackendListing, Catalogue, ListKind, Source
 from gateway.clients import Clients
 from gateway.config.models import GatewayConfig, ServerSpec, namespace_of
 from gateway.config.secrets import Secrets
@@ -32,6 +33,8 @@ _LISTS = (
     ("resources", "notifications/resources/list_changed"),
     ("templates", "notifications/resources/list_changed"),
 )
+# A backend in one of these states is about to join or leave the lists.
+_SETTLING = frozenset({State.STARTING, State.BACKOFF, State.STOPPING})
 
 
 class Fleet:
@@ -138,6 +141,16 @@ class Fleet:
         for backend in self.backends.values():
             if backend.spec.required or not required_only:
                 await backend.first_attempt.wait()
+
+    def cache_hint(self, kind: ListKind) -> CacheHint:
+        """The freshness hint for the merged list of `kind`: the catalogue's (its backends'), but
+        stale at once while a backend starts or stops, since its items are about to come or go.
+
+        The scope is the backends'; a front whose lists differ per identity must send "private"."""
+        hint = self.catalogue.cache_hint(kind)
+        if hint.ttl_ms and any(b.state in _SETTLING for b in self.backends.values()):
+            return CacheHint(ttl_ms=0, scope=hint.scope)
+        return hint
 
     @property
     def ready(self) -> bool:

@@ -2,15 +2,26 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
+from mcp.server.caching import CacheHint
 from mcp.shared.exceptions import MCPError
 
 from gateway import naming
-from gateway.catalogue import BackendListing, Catalogue, Collision, Route, Source
+from gateway.catalogue import (
+    NO_HINT,
+    BackendListing,
+    Catalogue,
+    Collision,
+    ListKind,
+    Route,
+    Source,
+    cache_hint_of,
+)
 from gateway.config.models import ToolFilter
 from tests._support import START_TIMEOUT, TINY, fastmcp_client, misbehave, serve, text_of, wait_until
 from tests._support import config as make_config
@@ -119,6 +130,42 @@ def test_merged_lists_follow_the_sources_order_then_each_backend_s_own() -> None
     a, b = source("a", "a", ["z", "y"]), source("b", "b", ["x"])
     assert [t["name"] for t in Catalogue.build([a, b]).tools] == ["a__z", "a__y", "b__x"]
     assert [t["name"] for t in Catalogue.build([b, a]).tools] == ["b__x", "a__z", "a__y"]
+
+
+def _hinted(server: str, ttl_ms: int, scope: Literal["public", "private"] = "public", *, at: float) -> Source:
+    hints: dict[ListKind, CacheHint] = {"tools": CacheHint(ttl_ms=ttl_ms, scope=scope)}
+    return Source(
+        server, server, ToolFilter(), BackendListing(tools=[{"name": "t"}], hints=hints, listed_at=at)
+    )
+
+
+def test_a_list_s_pages_merge_into_one_hint() -> None:
+    public = {"ttlMs": 5000, "cacheScope": "public"}
+    assert cache_hint_of([public]) == CacheHint(5000, "public")
+    assert cache_hint_of([public, {"ttlMs": 2000, "cacheScope": "public"}]) == CacheHint(2000, "public")
+    assert cache_hint_of([public, {"ttlMs": 9000, "cacheScope": "private"}]) == CacheHint(5000, "private")
+    # A page without a valid hint (a 2025-11-25 backend's): stale at once, private.
+    for bad in ({}, {"ttlMs": -1, "cacheScope": "public"}, {"ttlMs": True, "cacheScope": "public"},
+                {"ttlMs": 10, "cacheScope": "shared"}, {"ttlMs": "10", "cacheScope": "public"}):  # fmt: skip
+        assert cache_hint_of([public, bad]) == NO_HINT
+
+
+def test_the_merged_hint_is_the_least_time_left_and_private_if_any_is() -> None:
+    now = time.monotonic()
+    cat = Catalogue.build([_hinted("a", 60_000, at=now), _hinted("b", 30_000, at=now - 10)])
+    hint = cat.cache_hint("tools")
+    assert hint.scope == "public"
+    assert 15_000 < hint.ttl_ms <= 20_000  # b's 30 s, listed 10 s ago
+    private = Catalogue.build([_hinted("a", 60_000, at=now), _hinted("b", 60_000, "private", at=now)])
+    assert private.cache_hint("tools").scope == "private"
+    # A backend without a hint makes the list stale at once; so does time running out.
+    assert Catalogue.build([_hinted("a", 60_000, at=now), _hinted("b", 0, "private", at=now)]).cache_hint(
+        "tools"
+    ) == CacheHint(0, "private")
+    assert Catalogue.build([_hinted("a", 1_000, at=now - 5)]).cache_hint("tools").ttl_ms == 0
+    # Nobody lists prompts: any backend that starts may change that list.
+    assert cat.cache_hint("prompts") == CacheHint(0, "private")
+    assert Catalogue().cache_hint("tools") == CacheHint(0, "private")
 
 
 def test_long_names_are_shortened_stably_within_64() -> None:
@@ -272,3 +319,27 @@ async def test_the_admin_api_shows_collisions_and_the_names_clients_see() -> Non
         assert [t["name"] for t in two["tools"]] == ["two__hello"]
         assert two["collisions"] == [collision]
         assert (await http.get("/servers/three")).json()["catalogue"]["collisions"] == []
+
+
+@pytest.mark.anyio
+async def test_backends_list_hints_merge_into_the_gateway_s_hint(tmp_path: Path) -> None:
+    cfg = make_config({"a": _tiny("a", "60000", "public"), "b": _tiny("b", "120000", "public")})
+    async with serve(cfg) as gw:
+        fleet = gw.fleet
+        hint = fleet.cache_hint("tools")
+        assert hint.scope == "public" and 0 < hint.ttl_ms <= 60_000
+        assert fleet.cache_hint("prompts") == CacheHint(0, "private")  # nobody lists prompts
+        fleet.add("c", make_config({"c": _tiny("c", "60000", "private")}).servers["c"])
+        await wait_until(lambda: fleet.backends["c"].available, timeout=START_TIMEOUT)
+        hint = fleet.cache_hint("tools")
+        assert hint.scope == "private" and 0 < hint.ttl_ms <= 60_000
+        # While a backend starts, its tools are about to join the list: stale at once.
+        go = tmp_path / "go"
+        fleet.add("d", make_config({"d": misbehave("--start-when", str(go))}).servers["d"])
+        await wait_until(lambda: fleet.backends["d"].state == "starting", timeout=START_TIMEOUT)
+        assert fleet.catalogue.cache_hint("tools").ttl_ms > 0
+        assert fleet.cache_hint("tools").ttl_ms == 0
+        go.touch()
+        await wait_until(lambda: fleet.backends["d"].available, timeout=START_TIMEOUT)
+        # Its lists carry no hint (a 2025-11-25 session's never do): the list is stale at once.
+        assert fleet.cache_hint("tools") == CacheHint(0, "private")

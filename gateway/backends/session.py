@@ -8,6 +8,7 @@ per-call validation or `tools/list` is added on the hot path.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 import anyio
 import mcp_types as types
 from mcp.client.session import ClientRequestContext, ClientSession
+from mcp.server.caching import CacheHint
 from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
@@ -25,7 +27,7 @@ from gateway._sdk import ReadStream, Stamp, raw_notify, raw_request, stamper
 from gateway.backends._direct import DirectCalls
 from gateway.backends._logbuffer import RepeatedWarning
 from gateway.backends.transport import Streams, Transport
-from gateway.catalogue import BackendListing
+from gateway.catalogue import LIST_METHODS, BackendListing, ListKind, cache_hint_of
 from gateway.errors import BackendStartError, BackendTimeout, BackendUnavailable
 
 logger = logging.getLogger(__name__)
@@ -203,23 +205,39 @@ class BackendSession:
     async def fetch_listing(self) -> BackendListing:
         caps = self.capabilities
         timeout = self._startup_timeout
-        tools = await self._list_all("tools/list", "tools", timeout) if caps.tools else []
-        prompts = await self._list_all("prompts/list", "prompts", timeout) if caps.prompts else []
+        # TTLs count from the first request: a client never holds a list longer than allowed.
+        listed_at = time.monotonic()
+        hints: dict[ListKind, CacheHint] = {}
+        tools = await self._list_all("tools/list", "tools", timeout, hints) if caps.tools else []
+        prompts = await self._list_all("prompts/list", "prompts", timeout, hints) if caps.prompts else []
         resources, templates = [], []
         if caps.resources:
-            resources = await self._list_all("resources/list", "resources", timeout)
-            templates = await self._list_all("resources/templates/list", "resourceTemplates", timeout)
-        return BackendListing(tools=tools, prompts=prompts, resources=resources, templates=templates)
+            resources = await self._list_all("resources/list", "resources", timeout, hints)
+            templates = await self._list_all("resources/templates/list", "resourceTemplates", timeout, hints)
+        return BackendListing(
+            tools=tools,
+            prompts=prompts,
+            resources=resources,
+            templates=templates,
+            hints=hints,
+            listed_at=listed_at,
+        )
 
-    async def _list_all(self, method: str, key: str, timeout: float) -> list[dict[str, Any]]:
+    async def _list_all(
+        self, method: str, key: str, timeout: float, hints: dict[ListKind, CacheHint]
+    ) -> list[dict[str, Any]]:
+        """All pages of one list; the freshness hint they carried goes into `hints`."""
         items: list[dict[str, Any]] = []
+        pages: list[dict[str, Any]] = []
         cursor: str | None = None
         for _ in range(_MAX_LIST_PAGES):
             result = await self.request(method, {"cursor": cursor} if cursor else None, timeout=timeout)
             items.extend(result.get(key) or [])
+            pages.append(result)
             cursor = result.get("nextCursor")
             if not cursor:
                 break
+        hints[LIST_METHODS[method]] = cache_hint_of(pages)
         return items
 
     def _callbacks(self) -> dict[str, Any]:

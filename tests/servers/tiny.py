@@ -3,6 +3,9 @@
 
 Starts in a few milliseconds and a few MB, so tests can run fleets of 50 of them. Speaks the
 2025-11-25 handshake: initialize, ping, tools/list (one tool, `hello`), tools/call.
+
+`tiny.py [NAME [TTL_MS SCOPE]]`: with TTL_MS and SCOPE, its tools/list result carries the
+2026-07-28 freshness hint `ttlMs`/`cacheScope` (raw JSON, which a 2025-11-25 client passes on).
 """
 
 import json
@@ -17,6 +20,9 @@ def reply(request_id: object, result: dict[str, object]) -> None:
 
 def main() -> None:
     name = sys.argv[1] if len(sys.argv) > 1 else "tiny"
+    hint: dict[str, object] = {}
+    if len(sys.argv) > 3:
+        hint = {"ttlMs": int(sys.argv[2]), "cacheScope": sys.argv[3]}
     for line in sys.stdin:
         try:
             message = json.loads(line)
@@ -35,7 +41,7 @@ def main() -> None:
                 },
             )
         elif method == "tools/list":
-            reply(request_id, {"tools": [{"name": "hello", "inputSchema": {"type": "object"}}]})
+            reply(request_id, {"tools": [{"name": "hello", "inputSchema": {"type": "object"}}], **hint})
         elif method == "tools/call":
             text = f"{name} {os.getpid()}"
             reply(request_id, {"content": [{"type": "text", "text": text}]})
