@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
+from mcp import Client as SdkClient
 from mcp.server.caching import CacheHint
 from mcp.shared.exceptions import MCPError
 
@@ -23,7 +24,16 @@ from gateway.catalogue import (
     cache_hint_of,
 )
 from gateway.config.models import ToolFilter
-from tests._support import START_TIMEOUT, TINY, fastmcp_client, misbehave, serve, text_of, wait_until
+from tests._support import (
+    START_TIMEOUT,
+    TINY,
+    fastmcp_client,
+    misbehave,
+    serve,
+    text_of,
+    time_server,
+    wait_until,
+)
 from tests._support import config as make_config
 from tests.admin._helpers import serve_admin
 
@@ -297,6 +307,19 @@ async def test_colliding_names_both_stay_reachable_under_names_that_survive_rest
     warnings = [r.getMessage() for r in caplog.records if "name collision" in r.getMessage()]
     assert len(warnings) == 1, warnings  # once, not once per listing or restart
     assert "'hello'" in warnings[0] and "'two__hello'" in warnings[0]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_two_copies_of_a_real_server_without_prefixes_are_both_callable(mode: str) -> None:
+    cfg = make_config({"time": time_server(prefix=""), "time2": time_server(prefix="")})
+    async with serve(cfg) as gw, SdkClient(gw.url, mode=mode) as client:
+        names = [t.name for t in (await client.list_tools()).tools]
+        assert names == ["get_current_time", "convert_time", "time2__get_current_time", "time2__convert_time"]
+        for name in ("get_current_time", "time2__get_current_time"):
+            result = await client.call_tool(name, {"timezone": "UTC"})
+            assert result.structured_content is not None and result.structured_content["timezone"] == "UTC"
+        assert gw.fleet.catalogue.route("tool", "time2__convert_time") == Route("time2", "convert_time")
 
 
 @pytest.mark.anyio
