@@ -25,7 +25,7 @@ from gateway._drain import Drain
 from gateway._inputs import InputBridge, InputCaller
 from gateway._rewrite import Result, finish, forward_params, rewrite_content
 from gateway.backends import Backend
-from gateway.catalogue import Kind
+from gateway.catalogue import Kind, ListKind
 from gateway.config.secrets import SecretValues
 from gateway.errors import GatewayError, UnknownName, as_mcp_error
 from gateway.fleet import Fleet
@@ -72,11 +72,13 @@ class Relay:
         self._local = local
         self.use(middlewares)
         self._terminals: dict[str, Callable[[Call], Awaitable[Result]]] = {
-            "tools/list": lambda call: self._listing("tools", self.fleet.catalogue.tools),
-            "prompts/list": lambda call: self._listing("prompts", self.fleet.catalogue.prompts),
-            "resources/list": lambda call: self._listing("resources", self.fleet.catalogue.resources),
+            "tools/list": lambda call: self._listing("tools", "tools", self.fleet.catalogue.tools),
+            "prompts/list": lambda call: self._listing("prompts", "prompts", self.fleet.catalogue.prompts),
+            "resources/list": lambda call: self._listing(
+                "resources", "resources", self.fleet.catalogue.resources
+            ),
             "resources/templates/list": lambda call: self._listing(
-                "resourceTemplates", self.fleet.catalogue.templates
+                "templates", "resourceTemplates", self.fleet.catalogue.templates
             ),
             "tools/call": self._call_tool,
             "prompts/get": self._get_prompt,
@@ -176,8 +178,13 @@ class Relay:
 
     # -- terminals: what happens once the chain lets a call through --------------------------
 
-    async def _listing(self, key: str, items: list[dict[str, Any]]) -> Result:
-        return {key: items}  # shared lists: a middleware filtering them builds new ones
+    async def _listing(self, kind: ListKind, key: str, items: list[dict[str, Any]]) -> Result:
+        # Shared lists: a middleware filtering them builds new ones. The backends' freshness hints
+        # merged (2026-07-28 clients read them; the SDK drops them for 2025-11-25 ones); private
+        # with authentication, where lists differ per identity.
+        hint = self.fleet.cache_hint(kind)
+        scope = "private" if self.authenticators else hint.scope
+        return {key: items, "ttlMs": hint.ttl_ms, "cacheScope": scope}
 
     async def _forward(self, call: Call, **replace: Any) -> Result:
         assert call.server is not None

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import httpx
 import pytest
 from mcp import Client as SdkClient
 from mcp.server.caching import CacheHint
@@ -28,8 +29,11 @@ from tests._support import (
     START_TIMEOUT,
     TINY,
     fastmcp_client,
+    messages,
     misbehave,
+    rpc,
     serve,
+    session,
     text_of,
     time_server,
     wait_until,
@@ -366,3 +370,27 @@ async def test_backends_list_hints_merge_into_the_gateway_s_hint(tmp_path: Path)
         await wait_until(lambda: fleet.backends["d"].available, timeout=START_TIMEOUT)
         # Its lists carry no hint (a 2025-11-25 session's never do): the list is stale at once.
         assert fleet.cache_hint("tools") == CacheHint(0, "private")
+
+
+@pytest.mark.anyio
+async def test_a_list_result_carries_the_merged_hint_to_2026_clients_only() -> None:
+    cfg = make_config({"a": _tiny("a", "60000", "public"), "b": _tiny("b", "120000", "public")})
+    headers = {
+        "content-type": "application/json",
+        "accept": "application/json, text/event-stream",
+        "mcp-protocol-version": "2026-07-28",
+        "mcp-method": "tools/list",
+    }
+    envelope = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    async with serve(cfg) as gw, httpx.AsyncClient(timeout=START_TIMEOUT) as http:
+        body = rpc("tools/list", {"_meta": envelope})
+        result = (await http.post(gw.url, headers=headers, json=body)).json()["result"]
+        assert result["cacheScope"] == "public"
+        assert 0 < result["ttlMs"] <= 60_000  # the shortest of the two, counted down since listed
+        async with session(http, gw.url) as legacy:
+            answer = messages(await http.post(gw.url, headers=legacy, json=rpc("tools/list")))
+        assert "ttlMs" not in answer[0]["result"] and "cacheScope" not in answer[0]["result"]

@@ -60,6 +60,7 @@ class GatewayServer(Server[Any]):
 def build_server(relay: Relay, on_front: Callable[[Front], None] | None = None) -> GatewayServer:
     """The SDK's server over `relay`. `on_front` hears of every request the SDK dispatches and of
     `notifications/initialized` (the exchange learns 2025-11-25 sessions from them)."""
+
     def input_schema(name: str) -> Mapping[str, Any] | None:
         # Only schemas that mark `x-mcp-header` properties can refuse an Mcp-Param-* header. Read
         # from the catalogue of the moment: it is replaced whenever a backend's listing changes.
@@ -69,8 +70,8 @@ def build_server(relay: Relay, on_front: Callable[[Front], None] | None = None) 
     server = GatewayServer(
         relay.fleet.config.name,
         version=__version__,
-        # 2026-07-28 list results must carry freshness hints. The catalogue can change at any
-        # moment (a backend restarts), and lists differ per identity: never cache.
+        # 2026-07-28 list results must carry freshness hints: the relay sets them from the
+        # backends' own (`Fleet.cache_hint`); this is what a list without one would say.
         cache_hints=dict.fromkeys(
             cast("Iterable[CacheableMethod]", CACHEABLE_METHODS), CacheHint(ttl_ms=0, scope="private")
         ),
