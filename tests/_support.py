@@ -199,6 +199,20 @@ async def serve_asgi(app: Any, **uvicorn_kw: Any) -> AsyncIterator[str]:
                 server.should_exit = True
 
 
+# -- raw 2026-07-28 requests over HTTP -----------------------------------------------------------
+
+MODERN = "2026-07-28"
+
+
+def envelope(client: str = "raw-test", capabilities: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The `_meta` envelope a 2026-07-28 request carries (no capabilities unless given)."""
+    return {
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientInfo": {"name": client, "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": capabilities or {},
+    }
+
+
 # -- raw 2025-11-25 sessions over HTTP ------------------------------------------------------------
 
 LEGACY = "2025-11-25"

@@ -28,6 +28,7 @@ from gateway.config.models import ToolFilter
 from tests._support import (
     START_TIMEOUT,
     TINY,
+    envelope,
     fastmcp_client,
     messages,
     misbehave,
@@ -381,13 +382,8 @@ async def test_a_list_result_carries_the_merged_hint_to_2026_clients_only() -> N
         "mcp-protocol-version": "2026-07-28",
         "mcp-method": "tools/list",
     }
-    envelope = {
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
-        "io.modelcontextprotocol/clientCapabilities": {},
-    }
     async with serve(cfg) as gw, httpx.AsyncClient(timeout=START_TIMEOUT) as http:
-        body = rpc("tools/list", {"_meta": envelope})
+        body = rpc("tools/list", {"_meta": envelope()})
         result = (await http.post(gw.url, headers=headers, json=body)).json()["result"]
         assert result["cacheScope"] == "public"
         assert 0 < result["ttlMs"] <= 60_000  # the shortest of the two, counted down since listed

@@ -19,16 +19,23 @@ import httpx
 import pytest
 
 from gateway.front.envelope import decode
-from tests._support import LEGACY, Running, config, messages, misbehave, rpc, serve, session, wait_until
+from tests._support import (
+    LEGACY,
+    MODERN,
+    Running,
+    config,
+    envelope,
+    messages,
+    misbehave,
+    rpc,
+    serve,
+    session,
+    wait_until,
+)
 
 pytestmark = pytest.mark.anyio
 
-MODERN = "2026-07-28"
-ENVELOPE = {
-    "io.modelcontextprotocol/protocolVersion": MODERN,
-    "io.modelcontextprotocol/clientInfo": {"name": "bad-input", "version": "1"},
-    "io.modelcontextprotocol/clientCapabilities": {},
-}
+ENVELOPE = envelope("bad-input")
 BACKEND_TIMEOUT = 60.0
 PROMPT = 15.0  # "at once", on a loaded 2-core machine: far below the backend's timeout
 MARK = "@@ID@@"

@@ -21,16 +21,24 @@ import pytest
 from mcp import Client as SdkClient
 
 from gateway._sdk import session_open
-from tests._support import Running, config, messages, misbehave, rpc, serve, session, sse_messages, wait_until
+from tests._support import (
+    MODERN,
+    Running,
+    config,
+    envelope,
+    messages,
+    misbehave,
+    rpc,
+    serve,
+    session,
+    sse_messages,
+    wait_until,
+)
 
 pytestmark = pytest.mark.anyio
 
-VERSION = "2026-07-28"
-ENVELOPE = {
-    "io.modelcontextprotocol/protocolVersion": VERSION,
-    "io.modelcontextprotocol/clientInfo": {"name": "raw-test", "version": "1"},
-    "io.modelcontextprotocol/clientCapabilities": {},
-}
+VERSION = MODERN
+ENVELOPE = envelope()
 
 
 def post(
