@@ -14,8 +14,8 @@ The accesses, by library (why each, at its use):
   `ServerSession._request_outbound`, `ServerRunner._serialize`,
   `StreamableHTTPSessionManager._admit_session` (overridden), `._server_instances`,
   `._session_owners`, `StreamableHTTPServerTransport._terminate_unanswered_request` (replaced),
-  `._requests_in_flight`, `._idle_timeout`, `ClientSession._stamp`, `ClientSession._dispatcher`,
-  `JSONRPCDispatcher._closed`;
+  `._event_store` (set), `._requests_in_flight`, `._idle_timeout`, `ClientSession._stamp`,
+  `ClientSession._dispatcher`, `JSONRPCDispatcher._closed`;
 - limits: `MemoryStorage.__schedule_expiry` (name-mangled), and the undocumented
   `RedisStorage.bridge.storage` (the redis client, to close it);
 - docker (and the stdlib under it): the attach response's `socket.SocketIO._sock`, and the
@@ -45,7 +45,7 @@ from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.runner import ServerRunner
-from mcp.server.streamable_http import StreamableHTTPServerTransport
+from mcp.server.streamable_http import EventStore, StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared._stream_protocols import ReadStream as ReadStream
 from mcp.shared._stream_protocols import WriteStream as WriteStream
@@ -157,7 +157,8 @@ SSE_PING_INTERVAL = _modern._SSE_PING_INTERVAL
 
 
 class SessionManager(StreamableHTTPSessionManager):
-    """The SDK's session manager, whose sessions leave a cancelled request unanswered.
+    """The SDK's session manager, whose sessions leave a cancelled request unanswered, and each
+    have an event store of their own.
 
     The SDK's 2025-11-25 transport ends a request that settled without a response (the client
     cancelled it) with a `REQUEST_CANCELLED` error on its stream; the spec says the receiver of a
@@ -165,12 +166,26 @@ class SessionManager(StreamableHTTPSessionManager):
     message, as the exchange (`front.exchange`) does. The transport is built inside the private
     `_admit_session`, and the error is written by its private `_terminate_unanswered_request`
     (looked up per request, so an instance attribute replaces it).
+
+    `session_events(session_id)`: the session's event store (resumable streams). The SDK hands
+    every session's transport the one store it was given, with stream ids that are request ids,
+    unique only within a session: one session's `Last-Event-ID` could replay another's events. So
+    each transport's private `_event_store` is set to its session's own (read per use, so setting
+    it after construction is enough).
     """
+
+    def __init__(
+        self, *args: Any, session_events: Callable[[str], EventStore] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.session_events = session_events
 
     def _admit_session(self, requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | None:
         transport = super()._admit_session(requestor)
         if transport is not None:
             bound = transport
+            if self.session_events is not None and transport.mcp_session_id is not None:
+                transport._event_store = self.session_events(transport.mcp_session_id)
 
             async def end_unanswered(request_id: RequestId) -> None:
                 bound.close_sse_stream(str(request_id))  # streams are keyed by the id's text

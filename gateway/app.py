@@ -29,6 +29,7 @@ from gateway.config.models import GatewayConfig
 from gateway.config.secrets import Secrets
 from gateway.fleet import Fleet
 from gateway.front.envelope import EnvelopeCheck
+from gateway.front.events import Events
 from gateway.front.exchange import StreamableHttp
 from gateway.front.http import Authenticated, GatewayApp, Refusing, authenticate, transport_security
 from gateway.front.sdk import build_server
@@ -95,6 +96,9 @@ def build_app(
     server = build_server(relay, on_front=lambda front: exchange.sessions.learn(front))
     security = transport_security()
     listen = config.listen
+    # 2025-11-25 event streams are resumable, the SDK's (each session its own view) and the
+    # exchange's alike, from one bounded store.
+    events = Events(listen.event_store)
     # The SDK's defaults (10,000 sessions idle for up to 30 minutes, ~39 KB each) let one client
     # hold a lot of memory; at the cap a new session is refused with a 503, none is evicted.
     manager = _sdk.SessionManager(
@@ -103,11 +107,13 @@ def build_app(
         max_sessions=listen.max_sessions,
         session_idle_timeout=listen.session_idle_timeout,
         max_request_body_size=listen.max_body_bytes,
+        retry_interval=listen.event_store.retry,
+        session_events=events.view,
     )
     # What the exchange does not serve goes to the SDK's transport; a body that is not one JSON-RPC
     # message is answered before that reads it.
     sdk_app = EnvelopeCheck(StreamableHTTPASGIApp(manager), listen.max_body_bytes)
-    exchange = StreamableHttp(sdk_app, relay, server, manager, security)
+    exchange = StreamableHttp(sdk_app, relay, server, manager, security, events)
     endpoint = Refusing(Authenticated(exchange, relay), relay.drain, manager.max_request_body_size)
     # Draining ends the SDK's standalone GET streams, so no client waits on one past shutdown.
     relay.drain.on_close.append(lambda: _sdk.close_get_streams(manager))

@@ -228,7 +228,12 @@ def sse_messages(resp: httpx.Response) -> list[dict[str, Any]]:
     # SSE lines end at CR, LF or CRLF only: `str.splitlines` would also split a message's JSON at
     # the U+2028, U+0085 or U+001C it may carry unescaped.
     lines = re.split(r"\r\n|\r|\n", resp.text)
-    return [json.loads(line.removeprefix("data: ")) for line in lines if line.startswith("data: ")]
+    # A resumable stream's priming event has an id and empty data: it carries no message.
+    return [
+        json.loads(line.removeprefix("data: "))
+        for line in lines
+        if line.startswith("data: ") and line != "data: "
+    ]
 
 
 def messages(resp: httpx.Response) -> list[dict[str, Any]]:

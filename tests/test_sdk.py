@@ -98,6 +98,16 @@ def test_transport_idle_counters_and_unanswered_request_hook() -> None:
     assert params(terminate) == ["request_id"]
     # The SessionManager replaces it per instance: that works only while it is looked up per request.
     source = inspect.getsource(StreamableHTTPServerTransport)
+    # ...and sets each session's own event store, read per use (priming, storing, replaying).
+    assert need(transport, "_event_store", "SessionManager") is None
+    for use in (
+        "if not self._event_store:",
+        "self._event_store.store_event",
+        "event_store = self._event_store",
+    ):
+        assert use in source, (
+            f"mcp no longer reads StreamableHTTPServerTransport._event_store per use ({use})"
+        )
     assert "self._terminate_unanswered_request" in source, (
         "mcp no longer looks up StreamableHTTPServerTransport._terminate_unanswered_request per request; "
         "gateway/_sdk.py's SessionManager can no longer replace it"

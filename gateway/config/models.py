@@ -175,6 +175,24 @@ class MiddlewareSpec(_Model):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class EventStoreConfig(_Model):
+    """What a 2025-11-25 client can resume after its connection drops (`Last-Event-ID`): the SSE
+    events the gateway keeps, oldest forgotten first."""
+
+    max_events: int = Field(
+        default=10_000, ge=1, description="SSE events kept for resumption, across all sessions."
+    )
+    max_age: float = Field(
+        default=300.0, gt=0, description="Seconds an SSE event stays resumable after it was sent."
+    )
+    retry: int | None = Field(
+        default=1000,
+        ge=0,
+        description="Milliseconds a client is told (SSE `retry:`) to wait before it reconnects; "
+        "null sends none.",
+    )
+
+
 class ListenConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)
@@ -208,6 +226,10 @@ class ListenConfig(_Model):
     )
     max_body_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1, description="Largest request body the MCP endpoint reads."
+    )
+    event_store: EventStoreConfig = Field(
+        default_factory=EventStoreConfig,
+        description="Resumable SSE streams for 2025-11-25 clients (2026-07-28 has none).",
     )
 
 

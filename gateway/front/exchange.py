@@ -27,7 +27,13 @@ call, measured). For a relayed `tools/call` that cost more than the gateway's ow
   the session that is delivered here; for a 2026-07-28 client, an input round (`_inputs`);
 - cancelling works as the SDK's transport does it: a 2026-07-28 client hangs up (noticed from
   50 ms into a call: shorter calls never pay for a task watching the connection); a 2025-11-25
-  client sends `notifications/cancelled`, and its hang-up cancels nothing.
+  client sends `notifications/cancelled`, and its hang-up cancels nothing;
+- a 2025-11-25 session's event stream is resumable, as the SDK's transport makes it with an event
+  store (`front.events`): it opens with a priming event (an id, no data, `retry:`), every event
+  has an id and is kept. A client whose connection dropped resumes with a GET naming the last
+  event it got (`Last-Event-ID`): the exchange serves that GET when the event is one of its own
+  streams', with the events missed, then the rest of the call's stream as it comes, ending with
+  the answer. An answer sent as JSON keeps nothing (there is nothing to resume).
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from typing import Any
 
 from mcp.server.lowlevel import Server
 from mcp.server.runner import modern_error_data
-from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, check_accept_headers
+from mcp.server.streamable_http import LAST_EVENT_ID_HEADER, MCP_SESSION_ID_HEADER, check_accept_headers
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
@@ -65,6 +71,7 @@ from gateway import _sdk
 from gateway._rewrite import Result
 from gateway.front import can_answer, scope_identity
 from gateway.front.envelope import GONE, decode, read_body, replay
+from gateway.front.events import Event, Events, Sender, StreamKey
 from gateway.front.sessions import Session, Sessions
 from gateway.middleware import Identity
 from gateway.relay import Relay
@@ -97,8 +104,10 @@ class StreamableHttp:
         server: Server[Any],
         manager: StreamableHTTPSessionManager,
         security: TransportSecuritySettings,
+        events: Events | None = None,
     ) -> None:
         self.sdk = sdk
+        self.events = events  # where a 2025-11-25 session's SSE events are kept (None: not kept)
         self.relay = relay
         self._shape = _sdk.result_shaper(server)
         self.security = TransportSecurityMiddleware(security)
@@ -108,7 +117,12 @@ class StreamableHttp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
-            await self.sdk(scope, receive, send)
+            if (
+                scope["type"] != "http"
+                or scope["method"] != "GET"
+                or not await self._resume(scope, receive, send)
+            ):
+                await self.sdk(scope, receive, send)
             return
         # Decoded once; the first of repeated headers wins, as in Starlette's `Headers`.
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
@@ -141,12 +155,38 @@ class StreamableHttp:
             await self.sdk(scope, replay(body, receive), send)
             return
         req, version, capabilities = admitted
-        exchange = Exchange(Request(scope, receive), req, version, send, capabilities, session)
+        exchange = Exchange(Request(scope, receive), req, version, send, capabilities, session, self.events)
         if session is None:
             await self._serve(exchange, receive)
             return
         with session.calling(req.id, exchange):
             await self._serve(exchange, receive)
+
+    async def _resume(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Serve a GET resuming one of the exchange's event streams (`Last-Event-ID` names one of
+        its events); False leaves the GET to the SDK's transport (its streams, an id no longer
+        kept, and whatever it refuses), whose answer it is."""
+        if self.events is None:
+            return False
+        headers = Headers(scope=scope)
+        last = headers.get(LAST_EVENT_ID_HEADER)
+        if last is None:
+            return False
+        version = headers.get(MCP_PROTOCOL_VERSION_HEADER)
+        session = self.sessions.find(headers.get(MCP_SESSION_ID_HEADER, ""), version, scope)
+        if session is None or not _accepts(headers.get("accept", ""))[1]:
+            return False
+        event = self.events.find(session.id, last)
+        if event is None or event.stream[1] != Sender.EXCHANGE:
+            return False
+        exchange: Exchange | None = session.streaming(event.stream[2])
+        if exchange is not None and await exchange.resume(event, send, receive):
+            return True
+        # The call is over: what was missed, its answer last.
+        await send({"type": "http.response.start", "status": 200, "headers": _sse_headers(session.id)})
+        missed = b"".join(_replayed(self.events.after(event)))
+        await send({"type": "http.response.body", "body": missed, "more_body": False})
+        return True
 
     def _admit(
         self, scope: Scope, headers: dict[str, str], body: bytes, session: Session | None
@@ -292,6 +332,29 @@ def _accepts(accept: str) -> tuple[bool, bool]:
     return check_accept_headers(_Headed({"accept": accept}))  # type: ignore[arg-type]
 
 
+def _sse_headers(session_id: str) -> list[tuple[bytes, bytes]]:
+    return [*_sdk.SSE_HEADERS, (MCP_SESSION_ID_HEADER.encode(), session_id.encode("latin-1"))]
+
+
+def _framed(event_id: str, payload: bytes) -> bytes:
+    """An event with its id, as the SDK's transport frames one (sse-starlette's field order)."""
+    return b"id: " + event_id.encode() + b"\r\nevent: message\r\ndata: " + payload + b"\r\n\r\n"
+
+
+def _replayed(events: list[Event]) -> list[bytes]:
+    """Kept events of the exchange, as sent (priming events carry nothing to replay)."""
+    return [_framed(e.id, e.message) for e in events if isinstance(e.message, bytes)]
+
+
+async def _nowhere(message: Any) -> None:
+    """Where a stream's events go while no client is connected to it (they are kept)."""
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 async def _watch_disconnect(receive: Receive, exchange: Exchange, task: asyncio.Task[Any]) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
@@ -314,6 +377,7 @@ class Exchange:
         send: Send,
         capabilities: Any,
         session: Session | None = None,
+        events: Events | None = None,
     ) -> None:
         self.request = request
         self.capabilities = capabilities  # what the client declared (dict or the SDK's model)
@@ -333,6 +397,12 @@ class Exchange:
         self._streaming = False
         self._closed = False
         self._lock: asyncio.Lock | None = None  # made on the first notification: most calls have none
+        # A 2025-11-25 session's event stream is resumable: its events are kept, under this key.
+        self._events = events if session is not None else None
+        self._stream: StreamKey | None = None
+        if self._events is not None and session is not None:
+            self._stream = (session.id, Sender.EXCHANGE, str(req.id))
+        self._finished: asyncio.Event | None = None  # made when a client resumes the stream
 
     @property
     def identity(self) -> Identity | None:
@@ -363,7 +433,12 @@ class Exchange:
             if self._closed:
                 return  # the reply went out already; nothing may follow it
             await self._commit_sse()
-            event = _sdk.sse_event(JSONRPCNotification(jsonrpc="2.0", method=method, params=params))
+            notification = JSONRPCNotification(jsonrpc="2.0", method=method, params=params)
+            if self._stream is None:
+                event = _sdk.sse_event(notification)
+            else:  # the same JSON as `sse_event`'s
+                dumped = notification.model_dump(mode="json", by_alias=True, exclude_none=True)
+                event = self._keep(json.dumps(dumped, separators=(",", ":")).encode())
             await self._send({"type": "http.response.body", "body": event, "more_body": True})
 
     async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -380,7 +455,7 @@ class Exchange:
                 raise MCPError(code=INVALID_REQUEST, message="the client's request has ended")
             await self._commit_sse()
             request = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
-            event = _sdk.sse_frame(json.dumps(request, separators=(",", ":")).encode())
+            event = self._event(json.dumps(request, separators=(",", ":")).encode())
             await self._send({"type": "http.response.body", "body": event, "more_body": True})
 
     async def keepalive(self) -> None:
@@ -403,13 +478,17 @@ class Exchange:
         async with self._lock:
             self._closed = True
             if self._streaming:
-                if isinstance(reply, JSONRPCError):
+                if isinstance(reply, JSONRPCError) and self._stream is None:
                     event = _sdk.sse_event(reply)
+                elif isinstance(reply, JSONRPCError):
+                    event = self._keep(_sdk.error_json(reply)[1])
                 else:  # the same bytes as the SDK's event, without a model round trip of the result
-                    event = _sdk.sse_frame(_sdk.result_json(self._id, reply))
+                    event = self._event(_sdk.result_json(self._id, reply))
                 await self._send({"type": "http.response.body", "body": event, "more_body": False})
             else:
                 await self._write_json(reply)
+            if self._finished is not None:
+                self._finished.set()
 
     async def abandon(self) -> None:
         """End the response without an answer (the client cancelled the request)."""
@@ -419,11 +498,66 @@ class Exchange:
             self._closed = True
             await self._commit_sse()
             await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+            if self._finished is not None:
+                self._finished.set()
+
+    async def resume(self, after: Event, send: Send, receive: Receive) -> bool:
+        """Carry on this call's event stream on a GET that resumes it (`send`, `receive`): the
+        events kept after `after`, then the rest as they come, until the answer. False: the call
+        is over (its events, answer included, are all kept). A resumption takes the stream from
+        whichever connection had it; if its client leaves, the events are only kept, for the next."""
+        assert self._events is not None and self.session is not None
+        async with self._guard():
+            if self._closed:
+                return False
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": _sse_headers(self.session.id)}
+            )
+            missed = b"".join(_replayed(self._events.after(after))) + self._priming()
+            await send({"type": "http.response.body", "body": missed, "more_body": True})
+            previous, self._send = self._send, send
+            await previous({"type": "http.response.body", "body": b"", "more_body": False})
+            if self._finished is None:
+                self._finished = asyncio.Event()
+            finished = self._finished
+        ended = asyncio.ensure_future(finished.wait())
+        left = asyncio.ensure_future(_disconnected(receive))
+        try:
+            await asyncio.wait((ended, left), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+            left.cancel()
+        if not finished.is_set() and self._send is send:
+            self._send = _nowhere
+        return True
 
     async def _commit_sse(self) -> None:
         if not self._streaming:
             self._streaming = True
             await self._send({"type": "http.response.start", "status": 200, "headers": _sdk.SSE_HEADERS})
+            if self._stream is not None:
+                await self._send({"type": "http.response.body", "body": self._priming(), "more_body": True})
+
+    def _priming(self) -> bytes:
+        """A priming event: an id to resume from before any message, and how long to wait first
+        (as the SDK's transport sends it)."""
+        assert self._events is not None and self._stream is not None
+        event_id = self._events.add(self._stream, None)
+        retry = self._events.retry
+        return (
+            b"id: "
+            + event_id.encode()
+            + b"\r\ndata: \r\n"
+            + (b"retry: %d\r\n\r\n" % retry if retry is not None else b"\r\n")
+        )
+
+    def _event(self, payload: bytes) -> bytes:
+        """An SSE event carrying `payload` (a JSON-RPC message), kept if the stream is resumable."""
+        return _sdk.sse_frame(payload) if self._stream is None else self._keep(payload)
+
+    def _keep(self, payload: bytes) -> bytes:
+        assert self._events is not None and self._stream is not None
+        return _framed(self._events.add(self._stream, payload), payload)
 
     async def _write_json(self, reply: Result | JSONRPCError) -> None:
         if isinstance(reply, JSONRPCError):
