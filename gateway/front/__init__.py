@@ -3,6 +3,8 @@
 - `exchange`: the MCP endpoint over HTTP. Every relayed request (calls and listings, both
   revisions) is one `exchange.Exchange`; the rest goes to the SDK's transport (`sdk`).
 - `sessions`: the 2025-11-25 sessions the exchange serves requests of.
+- `events`: the SSE events a 2025-11-25 client may resume from (`Last-Event-ID`), kept for the
+  SDK's transport and the exchange alike.
 - `sdk`: the `mcp` SDK's server wired to the relay: over HTTP, what is not a relayed call
   (`initialize`, `server/discover`, the GET stream, `subscriptions/listen`, refusals); over stdio,
   everything (`stdio`).

@@ -397,11 +397,10 @@ class Exchange:
         self._streaming = False
         self._closed = False
         self._lock: asyncio.Lock | None = None  # made on the first notification: most calls have none
-        # A 2025-11-25 session's event stream is resumable: its events are kept, under this key.
+        # A 2025-11-25 session's event stream is resumable: its events are kept (under `_stream`,
+        # set when the answer turns into a stream: a JSON answer keeps nothing).
         self._events = events if session is not None else None
         self._stream: StreamKey | None = None
-        if self._events is not None and session is not None:
-            self._stream = (session.id, Sender.EXCHANGE, str(req.id))
         self._finished: asyncio.Event | None = None  # made when a client resumes the stream
 
     @property
@@ -535,7 +534,8 @@ class Exchange:
         if not self._streaming:
             self._streaming = True
             await self._send({"type": "http.response.start", "status": 200, "headers": _sdk.SSE_HEADERS})
-            if self._stream is not None:
+            if self._events is not None and self.session is not None:
+                self._stream = (self.session.id, Sender.EXCHANGE, str(self._id))
                 await self._send({"type": "http.response.body", "body": self._priming(), "more_body": True})
 
     def _priming(self) -> bytes:

@@ -19,7 +19,10 @@ import anyio
 import httpx
 import pytest
 from mcp import Client as SdkClient
+from mcp.server.streamable_http import EventMessage
+from mcp_types import JSONRPCNotification
 
+from gateway.config.models import EventStoreConfig
 from gateway.front.events import Events, Sender
 from tests._support import (
     Running,
@@ -37,6 +40,32 @@ from tests._support import (
 pytestmark = pytest.mark.anyio
 
 SLEEP = 3.0  # the backend's call: long enough to drop and resume in, on a loaded machine
+
+
+async def test_the_store_forgets_the_oldest_first_by_number_and_by_age() -> None:
+    now = [0.0]
+    events = Events(EventStoreConfig(max_events=3, max_age=10), clock=lambda: now[0])
+    one, two = events.view("one"), events.view("two")
+    note = JSONRPCNotification(jsonrpc="2.0", method="notifications/progress", params={"progress": 1})
+    ids = [await one.store_event("1", None), *[await one.store_event("1", note) for _ in range(3)]]
+    assert len(events) == 3 and events.find("one", ids[0]) is None  # the oldest went first
+    replayed: list[EventMessage] = []
+
+    async def collect(message: EventMessage) -> None:
+        replayed.append(message)
+
+    assert await one.replay_events_after(ids[1], collect) == "1"
+    assert [m.event_id for m in replayed] == ids[2:]
+    # Another session's view knows none of them, though its stream ids are the same.
+    assert await two.replay_events_after(ids[1], collect) is None
+    now[0] = 5.0
+    await two.store_event("1", note)
+    assert [m.event_id for m in replayed] == ids[2:]
+    now[0] = 10.5  # past max_age: all of session one's are forgotten, the newer one is kept
+    assert events.find("one", ids[3]) is None and len(events) == 1
+    now[0] = 15.5
+    assert events.find("two", "nothing") is None and len(events) == 0
+    assert events._streams == {}  # no stream outlives its last event
 
 
 def sleeping(seconds: float = SLEEP, rid: int = 7) -> dict[str, Any]:
