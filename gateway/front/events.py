@@ -37,7 +37,8 @@ class Sender(IntEnum):
     EXCHANGE = 1
 
 
-# (session id, sender, stream id): a stream id is the request's id as text (the SDK's own scheme).
+# (session id, sender, stream id). The SDK's stream id is the request's id as text; a client may
+# use an id again once its request is answered, so the exchange's add a number of their own.
 StreamKey = tuple[str, Sender, str]
 
 
@@ -62,6 +63,7 @@ class Events:
         self._events: OrderedDict[EventId, Event] = OrderedDict()
         self._streams: dict[StreamKey, deque[Event]] = {}
         self._seq = 0
+        self._streams_made = 0
         # A new gateway's ids never name an event of an earlier one's (a client may still hold one).
         self._prefix = secrets.token_hex(4)
 
@@ -71,6 +73,11 @@ class Events:
     def view(self, session_id: str) -> SessionEvents:
         """The SDK's event store for one session's transport."""
         return SessionEvents(self, session_id)
+
+    def stream(self, session_id: str, request_id: str | int) -> StreamKey:
+        """A new stream of the exchange's, for its answer to the request `request_id`."""
+        self._streams_made += 1
+        return (session_id, Sender.EXCHANGE, f"{request_id}#{self._streams_made}")
 
     def add(self, stream: StreamKey, message: JSONRPCMessage | bytes | None) -> EventId:
         """Keep an event of `stream`; its id."""

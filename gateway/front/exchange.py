@@ -179,7 +179,7 @@ class StreamableHttp:
         event = self.events.find(session.id, last)
         if event is None or event.stream[1] != Sender.EXCHANGE:
             return False
-        exchange: Exchange | None = session.streaming(event.stream[2])
+        exchange: Exchange | None = session.streaming(event.stream)
         if exchange is not None and await exchange.resume(event, send, receive):
             return True
         # The call is over: what was missed, its answer last.
@@ -404,6 +404,11 @@ class Exchange:
         self._finished: asyncio.Event | None = None  # made when a client resumes the stream
 
     @property
+    def stream(self) -> StreamKey | None:
+        """Where this call's events are kept, once its answer is a resumable event stream."""
+        return self._stream
+
+    @property
     def identity(self) -> Identity | None:
         return scope_identity(self.request.scope)
 
@@ -535,7 +540,7 @@ class Exchange:
             self._streaming = True
             await self._send({"type": "http.response.start", "status": 200, "headers": _sdk.SSE_HEADERS})
             if self._events is not None and self.session is not None:
-                self._stream = (self.session.id, Sender.EXCHANGE, str(self._id))
+                self._stream = self._events.stream(self.session.id, self._id)
                 await self._send({"type": "http.response.body", "body": self._priming(), "more_body": True})
 
     def _priming(self) -> bytes:

@@ -68,13 +68,10 @@ class Session:
         finally:
             self._calls.pop(key, None)
 
-    def streaming(self, stream_id: str) -> Any | None:
-        """The exchange whose call has the event stream `stream_id` (its request id as text, the
-        SDK's scheme), while the call runs."""
-        found = self._calls.get(coerce_request_id(stream_id))
-        if found is None or str(found[1].request_id) != stream_id:
-            return None  # "07" and 7 are one id to cancel, but two streams
-        return found[1]
+    def streaming(self, stream: Hashable) -> Any | None:
+        """The exchange whose call has the event stream `stream` (`Exchange.stream`), while the
+        call runs (a session has a few calls in flight at most)."""
+        return next((exchange for _, exchange in self._calls.values() if exchange.stream == stream), None)
 
     def cancel(self, params: Mapping[str, Any]) -> bool:
         """Cancel the call a `notifications/cancelled` (its `params`) names, if the exchange runs it."""

@@ -23,7 +23,7 @@ from mcp.server.streamable_http import EventMessage
 from mcp_types import JSONRPCNotification
 
 from gateway.config.models import EventStoreConfig
-from gateway.front.events import Events, Sender
+from gateway.front.events import Event, Events, Sender
 from tests._support import (
     Running,
     config,
@@ -93,14 +93,18 @@ def store(gw: Running) -> Events:
     return events
 
 
-def kept(gw: Running, stream: str) -> list[tuple[str, bool]]:
-    """(id, carries a message) of each event the gateway keeps of the exchange's stream `stream`
-    (its request id), in order."""
+def _kept_events(gw: Running, request_id: str) -> list[Event]:
+    """The events the gateway keeps of the exchange's streams for `request_id`, in order."""
     return [
-        (e.id, e.message is not None)
+        e
         for e in store(gw)._events.values()
-        if e.stream[1:] == (Sender.EXCHANGE, stream)
+        if e.stream[1] == Sender.EXCHANGE and e.stream[2].startswith(f"{request_id}#")
     ]
+
+
+def kept(gw: Running, request_id: str) -> list[tuple[str, bool]]:
+    """(id, carries a message) of each event kept of the exchange's streams for `request_id`."""
+    return [(e.id, e.message is not None) for e in _kept_events(gw, request_id)]
 
 
 def after(events: list[tuple[str, bool]], event_id: str) -> list[tuple[str, bool]]:
@@ -175,17 +179,21 @@ async def test_a_stream_resumed_after_its_call_ended_gets_the_rest_and_its_answe
         last = before[-1]["id"]
         # The call ends while nobody listens: its answer is kept, the last of its stream.
         await wait_until(lambda: b'"result"' in _last_kept(gw, "7"), timeout=30)
+        first = kept(gw, "7")
+        # The client may use the id again once its request is answered: another stream.
+        again = await http.post(gw.url, headers=headers, json=sleeping(0.3))
+        assert sse_messages(again)[-1]["result"]["content"][0]["text"] == "slept 0.3s"
         resumed = await http.get(gw.url, headers={**headers, "last-event-id": last})
         events = events_of(resumed.text)
-        assert [e["id"] for e in events] == [i for i, message in after(kept(gw, "7"), last) if message]
+        assert [e["id"] for e in events] == [i for i, message in after(first, last) if message]
         *notes, answer = sse_messages(resumed)
         assert {n["method"] for n in notes} == {"notifications/progress"}
         assert answer["id"] == 7 and answer["result"]["content"][0]["text"] == "slept 1.0s"
 
 
-def _last_kept(gw: Running, stream: str) -> bytes:
-    found = [e.message for e in store(gw)._events.values() if e.stream[1:] == (Sender.EXCHANGE, stream)]
-    return found[-1] if found and isinstance(found[-1], bytes) else b""
+def _last_kept(gw: Running, request_id: str) -> bytes:
+    found = _kept_events(gw, request_id)
+    return found[-1].message if found and isinstance(found[-1].message, bytes) else b""
 
 
 async def _empty_replay(http: httpx.AsyncClient, url: str, headers: dict[str, str]) -> tuple[int, str, str]:
