@@ -185,6 +185,12 @@ class EventStoreConfig(_Model):
     max_age: float = Field(
         default=300.0, gt=0, description="Seconds an SSE event stays resumable after it was sent."
     )
+    max_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1,
+        description="Bytes of relayed messages (results, notifications) kept for resumption, across "
+        "all sessions: a few large results cannot hold the gateway's memory.",
+    )
     retry: int | None = Field(
         default=1000,
         ge=0,

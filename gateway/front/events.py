@@ -3,7 +3,8 @@
 A 2025-11-25 client whose connection drops mid-call reconnects with a GET carrying the id of the
 last event it received (`Last-Event-ID`) and gets what it missed, then the rest. Every SSE event
 sent to such a client has an id and is kept here, bounded in number and age (the oldest is
-forgotten first), so a stream nobody resumes is forgotten too.
+forgotten first, and in bytes of what the exchange relays: a result may be large), so a stream
+nobody resumes is forgotten too.
 
 One store per gateway, shared by both senders, with one id scheme, so a `Last-Event-ID` names an
 event whoever sent it:
@@ -50,14 +51,18 @@ class Event:
     # The SDK's message; the exchange's JSON text (it has it already, as sent); None: a priming event.
     message: JSONRPCMessage | bytes | None
     at: float
+    size: int  # bytes counted against `max_bytes` (the exchange's; the SDK's are small: its own)
 
 
 class Events:
-    """Every kept event, oldest first; at most `max_events`, none older than `max_age` seconds."""
+    """Every kept event, oldest first; at most `max_events` of them, `max_bytes` of the exchange's
+    messages, none older than `max_age` seconds."""
 
     def __init__(self, config: EventStoreConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_events = config.max_events
         self.max_age = config.max_age
+        self.max_bytes = config.max_bytes
+        self._bytes = 0
         self.retry = config.retry  # milliseconds a client is told to wait before reconnecting
         self._clock = clock
         self._events: OrderedDict[EventId, Event] = OrderedDict()
@@ -84,14 +89,16 @@ class Events:
         now = self._clock()
         self._expire(now)
         self._seq += 1
-        event = Event(f"{self._prefix}-{self._seq}", self._seq, stream, message, now)
+        size = len(message) if isinstance(message, bytes) else 0
+        event = Event(f"{self._prefix}-{self._seq}", self._seq, stream, message, now, size)
+        self._bytes += size
         self._events[event.id] = event
         kept = self._streams.get(stream)
         if kept is None:
             kept = self._streams[stream] = deque()
         kept.append(event)
-        if len(self._events) > self.max_events:
-            self._drop_oldest()
+        while len(self._events) > self.max_events or self._bytes > self.max_bytes:
+            self._drop_oldest()  # possibly this one too: too large to keep
         return event.id
 
     def find(self, session_id: str, event_id: str) -> Event | None:
@@ -111,6 +118,7 @@ class Events:
 
     def _drop_oldest(self) -> None:
         _, event = self._events.popitem(last=False)
+        self._bytes -= event.size
         # Events are kept in one order: the oldest of all is the oldest of its stream.
         kept = self._streams[event.stream]
         kept.popleft()

@@ -68,6 +68,17 @@ async def test_the_store_forgets_the_oldest_first_by_number_and_by_age() -> None
     assert events._streams == {}  # no stream outlives its last event
 
 
+async def test_the_store_keeps_at_most_max_bytes_of_relayed_messages() -> None:
+    events = Events(EventStoreConfig(max_bytes=100))
+    stream = events.stream("one", 7)
+    small = [events.add(stream, b"x" * 40) for _ in range(2)]
+    large = events.add(stream, b"y" * 50)  # 130 bytes: the oldest goes
+    assert events.find("one", small[0]) is None and events.find("one", small[1]) is not None
+    assert events.find("one", large) is not None
+    assert events.find("one", events.add(stream, b"z" * 101)) is None  # too large to keep at all
+    assert len(events) == 0 and events._bytes == 0
+
+
 def sleeping(seconds: float = SLEEP, rid: int = 7) -> dict[str, Any]:
     params = {"name": "mb__sleep", "arguments": {"seconds": seconds}, "_meta": {"progressToken": "p"}}
     return rpc("tools/call", params, rid)
