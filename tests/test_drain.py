@@ -51,7 +51,7 @@ class Stream:
                 if method == "GET":
                     self.open.set()  # it says nothing until there is something to say
                 async for line in resp.aiter_lines():
-                    if line.startswith("data: "):
+                    if line.startswith("data: ") and line != "data: ":  # not a priming event
                         self.messages.append(json.loads(line.removeprefix("data: ")))
                         self.open.set()  # the first event: a progress note, the listen ack
         except httpx.TransportError:
