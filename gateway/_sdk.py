@@ -53,7 +53,7 @@ from mcp.shared.dispatcher import CallOptions
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS
 from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
-from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT, JSONRPCError, RequestId
+from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT, ClientCapabilities, JSONRPCError, RequestId
 from mcp_types.version import LATEST_MODERN_VERSION
 from starlette.requests import Request
 from starlette.types import Scope
@@ -98,6 +98,10 @@ class SdkFront:
 
     def can_answer(self) -> bool:
         return can_answer(self.ctx.session.client_capabilities)
+
+    @property
+    def client_capabilities(self) -> ClientCapabilities | None:
+        return self.ctx.session.client_capabilities
 
     def wants_progress(self) -> bool:
         return progress_token_from_params(self.params) is not None

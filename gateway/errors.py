@@ -7,6 +7,7 @@ Hierarchy::
     ├── SecretError                   a ${env:...}/${file:...} reference cannot be resolved
     ├── RoutingError                  no such tool / resource / prompt in the merged catalogue
     │   └── UnknownName               "Unknown tool: X": the one wording of a name that is not there
+    ├── MissingCapability             a backend asked the client for what it did not declare
     ├── ShuttingDown                  the gateway is draining: no new work; what is left is ended
     ├── BackendError                  something about one backend
     │   ├── BackendUnavailable        not running (starting, crashed, stopped, circuit open)
@@ -28,7 +29,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, REQUEST_TIMEOUT, ErrorData
+from mcp_types import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    MISSING_REQUIRED_CLIENT_CAPABILITY,
+    REQUEST_TIMEOUT,
+    ErrorData,
+)
 
 if TYPE_CHECKING:
     # Imported where used: `import mcp` loads the whole SDK (~0.4 s), and the command line's config
@@ -82,6 +89,20 @@ class UnknownName(RoutingError):
 
     def __init__(self, kind: str, name: str) -> None:
         super().__init__(f"Unknown {kind}: {name}")
+
+
+class MissingCapability(GatewayError):
+    """A backend asked the client for something (sampling, elicitation, roots) that the client did
+    not declare it can do: the backend is told at once, as the spec's SEP-2133 error, with the
+    capabilities it would need (`required`, the `ClientCapabilities` shape)."""
+
+    code = MISSING_REQUIRED_CLIENT_CAPABILITY
+
+    def __init__(self, method: str, name: str, required: dict[str, Any]) -> None:
+        super().__init__(
+            f"The client did not declare the {name} capability that {method} needs",
+            data={"requiredCapabilities": required},
+        )
 
 
 class ShuttingDown(GatewayError):

@@ -18,6 +18,7 @@ from typing import Any
 from mcp.server.connection import allowed_log_levels
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
+from mcp_types import ClientCapabilities
 from mcp_types.methods import INPUT_REQUIRED_METHODS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
@@ -27,7 +28,7 @@ from gateway._rewrite import Result, finish, forward_params, rewrite_content
 from gateway.backends import Backend
 from gateway.catalogue import Kind, ListKind
 from gateway.config.secrets import SecretValues
-from gateway.errors import GatewayError, UnknownName, as_mcp_error
+from gateway.errors import GatewayError, MissingCapability, UnknownName, as_mcp_error
 from gateway.fleet import Fleet
 from gateway.front import Front
 from gateway.logs import request_scope
@@ -37,18 +38,64 @@ logger = logging.getLogger(__name__)
 
 
 class _Caller:
-    """A client request, as a backend sees it: who to ask when the backend asks back."""
+    """A client request, as a backend sees it: who to ask when the backend asks back.
 
-    __slots__ = ("front", "key", "known")
+    `channel` carries the question: the front's own back channel (a 2025-11-25 client's stream),
+    or, for a 2026-07-28 client, the input round that turns it into an `input_required` result."""
 
-    def __init__(self, front: Front, key: Hashable, known: SecretValues) -> None:
+    __slots__ = ("channel", "front", "key", "known", "rounds")
+
+    def __init__(
+        self,
+        front: Front,
+        key: Hashable,
+        known: SecretValues,
+        channel: Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
+    ) -> None:
         self.front = front
         self.key = key
         self.known = known
+        self.channel = front.ask if channel is None else channel
+        self.rounds = channel is not None
 
     async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        # The one check, whatever the front and revision: a client is never asked what it did not
+        # declare it can answer; the backend hears so at once instead of waiting out its timeout.
+        missing = missing_capability(self.front.client_capabilities, method, params)
+        if missing is not None:
+            raise as_mcp_error(missing)
         # A backend's question (an elicitation's message) reaches the client as the backend put it.
-        return await self.front.ask(method, self.known.mask_json(params))
+        return await self.channel(method, self.known.mask_json(params))
+
+
+def missing_capability(
+    declared: ClientCapabilities | None, method: str, params: Mapping[str, Any]
+) -> MissingCapability | None:
+    """Why a client that declared `declared` cannot be sent `method` (None: it can), by the
+    spec's rules: sampling with tools needs `sampling.tools`; an elicitation needs its mode
+    (a bare `elicitation: {}` is form mode); roots need `roots`. Other methods (ping) need none."""
+    if method == "sampling/createMessage":
+        sampling = declared.sampling if declared is not None else None
+        tools = params.get("tools") is not None or params.get("toolChoice") is not None
+        if sampling is not None and (not tools or sampling.tools is not None):
+            return None
+        if tools:
+            return MissingCapability(method, "sampling.tools", {"sampling": {"tools": {}}})
+        return MissingCapability(method, "sampling", {"sampling": {}})
+    if method == "elicitation/create":
+        elicitation = declared.elicitation if declared is not None else None
+        if params.get("mode") == "url":
+            if elicitation is not None and elicitation.url is not None:
+                return None
+            return MissingCapability(method, "url elicitation", {"elicitation": {"url": {}}})
+        if elicitation is not None and (elicitation.form is not None or elicitation.url is None):
+            return None
+        return MissingCapability(method, "form elicitation", {"elicitation": {"form": {}}})
+    if method == "roots/list":
+        if declared is not None and declared.roots is not None:
+            return None
+        return MissingCapability(method, "roots", {"roots": {}})
+    return None
 
 
 def _masking(report: ProgressFnT, known: SecretValues) -> ProgressFnT:
@@ -213,13 +260,16 @@ class Relay:
             deferred = self.inputs.resume(token, dict(raw.get("inputResponses") or {}), front)
         else:
             key = call.state["client"]
+            known = self.fleet.secrets
 
             async def progress(progress: float, total: float | None, message: str | None) -> None:
                 await deferred.context.report_progress(progress, total, message)
 
-            masked = _masking(progress, self.fleet.secrets)
+            masked = _masking(progress, known)
 
-            def run(caller: InputCaller) -> Awaitable[Result]:
+            def run(rounds: InputCaller) -> Awaitable[Result]:
+                # The backend's questions pass the same check as on any other front, then queue.
+                caller = _Caller(front, key, known, channel=rounds.ask)
                 return backend.request(method, params, caller, on_progress=masked)
 
             deferred = self.inputs.start(key, front, run)
@@ -317,7 +367,8 @@ class Relay:
         # The backend is working for these calls: tell their clients on the calls' streams.
         seen: set[Hashable] = set()
         for caller in callers:
-            if caller.key in seen or not isinstance(caller, _Caller):
+            # An input round's first request was answered already (its retry is a request of its own).
+            if caller.key in seen or not isinstance(caller, _Caller) or caller.rounds:
                 continue
             seen.add(caller.key)
             # 2026-07-28 clients opt in to logs per request, with a minimum level.

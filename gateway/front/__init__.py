@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from mcp.server.connection import Connection
+from mcp_types import ClientCapabilities
 from starlette.requests import Request
 from starlette.types import Scope
 
@@ -53,6 +54,11 @@ class Front(Protocol):
 
     def can_answer(self) -> bool:
         """Whether the client declared a capability a backend could ask it to use."""
+
+    @property
+    def client_capabilities(self) -> ClientCapabilities | None:
+        """What the client declared (its `initialize`, or this request's envelope); None: nothing
+        well-formed. Read when a backend asks the client something, never per call."""
 
     def wants_progress(self) -> bool: ...
 

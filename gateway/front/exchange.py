@@ -58,7 +58,13 @@ from mcp.shared.inbound import (
     validate_mcp_param_headers,
 )
 from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
-from mcp_types import INVALID_REQUEST, JSONRPCError, JSONRPCNotification, JSONRPCRequest
+from mcp_types import (
+    INVALID_REQUEST,
+    ClientCapabilities,
+    JSONRPCError,
+    JSONRPCNotification,
+    JSONRPCRequest,
+)
 from mcp_types import methods as _methods
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
@@ -414,6 +420,17 @@ class Exchange:
 
     def can_answer(self) -> bool:
         return can_answer(self.capabilities)
+
+    @property
+    def client_capabilities(self) -> ClientCapabilities | None:
+        declared = self.capabilities
+        if declared is None or isinstance(declared, ClientCapabilities):
+            return declared
+        # A 2026-07-28 envelope's raw value: typed only when a backend asks (as the SDK types it).
+        try:
+            return ClientCapabilities.model_validate(declared, by_name=False)
+        except ValidationError:
+            return None
 
     def wants_progress(self) -> bool:
         return self._progress_token is not None

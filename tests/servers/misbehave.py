@@ -24,6 +24,10 @@ tools
     ``raise_error(code, message, data?)``  answers with that JSON-RPC error (code, message, data as given)
     ``quit_keeping_stdout()``  exits (code 4, no answer), leaving a ``sleep 60`` grandchild that
                         holds stdout open (but not stdin): the server is gone, its stdout is not
+    ``ask(kinds)``      (only with ``--ask``) asks the client, in turn, for each of ``kinds``
+                        ("sampling", "elicitation", "elicitation-url", "roots") mid-call;
+                        structuredContent {"answers": [...]}, each {"kind", "seconds"} and either
+                        "result" or "error" {"code", "message", "data"}; the text is the same JSON
 resources
     ``misbehave://static/hello`` (text) and the template ``misbehave://item/{id}``
 prompts
@@ -45,6 +49,7 @@ Misbehaviours (combinable; ``--mode X`` is the same as ``--X`` and may repeat):
 --flood-stderr N      N lines on stderr at start (a burst, as fast as the pipe takes them)
 --name NAME           serverInfo.name and the echo prefix
 --start-when PATH     serve only once PATH exists (a slow start the test ends when it wants)
+--ask                 also serve the tool ``ask`` (off by default: the tool list stays as tests count it)
 --echo-env NAME       print NAME=<value> of this environment variable on stderr at start and right
                       before ``crash()`` exits (may repeat): a server that leaks what it was handed
 
@@ -58,6 +63,7 @@ import argparse
 import contextlib
 import io
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -104,6 +110,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ignore-sigterm", action="store_true", help="catch and ignore SIGTERM")
     p.add_argument("--spawn-child", action="store_true", help="start a `sleep 1000` grandchild")
     p.add_argument("--ignore-stdin-eof", action="store_true", help="keep running after stdin ends")
+    p.add_argument("--ask", action="store_true", help="also serve the tool `ask`")
     p.add_argument("--start-when", metavar="PATH", help="wait until PATH exists, then serve")
     p.add_argument(
         "--echo-env", action="append", default=[], metavar="NAME", help="print NAME=value on stderr"
@@ -192,7 +199,9 @@ def _flood(args: argparse.Namespace) -> None:
 class Misbehave:
     """Tool, resource and prompt handlers; all state is per process."""
 
-    def __init__(self, name: str, child_pid: int | None, echo_env: Sequence[str] = ()) -> None:
+    def __init__(
+        self, name: str, child_pid: int | None, echo_env: Sequence[str] = (), *, ask: bool = False
+    ) -> None:
         import mcp_types as types
 
         self.name = name
@@ -312,6 +321,22 @@ class Misbehave:
                 "required": ["code", "message"],
             },
         )
+        ask_tool = types.Tool(
+            name="ask",
+            description="Ask the client for sampling, elicitation or roots mid-call; report what came back.",
+            input_schema={
+                **obj,
+                "properties": {
+                    "kinds": {
+                        "type": "array",
+                        "items": {"enum": ["sampling", "elicitation", "elicitation-url", "roots"]},
+                    }
+                },
+                "required": ["kinds"],
+            },
+        )
+        if ask:
+            self.tools["ask"] = ask_tool
         self.extra_tool = types.Tool(
             name="extra", description="Appears after change_tools().", input_schema=obj
         )
@@ -409,6 +434,9 @@ class Misbehave:
                 )
                 eprint(f"misbehave[{os.getpid()}]: exiting 4, a grandchild keeps stdout open")
                 os._exit(4)
+            if name == "ask":
+                answers = [await self.ask(ctx, kind) for kind in args.get("kinds") or []]
+                return self.text(json.dumps({"answers": answers}), structured={"answers": answers})
             if name == "crash":
                 _echo_env(self.echo_env, "crashing")
                 eprint(f"misbehave[{os.getpid()}]: crash() called, exiting 3")
@@ -451,6 +479,38 @@ class Misbehave:
         except _BadArgument as exc:
             return self.text(str(exc), error=True)
         raise AssertionError(f"unhandled tool {name}")  # pragma: no cover
+
+    async def ask(self, ctx: ServerRequestContext[Any], kind: str) -> dict[str, Any]:
+        """One request to the client (tied to the call), and what came of it."""
+        import anyio
+        import mcp_types as types
+        from mcp.shared.exceptions import MCPError
+
+        start = anyio.current_time()
+        answer: dict[str, Any] = {"kind": kind}
+        try:
+            result: Any
+            if kind == "sampling":
+                message = types.SamplingMessage(
+                    role="user", content=types.TextContent(type="text", text="2+2?")
+                )
+                result = await ctx.session.create_message(
+                    [message], max_tokens=10, related_request_id=ctx.request_id
+                )
+            elif kind == "elicitation":
+                schema: Any = {"type": "object", "properties": {"name": {"type": "string"}}}
+                result = await ctx.session.elicit_form("Your name?", schema, ctx.request_id)
+            elif kind == "elicitation-url":
+                result = await ctx.session.elicit_url(
+                    "Sign in", "https://example.com/login", "login-1", ctx.request_id
+                )
+            else:
+                result = await ctx.session.list_roots()
+            answer["result"] = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        except MCPError as exc:
+            answer["error"] = {"code": exc.code, "message": exc.message, "data": exc.error.data}
+        answer["seconds"] = round(anyio.current_time() - start, 3)
+        return answer
 
     async def set_level(
         self, ctx: ServerRequestContext[Any], params: types.SetLevelRequestParams
@@ -559,7 +619,7 @@ async def serve(args: argparse.Namespace, child_pid: int | None) -> None:
     from mcp.server.stdio import stdio_server
     from mcp.shared.exceptions import MCPDeprecationWarning
 
-    app = Misbehave(args.name, child_pid, args.echo_env)
+    app = Misbehave(args.name, child_pid, args.echo_env, ask=args.ask)
     # Taken before the SDK claims fd 1 (it points fd 1 at stderr while it serves).
     app.wire_stdout = os.dup(1)
     server: Server[Any] = Server(
