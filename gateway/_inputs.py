@@ -6,29 +6,110 @@ client retries the same call with `inputResponses` and our `requestState`. So th
 as a `Deferred` that outlives the front request which started it: each front request (the first,
 then every retry) waits until the backend either finishes or asks for something new.
 
-`requestState` is an unguessable token naming a deferred call held here; an unknown or expired
-token is refused. Deferred calls not resumed within `ttl` are cancelled at the backend.
+`requestState` is self-contained and sealed (`StateSeal`): encrypted and authenticated under the
+gateway's key, carrying its expiry, who it was issued to, the request it continues, and what it
+refers to. The client can neither read nor change it, and any gateway process holding the key can
+open it. A state that fails any check is refused with the SDK's own wire error (`INVALID_PARAMS`,
+"Invalid or expired requestState"); the reason goes to the log only. Deferred calls not resumed
+within `ttl` are cancelled at the backend.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import logging
+import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import anyio.abc
-from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_PARAMS
+from mcp.server.request_state import AESGCMRequestStateCodec
+from mcp.server.request_state import InvalidRequestState as SdkInvalidState
+
+from gateway.errors import InvalidRequestState
+
+logger = logging.getLogger(__name__)
 
 Result = dict[str, Any]
 # Clients (the SDK's driver among them) answer within seconds; a human filling an elicitation
 # form may take minutes.
 DEFAULT_TTL = 600.0
+# The payload's layout; a state of another layout is refused, never guessed at.
+STATE_VERSION = 1
+# Clocks of gateway processes sharing a key drift a little; a state "issued" further in the
+# future than this was not issued by any of them.
+_FUTURE_SKEW = 60.0
+
+
+class StateSeal:
+    """Seals and opens the gateway's `requestState`.
+
+    The crypto is the SDK's `AESGCMRequestStateCodec` (AES-256-GCM, keys derived with HKDF; the
+    first key seals, every key opens, so keys rotate as `[old, new]` -> `[new, old]` -> `[new]`);
+    the claims are ours. The payload is a JSON object:
+
+    - `v`: `STATE_VERSION`; `iat`, `exp`: issued and expiry times (seconds since the epoch);
+    - `who`: the principal it was issued to (authenticator, issuer, identity name);
+    - `m`, `t`: the method and the public name (tool, prompt) or URI the call was made on;
+    - `p`: the gateway process holding the deferred call, `c`: that call, `r`: the round number;
+    - `k`: the input keys asked in that round;
+    - room for more (a 2026-07-28 backend's own `requestState` and input keys, relayed), under
+      new keys: a reader ignores what it does not know.
+
+    With no keys configured, a random key is made for this process: its states die with it.
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[str | bytes] = (),
+        ttl: float = DEFAULT_TTL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        # The codec refuses keys under 32 bytes (ValueError) before anything is sealed.
+        self._codec = AESGCMRequestStateCodec(list(keys) or [os.urandom(32)])
+        self.ttl = ttl
+        self.clock = clock
+
+    def seal(self, claims: dict[str, Any]) -> str:
+        now = self.clock()
+        payload = {"v": STATE_VERSION, "iat": now, "exp": now + self.ttl, **claims}
+        return self._codec.seal(json.dumps(payload, separators=(",", ":")).encode())
+
+    def open(self, token: object) -> dict[str, Any]:
+        """The claims of a state this gateway sealed, unexpired; else `InvalidRequestState`."""
+        if not isinstance(token, str):
+            raise InvalidRequestState("not a string")
+        try:
+            claims = json.loads(self._codec.unseal(token))
+        except SdkInvalidState as exc:
+            raise InvalidRequestState(str(exc)) from None  # "malformed", "unknown key", "seal"
+        except ValueError:
+            raise InvalidRequestState("malformed payload") from None
+        if not isinstance(claims, dict) or claims.get("v") != STATE_VERSION:
+            raise InvalidRequestState("unknown payload version")
+        now = self.clock()
+        iat, exp = claims.get("iat"), claims.get("exp")
+        # Stated positively, so that a missing or NaN time refuses.
+        if not (isinstance(iat, int | float) and iat <= now + _FUTURE_SKEW):
+            raise InvalidRequestState("issued in the future")
+        if not (isinstance(exp, int | float) and now < exp):
+            raise InvalidRequestState("expired")
+        return claims
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """What a state is bound to: who asked, and which request it continues."""
+
+    who: tuple[str, str | None, str]  # authenticator, issuer, identity name
+    method: str
+    target: str
 
 
 @dataclass
@@ -41,8 +122,9 @@ class _Ask:
 
 @dataclass
 class Deferred:
-    token: str
+    token: str  # the call's id (in the sealed state, never shown in clear)
     expires: float
+    binding: Binding
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     asks: dict[str, _Ask] = field(default_factory=dict)
     changed: anyio.Event = field(default_factory=anyio.Event)
@@ -50,6 +132,10 @@ class Deferred:
     result: Result | None = None
     error: BaseException | None = None
     context: Any = None  # the front request currently waiting (progress goes there)
+    # The last round issued, and whether a retry already used its state: only that state, once,
+    # continues the call (an earlier round's, or the same twice, is a replay).
+    round: int = 0
+    used: bool = False
 
     def _notify(self) -> None:
         self.changed.set()
@@ -74,10 +160,17 @@ class InputCaller:
 
 
 class InputBridge:
-    def __init__(self, ttl: float = DEFAULT_TTL) -> None:
-        self.ttl = ttl
+    def __init__(self, seal: StateSeal | None = None) -> None:
+        self.seal = seal if seal is not None else StateSeal()
+        # Which process a state's call lives in: another process holding the key can open the
+        # state, but the call (a handshake-era backend's request, waiting) is here.
+        self.process = secrets.token_urlsafe(9)
         self._calls: dict[str, Deferred] = {}
         self._tg: anyio.abc.TaskGroup | None = None
+
+    @property
+    def ttl(self) -> float:
+        return self.seal.ttl
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -93,12 +186,19 @@ class InputBridge:
         return len(self._calls)
 
     def start(
-        self, key: Hashable, context: Any, call: Callable[[InputCaller], Awaitable[Result]]
+        self,
+        key: Hashable,
+        context: Any,
+        call: Callable[[InputCaller], Awaitable[Result]],
+        binding: Binding,
     ) -> Deferred:
         self._expire()
         assert self._tg is not None, "InputBridge.running() must be entered"
         deferred = Deferred(
-            token=secrets.token_urlsafe(24), expires=time.monotonic() + self.ttl, context=context
+            token=secrets.token_urlsafe(18),
+            expires=time.monotonic() + self.ttl,
+            binding=binding,
+            context=context,
         )
         caller = InputCaller(deferred, key)
 
@@ -115,13 +215,16 @@ class InputBridge:
         self._tg.start_soon(run)
         return deferred
 
-    def resume(self, token: str, responses: dict[str, Any], context: Any) -> Deferred:
+    def resume(self, state: object, responses: dict[str, Any], context: Any, binding: Binding) -> Deferred:
+        """The deferred call `state` continues, given the client's `responses`; a state that is not
+        the latest round's, unused, issued to this client for this request, is refused."""
         self._expire()
-        deferred = self._calls.get(token)
-        if deferred is None:
-            raise MCPError(
-                code=INVALID_PARAMS, message="Unknown or expired requestState; start the call again"
-            )
+        try:
+            deferred = self._continued(self.seal.open(state), binding)
+        except InvalidRequestState as exc:
+            logger.info("requestState refused: %s", exc.reason)
+            raise
+        deferred.used = True
         deferred.context = context
         deferred.expires = time.monotonic() + self.ttl
         for key, response in responses.items():
@@ -129,6 +232,25 @@ class InputBridge:
             if ask is not None and not ask.answered.is_set() and isinstance(response, dict):
                 ask.response = response
                 ask.answered.set()
+        return deferred
+
+    def _continued(self, claims: dict[str, Any], binding: Binding) -> Deferred:
+        if (
+            claims.get("who") != list(binding.who)
+            or claims.get("m") != binding.method
+            or claims.get("t") != binding.target
+        ):
+            raise InvalidRequestState("issued to another client or for another request")
+        if claims.get("p") != self.process:
+            raise InvalidRequestState(
+                "the call is held by another gateway process",
+                "This requestState continues a call held by another gateway process; start the call again",
+            )
+        deferred = self._calls.get(claims.get("c"))  # type: ignore[arg-type]
+        if deferred is None:
+            raise InvalidRequestState("the call is over or expired")
+        if claims.get("r") != deferred.round or deferred.used:
+            raise InvalidRequestState(f"replayed: round {claims.get('r')}, current {deferred.round}")
         return deferred
 
     async def next_result(self, deferred: Deferred) -> Result:
@@ -147,9 +269,18 @@ class InputBridge:
                     "inputRequests": {
                         k: {"method": a.method, "params": a.params} for k, a in waiting.items()
                     },
-                    "requestState": deferred.token,
+                    "requestState": self._issue(deferred, list(waiting)),
                 }
             await deferred.changed.wait()
+
+    def _issue(self, deferred: Deferred, keys: list[str]) -> str:
+        """A new round's state: every earlier one stops continuing the call."""
+        deferred.round += 1
+        deferred.used = False
+        binding = deferred.binding
+        claims: dict[str, Any] = {"who": list(binding.who), "m": binding.method, "t": binding.target}
+        claims.update(p=self.process, c=deferred.token, r=deferred.round, k=keys)
+        return self.seal.seal(claims)
 
     def _expire(self) -> None:
         now = time.monotonic()

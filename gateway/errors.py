@@ -8,6 +8,7 @@ Hierarchy::
     ├── RoutingError                  no such tool / resource / prompt in the merged catalogue
     │   └── UnknownName               "Unknown tool: X": the one wording of a name that is not there
     ├── MissingCapability             a backend asked the client for what it did not declare
+    ├── InvalidRequestState           a `requestState` the gateway will not continue
     ├── ShuttingDown                  the gateway is draining: no new work; what is left is ended
     ├── BackendError                  something about one backend
     │   ├── BackendUnavailable        not running (starting, crashed, stopped, circuit open)
@@ -103,6 +104,18 @@ class MissingCapability(GatewayError):
             f"The client did not declare the {name} capability that {method} needs",
             data={"requiredCapabilities": required},
         )
+
+
+class InvalidRequestState(GatewayError):
+    """A client's `requestState` is not one this gateway can continue: tampered with, expired,
+    replayed, another identity's, or sealed with a key it does not hold. The client is told only
+    what the SDK's own boundary says; `reason` is for the gateway's log."""
+
+    code = INVALID_PARAMS
+
+    def __init__(self, reason: str, message: str = "Invalid or expired requestState") -> None:
+        self.reason = reason
+        super().__init__(message, data={"reason": "invalid_request_state"})
 
 
 class ShuttingDown(GatewayError):

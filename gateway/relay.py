@@ -23,12 +23,13 @@ from mcp_types.methods import INPUT_REQUIRED_METHODS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from gateway._drain import Drain
-from gateway._inputs import InputBridge, InputCaller
+from gateway._inputs import Binding, InputBridge, InputCaller, StateSeal
 from gateway._rewrite import Result, finish, forward_params, rewrite_content
 from gateway.backends import Backend
 from gateway.catalogue import Kind, ListKind
-from gateway.config.secrets import SecretValues
-from gateway.errors import GatewayError, MissingCapability, UnknownName, as_mcp_error
+from gateway.config.models import StateConfig
+from gateway.config.secrets import Secrets, SecretValues
+from gateway.errors import ConfigError, GatewayError, MissingCapability, UnknownName, as_mcp_error
 from gateway.fleet import Fleet
 from gateway.front import Front
 from gateway.logs import request_scope
@@ -98,6 +99,23 @@ def missing_capability(
     return None
 
 
+def state_seal(config: StateConfig, secrets: Secrets) -> StateSeal:
+    """The seal of the gateway's `requestState`, from the `state:` section. The keys are secrets:
+    resolved like every reference (so masked wherever a string leaves), and a literal one is
+    masked too."""
+    keys = []
+    for index, key in enumerate(config.keys):
+        where = f"state.keys[{index}]"
+        value = secrets.resolve(key, where=where)
+        if value == key:
+            secrets.add(value, where)
+        keys.append(value)
+    try:
+        return StateSeal(keys, config.ttl)
+    except ValueError as exc:  # the SDK's codec: a key under 32 bytes, or one given twice
+        raise ConfigError([f"state.keys: {exc}"]) from None
+
+
 def _masking(report: ProgressFnT, known: SecretValues) -> ProgressFnT:
     """`report`, with resolved secrets masked in the message: a backend's progress reaches the
     client as the backend worded it, not through `dispatch`."""
@@ -113,7 +131,7 @@ class Relay:
         """`local`: the client is whoever launched the gateway (stdio); nobody authenticates, and
         calls run as the chain's `local_identity()`."""
         self.fleet = fleet
-        self.inputs = InputBridge()
+        self.inputs = InputBridge(state_seal(fleet.config.state, fleet.secrets))
         # Every client call runs inside it: shutdown refuses new ones and ends what is left.
         self.drain = Drain()
         self._local = local
@@ -241,7 +259,8 @@ class Relay:
         if (
             front.protocol_version in MODERN_PROTOCOL_VERSIONS
             and call.method in INPUT_REQUIRED_METHODS
-            and front.can_answer()
+            # A retry carrying our state is checked whatever the client declares now.
+            and (front.can_answer() or "requestState" in (front.params or ()))
         ):
             return await self._forward_with_input_rounds(call, backend, params)
         known = self.fleet.secrets
@@ -255,9 +274,16 @@ class Relay:
         front: Front = call.context
         method = call.method
         raw = front.params or {}
-        token = raw.get("requestState")
-        if isinstance(token, str):
-            deferred = self.inputs.resume(token, dict(raw.get("inputResponses") or {}), front)
+        identity = call.identity
+        # A state continues only the request it was issued for, for whom it was issued.
+        binding = Binding(
+            who=(identity.authenticator, identity.issuer, identity.name),
+            method=method,
+            target=call.name or "",
+        )
+        state = raw.get("requestState")
+        if state is not None:
+            deferred = self.inputs.resume(state, dict(raw.get("inputResponses") or {}), front, binding)
         else:
             key = call.state["client"]
             known = self.fleet.secrets
@@ -272,7 +298,7 @@ class Relay:
                 caller = _Caller(front, key, known, channel=rounds.ask)
                 return backend.request(method, params, caller, on_progress=masked)
 
-            deferred = self.inputs.start(key, front, run)
+            deferred = self.inputs.start(key, front, run, binding)
         return await self.inputs.next_result(deferred)
 
     def _public_uri(self, server: str) -> Callable[[str], str]:

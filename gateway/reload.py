@@ -5,7 +5,7 @@ invalid one is refused with the same errors and the running configuration stays.
 applied as a diff: new servers start, removed ones stop, changed ones restart; untouched servers
 and the client sessions on them are not disturbed. A changed middleware list is built, started and
 swapped in whole: calls already running finish on the chain they started on, new calls use the new
-one. Listen address changes need a restart and are reported as such.
+one. Listen address and `state:` (requestState keys) changes need a restart and are reported as such.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class Reloader:
                 if previous is not None:
                     await previous.aclose()
                 report["middleware"] = "replaced"
-            restart = [key for key in ("listen", "admin") if getattr(new, key) != getattr(old, key)]
+            restart = [key for key in ("listen", "admin", "state") if getattr(new, key) != getattr(old, key)]
             if restart:
                 report["restart_required"] = restart
             logger.info("configuration reloaded by %s: %s", who, report)

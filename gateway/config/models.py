@@ -239,6 +239,37 @@ class ListenConfig(_Model):
     )
 
 
+# The seal derives its AES-256 key from each secret: less than this is too little randomness.
+STATE_KEY_BYTES = 32
+
+
+class StateConfig(_Model):
+    """The `requestState` of the input rounds the gateway runs for 2026-07-28 clients (a backend
+    of the handshake era asks for sampling, elicitation or roots mid-call): sealed under `keys`."""
+
+    keys: list[str] = Field(
+        default_factory=list,
+        description="Secrets of at least 32 bytes, as references (${env:NAME}, ${file:PATH}, "
+        "secret_ref:NAME). The first seals, every one opens (rotation: [old, new], then [new, old], "
+        "then [new]). Empty: a random key per process, so a state is good only in the process that "
+        "issued it; several gateway processes behind one address need the same keys.",
+    )
+    ttl: float = Field(
+        default=600.0, gt=0, description="Seconds a client has to answer an input round before it expires."
+    )
+
+    @field_validator("keys")
+    @classmethod
+    def _check_keys(cls, keys: list[str]) -> list[str]:
+        for index, key in enumerate(keys):
+            # A reference's value is checked when it is resolved, at start.
+            if "${" not in key and not key.startswith("secret_ref:") and len(key.encode()) < STATE_KEY_BYTES:
+                raise ValueError(
+                    f"keys[{index}] is shorter than 32 bytes (use a reference to a random secret)"
+                )
+        return keys
+
+
 class SecretsConfig(_Model):
     """Where `secret_ref:<name>` values come from: a YAML/JSON file of name: value, then the environment."""
 
@@ -250,6 +281,7 @@ class GatewayConfig(_Model):
     name: str = "mcp-gateway"
     listen: ListenConfig = Field(default_factory=ListenConfig)
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
     servers: dict[str, ServerSpec] = Field(default_factory=dict)
     middleware: list[MiddlewareSpec] = Field(default_factory=list)
     admin: AdminConfig = Field(default_factory=AdminConfig)

@@ -21,6 +21,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from gateway.config._loader import Document, Problem, config_problems, read_document
 from gateway.config.models import (
+    STATE_KEY_BYTES,
     GatewayConfig,
     HttpServer,
     ListenConfig,
@@ -82,6 +83,7 @@ def validate_document(document: Document, *, listen: Listen | None = None) -> Va
         problems += [document.locate(p) for p in reference_problems(data, checking)]
         if config is not None:
             problems += [document.locate(p) for p in env_schema_problems(config, checking)]
+            problems += [document.locate(p) for p in state_key_problems(config, checking)]
     listener = None
     if listen is not None:
         address = config.listen if config else _part(ListenConfig, data.get("listen", {}))
@@ -118,6 +120,20 @@ def reference_problems(data: Mapping[str, Any], secrets: Secrets) -> list[Proble
             secrets.resolve(value, where=where)
         except SecretError as exc:
             problems.append(Problem(where, exc.message.removeprefix(f"{where}: "), path))
+    return problems
+
+
+def state_key_problems(config: GatewayConfig, secrets: Secrets) -> list[Problem]:
+    """`requestState` keys too short for the seal (`relay.state_seal` refuses them at start). A
+    reference that does not resolve is `reference_problems`' to report."""
+    problems = []
+    for index, key in enumerate(config.state.keys):
+        where = f"state.keys.{index}"
+        with suppress(SecretError):
+            if len(secrets.resolve(key, where=where).encode()) < STATE_KEY_BYTES:
+                fix = 'python3 -c "import secrets; print(secrets.token_hex(32))"'
+                message = f"shorter than {STATE_KEY_BYTES} bytes; use a random secret ({fix})"
+                problems.append(Problem(where, message, ("state", "keys", index)))
     return problems
 
 
@@ -164,6 +180,12 @@ def _references(data: Mapping[str, Any]) -> Iterator[tuple[tuple[str | int, ...]
                     for var, value in spec[key].items():
                         if isinstance(value, str):
                             yield ("servers", name, key, var), value
+    state = data.get("state")
+    keys = state.get("keys") if isinstance(state, Mapping) else None
+    if isinstance(keys, list):
+        for index, key in enumerate(keys):
+            if isinstance(key, str):
+                yield ("state", "keys", index), key
     admin = data.get("admin")
     events = admin.get("events") if isinstance(admin, Mapping) else None
     if isinstance(events, Mapping) and isinstance(events.get("redis"), str):
