@@ -47,7 +47,9 @@ class PerClientSessions:
 
     async def _hold(self, key: Hashable, *, task_status: anyio.abc.TaskStatus[BackendSession]) -> None:
         release = anyio.Event()
-        async with self._new_session() as session:
+        session = self._new_session()
+        session.owner = key  # before its handshake: it may ask its client something right after
+        async with session:
             held = _Held(session, release)
             self._held[key] = held
             task_status.started(session)

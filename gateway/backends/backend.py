@@ -23,7 +23,7 @@ import anyio
 import anyio.abc
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_REQUEST
+from mcp_types import INVALID_REQUEST, MISSING_REQUIRED_CLIENT_CAPABILITY
 
 from gateway.backends import _watchers
 from gateway.backends._callers import InFlight
@@ -66,7 +66,10 @@ class Backend:
         self._tg: anyio.abc.TaskGroup | None = None
         self._up_since: float | None = None  # monotonic, from the current session's handshake
         self.transport = transport_for(name, spec, self.log, events.secrets)
-        self._forwarded = Forwarded(roots=spec.session == "per-client")
+        # Roots are declared when someone can answer them: a per-client session's client, or the
+        # gateway itself with the configured ones.
+        self._forwarded = Forwarded(roots=spec.session == "per-client" or bool(spec.roots))
+        self._roots = {"roots": [{"uri": uri} for uri in spec.roots]}
 
     @property
     def per_client(self) -> bool:
@@ -302,27 +305,32 @@ class Backend:
         on_progress: ProgressFnT | None = None,
     ) -> dict[str, Any]:
         self.last_used = time.monotonic()
-        session = await self._session_for(caller)
         if caller is None:
+            session = await self._session_for(caller)
             return await session.request(method, params, timeout=self.spec.timeout, on_progress=on_progress)
-        began, ok = time.perf_counter(), False
-        try:
-            with self._inflight.track(caller, session):
+        # Tracked before its session is open: a per-client session may ask its client something
+        # (roots) right after its handshake.
+        with self._inflight.track(caller) as tracked:
+            session = tracked.session = await self._session_for(caller)
+            began, ok = time.perf_counter(), False
+            try:
                 result = await session.request(
                     method, params, timeout=self.spec.timeout, on_progress=on_progress
                 )
-            ok = result.get("isError") is not True
-            return result
-        finally:
-            self.last_used = time.monotonic()
-            for listener in self.events.call_listeners:
-                listener(self.name, time.perf_counter() - began, ok)
+                ok = result.get("isError") is not True
+                return result
+            finally:
+                self.last_used = time.monotonic()
+                for listener in self.events.call_listeners:
+                    listener(self.name, time.perf_counter() - began, ok)
 
     # -- SessionHooks: what the backend sends us -------------------------------------------------
 
     async def on_request(
         self, session: BackendSession, method: str, params: dict[str, Any]
     ) -> dict[str, Any]:
+        if method == "roots/list" and self.spec.roots:
+            return await self._roots_for(session, params)
         caller = self._inflight.caller_for(session)
         if caller is None:
             raise MCPError(
@@ -331,6 +339,21 @@ class Backend:
                 f"on {self.name!r}; set `session: per-client` on this server to relay it unambiguously",
             )
         return await caller.ask(method, params)
+
+    async def _roots_for(self, session: BackendSession, params: dict[str, Any]) -> dict[str, Any]:
+        """The configured roots, unless a per-client session's client declared roots of its own.
+
+        A shared session serves everyone, so no one client's roots are its roots; it asks at any
+        moment (server-filesystem: right after the handshake), with no call in flight."""
+        caller = None if session is self._shared else self._inflight.caller_for(session)
+        if caller is None:
+            return self._roots
+        try:
+            return await caller.ask("roots/list", params)
+        except MCPError as exc:
+            if exc.code != MISSING_REQUIRED_CLIENT_CAPABILITY:
+                raise
+            return self._roots
 
     async def on_notification(self, session: BackendSession, method: str, params: Mapping[str, Any]) -> None:
         if method.endswith("/list_changed") and session is self._shared:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -85,6 +85,7 @@ class BackendSession:
         self._hooks = hooks
         self._startup_timeout = startup_timeout
         self._forwarded = forwarded
+        self.owner: Hashable | None = None  # the client a per-client session belongs to
         self._stack = AsyncExitStack()
         self._client: ClientSession | None = None
         self._direct: DirectCalls | None = None

@@ -85,6 +85,20 @@ class _ServerBase(_Model):
     env_schema: list[EnvVar] = Field(
         default_factory=list, description="Environment the server needs; checked before it starts."
     )
+    roots: list[str] = Field(
+        default_factory=list,
+        description="Roots (file:// URIs) the gateway declares to this server and answers its `roots/list` "
+        "with itself, when no client can: on the shared session, and for a client that declared no roots. "
+        "A per-client session otherwise gets its client's own roots.",
+    )
+
+    @field_validator("roots")
+    @classmethod
+    def _check_roots(cls, roots: list[str]) -> list[str]:
+        for root in roots:
+            if not root.startswith("file://"):
+                raise ValueError(f"root {root!r} must be a file:// URI (as the spec requires of roots)")
+        return roots
 
     @field_validator("prefix")
     @classmethod
