@@ -56,7 +56,7 @@ class _Caller:
         self.front = front
         self.key = key
         self.known = known
-        self.channel = front.ask if channel is None else channel
+        self.channel = channel  # None: the front's own (looked up only when a backend asks)
         self.rounds = channel is not None
 
     async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -66,7 +66,8 @@ class _Caller:
         if missing is not None:
             raise as_mcp_error(missing)
         # A backend's question (an elicitation's message) reaches the client as the backend put it.
-        return await self.channel(method, self.known.mask_json(params))
+        channel = self.front.ask if self.channel is None else self.channel
+        return await channel(method, self.known.mask_json(params))
 
 
 def missing_capability(
