@@ -12,6 +12,13 @@ Names, contents and schemas follow the suite's scenario descriptions (which spel
 test server returns); most checks look only at the shape (a text item, an image with a MIME
 type, three log notifications before the result), but the values are kept as described.
 
+It speaks both revisions the suite tests (0.1.16 at 2025-11-25, 0.2.0-alpha at 2026-07-28, see
+tests/node/package.json). The 2026-07-28 scenarios add tools that need input from the client
+(`test_input_required_result_*`, section "input rounds" below): at 2026-07-28 they answer with an
+`input_required` result and finish when the client retries with `inputResponses`; at 2025-11-25
+the same questions go out as `elicitation/create` / `sampling/createMessage` / `roots/list`
+requests mid-call. So one backend drives a gateway's input-round relay in every combination.
+
 Run as ``python tests/conformance/fixture_server.py`` (stdio) or with ``--http PORT`` (streamable
 HTTP at ``http://127.0.0.1:PORT/mcp``; ``--http 0`` picks a free port). In HTTP mode the first
 line on stdout is the endpoint URL, written once the socket listens, so a caller can wait for
@@ -27,16 +34,18 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
 
 import anyio
 import mcp_types as types
 import uvicorn
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
+from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
 from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import ServerMessageMetadata
+from mcp_types.version import is_version_at_least
 
 Ctx = ServerRequestContext[Any]
 
@@ -55,44 +64,220 @@ def _string_args(*names: str) -> dict[str, Any]:
     return {"type": "object", "properties": {n: {"type": "string"} for n in names}, "required": list(names)}
 
 
-TOOLS = [
-    types.Tool(name=name, description=description, input_schema=NO_ARGS)
-    for name, description in [
-        ("test_simple_text", "Returns a text item"),
-        ("test_image_content", "Returns an image item"),
-        ("test_audio_content", "Returns an audio item"),
-        ("test_embedded_resource", "Returns an embedded resource"),
-        ("test_multiple_content_types", "Returns text, image and resource items"),
-        ("test_tool_with_logging", "Sends log notifications while running"),
-        ("test_tool_with_progress", "Sends progress notifications while running"),
-        ("test_error_handling", "Returns a result with isError"),
-        ("test_elicitation_sep1034_defaults", "Elicits a form whose fields have defaults"),
-        ("test_elicitation_sep1330_enums", "Elicits a form with every kind of enum"),
-        ("test_reconnection", "Returns at once (the SSE polling scenario's tool)"),
+# --- input rounds (2026-07-28: InputRequiredResult; 2025-11-25: requests mid-call) ---------------
+#
+# Each such tool asks fixed questions in one or more rounds. The SDK seals and verifies the
+# `requestState` (RequestStateBoundary, installed in `build`): a tampered, expired or replayed-
+# elsewhere state is refused with -32602 before a handler runs, so a handler reads back only the
+# plaintext it minted. The questions are written out rather than declared with the SDK's resolvers
+# (mcp.server.mcpserver.resolve) because the suite names the input keys (`user_name`, ...), while
+# resolvers key their questions by `module:qualname`.
+
+MODERN = "2026-07-28"
+
+
+def _ask_form(message: str, **fields: str) -> types.ElicitRequest:
+    properties = {n: {"type": t} for n, t in fields.items()}
+    schema = {"type": "object", "properties": properties, "required": list(fields)}
+    return types.ElicitRequest(params=types.ElicitRequestFormParams(message=message, requested_schema=schema))
+
+
+def _ask_llm(prompt: str, max_tokens: int) -> types.CreateMessageRequest:
+    message = types.SamplingMessage(role="user", content=types.TextContent(type="text", text=prompt))
+    return types.CreateMessageRequest(
+        params=types.CreateMessageRequestParams(messages=[message], max_tokens=max_tokens)
+    )
+
+
+ROOTS = types.ListRootsRequest(params=types.RequestParams())
+NAME = _ask_form("What is your name?", name="string")
+CAPITAL = _ask_llm("What is the capital of France?", 100)
+CONFIRM = _ask_form("Please confirm", ok="boolean")
+
+Round = dict[str, types.InputRequest]
+# tool name -> its rounds, each a map of input key -> question; the scenario descriptions give them.
+INPUT_ROUNDS: dict[str, list[Round]] = {
+    "test_input_required_result_elicitation": [{"user_name": NAME}],
+    "test_input_required_result_sampling": [{"capital_question": CAPITAL}],
+    "test_input_required_result_list_roots": [{"client_roots": ROOTS}],
+    "test_input_required_result_request_state": [{"confirm": CONFIRM}],
+    "test_input_required_result_multiple_inputs": [
+        {"user_name": NAME, "greeting": _ask_llm("Generate a greeting", 50), "client_roots": ROOTS}
+    ],
+    "test_input_required_result_multi_round": [
+        {"step1": _ask_form("Step 1: What is your name?", name="string")},
+        {"step2": _ask_form("Step 2: What is your favorite color?", color="string")},
+    ],
+    "test_input_required_result_tampered_state": [{"confirm": CONFIRM}],
+    # Asks only what the client can answer (input-required-result-capability-check): see `_rounds`.
+    "test_input_required_result_capabilities": [{"user_name": NAME, "capital_question": CAPITAL}],
+    # server-stateless: the answer stream carries the input round, never a request of its own.
+    "test_streaming_elicitation": [{"user_name": NAME}],
+    # server-stateless: sampling undeclared must be refused with -32021, nothing else.
+    "test_missing_capability": [{"capital_question": CAPITAL}],
+}
+PROMPT_ROUNDS: dict[str, list[Round]] = {
+    "test_input_required_result_prompt": [
+        {"user_context": _ask_form("What context should the prompt use?", context="string")}
+    ],
+}
+# What the client must have declared to be asked, by question method, and the answer's type.
+NEEDS: dict[str, types.ClientCapabilities] = {
+    "elicitation/create": types.ClientCapabilities(elicitation=types.ElicitationCapability()),
+    "sampling/createMessage": types.ClientCapabilities(sampling=types.SamplingCapability()),
+    "roots/list": types.ClientCapabilities(roots=types.RootsCapability()),
+}
+Answer = type[types.ElicitResult] | type[types.CreateMessageResult] | type[types.ListRootsResult]
+ANSWERS: dict[str, Answer] = {
+    "elicitation/create": types.ElicitResult,
+    "sampling/createMessage": types.CreateMessageResult,
+    "roots/list": types.ListRootsResult,
+}
+
+
+def _declared(ctx: Ctx, method: str) -> bool:
+    return ctx.session.check_client_capability(NEEDS[method])
+
+
+def _rounds(ctx: Ctx, name: str, rounds: list[Round]) -> list[Round]:
+    """`rounds`, after checking that the client can answer them (MissingRequiredClientCapability)."""
+    if name == "test_input_required_result_capabilities":
+        rounds = [{k: q for k, q in r.items() if _declared(ctx, q.method)} for r in rounds]
+        if not any(rounds):
+            missing = types.ClientCapabilities(elicitation=types.ElicitationCapability())
+            _refuse(missing, "the client declared neither elicitation nor sampling")
+        return rounds
+    for questions in rounds:
+        for question in questions.values():
+            if not _declared(ctx, question.method):
+                _refuse(NEEDS[question.method], f"{question.method}: capability not declared by the client")
+    return rounds
+
+
+def _refuse(required: types.ClientCapabilities, message: str) -> None:
+    data = types.MissingRequiredClientCapabilityErrorData(required_capabilities=required)
+    raise MCPError(
+        types.MISSING_REQUIRED_CLIENT_CAPABILITY,
+        message,
+        data.model_dump(by_alias=True, mode="json", exclude_none=True),
+    )
+
+
+def _fits(question: types.InputRequest, answer: types.InputResponse) -> bool:
+    return isinstance(answer, ANSWERS[question.method])
+
+
+async def _gather(
+    ctx: Ctx, rounds: list[Round], params: types.InputResponseRequestParams
+) -> dict[str, Any] | types.InputRequiredResult:
+    """Every round's answers (as sent on the wire, by key), or the next round to put to the client."""
+    if not is_version_at_least(ctx.protocol_version, MODERN):
+        # 2025-11-25: each question is a request tied to the call, so over HTTP it rides the call's stream.
+        related = ServerMessageMetadata(related_request_id=ctx.request_id)
+        answers: dict[str, Any] = {}
+        for questions in rounds:
+            for key, question in questions.items():
+                answer = await ctx.session.send_request(question, ANSWERS[question.method], metadata=related)
+                answers[key] = answer.model_dump(by_alias=True, mode="json", exclude_none=True)
+        return answers
+    # The state is the plaintext this handler minted last round (the boundary has verified it).
+    state: dict[str, Any] = json.loads(params.request_state) if params.request_state else {}
+    done, answers = int(state.get("round", 0)), dict(state.get("answers", {}))
+    given = params.input_responses or {}
+    for number, questions in enumerate(rounds[done:], start=done):
+        for key, question in questions.items():
+            # An answer of the wrong kind counts as no answer: the question is asked again.
+            if key not in answers and key in given and _fits(question, given[key]):
+                answers[key] = given[key].model_dump(by_alias=True, mode="json", exclude_none=True)
+        unanswered = {key: question for key, question in questions.items() if key not in answers}
+        if unanswered:
+            minted = json.dumps({"round": number, "answers": answers})
+            return types.InputRequiredResult(input_requests=unanswered, request_state=minted)
+        given = {}  # the answers to a round were given in the request that received it
+    return answers
+
+
+def _answered(answers: dict[str, Any], *, modern: bool) -> str:
+    """What the client said, for the result; `state-ok` marks a round trip through a verified state."""
+    said = "; ".join(f"{key}={json.dumps(value, sort_keys=True)}" for key, value in sorted(answers.items()))
+    return f"{'state-ok: ' if modern else ''}{said}"
+
+
+TOOLS = (
+    [
+        types.Tool(name=name, description=description, input_schema=NO_ARGS)
+        for name, description in [
+            ("test_simple_text", "Returns a text item"),
+            ("test_image_content", "Returns an image item"),
+            ("test_audio_content", "Returns an audio item"),
+            ("test_embedded_resource", "Returns an embedded resource"),
+            ("test_multiple_content_types", "Returns text, image and resource items"),
+            ("test_tool_with_logging", "Sends log notifications while running"),
+            ("test_tool_with_progress", "Sends progress notifications while running"),
+            ("test_error_handling", "Returns a result with isError"),
+            ("test_elicitation_sep1034_defaults", "Elicits a form whose fields have defaults"),
+            ("test_elicitation_sep1330_enums", "Elicits a form with every kind of enum"),
+            ("test_reconnection", "Returns at once (the SSE polling scenario's tool)"),
+        ]
     ]
-] + [
-    types.Tool(
-        name="test_sampling", description="Asks the client's LLM", input_schema=_string_args("prompt")
-    ),
-    types.Tool(name="test_elicitation", description="Asks the user", input_schema=_string_args("message")),
-    # Checked key by key in tools/list: $schema, $defs, $ref and additionalProperties must survive.
-    types.Tool(
-        name="json_schema_2020_12_tool",
-        description="Tool with JSON Schema 2020-12 features",
-        input_schema={
-            "$schema": "https://json-schema.org/draft/2020-12/schema",
-            "type": "object",
-            "$defs": {
-                "address": {
-                    "type": "object",
-                    "properties": {"street": {"type": "string"}, "city": {"type": "string"}},
-                }
+    + [
+        types.Tool(name=name, description="Asks the client for input first", input_schema=NO_ARGS)
+        for name in INPUT_ROUNDS
+    ]
+    + [
+        types.Tool(
+            name="test_sampling", description="Asks the client's LLM", input_schema=_string_args("prompt")
+        ),
+        types.Tool(
+            name="test_elicitation", description="Asks the user", input_schema=_string_args("message")
+        ),
+        # Checked key by key in tools/list: $schema, $defs, $ref and additionalProperties must survive
+        # (SEP-1613), and at 2026-07-28 also $anchor, allOf/anyOf and if/then/else (SEP-2106).
+        types.Tool(
+            name="json_schema_2020_12_tool",
+            description="Tool with JSON Schema 2020-12 features",
+            input_schema={
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "type": "object",
+                "$defs": {
+                    "address": {
+                        "$anchor": "addressDef",
+                        "type": "object",
+                        "properties": {"street": {"type": "string"}, "city": {"type": "string"}},
+                    }
+                },
+                "properties": {
+                    "name": {"type": "string"},
+                    "address": {"$ref": "#/$defs/address"},
+                    "contactMethod": {"type": "string", "enum": ["phone", "email"]},
+                    "phone": {"type": "string"},
+                    "email": {"type": "string"},
+                },
+                "allOf": [{"anyOf": [{"required": ["phone"]}, {"required": ["email"]}]}],
+                "if": {"properties": {"contactMethod": {"const": "phone"}}, "required": ["contactMethod"]},
+                "then": {"required": ["phone"]},
+                "else": {"required": ["email"]},
+                "additionalProperties": False,
             },
-            "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
-            "additionalProperties": False,
-        },
-    ),
-]
+        ),
+        # SEP-2243: `region` is mirrored into an `Mcp-Param-Region` header, which the SDK's HTTP
+        # transport checks against the body (it finds the schema through `get_tool_input_schema`).
+        types.Tool(
+            name="test_custom_headers",
+            description="Has an argument mirrored into an HTTP header",
+            input_schema={
+                "type": "object",
+                "properties": {
+                    "region": {"type": "string", "x-mcp-header": "Region"},
+                    "query": {"type": "string"},
+                },
+                "required": ["region"],
+            },
+        ),
+        # server-stateless: at 2026-07-28 no log goes out unless the request's _meta asked for a level.
+        types.Tool(name="test_logging_tool", description="Logs while running", input_schema=NO_ARGS),
+    ]
+)
 TOOL_SCHEMAS = {tool.name: tool.input_schema for tool in TOOLS}
 
 SEP1034_SCHEMA: dict[str, Any] = {
@@ -154,6 +339,7 @@ STATIC_RESOURCES: dict[str, types.TextResourceContents | types.BlobResourceConte
 TEMPLATE_PREFIX, TEMPLATE_SUFFIX = "test://template/", "/data"
 
 PROMPTS = [
+    types.Prompt(name="test_input_required_result_prompt", description="Asks the user for context first"),
     types.Prompt(name="test_simple_prompt", description="A prompt without arguments"),
     types.Prompt(
         name="test_prompt_with_arguments",
@@ -211,8 +397,29 @@ async def list_tools(ctx: Ctx, params: types.PaginatedRequestParams | None) -> t
     return types.ListToolsResult(tools=TOOLS)
 
 
-async def call_tool(ctx: Ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
+async def _log(ctx: Ctx, message: str) -> None:
+    # At 2026-07-28 a log goes out only on a request whose _meta asked for its level or a lower one;
+    # at 2025-11-25 logging/setLevel governs (and this fixture accepts any level).
+    if is_version_at_least(ctx.protocol_version, MODERN):
+        levels = get_args(types.LoggingLevel)  # declared in ascending severity
+        asked = (ctx.meta or {}).get(types.LOG_LEVEL_META_KEY)
+        if asked not in levels or levels.index(asked) > levels.index("info"):
+            return
+    # A typed notification rather than the deprecated send_log_message, which warns on stderr.
+    log = types.LoggingMessageNotificationParams(level="info", data=message, logger="conformance")
+    notification = types.LoggingMessageNotification(params=log)
+    await ctx.session.send_notification(notification, related_request_id=ctx.request_id)
+
+
+async def call_tool(
+    ctx: Ctx, params: types.CallToolRequestParams
+) -> types.CallToolResult | types.InputRequiredResult:
     name, args = params.name, params.arguments or {}
+    if name in INPUT_ROUNDS:
+        answers = await _gather(ctx, _rounds(ctx, name, INPUT_ROUNDS[name]), params)
+        if isinstance(answers, types.InputRequiredResult):
+            return answers
+        return _result(_answered(answers, modern=is_version_at_least(ctx.protocol_version, MODERN)))
     if name == "test_simple_text":
         return _result("This is a simple text response for testing.")
     if name == "test_image_content":
@@ -241,15 +448,12 @@ async def call_tool(ctx: Ctx, params: types.CallToolRequestParams) -> types.Call
                 types.EmbeddedResource(type="resource", resource=mixed),
             ]
         )
-    if name == "test_tool_with_logging":
+    if name in ("test_tool_with_logging", "test_logging_tool"):
         for message in ("Tool execution started", "Tool processing data", "Tool execution completed"):
-            # A typed notification rather than the deprecated send_log_message: on the
-            # 2025-11-25 era that the suite speaks both send the same thing.
-            log = types.LoggingMessageNotificationParams(level="info", data=message, logger="conformance")
-            await ctx.session.send_notification(
-                types.LoggingMessageNotification(params=log), related_request_id=ctx.request_id
-            )
+            await _log(ctx, message)
         return _result("Tool with logging executed successfully")
+    if name == "test_custom_headers":
+        return _result(f"Region: {args.get('region')}")
     if name == "test_tool_with_progress":
         for step in (0, 50, 100):
             await ctx.session.report_progress(step, 100, f"Completed step {step} of 100")
@@ -323,8 +527,16 @@ def _user(content: types.TextContent | types.ImageContent | types.EmbeddedResour
     return types.PromptMessage(role="user", content=content)
 
 
-async def get_prompt(ctx: Ctx, params: types.GetPromptRequestParams) -> types.GetPromptResult:
+async def get_prompt(
+    ctx: Ctx, params: types.GetPromptRequestParams
+) -> types.GetPromptResult | types.InputRequiredResult:
     args = params.arguments or {}
+    if params.name in PROMPT_ROUNDS:
+        answers = await _gather(ctx, _rounds(ctx, params.name, PROMPT_ROUNDS[params.name]), params)
+        if isinstance(answers, types.InputRequiredResult):
+            return answers
+        said = _answered(answers, modern=is_version_at_least(ctx.protocol_version, MODERN))
+        return types.GetPromptResult(messages=[_user(_text(f"Use this context: {said}"))])
     if params.name == "test_simple_prompt":
         return types.GetPromptResult(messages=[_user(_text("This is a simple prompt for testing."))])
     if params.name == "test_prompt_with_arguments":
@@ -375,6 +587,10 @@ def build() -> Server[Any]:
     # Registered this way (not on_set_logging_level=) to skip the SDK's deprecation warning on
     # stderr; the server still declares the logging capability, which logging-set-level needs.
     server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, accept)
+    # Seals every requestState this server mints and verifies every one echoed back (AES-GCM under a
+    # key of this process: a stdio backend and a single HTTP process need no shared key).
+    security = RequestStateSecurity.ephemeral()
+    server.middleware.append(RequestStateBoundary(security, default_audience="conformance-fixture"))
     return server
 
 
