@@ -28,6 +28,9 @@ SCOPE = "@modelcontextprotocol/"
 # The reference servers' dependencies (@modelcontextprotocol/server, hono) need Node >= 20.
 MIN_SERVER_NODE = 20
 INSTALL_HINT = "run scripts/install-test-deps"
+# The 2026-07-28 conformance suite, installed beside the pinned 0.1.16 under an npm alias (unscoped).
+CONFORMANCE_NEXT = "conformance-next"
+_UNSCOPED = frozenset({CONFORMANCE_NEXT})
 
 
 def node_bin_dir() -> Path:
@@ -69,8 +72,13 @@ def server_node() -> str | None:
 
 
 def _package_dir(name: str) -> Path:
-    """'server-everything' -> node_modules/@modelcontextprotocol/server-everything; '@x/y' as is."""
-    return NODE_MODULES / (name if name.startswith("@") else SCOPE + name)
+    """'server-everything' -> node_modules/@modelcontextprotocol/server-everything; '@x/y', aliases as is."""
+    return NODE_MODULES / (name if name.startswith("@") or name in _UNSCOPED else SCOPE + name)
+
+
+def _pinned(spec: str) -> str:
+    """The version a tests/node/package.json entry pins: '1.2.3', or 'npm:@x/y@1.2.3' for an alias."""
+    return spec.rpartition("@")[2] if spec.startswith("npm:") else spec
 
 
 def _package_json(package_dir: Path) -> dict[str, Any] | None:
@@ -105,7 +113,7 @@ def _check_npm_packages() -> str | None:
     bad = [
         f"{name}@{version}"
         for name, version in wanted.items()
-        if (_package_json(NODE_MODULES / name) or {}).get("version") != version
+        if (_package_json(NODE_MODULES / name) or {}).get("version") != _pinned(version)
     ]
     return f"npm packages missing or at other versions in {NODE_MODULES}: {', '.join(bad)}" if bad else None
 
@@ -126,7 +134,7 @@ def _check_pinned(package_dir: Path, section: str) -> Callable[[], str | None]:
 
     def check() -> str | None:
         name = package_dir.relative_to(NODE_MODULES).as_posix()
-        wanted = json.loads((NODE_DIR / "package.json").read_text())[section][name]
+        wanted = _pinned(json.loads((NODE_DIR / "package.json").read_text())[section][name])
         found = (_package_json(package_dir) or {}).get("version")
         if found != wanted:
             return f"npm package {name}@{wanted} missing from {NODE_MODULES} (found {found})"
@@ -179,6 +187,10 @@ _CHECKS: dict[str, Callable[[], str | None]] = {
     "server-filesystem": _check_server("server-filesystem"),
     "inspector": _check_node22_tool("inspector", "mcp-inspector"),
     "conformance": _check_node22_tool("conformance"),
+    # Pinned exactly: each alpha adds and changes scenarios, and the baseline names them.
+    CONFORMANCE_NEXT: lambda: (
+        _check_pinned(_package_dir(CONFORMANCE_NEXT), "dependencies")() or _check_node22()
+    ),
     "docker": _check_docker,
     "redis": _check_binary("redis-server"),
     "git": _check_binary("git"),
@@ -188,8 +200,8 @@ _CHECKS: dict[str, Callable[[], str | None]] = {
 
 def missing(what: str) -> str | None:
     """What is missing for `what` (one of `_CHECKS`: npm, node, ts-client, playwright, node22,
-    server-everything, server-memory, server-filesystem, inspector, conformance, docker, redis,
-    git, chromium), or None."""
+    server-everything, server-memory, server-filesystem, inspector, conformance, conformance-next,
+    docker, redis, git, chromium), or None."""
     try:
         check = _CHECKS[what]
     except KeyError:
@@ -238,3 +250,12 @@ def conformance_cli() -> list[str]:
     """argv prefix for the conformance suite under Node 22; append e.g. `server --url URL`."""
     require("conformance")
     return [str(node22()), str(_package_bin("conformance"))]
+
+
+def conformance_next_cli() -> list[str]:
+    """argv prefix for the 2026-07-28 conformance suite (0.2.0-alpha) under Node 22.
+
+    Append e.g. `server --url URL --spec-version 2026-07-28`.
+    """
+    require(CONFORMANCE_NEXT)
+    return [str(node22()), str(_package_bin(CONFORMANCE_NEXT))]
