@@ -19,6 +19,12 @@ Two servers, two cases:
   passes directly and the comparison covers the whole suite: through the gateway, every scenario
   the suite lists must pass.
 
+- the same fixture under the 2026-07-28 suite (0.2.0-alpha, installed as `conformance-next`) at
+  `--spec-version 2026-07-28`, with the fixture behind the gateway over stdio and as a `url:`
+  backend. Every scenario passes directly; through the gateway, the ones the gateway cannot yet
+  do are listed with their reason in tests/conformance/expected-failures-2026-07-28.yaml, which
+  must stay exact both ways (a listed scenario that stops failing is an error too).
+
 Each case takes a few seconds: the suite's scenarios are quick and Node starts twice.
 """
 
@@ -38,6 +44,7 @@ from typing import Any
 import anyio
 import psutil
 import pytest
+import yaml
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
@@ -108,10 +115,15 @@ def _conformance_env(home: Path) -> dict[str, str]:
     return env
 
 
-async def run_suite(url: str, workdir: Path) -> dict[str, Scenario]:
-    """`conformance server --suite all` against `url`; every scenario's checks, by scenario name."""
+async def run_suite(
+    url: str, workdir: Path, *, cli: list[str] | None = None, args: tuple[str, ...] = ()
+) -> dict[str, Scenario]:
+    """`conformance server --suite all` against `url`; every scenario's checks, by scenario name.
+
+    `cli` is the suite to run (default the pinned 0.1.16); `args` go after `--suite all`."""
     out = workdir / "results"
-    argv = [*_infra.conformance_cli(), "server", "--url", url, "--suite", "all", "--output-dir", str(out)]
+    cli = cli or _infra.conformance_cli()
+    argv = [*cli, "server", "--url", url, "--suite", "all", *args, "--output-dir", str(out)]
     with anyio.fail_after(SUITE_TIMEOUT):  # a cancelled run_process kills the suite
         done = await anyio.run_process(argv, env=_conformance_env(workdir), cwd=workdir, check=False)
     stdout, stderr = done.stdout.decode(), done.stderr.decode()
@@ -132,9 +144,11 @@ async def run_suite(url: str, workdir: Path) -> dict[str, Scenario]:
     return scenarios
 
 
-async def listed_scenarios(workdir: Path) -> set[str]:
+async def listed_scenarios(
+    workdir: Path, *, cli: list[str] | None = None, args: tuple[str, ...] = ()
+) -> set[str]:
     """The server scenarios the installed suite knows, so that a run cut short cannot pass as complete."""
-    argv = [*_infra.conformance_cli(), "list", "--server"]
+    argv = [*(cli or _infra.conformance_cli()), "list", "--server", *args]
     with anyio.fail_after(SUITE_TIMEOUT):
         done = await anyio.run_process(argv, env=_conformance_env(workdir), cwd=workdir)
     listed = set(_LISTED.findall(done.stdout.decode()))
@@ -142,20 +156,26 @@ async def listed_scenarios(workdir: Path) -> set[str]:
     return listed
 
 
+def _shortfall(direct: Scenario, gateway: Scenario) -> str | None:
+    """How a scenario does worse through the gateway than directly (fails, or loses a check that
+    succeeded, even to a mere WARNING), or None."""
+    lost = sorted(direct.succeeded() - gateway.succeeded())
+    if (direct.passed and not gateway.passed) or lost:
+        return (
+            f"{direct.name}: checks that succeed directly but not through the gateway: {lost}; "
+            f"gateway failures: {gateway.failures()}"
+        )
+    return None
+
+
 def _regressions(direct: dict[str, Scenario], through: dict[str, Scenario], *, skip: set[str]) -> list[str]:
     """Scenarios that pass directly but not through the gateway, or lose a check that succeeded."""
-    found: list[str] = []
-    for scenario in direct.values():
-        if scenario.name in skip:
-            continue
-        gateway = through[scenario.name]
-        lost = sorted(scenario.succeeded() - gateway.succeeded())
-        if (scenario.passed and not gateway.passed) or lost:
-            found.append(
-                f"{scenario.name}: checks that succeed directly but not through the gateway: {lost}; "
-                f"gateway failures: {gateway.failures()}"
-            )
-    return found
+    found = (
+        _shortfall(scenario, through[scenario.name])
+        for scenario in direct.values()
+        if scenario.name not in skip
+    )
+    return [shortfall for shortfall in found if shortfall is not None]
 
 
 def _print_table(direct: dict[str, Scenario], through: dict[str, Scenario], notes: dict[str, str]) -> None:
@@ -322,3 +342,65 @@ async def test_the_whole_suite_passes_through_the_gateway(tmp_path: Path) -> Non
     rebinding = {"localhost-host-rebinding-rejected", "localhost-host-valid-accepted"}
     dns = through["dns-rebinding-protection"]
     assert dns.succeeded() >= rebinding, dns.checks
+
+
+# --- the 2026-07-28 suite ----------------------------------------------------------------------
+
+NEXT_REVISION = "2026-07-28"
+BASELINE = Path(__file__).parent / "conformance" / f"expected-failures-{NEXT_REVISION}.yaml"
+
+
+def load_baseline(backend: str) -> dict[str, str]:
+    """The scenarios expected to fail through the gateway with a `backend` (stdio or http) fixture,
+    each with its reason. A known failure must still fail, so the file shrinks as the gateway learns."""
+    data = yaml.safe_load(BASELINE.read_text()) or {}
+    entries: dict[str, str] = data.get(backend) or {}
+    unexplained = [
+        name for name, reason in entries.items() if not isinstance(reason, str) or not reason.strip()
+    ]
+    assert not unexplained, f"{BASELINE.name}: entries without a reason: {unexplained}"
+    return entries
+
+
+@pytest.mark.timeout(3 * SUITE_TIMEOUT + 2 * START_TIMEOUT)
+@pytest.mark.parametrize("backend", ["stdio", "http"])
+async def test_the_2026_07_28_suite_passes_through_the_gateway(tmp_path: Path, backend: str) -> None:
+    """The fixture server directly (streamable HTTP), then through the gateway with the fixture as a
+    stdio backend or as a `url:` backend, both runs at `--spec-version 2026-07-28`: every scenario
+    passes directly, and through the gateway all but the baselined ones, which must still fail."""
+    _infra.require(_infra.CONFORMANCE_NEXT)
+    cli, args = _infra.conformance_next_cli(), ("--spec-version", NEXT_REVISION)
+    expected = load_baseline(backend)
+    (direct_dir := tmp_path / "direct").mkdir()
+    (gateway_dir := tmp_path / "gateway").mkdir()
+
+    listed: set[str] = set()
+
+    async def list_scenarios() -> None:
+        listed.update(await listed_scenarios(tmp_path, cli=cli, args=args))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(list_scenarios)
+        async with fixture_over_http(tmp_path / "fixture-server.log") as url:
+            direct = await run_suite(url, direct_dir, cli=cli, args=args)
+            if backend == "http":
+                async with serve(config({"fixture": {"url": url, "prefix": ""}})) as gw:
+                    through = await run_suite(gw.url, gateway_dir, cli=cli, args=args)
+        if backend == "stdio":
+            async with serve(config({"fixture": fixture_stdio(prefix="")})) as gw:
+                through = await run_suite(gw.url, gateway_dir, cli=cli, args=args)
+
+    _print_table(direct, through, {name: f"baseline: {reason}" for name, reason in expected.items()})
+
+    assert set(direct) == set(through) == listed, "both runs must cover every scenario the suite lists"
+    unknown = sorted(set(expected) - listed)
+    assert not unknown, f"{BASELINE.name} names scenarios the suite does not run: {unknown}"
+    # The fixture is the reference: a scenario failing directly means it lacks something.
+    failing_directly = [f"{name}: {s.failures()}" for name, s in direct.items() if not s.passed]
+    assert not failing_directly, "extend tests/conformance/fixture_server.py:\n" + "\n".join(failing_directly)
+
+    regressions = _regressions(direct, through, skip=set(expected))
+    assert not regressions, "\n".join(regressions)
+    # A baselined scenario that does as well as directly means the gateway learnt it: the entry must go.
+    stale = sorted(name for name in expected if _shortfall(direct[name], through[name]) is None)
+    assert not stale, f"these now pass through the gateway: remove them from {BASELINE.name}: {stale}"
