@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def report() -> dict[str, Any]:
     argv = [
-        sys.executable, "-m", "tests.bench", "--only", "direct,gateway,proxy", "--json",
+        sys.executable, "-m", "tests.bench", "--only", "direct,gateway,proxy,rounds", "--json",
         "--calls", "20", "--warmup", "2", "--clients", "3", "--calls-per-client", "5",
     ]  # fmt: skip
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -45,6 +45,18 @@ def test_the_benchmark_command_measures_every_path(report: dict[str, Any]) -> No
     summary = report["summary"]
     assert any(key.startswith("added p50 latency vs direct, fastmcp.Client") for key in summary)
     assert any("throughput ratio" in key for key in summary)
+
+
+def test_the_benchmark_measures_input_rounds_on_a_2026_07_28_backend(report: dict[str, Any]) -> None:
+    """Each endpoint's first call is checked to carry its answer (the round tool's, the elicited
+    name), so an error-free load means every call went through, round and all."""
+    scenario = report["scenarios"]["rounds"]
+    assert scenario["error"] is None, scenario["error"]
+    loads = {load["mode"]: load for load in scenario["loads"]}
+    assert set(loads) == {"direct", "direct+in", "gateway", "gateway+in", "gw2025+in"}
+    for load in loads.values():
+        assert load["errors"] == 0 and load["calls"] > 0 and load["p50_ms"] > 0, load
+    assert any(key.startswith("2026-07-28 backend, p50 added by the gateway") for key in report["summary"])
 
 
 def test_the_benchmark_measures_the_typescript_sdk_client_too(report: dict[str, Any]) -> None:

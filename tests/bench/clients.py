@@ -1,7 +1,7 @@
 """The clients a load is run from, and the endpoints they reach: what to open, which tool to call.
 
-Every endpoint calls ``mcp-server-time``'s ``get_current_time`` ({"timezone": "UTC"}), directly or
-through the thing under test.
+Most endpoints call ``mcp-server-time``'s ``get_current_time`` ({"timezone": "UTC"}), directly or
+through the thing under test; the input-round ones call tools of tests/conformance/fixture_server.py.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mcp_types
 from fastmcp import Client
 from fastmcp.client.transports import StdioTransport
+from mcp import StdioServerParameters
 
 from tests._infra import REPO_ROOT, missing
 from tests._support import TIME_ARGS, TIME_SERVER, initialize
@@ -26,6 +28,11 @@ TS_CLIENT = Path(__file__).resolve().parents[1] / "node" / "bench-client.mjs"
 TOOL = "get_current_time"
 TOOL_ARGS: dict[str, Any] = {"timezone": "UTC"}
 GATEWAY_TOOL = f"time__{TOOL}"  # the time server's tool as the gateway names it
+# A backend that speaks 2026-07-28 (and 2025-11-25), with a tool that asks the user first.
+FIXTURE = REPO_ROOT / "tests" / "conformance" / "fixture_server.py"
+PLAIN_TOOL = "test_simple_text"
+ROUND_TOOL = "test_input_required_result_elicitation"
+ELICITED = "bench-user"  # what the client answers at once, found again in the round tool's result
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,7 @@ class Endpoint:
     tool: str
     arguments: dict[str, Any]
     server_pid: int | None = None  # the gateway/proxy process; None: backends are our children
+    expect: str = "UTC"  # in the first call's result, or the endpoint is misrouted
 
 
 def http_endpoint(
@@ -71,7 +79,21 @@ def gateway_stdio_endpoint(ctx: BenchContext, config: Path | None) -> Endpoint:
 
 def session_endpoint(srv: RunningServer) -> Endpoint:
     url = srv.mcp_url
-    return Endpoint("gateway", lambda: SessionClient(url), GATEWAY_TOOL, TOOL_ARGS, srv.process.pid)
+    return Endpoint("gateway", lambda: SdkClient(url), GATEWAY_TOOL, TOOL_ARGS, srv.process.pid)
+
+
+def fixture_endpoint(label: str, tool: str, *, mode: str, srv: RunningServer | None = None) -> Endpoint:
+    """The `mcp` SDK's client calling `tool` of the fixture server: launched over stdio (no `srv`),
+    or behind the gateway `srv` (whose name for it is `fixture__<tool>`), in revision `mode`."""
+    expect = ELICITED if tool == ROUND_TOOL else "simple text"
+    if srv is None:
+        params = StdioServerParameters(command=sys.executable, args=[str(FIXTURE)])
+        return Endpoint(label, lambda: SdkClient(params, mode=mode, elicit=True), tool, {}, expect=expect)
+    url = srv.mcp_url
+    pid = srv.process.pid
+    return Endpoint(
+        label, lambda: SdkClient(url, mode=mode, elicit=True), f"fixture__{tool}", {}, pid, expect
+    )
 
 
 @dataclass
@@ -81,16 +103,25 @@ class _RawResult:
     content: Any
 
 
-class SessionClient:
-    """The `mcp` SDK's client in a 2025-11-25 session (most desktop and IDE clients today), with
-    `fastmcp.Client`'s `call_tool` shape."""
+async def _answer_at_once(context: Any, params: mcp_types.ElicitRequestParams) -> mcp_types.ElicitResult:
+    return mcp_types.ElicitResult(action="accept", content={"name": ELICITED})
 
-    def __init__(self, url: str) -> None:
-        from mcp import Client as SdkClient
 
-        self._client = SdkClient(url, mode="legacy")
+class SdkClient:
+    """The `mcp` SDK's client with `fastmcp.Client`'s `call_tool` shape: by default in a 2025-11-25
+    session (most desktop and IDE clients today), or at `mode` "2026-07-28". With `elicit`, it
+    declares elicitation and answers at once, as a request mid-call (2025-11-25) or as an input
+    round (2026-07-28)."""
 
-    async def __aenter__(self) -> SessionClient:
+    def __init__(
+        self, server: str | StdioServerParameters, *, mode: str = "legacy", elicit: bool = False
+    ) -> None:
+        from mcp import Client as McpClient
+
+        callback = _answer_at_once if elicit else None
+        self._client = McpClient(server, mode=mode, elicitation_callback=callback)
+
+    async def __aenter__(self) -> SdkClient:
         await self._client.__aenter__()
         return self
 

@@ -93,6 +93,16 @@ def summarize(results: dict[str, ScenarioResult], clients: int) -> dict[str, str
             f"{gw25 - direct:+.2f} ms ({gw25:.2f}); a zero-work HTTP MCP server answers in {floor:.2f} ms"
         )
 
+    r = results["rounds"].metrics if "rounds" in results else {}
+    rounds = {k: r.get(f"rounds_{k}_p50_ms") for k in ("direct", "direct+in", "gateway", "gateway+in")}
+    if all(isinstance(v, float) for v in rounds.values()):
+        plain, asked, gw_plain, gw_asked = (float(v or 0) for v in rounds.values())
+        lines["2026-07-28 backend, p50 added by the gateway (calls taking turns)"] = (
+            f"plain call {gw_plain - plain:+.2f} ms ({gw_plain:.2f} vs {plain:.2f}), call with an input "
+            f"round {gw_asked - asked:+.2f} ms ({gw_asked:.2f} vs {asked:.2f}); the round itself costs "
+            f"{asked - plain:+.2f} ms directly, {gw_asked - gw_plain:+.2f} ms through the gateway"
+        )
+
     gw_cps, px_cps = cps("gateway", "concurrent"), cps("proxy", "concurrent")
     if "gateway" in results and "proxy" in results:
         ratio = "n/a"

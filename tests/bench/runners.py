@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import subprocess
@@ -43,7 +44,7 @@ async def _check_first_call(client: Any, ep: Endpoint, limit_s: float) -> None:
     if res.is_error:
         raise RuntimeError(f"{ep.label}: {ep.tool} returned an error: {res.content!r:.300}")
     text = json.dumps(res.structured_content) if res.structured_content else repr(res.content)
-    if "UTC" not in text:
+    if ep.expect not in text:
         raise RuntimeError(f"{ep.label}: unexpected {ep.tool} result: {text:.300}")
 
 
@@ -141,13 +142,16 @@ async def run_standard_loads(ctx: BenchContext, ep: Endpoint, scenario: str) -> 
     return loads
 
 
-async def run_interleaved(ctx: BenchContext, endpoints: Sequence[Endpoint]) -> list[LoadResult]:
+async def run_interleaved(
+    ctx: BenchContext, endpoints: Sequence[Endpoint], calls: int | None = None
+) -> list[LoadResult]:
     """Sequential calls taking turns between endpoints, so all of them see the same machine.
 
     Measured one after the other, a busy neighbour during one run and not the other shows up as
     latency the thing under test did not add; taking turns call by call cancels that out.
+    `calls` per endpoint (default `--calls`).
     """
-    s = ctx.settings
+    s = ctx.settings if calls is None else dataclasses.replace(ctx.settings, calls=calls)
     lat: list[list[float]] = [[] for _ in endpoints]
     errors = [0 for _ in endpoints]
     first_error: list[str | None] = [None for _ in endpoints]

@@ -15,13 +15,17 @@ import anyio
 from tests._support import BUILD_IMAGES, FLOOR, TIME_ARGS, TIME_SERVER, TINY, free_port, time_server
 from tests.bench import chain, docker_backends
 from tests.bench.clients import (
+    FIXTURE,
     GATEWAY_TOOL,
+    PLAIN_TOOL,
+    ROUND_TOOL,
     TOOL,
     TOOL_ARGS,
     Endpoint,
     RawStdio,
     TsEndpoint,
     direct_endpoint,
+    fixture_endpoint,
     gateway_stdio_endpoint,
     http_endpoint,
     session_endpoint,
@@ -119,6 +123,36 @@ async def _ts_round(ctx: BenchContext, res: ScenarioResult, floor_url: str, gate
         res.metrics[f"ts_{ld.scenario}_errors"] = ld.errors
 
 
+async def scenario_rounds(ctx: BenchContext) -> ScenarioResult:
+    """A backend speaking 2026-07-28, directly and behind the gateway: a plain call, and a call that
+    takes an input round (an elicitation the client answers at once). Endpoints take turns."""
+    res = ScenarioResult(
+        "rounds", "2026-07-28 backend (conformance fixture), with and without an input round"
+    )
+    modern = "2026-07-28"
+    config = {"servers": {"fixture": {"type": "stdio", "command": sys.executable, "args": [str(FIXTURE)]}}}
+    async with ctx.gateway_server("gateway-rounds", config) as srv:
+        endpoints = [
+            fixture_endpoint("direct", PLAIN_TOOL, mode=modern),
+            fixture_endpoint("direct+in", ROUND_TOOL, mode=modern),
+            fixture_endpoint("gateway", PLAIN_TOOL, mode=modern, srv=srv),
+            fixture_endpoint("gateway+in", ROUND_TOOL, mode=modern, srv=srv),
+            # The same round for a client in a 2025-11-25 session: an elicitation/create mid-call.
+            fixture_endpoint("gw2025+in", ROUND_TOOL, mode="legacy", srv=srv),
+        ]
+        # A few hundred calls in all: enough for a stable median of what a round adds.
+        calls = max(1, ctx.settings.calls // len(endpoints))
+        ctx.log(
+            f"  rounds: {calls} calls per endpoint, taking turns: {', '.join(e.label for e in endpoints)}"
+        )
+        res.loads = await run_interleaved(ctx, endpoints, calls)
+    for ld in res.loads:
+        ld.mode = ld.scenario
+        res.metrics[f"rounds_{ld.scenario}_p50_ms"] = round_or_none(ld.pct(50))
+        res.metrics[f"rounds_{ld.scenario}_errors"] = ld.errors
+    return res
+
+
 async def scenario_proxy(ctx: BenchContext) -> ScenarioResult:
     res = ScenarioResult("proxy", "FastMCP create_proxy over streamable HTTP -> mcp-server-time (stdio)")
     port = free_port()
@@ -179,6 +213,7 @@ SCENARIOS: list[Scenario] = [
     Scenario("direct", "direct stdio", scenario_direct),
     Scenario("gateway", "through the gateway (HTTP)", scenario_gateway),
     Scenario("proxy", "through FastMCP 4.1 create_proxy (HTTP)", scenario_proxy),
+    Scenario("rounds", "2026-07-28 backend: calls with and without an input round", scenario_rounds),
     Scenario("fleet", "start 20 stdio backends; RSS with 50 idle backends", scenario_fleet),
     Scenario("chain", "full default middleware chain vs empty; masking 100 KB", scenario_chain),
     Scenario("docker", "5 containers' start-up; Docker backend vs stdio", scenario_docker, default=False),
