@@ -102,6 +102,11 @@ def summarize(results: dict[str, ScenarioResult], clients: int) -> dict[str, str
             f"round {gw_asked - asked:+.2f} ms ({gw_asked:.2f} vs {asked:.2f}); the round itself costs "
             f"{asked - plain:+.2f} ms directly, {gw_asked - gw_plain:+.2f} ms through the gateway"
         )
+        legacy = r.get("rounds_gw2025+in_p50_ms")
+        if isinstance(legacy, float):
+            lines[
+                "  the same round for a client in a 2025-11-25 session (an elicitation/create mid-call)"
+            ] = f"{legacy:.2f} ms through the gateway"
 
     gw_cps, px_cps = cps("gateway", "concurrent"), cps("proxy", "concurrent")
     if "gateway" in results and "proxy" in results:
