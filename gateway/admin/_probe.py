@@ -61,13 +61,13 @@ async def probe(backend: Backend) -> dict[str, Any]:
                 _NoClient(),
                 startup_timeout=spec.startup_timeout,
                 forwarded=Forwarded(roots=backend.per_client),
+                protocol=spec.protocol,
             )
             async with session:
                 timings["connect_initialize_ms"] = _ms(t)  # includes fetching the listing once
-                assert session.initialize_result is not None
-                info = session.initialize_result.server_info
-                report["server_info"] = {"name": info.name, "version": info.version}
-                report["protocol_version"] = session.initialize_result.protocol_version
+                info = session.server_info  # a 2026-07-28 server need not name itself
+                report["server_info"] = {"name": info.name, "version": info.version} if info else None
+                report["protocol_version"] = session.protocol_version
                 report["tools"] = len(session.listing.tools)
                 stage = "tools_list"
                 t = time.perf_counter()
@@ -75,7 +75,7 @@ async def probe(backend: Backend) -> dict[str, Any]:
                 timings["tools_list_ms"] = _ms(t)
                 stage = "ping"
                 t = time.perf_counter()
-                await session.request("ping", None, timeout=spec.timeout)
+                await session.ping(spec.timeout)
                 timings["ping_ms"] = _ms(t)
                 stage = "close"
                 t = time.perf_counter()

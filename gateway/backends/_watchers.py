@@ -56,7 +56,7 @@ async def health(backend: Backend, session: BackendSession, end: End) -> None:
         if http_check is not None:
             await http_check()
         else:
-            await session.request("ping", None, timeout=health.timeout)
+            await session.ping(health.timeout)
 
     while True:
         await anyio.sleep(health.interval)

@@ -88,6 +88,12 @@ class Backend:
     def in_flight(self) -> int:
         return len(self._inflight)
 
+    @property
+    def protocol_version(self) -> str | None:
+        """The revision the running (shared) session speaks, found at its start; None when down."""
+        session = self._shared
+        return session.protocol_version if session is not None else None
+
     def capabilities_have(self, name: str) -> bool:
         session = self._shared
         return session is not None and getattr(session.capabilities, name, None) is not None
@@ -113,6 +119,7 @@ class Backend:
             self,
             startup_timeout=self.spec.startup_timeout,
             forwarded=self._forwarded,
+            protocol=self.spec.protocol,
         )
 
     # -- control (admin API, lazy start, shutdown) --------------------------------------------

@@ -12,15 +12,20 @@ import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import anyio
+import anyio.abc
 import mcp_types as types
 from mcp.client.session import ClientRequestContext, ClientSession
+from mcp.client.subscriptions import SubscriptionLost, listen
 from mcp.server.caching import CacheHint
 from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
+from mcp_types import SERVER_INFO_META_KEY, UNSUPPORTED_PROTOCOL_VERSION
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
+from pydantic import ValidationError
 
 from gateway import __version__
 from gateway._sdk import ReadStream, Stamp, raw_notify, raw_request, stamper
@@ -32,7 +37,10 @@ from gateway.errors import BackendStartError, BackendTimeout, BackendUnavailable
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BackendSession", "Forwarded", "SessionHooks", "Streams"]
+__all__ = ["BackendSession", "Forwarded", "Revision", "SessionHooks", "Streams"]
+
+# What `protocol:` in a server's config asks for: probe for the newest shared revision, or pin one.
+Revision = Literal["auto", "2026-07-28", "2025-11-25"]
 
 # How a transport says it failed under a call (the pipe's own, anyio's streams, the OS's).
 # TimeoutError is an OSError too, and is caught before these.
@@ -41,6 +49,9 @@ _TRANSPORT_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio
 # Listing pages are followed to the end, but a backend that hands out cursors forever must not
 # hang a refresh.
 _MAX_LIST_PAGES = 100
+
+# A lost `subscriptions/listen` stream is re-opened after this long, doubling up to the maximum.
+_RELISTEN_FIRST, _RELISTEN_MAX = 1.0, 30.0
 
 
 class SessionHooks(Protocol):
@@ -79,6 +90,7 @@ class BackendSession:
         *,
         startup_timeout: float,
         forwarded: Forwarded = Forwarded(),
+        protocol: Revision = "auto",
     ) -> None:
         self.server = server
         self._transport = transport
@@ -86,12 +98,20 @@ class BackendSession:
         self._startup_timeout = startup_timeout
         self._forwarded = forwarded
         self.owner: Hashable | None = None  # the client a per-client session belongs to
+        self._protocol = protocol
         self._stack = AsyncExitStack()
+        self._tasks: anyio.abc.TaskGroup | None = None
+        self._modern = False  # `modern`, read once per call
         self._client: ClientSession | None = None
         self._direct: DirectCalls | None = None
         self._stamp: Stamp = _before_handshake
         self.closed = anyio.Event()
-        self.initialize_result: types.InitializeResult | None = None
+        # What the backend told at its handshake or discovery (`server/discover`), and the revision
+        # both sides share; set once the session is open.
+        self.protocol_version: str | None = None
+        self.capabilities = types.ServerCapabilities()
+        self.server_info: types.Implementation | None = None
+        self.instructions: str | None = None
         self.listing = BackendListing()
         self._garbage = RepeatedWarning(
             logger, f"server {server}: %d more unparseable messages in the last %gs"
@@ -111,13 +131,24 @@ class BackendSession:
                 write,
                 client_info=types.Implementation(name="mcp-gateway", version=__version__),
                 message_handler=self._on_message,
+                # 2026-07-28 delivers logs only to requests that opt in: ask for every level, and
+                # the relay sends each client what its own request (or revision) allows.
+                log_level="debug",
                 **self._callbacks(),
             )
             await self._stack.enter_async_context(self._client)
+            # Where a 2026-07-28 backend's listen stream lives (opened here: a task group must not
+            # be entered inside the deadline's scope and left outside it).
+            self._tasks = await self._stack.enter_async_context(anyio.create_task_group())
+            self._stack.callback(self._tasks.cancel_scope.cancel)
             with anyio.fail_after(self._startup_timeout):
-                self.initialize_result = await self._client.initialize()
-                self._stamp = stamper(self._client)
+                await _negotiate(self.server, self._client, self._protocol)
+                self._adopted(self._client)
                 self._direct = direct
+                # Listening before listing: a change in between is announced, not missed.
+                changes = self._changes_to_listen_for()
+                if any(changes) and self._tasks is not None:
+                    await self._tasks.start(self._listen, changes)
                 self.listing = await self.fetch_listing()
         except BaseException as exc:
             # No shield of our own here: a new cancel scope cannot enclose the exit of task groups
@@ -143,10 +174,23 @@ class BackendSession:
             self.closed.set()
             self._garbage.flush()
 
+    def _adopted(self, client: ClientSession) -> None:
+        self.protocol_version = client.protocol_version
+        self._modern = self.modern
+        self.capabilities = client.server_capabilities or types.ServerCapabilities()
+        self.server_info = client.server_info
+        self.instructions = client.instructions
+        self._stamp = stamper(client)
+
     @property
-    def capabilities(self) -> types.ServerCapabilities:
-        assert self.initialize_result is not None
-        return self.initialize_result.capabilities
+    def modern(self) -> bool:
+        """Whether the backend is spoken to in a sessionless revision (2026-07-28 on)."""
+        return self.protocol_version in MODERN_PROTOCOL_VERSIONS
+
+    async def ping(self, timeout: float) -> None:
+        """A liveness check in the session's revision: 2026-07-28 has no `ping`, but every server
+        answers `server/discover`."""
+        await self.request("server/discover" if self.modern else "ping", None, timeout=timeout)
 
     async def request(
         self,
@@ -174,8 +218,10 @@ class BackendSession:
         try:
             direct = self._direct
             if direct is not None:
-                return await direct.request(method, data["params"], timeout=timeout, on_progress=on_progress)
-            return await raw_request(client, method, data["params"] or None, opts)
+                out = data["params"]
+                result = await direct.request(method, out, timeout=timeout, on_progress=on_progress)
+            else:
+                result = await raw_request(client, method, data["params"] or None, opts)
         except MCPError:
             if self._transport.expired:
                 # The server forgot our session: end it, so the supervisor re-establishes it now.
@@ -195,6 +241,9 @@ class BackendSession:
             own = isinstance(exc, anyio.BrokenResourceError) and exc.args
             reason = str(exc) if own else "closed the connection"
             raise BackendUnavailable(self.server, f"server {self.server!r} {reason}") from None
+        if self._modern:
+            _unstamp(result)
+        return result
 
     async def notify(self, method: str, params: Mapping[str, Any] | None) -> None:
         if self._client is not None and not self.closed.is_set():
@@ -241,6 +290,60 @@ class BackendSession:
         hints[LIST_METHODS[method]] = cache_hint_of(pages)
         return items
 
+    def _changes_to_listen_for(self) -> tuple[bool, bool, bool]:
+        """Which list changes (tools, prompts, resources) a 2026-07-28 backend announces: it has no
+        GET stream, so they come on a `subscriptions/listen` stream the session opens."""
+        caps = self.capabilities
+        if not self.modern:
+            return (False, False, False)
+        return (
+            bool(caps.tools and caps.tools.list_changed),
+            bool(caps.prompts and caps.prompts.list_changed),
+            bool(caps.resources and caps.resources.list_changed),
+        )
+
+    async def _listen(
+        self,
+        changes: tuple[bool, bool, bool],
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Hold the backend's listen stream open; re-open it when it is lost (a dropped HTTP stream).
+
+        Each change it announces reaches `_on_message` like any notification, and is acted on
+        there. Started once acknowledged (the caller's start-up deadline bounds the wait), or
+        refused: a backend that declares changes but cannot stream them still serves calls."""
+        client = self._client
+        assert client is not None
+        delay = _RELISTEN_FIRST
+        started = False
+        while not self.closed.is_set():
+            try:
+                tools, prompts, resources = changes
+                async with listen(
+                    client,
+                    tools_list_changed=tools,
+                    prompts_list_changed=prompts,
+                    resources_list_changed=resources,
+                ) as subscription:
+                    if started:
+                        # Nothing is replayed after a loss: whatever changed meanwhile is fetched now.
+                        await self._hooks.on_notification(self, "notifications/tools/list_changed", {})
+                    else:
+                        started = True
+                        task_status.started()
+                    delay = _RELISTEN_FIRST
+                    async for _ in subscription:
+                        pass
+            except (MCPError, SubscriptionLost, *_TRANSPORT_ERRORS) as exc:
+                if not started:
+                    logger.warning("server %s: its list changes will not be seen: %s", self.server, exc)
+                    task_status.started()
+                    return
+                logger.info("server %s: listen stream lost (%s); re-opening in %gs", self.server, exc, delay)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, _RELISTEN_MAX)
+
     def _callbacks(self) -> dict[str, Any]:
         # Declaring a capability changes what backends expose (server-everything adds tools for
         # sampling; server-filesystem swaps its directories for the client's roots), so only what
@@ -281,6 +384,58 @@ class BackendSession:
             return
         data = message.model_dump(by_alias=True, mode="json", exclude_none=True)
         await self._hooks.on_notification(self, data["method"], data.get("params") or {})
+
+
+async def _negotiate(server: str, client: ClientSession, protocol: Revision) -> None:
+    """Open the session in the newest revision both sides know, or in the pinned one.
+
+    `auto` follows the SDK's own connect-time policy (`mcp.client._probe.negotiate_auto`): probe
+    `server/discover`; any JSON-RPC error, an unparseable answer or one naming no revision we
+    share means a server of the handshake era, and `initialize` follows, except for a
+    -32022 that names only revisions newer than the handshake ones (a real incompatibility).
+    A transport failure is no verdict and ends the start."""
+    if protocol == LATEST_HANDSHAKE_VERSION:
+        await client.initialize()
+        return
+    try:
+        await client.discover()
+        return
+    except MCPError as exc:
+        if protocol != "auto":
+            raise
+        if exc.code == UNSUPPORTED_PROTOCOL_VERSION and _only_modern(exc.error.data):
+            raise
+    except (ValidationError, RuntimeError) as exc:  # an unparseable answer; no shared revision
+        if protocol != "auto":
+            raise BackendStartError(server, f"{server}: failed to start: server/discover: {exc}") from None
+    try:
+        await client.initialize()
+    except MCPError as exc:
+        # The probe may have timed out here yet reached a slow server, which then took the
+        # connection as 2026-07-28 and names its revisions: ask once more, in one of them.
+        if exc.code != UNSUPPORTED_PROTOCOL_VERSION:
+            raise
+        await client.discover()
+    except RuntimeError as exc:  # the handshake named a revision we do not know
+        raise BackendStartError(server, f"{server}: failed to start: {exc}") from None
+
+
+def _unstamp(result: dict[str, Any]) -> None:
+    """Drop a 2026-07-28 backend's own identity stamp from its result: the client's server is the
+    gateway, which stamps its own (for clients of that revision) on the way out."""
+    meta = result.get("_meta")
+    if meta and SERVER_INFO_META_KEY in meta:
+        del meta[SERVER_INFO_META_KEY]
+        if not meta:
+            del result["_meta"]
+
+
+def _only_modern(data: Any) -> bool:
+    try:
+        supported = types.UnsupportedProtocolVersionErrorData.model_validate(data).supported
+    except ValidationError:
+        return False
+    return not any(v in HANDSHAKE_PROTOCOL_VERSIONS for v in supported)
 
 
 def _before_handshake(data: dict[str, Any], opts: CallOptions) -> None:

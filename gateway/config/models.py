@@ -32,7 +32,8 @@ class ToolFilter(_Model):
 
 
 class HealthCheck(_Model):
-    """MCP `ping` on an interval; `failures` misses in a row restart the backend."""
+    """MCP `ping` (`server/discover` in 2026-07-28, which has no ping) on an interval; `failures`
+    misses in a row restart the backend."""
 
     interval: float = Field(default=30.0, gt=0)
     timeout: float = Field(default=5.0, gt=0)
@@ -66,6 +67,12 @@ class _ServerBase(_Model):
         default="shared",
         description="shared: one backend session serves every client (stateless servers). per-client: each "
         "client connection gets its own backend session (stateful servers; one process each for stdio).",
+    )
+    protocol: Literal["auto", "2026-07-28", "2025-11-25"] = Field(
+        default="auto",
+        description="MCP revision spoken to this server. auto: probe `server/discover`, fall back to the "
+        "`initialize` handshake, and speak the newest revision both sides know. A revision pins it (for a "
+        "server that misbehaves when probed).",
     )
     restart: Literal["always", "on-failure", "never"] = "on-failure"
     max_restarts: int = Field(
