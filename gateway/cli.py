@@ -142,7 +142,10 @@ async def _inspect(config: GatewayConfig, args: argparse.Namespace) -> int:
             await fleet.wait_started()
             catalogue = fleet.catalogue
             failed = {n: b.last_error for n, b in fleet.backends.items() if not b.available}
-            states = {n: {"state": b.state.value, "error": b.last_error} for n, b in fleet.backends.items()}
+            states = {
+                n: {"state": b.state.value, "error": b.last_error, "protocol_version": b.protocol_version}
+                for n, b in fleet.backends.items()
+            }
     if args.command == "tools":
         rows: list[dict[str, Any]] = [
             {
@@ -175,7 +178,8 @@ async def _inspect(config: GatewayConfig, args: argparse.Namespace) -> int:
     else:
         print(f"{args.config}: valid, {len(config.servers)} servers")
         for name, info in report["servers"].items():
-            print(f"  {name}: {info['state']}" + (f" ({info['error']})" if info["error"] else ""))
+            revision = f" [{info['protocol_version']}]" if info["protocol_version"] else ""
+            print(f"  {name}: {info['state']}{revision}" + (f" ({info['error']})" if info["error"] else ""))
         for kind in ("tools", "prompts", "resources", "resource_templates"):
             print(f"{kind} ({len(report[kind])}):")
             for item in report[kind]:

@@ -55,6 +55,11 @@ SCHEMAS: dict[str, Any] = {
         started_at=_nullable("string", format="date-time"),
         uptime_seconds=_nullable("number"),
         restarts=_INT,
+        protocol_version={
+            **_nullable("string"),
+            "description": "the MCP revision spoken to the running server (found by probing, or pinned "
+            "with `protocol:`); null while it is not running",
+        },
         tools={**_INT, "description": "tools of this server in the catalogue clients see"},
         in_flight=_INT,
         calls=_ref("Calls"),
@@ -154,7 +159,7 @@ SCHEMAS: dict[str, Any] = {
         ok=_BOOL,
         stage=_nullable("string"),
         error=_nullable("string"),
-        server_info=_obj(name=_STR, version=_STR),
+        server_info={"oneOf": [{"type": "null"}, _obj(name=_STR, version=_STR)]},
         protocol_version=_STR,
         tools=_INT,
         timings={

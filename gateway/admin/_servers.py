@@ -65,6 +65,7 @@ def summary(
         "started_at": None if started is None else iso(started),
         "uptime_seconds": None if started is None else round(max(0.0, time.time() - started), 3),
         "restarts": backend.restarts,
+        "protocol_version": backend.protocol_version,
         "tools": sum(1 for route in fleet.catalogue.tool_routes.values() if route.server == name),
         "in_flight": backend.in_flight,
         "calls": stats.snapshot(name),

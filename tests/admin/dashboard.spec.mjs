@@ -75,7 +75,8 @@ try {
   const table = async () => page.$$eval("#fleet-body tr", (rows) => rows.map((tr) => {
     const text = (col) => tr.querySelector(`[data-col="${col}"]`).textContent.trim();
     return {
-      name: tr.dataset.server, state: tr.dataset.state, health: text("health"), uptime: text("uptime"),
+      name: tr.dataset.server, state: tr.dataset.state, health: text("health"), protocol: text("protocol"),
+      uptime: text("uptime"),
       restarts: Number(text("restarts")), tools: Number(text("tools")), calls: Number(text("calls")),
       errors: text("errors"), latency: text("latency"),
     };

@@ -156,8 +156,9 @@ async def test_dashboard_drives_the_fleet_in_a_real_browser() -> None:
     assert out["url"].endswith("/admin/ui/?refresh=1")
     assert "not accepted" in out["wrong_key_message"]
     assert out["session_key_stored"] is True
-    assert out["headers"][:9] == [
-        "Server", "State", "Health", "Uptime", "Restarts", "Tools", "Calls", "Errors", "p50 / p95",
+    assert out["headers"][:10] == [
+        "Server", "State", "Health", "Protocol", "Uptime", "Restarts", "Tools", "Calls", "Errors",
+        "p50 / p95",
     ]  # fmt: skip
     before = {s["name"]: s for s in out["fleet_before"]}
     assert set(before) == {TARGET, "beta"}
@@ -165,6 +166,7 @@ async def test_dashboard_drives_the_fleet_in_a_real_browser() -> None:
         assert row["state"] == "running" and row["health"] == "healthy", row
         assert row["tools"] == MISBEHAVE_TOOLS
         assert row["restarts"] == 0
+        assert row["protocol"] == "2026-07-28"  # misbehave speaks both revisions: the newest is chosen
 
     # The restart went through the states and back, seen live; the row was busy meanwhile.
     states = out["states_after_restart"]

@@ -282,6 +282,7 @@ function renderRow(server) {
     cells.type = type;
     cells.state = cell(tr, "state");
     cells.health = cell(tr, "health");
+    cells.protocol = cell(tr, "protocol");
     for (const col of ["uptime", "restarts", "tools", "calls", "errors", "latency"]) cells[col] = cell(tr, col, true);
     cells.actions = cell(tr, "actions");
     const actions = document.createElement("div");
@@ -311,6 +312,8 @@ function renderRow(server) {
     sub.title = health.last_error;
     cells.health.append(sub);
   }
+  // The MCP revision the gateway speaks to it (found by probing at start); none while it is down.
+  cells.protocol.textContent = server.protocol_version || "–";
   cells.uptime.textContent = uptime(server.uptime_seconds);
   cells.restarts.textContent = String(server.restarts);
   cells.tools.textContent = String(server.tools);
