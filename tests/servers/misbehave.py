@@ -14,7 +14,8 @@ tools
     ``crash()``         os._exit(3) right away, no response
     ``hang()``          never answers (until cancelled)
     ``log(level, message)``  emits notifications/message, then returns "logged"
-    ``change_tools()``  adds tool ``extra`` and sends notifications/tools/list_changed
+    ``change_tools()``  adds tool ``extra`` and sends notifications/tools/list_changed (on the
+                        2026-07-28 wire: to `subscriptions/listen` streams)
     ``pid()``           text os.getpid(); structuredContent {"pid", "childPid"}
     ``env(name)``       structuredContent {"name", "value"} (value null when unset); text the value
                         with ``error: true``, a JSON-RPC error (internal error) whose message and data
@@ -210,6 +211,10 @@ class Misbehave:
         self.wire_stdout: int | None = None  # a copy of the protocol's stdout, once serving
         self.extra_enabled = False
         self.log_level: str = "debug"  # set by logging/setLevel
+        # 2026-07-28 clients learn list changes on `subscriptions/listen` streams fed by this bus.
+        from mcp.server.subscriptions import InMemorySubscriptionBus
+
+        self.changes = InMemorySubscriptionBus()
         obj: dict[str, Any] = {"type": "object"}
         self.tools: dict[str, types.Tool] = {
             t.name: t
@@ -463,6 +468,9 @@ class Misbehave:
                 if not self.extra_enabled:
                     self.extra_enabled = True
                     await ctx.session.send_tool_list_changed()
+                    from mcp.shared.subscriptions import ToolsListChanged
+
+                    await self.changes.publish(ToolsListChanged())
                 return self.text("added tool extra")
             if name == "extra":
                 return self.text(f"{self.name}: extra")
@@ -617,6 +625,7 @@ async def serve(args: argparse.Namespace, child_pid: int | None) -> None:
     import mcp_types as types
     from mcp.server.lowlevel import NotificationOptions, Server
     from mcp.server.stdio import stdio_server
+    from mcp.server.subscriptions import ListenHandler
     from mcp.shared.exceptions import MCPDeprecationWarning
 
     app = Misbehave(args.name, child_pid, args.echo_env, ask=args.ask)
@@ -634,6 +643,7 @@ async def serve(args: argparse.Namespace, child_pid: int | None) -> None:
         on_read_resource=app.read_resource,
         on_list_prompts=app.list_prompts,
         on_get_prompt=app.get_prompt,
+        on_subscriptions_listen=ListenHandler(app.changes),
     )
     # Registered this way (not on_set_logging_level=) to skip the SDK's deprecation warning;
     # it still makes the server declare the logging capability on the handshake era.
