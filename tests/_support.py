@@ -7,6 +7,7 @@ import json
 import os
 import re
 import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -32,6 +33,7 @@ HERE = Path(__file__).parent
 MISBEHAVE = str(HERE / "servers" / "misbehave.py")
 TINY = str(HERE / "servers" / "tiny.py")
 FLOOR = str(HERE / "servers" / "floor.py")
+MODERN = str(HERE / "servers" / "modern.py")
 VENV_BIN = Path(sys.executable).parent
 TIME_SERVER = str(VENV_BIN / "mcp-server-time")
 TIME_ARGS = ("--local-timezone", "UTC")
@@ -46,6 +48,38 @@ START_TIMEOUT = 60.0
 def misbehave(*flags: str, **extra: Any) -> dict[str, Any]:
     """A stdio server spec for our own misbehaving test server."""
     return {"type": "stdio", "command": sys.executable, "args": [MISBEHAVE, *flags], **extra}
+
+
+def modern(**extra: Any) -> dict[str, Any]:
+    """A stdio server spec for our own 2026-07-28-only server."""
+    return {"type": "stdio", "command": sys.executable, "args": [MODERN], **extra}
+
+
+@asynccontextmanager
+async def modern_http() -> AsyncIterator[str]:
+    """Our 2026-07-28-only server over streamable HTTP in its own process; yields its MCP URL once
+    it accepts connections (bounded), and stops it on exit."""
+    port = free_port()
+    async with await anyio.open_process(
+        [sys.executable, MODERN, "--http", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    ) as proc:
+        try:
+            async with httpx.AsyncClient(trust_env=False, timeout=2.0) as http:
+                with anyio.fail_after(START_TIMEOUT):
+                    while True:
+                        try:
+                            await http.get(f"http://127.0.0.1:{port}/")
+                            break
+                        except httpx.TransportError:
+                            assert proc.returncode is None, f"modern.py exited with {proc.returncode}"
+                            await anyio.sleep(0.1)
+            yield f"http://127.0.0.1:{port}/mcp"
+        finally:
+            proc.terminate()
+            with anyio.move_on_after(10):
+                await proc.wait()
+            if proc.returncode is None:
+                proc.kill()
 
 
 def time_server(**extra: Any) -> dict[str, Any]:

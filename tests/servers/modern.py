@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""modern: an MCP server that speaks 2026-07-28 only, on the `mcp` SDK.
+
+Run as ``python tests/servers/modern.py`` (stdio) or ``python tests/servers/modern.py --http PORT``
+(streamable HTTP on ``http://127.0.0.1:PORT/mcp``). It answers `server/discover` and refuses the
+2025-11-25 `initialize` handshake with "Method not found", as a server that never knew it does.
+
+It exposes, for the gateway's tests: `tools/list` in pages of two (so pagination is exercised),
+`echo`, `count` (progress and log messages), `weather` (structured output), `grow` (adds a tool
+and announces the change on `subscriptions/listen`), a prompt with a completion, a resource and
+a resource template. An HTTP request's `Mcp-Method`/`Mcp-Name` headers are recorded, and the
+`headers` tool returns the ones seen so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import anyio
+import mcp_types as types
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.shared.exceptions import MCPError
+from pydantic import BaseModel
+from starlette.requests import Request
+
+PAGE = 2
+
+
+class Weather(BaseModel):
+    city: str
+    celsius: float
+
+
+def build() -> MCPServer:
+    seen: list[dict[str, str]] = []
+    mcp = MCPServer("modern", instructions="A 2026-07-28-only test server.")
+
+    async def refuse_handshake(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method == "initialize":
+            raise MCPError(code=types.METHOD_NOT_FOUND, message="Method not found", data="initialize")
+        if isinstance(ctx.request, Request):
+            wanted = ("mcp-method", "mcp-name")
+            seen.append({k: v for k, v in ctx.request.headers.items() if k.lower() in wanted})
+        return await call_next(ctx)
+
+    mcp._lowlevel_server.middleware.insert(0, refuse_handshake)
+
+    @mcp.tool()
+    def echo(text: str) -> str:
+        """Say it back."""
+        return text
+
+    @mcp.tool()
+    async def count(n: int, ctx: Context) -> str:
+        """Count to n, with progress and a log line per step."""
+        for i in range(1, n + 1):
+            await ctx.report_progress(i, n, f"step {i}")
+            await ctx.info(f"counted {i}")
+        return f"counted to {n}"
+
+    @mcp.tool()
+    def weather(city: str) -> Weather:
+        """Structured output."""
+        return Weather(city=city, celsius=21.5)
+
+    @mcp.tool()
+    def headers() -> list[dict[str, str]]:
+        """The Mcp-Method / Mcp-Name headers of the HTTP requests seen so far."""
+        return list(seen)
+
+    @mcp.tool()
+    async def grow(ctx: Context) -> str:
+        """Add a tool `grown`, and announce the change."""
+
+        def grown() -> str:
+            return "grown"
+
+        mcp.add_tool(grown, name="grown")
+        await ctx.notify_tools_changed()
+        return "grew"
+
+    @mcp.prompt()
+    def greet(name: str) -> str:
+        """A greeting."""
+        return f"Hello, {name}!"
+
+    @mcp.completion()  # type: ignore[untyped-decorator, no-untyped-call]  # the SDK leaves it untyped
+    async def complete(
+        ref: types.PromptReference | types.ResourceTemplateReference,
+        argument: types.CompletionArgument,
+        context: types.CompletionContext | None,
+    ) -> types.Completion | None:
+        names = ["alice", "albert", "bob"]
+        return types.Completion(values=[n for n in names if n.startswith(argument.value)])
+
+    @mcp.resource("modern://info", mime_type="text/plain")
+    def info() -> str:
+        return "modern info"
+
+    @mcp.resource("modern://item/{item}")
+    def item(item: str) -> str:
+        return f"item {item}"
+
+    async def list_tools_paged(
+        ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams
+    ) -> types.ListToolsResult:
+        tools = sorted(await mcp.list_tools(), key=lambda t: t.name)
+        start = int(params.cursor or 0)
+        end = start + PAGE
+        more = str(end) if end < len(tools) else None
+        return types.ListToolsResult(tools=tools[start:end], next_cursor=more)
+
+    mcp._lowlevel_server.add_request_handler("tools/list", types.PaginatedRequestParams, list_tools_paged)
+    return mcp
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--http", type=int, default=None, help="serve streamable HTTP on this port")
+    args = parser.parse_args()
+    mcp = build()
+    if args.http is None:
+        mcp.run("stdio")
+        return
+    anyio.run(lambda: mcp.run_streamable_http_async(host="127.0.0.1", port=args.http))
+
+
+if __name__ == "__main__":
+    main()
