@@ -7,7 +7,8 @@ Run as ``python tests/servers/modern.py`` (stdio) or ``python tests/servers/mode
 
 It exposes, for the gateway's tests: `tools/list` in pages of two (so pagination is exercised),
 `echo`, `count` (progress and log messages), `weather` (structured output), `grow` (adds a tool
-and announces the change on `subscriptions/listen`), a prompt with a completion, a resource and
+and announces the change on `subscriptions/listen`), `wait` and `cancellations` (how many waits
+were cancelled), a prompt with a completion, a resource and
 a resource template. An HTTP request's `Mcp-Method`/`Mcp-Name` headers are recorded, and the
 `headers` tool returns the ones seen so far.
 """
@@ -59,6 +60,23 @@ def build() -> MCPServer:
             await ctx.report_progress(i, n, f"step {i}")
             await ctx.info(f"counted {i}")
         return f"counted to {n}"
+
+    cancelled: list[float] = []
+
+    @mcp.tool()
+    async def wait(seconds: float) -> str:
+        """Sleep; a cancelled wait is counted (see `cancelled`)."""
+        try:
+            await anyio.sleep(seconds)
+        except anyio.get_cancelled_exc_class():
+            cancelled.append(seconds)
+            raise
+        return "waited"
+
+    @mcp.tool()
+    def cancellations() -> int:
+        """How many waits were cancelled."""
+        return len(cancelled)
 
     @mcp.tool()
     def weather(city: str) -> Weather:
