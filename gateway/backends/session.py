@@ -22,6 +22,7 @@ from mcp.client.subscriptions import SubscriptionLost, listen
 from mcp.server.caching import CacheHint
 from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import find_invalid_x_mcp_header, mcp_param_headers, x_mcp_header_map
 from mcp.shared.message import SessionMessage
 from mcp_types import SERVER_INFO_META_KEY, UNSUPPORTED_PROTOCOL_VERSION
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
@@ -102,6 +103,8 @@ class BackendSession:
         self._stack = AsyncExitStack()
         self._tasks: anyio.abc.TaskGroup | None = None
         self._modern = False  # `modern`, read once per call
+        # A 2026-07-28 backend's tools whose calls carry `Mcp-Param-*` headers (see `fetch_listing`).
+        self._param_headers: dict[str, dict[tuple[str, ...], str]] = {}
         self._client: ClientSession | None = None
         self._direct: DirectCalls | None = None
         self._stamp: Stamp = _before_handshake
@@ -215,6 +218,8 @@ class BackendSession:
         if on_progress is not None:
             opts["on_progress"] = on_progress
         self._stamp(data, opts)  # era headers / _meta envelope, exactly as the SDK's typed calls do
+        if self._param_headers and method == "tools/call":
+            self._mirror_params(data["params"], opts)
         try:
             direct = self._direct
             if direct is not None:
@@ -259,6 +264,8 @@ class BackendSession:
         listed_at = time.monotonic()
         hints: dict[ListKind, CacheHint] = {}
         tools = await self._list_all("tools/list", "tools", timeout, hints) if caps.tools else []
+        if self._modern:
+            tools = self._learn_param_headers(tools)
         prompts = await self._list_all("prompts/list", "prompts", timeout, hints) if caps.prompts else []
         resources, templates = [], []
         if caps.resources:
@@ -272,6 +279,36 @@ class BackendSession:
             hints=hints,
             listed_at=listed_at,
         )
+
+    def _learn_param_headers(self, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The tools a 2026-07-28 client may call, and which of their arguments each call mirrors
+        into `Mcp-Param-*` headers (`x-mcp-header`), learned once per listing as the SDK's typed
+        `list_tools` does; a tool whose annotation is invalid must be dropped."""
+        kept: list[dict[str, Any]] = []
+        maps: dict[str, dict[tuple[str, ...], str]] = {}
+        for tool in tools:
+            schema = tool.get("inputSchema")
+            if (reason := find_invalid_x_mcp_header(schema)) is not None:
+                logger.warning(
+                    "server %s: dropping tool %r: invalid x-mcp-header (%s)",
+                    self.server,
+                    tool.get("name"),
+                    reason,
+                )
+                continue
+            if isinstance(name := tool.get("name"), str) and (header_map := x_mcp_header_map(schema)):
+                maps[name] = header_map
+            kept.append(tool)
+        self._param_headers = maps
+        return kept
+
+    def _mirror_params(self, params: dict[str, Any], opts: CallOptions) -> None:
+        name = params.get("name")
+        header_map = self._param_headers.get(name) if isinstance(name, str) else None
+        if header_map is not None:
+            arguments = params.get("arguments")
+            if isinstance(arguments, dict):
+                opts.setdefault("headers", {}).update(mcp_param_headers(header_map, arguments))
 
     async def _list_all(
         self, method: str, key: str, timeout: float, hints: dict[ListKind, CacheHint]

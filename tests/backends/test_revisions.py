@@ -16,7 +16,7 @@ from tests._support import TINY, config, misbehave, modern, modern_http, time_se
 
 pytestmark = pytest.mark.anyio
 
-MODERN_TOOLS = {"cancellations", "count", "echo", "grow", "headers", "wait", "weather"}
+MODERN_TOOLS = {"cancellations", "count", "echo", "grow", "headers", "regional", "wait", "weather"}
 
 
 def tiny(**extra: Any) -> dict[str, Any]:
@@ -140,12 +140,18 @@ async def test_an_http_2026_backend_gets_the_mcp_method_and_name_headers() -> No
             await backend.request("tools/call", {"name": "echo", "arguments": {"text": "x"}})
             await backend.request("prompts/get", {"name": "greet", "arguments": {"name": "a"}})
             await backend.request("resources/read", {"uri": "modern://info"})
+            # The SDK's server refuses a call whose `Mcp-Param-*` header is missing or wrong.
+            regional = await backend.request(
+                "tools/call", {"name": "regional", "arguments": {"region": "eu"}}
+            )
+            assert regional["content"] == [{"type": "text", "text": "served in eu"}], regional
             result = await backend.request("tools/call", {"name": "headers", "arguments": {}})
     seen = result["structuredContent"]["result"]
     assert {"mcp-method": "tools/list"} in seen
     assert {"mcp-method": "tools/call", "mcp-name": "echo"} in seen
     assert {"mcp-method": "prompts/get", "mcp-name": "greet"} in seen
     assert {"mcp-method": "resources/read", "mcp-name": "modern://info"} in seen
+    assert {"mcp-method": "tools/call", "mcp-name": "regional", "mcp-param-region": "eu"} in seen
 
 
 @pytest.mark.parametrize("transport", ["stdio", "http"])

@@ -9,21 +9,21 @@ It exposes, for the gateway's tests: `tools/list` in pages of two (so pagination
 `echo`, `count` (progress and log messages), `weather` (structured output), `grow` (adds a tool
 and announces the change on `subscriptions/listen`), `wait` and `cancellations` (how many waits
 were cancelled), a prompt with a completion, a resource and
-a resource template. An HTTP request's `Mcp-Method`/`Mcp-Name` headers are recorded, and the
-`headers` tool returns the ones seen so far.
+a resource template, `regional` (an `x-mcp-header` argument). An HTTP request's
+`Mcp-Method`/`Mcp-Name`/`Mcp-Param-*` headers are recorded; the `headers` tool returns them.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import mcp_types as types
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.exceptions import MCPError
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.requests import Request
 
 PAGE = 2
@@ -43,7 +43,10 @@ def build() -> MCPServer:
             raise MCPError(code=types.METHOD_NOT_FOUND, message="Method not found", data="initialize")
         if isinstance(ctx.request, Request):
             wanted = ("mcp-method", "mcp-name")
-            seen.append({k: v for k, v in ctx.request.headers.items() if k.lower() in wanted})
+            headers = ctx.request.headers.items()
+            seen.append(
+                {k: v for k, v in headers if k.lower() in wanted or k.lower().startswith("mcp-param-")}
+            )
         return await call_next(ctx)
 
     mcp._lowlevel_server.middleware.insert(0, refuse_handshake)
@@ -77,6 +80,11 @@ def build() -> MCPServer:
     def cancellations() -> int:
         """How many waits were cancelled."""
         return len(cancelled)
+
+    @mcp.tool()
+    def regional(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})]) -> str:
+        """An argument mirrored into the `Mcp-Param-Region` header, which the SDK checks over HTTP."""
+        return f"served in {region}"
 
     @mcp.tool()
     def weather(city: str) -> Weather:
