@@ -294,3 +294,35 @@ async def test_a_2026_backend_s_results_are_shaped_for_each_client_s_revision_on
             result = messages(await http.post(gw.url, headers=modern_headers, json=body))[0]["result"]
             assert result["resultType"] == "complete", (method, result)
             assert result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "mcp-gateway", result
+
+
+async def test_a_2026_backend_s_input_round_breaks_nothing() -> None:
+    """Relaying input rounds is not this layer's work; here only: a 2026-07-28 client gets the round
+    (the backend's own input keys), a 2025-11-25 client gets an answer at once, and the backend
+    and both clients' next calls are unharmed."""
+    envelope = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}},
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
+    }
+    modern_headers = {
+        "content-type": "application/json",
+        "accept": "application/json, text/event-stream",
+        "mcp-protocol-version": "2026-07-28",
+        "mcp-method": "tools/call",
+        "mcp-name": "ask",
+    }
+    spec = {"command": sys.executable, "args": [MODERN], "prefix": ""}
+    async with serve(config({"s": spec})) as gw, httpx.AsyncClient(trust_env=False, timeout=30) as http:
+        body = rpc("tools/call", {"name": "ask", "arguments": {}, "_meta": envelope})
+        answer = messages(await http.post(gw.url, headers=modern_headers, json=body))[0]
+        assert answer["result"]["resultType"] == "input_required", answer
+        assert set(answer["result"]["inputRequests"]) == {"who"}
+        async with session(http, gw.url) as headers:
+            with anyio.fail_after(30):
+                legacy = await http.post(gw.url, headers=headers, json=rpc("tools/call", {"name": "ask"}))
+            assert messages(legacy)[0]["id"] == 1  # answered (how: the input-round relay's to decide)
+            echo = rpc("tools/call", {"name": "echo", "arguments": {"text": "after"}}, rid=2)
+            again = messages(await http.post(gw.url, headers=headers, json=echo))[0]
+            assert again["result"]["content"][0]["text"] == "after"
+        assert gw.fleet.backends["s"].available

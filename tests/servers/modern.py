@@ -82,6 +82,20 @@ def build() -> MCPServer:
         return len(cancelled)
 
     @mcp.tool()
+    def ask(ctx: Context) -> str | types.InputRequiredResult:
+        """An input round: asks the client (elicitation), then answers with what it said."""
+        answers = ctx.input_responses
+        if not answers:
+            form = types.ElicitRequestFormParams(
+                message="Your name?",
+                requested_schema={"type": "object", "properties": {"name": {"type": "string"}}},
+            )
+            return types.InputRequiredResult(
+                input_requests={"who": types.ElicitRequest(params=form)}, request_state="round-1"
+            )
+        return f"answered: {answers}"
+
+    @mcp.tool()
     def regional(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})]) -> str:
         """An argument mirrored into the `Mcp-Param-Region` header, which the SDK checks over HTTP."""
         return f"served in {region}"
