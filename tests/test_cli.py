@@ -16,7 +16,7 @@ import yaml
 from mcp import Client as SdkClient
 from mcp.client.stdio import StdioServerParameters
 
-from tests._support import MISBEHAVE, free_port, time_server
+from tests._support import MISBEHAVE, MODERN, free_port, time_server
 
 GATEWAY = [sys.executable, "-m", "gateway"]
 
@@ -176,3 +176,36 @@ def test_tools_and_serve_stdio_refuse_what_check_refuses(tmp_path: Path) -> None
     assert f"{path}:2: servers.mb.env.K: environment variable MCPGW_SURELY_UNSET is not set" in runs[0].stderr
     assert f"{path}:4: middleware[0] (audt).use:" in runs[0].stderr
     assert "did you mean 'audit'?" in runs[0].stderr
+
+
+def test_check_reports_the_revision_spoken_to_each_backend(tmp_path: Path) -> None:
+    cfg = write_config(
+        tmp_path,
+        {
+            "modern": {"command": sys.executable, "args": [MODERN]},
+            "time": time_server(protocol="2025-11-25"),
+        },
+    )
+    out = subprocess.run(
+        [*GATEWAY, "check", "--config", str(cfg), "--json"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    servers = json.loads(out.stdout)["servers"]
+    assert servers["modern"]["protocol_version"] == "2026-07-28"  # found by probing
+    assert servers["time"]["protocol_version"] == "2025-11-25"  # pinned, though it speaks both
+    out = subprocess.run(
+        [*GATEWAY, "check", "--config", str(cfg)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert "  modern: running [2026-07-28]" in out.stdout.splitlines()
+    assert "  time: running [2025-11-25]" in out.stdout.splitlines()
+
+
+def test_check_refuses_a_revision_it_does_not_know(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, {"time": time_server(protocol="2024-11-05")})
+    out = subprocess.run(
+        [*GATEWAY, "check", "--config", str(cfg), "--no-start"], capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 2
+    assert "servers.time.protocol" in out.stderr and "2026-07-28" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
