@@ -154,6 +154,36 @@ async def test_an_http_2026_backend_gets_the_mcp_method_and_name_headers() -> No
     assert {"mcp-method": "tools/call", "mcp-name": "regional", "mcp-param-region": "eu"} in seen
 
 
+async def test_the_pipe_s_direct_path_stamps_the_2026_envelope_as_the_sdk_does() -> None:
+    """Over a pipe the relay's requests bypass the SDK's dispatcher; they must carry the same
+    `_meta` envelope as the SDK's own requests (over HTTP, through its dispatcher)."""
+    seen: dict[str, list[Any]] = {}
+    async with AsyncExitStack() as stack:
+        url = await stack.enter_async_context(modern_http())
+        fleet = Fleet(config({"pipe": modern(), "http": {"url": url}}))
+        await stack.enter_async_context(fleet.running())
+        await _started(fleet)
+        pipe = fleet.backends["pipe"]._shared
+        assert pipe is not None and pipe._direct is not None  # the direct path is the one in use
+        for name, backend in fleet.backends.items():
+
+            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+                pass
+
+            plain = await backend.request("tools/call", {"name": "envelope", "arguments": {}})
+            tracked = await backend.request(
+                "tools/call", {"name": "envelope", "arguments": {}}, on_progress=on_progress
+            )
+            seen[name] = [plain["structuredContent"], tracked["structuredContent"]]
+    plain, tracked = seen["http"]
+    assert plain["io.modelcontextprotocol/protocolVersion"] == "2026-07-28"
+    assert plain["io.modelcontextprotocol/clientInfo"]["name"] == "mcp-gateway"
+    assert "io.modelcontextprotocol/clientCapabilities" in plain
+    assert plain["io.modelcontextprotocol/logLevel"] == "debug"
+    assert tracked == {**plain, "progressToken": True}
+    assert seen["pipe"] == seen["http"]
+
+
 @pytest.mark.parametrize("transport", ["stdio", "http"])
 async def test_list_changes_of_a_2026_backend_arrive_on_its_listen_stream(transport: str) -> None:
     async with AsyncExitStack() as stack:

@@ -8,9 +8,9 @@ Run as ``python tests/servers/modern.py`` (stdio) or ``python tests/servers/mode
 It exposes, for the gateway's tests: `tools/list` in pages of two (so pagination is exercised),
 `echo`, `count` (progress and log messages), `weather` (structured output), `grow` (adds a tool
 and announces the change on `subscriptions/listen`), `wait` and `cancellations` (how many waits
-were cancelled), a prompt with a completion, a resource and
-a resource template, `regional` (an `x-mcp-header` argument). An HTTP request's
-`Mcp-Method`/`Mcp-Name`/`Mcp-Param-*` headers are recorded; the `headers` tool returns them.
+were cancelled), `ask` (an input round), `regional` (an `x-mcp-header` argument), `envelope` (its
+own request's `_meta`), a prompt with a completion, a resource and a resource template. An HTTP
+request's `Mcp-Method`/`Mcp-Name`/`Mcp-Param-*` headers are recorded; `headers` returns them.
 """
 
 from __future__ import annotations
@@ -94,6 +94,15 @@ def build() -> MCPServer:
                 input_requests={"who": types.ElicitRequest(params=form)}, request_state="round-1"
             )
         return f"answered: {answers}"
+
+    @mcp.tool()
+    def envelope(ctx: Context) -> dict[str, Any]:
+        """The `_meta` of this very request (a progress token only as present or not: it is minted)."""
+        meta = dict(ctx.request_context.meta or {})
+        # The SDK parses the token into its own field name.
+        if meta.pop("progress_token", None) is not None or meta.pop("progressToken", None) is not None:
+            meta["progressToken"] = True
+        return meta
 
     @mcp.tool()
     def regional(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})]) -> str:
