@@ -21,6 +21,7 @@ import mcp_types as types
 import pytest
 from mcp import Client as SdkClient
 from mcp import StdioServerParameters
+from mcp.client.subscriptions import ResourceUpdated
 from pydantic import BaseModel
 
 from tests._support import (
@@ -326,3 +327,38 @@ async def test_a_2026_backend_s_input_round_breaks_nothing() -> None:
             again = messages(await http.post(gw.url, headers=headers, json=echo))[0]
             assert again["result"]["content"][0]["text"] == "after"
         assert gw.fleet.backends["s"].available
+
+
+@pytest.mark.parametrize("kind", ["2025-11-25", "2026-07-28"])
+async def test_resource_subscriptions_reach_a_2026_backend_s_listen_stream(kind: str) -> None:
+    """2026-07-28 has no `resources/subscribe`: the backend session subscribes on a listen stream.
+    A 2025-11-25 client subscribes as it always did; a 2026-07-28 client listens."""
+    updated = anyio.Event()
+    seen: list[str] = []
+
+    async def on_message(message: object) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification):
+            seen.append(message.params.uri)
+            if message.params.uri == "modern://info":
+                updated.set()
+
+    spec = {"command": sys.executable, "args": [MODERN], "prefix": ""}
+    async with serve(config({"s": spec})) as gw:
+        if kind == "2025-11-25":
+            async with SdkClient(gw.url, mode="legacy", message_handler=on_message) as client:
+                await client.subscribe_resource("modern://info")
+                await client.call_tool("touch", {"uri": "modern://other"})  # not subscribed: no news
+                await client.call_tool("touch", {"uri": "modern://info"})
+                with anyio.fail_after(30):
+                    await updated.wait()
+                assert seen == ["modern://info"]
+                await client.unsubscribe_resource("modern://info")
+        else:
+            async with (
+                SdkClient(gw.url, mode="2026-07-28") as client,
+                client.listen(resource_subscriptions=["modern://info"]) as events,
+            ):
+                await client.call_tool("touch", {"uri": "modern://info"})
+                with anyio.fail_after(30):
+                    event = await events.__anext__()
+                assert event == ResourceUpdated(uri="modern://info")

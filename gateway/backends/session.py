@@ -24,7 +24,7 @@ from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import find_invalid_x_mcp_header, mcp_param_headers, x_mcp_header_map
 from mcp.shared.message import SessionMessage
-from mcp_types import SERVER_INFO_META_KEY, UNSUPPORTED_PROTOCOL_VERSION
+from mcp_types import INVALID_PARAMS, SERVER_INFO_META_KEY, UNSUPPORTED_PROTOCOL_VERSION
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
@@ -51,8 +51,21 @@ _TRANSPORT_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio
 # hang a refresh.
 _MAX_LIST_PAGES = 100
 
+# Requests of the handshake era that 2026-07-28 replaced with a listen stream's filter.
+_SUBSCRIPTIONS = frozenset({"resources/subscribe", "resources/unsubscribe"})
+
 # A lost `subscriptions/listen` stream is re-opened after this long, doubling up to the maximum.
 _RELISTEN_FIRST, _RELISTEN_MAX = 1.0, 30.0
+
+
+@dataclass(frozen=True)
+class _Listen:
+    """What one `subscriptions/listen` stream asks a 2026-07-28 backend for."""
+
+    tools: bool = False
+    prompts: bool = False
+    resources: bool = False
+    uris: tuple[str, ...] = ()
 
 
 class SessionHooks(Protocol):
@@ -104,6 +117,10 @@ class BackendSession:
         self._tasks: anyio.abc.TaskGroup | None = None
         self._modern = False  # `modern`, read once per call
         # A 2026-07-28 backend's tools whose calls carry `Mcp-Param-*` headers (see `fetch_listing`).
+        # The resources a 2026-07-28 backend is subscribed to, and the listen stream for them.
+        self._uris: frozenset[str] = frozenset()
+        self._uri_stream: anyio.CancelScope | None = None
+        self._subscribing = anyio.Lock()
         self._param_headers: dict[str, dict[tuple[str, ...], str]] = {}
         self._client: ClientSession | None = None
         self._direct: DirectCalls | None = None
@@ -150,7 +167,7 @@ class BackendSession:
                 self._direct = direct
                 # Listening before listing: a change in between is announced, not missed.
                 changes = self._changes_to_listen_for()
-                if any(changes) and self._tasks is not None:
+                if changes != _Listen() and self._tasks is not None:
                     await self._tasks.start(self._listen, changes)
                 self.listing = await self.fetch_listing()
         except BaseException as exc:
@@ -222,7 +239,9 @@ class BackendSession:
             self._mirror_params(data["params"], opts)
         try:
             direct = self._direct
-            if direct is not None:
+            if self._modern and method in _SUBSCRIPTIONS:
+                result = await self._subscribe(method, data["params"], timeout)
+            elif direct is not None:
                 out = data["params"]
                 result = await direct.request(method, out, timeout=timeout, on_progress=on_progress)
             else:
@@ -327,59 +346,87 @@ class BackendSession:
         hints[LIST_METHODS[method]] = cache_hint_of(pages)
         return items
 
-    def _changes_to_listen_for(self) -> tuple[bool, bool, bool]:
-        """Which list changes (tools, prompts, resources) a 2026-07-28 backend announces: it has no
-        GET stream, so they come on a `subscriptions/listen` stream the session opens."""
+    def _changes_to_listen_for(self) -> _Listen:
+        """The list changes a 2026-07-28 backend announces: it has no GET stream, so they come on
+        a `subscriptions/listen` stream the session opens."""
         caps = self.capabilities
         if not self.modern:
-            return (False, False, False)
-        return (
-            bool(caps.tools and caps.tools.list_changed),
-            bool(caps.prompts and caps.prompts.list_changed),
-            bool(caps.resources and caps.resources.list_changed),
+            return _Listen()
+        return _Listen(
+            tools=bool(caps.tools and caps.tools.list_changed),
+            prompts=bool(caps.prompts and caps.prompts.list_changed),
+            resources=bool(caps.resources and caps.resources.list_changed),
         )
+
+    async def _subscribe(self, method: str, params: Mapping[str, Any], timeout: float) -> dict[str, Any]:
+        """`resources/(un)subscribe`, which 2026-07-28 replaced with a listen stream's filter: the
+        session keeps one stream for the resources it is subscribed to, and replaces it when the set
+        changes (the new one is acknowledged before the old one closes, so no update falls between)."""
+        uri = params.get("uri")
+        if not isinstance(uri, str):
+            raise MCPError(code=INVALID_PARAMS, message=f"{method} needs a string uri")
+        async with self._subscribing:
+            uris = self._uris | {uri} if method == "resources/subscribe" else self._uris - {uri}
+            if uris == self._uris:
+                return {}
+            replaced, stream = self._uri_stream, None
+            if uris and self._tasks is not None:
+                with anyio.fail_after(timeout):
+                    stream = await self._tasks.start(self._listen, _Listen(uris=tuple(sorted(uris))))
+            self._uris, self._uri_stream = uris, stream
+            if replaced is not None:
+                replaced.cancel()
+        return {}
 
     async def _listen(
         self,
-        changes: tuple[bool, bool, bool],
+        wanted: _Listen,
         *,
-        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+        task_status: anyio.abc.TaskStatus[anyio.CancelScope | None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Hold the backend's listen stream open; re-open it when it is lost (a dropped HTTP stream).
+        """Hold one listen stream open; re-open it when it is lost (a dropped HTTP stream).
 
-        Each change it announces reaches `_on_message` like any notification, and is acted on
-        there. Started once acknowledged (the caller's start-up deadline bounds the wait), or
-        refused: a backend that declares changes but cannot stream them still serves calls."""
+        What it announces reaches `_on_message` like any notification, and is acted on there.
+        Started (with the scope that ends it) once acknowledged; a refusal is raised to the starter
+        for resource subscriptions, and only logged for list changes (a backend that cannot stream
+        them still serves calls)."""
         client = self._client
         assert client is not None
         delay = _RELISTEN_FIRST
         started = False
-        while not self.closed.is_set():
-            try:
-                tools, prompts, resources = changes
-                async with listen(
-                    client,
-                    tools_list_changed=tools,
-                    prompts_list_changed=prompts,
-                    resources_list_changed=resources,
-                ) as subscription:
-                    if started:
-                        # Nothing is replayed after a loss: whatever changed meanwhile is fetched now.
-                        await self._hooks.on_notification(self, "notifications/tools/list_changed", {})
-                    else:
-                        started = True
-                        task_status.started()
-                    delay = _RELISTEN_FIRST
-                    async for _ in subscription:
-                        pass
-            except (MCPError, SubscriptionLost, *_TRANSPORT_ERRORS) as exc:
-                if not started:
-                    logger.warning("server %s: its list changes will not be seen: %s", self.server, exc)
-                    task_status.started()
-                    return
-                logger.info("server %s: listen stream lost (%s); re-opening in %gs", self.server, exc, delay)
-            await anyio.sleep(delay)
-            delay = min(delay * 2, _RELISTEN_MAX)
+        with anyio.CancelScope() as scope:
+            while not self.closed.is_set():
+                try:
+                    async with listen(
+                        client,
+                        tools_list_changed=wanted.tools,
+                        prompts_list_changed=wanted.prompts,
+                        resources_list_changed=wanted.resources,
+                        resource_subscriptions=wanted.uris,
+                    ) as subscription:
+                        if not started:
+                            started = True
+                            task_status.started(scope)
+                        elif wanted.tools or wanted.prompts or wanted.resources:
+                            # Nothing is replayed after a loss: what changed meanwhile is fetched now.
+                            await self._hooks.on_notification(self, "notifications/tools/list_changed", {})
+                        delay = _RELISTEN_FIRST
+                        async for _ in subscription:
+                            pass
+                except (MCPError, SubscriptionLost, *_TRANSPORT_ERRORS) as exc:
+                    if not started:
+                        if wanted.uris:
+                            raise
+                        logger.warning("server %s: its list changes will not be seen: %s", self.server, exc)
+                        task_status.started(None)
+                        return
+                    logger.info(
+                        "server %s: listen stream lost (%s); re-opening in %gs", self.server, exc, delay
+                    )
+                await anyio.sleep(delay)
+                delay = min(delay * 2, _RELISTEN_MAX)
+        if not started:  # the session ended before a stream could open
+            raise anyio.BrokenResourceError
 
     def _callbacks(self) -> dict[str, Any]:
         # Declaring a capability changes what backends expose (server-everything adds tools for

@@ -16,7 +16,10 @@ from tests._support import TINY, config, misbehave, modern, modern_http, time_se
 
 pytestmark = pytest.mark.anyio
 
-MODERN_TOOLS = {"ask", "cancellations", "count", "echo", "grow", "headers", "regional", "wait", "weather"}
+MODERN_TOOLS = {
+    *("ask", "cancellations", "count", "echo", "envelope", "grow", "headers", "regional", "touch"),
+    *("wait", "weather"),
+}
 
 
 def tiny(**extra: Any) -> dict[str, Any]:

@@ -8,9 +8,10 @@ Run as ``python tests/servers/modern.py`` (stdio) or ``python tests/servers/mode
 It exposes, for the gateway's tests: `tools/list` in pages of two (so pagination is exercised),
 `echo`, `count` (progress and log messages), `weather` (structured output), `grow` (adds a tool
 and announces the change on `subscriptions/listen`), `wait` and `cancellations` (how many waits
-were cancelled), `ask` (an input round), `regional` (an `x-mcp-header` argument), `envelope` (its
-own request's `_meta`), a prompt with a completion, a resource and a resource template. An HTTP
-request's `Mcp-Method`/`Mcp-Name`/`Mcp-Param-*` headers are recorded; `headers` returns them.
+were cancelled), `touch` (a resource update), `ask` (an input round), `regional` (an
+`x-mcp-header` argument), `envelope` (its own request's `_meta`), a prompt with a completion, a
+resource and a resource template. An HTTP request's `Mcp-Method`/`Mcp-Name`/`Mcp-Param-*`
+headers are recorded; `headers` returns them.
 """
 
 from __future__ import annotations
@@ -103,6 +104,12 @@ def build() -> MCPServer:
         if meta.pop("progress_token", None) is not None or meta.pop("progressToken", None) is not None:
             meta["progressToken"] = True
         return meta
+
+    @mcp.tool()
+    async def touch(uri: str, ctx: Context) -> str:
+        """Announce that the resource `uri` changed (to listen streams subscribed to it)."""
+        await ctx.notify_resource_updated(uri)
+        return "touched"
 
     @mcp.tool()
     def regional(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})]) -> str:
