@@ -474,33 +474,38 @@ async def _negotiate(server: str, client: ClientSession, protocol: Revision) -> 
     """Open the session in the newest revision both sides know, or in the pinned one.
 
     `auto` follows the SDK's own connect-time policy (`mcp.client._probe.negotiate_auto`): probe
-    `server/discover`; any JSON-RPC error, an unparseable answer or one naming no revision we
-    share means a server of the handshake era, and `initialize` follows, except for a
+    `server/discover`; any JSON-RPC error, an answer that is no discovery result, or one naming no
+    revision we share means a server of the handshake era, and `initialize` follows, except for a
     -32022 that names only revisions newer than the handshake ones (a real incompatibility).
     A transport failure is no verdict and ends the start."""
-    if protocol == LATEST_HANDSHAKE_VERSION:
-        await client.initialize()
-        return
     try:
-        await client.discover()
-        return
-    except MCPError as exc:
-        if protocol != "auto":
-            raise
-        if exc.code == UNSUPPORTED_PROTOCOL_VERSION and _only_modern(exc.error.data):
-            raise
-    except (ValidationError, RuntimeError) as exc:  # an unparseable answer; no shared revision
-        if protocol != "auto":
-            raise BackendStartError(server, f"{server}: failed to start: server/discover: {exc}") from None
-    try:
-        await client.initialize()
-    except MCPError as exc:
-        # The probe may have timed out here yet reached a slow server, which then took the
-        # connection as 2026-07-28 and names its revisions: ask once more, in one of them.
-        if exc.code != UNSUPPORTED_PROTOCOL_VERSION:
-            raise
-        await client.discover()
-    except RuntimeError as exc:  # the handshake named a revision we do not know
+        if protocol == LATEST_HANDSHAKE_VERSION:
+            await client.initialize()
+            return
+        try:
+            await client.discover()
+            return
+        except MCPError as exc:
+            if protocol != "auto" or (
+                exc.code == UNSUPPORTED_PROTOCOL_VERSION and _only_modern(exc.error.data)
+            ):
+                raise
+        except (ValidationError, RuntimeError):
+            if protocol != "auto":
+                raise
+        try:
+            await client.initialize()
+        except MCPError as exc:
+            # The probe may have timed out here yet reached a slow server, which then took the
+            # connection as 2026-07-28 and names its revisions: ask once more, in one of them.
+            if exc.code != UNSUPPORTED_PROTOCOL_VERSION:
+                raise
+            await client.discover()
+    except ValidationError:
+        raise BackendStartError(
+            server, f"{server}: failed to start: its server/discover answer is no discovery result"
+        ) from None
+    except RuntimeError as exc:  # the SDK's word for "no revision in common"
         raise BackendStartError(server, f"{server}: failed to start: {exc}") from None
 
 
