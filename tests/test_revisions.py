@@ -241,11 +241,20 @@ async def test_a_2025_client_sees_a_2026_backend_list_change() -> None:
         assert "grown" in {t.name for t in (await client.list_tools()).tools}
 
 
-async def test_a_2026_client_cancelling_a_call_frees_the_2026_backend() -> None:
-    async with (
-        serve(config({"s": {"command": sys.executable, "args": [MODERN], "prefix": ""}})) as gw,
-        SdkClient(gw.url, mode="2026-07-28") as client,
-    ):
+@pytest.mark.parametrize("kind", ["2025-11-25", "2026-07-28"])
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+async def test_a_client_cancelling_a_call_stops_it_at_the_2026_backend(kind: str, transport: str) -> None:
+    """The gateway passes the cancellation on in the backend's revision: a notice on the pipe, the
+    request's own HTTP stream closed on streamable HTTP."""
+    async with AsyncExitStack() as stack:
+        if transport == "stdio":
+            spec: dict[str, Any] = {"command": sys.executable, "args": [MODERN]}
+        else:
+            spec = {"url": await stack.enter_async_context(modern_http())}
+        gw = await stack.enter_async_context(serve(config({"s": {**spec, "prefix": ""}})))
+        client = await stack.enter_async_context(
+            SdkClient(gw.url, mode="legacy" if kind == "2025-11-25" else kind)
+        )
         backend = gw.fleet.backends["s"]
         with anyio.move_on_after(1):
             await client.call_tool("wait", {"seconds": 60})
