@@ -346,7 +346,7 @@ class Relay:
     async def set_logging_level(self, level: str) -> None:
         """A 2025-11-25 client's `logging/setLevel`, passed on to every backend that logs."""
         for backend in self.fleet.backends.values():
-            if backend.available and backend.capabilities_have("logging"):
+            if backend.available and backend.takes_log_level:
                 try:
                     await backend.request("logging/setLevel", {"level": level})
                 except (GatewayError, MCPError) as exc:

@@ -371,3 +371,25 @@ async def test_resource_subscriptions_reach_a_2026_backend_s_listen_stream(kind:
                 with anyio.fail_after(30):
                     event = await events.__anext__()
                 assert event == ResourceUpdated(uri="modern://info")
+
+
+async def test_a_2025_client_s_log_level_applies_to_a_2026_backend() -> None:
+    """2026-07-28 has no `logging/setLevel`: the level becomes the one the session asks for on
+    each request, as a 2025-11-25 backend's own level would filter."""
+    got: list[tuple[str, Any]] = []
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        got.append((params.level, params.data))
+
+    spec = {"command": sys.executable, "args": [MODERN], "prefix": ""}
+    async with (
+        serve(config({"s": spec})) as gw,
+        SdkClient(gw.url, mode="legacy", logging_callback=on_log) as client,
+    ):
+        await client.set_logging_level("warning")
+        await client.call_tool("count", {"n": 2})  # info lines, below the level: none sent
+        assert got == []
+        await client.set_logging_level("info")
+        await client.call_tool("count", {"n": 2})
+        await wait_until(lambda: len(got) >= 2, timeout=30)
+        assert got == [("info", "counted 1"), ("info", "counted 2")]

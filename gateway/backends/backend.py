@@ -94,6 +94,13 @@ class Backend:
         session = self._shared
         return session.protocol_version if session is not None else None
 
+    @property
+    def takes_log_level(self) -> bool:
+        """Whether a client's `logging/setLevel` applies to this backend: one that declares logging,
+        or one spoken to in 2026-07-28, whose logs the session opts in to per request."""
+        session = self._shared
+        return session is not None and (session.modern or session.capabilities.logging is not None)
+
     def capabilities_have(self, name: str) -> bool:
         session = self._shared
         return session is not None and getattr(session.capabilities, name, None) is not None

@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 import anyio
 import anyio.abc
@@ -24,7 +24,7 @@ from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import find_invalid_x_mcp_header, mcp_param_headers, x_mcp_header_map
 from mcp.shared.message import SessionMessage
-from mcp_types import INVALID_PARAMS, SERVER_INFO_META_KEY, UNSUPPORTED_PROTOCOL_VERSION
+from mcp_types import INVALID_PARAMS, LOG_LEVEL_META_KEY, SERVER_INFO_META_KEY, UNSUPPORTED_PROTOCOL_VERSION
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
@@ -50,6 +50,8 @@ _TRANSPORT_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio
 # Listing pages are followed to the end, but a backend that hands out cursors forever must not
 # hang a refresh.
 _MAX_LIST_PAGES = 100
+
+_LOG_LEVELS = get_args(types.LoggingLevel)
 
 # Requests of the handshake era that 2026-07-28 replaced with a listen stream's filter.
 _SUBSCRIPTIONS = frozenset({"resources/subscribe", "resources/unsubscribe"})
@@ -121,6 +123,9 @@ class BackendSession:
         self._uris: frozenset[str] = frozenset()
         self._uri_stream: anyio.CancelScope | None = None
         self._subscribing = anyio.Lock()
+        # The level a client set for a 2026-07-28 backend, which has no `logging/setLevel`: its logs
+        # are asked for at this level on every request (None: every level, the session's default).
+        self._log_level: str | None = None
         self._param_headers: dict[str, dict[tuple[str, ...], str]] = {}
         self._client: ClientSession | None = None
         self._direct: DirectCalls | None = None
@@ -234,6 +239,10 @@ class BackendSession:
         opts: CallOptions = {"timeout": timeout}
         if on_progress is not None:
             opts["on_progress"] = on_progress
+        if self._log_level is not None:
+            # Ours is kept: the stamp only sets its own level where none is.
+            out = data["params"]
+            out["_meta"] = {**(out.get("_meta") or {}), LOG_LEVEL_META_KEY: self._log_level}
         self._stamp(data, opts)  # era headers / _meta envelope, exactly as the SDK's typed calls do
         if self._param_headers and method == "tools/call":
             self._mirror_params(data["params"], opts)
@@ -241,6 +250,8 @@ class BackendSession:
             direct = self._direct
             if self._modern and method in _SUBSCRIPTIONS:
                 result = await self._subscribe(method, data["params"], timeout)
+            elif self._modern and method == "logging/setLevel":
+                result = self._set_log_level(data["params"])
             elif direct is not None:
                 out = data["params"]
                 result = await direct.request(method, out, timeout=timeout, on_progress=on_progress)
@@ -357,6 +368,14 @@ class BackendSession:
             prompts=bool(caps.prompts and caps.prompts.list_changed),
             resources=bool(caps.resources and caps.resources.list_changed),
         )
+
+    def _set_log_level(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """`logging/setLevel`, which 2026-07-28 replaced with a level on each request."""
+        level = params.get("level")
+        if level not in _LOG_LEVELS:
+            raise MCPError(code=INVALID_PARAMS, message=f"unknown log level {level!r}")
+        self._log_level = None if level == "debug" else level
+        return {}
 
     async def _subscribe(self, method: str, params: Mapping[str, Any], timeout: float) -> dict[str, Any]:
         """`resources/(un)subscribe`, which 2026-07-28 replaced with a listen stream's filter: the
