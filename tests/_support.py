@@ -33,7 +33,7 @@ HERE = Path(__file__).parent
 MISBEHAVE = str(HERE / "servers" / "misbehave.py")
 TINY = str(HERE / "servers" / "tiny.py")
 FLOOR = str(HERE / "servers" / "floor.py")
-MODERN = str(HERE / "servers" / "modern.py")
+MODERN_SERVER = str(HERE / "servers" / "modern.py")
 VENV_BIN = Path(sys.executable).parent
 TIME_SERVER = str(VENV_BIN / "mcp-server-time")
 TIME_ARGS = ("--local-timezone", "UTC")
@@ -52,7 +52,7 @@ def misbehave(*flags: str, **extra: Any) -> dict[str, Any]:
 
 def modern(**extra: Any) -> dict[str, Any]:
     """A stdio server spec for our own 2026-07-28-only server."""
-    return {"type": "stdio", "command": sys.executable, "args": [MODERN], **extra}
+    return {"type": "stdio", "command": sys.executable, "args": [MODERN_SERVER], **extra}
 
 
 @asynccontextmanager
@@ -61,7 +61,9 @@ async def modern_http() -> AsyncIterator[str]:
     it accepts connections (bounded), and stops it on exit."""
     port = free_port()
     async with await anyio.open_process(
-        [sys.executable, MODERN, "--http", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [sys.executable, MODERN_SERVER, "--http", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     ) as proc:
         try:
             async with httpx.AsyncClient(trust_env=False, timeout=2.0) as http:

@@ -16,7 +16,7 @@ import yaml
 from mcp import Client as SdkClient
 from mcp.client.stdio import StdioServerParameters
 
-from tests._support import MISBEHAVE, MODERN, free_port, time_server
+from tests._support import MISBEHAVE, free_port, modern, time_server
 
 GATEWAY = [sys.executable, "-m", "gateway"]
 
@@ -182,7 +182,7 @@ def test_check_reports_the_revision_spoken_to_each_backend(tmp_path: Path) -> No
     cfg = write_config(
         tmp_path,
         {
-            "modern": {"command": sys.executable, "args": [MODERN]},
+            "modern": modern(),
             "time": time_server(protocol="2025-11-25"),
         },
     )

@@ -26,12 +26,13 @@ from pydantic import BaseModel
 
 from tests._support import (
     MISBEHAVE,
-    MODERN,
     TIME_ARGS,
     TIME_SERVER,
     config,
+    envelope,
     fastmcp_client,
     messages,
+    modern,
     modern_http,
     rpc,
     serve,
@@ -181,7 +182,7 @@ class Case:
 
 CASES = {
     "modern-stdio": Case(
-        lambda url: {"command": sys.executable, "args": [MODERN]},
+        lambda url: modern(),
         exercise_modern,
         "2026-07-28",
         http=True,  # direct clients reach the same server over HTTP
@@ -231,7 +232,7 @@ async def test_a_2025_client_sees_a_2026_backend_list_change() -> None:
             changed.set()
 
     async with (
-        serve(config({"s": {"command": sys.executable, "args": [MODERN], "prefix": ""}})) as gw,
+        serve(config({"s": modern(prefix="")})) as gw,
         SdkClient(gw.url, mode="legacy", message_handler=on_message) as client,
     ):
         assert "grown" not in {t.name for t in (await client.list_tools()).tools}
@@ -248,7 +249,7 @@ async def test_a_client_cancelling_a_call_stops_it_at_the_2026_backend(kind: str
     request's own HTTP stream closed on streamable HTTP."""
     async with AsyncExitStack() as stack:
         if transport == "stdio":
-            spec: dict[str, Any] = {"command": sys.executable, "args": [MODERN]}
+            spec: dict[str, Any] = modern()
         else:
             spec = {"url": await stack.enter_async_context(modern_http())}
         gw = await stack.enter_async_context(serve(config({"s": {**spec, "prefix": ""}})))
@@ -274,17 +275,12 @@ async def test_a_client_cancelling_a_call_stops_it_at_the_2026_backend(kind: str
 async def test_a_2026_backend_s_results_are_shaped_for_each_client_s_revision_on_the_wire() -> None:
     """A 2025-11-25 client sees no 2026-07-28 fields; a 2026-07-28 client sees the gateway's identity
     stamp, never the backend's."""
-    envelope = {
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {},
-        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
-    }
     calls: list[tuple[str, str, dict[str, Any]]] = [
         ("tools/call", "echo", {"name": "echo", "arguments": {"text": "x"}}),
         ("prompts/get", "greet", {"name": "greet", "arguments": {"name": "a"}}),
         ("resources/read", "modern://info", {"uri": "modern://info"}),
     ]
-    spec = {"command": sys.executable, "args": [MODERN], "prefix": ""}
+    spec = modern(prefix="")
     async with serve(config({"s": spec})) as gw, httpx.AsyncClient(trust_env=False, timeout=30) as http:
         async with session(http, gw.url) as headers:
             for method, _, params in calls:
@@ -300,7 +296,7 @@ async def test_a_2026_backend_s_results_are_shaped_for_each_client_s_revision_on
                 "mcp-method": method,
                 "mcp-name": name,
             }
-            body = rpc(method, {**params, "_meta": envelope})
+            body = rpc(method, {**params, "_meta": envelope()})
             result = messages(await http.post(gw.url, headers=modern_headers, json=body))[0]["result"]
             assert result["resultType"] == "complete", (method, result)
             assert result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "mcp-gateway", result
@@ -310,11 +306,6 @@ async def test_a_2026_backend_s_input_round_breaks_nothing() -> None:
     """Relaying input rounds is not this layer's work; here only: a 2026-07-28 client gets the round
     (the backend's own input keys), a 2025-11-25 client gets an answer at once, and the backend
     and both clients' next calls are unharmed."""
-    envelope = {
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}},
-        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
-    }
     modern_headers = {
         "content-type": "application/json",
         "accept": "application/json, text/event-stream",
@@ -322,9 +313,10 @@ async def test_a_2026_backend_s_input_round_breaks_nothing() -> None:
         "mcp-method": "tools/call",
         "mcp-name": "ask",
     }
-    spec = {"command": sys.executable, "args": [MODERN], "prefix": ""}
+    spec = modern(prefix="")
     async with serve(config({"s": spec})) as gw, httpx.AsyncClient(trust_env=False, timeout=30) as http:
-        body = rpc("tools/call", {"name": "ask", "arguments": {}, "_meta": envelope})
+        meta = envelope(capabilities={"elicitation": {}})
+        body = rpc("tools/call", {"name": "ask", "arguments": {}, "_meta": meta})
         answer = messages(await http.post(gw.url, headers=modern_headers, json=body))[0]
         assert answer["result"]["resultType"] == "input_required", answer
         assert set(answer["result"]["inputRequests"]) == {"who"}
@@ -351,7 +343,7 @@ async def test_resource_subscriptions_reach_a_2026_backend_s_listen_stream(kind:
             if message.params.uri == "modern://info":
                 updated.set()
 
-    spec = {"command": sys.executable, "args": [MODERN], "prefix": ""}
+    spec = modern(prefix="")
     async with serve(config({"s": spec})) as gw:
         if kind == "2025-11-25":
             async with SdkClient(gw.url, mode="legacy", message_handler=on_message) as client:
@@ -381,7 +373,7 @@ async def test_a_2025_client_s_log_level_applies_to_a_2026_backend() -> None:
     async def on_log(params: types.LoggingMessageNotificationParams) -> None:
         got.append((params.level, params.data))
 
-    spec = {"command": sys.executable, "args": [MODERN], "prefix": ""}
+    spec = modern(prefix="")
     async with (
         serve(config({"s": spec})) as gw,
         SdkClient(gw.url, mode="legacy", logging_callback=on_log) as client,
