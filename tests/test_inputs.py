@@ -30,7 +30,7 @@ from gateway.config.validation import validate_file
 from gateway.errors import ConfigError
 from gateway.relay import Relay, state_seal
 from tests._gateway_process import gateway_process
-from tests._support import Running, config, messages, misbehave, serve
+from tests._support import LEGACY, Running, config, messages, misbehave, serve
 from tests.front.test_exchange import post
 
 pytestmark = pytest.mark.anyio
@@ -46,7 +46,7 @@ REFUSED = {
 
 
 def asking(**state: Any) -> Any:
-    return config({"mb": misbehave("--ask")}, state={"keys": [KEY], **state})
+    return config({"mb": misbehave("--ask", protocol=LEGACY)}, state={"keys": [KEY], **state})
 
 
 async def call(
@@ -174,7 +174,7 @@ async def test_another_identitys_state_or_another_requests_is_refused() -> None:
         for n, k in (("alice", alice), ("bob", bob))
     ]
     cfg = config(
-        {"mb": misbehave("--ask")},
+        {"mb": misbehave("--ask", protocol=LEGACY)},
         state={"keys": [KEY]},
         middleware=[{"use": "auth", "options": {"api_keys": keys}}],
     )
@@ -189,7 +189,7 @@ async def test_another_identitys_state_or_another_requests_is_refused() -> None:
 
 
 async def test_a_state_sealed_with_a_key_this_gateway_lacks_is_refused() -> None:
-    other = config({"mb": misbehave("--ask")}, state={"keys": [secrets.token_hex(32)]})
+    other = config({"mb": misbehave("--ask", protocol=LEGACY)}, state={"keys": [secrets.token_hex(32)]})
     async with (
         serve(asking()) as gw,
         serve(other) as stranger,
@@ -214,7 +214,7 @@ async def test_a_second_process_with_the_key_refuses_a_call_parked_in_the_first(
     the state (same key) but cannot continue it, and says so at once instead of hanging."""
     monkeypatch.setenv("GATEWAY_TEST_STATE_KEY", KEY)
     cfg = {
-        "servers": {"mb": misbehave("--ask")},
+        "servers": {"mb": misbehave("--ask", protocol=LEGACY)},
         "state": {"keys": ["${env:GATEWAY_TEST_STATE_KEY}"]},
     }
     async with (

@@ -27,7 +27,7 @@ from pydantic import FileUrl
 
 from gateway.relay import missing_capability
 from tests._infra import REPO_ROOT
-from tests._support import config, misbehave, serve
+from tests._support import LEGACY, config, misbehave, serve
 
 pytestmark = pytest.mark.anyio
 
@@ -58,7 +58,7 @@ CLIENTS: dict[str, dict[str, Any]] = {
 
 
 def asking(**extra: Any) -> dict[str, Any]:
-    return misbehave("--ask", timeout=TIMEOUT, **extra)
+    return misbehave("--ask", timeout=TIMEOUT, protocol=LEGACY, **extra)
 
 
 async def ask(client: SdkClient, *kinds: str) -> list[dict[str, Any]]:
