@@ -59,8 +59,8 @@ class StateSeal:
     - `m`, `t`: the method and the public name (tool, prompt) or URI the call was made on;
     - `p`: the gateway process holding the deferred call, `c`: that call, `r`: the round number;
     - `k`: the input keys asked in that round;
-    - room for more (a 2026-07-28 backend's own `requestState` and input keys, relayed), under
-      new keys: a reader ignores what it does not know.
+    - for a 2026-07-28 backend's own round, relayed (`InputBridge.relayed`): `s` the server and
+      `b` its `requestState`, instead of `p`, `c` and `r` (no call waits in any process).
 
     With no keys configured, a random key is made for this process: its states die with it.
     """
@@ -252,6 +252,34 @@ class InputBridge:
         if claims.get("r") != deferred.round or deferred.used:
             raise InvalidRequestState(f"replayed: round {claims.get('r')}, current {deferred.round}")
         return deferred
+
+    # -- a 2026-07-28 backend's own rounds, relayed -----------------------------------------------
+
+    def relayed(self, result: Result, binding: Binding, server: str) -> Result:
+        """A backend's `input_required` result as the client sees it: its questions unchanged, its
+        `requestState` sealed inside ours (with the backend it came from), so that the retry goes
+        back to that backend, from any gateway process holding the key. No call waits here."""
+        claims: dict[str, Any] = {"who": list(binding.who), "m": binding.method, "t": binding.target}
+        claims.update(s=server, b=result.get("requestState"), k=list(result.get("inputRequests") or {}))
+        return {**result, "requestState": self.seal.seal(claims)}
+
+    def continued(self, state: object, binding: Binding) -> dict[str, Any]:
+        """The claims of `state` if it is a relayed backend round issued for this request, for this
+        client; {} if it is one of the gateway's own rounds (`resume` continues those)."""
+        try:
+            claims = self.seal.open(state)
+            if "s" not in claims:
+                return {}
+            if (
+                claims.get("who") != list(binding.who)
+                or claims.get("m") != binding.method
+                or claims.get("t") != binding.target
+            ):
+                raise InvalidRequestState("issued to another client or for another request")
+        except InvalidRequestState as exc:
+            logger.info("requestState refused: %s", exc.reason)
+            raise
+        return claims
 
     async def next_result(self, deferred: Deferred) -> Result:
         """The call's result, or the `input_required` result listing what the backend waits for."""

@@ -142,6 +142,13 @@ class BackendTimeout(BackendError):
     code = REQUEST_TIMEOUT
 
 
+class EndlessRounds(BackendError):
+    """A backend kept answering `input_required` past the gateway's bound on rounds for one call."""
+
+    def __init__(self, server: str, rounds: int) -> None:
+        super().__init__(server, f"server {server!r} asked for input more than {rounds} times in one call")
+
+
 class BackendStartError(BackendError):
     code = BACKEND_UNAVAILABLE
 

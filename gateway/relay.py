@@ -29,7 +29,15 @@ from gateway.backends import Backend
 from gateway.catalogue import Kind, ListKind
 from gateway.config.models import StateConfig
 from gateway.config.secrets import Secrets, SecretValues
-from gateway.errors import ConfigError, GatewayError, MissingCapability, UnknownName, as_mcp_error
+from gateway.errors import (
+    ConfigError,
+    EndlessRounds,
+    GatewayError,
+    InvalidRequestState,
+    MissingCapability,
+    UnknownName,
+    as_mcp_error,
+)
 from gateway.fleet import Fleet
 from gateway.front import Front
 from gateway.logs import request_scope
@@ -125,6 +133,50 @@ def _masking(report: ProgressFnT, known: SecretValues) -> ProgressFnT:
         await report(progress, total, None if message is None else known.mask(message))
 
     return masked
+
+
+# A backend may ask, be answered, and ask again; past this many rounds in one call it is looping.
+MAX_BACKEND_ROUNDS = 32
+
+
+def _binding(call: Call) -> Binding:
+    """What a `requestState` issued for `call` is bound to: who made it, and on what."""
+    identity = call.identity
+    return Binding(
+        who=(identity.authenticator, identity.issuer, identity.name),
+        method=call.method,
+        target=call.name or "",
+    )
+
+
+def _answering(params: dict[str, Any], answers: Any, state: Any) -> dict[str, Any]:
+    """A backend's retry: its own round's answers and state (the client's arguments unchanged)."""
+    retry = {**params, "inputResponses": dict(answers) if isinstance(answers, Mapping) else {}}
+    if state is not None:
+        retry["requestState"] = state
+    return retry
+
+
+def _declared(front: Front) -> dict[str, Any]:
+    """The client's declared capabilities, as a request envelope carries them."""
+    capabilities = front.client_capabilities
+    if capabilities is None:
+        return {}
+    declared: dict[str, Any] = capabilities.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return declared
+
+
+def _check_capability(front: Front, request: Any) -> None:
+    """A 2026-07-28 client is handed only questions it declared it can answer."""
+    if isinstance(request, Mapping):
+        params = request.get("params")
+        missing = missing_capability(
+            front.client_capabilities,
+            str(request.get("method")),
+            params if isinstance(params, Mapping) else {},
+        )
+        if missing is not None:
+            raise missing
 
 
 class Relay:
@@ -253,35 +305,71 @@ class Relay:
         return {key: items, "ttlMs": hint.ttl_ms, "cacheScope": scope}
 
     async def _forward(self, call: Call, **replace: Any) -> Result:
+        """The call at its backend, and the backend's answer. A question the backend asks on the
+        way reaches the client the way the client can take it (see "Questions a backend asks
+        mid-call" in README): asked on its stream (2025-11-25), or as an input round (2026-07-28),
+        whether the backend asks mid-call (2025-11-25) or returns `input_required` (2026-07-28)."""
         assert call.server is not None
         backend = self.fleet.backends[call.server]
         params = forward_params(call.params, **replace)
         front: Front = call.context
-        if (
-            front.protocol_version in MODERN_PROTOCOL_VERSIONS
-            and call.method in INPUT_REQUIRED_METHODS
+        if call.method not in INPUT_REQUIRED_METHODS:
+            return await self._request(call, backend, params)
+        raw = front.params or {}
+        binding = _binding(call)
+        rounds_client = front.protocol_version in MODERN_PROTOCOL_VERSIONS
+        if rounds_client and "requestState" in raw:
             # A retry carrying our state is checked whatever the client declares now.
-            and (front.can_answer() or "requestState" in (front.params or ()))
-        ):
-            return await self._forward_with_input_rounds(call, backend, params)
+            claims = self.inputs.continued(raw["requestState"], binding)
+            if not claims:  # one of the gateway's own rounds
+                return await self._forward_with_input_rounds(call, backend, params, binding)
+            if claims["s"] != call.server:
+                raise InvalidRequestState("issued for another server")
+            params = _answering(params, raw.get("inputResponses"), claims.get("b"))
+        elif not backend.speaks_rounds:
+            if rounds_client and front.can_answer():
+                # A handshake-era backend asks mid-call and waits: its call must outlive this request.
+                return await self._forward_with_input_rounds(call, backend, params, binding)
+        elif "inputResponses" in raw:
+            # Answers offered up front, with no state of ours: the backend's to judge, as directly.
+            params = _answering(params, raw["inputResponses"], None)
+        # A 2026-07-28 backend asks only what the client declared it can answer: it is told.
+        declared = _declared(front) if backend.speaks_rounds else None
+        result = await self._request(call, backend, params, declared)
+        for _ in range(MAX_BACKEND_ROUNDS):
+            if result.get("resultType") != "input_required":
+                return result
+            requests = result.get("inputRequests") or {}
+            if rounds_client:
+                for request in requests.values():
+                    _check_capability(front, request)
+                return self.inputs.relayed(result, binding, call.server)
+            # A 2025-11-25 client answers each question on its stream; the backend gets them all.
+            caller = _Caller(front, call.state["client"], self.fleet.secrets)
+            answers = {
+                key: await caller.ask(str(request.get("method")), dict(request.get("params") or {}))
+                for key, request in requests.items()
+                if isinstance(request, Mapping)
+            }
+            params = _answering(params, answers, result.get("requestState"))
+            result = await self._request(call, backend, params, declared)
+        raise EndlessRounds(call.server, MAX_BACKEND_ROUNDS)
+
+    async def _request(
+        self, call: Call, backend: Backend, params: dict[str, Any], declared: dict[str, Any] | None = None
+    ) -> Result:
+        front: Front = call.context
         known = self.fleet.secrets
         caller = _Caller(front, call.state["client"], known)
         progress = _masking(front.report_progress, known) if front.wants_progress() else None
-        return await backend.request(call.method, params, caller, on_progress=progress)
+        return await backend.request(call.method, params, caller, on_progress=progress, capabilities=declared)
 
     async def _forward_with_input_rounds(
-        self, call: Call, backend: Backend, params: dict[str, Any]
+        self, call: Call, backend: Backend, params: dict[str, Any], binding: Binding
     ) -> Result:
         front: Front = call.context
         method = call.method
         raw = front.params or {}
-        identity = call.identity
-        # A state continues only the request it was issued for, for whom it was issued.
-        binding = Binding(
-            who=(identity.authenticator, identity.issuer, identity.name),
-            method=method,
-            target=call.name or "",
-        )
         state = raw.get("requestState")
         if state is not None:
             deferred = self.inputs.resume(state, dict(raw.get("inputResponses") or {}), front, binding)

@@ -95,6 +95,13 @@ class Backend:
         return session.protocol_version if session is not None else None
 
     @property
+    def speaks_rounds(self) -> bool:
+        """Whether the backend asks its questions as `input_required` results (2026-07-28), not
+        mid-call (the handshake era)."""
+        session = self._shared
+        return session is not None and session.modern
+
+    @property
     def takes_log_level(self) -> bool:
         """Whether a client's `logging/setLevel` applies to this backend: one that declares logging,
         or one spoken to in 2026-07-28, whose logs the session opts in to per request."""
@@ -317,7 +324,10 @@ class Backend:
         caller: Caller | None = None,
         *,
         on_progress: ProgressFnT | None = None,
+        capabilities: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """`capabilities`: what the client behind the call declared (2026-07-28 backends are told
+        per request; None: the gateway's own declaration)."""
         self.last_used = time.monotonic()
         if caller is None:
             session = await self._session_for(caller)
@@ -329,7 +339,11 @@ class Backend:
             began, ok = time.perf_counter(), False
             try:
                 result = await session.request(
-                    method, params, timeout=self.spec.timeout, on_progress=on_progress
+                    method,
+                    params,
+                    timeout=self.spec.timeout,
+                    on_progress=on_progress,
+                    capabilities=capabilities,
                 )
                 ok = result.get("isError") is not True
                 return result

@@ -24,7 +24,13 @@ from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import find_invalid_x_mcp_header, mcp_param_headers, x_mcp_header_map
 from mcp.shared.message import SessionMessage
-from mcp_types import INVALID_PARAMS, LOG_LEVEL_META_KEY, SERVER_INFO_META_KEY, UNSUPPORTED_PROTOCOL_VERSION
+from mcp_types import (
+    CLIENT_CAPABILITIES_META_KEY,
+    INVALID_PARAMS,
+    LOG_LEVEL_META_KEY,
+    SERVER_INFO_META_KEY,
+    UNSUPPORTED_PROTOCOL_VERSION,
+)
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
@@ -224,8 +230,10 @@ class BackendSession:
         *,
         timeout: float,
         on_progress: ProgressFnT | None = None,
+        capabilities: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Send one request and return the backend's raw result.
+        """Send one request and return the backend's raw result. `capabilities`: the client's, for a
+        2026-07-28 backend, which reads them per request (it asks only what the client can answer).
 
         Raises `BackendUnavailable` when the session is gone or its transport fails, `BackendTimeout`
         after `timeout` (the backend is sent `notifications/cancelled`), and the backend's own
@@ -244,6 +252,8 @@ class BackendSession:
             out = data["params"]
             out["_meta"] = {**(out.get("_meta") or {}), LOG_LEVEL_META_KEY: self._log_level}
         self._stamp(data, opts)  # era headers / _meta envelope, exactly as the SDK's typed calls do
+        if capabilities is not None and self._modern:
+            data["params"]["_meta"][CLIENT_CAPABILITIES_META_KEY] = capabilities
         if self._param_headers and method == "tools/call":
             self._mirror_params(data["params"], opts)
         try:
