@@ -6,8 +6,10 @@ Hierarchy::
     ├── ConfigError                   a config file is wrong (file, key path, what to do)
     ├── SecretError                   a ${env:...}/${file:...} reference cannot be resolved
     ├── RoutingError                  no such tool / resource / prompt in the merged catalogue
-    │   └── UnknownName               "Unknown tool: X": the one wording of a name that is not there
-    ├── MissingCapability             a backend asked the client for what it did not declare
+    │   ├── UnknownName               "Unknown tool: X": the one wording of a name that is not there
+    │   └── TaskGone                  a task whose backend restarted since (the task went with it)
+    ├── MissingCapability             a capability was not declared (by the client a backend asks,
+    │                                 or by a client using an extension's methods)
     ├── InvalidRequestState           a `requestState` the gateway will not continue
     ├── ShuttingDown                  the gateway is draining: no new work; what is left is ended
     ├── BackendError                  something about one backend
@@ -92,10 +94,21 @@ class UnknownName(RoutingError):
         super().__init__(f"Unknown {kind}: {name}")
 
 
+class TaskGone(RoutingError):
+    """A task (tasks extension) whose backend restarted since it was created: the task is lost."""
+
+    def __init__(self, task_id: str, server: str) -> None:
+        super().__init__(
+            f"Unknown task: {task_id} (server {server!r} restarted since it was created; its tasks are gone)",
+            data={"server": server},
+        )
+
+
 class MissingCapability(GatewayError):
     """A backend asked the client for something (sampling, elicitation, roots) that the client did
     not declare it can do: the backend is told at once, as the spec's SEP-2133 error, with the
-    capabilities it would need (`required`, the `ClientCapabilities` shape)."""
+    capabilities it would need (`required`, the `ClientCapabilities` shape). Also what a client
+    gets for a request of an extension it did not declare (`tasks/*`)."""
 
     code = MISSING_REQUIRED_CLIENT_CAPABILITY
 

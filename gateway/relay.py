@@ -35,6 +35,7 @@ from gateway.errors import (
     GatewayError,
     InvalidRequestState,
     MissingCapability,
+    TaskGone,
     UnknownName,
     as_mcp_error,
 )
@@ -42,6 +43,9 @@ from gateway.fleet import Fleet
 from gateway.front import Front
 from gateway.logs import request_scope
 from gateway.middleware import ANONYMOUS, Call, Identity, Middleware, build_chain, extras
+from gateway.tasks import EXTENSION as TASKS_EXTENSION
+from gateway.tasks import METHODS as TASK_METHODS
+from gateway.tasks import OPT_IN, Tasks, declared, opted_in
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +189,7 @@ class Relay:
         calls run as the chain's `local_identity()`."""
         self.fleet = fleet
         self.inputs = InputBridge(state_seal(fleet.config.state, fleet.secrets))
+        self.tasks = Tasks()  # the tasks created through the gateway: where they are, and whose
         # Every client call runs inside it: shutdown refuses new ones and ends what is left.
         self.drain = Drain()
         self._local = local
@@ -206,6 +211,8 @@ class Relay:
             "completion/complete": self._complete,
             "notifications/message": self._deliver_log,
         }
+        for method in TASK_METHODS:
+            self._terminals[method] = self._task_call
 
     def use(self, middlewares: Sequence[Middleware]) -> None:
         """Swap the chain (config reload): calls already running finish on the old one."""
@@ -283,6 +290,9 @@ class Relay:
                 name, kind = ref.get("name", ""), "prompt"
             else:
                 name, kind = ref.get("uri", ""), "resource"
+        elif call.method in TASK_METHODS:
+            self._route_task(call)
+            return
         else:
             return
         call.name = name
@@ -290,6 +300,31 @@ class Relay:
         if route is None:
             raise UnknownName(kind, name)
         call.server, call.original = route.server, route.name
+
+    def _route_task(self, call: Call) -> None:
+        """Route a `tasks/*` request to the backend holding the task, if the caller created it.
+
+        Somebody else's task, an expired one and one never created read alike: "Unknown task"
+        (-32602, the extension's error for an unknown id), so task ids cannot be probed."""
+        if not declared(call.params):
+            raise MissingCapability(call.method, TASKS_EXTENSION, dict(OPT_IN))
+        public = str(call.params.get("taskId"))
+        route = self.tasks.route(public, call.identity.name)
+        backend = self.fleet.backends.get(route.server) if route is not None else None
+        if route is None or backend is None:
+            raise UnknownName("task", public)
+        if backend.started_at is not None and backend.started_at != route.run:
+            raise TaskGone(public, route.server)  # a backend that is down says so when asked
+        call.name, call.server, call.original = public, route.server, route.task_id
+        call.state["task_tool"] = route.tool
+
+    def extensions(self) -> dict[str, dict[str, Any]]:
+        """The extensions the gateway offers clients: those it relays that a running backend
+        declares (read when a client discovers the gateway, not per call)."""
+        offered: dict[str, dict[str, Any]] = {}
+        if any(b.available and b.declares_extension(TASKS_EXTENSION) for b in self.fleet.backends.values()):
+            offered[TASKS_EXTENSION] = {}
+        return offered
 
     async def _terminal(self, call: Call) -> Result:
         return await self._terminals[call.method](call)
@@ -304,14 +339,17 @@ class Relay:
         scope = "private" if self.authenticators else hint.scope
         return {key: items, "ttlMs": hint.ttl_ms, "cacheScope": scope}
 
-    async def _forward(self, call: Call, **replace: Any) -> Result:
+    async def _forward(self, call: Call, *, opt_in: bool = False, **replace: Any) -> Result:
         """The call at its backend, and the backend's answer. A question the backend asks on the
         way reaches the client the way the client can take it (see "Questions a backend asks
         mid-call" in README): asked on its stream (2025-11-25), or as an input round (2026-07-28),
-        whether the backend asks mid-call (2025-11-25) or returns `input_required` (2026-07-28)."""
+        whether the backend asks mid-call (2025-11-25) or returns `input_required` (2026-07-28).
+        `opt_in`: declare the tasks extension to the backend for this request (the client did)."""
         assert call.server is not None
         backend = self.fleet.backends[call.server]
         params = forward_params(call.params, **replace)
+        if opt_in:
+            params = opted_in(params)
         front: Front = call.context
         if call.method not in INPUT_REQUIRED_METHODS:
             return await self._request(call, backend, params)
@@ -394,9 +432,39 @@ class Relay:
         return functools.partial(self.fleet.catalogue.public_uri, server)
 
     async def _call_tool(self, call: Call) -> Result:
-        result = await self._forward(call, name=call.original)
-        if self.fleet.catalogue.namespaces.get(call.server or ""):
-            rewrite_content(result.get("content"), self._public_uri(call.server or ""))
+        server = call.server or ""
+        # A 2026-07-28 client declares the tasks extension per request; the backend hears it from
+        # us, who declared nothing of the kind when we opened its session.
+        # (A 2025-11-25 client cannot be handed a task: the SDK's handshake-era results have no
+        # such shape, so its calls run to their result, as the extension says for such clients.)
+        opt_in = (
+            call.context.protocol_version in MODERN_PROTOCOL_VERSIONS
+            and declared(call.params)
+            and self.fleet.backends[server].declares_extension(TASKS_EXTENSION)
+        )
+        result = await self._forward(call, opt_in=opt_in, name=call.original)
+        if result.get("resultType") == "task" and isinstance(result.get("taskId"), str):
+            # A task instead of a result: from now on its id is ours to route (and to guard).
+            backend = self.fleet.backends[server]
+            result["taskId"] = self.tasks.add(
+                server, result, owner=call.identity.name, tool=call.name or "", run=backend.started_at
+            )
+            return result
+        if self.fleet.catalogue.namespaces.get(server):
+            rewrite_content(result.get("content"), self._public_uri(server))
+        return result
+
+    async def _task_call(self, call: Call) -> Result:
+        """`tasks/get`, `tasks/update`, `tasks/cancel`, at the backend holding the task, with its
+        own id; a task's inlined result is shown as a call's would be."""
+        # `inputResponses` of `tasks/update` answer the backend's task, not an input round of ours.
+        answers = {k: call.params[k] for k in ("inputResponses",) if k in call.params}
+        result = await self._forward(call, opt_in=True, taskId=call.original, **answers)
+        if result.get("taskId") == call.original:
+            result["taskId"] = call.name
+        inlined = result.get("result")
+        if isinstance(inlined, dict) and self.fleet.catalogue.namespaces.get(call.server or ""):
+            rewrite_content(inlined.get("content"), self._public_uri(call.server or ""))
         return result
 
     async def _get_prompt(self, call: Call) -> Result:

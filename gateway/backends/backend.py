@@ -112,6 +112,11 @@ class Backend:
         session = self._shared
         return session is not None and getattr(session.capabilities, name, None) is not None
 
+    def declares_extension(self, identifier: str) -> bool:
+        """Whether the running backend declared the extension `identifier` (SEP-2133)."""
+        session = self._shared
+        return session is not None and identifier in (session.capabilities.extensions or {})
+
     def _set_state(self, new: State, reason: str = "", category: str = "lifecycle") -> None:
         old = self.state
         if old is new:

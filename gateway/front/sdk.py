@@ -26,12 +26,32 @@ from gateway._sdk import Ctx, SdkFront
 from gateway.errors import ShuttingDown, as_mcp_error
 from gateway.front import Front
 from gateway.relay import Relay
+from gateway.tasks import TaskRequestParams
 
 Handler = Callable[[Ctx, Any], Awaitable[Result]]
 
 
 class GatewayServer(Server[Any]):
-    """The SDK's low-level server, announcing list changes (the gateway always may have some)."""
+    """The SDK's low-level server, announcing list changes (the gateway always may have some),
+    and the extensions its backends bring (`offered`, asked whenever capabilities are shown)."""
+
+    offered: Callable[[], dict[str, dict[str, Any]]] = dict
+
+    def get_capabilities(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+        *,
+        protocol_version: str | None = None,
+    ) -> types.ServerCapabilities:
+        offered = {**(extensions if extensions is not None else self.extensions), **self.offered()}
+        return super().get_capabilities(
+            notification_options,
+            experimental_capabilities,
+            offered or None,
+            protocol_version=protocol_version,
+        )
 
     @functools.cached_property
     def _stamp(self) -> dict[str, Any]:
@@ -79,6 +99,7 @@ def build_server(relay: Relay, on_front: Callable[[Front], None] | None = None) 
         # the Mcp-Param headers.
         get_tool_input_schema=input_schema,
     )
+    server.offered = relay.extensions
     listener = ListenHandler(relay.fleet.clients.bus)
     relay.drain.on_close.append(listener.close)  # each listen stream ends with its final result
 
@@ -119,6 +140,10 @@ def build_server(relay: Relay, on_front: Callable[[Front], None] | None = None) 
         "completion/complete": (types.CompleteRequestParams, dispatch),
         "logging/setLevel": (types.SetLevelRequestParams, set_logging_level),
         "subscriptions/listen": (types.SubscriptionsListenRequestParams, listen),
+        # The tasks extension's (`gateway.tasks`): rare polls, so the SDK's transport carries them.
+        "tasks/get": (TaskRequestParams, dispatch),
+        "tasks/update": (TaskRequestParams, dispatch),
+        "tasks/cancel": (TaskRequestParams, dispatch),
     }
     for method, (params_type, handler) in handlers.items():
         server.add_request_handler(method, params_type, handler)
