@@ -52,6 +52,7 @@ from gateway.middleware._auth_options import AuthOptions, Configured
 from gateway.middleware._auth_policy import Policy
 from gateway.middleware._keys import match_digest, presented_credential
 from gateway.middleware.base import Call, CallNext, Identity, Result
+from gateway.tasks import METHODS as TASK_METHODS
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +204,14 @@ class Auth:
         if call.method == "completion/complete":
             ref = call.params.get("ref") or {}
             kind = "prompt" if isinstance(ref, dict) and ref.get("type") == "ref/prompt" else "resource"
-        if kind is not None:
+        if call.method in TASK_METHODS:
+            # A task is the call that created it, running on: whoever may not (or no longer) use
+            # the tool does not see its task either (the relay already checked who created it).
+            tool = call.state["task_tool"]
+            if not self.policy.allows(call.identity.roles, "tool", call.server or "", tool):
+                logger.info("auth: %s denied task %r", call.identity.name, call.name)
+                raise Hidden("task", call.name or "")
+        elif kind is not None:
             if not self.policy.allows(call.identity.roles, kind, call.server or "", call.name or ""):
                 logger.info("auth: %s denied %s %r", call.identity.name, kind, call.name)
                 raise Hidden(kind, call.name or "")
