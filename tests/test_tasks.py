@@ -1,0 +1,339 @@
+"""The tasks extension (`io.modelcontextprotocol/tasks`, SEP-2663) through the gateway
+(`gateway.tasks`, `Relay._call_tool` / `_task_call`): against our own backend with the extension
+(tests/servers/tasks.py), over stdio and streamable HTTP, with the `mcp` SDK's client, each case
+compared with the same client calling the backend directly.
+
+The SDK delivers a task only on the 2026-07-28 wire (a 2025-11-25 result has no such shape), so
+the client speaks 2026-07-28 to the gateway; the gateway opens its backends with today's
+2025-11-25 handshake, over which our backend serves the extension too (see its docstring).
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Any, Literal
+
+import anyio
+import httpx2
+import mcp_types as types
+import pytest
+from mcp import Client as SdkClient
+from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
+from mcp.client.session import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from pydantic import BaseModel, ConfigDict
+
+from gateway.tasks import EXTENSION, Tasks
+from tests._support import HERE, START_TIMEOUT, config, free_port, serve, text_of, wait_until
+from tests.middleware.test_auth import ADMIN_KEY, hashed
+
+pytestmark = pytest.mark.anyio
+
+TASKS_SERVER = str(HERE / "servers" / "tasks.py")
+MODERN = "2026-07-28"
+WAIT = 60.0  # bound on any one wait for a task (a loaded 2-core machine)
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+# -- a tasks client, on the SDK's client extension API ---------------------------------------------
+
+
+class CreatedTask(types.Result):
+    result_type: Literal["task"] = "task"
+    task_id: str
+    status: str
+    created_at: str
+    last_updated_at: str
+    ttl_ms: int | None = None
+    poll_interval_ms: int | None = None
+
+
+class AnyResult(BaseModel):
+    """A result as it came (the tasks/* results are the extension's, not the SDK's types)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class TaskRequest(types.Request[dict[str, Any], str]):
+    name_param = "taskId"  # SEP-2663: tasks/* carry the task id in Mcp-Name
+
+
+async def task_request(session: ClientSession, method: str, task_id: str, **extra: Any) -> dict[str, Any]:
+    request = TaskRequest(method=method, params={"taskId": task_id, **extra})
+    return dict((await session.send_request(request, AnyResult)).model_extra or {})
+
+
+async def until(session: ClientSession, task_id: str, statuses: tuple[str, ...]) -> dict[str, Any]:
+    """Poll the task until its status is one of `statuses` (or terminal); fail after WAIT."""
+    with anyio.fail_after(WAIT):
+        while True:
+            task = await task_request(session, "tasks/get", task_id)
+            if task["status"] in statuses or task["status"] in TERMINAL:
+                return task
+            await anyio.sleep((task.get("pollIntervalMs") or 100) / 1000)
+
+
+class TasksExtension(ClientExtension):
+    """Declares the extension, and finishes a task-creating `call_tool` by polling the task."""
+
+    identifier = EXTENSION
+
+    def claims(self) -> list[ResultClaim[Any]]:
+        async def resolve(created: CreatedTask, ctx: ClaimContext) -> types.CallToolResult:
+            task = await until(ctx.session, created.task_id, TERMINAL)
+            assert task["status"] == "completed", task
+            return types.CallToolResult.model_validate(task["result"])
+
+        return [ResultClaim(result_type="task", model=CreatedTask, resolve=resolve)]
+
+
+async def create(client: SdkClient, tool: str, arguments: dict[str, Any]) -> CreatedTask:
+    created = await client.session.call_tool(tool, arguments, allow_claimed=True)
+    assert isinstance(created, CreatedTask), created
+    return created
+
+
+# -- the backend, directly and through the gateway --------------------------------------------------
+
+
+def stdio_spec(name: str = "tasks") -> dict[str, Any]:
+    return {"command": sys.executable, "args": [TASKS_SERVER, "--name", name]}
+
+
+@asynccontextmanager
+async def http_backend() -> AsyncIterator[str]:
+    """tests/servers/tasks.py over streamable HTTP in its own process; yields its MCP URL."""
+    port = free_port()
+    async with await anyio.open_process([sys.executable, TASKS_SERVER, "--http", str(port)]) as process:
+        try:
+            with anyio.fail_after(START_TIMEOUT):
+                while True:
+                    try:
+                        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                        break
+                    except OSError:
+                        assert process.returncode is None, "the tasks server exited at start"
+                        await anyio.sleep(0.05)
+            yield f"http://127.0.0.1:{port}/mcp"
+        finally:
+            process.kill()
+
+
+Connect = Callable[[], AbstractAsyncContextManager[SdkClient]]
+
+
+@asynccontextmanager
+async def routes(transport: str) -> AsyncIterator[tuple[Connect, Connect]]:
+    """(direct, through the gateway): clients of the same backend, at 2026-07-28, declaring the
+    extension. Through the gateway the backend is `work` (names `work__*`)."""
+    async with AsyncExitStack() as stack:
+        if transport == "http":
+            url = await stack.enter_async_context(http_backend())
+            spec: dict[str, Any] = {"url": url}
+
+            def target() -> Any:
+                return url
+        else:
+            spec = stdio_spec()
+
+            def target() -> Any:
+                return stdio_client(StdioServerParameters(command=sys.executable, args=[TASKS_SERVER]))
+
+        gw = await stack.enter_async_context(serve(config({"work": spec})))
+
+        def direct() -> AbstractAsyncContextManager[SdkClient]:
+            return SdkClient(target(), mode=MODERN, extensions=[TasksExtension()])
+
+        def gateway() -> AbstractAsyncContextManager[SdkClient]:
+            return SdkClient(gw.url, mode=MODERN, extensions=[TasksExtension()])
+
+        yield direct, gateway
+
+
+def _without_times(task: dict[str, Any]) -> dict[str, Any]:
+    """A task as far as two runs of it can be equal: no id, no timestamps, no serverInfo stamp."""
+    return {k: v for k, v in task.items() if k not in ("taskId", "createdAt", "lastUpdatedAt", "_meta")}
+
+
+# -- the tests ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+async def test_a_task_through_the_gateway_is_the_backends_task_with_a_namespaced_id(transport: str) -> None:
+    seen: dict[str, list[dict[str, Any]]] = {}
+    ids: dict[str, str] = {}
+    async with routes(transport) as (direct, gateway):
+        for route, connect, prefix in (("direct", direct, ""), ("gateway", gateway, "work__")):
+            async with connect() as client:
+                # The claim polls the task to its end: the final result is the tool's.
+                done = await client.call_tool(f"{prefix}slow_compute", {"seconds": 0.2, "label": "x"})
+                assert text_of(done) == "computed x"
+                created = await create(client, f"{prefix}confirm_delete", {"filename": "a.txt"})
+                ids[route] = created.task_id
+                asking = await until(client.session, created.task_id, ("input_required",))
+                assert asking["taskId"] == created.task_id
+                ack = await task_request(
+                    client.session,
+                    "tasks/update",
+                    created.task_id,
+                    inputResponses={"confirm": {"action": "accept", "content": {"ok": True}}},
+                )
+                finished = await until(client.session, created.task_id, TERMINAL)
+                seen[route] = [_without_times(t) for t in (asking, ack, finished)]
+    assert seen["gateway"] == seen["direct"]
+    assert seen["gateway"][2]["result"]["content"][0]["text"] == "deleted a.txt"
+    # The client sees the backend's id under the backend's name; the backend got its own back.
+    server, _, own = ids["gateway"].partition("__")
+    assert server == "work"
+    assert uuid.UUID(own) and "__" not in ids["direct"]
+
+
+async def test_cancel_tool_errors_and_failures_reach_the_client_as_the_backend_put_them() -> None:
+    async with routes("stdio") as (direct, gateway):
+        outcomes: dict[str, list[dict[str, Any]]] = {}
+        for route, connect, prefix in (("direct", direct, ""), ("gateway", gateway, "work__")):
+            async with connect() as client:
+                session = client.session
+                running = await create(client, f"{prefix}slow_compute", {"seconds": 600, "label": "long"})
+                assert (await task_request(session, "tasks/get", running.task_id))["status"] == "working"
+                ack = await task_request(session, "tasks/cancel", running.task_id)
+                cancelled = await until(session, running.task_id, TERMINAL)
+                again = await task_request(session, "tasks/cancel", running.task_id)  # idempotent
+                tool_error = await until(
+                    session, (await create(client, f"{prefix}failing_job", {})).task_id, TERMINAL
+                )
+                broken = await until(
+                    session, (await create(client, f"{prefix}protocol_error_job", {})).task_id, TERMINAL
+                )
+                outcomes[route] = [_without_times(t) for t in (ack, cancelled, again, tool_error, broken)]
+    assert outcomes["gateway"] == outcomes["direct"]
+    ack, cancelled, again, tool_error, broken = outcomes["gateway"]
+    assert ack == again == {"resultType": "complete"}
+    assert cancelled["status"] == "cancelled"
+    assert tool_error["status"] == "completed" and tool_error["result"]["isError"] is True
+    assert broken["status"] == "failed" and broken["error"]["code"] == -32603
+
+
+async def test_the_extension_is_offered_and_asked_for_as_the_spec_says() -> None:
+    plain = config(
+        {
+            "work": stdio_spec(),
+            "other": {"command": sys.executable, "args": [str(HERE / "servers" / "tiny.py")]},
+        }
+    )
+    async with serve(plain) as gw:
+        async with SdkClient(gw.url, mode=MODERN) as client:
+            found = await client.session.send_discover(MODERN)
+            assert found["capabilities"]["extensions"] == {EXTENSION: {}}
+            # A client that did not declare it: task-supporting tools run to their result, a tool
+            # that only runs as a task is refused by its backend, tasks/* by the gateway.
+            result = await client.call_tool("work__slow_compute", {"seconds": 0, "label": "now"})
+            assert text_of(result) == "computed now"
+            with pytest.raises(MCPError) as refused:
+                await client.call_tool("work__failing_job", {})
+            assert refused.value.code == types.MISSING_REQUIRED_CLIENT_CAPABILITY
+            with pytest.raises(MCPError) as refused:
+                await task_request(client.session, "tasks/get", "work__anything")
+            assert refused.value.code == types.MISSING_REQUIRED_CLIENT_CAPABILITY
+            assert refused.value.error.data == {"requiredCapabilities": {"extensions": {EXTENSION: {}}}}
+        async with SdkClient(gw.url, mode=MODERN, extensions=[TasksExtension()]) as client:
+            for method in ("tasks/get", "tasks/cancel"):
+                with pytest.raises(MCPError) as unknown:
+                    await task_request(client.session, method, "work__no-such-task")
+                assert (unknown.value.code, unknown.value.message) == (
+                    types.INVALID_PARAMS,
+                    "Unknown task: work__no-such-task",
+                )
+            for method in ("tasks/list", "tasks/result"):  # removed by SEP-2663
+                with pytest.raises(MCPError) as missing:
+                    await task_request(client.session, method, "work__x")
+                assert missing.value.code == types.METHOD_NOT_FOUND
+    without = config({"other": {"command": sys.executable, "args": [str(HERE / "servers" / "tiny.py")]}})
+    async with serve(without) as gw, SdkClient(gw.url, mode=MODERN) as client:
+        assert "extensions" not in (await client.session.send_discover(MODERN))["capabilities"]
+
+
+async def test_a_2025_11_25_client_gets_the_result_not_a_task() -> None:
+    async with serve(config({"work": stdio_spec()})) as gw, SdkClient(gw.url, mode="legacy") as client:
+        result = await client.call_tool("work__slow_compute", {"seconds": 0.1, "label": "old"})
+        assert text_of(result) == "computed old"
+
+
+OTHER_KEY = "ok_test_5a7c9e1b3d5f7a9c1e3b5d7f9a1c3e52"
+
+
+@asynccontextmanager
+async def as_identity(url: str, key: str) -> AsyncIterator[SdkClient]:
+    async with (
+        httpx2.AsyncClient(headers={"X-API-Key": key}, timeout=WAIT) as http,
+        SdkClient(
+            streamable_http_client(url, http_client=http), mode=MODERN, extensions=[TasksExtension()]
+        ) as client,
+    ):
+        yield client
+
+
+async def test_another_identity_can_neither_read_nor_cancel_a_task() -> None:
+    keys = [
+        {"name": "alice", "key": hashed(ADMIN_KEY), "roles": ["admin"]},
+        {"name": "bob", "key": hashed(OTHER_KEY), "roles": ["admin"]},
+    ]
+    auth = {"use": "auth", "options": {"api_keys": keys, "rules": [{"roles": ["admin"]}]}}
+    async with (
+        serve(config({"work": stdio_spec()}, middleware=[auth])) as gw,
+        as_identity(gw.url, ADMIN_KEY) as alice,
+        as_identity(gw.url, OTHER_KEY) as bob,
+    ):
+        task = await create(alice, "work__slow_compute", {"seconds": 600, "label": "alice's"})
+        for method in ("tasks/get", "tasks/cancel", "tasks/update"):
+            extra: dict[str, Any] = {"inputResponses": {}} if method == "tasks/update" else {}
+            with pytest.raises(MCPError) as refused:
+                await task_request(bob.session, method, task.task_id, **extra)
+            # Exactly what a task that does not exist gets: nothing says it is somebody's.
+            assert (refused.value.code, refused.value.message) == (
+                types.INVALID_PARAMS,
+                f"Unknown task: {task.task_id}",
+            )
+        assert (await task_request(alice.session, "tasks/get", task.task_id))["status"] == "working"
+        await task_request(alice.session, "tasks/cancel", task.task_id)
+        assert (await until(alice.session, task.task_id, TERMINAL))["status"] == "cancelled"
+
+
+async def test_a_task_of_a_backend_that_restarted_is_refused_at_once_with_why() -> None:
+    async with (
+        serve(config({"work": stdio_spec()})) as gw,
+        SdkClient(gw.url, mode=MODERN, extensions=[TasksExtension()]) as client,
+    ):
+        task = await create(client, "work__slow_compute", {"seconds": 600, "label": "lost"})
+        backend = gw.fleet.backends["work"]
+        before = backend.started_at
+        await backend.restart()
+        await wait_until(lambda: backend.available and backend.started_at != before, timeout=WAIT)
+        began = time.monotonic()
+        with pytest.raises(MCPError) as gone:
+            await task_request(client.session, "tasks/get", task.task_id)
+        assert gone.value.code == types.INVALID_PARAMS
+        assert gone.value.message.startswith(f"Unknown task: {task.task_id}")
+        assert "'work' restarted" in gone.value.message
+        assert time.monotonic() - began < WAIT / 2  # answered, not left to a timeout
+
+
+def test_the_table_forgets_expired_tasks_and_keeps_a_bounded_number() -> None:
+    table = Tasks(limit=2)
+    task = {"taskId": "t1", "ttlMs": None}
+    public = table.add("srv", task, owner="a", tool="srv__x", run=1.0)
+    assert public == "srv__t1"
+    assert table.route(public, "a") is not None and table.route(public, "b") is None
+    table.add("srv", {"taskId": "t2", "ttlMs": 1}, owner="a", tool="srv__x", run=1.0)
+    time.sleep(0.01)
+    assert table.route("srv__t2", "a") is None  # its backend no longer keeps it either
+    table.add("srv", {"taskId": "t3"}, owner="a", tool="srv__x", run=1.0)
+    table.add("srv", {"taskId": "t4"}, owner="a", tool="srv__x", run=1.0)
+    assert len(table) == 2 and table.route(public, "a") is None  # the oldest went first
