@@ -16,12 +16,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any, Literal
 
 import anyio
 import httpx2
 import mcp_types as types
 import pytest
+import yaml
 from mcp import Client as SdkClient
 from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
 from mcp.client.session import ClientSession
@@ -31,6 +33,7 @@ from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ConfigDict
 
 from gateway.tasks import EXTENSION, Tasks
+from tests._infra import REPO_ROOT
 from tests._support import HERE, START_TIMEOUT, config, free_port, serve, text_of, wait_until
 from tests.middleware.test_auth import ADMIN_KEY, hashed
 
@@ -337,3 +340,22 @@ def test_the_table_forgets_expired_tasks_and_keeps_a_bounded_number() -> None:
     table.add("srv", {"taskId": "t3"}, owner="a", tool="srv__x", run=1.0)
     table.add("srv", {"taskId": "t4"}, owner="a", tool="srv__x", run=1.0)
     assert len(table) == 2 and table.route(public, "a") is None  # the oldest went first
+
+
+async def test_a_task_through_the_gateway_over_stdio(tmp_path: Path) -> None:
+    # The stdio front is the SDK's runner around the same relay: the same handlers serve tasks/*.
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump({"servers": {"work": stdio_spec()}}))
+    argv = ["-m", "gateway", "serve", "--stdio", "--no-reload", "--config", str(path)]
+    params = StdioServerParameters(command=sys.executable, args=argv, cwd=str(REPO_ROOT))
+    with anyio.fail_after(WAIT):
+        async with SdkClient(params, mode=MODERN, extensions=[TasksExtension()]) as client:
+            found = await client.session.send_discover(MODERN)
+            assert found["capabilities"]["extensions"] == {EXTENSION: {}}
+            created = await create(client, "work__confirm_delete", {"filename": "b.txt"})
+            assert created.task_id.startswith("work__")
+            await until(client.session, created.task_id, ("input_required",))
+            answer = {"confirm": {"action": "decline"}}
+            await task_request(client.session, "tasks/update", created.task_id, inputResponses=answer)
+            finished = await until(client.session, created.task_id, TERMINAL)
+            assert finished["result"]["content"][0]["text"] == "kept b.txt"
