@@ -11,11 +11,12 @@ the client speaks 2026-07-28 to the gateway; the gateway opens its backends with
 from __future__ import annotations
 
 import socket
+import sqlite3
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, closing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -283,14 +284,16 @@ async def as_identity(url: str, key: str) -> AsyncIterator[SdkClient]:
         yield client
 
 
-async def test_another_identity_can_neither_read_nor_cancel_a_task() -> None:
+async def test_another_identity_can_neither_read_nor_cancel_a_task(tmp_path: Path) -> None:
     keys = [
         {"name": "alice", "key": hashed(ADMIN_KEY), "roles": ["admin"]},
         {"name": "bob", "key": hashed(OTHER_KEY), "roles": ["admin"]},
     ]
     auth = {"use": "auth", "options": {"api_keys": keys, "rules": [{"roles": ["admin"]}]}}
+    db = tmp_path / "audit.db"
+    audit = {"use": "audit", "options": {"path": str(db)}}
     async with (
-        serve(config({"work": stdio_spec()}, middleware=[auth])) as gw,
+        serve(config({"work": stdio_spec()}, middleware=[auth, audit])) as gw,
         as_identity(gw.url, ADMIN_KEY) as alice,
         as_identity(gw.url, OTHER_KEY) as bob,
     ):
@@ -307,6 +310,18 @@ async def test_another_identity_can_neither_read_nor_cancel_a_task() -> None:
         assert (await task_request(alice.session, "tasks/get", task.task_id))["status"] == "working"
         await task_request(alice.session, "tasks/cancel", task.task_id)
         assert (await until(alice.session, task.task_id, TERMINAL))["status"] == "cancelled"
+
+    # The chain saw the task's calls as calls: who, which backend, which task.
+    def audited() -> list[tuple[str, str, str, str]]:
+        query = "SELECT identity, method, server, name FROM audit WHERE method LIKE 'tasks/%'"
+        with closing(sqlite3.connect(db)) as conn:
+            try:
+                return conn.execute(query).fetchall()
+            except sqlite3.OperationalError:  # not written yet
+                return []
+
+    await wait_until(lambda: ("alice", "tasks/cancel", "work", task.task_id) in audited(), timeout=WAIT)
+    assert ("alice", "tasks/get", "work", task.task_id) in audited()
 
 
 async def test_a_task_of_a_backend_that_restarted_is_refused_at_once_with_why() -> None:
