@@ -14,6 +14,8 @@ tools (the fixtures the conformance suite's ``tasks-*`` scenarios name)
     ``protocol_error_job()``        task-supporting: settles ``failed`` with a JSON-RPC error
     ``confirm_delete(filename)``    task-supporting: parks ``input_required`` with one
                                     ``elicitation/create`` until ``tasks/update`` answers it
+    ``multi_input()``               task-supporting: parks with two elicitations at once; they may
+                                    be answered one ``tasks/update`` at a time
     ``pid()``                       sync: this process's pid (tests restart the server)
 
 A ``tools/call`` creates a task only when the request declares the extension, per request (its
@@ -65,12 +67,18 @@ TOOLS: dict[str, tuple[str, dict[str, Any]]] = {
     "failing_job": ("required", {}),
     "protocol_error_job": ("optional", {}),
     "confirm_delete": ("optional", {"filename": {"type": "string"}}),
+    "multi_input": ("optional", {}),
     "pid": ("forbidden", {}),
 }
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _elicit(message: str) -> dict[str, Any]:
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}}
+    return {"method": "elicitation/create", "params": {"message": message, "requestedSchema": schema}}
 
 
 def _text(text: str, *, error: bool = False) -> dict[str, Any]:
@@ -184,15 +192,15 @@ class Tasks:
                     await self._settle(job, "completed", result=_text("the job failed", error=True))
                 elif name == "protocol_error_job":
                     await self._settle(job, "failed", error={"code": -32603, "message": "the job broke"})
+                elif name == "multi_input":
+                    job.input_requests.update(first=_elicit("First?"), second=_elicit("Second?"))
+                    await self._set(job, "input_required")
+                    await job.answered.wait()
+                    actions = [(job.answers.get(k) or {}).get("action") for k in ("first", "second")]
+                    await self._settle(job, "completed", result=_text(" ".join(map(str, actions))))
                 elif name == "confirm_delete":
                     filename = str(arguments.get("filename", ""))
-                    job.input_requests["confirm"] = {
-                        "method": "elicitation/create",
-                        "params": {
-                            "message": f"Delete {filename}?",
-                            "requestedSchema": {"type": "object", "properties": {"ok": {"type": "boolean"}}},
-                        },
-                    }
+                    job.input_requests["confirm"] = _elicit(f"Delete {filename}?")
                     await self._set(job, "input_required")
                     await job.answered.wait()
                     answer = job.answers.get("confirm") or {}
@@ -280,7 +288,10 @@ def build(name: str, tasks: Tasks) -> Server[Any]:
 
     async def call_tool(
         ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
-    ) -> dict[str, Any]:
+    ) -> types.CallToolResult:
+        return types.CallToolResult.model_validate(await run_sync(params))
+
+    async def run_sync(params: types.CallToolRequestParams) -> dict[str, Any]:
         arguments = params.arguments or {}
         if params.name == "greet":
             return _text(f"Hello, {arguments.get('name', '')}!")
@@ -291,6 +302,8 @@ def build(name: str, tasks: Tasks) -> Server[Any]:
             return _text(f"computed {arguments.get('label', '')}")
         if params.name == "confirm_delete":
             return _text(f"kept {arguments.get('filename', '')}")
+        if params.name == "multi_input":
+            return _text("None None")
         if params.name == "protocol_error_job":
             raise MCPError(code=-32603, message="the job broke")
         raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {params.name}")
