@@ -374,3 +374,33 @@ async def test_a_task_through_the_gateway_over_stdio(tmp_path: Path) -> None:
             await task_request(client.session, "tasks/update", created.task_id, inputResponses=answer)
             finished = await until(client.session, created.task_id, TERMINAL)
             assert finished["result"]["content"][0]["text"] == "kept b.txt"
+
+
+async def test_mcp_name_must_name_the_task() -> None:
+    # SEP-2663: tasks/* carry the task id in Mcp-Name (SEP-2243), and a server checks it.
+    envelope = {
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {"extensions": {EXTENSION: {}}},
+    }
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tasks/get",
+        "params": {"taskId": "work__x", "_meta": envelope},
+    }
+    headers = {
+        "accept": "application/json, text/event-stream",
+        "mcp-protocol-version": MODERN,
+        "mcp-method": "tasks/get",
+    }
+    async with serve(config({"work": stdio_spec()})) as gw, httpx2.AsyncClient(timeout=WAIT) as http:
+        answers = []
+        for named in ("work__y", None, "work__x"):
+            sent = headers if named is None else {**headers, "mcp-name": named}
+            answers.append((await http.post(gw.url, json=body, headers=sent)).json()["error"])
+    mismatch = {
+        "code": types.HEADER_MISMATCH,
+        "message": "mcp-name header does not match the request body's 'taskId' parameter",
+    }
+    assert answers[0] == answers[1] == mismatch
+    assert answers[2] == {"code": types.INVALID_PARAMS, "message": "Unknown task: work__x"}

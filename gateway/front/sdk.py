@@ -18,6 +18,9 @@ from mcp.server.caching import CACHEABLE_METHODS, CacheableMethod, CacheHint
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
 from mcp.server.subscriptions import ListenHandler
+from mcp.shared.exceptions import MCPError
+from mcp.shared.inbound import MCP_NAME_HEADER, decode_header_value
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
 from gateway import __version__
@@ -112,6 +115,18 @@ def build_server(relay: Relay, on_front: Callable[[Front], None] | None = None) 
     async def dispatch(ctx: Ctx, params: Any) -> Result:
         return await relay.dispatch(seen(ctx))
 
+    async def dispatch_task(ctx: Ctx, params: TaskRequestParams) -> Result:
+        # SEP-2663 names the task in Mcp-Name, checked as the SDK checks its own name-bearing
+        # methods (whose table is closed to extensions).
+        front = seen(ctx)
+        request = front.request
+        named = None if request is None else decode_header_value(request.headers.get(MCP_NAME_HEADER))
+        modern_http = request is not None and front.protocol_version in MODERN_PROTOCOL_VERSIONS
+        if modern_http and named != params.task_id:
+            message = f"{MCP_NAME_HEADER} header does not match the request body's 'taskId' parameter"
+            raise MCPError(code=types.HEADER_MISMATCH, message=message)
+        return await relay.dispatch(front)
+
     async def opened(ctx: Ctx, params: types.NotificationParams) -> None:
         seen(ctx)  # a 2025-11-25 session is initialized: learned before its first request
 
@@ -141,9 +156,9 @@ def build_server(relay: Relay, on_front: Callable[[Front], None] | None = None) 
         "logging/setLevel": (types.SetLevelRequestParams, set_logging_level),
         "subscriptions/listen": (types.SubscriptionsListenRequestParams, listen),
         # The tasks extension's (`gateway.tasks`): rare polls, so the SDK's transport carries them.
-        "tasks/get": (TaskRequestParams, dispatch),
-        "tasks/update": (TaskRequestParams, dispatch),
-        "tasks/cancel": (TaskRequestParams, dispatch),
+        "tasks/get": (TaskRequestParams, dispatch_task),
+        "tasks/update": (TaskRequestParams, dispatch_task),
+        "tasks/cancel": (TaskRequestParams, dispatch_task),
     }
     for method, (params_type, handler) in handlers.items():
         server.add_request_handler(method, params_type, handler)
