@@ -404,3 +404,19 @@ async def test_mcp_name_must_name_the_task() -> None:
     }
     assert answers[0] == answers[1] == mismatch
     assert answers[2] == {"code": types.INVALID_PARAMS, "message": "Unknown task: work__x"}
+
+
+async def test_a_tasks_inlined_result_is_masked_as_the_call_result_would_be() -> None:
+    key = "AKIAIOSFODNN7EXAMPLE"  # AWS's documented example key id
+    masking = {"use": "masking", "options": {}}
+    async with (
+        serve(config({"work": stdio_spec()}, middleware=[masking])) as gw,
+        SdkClient(gw.url, mode=MODERN, extensions=[TasksExtension()]) as client,
+    ):
+        arguments = {"seconds": 0, "label": f"key {key}"}
+        created = await create(client, "work__slow_compute", arguments)
+        task = await until(client.session, created.task_id, TERMINAL)
+        # The same tool without a task: its result is masked by the chain.
+        synchronous = await client.call_tool("work__greet", {"name": key})
+    assert task["result"]["content"][0]["text"] == "computed key [REDACTED:aws_access_key]"
+    assert text_of(synchronous) == "Hello, [REDACTED:aws_access_key]!"
