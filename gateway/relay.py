@@ -46,6 +46,7 @@ from gateway.middleware import ANONYMOUS, Call, Identity, Middleware, build_chai
 from gateway.tasks import EXTENSION as TASKS_EXTENSION
 from gateway.tasks import METHODS as TASK_METHODS
 from gateway.tasks import OPT_IN, Tasks, declared, opted_in
+from gateway.tasks import STATUS as TASK_STATUS
 
 logger = logging.getLogger(__name__)
 
@@ -213,6 +214,7 @@ class Relay:
         }
         for method in TASK_METHODS:
             self._terminals[method] = self._task_call
+        self._terminals[TASK_STATUS] = self._deliver_task_status
 
     def use(self, middlewares: Sequence[Middleware]) -> None:
         """Swap the chain (config reload): calls already running finish on the old one."""
@@ -232,7 +234,7 @@ class Relay:
         call = Call(
             method=front.method,
             params=dict(front.params or {}),
-            identity=front.identity or self.default_identity,  # stdio: the configured one
+            identity=self.identity_of(front),
             request_id=front.request_id,
             context=front,
         )
@@ -247,6 +249,10 @@ class Relay:
         # Every result leaves here, on every front: a resolved secret a backend echoes is masked
         # by value, whether or not a masking middleware runs (one search when no secret is in it).
         return self.fleet.secrets.mask_json(result)
+
+    def identity_of(self, front: Front) -> Identity:
+        """Who sent a request: HTTP authentication's identity, or (stdio) the configured one."""
+        return front.identity or self.default_identity
 
     def _masked_error(self, exc: MCPError) -> MCPError:
         """`exc`, or a copy without the resolved secrets its message or data quote."""
@@ -523,8 +529,14 @@ class Relay:
     # -- backend notifications -> chain -> clients -------------------------------------------
 
     async def backend_notification(self, backend: Backend, method: str, params: Mapping[str, Any]) -> None:
-        """A backend's log message, through the chain to the clients (a `Fleet.notification_hooks` hook)."""
-        if method != "notifications/message":
+        """A backend's log message or task status, through the chain to the clients (a
+        `Fleet.notification_hooks` hook)."""
+        if method == TASK_STATUS:
+            public = self.tasks.public_id(backend.name, str(params.get("taskId")))
+            if public is None:
+                return  # not a task created through us (or long gone): nobody to tell
+            params = {**params, "taskId": public}
+        elif method != "notifications/message":
             return
         call = Call(method=method, params=dict(params), kind="notification", server=backend.name)
         call.state["backend"] = backend
@@ -532,7 +544,13 @@ class Relay:
             with request_scope(server=backend.name):
                 await self.chain(call)
         except (GatewayError, MCPError) as exc:
-            logger.info("log notification from %s dropped by the chain: %s", backend.name, exc)
+            logger.info("%s from %s dropped by the chain: %s", method, backend.name, exc)
+
+    async def _deliver_task_status(self, call: Call) -> Result:
+        """A task's status, to the listen streams its creator opened for it (`front.listen`)."""
+        params = self.fleet.secrets.mask_json(call.params)
+        self.tasks.publish(params["taskId"], params)
+        return params
 
     async def _deliver_log(self, call: Call) -> Result:
         backend: Backend = call.state["backend"]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ from gateway.config.models import SEPARATOR
 
 EXTENSION = "io.modelcontextprotocol/tasks"
 METHODS = frozenset({"tasks/get", "tasks/update", "tasks/cancel"})
+STATUS = "notifications/tasks"  # a task's new state (the detailed task), on a listen stream
 CAPABILITIES_META = "io.modelcontextprotocol/clientCapabilities"
 # What a request says to declare the extension (SEP-2575's per-request capabilities).
 OPT_IN: Mapping[str, Any] = {"extensions": {EXTENSION: {}}}
@@ -75,6 +76,8 @@ class Tasks:
     def __init__(self, limit: int = MAX_TASKS) -> None:
         self._routes: OrderedDict[str, TaskRoute] = OrderedDict()
         self._limit = limit
+        # public id -> the listen streams that asked for its status notifications
+        self._watchers: dict[str, set[Callable[[dict[str, Any]], None]]] = {}
 
     def __len__(self) -> int:
         return len(self._routes)
@@ -100,6 +103,30 @@ class Tasks:
             del self._routes[public]
             return None
         return route
+
+    def public_id(self, server: str, task_id: str) -> str | None:
+        """The id the client knows a backend's task by, if the gateway relayed its creation."""
+        public = f"{server}{SEPARATOR}{task_id}"
+        return public if public in self._routes else None
+
+    def watch(self, public_ids: list[str], deliver: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        """Have `deliver` called with each status notification of these tasks; returns the undo."""
+        for public in public_ids:
+            self._watchers.setdefault(public, set()).add(deliver)
+
+        def unwatch() -> None:
+            for public in public_ids:
+                watchers = self._watchers.get(public)
+                if watchers is not None:
+                    watchers.discard(deliver)
+                    if not watchers:
+                        del self._watchers[public]
+
+        return unwatch
+
+    def publish(self, public: str, params: dict[str, Any]) -> None:
+        for deliver in list(self._watchers.get(public, ())):
+            deliver(params)
 
     def _prune(self, now: float) -> None:
         while len(self._routes) > self._limit:

@@ -10,6 +10,7 @@ the client speaks 2026-07-28 to the gateway; the gateway opens its backends with
 
 from __future__ import annotations
 
+import json
 import socket
 import sqlite3
 import sys
@@ -307,6 +308,9 @@ async def test_another_identity_can_neither_read_nor_cancel_a_task(tmp_path: Pat
                 types.INVALID_PARAMS,
                 f"Unknown task: {task.task_id}",
             )
+        # Nor hear of it: its id is left out of bob's listen acknowledgment.
+        ack = (await listen_frames(gw.url, [task.task_id], ack_only=True, key=OTHER_KEY))[0]
+        assert ack["params"]["notifications"]["taskIds"] == []
         assert (await task_request(alice.session, "tasks/get", task.task_id))["status"] == "working"
         await task_request(alice.session, "tasks/cancel", task.task_id)
         assert (await until(alice.session, task.task_id, TERMINAL))["status"] == "cancelled"
@@ -420,3 +424,53 @@ async def test_a_tasks_inlined_result_is_masked_as_the_call_result_would_be() ->
         synchronous = await client.call_tool("work__greet", {"name": key})
     assert task["result"]["content"][0]["text"] == "computed key [REDACTED:aws_access_key]"
     assert text_of(synchronous) == "Hello, [REDACTED:aws_access_key]!"
+
+
+LISTEN_ENVELOPE = {
+    "io.modelcontextprotocol/protocolVersion": MODERN,
+    "io.modelcontextprotocol/clientCapabilities": {"extensions": {EXTENSION: {}}},
+    "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
+}
+
+
+async def listen_frames(
+    url: str, task_ids: list[str], *, ack_only: bool = False, key: str = ""
+) -> list[dict[str, Any]]:
+    """The frames of a raw `subscriptions/listen` stream asking for `task_ids`, read until the
+    acknowledgment (`ack_only`) or a terminal status."""
+    headers = {
+        "accept": "application/json, text/event-stream",
+        "mcp-protocol-version": MODERN,
+        "mcp-method": "subscriptions/listen",
+        **({"x-api-key": key} if key else {}),
+    }
+    params = {"notifications": {"taskIds": task_ids}, "_meta": LISTEN_ENVELOPE}
+    listen = {"jsonrpc": "2.0", "id": "sub-1", "method": "subscriptions/listen", "params": params}
+    frames: list[dict[str, Any]] = []
+    with anyio.fail_after(WAIT):
+        async with (
+            httpx2.AsyncClient(timeout=WAIT) as http,
+            http.stream("POST", url, json=listen, headers=headers) as stream,
+        ):
+            async for line in stream.aiter_lines():
+                if line.startswith("data: "):
+                    frames.append(json.loads(line.removeprefix("data: ")))
+                    if ack_only or frames[-1].get("params", {}).get("status") in TERMINAL:
+                        break
+    return frames
+
+
+async def test_status_notifications_reach_the_creator_on_its_listen_stream() -> None:
+    async with (
+        serve(config({"work": stdio_spec()})) as gw,
+        SdkClient(gw.url, mode=MODERN, extensions=[TasksExtension()]) as client,
+    ):
+        task = await create(client, "work__slow_compute", {"seconds": 1, "label": "heard"})
+        ack, *news = await listen_frames(gw.url, [task.task_id, "work__nope"])
+    assert ack["method"] == "notifications/subscriptions/acknowledged"
+    assert ack["params"]["notifications"]["taskIds"] == [task.task_id]  # an unknown id is left out
+    assert {frame["method"] for frame in news} == {"notifications/tasks"}
+    done = news[-1]["params"]
+    assert done["taskId"] == task.task_id and done["status"] == "completed"
+    assert done["result"]["content"][0]["text"] == "computed heard"
+    assert done["_meta"]["io.modelcontextprotocol/subscriptionId"] == "sub-1"

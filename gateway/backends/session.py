@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol, get_args
 import anyio
 import anyio.abc
 import mcp_types as types
+from mcp.client.extension import NotificationBinding
 from mcp.client.session import ClientRequestContext, ClientSession
 from mcp.client.subscriptions import SubscriptionLost, listen
 from mcp.server.caching import CacheHint
@@ -32,7 +33,7 @@ from mcp_types import (
     UNSUPPORTED_PROTOCOL_VERSION,
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION, MODERN_PROTOCOL_VERSIONS
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gateway import __version__
 from gateway._sdk import ReadStream, Stamp, raw_notify, raw_request, stamper
@@ -41,6 +42,7 @@ from gateway.backends._logbuffer import RepeatedWarning
 from gateway.backends.transport import Streams, Transport
 from gateway.catalogue import LIST_METHODS, BackendListing, ListKind, cache_hint_of
 from gateway.errors import BackendStartError, BackendTimeout, BackendUnavailable
+from gateway.tasks import STATUS as TASK_STATUS
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +167,10 @@ class BackendSession:
                 # 2026-07-28 delivers logs only to requests that opt in: ask for every level, and
                 # the relay sends each client what its own request (or revision) allows.
                 log_level="debug",
+                # The tasks extension's status news is no core notification: bound, or dropped.
+                notification_bindings=[
+                    NotificationBinding(method=TASK_STATUS, params_type=_Open, handler=self._on_task_status)
+                ],
                 **self._callbacks(),
             )
             await self._stack.enter_async_context(self._client)
@@ -485,6 +491,9 @@ class BackendSession:
 
         return relay
 
+    async def _on_task_status(self, params: BaseModel) -> None:
+        await self._hooks.on_notification(self, TASK_STATUS, params.model_dump(by_alias=True, mode="json"))
+
     async def _on_log(self, params: dict[str, Any]) -> None:
         await self._hooks.on_notification(self, "notifications/message", params)
 
@@ -554,6 +563,12 @@ def _only_modern(data: Any) -> bool:
     except ValidationError:
         return False
     return not any(v in HANDSHAKE_PROTOCOL_VERSIONS for v in supported)
+
+
+class _Open(BaseModel):
+    """A notification's params as sent (the session passes them on as JSON)."""
+
+    model_config = ConfigDict(extra="allow")
 
 
 def _before_handshake(data: dict[str, Any], opts: CallOptions) -> None:

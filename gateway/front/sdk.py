@@ -17,7 +17,6 @@ import mcp_types as types
 from mcp.server.caching import CACHEABLE_METHODS, CacheableMethod, CacheHint
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
-from mcp.server.subscriptions import ListenHandler
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import MCP_NAME_HEADER, decode_header_value
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -28,6 +27,7 @@ from gateway._rewrite import Result, finish
 from gateway._sdk import Ctx, SdkFront
 from gateway.errors import ShuttingDown, as_mcp_error
 from gateway.front import Front
+from gateway.front.listen import TaskListen
 from gateway.relay import Relay
 from gateway.tasks import TaskRequestParams
 
@@ -103,7 +103,7 @@ def build_server(relay: Relay, on_front: Callable[[Front], None] | None = None) 
         get_tool_input_schema=input_schema,
     )
     server.offered = relay.extensions
-    listener = ListenHandler(relay.fleet.clients.bus)
+    listener = TaskListen(relay.fleet.clients.bus, relay.tasks, lambda front: relay.identity_of(front).name)
     relay.drain.on_close.append(listener.close)  # each listen stream ends with its final result
 
     def seen(ctx: Ctx) -> SdkFront:
@@ -138,7 +138,7 @@ def build_server(relay: Relay, on_front: Callable[[Front], None] | None = None) 
         if relay.drain.closing:
             raise as_mcp_error(ShuttingDown())
         await relay.subscribe_at_backends(params.notifications.resource_subscriptions or ())
-        return await listener(ctx, params)
+        return await listener(ctx, params, SdkFront(ctx))
 
     # Registered one by one (not as constructor arguments) because the handlers return the
     # backends' raw JSON; the advertised capabilities follow from what is registered here.

@@ -153,9 +153,9 @@ def apply(method: str, message: Any, w: _Walker) -> Any:
         )
     if method == "notifications/message":
         return _field(message, "data", w.tree)
-    if method == "tasks/get":
-        # A task inlines the result of the call that created it (tasks extension: only
-        # `tools/call` makes tasks), or the error it ended with.
+    if method in ("tasks/get", "notifications/tasks"):
+        # A task (and its status notification) inlines the result of the call that created it
+        # (tasks extension: only `tools/call` makes tasks), or the error it ended with.
         message = _field(message, "result", lambda r: apply("tools/call", r, w))
         message = _field(message, "error", w.tree)
         return _field(message, "statusMessage", _text(w))
