@@ -36,15 +36,25 @@ from pydantic import BaseModel, ConfigDict
 
 from gateway.tasks import EXTENSION, Tasks
 from tests._infra import REPO_ROOT
-from tests._support import HERE, START_TIMEOUT, config, free_port, serve, text_of, wait_until
+from tests._support import (
+    HERE,
+    MODERN,
+    START_TIMEOUT,
+    config,
+    envelope,
+    free_port,
+    serve,
+    text_of,
+    wait_until,
+)
 from tests.middleware.test_auth import ADMIN_KEY, hashed
 
 pytestmark = pytest.mark.anyio
 
 TASKS_SERVER = str(HERE / "servers" / "tasks.py")
-MODERN = "2026-07-28"
 WAIT = 60.0  # bound on any one wait for a task (a loaded 2-core machine)
 TERMINAL = ("completed", "failed", "cancelled")
+DECLARING = envelope(capabilities={"extensions": {EXTENSION: {}}})  # a raw request's `_meta`
 
 
 # -- a tasks client, on the SDK's client extension API ---------------------------------------------
@@ -382,15 +392,11 @@ async def test_a_task_through_the_gateway_over_stdio(tmp_path: Path) -> None:
 
 async def test_mcp_name_must_name_the_task() -> None:
     # SEP-2663: tasks/* carry the task id in Mcp-Name (SEP-2243), and a server checks it.
-    envelope = {
-        "io.modelcontextprotocol/protocolVersion": MODERN,
-        "io.modelcontextprotocol/clientCapabilities": {"extensions": {EXTENSION: {}}},
-    }
     body = {
         "jsonrpc": "2.0",
         "id": 1,
         "method": "tasks/get",
-        "params": {"taskId": "work__x", "_meta": envelope},
+        "params": {"taskId": "work__x", "_meta": DECLARING},
     }
     headers = {
         "accept": "application/json, text/event-stream",
@@ -426,13 +432,6 @@ async def test_a_tasks_inlined_result_is_masked_as_the_call_result_would_be() ->
     assert text_of(synchronous) == "Hello, [REDACTED:aws_access_key]!"
 
 
-LISTEN_ENVELOPE = {
-    "io.modelcontextprotocol/protocolVersion": MODERN,
-    "io.modelcontextprotocol/clientCapabilities": {"extensions": {EXTENSION: {}}},
-    "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
-}
-
-
 async def listen_frames(
     url: str, task_ids: list[str], *, ack_only: bool = False, key: str = ""
 ) -> list[dict[str, Any]]:
@@ -444,7 +443,7 @@ async def listen_frames(
         "mcp-method": "subscriptions/listen",
         **({"x-api-key": key} if key else {}),
     }
-    params = {"notifications": {"taskIds": task_ids}, "_meta": LISTEN_ENVELOPE}
+    params = {"notifications": {"taskIds": task_ids}, "_meta": DECLARING}
     listen = {"jsonrpc": "2.0", "id": "sub-1", "method": "subscriptions/listen", "params": params}
     frames: list[dict[str, Any]] = []
     with anyio.fail_after(WAIT):
