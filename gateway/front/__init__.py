@@ -7,7 +7,8 @@
   SDK's transport and the exchange alike.
 - `sdk`: the `mcp` SDK's server wired to the relay: over HTTP, what is not a relayed call
   (`initialize`, `server/discover`, the GET stream, `subscriptions/listen`, refusals); over stdio,
-  everything (`stdio`).
+  everything (`stdio`). The tasks extension's `tasks/*` requests take this path too;
+  `listen` serves the `subscriptions/listen` streams that ask for task status.
 - `http`: the HTTP app around the endpoint (authentication, refusal while draining, probes);
   `guard` (Host and Origin), `envelope` (a body that is not one JSON-RPC message), `_uvicorn`
   (the server's deadlines and signals).
