@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict
 
 from gateway.tasks import EXTENSION, Tasks
 from tests import _infra
-from tests._infra import NODE_MODULES, REPO_ROOT
+from tests._infra import REPO_ROOT
 from tests._support import (
     HERE,
     MODERN,
@@ -492,15 +492,21 @@ TASK_SCENARIOS = (
     "tasks-request-headers",
     "tasks-mrtr-composition",
 )
-SUITE = NODE_MODULES / "conformance-next" / "dist" / "index.js"
 
 
 async def scenario_checks(url: str, scenario: str, workdir: Path) -> dict[str, str]:
     """One scenario of the suite against `url`: check id -> status."""
     out = workdir / scenario
-    node = _infra.node22()
-    assert node is not None
-    argv = [str(node), str(SUITE), "server", "--url", url, "--scenario", scenario, "--output-dir", str(out)]
+    argv = [
+        *_infra.conformance_next_cli(),
+        "server",
+        "--url",
+        url,
+        "--scenario",
+        scenario,
+        "--output-dir",
+        str(out),
+    ]
     env = {**_infra.node22_env(), "HOME": str(workdir)}
     with anyio.fail_after(WAIT):
         await anyio.run_process(argv, env=env, cwd=workdir, check=False)
@@ -515,9 +521,7 @@ async def record(into: dict[str, dict[str, str]], url: str, scenario: str, workd
 
 @pytest.mark.timeout(4 * WAIT * len(TASK_SCENARIOS))
 async def test_the_suites_tasks_scenarios_pass_through_the_gateway_as_directly(tmp_path: Path) -> None:
-    _infra.require("node22")
-    if not SUITE.exists():
-        pytest.skip(f"{SUITE} is not installed; {_infra.INSTALL_HINT}")
+    _infra.require(_infra.CONFORMANCE_NEXT)
     direct: dict[str, dict[str, str]] = {}
     through: dict[str, dict[str, str]] = {}
     (tmp_path / "direct").mkdir()
