@@ -257,6 +257,9 @@ class BackendSession:
             # Ours is kept: the stamp only sets its own level where none is.
             out = data["params"]
             out["_meta"] = {**(out.get("_meta") or {}), LOG_LEVEL_META_KEY: self._log_level}
+        if capabilities is None and self._modern:
+            # One the relay set on the request itself (an extension it opts in to) outlives the stamp.
+            capabilities = (data["params"].get("_meta") or {}).get(CLIENT_CAPABILITIES_META_KEY)
         self._stamp(data, opts)  # era headers / _meta envelope, exactly as the SDK's typed calls do
         if capabilities is not None and self._modern:
             data["params"]["_meta"][CLIENT_CAPABILITIES_META_KEY] = capabilities
