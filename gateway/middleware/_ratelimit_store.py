@@ -19,7 +19,7 @@ logger = logging.getLogger("gateway.middleware.ratelimit")
 _SWEEP_EVERY = 5.0  # seconds between clean-ups of expired in-memory windows
 
 
-def open_storage(uri: str, timeout: float) -> tuple[Storage, str, str | None]:
+def open_storage(uri: str, timeout: float, retry_factor: float) -> tuple[Storage, str, str | None]:
     """The async storage for `uri` (references already resolved), a log-safe label for it, and its
     password (to scrub from logs)."""
     parts = urllib.parse.urlsplit(uri)
@@ -29,8 +29,14 @@ def open_storage(uri: str, timeout: float) -> tuple[Storage, str, str | None]:
     options: dict[str, Any] = {"wrap_exceptions": True}
     if scheme.startswith("redis"):
         # `redis` is a dependency, `coredis` (the limits default) is not; without timeouts an
-        # unreachable Redis would hold every call for the OS connect timeout.
-        options.update(implementation="redispy", socket_connect_timeout=timeout, socket_timeout=timeout)
+        # unreachable Redis would hold every call for the OS connect timeout. The middleware
+        # times each operation itself (and retries a late one once): the socket's own timeout
+        # is only a backstop that must not cut the retry short.
+        options.update(
+            implementation="redispy",
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout * (1 + retry_factor),
+        )
     try:
         storage = storage_from_string(f"async+{scheme}://{uri.partition('://')[2]}", **options)
     except (ConfigurationError, ValueError, ImportError) as exc:

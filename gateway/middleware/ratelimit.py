@@ -15,7 +15,8 @@ Options (every key optional)::
           - {roles: [admin], per_identity: "1000/minute", lists: null}  # null = no limit
         concurrency: {"*": {max: 8, queue: 32, queue_timeout: 5}}   # bulkhead per backend
         on_storage_error: deny               # or allow: what to do while the store does not answer
-        storage_timeout: 0.5                 # seconds per store operation (not used for memory://)
+        storage_timeout: 0.5                 # seconds per store operation (not used for memory://);
+                                             # one that takes longer is retried once, allowed 4x as long
         key_prefix: mcpgw                    # namespace of the keys in a shared store
 
 Limits use the `limits` notation: "100/minute", "10 per second", several at once as
@@ -66,6 +67,9 @@ COUNTED = frozenset({"tools/call", "resources/read", "prompts/get", "completion/
 _PER_NAME = {"tools/call": "t", "prompts/get": "p"}  # names from the catalogue: a bounded key space
 _RETRY_STORE_AFTER = 1.0  # seconds during which an unanswering store is not asked again
 _BUSY_RETRY_AFTER = 1.0
+# A store operation that does not answer within `storage_timeout` gets one more try, this many times
+# as long, before the store counts as down (see `_store`).
+RETRY_FACTOR = 4
 # What a store raises when it does not answer (limits wraps the client's errors in StorageError).
 _STORE_ERRORS = (StorageError, OSError, TimeoutError)
 
@@ -154,7 +158,9 @@ class RateLimit:
         opts = RateLimitOptions.model_validate(options)
         self.options = opts
         self._prefix = opts.key_prefix
-        self.storage, self.storage_label, self._secret = open_storage(opts.storage, opts.storage_timeout)
+        self.storage, self.storage_label, self._secret = open_storage(
+            opts.storage, opts.storage_timeout, RETRY_FACTOR
+        )
         strategy: Callable[[Storage], RateLimiter] = STRATEGIES[opts.strategy]
         try:
             self.limiter = strategy(self.storage)
@@ -259,7 +265,7 @@ class RateLimit:
             for rule, ids in checks:
                 for item in rule.items:
                     # Memory cannot hang: no timeout scope there (it is a third of a hit's cost).
-                    ok = await (hit(item, *ids) if self._timeout is None else self._store(hit, item, ids))
+                    ok = await (hit(item, *ids) if self._timeout is None else self._store(hit, item, *ids))
                     if not ok:
                         raise await self._refusal(call, rule, item, ids)
         except _STORE_ERRORS as exc:
@@ -269,17 +275,32 @@ class RateLimit:
         if self._outage_since is not None:
             self._store_recovered()
 
-    async def _store(
-        self, op: Callable[..., Awaitable[Any]], item: RateLimitItem, ids: tuple[str, ...]
-    ) -> Any:
-        with anyio.fail_after(self._timeout):
-            return await op(item, *ids)
+    async def _store(self, op: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """`op(*args)` on the shared store, retried once if it does not answer in time.
+
+        A Redis that is up but busy (a load spike, a slow command of someone else's) answers late,
+        not never: refusing every call for `_RETRY_STORE_AFTER` on the first late answer would turn
+        a spike into an outage. A retry, rather than an adaptive timeout, because a spike is
+        sudden: a timeout learnt from past latencies is still short when it starts. A Redis that
+        is down refuses the connection at once (no retry: that is not a timeout); one that hangs
+        costs `(1 + RETRY_FACTOR) * storage_timeout` once, after which calls fail fast. A hit whose
+        first try reached the store counts twice: the budget runs out early, never late.
+        """
+        if self._timeout is None:
+            return await op(*args)
+        try:
+            with anyio.fail_after(self._timeout):
+                return await op(*args)
+        except TimeoutError:
+            pass
+        with anyio.fail_after(self._timeout * RETRY_FACTOR):
+            return await op(*args)
 
     async def _refusal(
         self, call: Call, rule: Rule, item: RateLimitItem, ids: tuple[str, ...]
     ) -> RateLimited:
         try:
-            stats = await self._store(self.limiter.get_window_stats, item, ids)
+            stats = await self._store(self.limiter.get_window_stats, item, *ids)
             retry_after = max(0.001, stats.reset_time - time.time())
         except _STORE_ERRORS:
             retry_after = float(item.get_expiry())

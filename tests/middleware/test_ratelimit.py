@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import mcp_types as types
 import pytest
+import redis as redis_sync
 from mcp import Client as SdkClient
 from mcp.shared.exceptions import MCPError
 
@@ -375,6 +376,11 @@ class Redis:
             time.sleep(0.05)  # nothing to wait on but the port itself
         raise TimeoutError("redis-server did not answer PING")
 
+    def command(self, *args: str) -> Any:
+        """One command on a connection of its own (not one of the gateway's)."""
+        with redis_sync.Redis(port=self.port, socket_timeout=10) as client:
+            return client.execute_command(*args)
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
@@ -458,6 +464,54 @@ async def test_redis_outage_denies_then_recovers(redis: Redis, caplog: pytest.Lo
     messages = [r.getMessage() for r in caplog.records if r.name == LOGGER]
     assert len(messages) == 2, messages
     assert "does not answer" in messages[0] and "answers again" in messages[1]
+
+
+@pytest.mark.redis
+async def test_a_redis_answering_late_is_waited_for_not_taken_for_down(
+    redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    rl = RateLimit(storage=redis.url, per_identity="100/minute", storage_timeout=0.5, key_prefix="late")
+    backend = Backend()
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    await rl(tool_call(), backend)  # connected
+    # Redis busy for 1.5 s, as under a load spike: it answers, late. Paused from a connection of
+    # its own; the pause holds every other client's commands, including the gateway's.
+    redis.command("CLIENT", "PAUSE", "1500", "ALL")
+    started = time.monotonic()
+    await rl(tool_call(), backend)
+    # The call did meet the paused Redis (its first try timed out): not a vacuous pass.
+    assert time.monotonic() - started >= 0.5
+    assert backend.calls == 2
+    await rl(tool_call(), backend)  # and the store was not marked down
+    assert backend.calls == 3
+    assert [r.getMessage() for r in caplog.records if r.name == LOGGER] == []
+    stats = await rl.limiter.get_window_stats(rl.checks(tool_call())[0][0].items[0], "identity", "alice")
+    assert 3 <= 100 - stats.remaining <= 4  # a retried hit may count twice, never zero times
+
+
+@pytest.mark.redis
+async def test_a_redis_that_stops_answering_is_down_after_one_retry(
+    redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    rl = RateLimit(storage=redis.url, per_identity="100/minute", storage_timeout=0.3, key_prefix="hung")
+    backend = Backend()
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    await rl(tool_call(), backend)
+    # Longer than both tries (0.3 s + 1.2 s): as documented, deny.
+    redis.command("CLIENT", "PAUSE", "6000", "ALL")
+    with pytest.raises(RateLimited) as err:
+        await rl(tool_call(), backend)
+    assert err.value.data["scope"] == "storage" and backend.calls == 1
+    with anyio.fail_after(30):  # once the pause is over, the store is asked again once a second
+        while True:
+            try:
+                await rl(tool_call(), backend)
+                break
+            except RateLimited as exc:
+                assert exc.data["scope"] == "storage"
+                await anyio.sleep(0.1)
+    messages = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert len(messages) == 2 and "does not answer" in messages[0] and "answers again" in messages[1]
 
 
 def test_the_storage_uri_may_hold_references_resolved_with_the_options(
