@@ -17,7 +17,8 @@ The accesses, by library (why each, at its use):
   `._event_store` (set), `._requests_in_flight`, `._idle_timeout`, `ClientSession._stamp`,
   `ClientSession._dispatcher`, `JSONRPCDispatcher._closed`;
 - limits: `MemoryStorage.__schedule_expiry` (name-mangled), and the undocumented
-  `RedisStorage.bridge.storage` (the redis client, to close it);
+  `RedisStorage.bridge.storage` (the redis client, to close it and to run the cluster-wide
+  concurrency scripts on the connections limits already has);
 - docker (and the stdlib under it): the attach response's `socket.SocketIO._sock`, and the
   `_response` docker-py hangs on it.
 """
@@ -342,7 +343,8 @@ def replace_memory_expiry(storage: Any, hook: Callable[[], Any]) -> bool:
 
 def redis_client(storage: Any) -> Any:
     """The redis client under a limits Redis storage (`storage.bridge.storage`, undocumented), or
-    None: limits has no public close, and an unclosed client warns at exit."""
+    None: limits has no public close, and an unclosed client warns at exit. The ratelimit
+    middleware also runs its concurrency scripts on it (one pool, one set of timeouts)."""
     return getattr(getattr(storage, "bridge", None), "storage", None)
 
 

@@ -156,9 +156,11 @@ def test_limits_redis_storage_exposes_its_client() -> None:
     client = _sdk.redis_client(storage)
     assert client is not None, (
         f"limits {version('limits')} has no RedisStorage.bridge.storage any more; "
-        "gateway/_sdk.py's redis_client cannot close the Redis client"
+        "gateway/_sdk.py's redis_client cannot close the Redis client, and concurrency caps "
+        "fall back to per process"
     )
     assert callable(need(client, "aclose", "redis_client", "redis"))
+    assert callable(need(client, "register_script", "redis_client", "redis"))
 
 
 # -- docker ----------------------------------------------------------------------------------------

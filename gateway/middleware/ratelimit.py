@@ -14,6 +14,7 @@ Options (every key optional)::
         overrides:                           # first match wins; a key set here replaces the default,
           - {roles: [admin], per_identity: "1000/minute", lists: null}  # null = no limit
         concurrency: {"*": {max: 8, queue: 32, queue_timeout: 5}}   # bulkhead per backend
+        concurrency_lease: 10                # seconds; with Redis, how long a dead gateway's slots last
         on_storage_error: deny               # or allow: what to do while the store does not answer
         storage_timeout: 0.5                 # seconds per store operation (not used for memory://);
                                              # one that takes longer is retried once, allowed 4x as long
@@ -34,6 +35,15 @@ identity that keeps retrying. A refused call never reaches the backend: it fails
 All clients without an identity share the identity "anonymous", hence its budget. With
 `memory://` each gateway process counts alone and a reload with new middleware options starts
 from zero; a shared store gives exact limits across processes.
+
+`concurrency` caps the calls in flight on a backend (`max`); up to `queue` more wait at most
+`queue_timeout` seconds for a slot, anything beyond is refused at once (`scope: concurrency`).
+With a Redis store the cap holds across every gateway on that store (`key_prefix` and server
+name make the key); the waiting line stays per process. A slot is a lease of `concurrency_lease`
+seconds that its gateway extends while the call runs, so the slots of a gateway killed mid-call
+are free again at most `concurrency_lease` seconds later. While the store does not answer,
+`on_storage_error` applies to capped calls too (`allow`: they run uncapped). Other stores keep
+the cap per process.
 """
 
 from __future__ import annotations
@@ -52,11 +62,12 @@ from limits.aio.strategies import STRATEGIES, RateLimiter
 from limits.errors import StorageError
 from limits.util import parse_many
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from redis.exceptions import RedisError
 
 from gateway._sdk import redis_client
 from gateway.config.secrets import ResolvedStr
 from gateway.errors import RateLimited
-from gateway.middleware._bulkhead import Bulkhead, ConcurrencyOptions, Full
+from gateway.middleware._bulkhead import Bulkhead, ConcurrencyOptions, Full, SharedBulkhead
 from gateway.middleware._ratelimit_store import open_storage
 from gateway.middleware.base import Call, CallNext, Identity, Result
 
@@ -70,8 +81,9 @@ _BUSY_RETRY_AFTER = 1.0
 # A store operation that does not answer within `storage_timeout` gets one more try, this many times
 # as long, before the store counts as down (see `_store`).
 RETRY_FACTOR = 4
-# What a store raises when it does not answer (limits wraps the client's errors in StorageError).
-_STORE_ERRORS = (StorageError, OSError, TimeoutError)
+# What a store raises when it does not answer (limits wraps the client's errors in StorageError;
+# the concurrency scripts run on its redis client directly).
+_STORE_ERRORS = (StorageError, RedisError, OSError, TimeoutError)
 
 
 def _check_limit(text: str) -> str:
@@ -119,6 +131,9 @@ class RateLimitOptions(BaseModel):
     lists: LimitText | None = "50/second"
     overrides: list[Override] = Field(default_factory=list)
     concurrency: dict[str, ConcurrencyOptions] = Field(default_factory=dict)
+    concurrency_lease: float = Field(
+        default=10.0, ge=1, description="Seconds a cluster-wide slot outlives a gateway that died."
+    )
     on_storage_error: Literal["deny", "allow"] = "deny"
     storage_timeout: float = Field(default=0.5, gt=0)
     key_prefix: str = Field(default="mcpgw", pattern=r"^[A-Za-z0-9_.:-]+$")
@@ -191,7 +206,9 @@ class RateLimit:
                     ),
                 )
             )
-        self._bulkheads: dict[str, Bulkhead | None] = {}
+        self._bulkheads: dict[str, Bulkhead | SharedBulkhead | None] = {}
+        # Concurrency caps are cluster-wide on Redis (its client runs the scripts), else per process.
+        self._redis = None if self._timeout is None else redis_client(self.storage)
         self._down_until = 0.0  # monotonic time before which the store is not asked
         self._outage_since: float | None = None
         self._outage_calls = 0
@@ -244,9 +261,11 @@ class RateLimit:
             await self._enforce(call, checks)
         if call.server is None or call.method not in COUNTED:
             return await call_next(call)
-        bulkhead = self._bulkhead(call.server)
+        bulkhead = self.bulkhead(call.server)
         if bulkhead is None:
             return await call_next(call)
+        if isinstance(bulkhead, SharedBulkhead):
+            return await self._shared(call, call_next, bulkhead)
         try:
             await bulkhead.acquire()
         except Full as exc:
@@ -255,6 +274,35 @@ class RateLimit:
             return await call_next(call)
         finally:
             bulkhead.release()
+
+    async def _shared(self, call: Call, call_next: CallNext, bulkhead: SharedBulkhead) -> Result:
+        assert call.server is not None
+        if self._down_until and time.monotonic() < self._down_until:
+            self._store_unavailable()
+            return await call_next(call)
+        try:
+            token = await bulkhead.acquire()
+        except Full as exc:
+            raise self._busy(call.server, bulkhead, exc.timed_out) from None
+        except _STORE_ERRORS as exc:
+            self._store_failed(exc)
+            self._store_unavailable()
+            return await call_next(call)
+        if self._outage_since is not None:
+            self._store_recovered()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(bulkhead.keep, token)
+                try:
+                    result = await call_next(call)
+                finally:
+                    tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # `keep` never raises: the group holds the call's own error, which the chain expects bare.
+            raise group.exceptions[0] from None
+        finally:
+            await bulkhead.release(token)
+        return result
 
     async def _enforce(self, call: Call, checks: list[Check]) -> None:
         if self._down_until and time.monotonic() < self._down_until:
@@ -364,15 +412,22 @@ class RateLimit:
 
     # -- bulkheads ---------------------------------------------------------------------------------
 
-    def _bulkhead(self, server: str) -> Bulkhead | None:
+    def bulkhead(self, server: str) -> Bulkhead | SharedBulkhead | None:
+        """The concurrency cap on `server` (made on its first call), or None."""
         try:
             return self._bulkheads[server]
         except KeyError:
             spec = self.options.concurrency.get(server) or self.options.concurrency.get("*")
-            made = self._bulkheads[server] = Bulkhead(spec) if spec else None
+            made: Bulkhead | SharedBulkhead | None = None
+            if spec is not None and self._redis is not None:
+                key = f"{self._prefix}:concurrency:{_escape(server)}"
+                made = SharedBulkhead(spec, self._redis, key, self.options.concurrency_lease, self._store)
+            elif spec is not None:
+                made = Bulkhead(spec)
+            self._bulkheads[server] = made
             return made
 
-    def _busy(self, server: str, bulkhead: Bulkhead, timed_out: bool) -> RateLimited:
+    def _busy(self, server: str, bulkhead: Bulkhead | SharedBulkhead, timed_out: bool) -> RateLimited:
         limit = f"{bulkhead.max} in flight, {bulkhead.queue} queued"
         why = f"no slot within {bulkhead.queue_timeout:g} s" if timed_out else "queue full"
         exc = RateLimited(

@@ -6,17 +6,20 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import socket
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 import mcp_types as types
+import psutil
 import pytest
 import redis as redis_sync
 from mcp import Client as SdkClient
@@ -285,6 +288,25 @@ async def test_unreachable_store_follows_policy_and_logs_once(
     assert "s3cret" not in warnings[0] and f"127.0.0.1:{port}" in warnings[0]
 
 
+@pytest.mark.parametrize("policy", ["deny", "allow"])
+async def test_a_cluster_wide_cap_whose_store_does_not_answer_follows_policy(policy: str) -> None:
+    rl = RateLimit(
+        storage=f"redis://127.0.0.1:{free_port()}/0",
+        concurrency={"mb": {"max": 1}},
+        on_storage_error=policy,
+    )
+    assert type(rl.bulkhead("mb")).__name__ == "SharedBulkhead"
+    backend = Backend()
+    for _ in range(3):  # the first finds out, the next ones do not ask for a second
+        if policy == "deny":
+            with pytest.raises(RateLimited) as err:
+                await rl(tool_call(), backend)
+            assert err.value.data["scope"] == "storage"
+        else:
+            await rl(tool_call(), backend)  # uncapped, like unchecked rate limits
+    assert backend.calls == (3 if policy == "allow" else 0)
+
+
 # -- end to end through a real gateway ------------------------------------------------------------------
 
 
@@ -523,3 +545,105 @@ def test_the_storage_uri_may_hold_references_resolved_with_the_options(
     monkeypatch.setenv("RL_TEST_PASSWORD", "pw-from-env")
     options = RateLimitOptions(storage="redis://:${env:RL_TEST_PASSWORD}@h:1/0")
     assert options.storage == "redis://:pw-from-env@h:1/0" and "pw-from-env" not in repr(options)
+
+
+# -- a cluster-wide concurrency cap ------------------------------------------------------------------
+
+
+def capped(redis: Redis, prefix: str, **concurrency: Any) -> tuple[dict[str, Any], str]:
+    """A gateway config whose `mb` is capped through `redis`, and the Redis key of the cap."""
+    options = {"storage": redis.url, "key_prefix": prefix, "concurrency": {"mb": concurrency}}
+    lease = concurrency.pop("lease", None)
+    if lease is not None:
+        options["concurrency_lease"] = lease
+    return {"servers": {"mb": misbehave()}, "middleware": [{"use": "ratelimit", "options": options}]}, (
+        f"{prefix}:concurrency:mb"
+    )
+
+
+@pytest.mark.redis
+async def test_a_concurrency_cap_holds_across_two_gateways(redis: Redis) -> None:
+    spec, key = capped(redis, f"t{uuid.uuid4().hex[:8]}", max=2, queue=1, queue_timeout=120, lease=3)
+    cfg = config(spec["servers"], middleware=spec["middleware"])
+
+    def held() -> int:
+        return int(redis.command("ZCARD", key))
+
+    def leases() -> dict[bytes, float]:
+        return dict(redis.command("ZRANGE", key, "0", "-1", "WITHSCORES"))
+
+    async with (
+        serve(cfg) as a,
+        serve(cfg) as b,
+        SdkClient(a.url, mode="legacy") as on_a,
+        SdkClient(b.url, mode="2026-07-28") as on_b,
+    ):
+        first = anyio.CancelScope()
+        third: list[types.CallToolResult] = []
+
+        async def sleep_on_a() -> None:
+            with first:
+                await on_a.call_tool("mb__sleep", {"seconds": 120})
+
+        async def third_on_b() -> None:
+            third.append(await on_b.call_tool("mb__echo", {"text": "third"}))
+
+        with anyio.fail_after(120):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(sleep_on_a)
+                tg.start_soon(on_b.call_tool, "mb__sleep", {"seconds": 120})
+                await until(lambda: held() == 2)
+                # Both gateways extend their slots' leases while the calls run.
+                taken = leases()
+                assert len(taken) == 2
+                await until(lambda: all(leases().get(m, 0) > at for m, at in taken.items()))
+                # b runs one call of its own under a max of 2: the third waits because of a's.
+                tg.start_soon(third_on_b)
+                limiter: Any = b.app.state.relay.middlewares[0]
+                bulkhead = limiter.bulkhead("mb")
+                await until(lambda: bulkhead.waiting == 1)
+                with pytest.raises(MCPError) as err:  # b's line holds one: refused at once
+                    await on_b.call_tool("mb__echo", {"text": "fourth"})
+                assert err.value.code == RATE_LIMITED and err.value.data["scope"] == "concurrency"
+                assert "queue full" in err.value.message
+                assert held() == 2 and not third
+                assert b.fleet.backends["mb"].in_flight == 1  # neither reached the backend
+                first.cancel()  # a's call ends: its slot goes to the call waiting on b
+                await until(lambda: bool(third))
+                assert third[0].is_error is not True
+                assert third[0].content[0].text.endswith("third")  # type: ignore[union-attr]
+                tg.cancel_scope.cancel()
+        await until(lambda: held() == 0)  # every slot was given back
+
+
+@pytest.mark.redis
+async def test_the_slots_of_a_gateway_killed_mid_call_are_freed_after_the_lease(
+    redis: Redis, tmp_path: Path
+) -> None:
+    cfg, key = capped(redis, f"t{uuid.uuid4().hex[:8]}", max=1, queue=1, queue_timeout=120, lease=2)
+    async with (
+        gateway_process(tmp_path, cfg, name="gateway-a") as a,
+        gateway_process(tmp_path, cfg, name="gateway-b") as b,
+    ):
+        left = a.descendants()
+        async with anyio.create_task_group() as tg:
+
+            async def sleep_on_a() -> None:
+                with suppress(Exception):
+                    async with SdkClient(a.url, mode="2026-07-28") as on_a:
+                        await on_a.call_tool("mb__sleep", {"seconds": 120})
+
+            tg.start_soon(sleep_on_a)
+            await until(lambda: int(redis.command("ZCARD", key)) == 1)
+            a.process.send_signal(signal.SIGKILL)  # mid-call: no release, no more lease renewals
+            await a.wait(30)
+            with anyio.fail_after(120):
+                async with SdkClient(b.url, mode="legacy") as on_b:
+                    # Waits for the dead gateway's slot, which its lease frees (queue_timeout is
+                    # far longer: a slot kept forever would end this in a refusal, not a result).
+                    result = await on_b.call_tool("mb__echo", {"text": "after the lease"})
+            assert result.is_error is not True
+            tg.cancel_scope.cancel()
+        for proc in left:
+            with suppress(psutil.NoSuchProcess):
+                proc.kill()
