@@ -620,30 +620,41 @@ async def test_a_concurrency_cap_holds_across_two_gateways(redis: Redis) -> None
 async def test_the_slots_of_a_gateway_killed_mid_call_are_freed_after_the_lease(
     redis: Redis, tmp_path: Path
 ) -> None:
-    cfg, key = capped(redis, f"t{uuid.uuid4().hex[:8]}", max=1, queue=1, queue_timeout=120, lease=2)
+    spec, key = capped(redis, f"t{uuid.uuid4().hex[:8]}", max=1, queue=1, queue_timeout=120, lease=6)
     async with (
-        gateway_process(tmp_path, cfg, name="gateway-a") as a,
-        gateway_process(tmp_path, cfg, name="gateway-b") as b,
+        gateway_process(tmp_path, spec, name="gateway-a") as a,
+        serve(config(spec["servers"], middleware=spec["middleware"])) as b,
     ):
         left = a.descendants()
-        async with anyio.create_task_group() as tg:
-
-            async def sleep_on_a() -> None:
-                with suppress(Exception):
-                    async with SdkClient(a.url, mode="2026-07-28") as on_a:
-                        await on_a.call_tool("mb__sleep", {"seconds": 120})
-
-            tg.start_soon(sleep_on_a)
-            await until(lambda: int(redis.command("ZCARD", key)) == 1)
-            a.process.send_signal(signal.SIGKILL)  # mid-call: no release, no more lease renewals
-            await a.wait(30)
+        limiter: Any = b.app.state.relay.middlewares[0]
+        bulkhead = limiter.bulkhead("mb")
+        try:
+            results: list[types.CallToolResult] = []
             with anyio.fail_after(120):
-                async with SdkClient(b.url, mode="legacy") as on_b:
-                    # Waits for the dead gateway's slot, which its lease frees (queue_timeout is
-                    # far longer: a slot kept forever would end this in a refusal, not a result).
-                    result = await on_b.call_tool("mb__echo", {"text": "after the lease"})
-            assert result.is_error is not True
-            tg.cancel_scope.cancel()
-        for proc in left:
-            with suppress(psutil.NoSuchProcess):
-                proc.kill()
+                async with anyio.create_task_group() as tg:
+
+                    async def sleep_on_a() -> None:
+                        with suppress(Exception):  # its gateway dies under it
+                            async with SdkClient(a.url, mode="2026-07-28") as on_a:
+                                await on_a.call_tool("mb__sleep", {"seconds": 120})
+
+                    async def echo_on_b() -> None:
+                        async with SdkClient(b.url, mode="legacy") as on_b:
+                            results.append(await on_b.call_tool("mb__echo", {"text": "after the lease"}))
+
+                    tg.start_soon(sleep_on_a)
+                    await until(lambda: int(redis.command("ZCARD", key)) == 1)
+                    a.process.send_signal(signal.SIGKILL)  # mid-call: no release, no more renewals
+                    await a.wait(30)
+                    tg.start_soon(echo_on_b)
+                    # The dead gateway's slot still counts: b's call waits (its queue_timeout is far
+                    # longer than the lease: a slot kept forever would end in a refusal, not a result).
+                    await until(lambda: bulkhead.waiting == 1 or bool(results))
+                    assert not results, "the dead gateway's slot was free at once"
+                    await until(lambda: bool(results))
+                    tg.cancel_scope.cancel()
+            assert results[0].is_error is not True and bulkhead.waiting == 0
+        finally:  # the backend the dead gateway left behind
+            for proc in left:
+                with suppress(psutil.NoSuchProcess):
+                    proc.kill()
