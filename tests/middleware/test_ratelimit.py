@@ -29,7 +29,7 @@ from gateway.config import parse_config
 from gateway.errors import RATE_LIMITED, ConfigError, RateLimited
 from gateway.middleware import Call, Identity, Result, instantiate
 from gateway.middleware import _ratelimit_store as store_module
-from gateway.middleware._bulkhead import Bulkhead, ConcurrencyOptions, Full
+from gateway.middleware._bulkhead import Bulkhead, ConcurrencyOptions, Full, SharedBulkhead
 from gateway.middleware.ratelimit import RateLimit, RateLimitOptions
 from tests._gateway_process import gateway_process
 from tests._infra import require
@@ -295,7 +295,7 @@ async def test_a_cluster_wide_cap_whose_store_does_not_answer_follows_policy(pol
         concurrency={"mb": {"max": 1}},
         on_storage_error=policy,
     )
-    assert type(rl.bulkhead("mb")).__name__ == "SharedBulkhead"
+    assert isinstance(rl.bulkhead("mb"), SharedBulkhead)
     backend = Backend()
     for _ in range(3):  # the first finds out, the next ones do not ask for a second
         if policy == "deny":
@@ -559,6 +559,38 @@ def capped(redis: Redis, prefix: str, **concurrency: Any) -> tuple[dict[str, Any
     return {"servers": {"mb": misbehave()}, "middleware": [{"use": "ratelimit", "options": options}]}, (
         f"{prefix}:concurrency:mb"
     )
+
+
+@pytest.mark.redis
+async def test_shared_bulkheads_count_together_queue_boundedly_and_time_out(redis: Redis) -> None:
+    spec, key = capped(redis, f"t{uuid.uuid4().hex[:8]}", max=1, queue=1, queue_timeout=2)
+    options = spec["middleware"][0]["options"]
+    one, two = RateLimit(**options), RateLimit(**options)
+    async with one.lifespan(), two.lifespan():
+        a, b = one.bulkhead("mb"), two.bulkhead("mb")
+        assert isinstance(a, SharedBulkhead) and isinstance(b, SharedBulkhead)
+        token = await a.acquire()
+        outcome: list[bool] = []
+
+        async def second() -> None:
+            try:
+                await b.acquire()
+            except Full as exc:
+                outcome.append(exc.timed_out)
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(second)
+                await until(lambda: b.waiting == 1)
+                with pytest.raises(Full) as err:  # b's line holds one
+                    await b.acquire()
+                assert not err.value.timed_out
+        assert outcome == [True] and b.waiting == 0  # a's slot was never given up
+        await a.release(token)
+        token = await b.acquire()  # the slot a gave back, at once
+        assert (a.in_flight, b.in_flight) == (0, 1)
+        await b.release(token)
+        assert int(redis.command("ZCARD", key)) == 0
 
 
 @pytest.mark.redis
