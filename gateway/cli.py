@@ -1,4 +1,4 @@
-"""`mcp-gateway`: serve a fleet, check a config, list the merged tools.
+"""`mcp-gateway`: serve a fleet, check a config, list the merged tools, host one server.
 
 Exit codes scripts can rely on: 0 success; 1 a runtime failure (a backend failed in `check`,
 the server could not start); 2 the command line or the config is wrong, or the listen address
@@ -59,6 +59,35 @@ def _parser() -> argparse.ArgumentParser:
     tools = with_config(sub.add_parser("tools", help="list the namespaced tools of the fleet"))
     tools.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("schema", help="print the JSON Schema of gateway.yaml (for editors)")
+    host = with_config(
+        sub.add_parser(
+            "host",
+            help="serve one stdio MCP server over streamable HTTP, for replicas to reach as `url:`",
+            usage="%(prog)s [options] -- CMD [ARGS...]",
+        )
+    )
+    host.set_defaults(config=None)  # optional here: a gateway.yaml without `servers:`
+    host.add_argument("--listen", help="HOST:PORT to bind (default from --config, 127.0.0.1:8765)")
+    host.add_argument("--name", help="the server's name in logs, /readyz and the admin API")
+    host.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        help="require this API key (the value of $VAR) as X-API-Key or Authorization: Bearer",
+    )
+    host.add_argument(
+        "--allowed-host", action="append", default=[], help="extra Host header accepted (e.g. time:*)"
+    )
+    host.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set in the server's environment; VALUE may be ${env:NAME} or ${file:PATH} (kept out of ps)",
+    )
+    host.add_argument(
+        "--inherit-env", action="append", default=[], metavar="NAME", help="pass this variable through"
+    )
+    host.add_argument("server", nargs=argparse.REMAINDER, help="the stdio server's command line")
     return parser
 
 
@@ -82,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Validated there, once the wire is claimed: what a plugin prints must miss it.
             anyio.run(serve_stdio, args.config, not args.no_reload)
             return EXIT_OK
+        if args.command == "host":
+            return _host(args)
         # `check` checks what `serve` would: the listen address too, unless told the config is
         # for `serve --stdio`.
         http = args.command == "serve" or (args.command == "check" and not args.stdio)
@@ -91,21 +122,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mcp-gateway: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
     if args.command == "serve":
-        return _serve(validated, args)
+        return _serve(validated, args, config_path=args.config, watch=not args.no_reload)
     if validated.listener is not None:
         validated.listener.close()  # checked: the address is free
     return anyio.run(_inspect, validated.config, args)
 
 
-def _serve(validated: Validated, args: argparse.Namespace) -> int:
+def _host(args: argparse.Namespace) -> int:
+    from gateway.host import validate_host, warn_if_open
+
+    command = args.server[1:] if args.server[:1] == ["--"] else args.server
+    try:
+        validated = validate_host(
+            command,
+            name=args.name,
+            config=args.config,
+            listen=args.listen,
+            api_key_env=args.api_key_env,
+            allowed_hosts=args.allowed_host,
+            env=args.env,
+            inherit_env=args.inherit_env,
+        )
+    except ConfigError as exc:
+        print(f"mcp-gateway: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    warn_if_open(validated)
+    # The config is built from the command line: nothing to reload it from.
+    return _serve(validated, args, config_path=None, watch=False)
+
+
+def _serve(validated: Validated, args: argparse.Namespace, *, config_path: str | None, watch: bool) -> int:
     from gateway.app import build_app
     from gateway.front import _uvicorn
 
     config, listener = validated.config, validated.listener
     assert listener is not None
-    app = build_app(
-        config, config_path=args.config, watch=not args.no_reload, middlewares=validated.middlewares
-    )
+    app = build_app(config, config_path=config_path, watch=watch, middlewares=validated.middlewares)
     settings = _uvicorn.settings(
         app,
         config.listen,
