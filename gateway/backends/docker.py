@@ -35,7 +35,7 @@ decided after teardown, can explain it. Teardown is shielded and bounded: half-c
 stdio shutdown) -> up to `EXIT_GRACE` for it to exit -> ``docker stop`` (SIGTERM, SIGKILL after
 `STOP_TIMEOUT`) -> ``docker rm -f``. The container is removed also when its start is cancelled.
 Leftovers of a gateway that died without teardown are removed by the next gateway process on the
-same host (see `_docker_owner`).
+same host, or by any gateway sharing the engine once their lease expired (see `_docker_owner`).
 
 Every call into the (blocking) Docker SDK runs in a worker thread.
 """
@@ -86,6 +86,9 @@ STOP_SLACK = 5.0
 REMOVE_TIMEOUT = 10.0
 # After the attach stream ends: time for the engine to report the exit code.
 STATUS_TIMEOUT = 5.0
+# Least seconds between two looks for leftovers while a container runs (`_docker_owner.LEASE` is
+# the usual interval).
+SWEEP_PAUSE = 1.0
 # A pull may legitimately take minutes; one that stalls must not keep the backend starting forever.
 PULL_TIMEOUT = 600.0
 
@@ -152,7 +155,7 @@ class DockerTransport(PipeTransport):
         config = host_config(self.name, self.spec, os.getcwd())
         api = await self._api()
         try:
-            await _engine(_docker_owner.sweep_once, api)
+            await _engine(_docker_owner.sweep_if_due, api)
         except ENGINE_ERRORS as exc:  # leftovers are a nuisance, not a reason to refuse to start
             logger.warning("could not look for leftover containers: %s", _reason(exc))
         try:
@@ -174,11 +177,28 @@ class DockerTransport(PipeTransport):
                 user=container_user(self.spec, image_user),
                 host_config=settings,
             )
-            async with container.attached(conn, stall_after=self.spec.timeout) as link:
-                yield link
+            async with (
+                container.attached(conn, stall_after=self.spec.timeout) as link,
+                anyio.create_task_group() as sweeping,
+            ):
+                sweeping.start_soon(self._sweep_while_running, api)
+                try:
+                    yield link
+                finally:
+                    sweeping.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await container.remove()
+
+    async def _sweep_while_running(self, api: Any) -> None:
+        # A leftover still in its lease at launch goes once the lease expired, with no launch
+        # needed: a gateway's shared containers may run for weeks.
+        while True:
+            await anyio.sleep(max(_docker_owner.next_sweep_in(), SWEEP_PAUSE))
+            try:
+                await _engine(_docker_owner.sweep_if_due, api, abandon=True)
+            except ENGINE_ERRORS as exc:
+                logger.debug("server %s: could not look for leftover containers: %s", self.name, _reason(exc))
 
     async def _ensure_image(self, api: Any) -> str:
         """Apply the pull policy; returns the image's configured user."""

@@ -27,6 +27,7 @@ import pytest
 from mcp import Client as SdkClient
 from mcp.shared.exceptions import MCPError
 
+from gateway import _sdk
 from gateway.backends import State, _docker_owner
 from gateway.backends._docker_spec import container_user, describe_exit, mounts
 from gateway.backends.docker import EXIT_GRACE, STOP_TIMEOUT
@@ -345,7 +346,7 @@ async def test_leftovers_of_dead_gateways_are_removed_on_start(
             TIME_IMAGE, labels=labels, name=f"leftover-{key}-{os.getpid()}"
         )["Id"]
     try:
-        monkeypatch.setattr(_docker_owner, "_swept", False)  # as in a freshly started gateway process
+        monkeypatch.setattr(_docker_owner, "_next_sweep", 0.0)  # as in a freshly started gateway process
         fleet = Fleet(config({"dsweep": docker_time()}))
         async with fleet.running():
             await fleet.wait_started()
@@ -357,6 +358,84 @@ async def test_leftovers_of_dead_gateways_are_removed_on_start(
         for cid in created.values():
             with contextlib.suppress(docker.errors.NotFound):
                 engine.remove_container(cid, force=True)
+
+
+async def test_leftovers_of_a_dead_replica_on_another_host_go_once_their_lease_expired(
+    engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Replicas on other hosts sharing this engine (DOCKER_HOST): their pids mean nothing here.
+    def create(key: str, owner: str, **options: Any) -> str:
+        labels = {_docker_owner.LABEL_MANAGED: "true", _docker_owner.LABEL_INSTANCE: owner}
+        name = f"leftover-{key}-{os.getpid()}"
+        return str(engine.create_container(TIME_IMAGE, labels=labels, name=name, **options)["Id"])
+
+    def die_attached(cid: str) -> None:
+        """Run `cid` attached as a gateway runs it, then drop the attachment as a dying replica
+        does: the engine ends the server's stdin (StdinOnce), and the server exits."""
+        attached = _sdk.attach_socket(engine.attach_socket(cid, {"stdin": 1, "stream": 1}))
+        engine.start(cid)
+        attached.close()
+        assert engine.wait(cid, timeout=60)["StatusCode"] == 0
+
+    def engine_now() -> float:
+        now = _docker_owner._timestamp(engine.info()["SystemTime"])
+        assert now is not None
+        return now
+
+    def managed() -> set[str]:
+        return {c["Id"] for c in engine.containers(all=True, filters={"label": _docker_owner.LABEL_MANAGED})}
+
+    created = {
+        "dead": create("dead", "replica-a.example:7:1", stdin_open=True),
+        # A live replica's server: running, its stdin held open as the gateway holds it.
+        "live": create("live", "replica-b.example:7:1", stdin_open=True),
+        # Created by a replica that died before starting it.
+        "unstarted": create("unstarted", "replica-c.example:7:1"),
+    }
+    try:
+        die_attached(created["dead"])
+        engine.start(created["live"])
+        # A freshly started gateway process, within the lease: a stopped container may still be its
+        # live owner's to remove, so everything is kept.
+        monkeypatch.setattr(_docker_owner, "_next_sweep", 0.0)
+        fleet = Fleet(config({"dlease": docker_time()}))
+        async with fleet.running():
+            await fleet.wait_started()
+            assert fleet.backends["dlease"].available
+        assert set(created.values()) <= managed()
+
+        # A lease the test can outlive; the engine's clock decides.
+        monkeypatch.setattr(_docker_owner, "LEASE", 2.0)
+        finished = _docker_owner._timestamp(engine.inspect_container(created["dead"])["State"]["FinishedAt"])
+        assert finished is not None
+        await wait_until(lambda: engine_now() - finished > 3.0, timeout=60, interval=0.2)
+        monkeypatch.setattr(_docker_owner, "_next_sweep", 0.0)
+        fleet = Fleet(config({"dlease": docker_time()}))
+        async with fleet.running():
+            await fleet.wait_started()
+            assert fleet.backends["dlease"].available
+            # The next gateway's first look removes the expired ones, whatever host owned them.
+            assert created["dead"] not in managed() and created["unstarted"] not in managed()
+            # A replica that dies while this gateway runs: its leftover goes once its lease
+            # expired, with no launch on this side.
+            created["later"] = create("later", "replica-d.example:7:1", stdin_open=True)
+            die_attached(created["later"])
+            await wait_until(lambda: created["later"] not in managed(), timeout=60, interval=0.2)
+            # Running: never touched, whoever owns it.
+            assert created["live"] in managed()
+            assert engine.inspect_container(created["live"])["State"]["Running"]
+    finally:
+        for cid in created.values():
+            with contextlib.suppress(docker.errors.NotFound):
+                engine.remove_container(cid, force=True)
+
+
+def test_engine_timestamps() -> None:
+    assert _docker_owner._timestamp("2026-12-03T11:24:18.022213389Z") == pytest.approx(1796297058.022213)
+    assert _docker_owner._timestamp("2026-12-03T11:24:18Z") == 1796297058.0
+    assert _docker_owner._timestamp("0001-01-01T00:00:00Z") is None  # the engine's "never"
+    assert _docker_owner._timestamp("garbage") is None
+    assert _docker_owner._timestamp(None) is None
 
 
 # -- loosening, volumes, and the pure parts --------------------------------------------------------
