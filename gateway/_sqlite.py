@@ -45,6 +45,14 @@ def open_wal(path: str | Path, schema: str, *, busy_timeout: float) -> sqlite3.C
     return conn
 
 
+def add_columns(conn: sqlite3.Connection, table: str, columns: dict[str, str]) -> None:
+    """Add the (nullable) `columns` a file written by an older version lacks."""
+    have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+    for name, kind in columns.items():
+        if name not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+
+
 class BatchWriter(Generic[T]):
     """Subclasses connect (`connect`, on a worker thread) and write a batch (`write_batch`)."""
 

@@ -22,6 +22,7 @@ from mcp.server.caching import CacheHint
 from gateway.backends import Backend, Event, State
 from gateway.catalogue import BackendListing, Catalogue, ListKind, Source
 from gateway.clients import Clients
+from gateway.cluster import Cluster
 from gateway.config.models import GatewayConfig, ServerSpec, namespace_of
 from gateway.config.secrets import Secrets
 
@@ -50,6 +51,8 @@ class Fleet:
         # register what they resolve), and everything that shows a string (logs, events, admin,
         # results) masks with it.
         self.secrets = secrets if secrets is not None else Secrets(config.secrets)
+        # This process's replica id, and the streams replicas share (restart-only: read once).
+        self.cluster = Cluster(config.cluster, self.secrets)
         self.clients = clients or Clients()
         self.backends: dict[str, Backend] = {
             name: Backend(name, spec, self) for name, spec in config.servers.items() if spec.enabled

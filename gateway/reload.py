@@ -59,10 +59,11 @@ class Reloader:
     async def _start(self, middlewares: Sequence[Middleware]) -> AsyncExitStack:
         stack = AsyncExitStack()
         try:
-            for lifespan in extras(middlewares, "lifespan"):
-                await stack.enter_async_context(lifespan())
+            # Attached first: what a middleware runs may depend on the fleet (audit's streams).
             for attach in extras(middlewares, "attach"):
                 attach(self.fleet)
+            for lifespan in extras(middlewares, "lifespan"):
+                await stack.enter_async_context(lifespan())
         except BaseException:
             await stack.aclose()
             raise
@@ -92,7 +93,11 @@ class Reloader:
                 if previous is not None:
                     await previous.aclose()
                 report["middleware"] = "replaced"
-            restart = [key for key in ("listen", "admin", "state") if getattr(new, key) != getattr(old, key)]
+            restart = [
+                key
+                for key in ("listen", "admin", "state", "cluster")
+                if getattr(new, key) != getattr(old, key)
+            ]
             if restart:
                 report["restart_required"] = restart
             logger.info("configuration reloaded by %s: %s", who, report)

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from gateway.admin._errors import ApiError
 from gateway.admin._record import SEVERITIES, TYPES
 from gateway.admin.store import EventFilter
+from gateway.cluster import is_stream_id
 
 MAX_BODY = 1 << 20
 MAX_EPOCH = 253402300799.0  # 9999-12-31T23:59:59Z
@@ -89,11 +90,18 @@ def instant(request: Request, name: str) -> float | None:
     return value
 
 
-def event_id(raw: str | None, name: str) -> int | None:
+def event_id(raw: str | None, name: str, *, stream: bool = False) -> int | str | None:
+    """An event id as the API writes them: a row id, or (`stream`: the cluster's event log) a
+    Redis stream entry id "<ms>-<seq>"."""
     if raw is None:
         return None
+    raw = raw.strip()
+    if stream:
+        if not is_stream_id(raw):
+            raise bad(name, "must be an event id from this API")
+        return raw
     try:
-        value = int(raw.strip())
+        value = int(raw)
     except ValueError:
         raise bad(name, "must be an event id from this API") from None
     if value < 0 or value >= 1 << 62:
@@ -104,7 +112,7 @@ def event_id(raw: str | None, name: str) -> int | None:
 FILTERS = ("server", "severity", "category", "type", "since", "until")
 
 
-def event_filter(request: Request, *, limit_default: int = 100) -> EventFilter:
+def event_filter(request: Request, *, limit_default: int = 100, stream: bool = False) -> EventFilter:
     return EventFilter(
         servers=words(request, "server"),
         severities=words(request, "severity", SEVERITIES),
@@ -112,7 +120,7 @@ def event_filter(request: Request, *, limit_default: int = 100) -> EventFilter:
         types=words(request, "type", TYPES),
         since=instant(request, "since"),
         until=instant(request, "until"),
-        before_id=event_id(request.query_params.get("cursor"), "cursor"),
+        before_id=event_id(request.query_params.get("cursor"), "cursor", stream=stream),
         limit=integer(request, "limit", limit_default, 1, 1000),
     )
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from gateway.backends.lifecycle import Event
+from gateway.cluster import stream_order
 
 SEVERITIES = ("info", "warning", "error")
 CATEGORIES = ("lifecycle", "health", "admin", "config")
@@ -27,11 +28,15 @@ class EventRecord:
     action: str | None = None
     outcome: str | None = None
     request_id: str | None = None
-    id: int | None = None  # assigned by the store once written
+    replica: str | None = None  # the gateway process that recorded it (`cluster.replica_id`)
+    # Assigned once written: the SQLite row id, or with `cluster.redis` the stream entry id
+    # ("<ms>-<seq>", unique across replicas).
+    id: int | str | None = None
 
     @classmethod
-    def of(cls, event: Event) -> EventRecord:
+    def of(cls, event: Event, replica: str | None = None) -> EventRecord:
         return cls(
+            replica=replica,
             ts=event.time,
             type="transition",
             server=event.server,
@@ -42,8 +47,21 @@ class EventRecord:
             new=event.new,
         )
 
-    def with_id(self, row_id: int) -> EventRecord:
+    def with_id(self, row_id: int | str) -> EventRecord:
         return replace(self, id=row_id)
+
+    def to_stream(self) -> dict[str, str]:
+        """The fields of its stream entry (the entry id is its id; absent fields are None)."""
+        return {name: str(value) for name in COLUMNS if (value := getattr(self, name)) is not None}
+
+    @classmethod
+    def from_stream(cls, entry_id: str, fields: dict[str, str]) -> EventRecord | None:
+        """The record an entry holds, or None for one this version cannot read."""
+        known = {name: fields[name] for name in COLUMNS if name in fields}
+        try:
+            return cls(**{**known, "ts": float(known["ts"])}, id=entry_id)  # type: ignore[arg-type]
+        except (KeyError, ValueError, TypeError):
+            return None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -52,6 +70,11 @@ class EventRecord:
 
 
 COLUMNS = tuple(f.name for f in fields(EventRecord) if f.name != "id")
+
+
+def id_order(record_id: int | str) -> tuple[int, int]:
+    """Ids of one store sort like this: row ids, or stream entry ids ("<ms>-<seq>")."""
+    return (record_id, 0) if isinstance(record_id, int) else stream_order(record_id)
 
 
 def iso(ts: float) -> str:

@@ -88,7 +88,8 @@ SCHEMAS: dict[str, Any] = {
         lines={"type": "array", "items": _ref("LogLine")},
     ),
     "Event": _obj(
-        id=_nullable("integer"),
+        # A row id (one process), or with `cluster.redis` a stream entry id "<ms>-<seq>".
+        id={"type": ["integer", "string", "null"]},
         ts=_NUM,
         time=_STR,
         type={"enum": list(TYPES)},
@@ -102,6 +103,7 @@ SCHEMAS: dict[str, Any] = {
         action=_nullable("string"),
         outcome=_nullable("string"),
         request_id=_nullable("string"),
+        replica=_nullable("string"),
     ),
     "EventPage": _obj(events={"type": "array", "items": _ref("Event")}, next_cursor=_nullable("string")),
     "Catalogue": _obj(
@@ -175,6 +177,14 @@ SCHEMAS: dict[str, Any] = {
     },
     "Registered": _obj(server=_ref("ServerSummary"), persisted=_BOOL, note=_STR),
     "Removed": _obj(removed=_STR, persisted=_BOOL, note=_STR),
+    "Cluster": _obj(
+        replica=_STR,
+        shared=_BOOL,
+        streams={
+            "type": "object",
+            "additionalProperties": _obj(key=_STR, written=_INT, buffered=_INT, dropped=_INT),
+        },
+    ),
     "Config": _obj(source=_nullable("string"), config=_ANY_OBJ, admin=_ANY_OBJ),
     "ReloadResult": _obj(report=_ANY_OBJ, duration_ms=_NUM),
 }

@@ -17,8 +17,8 @@ from typing import Any, Generic, TypeVar
 import anyio
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from gateway.admin._record import EventRecord, iso
-from gateway.admin.store import EventFilter, EventStore
+from gateway.admin._record import EventRecord, id_order, iso
+from gateway.admin.store import EventFilter, EventLog
 from gateway.backends import Backend
 from gateway.backends._logbuffer import LogLine
 
@@ -114,7 +114,7 @@ def _event(record: EventRecord) -> ServerSentEvent:
     )
 
 
-def event_stream(store: EventStore, where: EventFilter) -> EventSourceResponse:
+def event_stream(store: EventLog, where: EventFilter) -> EventSourceResponse:
     """Stored events after `where.after_id` (when resuming), then new ones matching the filter."""
     # Live records are checked against the filter without its cursors: the backlog below decides
     # what was already sent, and a record the store could not number (no id) is still news.
@@ -137,7 +137,7 @@ def event_stream(store: EventStore, where: EventFilter) -> EventSourceResponse:
             async for record in feed.receive:
                 if lost := feed.take_lost():
                     yield lost
-                if last is not None and record.id is not None and record.id <= last:
+                if last is not None and record.id is not None and id_order(record.id) <= id_order(last):
                     continue  # already sent from the backlog
                 if where.after_id is None and record.ts < opened:
                     continue

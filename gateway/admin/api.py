@@ -44,7 +44,7 @@ from gateway.admin._schemas import ACTIONS
 from gateway.admin._sse import event_stream, log_line, log_stream
 from gateway.admin.openapi import document
 from gateway.admin.stats import CallStats
-from gateway.admin.store import EventFilter, EventStore
+from gateway.admin.store import EventFilter, EventLog, EventStore, SharedEvents
 from gateway.backends import Backend
 from gateway.config.admin import AdminConfig
 from gateway.errors import ConfigError
@@ -82,7 +82,11 @@ class AdminAPI:
         self.reload = reload
         self.config_path = None if config_path is None else str(config_path)
         self.stats = CallStats()
-        self.store = EventStore(config.events)
+        self.cluster = fleet.cluster
+        self.store = EventStore(config.events, replica=fleet.cluster.replica)
+        # With `cluster.redis`, the event log read here is the whole cluster's.
+        self.shared = SharedEvents(fleet.cluster, self.store) if fleet.cluster.shared else None
+        self.log: EventLog = self.shared if self.shared is not None else self.store
         events = config.events
         self.publisher = (
             RedisPublisher(events.redis, events.channel, events.queue_size, secrets=fleet.secrets)
@@ -119,6 +123,7 @@ class AdminAPI:
             *[Route(f"/servers/{{name}}/{a}", self.action, methods=["POST"]) for a in ACTIONS],
             Route("/events", self.events, methods=["GET"]),
             Route("/events/stream", self.events_stream, methods=["GET"]),
+            Route("/cluster", self.cluster_view, methods=["GET"]),
             Route("/config", self.effective_config, methods=["GET"]),
             Route("/config/reload", self.reload_config, methods=["POST"]),
         ]
@@ -134,6 +139,8 @@ class AdminAPI:
                 # Entered first, left last: the store's final drain still reaches Redis.
                 await stack.enter_async_context(self.publisher.running())
                 self.store.listeners.append(self.publisher.publish)
+            if self.shared is not None:
+                await stack.enter_async_context(self.shared.running())  # outlives the store's drain
             await stack.enter_async_context(self.store.running())
             yield self
 
@@ -312,8 +319,8 @@ class AdminAPI:
 
     async def events(self, request: Request) -> Response:
         params.only(request, *params.FILTERS, "limit", "cursor")
-        where = params.event_filter(request)
-        page = await self.store.query(where)
+        where = params.event_filter(request, stream=self.shared is not None)
+        page = await self.log.query(where)
         more = len(page) == where.limit and page[-1].id is not None
         return _json(
             {
@@ -324,12 +331,28 @@ class AdminAPI:
 
     async def events_stream(self, request: Request) -> Response:
         params.only(request, *params.FILTERS, "after")
-        where = params.event_filter(request, limit_default=1000)
+        stream = self.shared is not None
+        where = params.event_filter(request, limit_default=1000, stream=stream)
         resume = request.query_params.get("after") or request.headers.get("last-event-id") or None
-        after = params.event_id(resume, "after")
+        after = params.event_id(resume, "after", stream=stream)
         if after is not None:  # `cursor` (before_id) is refused above: nothing else to clear
             where = replace(where, after_id=after)
-        return event_stream(self.store, where)
+        return event_stream(self.log, where)
+
+    # -- cluster ---------------------------------------------------------------------------------
+
+    async def cluster_view(self, request: Request) -> Response:
+        params.only(request)
+        streams: dict[str, Any] = {}
+        if self.shared is not None:
+            writer = self.shared.writer
+            streams["events"] = {
+                "key": writer.key,
+                "written": writer.written,
+                "buffered": len(writer),
+                "dropped": writer.dropped,
+            }
+        return _json({"replica": self.cluster.replica, "shared": self.shared is not None, "streams": streams})
 
     # -- configuration ---------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ _ERRORS = {
     409: "Conflict",
     413: "Body too large",
     422: "The body is invalid (details.errors lists `servers.<name>.<key>`)",
+    503: "The cluster's shared store (Redis) is unreachable",
     504: "The server did not stop in time",
 }
 _HEADERS = {
@@ -63,7 +64,8 @@ _INSTANT = {
         {"type": "number", "minimum": 0, "maximum": int(MAX_EPOCH)},
     ]
 }
-_EVENT_ID = {"type": "string", "pattern": "^[0-9]{1,18}$"}  # as the API writes ids: digits, < 2**62
+# As the API writes ids: digits (< 2**62), or with `cluster.redis` a stream entry id.
+_EVENT_ID = {"type": "string", "pattern": "^([0-9]{1,18}|[0-9]{1,20}-[0-9]{1,20})$"}
 _COUNT = {**_INT, "minimum": 0, "maximum": 1000}  # how many recent events / log lines
 
 _NAME = _param("name", "path", _STR, "the server's name", required=True)
@@ -214,7 +216,7 @@ def _paths() -> dict[str, Any]:
             "get": _op(
                 "listEvents",
                 "Lifecycle events and admin actions, newest first",
-                {200: _ok("EventPage"), **_errors(400)},
+                {200: _ok("EventPage"), **_errors(400, 503)},
                 parameters=[
                     *_EVENT_FILTERS,
                     _param("limit", "query", {**_INT, "minimum": 1, "maximum": 1000}, "page size (100)"),
@@ -248,6 +250,13 @@ def _paths() -> dict[str, Any]:
                         "resume after this event id (as Last-Event-ID does)",
                     ),
                 ],
+            )
+        },
+        "/cluster": {
+            "get": _op(
+                "getCluster",
+                "This replica's id, and whether events and audit are shared through Redis",
+                {200: _ok("Cluster"), **_errors()},
             )
         },
         "/config": {

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.config.admin import AdminConfig
+from gateway.config.cluster import ClusterConfig
 
 # A namespace must survive in tool names ([A-Za-z0-9_.-], the charset clients accept) and must not
 # contain the separator, or `a` + `b__x` and `a__b` + `x` would be the same name.
@@ -306,6 +307,7 @@ class GatewayConfig(_Model):
     servers: dict[str, ServerSpec] = Field(default_factory=dict)
     middleware: list[MiddlewareSpec] = Field(default_factory=list)
     admin: AdminConfig = Field(default_factory=AdminConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     @model_validator(mode="before")
     @classmethod

@@ -22,6 +22,8 @@ import logging
 import operator
 import sqlite3
 import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,8 +33,10 @@ import anyio
 import anyio.abc
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ConfigDict, Field
+from redis.exceptions import RedisError
 
-from gateway._sqlite import BatchWriter, open_wal
+from gateway._sqlite import BatchWriter, add_columns, open_wal
+from gateway.cluster import TIMEOUT, Cluster, scan
 from gateway.config.secrets import SecretValues
 from gateway.errors import GatewayError
 from gateway.logs import current_request_id
@@ -60,7 +64,8 @@ CREATE TABLE IF NOT EXISTS audit (
     duration_ms REAL NOT NULL,
     request_id TEXT,
     rpc_id TEXT,
-    arguments TEXT
+    arguments TEXT,
+    replica TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts_ms);
 CREATE INDEX IF NOT EXISTS audit_identity_ts ON audit (identity, ts_ms);
@@ -89,6 +94,7 @@ class AuditRecord:
     request_id: str | None  # the gateway's request id (as in the logs)
     rpc_id: str | None  # the client's JSON-RPC id
     arguments: str | None  # JSON, per the `arguments` option
+    replica: str | None = None  # the gateway process that served the call (`cluster.replica_id`)
 
 
 _COLUMNS = tuple(f.name for f in fields(AuditRecord))
@@ -122,6 +128,7 @@ class AuditLog(BatchWriter[AuditRecord]):
 
     def connect(self) -> sqlite3.Connection:
         conn = open_wal(self.path, _SCHEMA, busy_timeout=60)
+        add_columns(conn, "audit", {"replica": "TEXT"})  # files written before replica ids
         if self.retention_days is not None:
             cutoff = int(time.time() * 1000) - self.retention_days * _DAY_MS
             with conn:
@@ -158,7 +165,7 @@ class AuditLog(BatchWriter[AuditRecord]):
         if server is not None:
             where.append("server = ?")
             args.append(server)
-        sql = f"SELECT {', '.join(_COLUMNS)} FROM audit"
+        sql = f"SELECT id, {', '.join(_COLUMNS)} FROM audit"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ?"
@@ -168,11 +175,82 @@ class AuditLog(BatchWriter[AuditRecord]):
             rows = conn.execute(sql, args).fetchall()
         finally:
             conn.close()
-        records = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
+        records = [{"id": row[0], **dict(zip(_COLUMNS, row[1:], strict=True))} for row in rows]
         for record in records:
             if record["arguments"] is not None:
                 record["arguments"] = json.loads(record["arguments"])
         return records
+
+
+_INTS = frozenset({"ts_ms", "error_code"})
+
+
+def _to_stream(record: AuditRecord) -> dict[str, str]:
+    return {name: str(value) for name in _COLUMNS if (value := getattr(record, name)) is not None}
+
+
+def _from_stream(entry_id: str, fields: dict[str, str]) -> dict[str, Any] | None:
+    """A stream entry as `AuditLog.query` returns rows (the entry id as `id`); None if unreadable."""
+    try:
+        record: dict[str, Any] = {"id": entry_id}
+        for name in _COLUMNS:
+            value: Any = fields.get(name)
+            if value is not None:
+                if name in _INTS:
+                    value = int(value)
+                elif name == "duration_ms":
+                    value = float(value)
+                elif name == "arguments":
+                    value = json.loads(value)
+            record[name] = value
+    except ValueError:
+        return None
+    return record
+
+
+class SharedAudit:
+    """The whole cluster's audit log (`cluster.redis`): every replica appends its records to one
+    stream, write-behind (a call never waits on Redis), and any replica queries all of them."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.key = cluster.key("audit")
+        self.writer = cluster.writer("audit", _to_stream)
+
+    async def query(
+        self,
+        since: datetime | int | None = None,
+        identity: str | None = None,
+        server: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """As `AuditLog.query`, across the cluster (this replica's records sent first)."""
+        await self.writer.flush()
+        since_ms = int(since.timestamp() * 1000) if isinstance(since, datetime) else since
+
+        def accept(entry_id: str, fields: dict[str, str]) -> dict[str, Any] | None:
+            record = _from_stream(entry_id, fields)
+            if (
+                record is None
+                or (since_ms is not None and record["ts_ms"] < since_ms)
+                or (identity is not None and record["identity"] != identity)
+                or (server is not None and record["server"] != server)
+            ):
+                return None
+            return record
+
+        if limit <= 0:
+            return []
+        client = self.cluster.client()
+        try:
+            return await scan(client, self.key, accept, limit=min(limit, 10_000))
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise GatewayError(
+                f"the cluster's audit log (Redis) is unreachable ({type(exc).__name__})"
+            ) from None
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(TIMEOUT):
+                await client.aclose()
 
 
 def iso_ms(epoch_ms: int) -> str:
@@ -212,11 +290,33 @@ class Audit:
         self._methods = compile_globs(opts.methods)
         self._redact = compile_globs(k.lower() for k in opts.redact_keys)  # keys compared lower-cased
         self._secrets: SecretValues | None = None  # the gateway's, once attached
+        self._replica: str | None = None
+        self.shared: SharedAudit | None = None  # with `cluster.redis`, once attached
 
-    def lifespan(self) -> Any:
-        return self.log.running()
+    async def query(
+        self,
+        since: datetime | int | None = None,
+        identity: str | None = None,
+        server: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """The newest records first: the cluster's with `cluster.redis`, else this process's file."""
+        store = self.shared if self.shared is not None else self.log
+        return await store.query(since, identity, server, limit)
+
+    @asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            if self.shared is not None:
+                await stack.enter_async_context(self.shared.writer.running())
+            await stack.enter_async_context(self.log.running())
+            yield
 
     def attach(self, fleet: Fleet) -> None:
+        # Before `lifespan`: which streams to run depends on the gateway's `cluster:`.
+        self._replica = fleet.cluster.replica
+        if fleet.cluster.shared:
+            self.shared = SharedAudit(fleet.cluster)
         # Resolved secret values are masked in stored arguments: a client may pass on what it saw
         # before masking existed, or what it learnt elsewhere; the audit file is read by others.
         self._secrets = fleet.secrets
@@ -247,23 +347,25 @@ class Audit:
             code = -32603  # the chain turns it into an internal error
             raise
         finally:
-            self.log.append(
-                AuditRecord(
-                    ts=iso_ms(wall_ms),
-                    ts_ms=wall_ms,
-                    identity=call.identity.name,
-                    identity_source=call.identity.source,
-                    method=call.method,
-                    server=call.server,
-                    name=call.name,
-                    outcome=outcome,
-                    error_code=code,
-                    duration_ms=round((time.perf_counter() - start) * 1000, 3),
-                    request_id=current_request_id(),
-                    rpc_id=None if call.request_id is None else str(call.request_id),
-                    arguments=arguments,
-                )
+            record = AuditRecord(
+                ts=iso_ms(wall_ms),
+                ts_ms=wall_ms,
+                identity=call.identity.name,
+                identity_source=call.identity.source,
+                method=call.method,
+                server=call.server,
+                name=call.name,
+                outcome=outcome,
+                error_code=code,
+                duration_ms=round((time.perf_counter() - start) * 1000, 3),
+                request_id=current_request_id(),
+                rpc_id=None if call.request_id is None else str(call.request_id),
+                arguments=arguments,
+                replica=self._replica,
             )
+            self.log.append(record)
+            if self.shared is not None:
+                self.shared.writer.append(record)
 
     def _arguments(self, call: Call) -> str | None:
         # A masking middleware listed earlier may leave the backend the real arguments but hand
