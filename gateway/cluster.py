@@ -184,10 +184,10 @@ class StreamWriter(Generic[T]):
                 async with client.pipeline(transaction=False) as pipe:
                     for _, record in batch:
                         fields: dict[Any, Any] = dict(self.encode(record))
-                        pipe.xadd(self.key, fields, maxlen=self.max_len, approximate=True)
+                        pipe.xadd(self.key, fields, maxlen=self.max_len, approximate=False)
                     if self.max_age is not None:
                         cutoff = int((time.time() - self.max_age) * 1000)
-                        pipe.xtrim(self.key, minid=f"{cutoff}-0", approximate=True)
+                        pipe.xtrim(self.key, minid=f"{cutoff}-0", approximate=False)
                     await pipe.execute()
         except (RedisError, OSError, TimeoutError) as exc:
             self.failures += 1

@@ -57,11 +57,14 @@ class EventRecord:
     @classmethod
     def from_stream(cls, entry_id: str, fields: dict[str, str]) -> EventRecord | None:
         """The record an entry holds, or None for one this version cannot read."""
-        known = {name: fields[name] for name in COLUMNS if name in fields}
-        try:
-            return cls(**{**known, "ts": float(known["ts"])}, id=entry_id)  # type: ignore[arg-type]
-        except (KeyError, ValueError, TypeError):
+        values: dict[str, Any] = {name: fields.get(name) for name in COLUMNS}  # absent: None
+        if any(values[name] is None for name in _REQUIRED):
             return None
+        try:
+            values["ts"] = float(values["ts"])
+        except ValueError:
+            return None
+        return cls(**values, id=entry_id)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -70,6 +73,7 @@ class EventRecord:
 
 
 COLUMNS = tuple(f.name for f in fields(EventRecord) if f.name != "id")
+_REQUIRED = ("ts", "type", "category", "severity", "reason")
 
 
 def id_order(record_id: int | str) -> tuple[int, int]:

@@ -5,7 +5,7 @@ Example::
     cluster:
       replica_id: gw-a                     # default: host:pid:random, new for every process
       redis: ${env:REDIS_URL}              # events and audit of every replica in shared streams
-      max_len: 100000                      # per stream, approximately (Redis trims in whole nodes)
+      max_len: 100000                      # entries kept per stream
       max_days: 30
 
 Without `redis`, events and audit stay in this process's SQLite files, as for a single gateway.
@@ -44,7 +44,7 @@ class ClusterConfig(BaseModel):
     max_len: int = Field(
         default=100_000,
         ge=100,
-        description="Entries kept per stream (approximately: Redis trims whole nodes); oldest first.",
+        description="Entries kept per stream; the oldest are trimmed on every append.",
     )
     max_days: float | None = Field(
         default=30.0, gt=0, description="Entries older than this are trimmed; null: by count only."
