@@ -50,7 +50,7 @@ async def test_store_never_waits_a_full_queue_drops_and_counts() -> None:
     # Not running yet: the queue fills, the fourth record is dropped without blocking.
     assert [store.record_admin("x", "stop", "s", "ok") for _ in range(4)] == [True, True, True, False]
     assert store.dropped == 1
-    seen: list[int | None] = []
+    seen: list[int | str | None] = []
     store.listeners.append(lambda record: seen.append(record.id))
     async with store.running():
         await store.flush()
