@@ -92,6 +92,11 @@ async def test_two_replicas_read_each_others_events_and_audit(server: Redis, tmp
             ("gw-b", "action", None, "stop"),
         ]
         assert all(e["sse_id"] == e["id"] and is_stream_id(e["id"]) for e in live)
+        # Resuming on the other replica from the first one: the rest come from the shared log.
+        resume = {"Last-Event-ID": live[0]["id"]}
+        async with http_b.stream("GET", "/events/stream", params={"server": "mb"}, headers=resume) as again:
+            replayed = [json.loads(e["data"])["id"] for e in await SSEReader(again).next(2, timeout=WAIT)]
+        assert replayed == [live[1]["id"], live[2]["id"]]
 
         assert (await http_b.post("/servers/mb/start")).json()["ok"] is True
 
@@ -174,6 +179,9 @@ async def test_publishing_survives_a_redis_restart(server: Redis, tmp_path: Path
         for i in range(5):
             store.record_admin("alice", f"during-{i}", None, "ok", reason=f"during-{i}")
         await store.flush()  # written locally, handed to the stream writer, which cannot send
+        # A call while Redis is down is served; its audit record waits in the buffer.
+        async with fastmcp_client(gw.url) as client:
+            await client.call_tool("mb__echo", {"text": "in the outage"})
         error_of(await http.get("/events"), 503, "unavailable")  # no partial view while Redis is down
         await anyio.to_thread.run_sync(server.start)  # a new, empty Redis on the same port
         store.record_admin("alice", "after", None, "ok", reason="after")
@@ -186,6 +194,13 @@ async def test_publishing_survives_a_redis_restart(server: Redis, tmp_path: Path
         events = (await http.get("/events", params={"type": "action"})).json()["events"]
         assert [e["action"] for e in events] == ["after", *(f"during-{i}" for i in reversed(range(5)))]
         assert shared.writer.dropped == 0 and shared.writer.failures >= 1
+        audit = audit_of(gw)
+        assert audit.shared is not None
+        with anyio.fail_after(WAIT):
+            while len(audit.shared.writer):
+                await audit.shared.writer.flush()
+        calls = [r for r in await audit.query() if r["method"] == "tools/call"]
+        assert [(r["name"], r["replica"], r["outcome"]) for r in calls] == [("mb__echo", "gw-a", "ok")]
 
 
 async def test_a_full_buffer_drops_the_oldest_and_counts(server: Redis) -> None:
