@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -43,6 +44,30 @@ async def test_store_keeps_events_bounded_by_rows_and_age(tmp_path: Path) -> Non
     again = EventStore(EventsConfig(path=str(path), max_rows=5))
     async with again.running():
         assert len(await again.query(EventFilter())) == 5
+
+
+async def test_a_file_from_before_replica_ids_gains_the_column(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    conn = sqlite3.connect(path)
+    try:
+        with conn:  # the table as versions without `cluster:` wrote it
+            conn.execute(
+                "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, "
+                "type TEXT NOT NULL, server TEXT, category TEXT NOT NULL, severity TEXT NOT NULL, "
+                "reason TEXT NOT NULL, old TEXT, new TEXT, actor TEXT, action TEXT, outcome TEXT, "
+                "request_id TEXT)"
+            )
+            conn.execute(
+                "INSERT INTO events (ts, type, server, category, severity, reason) "
+                f"VALUES ({time.time()}, 'action', 'old', 'admin', 'info', '')"
+            )
+    finally:
+        conn.close()
+    store = EventStore(EventsConfig(path=str(path)), replica="gw-a")
+    async with store.running():
+        store.record_admin("alice", "stop", "new", "ok")
+        rows = await store.query(EventFilter())
+    assert [(r.server, r.replica, r.id) for r in rows] == [("new", "gw-a", 2), ("old", None, 1)]
 
 
 async def test_store_never_waits_a_full_queue_drops_and_counts() -> None:

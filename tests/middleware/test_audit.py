@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -211,6 +212,30 @@ async def test_store_is_wal_indexed_and_append_only(tmp_path: Path) -> None:
         assert conn.execute("SELECT count(*) FROM audit").fetchone()[0] == 2
     finally:
         conn.close()
+
+
+async def test_a_file_from_before_replica_ids_gains_the_column(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    conn = sqlite3.connect(db)
+    try:
+        with conn:  # the table as versions without `cluster:` wrote it
+            conn.execute(
+                "CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, ts TEXT NOT NULL, "
+                "ts_ms INTEGER NOT NULL, identity TEXT NOT NULL, identity_source TEXT NOT NULL, "
+                "method TEXT NOT NULL, server TEXT, name TEXT, outcome TEXT NOT NULL, error_code INTEGER, "
+                "duration_ms REAL NOT NULL, request_id TEXT, rpc_id TEXT, arguments TEXT)"
+            )
+            conn.execute(
+                "INSERT INTO audit (ts, ts_ms, identity, identity_source, method, outcome, duration_ms) "
+                "VALUES ('t', 1, 'old', 'test', 'tools/call', 'ok', 1.0)"
+            )
+    finally:
+        conn.close()
+    async with (log := AuditLog(db)).running():
+        log.append(replace(record("new"), replica="gw-a"))
+        await log.flush()
+        rows = await log.query()
+    assert [(r["identity"], r["replica"], r["id"]) for r in rows] == [("new", "gw-a", 2), ("old", None, 1)]
 
 
 async def test_retention_prunes_old_records_at_start(tmp_path: Path) -> None:
