@@ -66,6 +66,8 @@ class Cluster:
         self.config = config = config or ClusterConfig()
         self.replica = config.replica_id or default_replica_id()
         self.secrets = secrets if secrets is not None else Secrets()
+        # The latest writer of each kind, for the admin API's view of what is buffered or lost.
+        self.writers: dict[str, StreamWriter[Any]] = {}
 
     @property
     def shared(self) -> bool:
@@ -86,10 +88,12 @@ class Cluster:
 
     def writer(self, kind: str, encode: Callable[[T], Fields]) -> StreamWriter[T]:
         config = self.config
-        min_age = None if config.max_days is None else config.max_days * 86400
-        return StreamWriter(
-            self, self.key(kind), encode, buffer=config.buffer, max_len=config.max_len, max_age=min_age
+        max_age = None if config.max_days is None else config.max_days * 86400
+        writer = StreamWriter(
+            self, self.key(kind), encode, buffer=config.buffer, max_len=config.max_len, max_age=max_age
         )
+        self.writers[kind] = writer
+        return writer
 
 
 class StreamWriter(Generic[T]):

@@ -74,8 +74,11 @@ async def test_two_replicas_read_each_others_events_and_audit(server: Redis, tmp
         http_b = await stack.enter_async_context(b.client())
         view = (await http_a.get("/cluster")).json()
         assert (view["replica"], view["shared"]) == ("gw-a", True)
-        assert view["streams"]["events"]["key"] == f"{prefix}:events"
-        assert view["streams"]["events"]["dropped"] == 0
+        assert {kind: stream["key"] for kind, stream in view["streams"].items()} == {
+            "events": f"{prefix}:events",
+            "audit": f"{prefix}:audit",
+        }
+        assert all(stream["dropped"] == 0 for stream in view["streams"].values())
         assert (await http_b.get("/cluster")).json()["replica"] == "gw-b"
 
         # A's SSE stream is open before B acts: it must show B's events live.

@@ -343,16 +343,11 @@ class AdminAPI:
 
     async def cluster_view(self, request: Request) -> Response:
         params.only(request)
-        streams: dict[str, Any] = {}
-        if self.shared is not None:
-            writer = self.shared.writer
-            streams["events"] = {
-                "key": writer.key,
-                "written": writer.written,
-                "buffered": len(writer),
-                "dropped": writer.dropped,
-            }
-        return _json({"replica": self.cluster.replica, "shared": self.shared is not None, "streams": streams})
+        streams = {
+            kind: {"key": w.key, "written": w.written, "buffered": len(w), "dropped": w.dropped}
+            for kind, w in self.cluster.writers.items()
+        }
+        return _json({"replica": self.cluster.replica, "shared": self.cluster.shared, "streams": streams})
 
     # -- configuration ---------------------------------------------------------------------------
 

@@ -6,6 +6,9 @@ The writer gives each record its row id, prunes beyond `max_rows` / `max_days`, 
 the records, ids set, to `listeners` (live streams, the Redis publisher) in the order written.
 Reads (`query`, `after`) share the writer's connection under a lock, which is also what makes
 `:memory:` work.
+
+With `cluster.redis`, `SharedEvents` is what the admin API reads instead: every replica's records,
+from the `<key_prefix>:events` stream (`gateway.cluster`).
 """
 
 from __future__ import annotations

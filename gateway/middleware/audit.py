@@ -13,6 +13,10 @@ one writer task drains in batches; when the queue is full the record is dropped,
 (`Audit.log.dropped`) and logged — an audit log must not become a way to stall the gateway.
 The table refuses UPDATE, and DELETE of rows younger than a day, by trigger; the only delete the
 gateway itself issues is the `retention_days` pruning when it starts.
+
+Every record carries the replica id of the process that served the call. With `cluster.redis`
+(`gateway.cluster`), records are also appended, write-behind, to the `<key_prefix>:audit` stream,
+and `Audit.query` reads the whole cluster's from there; the file stays this process's own.
 """
 
 from __future__ import annotations
