@@ -158,7 +158,7 @@ class StreamWriter(Generic[T]):
                 finally:
                     tg.cancel_scope.cancel()
             # What is still buffered gets one bounded chance before the process goes.
-            with anyio.CancelScope(shield=True), anyio.move_on_after(TIMEOUT * 2):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(TIMEOUT):
                 while self._pending and await self._send(client):
                     pass
             if self._pending:
