@@ -16,18 +16,20 @@ from typing import Any
 
 import anyio
 import pytest
+import yaml
 from redis.asyncio import Redis as RedisClient
 
 from gateway.admin._record import EventRecord
 from gateway.cluster import Cluster, StreamWriter, default_replica_id, is_stream_id, stream_order
+from gateway.config import load_config
 from gateway.config.cluster import ClusterConfig
 from gateway.middleware.audit import Audit
 from tests._infra import require
-from tests._support import config, fastmcp_client, free_port, misbehave
+from tests._support import config, fastmcp_client, free_port, misbehave, serve
 from tests.admin._helpers import SSEReader, error_of, serve_admin
 from tests.middleware.test_ratelimit import Redis
 
-pytestmark = [pytest.mark.anyio, pytest.mark.redis]
+pytestmark = pytest.mark.anyio
 
 WAIT = 60.0  # generous: a loaded 2-core machine
 
@@ -65,6 +67,7 @@ def audit_of(gw: Any) -> Audit:
     return next(m for m in relay.middlewares if isinstance(m, Audit))
 
 
+@pytest.mark.redis
 async def test_two_replicas_read_each_others_events_and_audit(server: Redis, tmp_path: Path) -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}"
     async with AsyncExitStack() as stack:
@@ -166,6 +169,7 @@ async def reasons(server: Redis, key: str) -> list[str]:
         await client.aclose()
 
 
+@pytest.mark.redis
 async def test_publishing_survives_a_redis_restart(server: Redis, tmp_path: Path) -> None:
     """Records published while Redis is down, and the first one after it is back, all arrive."""
     prefix = f"t{uuid.uuid4().hex[:8]}"
@@ -206,6 +210,7 @@ async def test_publishing_survives_a_redis_restart(server: Redis, tmp_path: Path
         assert [(r["name"], r["replica"], r["outcome"]) for r in calls] == [("mb__echo", "gw-a", "ok")]
 
 
+@pytest.mark.redis
 async def test_a_full_buffer_drops_the_oldest_and_counts(server: Redis) -> None:
     cluster = Cluster(ClusterConfig(**cluster_config(server, f"t{uuid.uuid4().hex[:8]}", buffer=3)))
     writer: StreamWriter[EventRecord] = cluster.writer("events", EventRecord.to_stream)
@@ -221,6 +226,7 @@ async def test_a_full_buffer_drops_the_oldest_and_counts(server: Redis) -> None:
     assert await reasons(server, writer.key) == ["r2", "r3", "r4"]
 
 
+@pytest.mark.redis
 async def test_retention_bounds_each_stream(server: Redis) -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}"
     cluster = Cluster(ClusterConfig(**cluster_config(server, prefix, max_len=100, max_days=1)))
@@ -244,3 +250,13 @@ async def test_retention_bounds_each_stream(server: Redis) -> None:
         assert await reasons(server, writer.key) == [f"r{i}" for i in range(250, 350)]  # the newest
     finally:
         await client.aclose()
+
+
+async def test_cluster_settings_are_restart_only(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump({"servers": {"mb": misbehave()}, "cluster": {"replica_id": "gw-a"}}))
+    async with serve(load_config(path), config_path=path) as gw:
+        path.write_text(yaml.safe_dump({"servers": {"mb": misbehave()}, "cluster": {"replica_id": "gw-b"}}))
+        report = await gw.app.state.reloader.reload("test")
+        assert report["restart_required"] == ["cluster"]
+        assert gw.fleet.cluster.replica == "gw-a"  # a process keeps its id for its whole life
