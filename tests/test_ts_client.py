@@ -2,12 +2,12 @@
 gateway it gets what it gets from the backend directly, except for the namespace.
 
 tests/node/ts-cases.mjs runs a fixed list of cases in one Node process per test (tools over all
-pages, a plain tool, structured output, progress with log messages, a prompt, a resource and a
-template, a completion, an input round answered by its elicitation handler) and prints what the
-client returned. Backends: our 2026-07-28-only server (tests/servers/modern.py) as a stdio and as a
-`url:` backend, and `mcp-server-time` (both revisions). A 2025-11-25 client cannot reach
-modern.py directly: through the gateway it must get what a 2026-07-28 client gets directly, less
-the fields its revision does not have.
+pages; prompts, resources and templates listed; a plain tool, structured output, progress with log
+messages, a prompt, a resource and a template read, a completion, an input round answered by its
+elicitation handler) and prints what the client returned. Backends: our 2026-07-28-only server
+(tests/servers/modern.py) as a stdio and as a `url:` backend, and `mcp-server-time` (both
+revisions). A 2025-11-25 client cannot reach modern.py directly: through the gateway it must get
+what a 2026-07-28 client gets directly, less the fields its revision does not have.
 """
 
 from __future__ import annotations
@@ -35,6 +35,13 @@ REQUEST_TIMEOUT = 30.0
 RUN_TIMEOUT = 180.0
 # Result fields that name the server answering (the gateway or the backend), not the answer.
 SERVER_INFO = "io.modelcontextprotocol/serverInfo"
+# The listing cases, the field of each item that carries the namespace, and its separator.
+NAMESPACED = (
+    ("tools", "name", "__"),
+    ("prompts", "name", "__"),
+    ("resources", "uri", "+"),
+    ("templates", "uriTemplate", "+"),
+)
 # Fields only a 2026-07-28 client sees; a 2025-11-25 client is compared without them.
 MODERN_ONLY = ("resultType", "ttlMs", "cacheScope")
 
@@ -63,7 +70,7 @@ BACKENDS = {
 async def run_cases(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Run ts-cases.mjs once over `runs`; each run's outcome by label (see the script)."""
     node = server_node()
-    assert node is not None  # the test's require("node")
+    assert node is not None  # the test's require("ts-client")
     spec = {"timeoutMs": int(REQUEST_TIMEOUT * 1000), "runs": runs}
     with anyio.fail_after(RUN_TIMEOUT):
         done = await anyio.run_process([node, str(TS_CASES), json.dumps(spec)], cwd=NODE_DIR, check=False)
@@ -82,12 +89,13 @@ def _strip(value: Any, prefix: str) -> str:
 
 
 def without_namespace(cases: dict[str, Any]) -> dict[str, Any]:
-    """`cases` as the backend names things: each tool name and resource URI must carry the
-    gateway's namespace (checked), which is then removed."""
+    """`cases` as the backend names things: each listed name and URI, and each URI read, must
+    carry the gateway's namespace (checked), which is then removed."""
     cases = json.loads(json.dumps(cases))  # a copy, edited in place below
-    tools = cases.get("tools")
-    for tool in tools if isinstance(tools, list) else []:  # else an error, compared as it is
-        tool["name"] = _strip(tool["name"], f"{PREFIX}__")
+    for kind, field, separator in NAMESPACED:
+        items = cases.get(kind)
+        for item in items if isinstance(items, list) else []:  # else an error, compared as it is
+            item[field] = _strip(item[field], PREFIX + separator)
     for name in ("resource", "template"):
         for content in cases.get(name, {}).get("contents", []):
             content["uri"] = _strip(content["uri"], f"{PREFIX}+")
@@ -96,7 +104,7 @@ def without_namespace(cases: dict[str, Any]) -> dict[str, Any]:
 
 def comparable(cases: dict[str, Any], *, drop: tuple[str, ...] = ()) -> dict[str, Any]:
     """`cases` without what names the answering server (`_meta` serverInfo) and the `drop`ped
-    result fields; tools sorted by name (the order is the merge's, not what is compared here)."""
+    result fields; listings sorted (their order is the merge's, not what is compared here)."""
 
     def clean(value: Any) -> Any:
         if isinstance(value, dict):
@@ -112,8 +120,9 @@ def comparable(cases: dict[str, Any], *, drop: tuple[str, ...] = ()) -> dict[str
         return value
 
     cleaned: dict[str, Any] = clean(cases)
-    if isinstance(cleaned.get("tools"), list):
-        cleaned["tools"] = sorted(cleaned["tools"], key=lambda t: t["name"])
+    for kind, field, _ in NAMESPACED:
+        if isinstance(cleaned.get(kind), list):
+            cleaned[kind] = sorted(cleaned[kind], key=lambda item: item[field])
     return cleaned
 
 
@@ -128,8 +137,7 @@ def differences(got: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]
 
 @pytest.mark.parametrize("name", list(BACKENDS))
 async def test_the_typescript_client_gets_through_the_gateway_what_it_gets_directly(name: str) -> None:
-    require("ts-client")
-    require("node")
+    require("ts-client")  # and a Node it runs on
     backend = BACKENDS[name]
     async with AsyncExitStack() as stack:
         url = await stack.enter_async_context(modern_http()) if backend.profile == "modern" else None
@@ -146,9 +154,10 @@ async def test_the_typescript_client_gets_through_the_gateway_what_it_gets_direc
         ]
         report = await run_cases(runs)
 
+    for run in runs:
+        assert report[run["label"]]["revision"] == run["mode"], run["label"]
     for rev in (LEGACY, MODERN):
         through = report[f"gateway {rev}"]
-        assert through["revision"] == rev
         # A revision the backend does not speak directly: what a 2026-07-28 client gets there,
         # less the 2026-07-28 fields.
         direct_rev = rev if rev in backend.revisions else MODERN

@@ -63,9 +63,18 @@ async function withProgress(client, run, params) {
   return { result, progress, logs };
 }
 
+// Listings every profile runs (a server without prompts or resources lists none).
+const LISTINGS = {
+  tools: (c, r) => listAllTools(c, r),
+  prompts: async (c) => (await c.listPrompts({}, { timeout, cacheMode: 'bypass' })).prompts,
+  resources: async (c) => (await c.listResources({}, { timeout, cacheMode: 'bypass' })).resources,
+  templates: async (c) =>
+    (await c.listResourceTemplates({}, { timeout, cacheMode: 'bypass' })).resourceTemplates,
+};
+
 const PROFILES = {
   modern: {
-    tools: (c, r) => listAllTools(c, r),
+    ...LISTINGS,
     echo: (c, r) => c.callTool({ name: tool(r, 'echo'), arguments: { text: 'hi' } }, { timeout }),
     structured: (c, r) => c.callTool({ name: tool(r, 'weather'), arguments: { city: 'Oslo' } }, { timeout }),
     progressAndLogs: (c, r) => withProgress(c, r, { name: tool(r, 'count'), arguments: { n: 3 } }),
@@ -84,7 +93,7 @@ const PROFILES = {
     },
   },
   time: {
-    tools: (c, r) => listAllTools(c, r),
+    ...LISTINGS,
     structured: (c, r) =>
       c.callTool(
         {
