@@ -19,7 +19,8 @@ TIMEOUT = 60.0  # the backend's call timeout at the gateway: what a hanging call
 async def test_a_backend_closing_its_stream_mid_call_is_resumed_not_waited_out() -> None:
     backend, events = polling.app(retry_ms=100)
     async with serve_asgi(backend) as base:
-        cfg = config({"poll": {"url": f"{base}/mcp", "timeout": TIMEOUT}})
+        # Resumption is 2025-11-25's (2026-07-28 has none): the backend is spoken to in that revision.
+        cfg = config({"poll": {"url": f"{base}/mcp", "timeout": TIMEOUT, "protocol": "2025-11-25"}})
         async with serve(cfg) as gw, SdkClient(gw.url, mode="legacy") as client:
             reports: list[str | None] = []
 
