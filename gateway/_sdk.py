@@ -15,7 +15,8 @@ The accesses, by library (why each, at its use):
   `StreamableHTTPSessionManager._admit_session` (overridden), `._server_instances`,
   `._session_owners`, `StreamableHTTPServerTransport._terminate_unanswered_request` (replaced),
   `._event_store` (set), `._requests_in_flight`, `._idle_timeout`, `ClientSession._stamp`,
-  `ClientSession._dispatcher`, `JSONRPCDispatcher._closed`;
+  `ClientSession._dispatcher`, `._task_group`, `._register_listen_route`,
+  `._unregister_listen_route`, `JSONRPCDispatcher._closed`;
 - limits: `MemoryStorage.__schedule_expiry` (name-mangled), and the undocumented
   `RedisStorage.bridge.storage` (the redis client, to close it and to run the cluster-wide
   concurrency scripts on the connections limits already has);
@@ -29,14 +30,16 @@ import json
 import math
 import socket
 import sys
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any, BinaryIO
 
 import anyio
 import mcp.server._streamable_http_modern as _modern
 import mcp.server.stdio as _stdio
 from mcp.client.session import ClientSession
+from mcp.client.subscriptions import ListenNotSupportedError, Subscription, SubscriptionLost
 from mcp.server.auth.middleware.bearer_auth import (
     AuthenticatedUser,
     AuthorizationContext,
@@ -54,8 +57,16 @@ from mcp.shared.dispatcher import CallOptions
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS
 from mcp.shared.jsonrpc_dispatcher import progress_token_from_params
-from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT, ClientCapabilities, JSONRPCError, RequestId
-from mcp_types.version import LATEST_MODERN_VERSION
+from mcp_types import (
+    CONNECTION_CLOSED,
+    INTERNAL_ERROR,
+    REQUEST_TIMEOUT,
+    ClientCapabilities,
+    JSONRPCError,
+    RequestId,
+    SubscriptionFilter,
+)
+from mcp_types.version import LATEST_MODERN_VERSION, MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
 from starlette.types import Scope
 
@@ -322,6 +333,65 @@ async def raw_request(
             raise anyio.BrokenResourceError from None
         raise
     return result
+
+
+@asynccontextmanager
+async def listen_filtered(
+    client: ClientSession, notifications: Mapping[str, Any]
+) -> AsyncIterator[Subscription]:
+    """`mcp.client.subscriptions.listen` for any filter, extensions' keys included.
+
+    The SDK's helper builds its filter from the core kinds alone, so the tasks extension's
+    `taskIds` cannot be asked for with it. These are its steps, on the privates it uses: a demux
+    route is registered for an id of ours (`_register_listen_route`) before the request is stamped
+    (`_stamp`) and sent raw through the dispatcher (`_dispatcher`) from the session's task group
+    (`_task_group`); the session's receive path feeds that route the acknowledgment and the
+    stream's end, and `Subscription` reads them. The filter's unknown keys round-trip
+    (`SubscriptionFilter` keeps extras), so `subscription.honored.model_extra` is what the server
+    agreed to of them. No read timeout of its own: the caller bounds the wait for the ack."""
+    if client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+        raise ListenNotSupportedError(client.protocol_version)
+    task_group = client._task_group
+    if task_group is None:
+        raise RuntimeError("listen_filtered() requires an entered session")
+    # Not the SDK's `listen-N` sequence, which its own `listen` may be using on this session.
+    request_id: RequestId = f"gateway-listen-{uuid.uuid4().hex}"
+    data: dict[str, Any] = {
+        "method": "subscriptions/listen",
+        "params": {"notifications": dict(notifications)},
+    }
+    opts: CallOptions = {"request_id": request_id}
+    client._stamp(data, opts)
+    driver_scope = anyio.CancelScope()
+
+    async def drive() -> None:
+        # No result timeout: the result is the stream's graceful end.
+        with driver_scope:
+            try:
+                await client._dispatcher.send_raw_request(data["method"], data["params"], opts)
+            except MCPError as error:
+                route.settle("lost", error=error)
+                return
+            except ValueError as error:  # our id collided with a raw request's
+                client._unregister_listen_route(request_id)
+                route.settle("lost", error=MCPError(INTERNAL_ERROR, str(error)))
+                return
+            route.set_acked(SubscriptionFilter())
+            route.settle("graceful")
+
+    route = client._register_listen_route(request_id)
+    try:
+        task_group.start_soon(drive)
+        await route.acked.wait()
+        if route.honored is None:
+            if route.error is not None:
+                raise route.error
+            raise SubscriptionLost(f"subscription {request_id!r} ended before it was acknowledged")
+        yield Subscription(route, request_id, route.honored)
+    finally:
+        route.settle("local")
+        driver_scope.cancel()
+        client._unregister_listen_route(request_id)
 
 
 # -- limits ---------------------------------------------------------------------------------------

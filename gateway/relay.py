@@ -190,7 +190,8 @@ class Relay:
         calls run as the chain's `local_identity()`."""
         self.fleet = fleet
         self.inputs = InputBridge(state_seal(fleet.config.state, fleet.secrets))
-        self.tasks = Tasks()  # the tasks created through the gateway: where they are, and whose
+        # The tasks created through the gateway: where they are, and whose.
+        self.tasks = Tasks(follow=self._follow_tasks)
         # Every client call runs inside it: shutdown refuses new ones and ends what is left.
         self.drain = Drain()
         self._local = local
@@ -545,6 +546,17 @@ class Relay:
                 await self.chain(call)
         except (GatewayError, MCPError) as exc:
             logger.info("%s from %s dropped by the chain: %s", method, backend.name, exc)
+
+    async def _follow_tasks(self, server: str, task_ids: Sequence[str]) -> None:
+        """Have `server` report these tasks' status (`Tasks.follow`). A backend that cannot is
+        logged, not raised: its tasks are still polled."""
+        backend = self.fleet.backends.get(server)
+        if backend is None:
+            return
+        try:
+            await backend.follow_tasks(task_ids)
+        except (GatewayError, MCPError) as exc:
+            logger.info("server %s will not report task status: %s", server, exc)
 
     async def _deliver_task_status(self, call: Call) -> Result:
         """A task's status, to the listen streams its creator opened for it (`front.listen`)."""

@@ -14,6 +14,11 @@ instead of a result; the client then polls it with `tasks/get`, answers its inpu
   the client is told so at once instead of being sent to a server that never heard of it.
 - Entries last the task's `ttlMs` (the backend keeps it no longer) and the table holds at most
   `MAX_TASKS`, the oldest dropped first.
+- Status notifications go to the listen streams the task's creator opened for it (`watch`). A
+  2026-07-28 backend sends them only on a listen stream of its own naming the task, so when a
+  client starts watching, the backends holding its tasks are asked to follow the tasks somebody
+  watches (`follow`); a task that finished, expired or that nobody watches any more leaves that
+  set the next time it is sent.
 
 `tasks/list` and `tasks/result` are not part of the extension (SEP-2663 removed them: the result
 is inlined in `tasks/get`), so the gateway does not serve them either.
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +39,7 @@ from gateway.config.models import SEPARATOR
 EXTENSION = "io.modelcontextprotocol/tasks"
 METHODS = frozenset({"tasks/get", "tasks/update", "tasks/cancel"})
 STATUS = "notifications/tasks"  # a task's new state (the detailed task), on a listen stream
+TERMINAL = frozenset({"completed", "failed", "cancelled"})  # no status follows these
 CAPABILITIES_META = "io.modelcontextprotocol/clientCapabilities"
 # What a request says to declare the extension (SEP-2575's per-request capabilities).
 OPT_IN: Mapping[str, Any] = {"extensions": {EXTENSION: {}}}
@@ -70,12 +76,17 @@ def opted_in(params: dict[str, Any]) -> dict[str, Any]:
     return {**params, "_meta": {**(params.get("_meta") or {}), CAPABILITIES_META: OPT_IN}}
 
 
+# Has the backend `server` report the status of these of its tasks (backend ids, first watched first).
+Follow = Callable[[str, Sequence[str]], Awaitable[None]]
+
+
 class Tasks:
     """The tasks the gateway has relayed the creation of: public id -> `TaskRoute`."""
 
-    def __init__(self, limit: int = MAX_TASKS) -> None:
+    def __init__(self, limit: int = MAX_TASKS, follow: Follow | None = None) -> None:
         self._routes: OrderedDict[str, TaskRoute] = OrderedDict()
         self._limit = limit
+        self._follow = follow
         # public id -> the listen streams that asked for its status notifications
         self._watchers: dict[str, set[Callable[[dict[str, Any]], None]]] = {}
 
@@ -124,8 +135,34 @@ class Tasks:
 
         return unwatch
 
+    async def follow(self, public_ids: Iterable[str]) -> None:
+        """Have the backends holding these tasks report on every task somebody watches (the
+        listen stream of a 2026-07-28 backend names them); call after `watch`."""
+        if self._follow is None:
+            return
+        servers = dict.fromkeys(route.server for p in public_ids if (route := self._routes.get(p)))
+        for server in servers:
+            await self._follow(server, self.followed(server))
+
+    def followed(self, server: str) -> list[str]:
+        """The backend ids of `server`'s tasks that somebody watches and that have not finished
+        or expired, in the order they were first watched."""
+        now = time.monotonic()
+        followed = [
+            route
+            for public in self._watchers  # the few watched, not the whole table
+            if (route := self._routes.get(public)) is not None
+            and route.server == server
+            and (route.expires is None or route.expires >= now)
+        ]
+        return [route.task_id for route in followed]
+
     def publish(self, public: str, params: dict[str, Any]) -> None:
-        for deliver in list(self._watchers.get(public, ())):
+        watchers = self._watchers.get(public, ())
+        if params.get("status") in TERMINAL:
+            # The last news of this task: it is nobody's to follow any more.
+            self._watchers.pop(public, None)
+        for deliver in list(watchers):
             deliver(params)
 
     def _prune(self, now: float) -> None:

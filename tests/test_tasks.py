@@ -434,10 +434,15 @@ async def test_a_tasks_inlined_result_is_masked_as_the_call_result_would_be() ->
 
 
 async def listen_frames(
-    url: str, task_ids: list[str], *, ack_only: bool = False, key: str = ""
+    url: str,
+    task_ids: list[str],
+    *,
+    ack_only: bool = False,
+    key: str = "",
+    acked: anyio.Event | None = None,
 ) -> list[dict[str, Any]]:
     """The frames of a raw `subscriptions/listen` stream asking for `task_ids`, read until the
-    acknowledgment (`ack_only`) or a terminal status."""
+    acknowledgment (`ack_only`) or a terminal status; `acked` is set once the ack is read."""
     headers = {
         "accept": "application/json, text/event-stream",
         "mcp-protocol-version": MODERN,
@@ -455,26 +460,75 @@ async def listen_frames(
             async for line in stream.aiter_lines():
                 if line.startswith("data: "):
                     frames.append(json.loads(line.removeprefix("data: ")))
+                    if acked is not None:
+                        acked.set()
                     if ack_only or frames[-1].get("params", {}).get("status") in TERMINAL:
                         break
     return frames
 
 
-async def test_status_notifications_reach_the_creator_on_its_listen_stream() -> None:
-    # A 2026-07-28 backend sends task status on a listen stream of its own, which the gateway does
-    # not open yet: the backend is spoken to in 2025-11-25 here, where it sends them on its session.
-    async with (
-        serve(config({"work": stdio_spec(protocol="2025-11-25")})) as gw,
-        SdkClient(gw.url, mode=MODERN, extensions=[TasksExtension()]) as client,
-    ):
-        task = await create(client, "work__slow_compute", {"seconds": 1, "label": "heard"})
-        ack, *news = await listen_frames(gw.url, [task.task_id, "work__nope"])
+async def followed_at_backend(client: SdkClient) -> list[list[str]]:
+    """The `taskIds` of each listen stream the backend holds open (its `listening` tool)."""
+    result = await client.call_tool("work__listening", {})
+    assert result.structured_content is not None
+    streams: list[list[str]] = result.structured_content["streams"]
+    return streams
+
+
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+@pytest.mark.parametrize("revision", ["2025-11-25", "2026-07-28"])
+async def test_status_notifications_reach_the_creator_on_its_listen_stream(
+    revision: str, transport: str
+) -> None:
+    # A 2025-11-25 backend reports on its session; a 2026-07-28 one only on a listen stream of its
+    # own naming the task, which the gateway opens when the task's creator listens for it.
+    async with AsyncExitStack() as stack:
+        if transport == "http":
+            spec = {"url": await stack.enter_async_context(http_backend()), "protocol": revision}
+        else:
+            spec = stdio_spec(protocol=revision)
+        gw = await stack.enter_async_context(serve(config({"work": spec})))
+        assert gw.fleet.backends["work"].protocol_version == revision
+        client = await stack.enter_async_context(
+            SdkClient(gw.url, mode=MODERN, extensions=[TasksExtension()])
+        )
+        # Parked until answered: its news comes only once the stream is open, however slow we are.
+        task = await create(client, "work__confirm_delete", {"filename": "c.txt"})
+        await until(client.session, task.task_id, ("input_required",))
+        acked = anyio.Event()
+        frames: list[dict[str, Any]] = []
+
+        async def collect() -> None:
+            frames.extend(await listen_frames(gw.url, [task.task_id, "work__nope"], acked=acked))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(collect)
+            with anyio.fail_after(WAIT):
+                await acked.wait()
+            followed = await followed_at_backend(client)
+            answer = {"confirm": {"action": "accept", "content": {"ok": True}}}
+            await task_request(client.session, "tasks/update", task.task_id, inputResponses=answer)
+        backend_id = task.task_id.removeprefix("work__")
+        assert followed == ([[backend_id]] if revision == MODERN else [])
+        if revision == MODERN:  # a finished task's id leaves the backend's stream
+            streams: list[list[str]] = followed
+
+            async def drop() -> None:
+                nonlocal streams
+                while streams:
+                    streams = await followed_at_backend(client)
+                    await anyio.sleep(0.1)
+
+            with anyio.fail_after(WAIT):
+                await drop()
+    ack, *news = frames
     assert ack["method"] == "notifications/subscriptions/acknowledged"
     assert ack["params"]["notifications"]["taskIds"] == [task.task_id]  # an unknown id is left out
     assert {frame["method"] for frame in news} == {"notifications/tasks"}
+    assert [frame["params"]["status"] for frame in news] == ["working", "completed"]
     done = news[-1]["params"]
-    assert done["taskId"] == task.task_id and done["status"] == "completed"
-    assert done["result"]["content"][0]["text"] == "computed heard"
+    assert done["taskId"] == task.task_id
+    assert done["result"]["content"][0]["text"] == "deleted c.txt"
     assert done["_meta"]["io.modelcontextprotocol/subscriptionId"] == "sub-1"
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -356,6 +356,13 @@ class Backend:
                 self.last_used = time.monotonic()
                 for listener in self.events.call_listeners:
                     listener(self.name, time.perf_counter() - began, ok)
+
+    async def follow_tasks(self, task_ids: Sequence[str]) -> None:
+        """Have the running backend report these tasks' status (`BackendSession.follow_tasks`).
+        Tasks live at the shared session: a per-client session's are polled."""
+        session = self._shared
+        if session is not None and self.available and not self.per_client:
+            await session.follow_tasks(task_ids, self.spec.timeout)
 
     # -- SessionHooks: what the backend sends us -------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, get_args
@@ -19,7 +19,7 @@ import anyio.abc
 import mcp_types as types
 from mcp.client.extension import NotificationBinding
 from mcp.client.session import ClientRequestContext, ClientSession
-from mcp.client.subscriptions import SubscriptionLost, listen
+from mcp.client.subscriptions import SubscriptionLost
 from mcp.server.caching import CacheHint
 from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp.shared.exceptions import MCPError
@@ -36,17 +36,18 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERS
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gateway import __version__
-from gateway._sdk import ReadStream, Stamp, raw_notify, raw_request, stamper
+from gateway._sdk import ReadStream, Stamp, listen_filtered, raw_notify, raw_request, stamper
 from gateway.backends._direct import DirectCalls
 from gateway.backends._logbuffer import RepeatedWarning
 from gateway.backends.transport import Streams, Transport
 from gateway.catalogue import LIST_METHODS, BackendListing, ListKind, cache_hint_of
-from gateway.errors import BackendStartError, BackendTimeout, BackendUnavailable
+from gateway.errors import BackendStartError, BackendTimeout, BackendUnavailable, GatewayError
 from gateway.tasks import STATUS as TASK_STATUS
+from gateway.tasks import TERMINAL as TASK_TERMINAL
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BackendSession", "Forwarded", "Revision", "SessionHooks", "Streams"]
+__all__ = ["MAX_FOLLOWED_TASKS", "BackendSession", "Forwarded", "Revision", "SessionHooks", "Streams"]
 
 # What `protocol:` in a server's config asks for: probe for the newest shared revision, or pin one.
 Revision = Literal["auto", "2026-07-28", "2025-11-25"]
@@ -67,6 +68,10 @@ _SUBSCRIPTIONS = frozenset({"resources/subscribe", "resources/unsubscribe"})
 # A lost `subscriptions/listen` stream is re-opened after this long, doubling up to the maximum.
 _RELISTEN_FIRST, _RELISTEN_MAX = 1.0, 30.0
 
+# The most task ids one backend's status stream names (the newest ones): a client hears of the
+# others' status by polling (`tasks/get`), as from a backend that sends none.
+MAX_FOLLOWED_TASKS = 256
+
 
 @dataclass(frozen=True)
 class _Listen:
@@ -76,6 +81,20 @@ class _Listen:
     prompts: bool = False
     resources: bool = False
     uris: tuple[str, ...] = ()
+    tasks: tuple[str, ...] = ()  # the tasks extension's `taskIds`: these tasks' status
+
+    def notifications(self) -> dict[str, Any]:
+        """The request's filter (`taskIds` is an extension's key, which the filter keeps)."""
+        notifications = types.SubscriptionFilter.model_validate(
+            {
+                "toolsListChanged": self.tools or None,
+                "promptsListChanged": self.prompts or None,
+                "resourcesListChanged": self.resources or None,
+                "resourceSubscriptions": list(self.uris) or None,
+                "taskIds": list(self.tasks) or None,
+            }
+        )
+        return notifications.model_dump(by_alias=True, mode="json", exclude_none=True)
 
 
 class SessionHooks(Protocol):
@@ -131,6 +150,10 @@ class BackendSession:
         self._uris: frozenset[str] = frozenset()
         self._uri_stream: anyio.CancelScope | None = None
         self._subscribing = anyio.Lock()
+        # The tasks whose status a 2026-07-28 backend reports to us (oldest first), and the stream.
+        self._task_ids: tuple[str, ...] = ()
+        self._task_stream: anyio.CancelScope | None = None
+        self._following = anyio.Lock()
         # The level a client set for a 2026-07-28 backend, which has no `logging/setLevel`: its logs
         # are asked for at this level on every request (None: every level, the session's default).
         self._log_level: str | None = None
@@ -407,14 +430,57 @@ class BackendSession:
             uris = self._uris | {uri} if method == "resources/subscribe" else self._uris - {uri}
             if uris == self._uris:
                 return {}
-            replaced, stream = self._uri_stream, None
-            if uris and self._tasks is not None:
-                with anyio.fail_after(timeout):
-                    stream = await self._tasks.start(self._listen, _Listen(uris=tuple(sorted(uris))))
-            self._uris, self._uri_stream = uris, stream
-            if replaced is not None:
-                replaced.cancel()
+            wanted = _Listen(uris=tuple(sorted(uris))) if uris else None
+            self._uri_stream = await self._restream(self._uri_stream, wanted, timeout)
+            self._uris = uris
         return {}
+
+    async def follow_tasks(self, task_ids: Sequence[str], timeout: float) -> None:
+        """Have a 2026-07-28 backend report these tasks' status (oldest first), which the tasks
+        extension sends only on a listen stream naming them under `taskIds`: the session keeps one
+        stream for the tasks it follows and replaces it when the set changes, as for resources.
+        Past `MAX_FOLLOWED_TASKS` the newest are followed. A handshake-era backend needs none of
+        this: it reports on its session. Raises the backend's refusal (`MCPError`), or
+        `BackendTimeout` / `BackendUnavailable` for what the gateway saw itself."""
+        if not self._modern:
+            return
+        if len(task_ids) > MAX_FOLLOWED_TASKS:
+            logger.warning(
+                "server %s: following the status of the newest %d of %d tasks; the others are polled",
+                self.server,
+                MAX_FOLLOWED_TASKS,
+                len(task_ids),
+            )
+        followed = tuple(dict.fromkeys(task_ids))[-MAX_FOLLOWED_TASKS:]
+        async with self._following:
+            if frozenset(followed) == frozenset(self._task_ids):
+                return
+            wanted = _Listen(tasks=followed) if followed else None
+            try:
+                self._task_stream = await self._restream(self._task_stream, wanted, timeout)
+            except TimeoutError:
+                raise BackendTimeout(
+                    self.server,
+                    f"server {self.server!r} did not acknowledge a listen stream within {timeout:g}s",
+                ) from None
+            except (SubscriptionLost, *_TRANSPORT_ERRORS):
+                raise BackendUnavailable(
+                    self.server, f"server {self.server!r} closed a listen stream before acknowledging it"
+                ) from None
+            self._task_ids = followed
+
+    async def _restream(
+        self, replaced: anyio.CancelScope | None, wanted: _Listen | None, timeout: float
+    ) -> anyio.CancelScope | None:
+        """A listen stream for `wanted` (None: none) in place of `replaced`: the new one is
+        acknowledged before the old one closes, so nothing announced falls between them."""
+        stream = None
+        if wanted is not None and self._tasks is not None:
+            with anyio.fail_after(timeout):
+                stream = await self._tasks.start(self._listen, wanted)
+        if replaced is not None:
+            replaced.cancel()
+        return stream
 
     async def _listen(
         self,
@@ -424,10 +490,10 @@ class BackendSession:
     ) -> None:
         """Hold one listen stream open; re-open it when it is lost (a dropped HTTP stream).
 
-        What it announces reaches `_on_message` like any notification, and is acted on there.
-        Started (with the scope that ends it) once acknowledged; a refusal is raised to the starter
-        for resource subscriptions, and only logged for list changes (a backend that cannot stream
-        them still serves calls)."""
+        What it announces reaches `_on_message` (or a task's status, `_on_task_status`) like any
+        notification, and is acted on there. Started (with the scope that ends it) once
+        acknowledged; a refusal is raised to the starter for resource subscriptions and tasks, and
+        only logged for list changes (a backend that cannot stream them still serves calls)."""
         client = self._client
         assert client is not None
         delay = _RELISTEN_FIRST
@@ -435,13 +501,7 @@ class BackendSession:
         with anyio.CancelScope() as scope:
             while not self.closed.is_set():
                 try:
-                    async with listen(
-                        client,
-                        tools_list_changed=wanted.tools,
-                        prompts_list_changed=wanted.prompts,
-                        resources_list_changed=wanted.resources,
-                        resource_subscriptions=wanted.uris,
-                    ) as subscription:
+                    async with listen_filtered(client, wanted.notifications()) as subscription:
                         if not started:
                             started = True
                             task_status.started(scope)
@@ -453,7 +513,7 @@ class BackendSession:
                             pass
                 except (MCPError, SubscriptionLost, *_TRANSPORT_ERRORS) as exc:
                     if not started:
-                        if wanted.uris:
+                        if wanted.uris or wanted.tasks:
                             raise
                         logger.warning("server %s: its list changes will not be seen: %s", self.server, exc)
                         task_status.started(None)
@@ -495,7 +555,18 @@ class BackendSession:
         return relay
 
     async def _on_task_status(self, params: BaseModel) -> None:
-        await self._hooks.on_notification(self, TASK_STATUS, params.model_dump(by_alias=True, mode="json"))
+        status = params.model_dump(by_alias=True, mode="json")
+        await self._hooks.on_notification(self, TASK_STATUS, status)
+        task_id = status.get("taskId")
+        if status.get("status") in TASK_TERMINAL and task_id in self._task_ids and self._tasks is not None:
+            # A finished task has no more news: its id leaves the stream (off this delivery path).
+            self._tasks.start_soon(self._unfollow, task_id)
+
+    async def _unfollow(self, task_id: str) -> None:
+        try:
+            await self.follow_tasks([t for t in self._task_ids if t != task_id], self._startup_timeout)
+        except (MCPError, GatewayError) as exc:
+            logger.info("server %s: could not stop following task %s: %s", self.server, task_id, exc)
 
     async def _on_log(self, params: dict[str, Any]) -> None:
         await self._hooks.on_notification(self, "notifications/message", params)

@@ -88,6 +88,9 @@ class TaskListen:
         unwatch = self._tasks.watch(task_ids, deliver)
         self._streams.add(send)
         try:
+            # A 2026-07-28 backend reports only on its own listen stream naming the task: that is
+            # acknowledged first, so what it says after the client's ack reaches the client.
+            await self._tasks.follow(task_ids)
             ack = types.SubscriptionsAcknowledgedNotificationParams(notifications=honored, _meta=meta)
             await front.notify(
                 "notifications/subscriptions/acknowledged", ack.model_dump(by_alias=True, exclude_none=True)

@@ -17,6 +17,8 @@ tools (the fixtures the conformance suite's ``tasks-*`` scenarios name)
     ``multi_input()``               task-supporting: parks with two elicitations at once; they may
                                     be answered one ``tasks/update`` at a time
     ``pid()``                       sync: this process's pid (tests restart the server)
+    ``listening()``                 sync: the ``taskIds`` of each open listen stream (tests see
+                                    which streams a client of this server holds open)
 
 A ``tools/call`` creates a task only when the request declares the extension, per request (its
 ``_meta`` ``io.modelcontextprotocol/clientCapabilities``) or for the session (``initialize``);
@@ -24,8 +26,10 @@ otherwise a task-supporting tool runs synchronously, and a task-required one is 
 -32021. ``tasks/get`` answers the detailed task (a completed task inlines its result),
 ``tasks/update`` delivers ``inputResponses``, ``tasks/cancel`` cancels; both acks are empty.
 ``tasks/list`` and ``tasks/result`` do not exist in the extension: -32601, as for any unknown
-method. When the task was created in a 2025-11-25 session, each status change is also sent there
-as ``notifications/tasks`` (the detailed task).
+method. Each status change is also sent as ``notifications/tasks`` (the detailed task): on the
+2025-11-25 session the task was created in, and at 2026-07-28 on every ``subscriptions/listen``
+stream whose filter names the task under ``taskIds`` (acknowledged with the ids it knows; the core
+kinds asked for are echoed, and never happen: its lists do not change).
 
 Why a middleware and not `MCPServer(extensions=...)`: the SDK sieves a ``tools/call`` result
 through the 2025-11-25 ``CallToolResult`` on a handshake-era connection, so a task-creating result
@@ -39,6 +43,7 @@ import argparse
 import os
 import uuid
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
@@ -46,9 +51,11 @@ from typing import Any, Literal, cast
 import anyio
 import anyio.abc
 import mcp_types as types
+from anyio.streams.memory import MemoryObjectSendStream
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.session import ServerSession
+from mcp.server.subscriptions import SUBSCRIPTION_ID_META_KEY
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict
@@ -69,6 +76,7 @@ TOOLS: dict[str, tuple[str, dict[str, Any]]] = {
     "confirm_delete": ("optional", {"filename": {"type": "string"}}),
     "multi_input": ("optional", {}),
     "pid": ("forbidden", {}),
+    "listening": ("forbidden", {}),
 }
 
 
@@ -148,6 +156,8 @@ class Tasks:
     def __init__(self, tg: anyio.abc.TaskGroup) -> None:
         self._tg = tg
         self._jobs: dict[str, Job] = {}
+        # each open listen stream asking for tasks -> the ids it was acknowledged for
+        self._streams: dict[MemoryObjectSendStream[dict[str, Any]], list[str]] = {}
 
     # -- tools/call -----------------------------------------------------------------------------
 
@@ -227,6 +237,43 @@ class Tasks:
                 await job.session.send_notification(cast(types.ServerNotification, notification))
             except Exception:  # the session is gone: polling still works
                 job.session = None
+        for stream, task_ids in list(self._streams.items()):
+            if job.task_id in task_ids:
+                with suppress(anyio.WouldBlock, anyio.ClosedResourceError):  # a reader that stopped
+                    stream.send_nowait(job.detailed())
+
+    # -- subscriptions/listen (2026-07-28) ------------------------------------------------------
+
+    async def listen(
+        self, ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams
+    ) -> types.SubscriptionsListenResult:
+        asked = (params.notifications.model_extra or {}).get("taskIds") or []
+        task_ids = [t for t in dict.fromkeys(asked) if isinstance(t, str) and t in self._jobs]
+        honored = params.notifications.model_dump(by_alias=True, exclude_none=True)
+        honored["taskIds"] = task_ids
+        meta: dict[str, Any] = {SUBSCRIPTION_ID_META_KEY: ctx.request_id}
+        send, receive = anyio.create_memory_object_stream[dict[str, Any]](64)
+        self._streams[send] = task_ids
+        try:
+            ack = types.SubscriptionsAcknowledgedNotification(
+                params=types.SubscriptionsAcknowledgedNotificationParams(
+                    notifications=types.SubscriptionFilter.model_validate(honored), _meta=meta
+                )
+            )
+            await ctx.session.send_notification(ack, related_request_id=ctx.request_id)
+            async for task in receive:
+                status = TaskStatus(params={**task, "_meta": meta})
+                await ctx.session.send_notification(
+                    cast(types.ServerNotification, status), related_request_id=ctx.request_id
+                )
+        finally:
+            del self._streams[send]
+            send.close()
+            receive.close()
+        return types.SubscriptionsListenResult(_meta=meta)
+
+    def listening(self) -> list[list[str]]:
+        return [task_ids for task_ids in self._streams.values() if task_ids]
 
     # -- tasks/* --------------------------------------------------------------------------------
 
@@ -297,6 +344,9 @@ def build(name: str, tasks: Tasks) -> Server[Any]:
             return _text(f"Hello, {arguments.get('name', '')}!")
         if params.name == "pid":
             return {**_text(str(os.getpid())), "structuredContent": {"pid": os.getpid()}}
+        if params.name == "listening":
+            streams = tasks.listening()
+            return {**_text(str(streams)), "structuredContent": {"streams": streams}}
         if params.name == "slow_compute":  # no task asked for: the same work, synchronously
             await anyio.sleep(float(arguments.get("seconds", 1)))
             return _text(f"computed {arguments.get('label', '')}")
@@ -313,6 +363,7 @@ def build(name: str, tasks: Tasks) -> Server[Any]:
     server.add_request_handler("tasks/get", TaskIdParams, tasks.get)
     server.add_request_handler("tasks/update", UpdateParams, tasks.update)
     server.add_request_handler("tasks/cancel", TaskIdParams, tasks.cancel)
+    server.add_request_handler("subscriptions/listen", types.SubscriptionsListenRequestParams, tasks.listen)
     server.middleware = [tasks]
     return server
 
