@@ -28,6 +28,7 @@ from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from mcp.shared.message import SessionMessage
+from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
 from mcp_types.version import LATEST_MODERN_VERSION
 
 from gateway import _sdk
@@ -128,6 +129,21 @@ async def test_client_session_stamp_and_dispatcher() -> None:
         assert need(dispatcher, "_closed", "raw_request") is False
         assert params(dispatcher.send_raw_request)[:3] == ["method", "params", "opts"]
         assert params(dispatcher.notify)[:3] == ["method", "params", "opts"]
+        # listen_filtered: the SDK's `listen`, on the same privates, with a filter of any keys.
+        assert need(client, "_task_group", "listen_filtered") is None  # set once entered
+        register = need(client, "_register_listen_route", "listen_filtered")
+        route = register("r-1")
+        for name in ("acked", "honored", "error", "set_acked", "settle"):
+            need(route, name, "listen_filtered")
+        assert need(client, "_listen_routes", "listen_filtered (via the session's demux)") == {"r-1": route}
+        need(client, "_unregister_listen_route", "listen_filtered")("r-1")
+        assert client._listen_routes == {}
+        # The session feeds a route from any frame stamped with its id; unknown filter keys stay.
+        honored = {"taskIds": ["t-1"]}
+        route = register("r-2")
+        stamped = {"notifications": honored, "_meta": {SUBSCRIPTION_ID_META_KEY: "r-2"}}
+        assert client._intercept_notification("notifications/subscriptions/acknowledged", stamped)
+        assert route.honored is not None and route.honored.model_extra == honored
 
 
 # -- limits ----------------------------------------------------------------------------------------

@@ -11,10 +11,14 @@ from typing import Any
 import anyio
 import pytest
 
+from gateway.backends import session as session_module
 from gateway.fleet import Fleet
-from tests._support import TINY, config, misbehave, modern, modern_http, time_server, wait_until
+from gateway.tasks import opted_in
+from tests._support import HERE, TINY, config, misbehave, modern, modern_http, time_server, wait_until
 
 pytestmark = pytest.mark.anyio
+
+TASKS_SERVER = str(HERE / "servers" / "tasks.py")
 
 MODERN_TOOLS = {
     *("ask", "cancellations", "count", "echo", "envelope", "grow", "headers", "regional", "touch"),
@@ -199,3 +203,48 @@ async def test_list_changes_of_a_2026_backend_arrive_on_its_listen_stream(transp
         await backend.request("tools/call", {"name": "grow", "arguments": {}})
         await wait_until(lambda: "grown" in {t["name"] for t in backend.listing.tools}, timeout=30)
         await wait_until(lambda: "mo__grown" in {t["name"] for t in fleet.catalogue.tools}, timeout=30)
+
+
+async def test_a_2026_backend_is_asked_for_the_status_of_the_tasks_followed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`BackendSession.follow_tasks`: one listen stream naming the tasks followed, replaced when the
+    set changes, the newest `MAX_FOLLOWED_TASKS` of them, a finished task dropped."""
+    monkeypatch.setattr(session_module, "MAX_FOLLOWED_TASKS", 2)
+    fleet = Fleet(config({"t": {"command": sys.executable, "args": [TASKS_SERVER]}}))
+    async with fleet.running():
+        await _started(fleet)
+        backend = fleet.backends["t"]
+        assert backend.protocol_version == "2026-07-28"
+        session = backend._shared
+        assert session is not None
+
+        async def create() -> str:
+            params = opted_in({"name": "confirm_delete", "arguments": {"filename": "x"}})
+            task_id: str = (await backend.request("tools/call", params))["taskId"]
+            return task_id
+
+        async def streams() -> list[list[str]]:
+            result = await backend.request("tools/call", {"name": "listening", "arguments": {}})
+            found: list[list[str]] = result["structuredContent"]["streams"]
+            return found
+
+        async def settles_at(expected: list[list[str]]) -> None:
+            # The replaced stream is ended after its successor's ack: the backend notices soon after.
+            with anyio.fail_after(30):
+                while (now := await streams()) != expected:  # noqa: ASYNC110 - the backend's state, polled
+                    await anyio.sleep(0.05)
+            assert now == expected
+
+        a, b, c = [await create() for _ in range(3)]
+        await session.follow_tasks([a], timeout=30)
+        assert await streams() == [[a]]  # acknowledged, so open at the backend when it returns
+        await session.follow_tasks([a, b], timeout=30)
+        await settles_at([[a, b]])
+        await session.follow_tasks([a, b, c], timeout=30)
+        await settles_at([[b, c]])  # past the cap, the newest
+        answer = {"confirm": {"action": "accept", "content": {"ok": True}}}
+        await backend.request("tasks/update", opted_in({"taskId": b, "inputResponses": answer}))
+        await settles_at([[c]])  # its last status seen, b is followed no more
+        await session.follow_tasks([], timeout=30)
+        await settles_at([])
