@@ -16,7 +16,7 @@ import sqlite3
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, closing
 from pathlib import Path
 from typing import Any, Literal
@@ -370,6 +370,28 @@ def test_the_table_forgets_expired_tasks_and_keeps_a_bounded_number() -> None:
     table.add("srv", {"taskId": "t3"}, owner="a", tool="srv__x", run=1.0)
     table.add("srv", {"taskId": "t4"}, owner="a", tool="srv__x", run=1.0)
     assert len(table) == 2 and table.route(public, "a") is None  # the oldest went first
+
+
+async def test_the_tasks_followed_are_the_watched_ones_not_finished_nor_expired() -> None:
+    asked: list[tuple[str, list[str]]] = []
+
+    async def follow(server: str, task_ids: Sequence[str]) -> None:
+        asked.append((server, list(task_ids)))
+
+    table = Tasks(follow=follow)
+    for server, task_id, ttl in [("a", "t1", None), ("a", "t2", None), ("a", "t3", 1), ("b", "t4", None)]:
+        table.add(server, {"taskId": task_id, "ttlMs": ttl}, owner="o", tool="x", run=1.0)
+    heard: list[dict[str, Any]] = []
+    unwatch = table.watch(["a__t2", "a__t1", "a__t3", "b__t4"], heard.append)
+    await anyio.sleep(0.01)  # t3's 1ms are over
+    await table.follow(["a__t1", "b__t4", "a__t1"])
+    assert asked == [("a", ["t2", "t1"]), ("b", ["t4"])]  # each server once, watch order, no t3
+    table.publish("a__t2", {"taskId": "a__t2", "status": "completed"})
+    assert heard == [{"taskId": "a__t2", "status": "completed"}]  # the last news is delivered...
+    assert table.followed("a") == ["t1"]  # ...and the task followed no more
+    unwatch()
+    assert table.followed("a") == [] and table.followed("b") == []
+    await Tasks().follow(["a__t1"])  # nobody to ask: nothing happens
 
 
 async def test_a_task_through_the_gateway_over_stdio(tmp_path: Path) -> None:

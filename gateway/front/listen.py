@@ -10,7 +10,8 @@ gracefully on `close` (the gateway's drain). A stream that asks for no task stay
 
 A task is reported only to its creator: an id the caller does not own (somebody else's, unknown,
 expired) is left out of the acknowledgment, as the spec has a server do with what it will not
-honour.
+honour. Before the acknowledgment, the backends holding the tasks are asked to follow them
+(`Tasks.follow`): a 2026-07-28 backend reports only on a listen stream of its own naming them.
 """
 
 from __future__ import annotations
