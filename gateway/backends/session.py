@@ -442,17 +442,23 @@ class BackendSession:
         Past `MAX_FOLLOWED_TASKS` the newest are followed. A handshake-era backend needs none of
         this: it reports on its session. Raises the backend's refusal (`MCPError`), or
         `BackendTimeout` / `BackendUnavailable` for what the gateway saw itself."""
+        await self._refollow(lambda followed: task_ids, timeout)
+
+    async def _refollow(self, pick: Callable[[tuple[str, ...]], Sequence[str]], timeout: float) -> None:
+        """`follow_tasks` with what `pick` makes of the tasks followed now, read under the lock (a
+        finished task's removal must not undo a change made meanwhile)."""
         if not self._modern:
             return
-        if len(task_ids) > MAX_FOLLOWED_TASKS:
-            logger.warning(
-                "server %s: following the status of the newest %d of %d tasks; the others are polled",
-                self.server,
-                MAX_FOLLOWED_TASKS,
-                len(task_ids),
-            )
-        followed = tuple(dict.fromkeys(task_ids))[-MAX_FOLLOWED_TASKS:]
         async with self._following:
+            task_ids = tuple(dict.fromkeys(pick(self._task_ids)))
+            if len(task_ids) > MAX_FOLLOWED_TASKS:
+                logger.warning(
+                    "server %s: following the status of the newest %d of %d tasks; the others are polled",
+                    self.server,
+                    MAX_FOLLOWED_TASKS,
+                    len(task_ids),
+                )
+            followed = task_ids[-MAX_FOLLOWED_TASKS:]
             if frozenset(followed) == frozenset(self._task_ids):
                 return
             wanted = _Listen(tasks=followed) if followed else None
@@ -564,7 +570,9 @@ class BackendSession:
 
     async def _unfollow(self, task_id: str) -> None:
         try:
-            await self.follow_tasks([t for t in self._task_ids if t != task_id], self._startup_timeout)
+            await self._refollow(
+                lambda followed: [t for t in followed if t != task_id], self._startup_timeout
+            )
         except (MCPError, GatewayError) as exc:
             logger.info("server %s: could not stop following task %s: %s", self.server, task_id, exc)
 
