@@ -4,8 +4,9 @@
 compared with the same client calling the backend directly.
 
 The SDK delivers a task only on the 2026-07-28 wire (a 2025-11-25 result has no such shape), so
-the client speaks 2026-07-28 to the gateway; the gateway opens its backends with today's
-2025-11-25 handshake, over which our backend serves the extension too (see its docstring).
+the client speaks 2026-07-28 to the gateway; the gateway speaks to the backend in the newest
+revision both share (2026-07-28) unless its config pins 2025-11-25, over which our backend serves
+the extension too (see its docstring).
 """
 
 from __future__ import annotations
