@@ -29,6 +29,10 @@ tools
                         ("sampling", "elicitation", "elicitation-url", "roots") mid-call;
                         structuredContent {"answers": [...]}, each {"kind", "seconds"} and either
                         "result" or "error" {"code", "message", "data"}; the text is the same JSON
+    ``touch(uri)``      (only with ``--touch``) announces that the resource ``uri`` changed: to this
+                        process's `resources/subscribe` subscribers (2025-11-25) and its
+                        `subscriptions/listen` streams (2026-07-28); structuredContent {"pid",
+                        "subscribed"} (whether anyone was subscribed to ``uri``), the text the same JSON
 resources
     ``misbehave://static/hello`` (text) and the template ``misbehave://item/{id}``
 prompts
@@ -51,6 +55,8 @@ Misbehaviours (combinable; ``--mode X`` is the same as ``--X`` and may repeat):
 --name NAME           serverInfo.name and the echo prefix
 --start-when PATH     serve only once PATH exists (a slow start the test ends when it wants)
 --ask                 also serve the tool ``ask`` (off by default: the tool list stays as tests count it)
+--touch               also serve the tool ``touch`` and `resources/(un)subscribe` (off by default, so
+                      the tool list and the declared capabilities stay as tests count them)
 --echo-env NAME       print NAME=<value> of this environment variable on stderr at start and right
                       before ``crash()`` exits (may repeat): a server that leaks what it was handed
 
@@ -112,6 +118,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--spawn-child", action="store_true", help="start a `sleep 1000` grandchild")
     p.add_argument("--ignore-stdin-eof", action="store_true", help="keep running after stdin ends")
     p.add_argument("--ask", action="store_true", help="also serve the tool `ask`")
+    p.add_argument("--touch", action="store_true", help="also serve `touch` and resource subscriptions")
     p.add_argument("--start-when", metavar="PATH", help="wait until PATH exists, then serve")
     p.add_argument(
         "--echo-env", action="append", default=[], metavar="NAME", help="print NAME=value on stderr"
@@ -201,7 +208,13 @@ class Misbehave:
     """Tool, resource and prompt handlers; all state is per process."""
 
     def __init__(
-        self, name: str, child_pid: int | None, echo_env: Sequence[str] = (), *, ask: bool = False
+        self,
+        name: str,
+        child_pid: int | None,
+        echo_env: Sequence[str] = (),
+        *,
+        ask: bool = False,
+        touch: bool = False,
     ) -> None:
         import mcp_types as types
 
@@ -212,9 +225,10 @@ class Misbehave:
         self.extra_enabled = False
         self.log_level: str = "debug"  # set by logging/setLevel
         # 2026-07-28 clients learn list changes on `subscriptions/listen` streams fed by this bus.
-        from mcp.server.subscriptions import InMemorySubscriptionBus
+        from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
 
         self.changes = InMemorySubscriptionBus()
+        self.listen_handler = ListenHandler(self.changes)
         obj: dict[str, Any] = {"type": "object"}
         self.tools: dict[str, types.Tool] = {
             t.name: t
@@ -342,6 +356,14 @@ class Misbehave:
         )
         if ask:
             self.tools["ask"] = ask_tool
+        if touch:
+            self.tools["touch"] = types.Tool(
+                name="touch",
+                description="Announce that the resource `uri` changed; say who was subscribed.",
+                input_schema={**obj, "properties": {"uri": {"type": "string"}}, "required": ["uri"]},
+            )
+        self.subscribed: set[str] = set()  # URIs subscribed with `resources/subscribe` (2025-11-25)
+        self.listening: list[frozenset[str]] = []  # the URIs of each open listen stream (2026-07-28)
         self.extra_tool = types.Tool(
             name="extra", description="Appears after change_tools().", input_schema=obj
         )
@@ -474,6 +496,16 @@ class Misbehave:
                 return self.text("added tool extra")
             if name == "extra":
                 return self.text(f"{self.name}: extra")
+            if name == "touch":
+                uri = arg("uri", str)
+                subscribed = uri in self.subscribed or any(uri in uris for uris in self.listening)
+                if uri in self.subscribed:
+                    await ctx.session.send_resource_updated(uri)
+                from mcp.shared.subscriptions import ResourceUpdated
+
+                await self.changes.publish(ResourceUpdated(uri=uri))  # listen streams filter by URI
+                state = {"pid": os.getpid(), "subscribed": subscribed}
+                return self.text(json.dumps(state), structured=state)
             if name == "pid":
                 pid = os.getpid()
                 return self.text(str(pid), structured={"pid": pid, "childPid": self.child_pid})
@@ -527,6 +559,33 @@ class Misbehave:
 
         self.log_level = params.level
         return types.EmptyResult()
+
+    async def subscribe(
+        self, ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams
+    ) -> types.EmptyResult:
+        import mcp_types as types
+
+        self.subscribed.add(str(params.uri))
+        return types.EmptyResult()
+
+    async def unsubscribe(
+        self, ctx: ServerRequestContext[Any], params: types.UnsubscribeRequestParams
+    ) -> types.EmptyResult:
+        import mcp_types as types
+
+        self.subscribed.discard(str(params.uri))
+        return types.EmptyResult()
+
+    async def listen(
+        self, ctx: ServerRequestContext[Any], params: types.SubscriptionsListenRequestParams
+    ) -> types.SubscriptionsListenResult:
+        """The SDK's listen handler, noting each open stream's resource subscriptions (`touch`)."""
+        uris = frozenset(params.notifications.resource_subscriptions or ())
+        self.listening.append(uris)
+        try:
+            return await self.listen_handler(ctx, params)
+        finally:
+            self.listening.remove(uris)
 
     async def list_resources(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
@@ -625,10 +684,9 @@ async def serve(args: argparse.Namespace, child_pid: int | None) -> None:
     import mcp_types as types
     from mcp.server.lowlevel import NotificationOptions, Server
     from mcp.server.stdio import stdio_server
-    from mcp.server.subscriptions import ListenHandler
     from mcp.shared.exceptions import MCPDeprecationWarning
 
-    app = Misbehave(args.name, child_pid, args.echo_env, ask=args.ask)
+    app = Misbehave(args.name, child_pid, args.echo_env, ask=args.ask, touch=args.touch)
     # Taken before the SDK claims fd 1 (it points fd 1 at stderr while it serves).
     app.wire_stdout = os.dup(1)
     server: Server[Any] = Server(
@@ -643,11 +701,14 @@ async def serve(args: argparse.Namespace, child_pid: int | None) -> None:
         on_read_resource=app.read_resource,
         on_list_prompts=app.list_prompts,
         on_get_prompt=app.get_prompt,
-        on_subscriptions_listen=ListenHandler(app.changes),
+        on_subscriptions_listen=app.listen,
     )
     # Registered this way (not on_set_logging_level=) to skip the SDK's deprecation warning;
     # it still makes the server declare the logging capability on the handshake era.
     server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, app.set_level)
+    if args.touch:  # declares `resources.subscribe` on the handshake era
+        server.add_request_handler("resources/subscribe", types.SubscribeRequestParams, app.subscribe)
+        server.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, app.unsubscribe)
     options = server.create_initialization_options(NotificationOptions(tools_changed=True))
 
     stdout: anyio.AsyncFile[str] | None = None
