@@ -4,6 +4,9 @@ Handshake-era (2025-11-25) clients keep a session with a standalone stream: list
 updates and backend logs are pushed there. Each connection is registered on its first request and
 forgotten when the SDK tears it down. 2026-07-28 clients have no session; they hold a
 `subscriptions/listen` stream instead, fed from `bus`.
+
+What a client's own backend session (`session: per-client`) announces is that client's alone: its
+resource updates reach the connection that owns the session, never the fleet-wide `bus`.
 """
 
 from __future__ import annotations
@@ -65,12 +68,16 @@ class Clients:
         if event is not None:
             await self.bus.publish(event)
 
-    async def resource_updated(self, uri: str) -> None:
-        for key in list(self.subscriptions.get(uri, ())):
+    async def resource_updated(self, uri: str, owner: Hashable | None = None) -> None:
+        """`uri` changed, at a shared session (`owner` None: every subscriber hears it) or at the
+        per-client session of client `owner` (only that client does)."""
+        keys = self.subscriptions.get(uri, ())
+        for key in [owner] if owner is not None else list(keys):
             connection = self._connections.get(key)
-            if connection is not None:
+            if connection is not None and key in keys:
                 await connection.notify("notifications/resources/updated", {"uri": uri})
-        await self.bus.publish(ResourceUpdated(uri=uri))  # listen streams filter by URI themselves
+        if owner is None:
+            await self.bus.publish(ResourceUpdated(uri=uri))  # listen streams filter by URI themselves
 
 
 _LIST_EVENTS: dict[str, ServerEvent] = {

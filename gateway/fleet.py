@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -199,9 +199,12 @@ class Fleet:
             for method in sorted(changed):
                 self._tg.start_soon(self.clients.broadcast, method)
 
-    async def backend_notification(self, backend: Backend, method: str, params: Mapping[str, Any]) -> None:
+    async def backend_notification(
+        self, backend: Backend, method: str, params: Mapping[str, Any], owner: Hashable | None = None
+    ) -> None:
         if method == "notifications/resources/updated" and isinstance(params.get("uri"), str):
-            await self.clients.resource_updated(self.catalogue.public_uri(backend.name, params["uri"]))
+            public = self.catalogue.public_uri(backend.name, params["uri"])
+            await self.clients.resource_updated(public, owner)
             return
         for hook in self.notification_hooks:
             await hook(backend, method, params)

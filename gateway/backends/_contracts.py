@@ -35,8 +35,9 @@ class FleetEvents(Protocol):
     def listing_changed(self, backend: Backend) -> None: ...
 
     async def backend_notification(
-        self, backend: Backend, method: str, params: Mapping[str, Any]
-    ) -> None: ...
+        self, backend: Backend, method: str, params: Mapping[str, Any], owner: Hashable | None = None
+    ) -> None:
+        """`owner`: the client whose per-client session sent it (None: the shared session)."""
 
     def backend_event(self, backend: Backend, event: Event) -> None: ...
 

@@ -404,7 +404,8 @@ class Backend:
                 return
             self.events.listing_changed(self)
             return
-        await self.events.backend_notification(self, method, params)
+        # A per-client session's news is its client's alone (its resource updates above all).
+        await self.events.backend_notification(self, method, params, session.owner)
 
     def callers(self) -> list[Caller]:
         return self._inflight.callers()
