@@ -6,7 +6,8 @@ forgotten when the SDK tears it down. 2026-07-28 clients have no session; they h
 `subscriptions/listen` stream instead, fed from `bus`.
 
 What a client's own backend session (`session: per-client`) announces is that client's alone: its
-resource updates reach the connection that owns the session, never the fleet-wide `bus`.
+resource updates reach the connection that owns the session, or the listen streams that `watch`
+the client's key, never the fleet-wide `bus`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Clients:
         self.subscriptions: dict[str, set[Hashable]] = {}  # public resource URI -> connection keys
         self.on_disconnect: list[Callable[[Hashable], Awaitable[None]]] = []
         self.bus = InMemorySubscriptionBus()
+        self._watchers: dict[Hashable, dict[object, Callable[[ServerEvent], None]]] = {}
 
     def __len__(self) -> int:
         return len(self._connections)
@@ -68,6 +70,21 @@ class Clients:
         if event is not None:
             await self.bus.publish(event)
 
+    def watch(self, owner: Hashable, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
+        """Hand `listener` the events of client `owner`'s own backend sessions (a listen stream of
+        that client's); returns the idempotent way to stop."""
+        token = object()
+        self._watchers.setdefault(owner, {})[token] = listener
+
+        def unwatch() -> None:
+            listeners = self._watchers.get(owner)
+            if listeners is not None:
+                listeners.pop(token, None)
+                if not listeners:
+                    del self._watchers[owner]
+
+        return unwatch
+
     async def resource_updated(self, uri: str, owner: Hashable | None = None) -> None:
         """`uri` changed, at a shared session (`owner` None: every subscriber hears it) or at the
         per-client session of client `owner` (only that client does)."""
@@ -76,8 +93,15 @@ class Clients:
             connection = self._connections.get(key)
             if connection is not None and key in keys:
                 await connection.notify("notifications/resources/updated", {"uri": uri})
+        event = ResourceUpdated(uri=uri)
         if owner is None:
-            await self.bus.publish(ResourceUpdated(uri=uri))  # listen streams filter by URI themselves
+            await self.bus.publish(event)  # listen streams filter by URI themselves
+            return
+        for listener in list(self._watchers.get(owner, {}).values()):
+            try:
+                listener(event)
+            except Exception:  # as the bus does: one bad listener must not starve the others
+                logger.exception("listen stream watcher raised; continuing")
 
 
 _LIST_EVENTS: dict[str, ServerEvent] = {

@@ -10,11 +10,14 @@ anything newer pass through untouched); only names and resource URIs are rewritt
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
+import anyio
 from mcp.server.connection import allowed_log_levels
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
@@ -194,6 +197,9 @@ class Relay:
         self.tasks = Tasks(follow=self._follow_tasks)
         # Every client call runs inside it: shutdown refuses new ones and ends what is left.
         self.drain = Drain()
+        # Listen streams' resource subscriptions at per-client sessions: (server, client key,
+        # backend URI) -> how many streams hold it (a client may listen on several at once).
+        self._own_subscriptions: collections.Counter[tuple[str, Hashable, str]] = collections.Counter()
         self._local = local
         self.use(middlewares)
         self._terminals: dict[str, Callable[[Call], Awaitable[Result]]] = {
@@ -515,17 +521,59 @@ class Relay:
                 except (GatewayError, MCPError) as exc:
                     logger.info("server %s refused logging/setLevel: %s", backend.name, exc)
 
-    async def subscribe_at_backends(self, uris: Iterable[str]) -> None:
-        """A 2026-07-28 listen stream's resource subscriptions, made at the owning backends (over
-        the handshake era, where `resources/subscribe` still exists) so that their updates flow."""
-        for uri in uris:
-            route = self.fleet.catalogue.route_uri(uri)
-            backend = self.fleet.backends.get(route.server) if route else None
-            if route is not None and backend is not None and backend.capabilities_have("resources"):
+    @contextlib.asynccontextmanager
+    async def listening(self, front: Front, uris: Iterable[str]) -> AsyncIterator[Hashable | None]:
+        """A 2026-07-28 listen stream's resource subscriptions, made at the owning backends (as
+        `resources/subscribe`, which a 2026-07-28 backend's session turns into its own listen
+        filter) so that their updates flow, for as long as the stream lasts.
+
+        At a `session: per-client` server the subscription is made on the client's own session
+        (opened if need be), whose updates reach that client only: yields the client's key then,
+        for the stream to `Clients.watch` (None: every subscription is at a shared session). Those
+        are undone when the stream ends, once no other stream of the client holds them. Those at a
+        shared session stay, as they always have (other clients' subscriptions may rest on them:
+        the backend counts no subscribers, and 2025-11-25 clients subscribe there too)."""
+        key = self._client_key(front, self.identity_of(front))
+        caller = _Caller(front, key, self.fleet.secrets)
+        held: list[tuple[Backend, str]] = []
+        try:
+            for uri in dict.fromkeys(uris):
+                route = self.fleet.catalogue.route_uri(uri)
+                backend = self.fleet.backends.get(route.server) if route else None
+                if route is None or backend is None or not backend.capabilities_have("resources"):
+                    continue
+                own = (backend.name, key, route.name)
                 try:
-                    await backend.request("resources/subscribe", {"uri": route.name})
+                    if not backend.per_client:
+                        await backend.request("resources/subscribe", {"uri": route.name})
+                        continue
+                    self._own_subscriptions[own] += 1
+                    held.append((backend, route.name))
+                    if self._own_subscriptions[own] == 1:
+                        await backend.request("resources/subscribe", {"uri": route.name}, caller)
                 except (GatewayError, MCPError) as exc:
                     logger.info("server %s refused a subscription to %s: %s", route.server, uri, exc)
+            yield key if held else None
+        finally:
+            # The stream ends by cancellation (its client went away) as often as not: the undoing
+            # is shielded, and bounded by each backend's own call timeout.
+            with anyio.CancelScope(shield=True):
+                for backend, original in held:
+                    await self._unsubscribe_own(backend, key, original, caller)
+
+    async def _unsubscribe_own(self, backend: Backend, key: Hashable, original: str, caller: _Caller) -> None:
+        own = (backend.name, key, original)
+        self._own_subscriptions[own] -= 1
+        if self._own_subscriptions[own] > 0:
+            return
+        del self._own_subscriptions[own]
+        if not backend.available:
+            return  # its sessions are gone, and their subscriptions with them
+        try:
+            with anyio.fail_after(backend.spec.timeout):
+                await backend.request("resources/unsubscribe", {"uri": original}, caller)
+        except (GatewayError, MCPError, TimeoutError) as exc:
+            logger.info("server %s refused to end a subscription to %s: %s", backend.name, original, exc)
 
     # -- backend notifications -> chain -> clients -------------------------------------------
 

@@ -12,12 +12,16 @@ A task is reported only to its creator: an id the caller does not own (somebody 
 expired) is left out of the acknowledgment, as the spec has a server do with what it will not
 honour. Before the acknowledgment, the backends holding the tasks are asked to follow them
 (`Tasks.follow`): a 2026-07-28 backend reports only on a listen stream of its own naming them.
+
+Likewise a resource update from a client's own backend session (`session: per-client`) is that
+client's alone: it is not on the fleet-wide bus, so a stream subscribed at such a session (`own`,
+the client's key) is served here too, and also hears what `watch` hands it for that client.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 import anyio
@@ -37,21 +41,43 @@ _BACKLOG = 1024  # events a stream may hold unread before it is ended (the SDK's
 _Item = ServerEvent | dict[str, Any]  # a core event, or a task's status params
 
 
-class TaskListen:
-    """Serves `subscriptions/listen`: with `taskIds`, here; without, by the SDK's handler."""
+Watch = Callable[[Hashable, Callable[[ServerEvent], None]], Callable[[], None]]
 
-    def __init__(self, bus: SubscriptionBus, tasks: Tasks, owner: Callable[[Front], str]) -> None:
+
+def _ignored() -> None:
+    pass
+
+
+def _no_watch(owner: Hashable, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
+    return _ignored
+
+
+class TaskListen:
+    """Serves `subscriptions/listen`: with `taskIds` or a client's own subscriptions, here;
+    otherwise by the SDK's handler. `watch`: how a client's own events are heard
+    (`Clients.watch`)."""
+
+    def __init__(
+        self, bus: SubscriptionBus, tasks: Tasks, owner: Callable[[Front], str], watch: Watch = _no_watch
+    ) -> None:
         self.sdk = ListenHandler(bus)
         self._bus = bus
         self._tasks = tasks
         self._owner = owner
+        self._watch = watch
         self._streams: set[anyio.streams.memory.MemoryObjectSendStream[_Item]] = set()
 
     async def __call__(
-        self, ctx: Ctx, params: types.SubscriptionsListenRequestParams, front: Front
+        self,
+        ctx: Ctx,
+        params: types.SubscriptionsListenRequestParams,
+        front: Front,
+        own: Hashable | None = None,
     ) -> types.SubscriptionsListenResult:
         asked = (params.notifications.model_extra or {}).get("taskIds")
-        if not isinstance(asked, list) or not asked:
+        if not isinstance(asked, list):
+            asked = []
+        if not asked and own is None:
             return await self.sdk(ctx, params)
         subscription_id = ctx.request_id
         if subscription_id is None:
@@ -66,7 +92,7 @@ class TaskListen:
                 "promptsListChanged": True if requested.prompts_list_changed else None,
                 "resourcesListChanged": True if requested.resources_list_changed else None,
                 "resourceSubscriptions": list(requested.resource_subscriptions or ()) or None,
-                "taskIds": task_ids,
+                "taskIds": task_ids if asked else None,
             }
         )
         uris = frozenset(honored.resource_subscriptions or ())
@@ -87,6 +113,7 @@ class TaskListen:
         # Watching before the ack, so nothing published meanwhile is lost; the ack still goes first.
         unsubscribe = self._bus.subscribe(deliver)
         unwatch = self._tasks.watch(task_ids, deliver)
+        unwatch_own = self._watch(own, deliver) if own is not None else _ignored
         self._streams.add(send)
         try:
             # A 2026-07-28 backend reports only on its own listen stream naming the task: that is
@@ -105,6 +132,7 @@ class TaskListen:
         finally:
             unsubscribe()
             unwatch()
+            unwatch_own()
             self._streams.discard(send)
             send.close()
             receive.close()

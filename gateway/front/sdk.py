@@ -103,7 +103,10 @@ def build_server(relay: Relay, on_front: Callable[[Front], None] | None = None) 
         get_tool_input_schema=input_schema,
     )
     server.offered = relay.extensions
-    listener = TaskListen(relay.fleet.clients.bus, relay.tasks, lambda front: relay.identity_of(front).name)
+    clients = relay.fleet.clients
+    listener = TaskListen(
+        clients.bus, relay.tasks, lambda front: relay.identity_of(front).name, clients.watch
+    )
     relay.drain.on_close.append(listener.close)  # each listen stream ends with its final result
 
     def seen(ctx: Ctx) -> SdkFront:
@@ -137,8 +140,9 @@ def build_server(relay: Relay, on_front: Callable[[Front], None] | None = None) 
     async def listen(ctx: Ctx, params: types.SubscriptionsListenRequestParams) -> Any:
         if relay.drain.closing:
             raise as_mcp_error(ShuttingDown())
-        await relay.subscribe_at_backends(params.notifications.resource_subscriptions or ())
-        return await listener(ctx, params, SdkFront(ctx))
+        front = SdkFront(ctx)
+        async with relay.listening(front, params.notifications.resource_subscriptions or ()) as own:
+            return await listener(ctx, params, front, own)
 
     # Registered one by one (not as constructor arguments) because the handlers return the
     # backends' raw JSON; the advertised capabilities follow from what is registered here.
