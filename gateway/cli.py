@@ -18,7 +18,7 @@ import anyio
 
 from gateway import __version__, logs
 from gateway.config import GatewayConfig
-from gateway.config.validation import Listen, Validated, validate_file
+from gateway.config.validation import Listen, Validated, validate_document, validate_file
 from gateway.errors import ConfigError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -129,11 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _host(args: argparse.Namespace) -> int:
-    from gateway.host import validate_host, warn_if_open
+    from gateway.host import host_document, warn_if_open
 
     command = args.server[1:] if args.server[:1] == ["--"] else args.server
     try:
-        validated = validate_host(
+        document = host_document(
             command,
             name=args.name,
             config=args.config,
@@ -143,6 +143,8 @@ def _host(args: argparse.Namespace) -> int:
             env=args.env,
             inherit_env=args.inherit_env,
         )
+        # Everything `serve` checks, for the one-server config (its socket bound).
+        validated = validate_document(document, listen=Listen())
     except ConfigError as exc:
         print(f"mcp-gateway: {exc.message}", file=sys.stderr)
         return EXIT_USAGE

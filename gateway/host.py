@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config._loader import Document, read_document
-from gateway.config.validation import Listen, Validated, validate_document
+from gateway.config.validation import Validated
 from gateway.errors import ConfigError
 from gateway.middleware.chain import extras
 
@@ -108,31 +108,6 @@ def host_document(
         auth = {"use": "auth", "options": {"api_keys": [{"name": REPLICA_IDENTITY, "key": digest}]}}
         data["middleware"] = [auth, *middleware]
     return Document(document.source, data, document.lines, desktop=False)
-
-
-def validate_host(
-    command: Sequence[str],
-    *,
-    name: str | None = None,
-    config: str | None = None,
-    listen: str | None = None,
-    api_key_env: str | None = None,
-    allowed_hosts: Sequence[str] = (),
-    env: Sequence[str] = (),
-    inherit_env: Sequence[str] = (),
-) -> Validated:
-    """Everything `serve` checks, for the one-server config of `host` (its socket bound)."""
-    document = host_document(
-        command,
-        name=name,
-        config=config,
-        listen=listen,
-        api_key_env=api_key_env,
-        allowed_hosts=allowed_hosts,
-        env=env,
-        inherit_env=inherit_env,
-    )
-    return validate_document(document, listen=Listen())
 
 
 def warn_if_open(validated: Validated) -> None:
