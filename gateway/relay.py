@@ -21,19 +21,16 @@ import anyio
 from mcp.server.connection import allowed_log_levels
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
-from mcp_types import ClientCapabilities
 from mcp_types.methods import INPUT_REQUIRED_METHODS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from gateway._drain import Drain
-from gateway._inputs import Binding, InputBridge, InputCaller, StateSeal
+from gateway._inputs import Binding, InputBridge, InputCaller
 from gateway._rewrite import Result, finish, forward_params, rewrite_content
 from gateway.backends import Backend
 from gateway.catalogue import Kind, ListKind
-from gateway.config.models import StateConfig
-from gateway.config.secrets import Secrets, SecretValues
+from gateway.config.secrets import SecretValues
 from gateway.errors import (
-    ConfigError,
     EndlessRounds,
     GatewayError,
     InvalidRequestState,
@@ -46,91 +43,21 @@ from gateway.fleet import Fleet
 from gateway.front import Front
 from gateway.logs import request_scope
 from gateway.middleware import ANONYMOUS, Call, Identity, Middleware, build_chain, extras
+from gateway.questions import (
+    MAX_BACKEND_ROUNDS,
+    Caller,
+    answering,
+    binding_of,
+    check_capability,
+    declared_by,
+    state_seal,
+)
 from gateway.tasks import EXTENSION as TASKS_EXTENSION
 from gateway.tasks import METHODS as TASK_METHODS
 from gateway.tasks import OPT_IN, Tasks, declared, opted_in
 from gateway.tasks import STATUS as TASK_STATUS
 
 logger = logging.getLogger(__name__)
-
-
-class _Caller:
-    """A client request, as a backend sees it: who to ask when the backend asks back.
-
-    `channel` carries the question: the front's own back channel (a 2025-11-25 client's stream),
-    or, for a 2026-07-28 client, the input round that turns it into an `input_required` result."""
-
-    __slots__ = ("channel", "front", "key", "known", "rounds")
-
-    def __init__(
-        self,
-        front: Front,
-        key: Hashable,
-        known: SecretValues,
-        channel: Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
-    ) -> None:
-        self.front = front
-        self.key = key
-        self.known = known
-        self.channel = channel  # None: the front's own (looked up only when a backend asks)
-        self.rounds = channel is not None
-
-    async def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        # The one check, whatever the front and revision: a client is never asked what it did not
-        # declare it can answer; the backend hears so at once instead of waiting out its timeout.
-        missing = missing_capability(self.front.client_capabilities, method, params)
-        if missing is not None:
-            raise as_mcp_error(missing)
-        # A backend's question (an elicitation's message) reaches the client as the backend put it.
-        channel = self.front.ask if self.channel is None else self.channel
-        return await channel(method, self.known.mask_json(params))
-
-
-def missing_capability(
-    declared: ClientCapabilities | None, method: str, params: Mapping[str, Any]
-) -> MissingCapability | None:
-    """Why a client that declared `declared` cannot be sent `method` (None: it can), by the
-    spec's rules: sampling with tools needs `sampling.tools`; an elicitation needs its mode
-    (a bare `elicitation: {}` is form mode); roots need `roots`. Other methods (ping) need none."""
-    if method == "sampling/createMessage":
-        sampling = declared.sampling if declared is not None else None
-        tools = params.get("tools") is not None or params.get("toolChoice") is not None
-        if sampling is not None and (not tools or sampling.tools is not None):
-            return None
-        if tools:
-            return MissingCapability(method, "sampling.tools", {"sampling": {"tools": {}}})
-        return MissingCapability(method, "sampling", {"sampling": {}})
-    if method == "elicitation/create":
-        elicitation = declared.elicitation if declared is not None else None
-        if params.get("mode") == "url":
-            if elicitation is not None and elicitation.url is not None:
-                return None
-            return MissingCapability(method, "url elicitation", {"elicitation": {"url": {}}})
-        if elicitation is not None and (elicitation.form is not None or elicitation.url is None):
-            return None
-        return MissingCapability(method, "form elicitation", {"elicitation": {"form": {}}})
-    if method == "roots/list":
-        if declared is not None and declared.roots is not None:
-            return None
-        return MissingCapability(method, "roots", {"roots": {}})
-    return None
-
-
-def state_seal(config: StateConfig, secrets: Secrets) -> StateSeal:
-    """The seal of the gateway's `requestState`, from the `state:` section. The keys are secrets:
-    resolved like every reference (so masked wherever a string leaves), and a literal one is
-    masked too."""
-    keys = []
-    for index, key in enumerate(config.keys):
-        where = f"state.keys[{index}]"
-        value = secrets.resolve(key, where=where)
-        if value == key:
-            secrets.add(value, where)
-        keys.append(value)
-    try:
-        return StateSeal(keys, config.ttl)
-    except ValueError as exc:  # the SDK's codec: a key under 32 bytes, or one given twice
-        raise ConfigError([f"state.keys: {exc}"]) from None
 
 
 def _masking(report: ProgressFnT, known: SecretValues) -> ProgressFnT:
@@ -141,50 +68,6 @@ def _masking(report: ProgressFnT, known: SecretValues) -> ProgressFnT:
         await report(progress, total, None if message is None else known.mask(message))
 
     return masked
-
-
-# A backend may ask, be answered, and ask again; past this many rounds in one call it is looping.
-MAX_BACKEND_ROUNDS = 32
-
-
-def _binding(call: Call) -> Binding:
-    """What a `requestState` issued for `call` is bound to: who made it, and on what."""
-    identity = call.identity
-    return Binding(
-        who=(identity.authenticator, identity.issuer, identity.name),
-        method=call.method,
-        target=call.name or "",
-    )
-
-
-def _answering(params: dict[str, Any], answers: Any, state: Any) -> dict[str, Any]:
-    """A backend's retry: its own round's answers and state (the client's arguments unchanged)."""
-    retry = {**params, "inputResponses": dict(answers) if isinstance(answers, Mapping) else {}}
-    if state is not None:
-        retry["requestState"] = state
-    return retry
-
-
-def _declared(front: Front) -> dict[str, Any]:
-    """The client's declared capabilities, as a request envelope carries them."""
-    capabilities = front.client_capabilities
-    if capabilities is None:
-        return {}
-    declared: dict[str, Any] = capabilities.model_dump(by_alias=True, mode="json", exclude_none=True)
-    return declared
-
-
-def _check_capability(front: Front, request: Any) -> None:
-    """A 2026-07-28 client is handed only questions it declared it can answer."""
-    if isinstance(request, Mapping):
-        params = request.get("params")
-        missing = missing_capability(
-            front.client_capabilities,
-            str(request.get("method")),
-            params if isinstance(params, Mapping) else {},
-        )
-        if missing is not None:
-            raise missing
 
 
 class Relay:
@@ -367,7 +250,7 @@ class Relay:
         if call.method not in INPUT_REQUIRED_METHODS:
             return await self._request(call, backend, params)
         raw = front.params or {}
-        binding = _binding(call)
+        binding = binding_of(call)
         rounds_client = front.protocol_version in MODERN_PROTOCOL_VERSIONS
         if rounds_client and "requestState" in raw:
             # A retry carrying our state is checked whatever the client declares now.
@@ -376,16 +259,16 @@ class Relay:
                 return await self._forward_with_input_rounds(call, backend, params, binding)
             if claims["s"] != call.server:
                 raise InvalidRequestState("issued for another server")
-            params = _answering(params, raw.get("inputResponses"), claims.get("b"))
+            params = answering(params, raw.get("inputResponses"), claims.get("b"))
         elif not backend.speaks_rounds:
             if rounds_client and front.can_answer():
                 # A handshake-era backend asks mid-call and waits: its call must outlive this request.
                 return await self._forward_with_input_rounds(call, backend, params, binding)
         elif "inputResponses" in raw:
             # Answers offered up front, with no state of ours: the backend's to judge, as directly.
-            params = _answering(params, raw["inputResponses"], None)
+            params = answering(params, raw["inputResponses"], None)
         # A 2026-07-28 backend asks only what the client declared it can answer: it is told.
-        declared = _declared(front) if backend.speaks_rounds else None
+        declared = declared_by(front) if backend.speaks_rounds else None
         result = await self._request(call, backend, params, declared)
         for _ in range(MAX_BACKEND_ROUNDS):
             if result.get("resultType") != "input_required":
@@ -393,16 +276,16 @@ class Relay:
             requests = result.get("inputRequests") or {}
             if rounds_client:
                 for request in requests.values():
-                    _check_capability(front, request)
+                    check_capability(front, request)
                 return self.inputs.relayed(result, binding, call.server)
             # A 2025-11-25 client answers each question on its stream; the backend gets them all.
-            caller = _Caller(front, call.state["client"], self.fleet.secrets)
+            caller = Caller(front, call.state["client"], self.fleet.secrets)
             answers = {
                 key: await caller.ask(str(request.get("method")), dict(request.get("params") or {}))
                 for key, request in requests.items()
                 if isinstance(request, Mapping)
             }
-            params = _answering(params, answers, result.get("requestState"))
+            params = answering(params, answers, result.get("requestState"))
             result = await self._request(call, backend, params, declared)
         raise EndlessRounds(call.server, MAX_BACKEND_ROUNDS)
 
@@ -411,7 +294,7 @@ class Relay:
     ) -> Result:
         front: Front = call.context
         known = self.fleet.secrets
-        caller = _Caller(front, call.state["client"], known)
+        caller = Caller(front, call.state["client"], known)
         progress = _masking(front.report_progress, known) if front.wants_progress() else None
         return await backend.request(call.method, params, caller, on_progress=progress, capabilities=declared)
 
@@ -435,7 +318,7 @@ class Relay:
 
             def run(rounds: InputCaller) -> Awaitable[Result]:
                 # The backend's questions pass the same check as on any other front, then queue.
-                caller = _Caller(front, key, known, channel=rounds.ask)
+                caller = Caller(front, key, known, channel=rounds.ask)
                 return backend.request(method, params, caller, on_progress=masked)
 
             deferred = self.inputs.start(key, front, run, binding)
@@ -534,7 +417,7 @@ class Relay:
         shared session stay, as they always have (other clients' subscriptions may rest on them:
         the backend counts no subscribers, and 2025-11-25 clients subscribe there too)."""
         key = self._client_key(front, self.identity_of(front))
-        caller = _Caller(front, key, self.fleet.secrets)
+        caller = Caller(front, key, self.fleet.secrets)
         held: list[tuple[Backend, str]] = []
         try:
             for uri in dict.fromkeys(uris):
@@ -561,7 +444,7 @@ class Relay:
                 for backend, original in held:
                     await self._unsubscribe_own(backend, key, original, caller)
 
-    async def _unsubscribe_own(self, backend: Backend, key: Hashable, original: str, caller: _Caller) -> None:
+    async def _unsubscribe_own(self, backend: Backend, key: Hashable, original: str, caller: Caller) -> None:
         own = (backend.name, key, original)
         self._own_subscriptions[own] -= 1
         if self._own_subscriptions[own] > 0:
@@ -629,7 +512,7 @@ class Relay:
         seen: set[Hashable] = set()
         for caller in callers:
             # An input round's first request was answered already (its retry is a request of its own).
-            if caller.key in seen or not isinstance(caller, _Caller) or caller.rounds:
+            if caller.key in seen or not isinstance(caller, Caller) or caller.rounds:
                 continue
             seen.add(caller.key)
             # 2026-07-28 clients opt in to logs per request, with a minimum level.

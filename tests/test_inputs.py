@@ -28,7 +28,8 @@ from gateway._inputs import StateSeal
 from gateway.config.secrets import Secrets
 from gateway.config.validation import validate_file
 from gateway.errors import ConfigError
-from gateway.relay import Relay, state_seal
+from gateway.questions import state_seal
+from gateway.relay import Relay
 from tests._gateway_process import gateway_process
 from tests._support import LEGACY, Running, config, messages, misbehave, serve
 from tests.front.test_exchange import post

@@ -25,7 +25,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp_types import MISSING_REQUIRED_CLIENT_CAPABILITY
 from pydantic import FileUrl
 
-from gateway.relay import missing_capability
+from gateway.questions import missing_capability
 from tests._infra import REPO_ROOT
 from tests._support import LEGACY, config, misbehave, serve
 
