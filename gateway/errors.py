@@ -155,6 +155,13 @@ class BackendTimeout(BackendError):
     code = REQUEST_TIMEOUT
 
 
+class ClientTimeout(GatewayError):
+    """The client did not answer a backend's question (on its stream) within the backend's
+    `timeout`: the call ends rather than wait on it for ever."""
+
+    code = REQUEST_TIMEOUT
+
+
 class EndlessRounds(BackendError):
     """A backend kept answering `input_required` past the gateway's bound on rounds for one call."""
 

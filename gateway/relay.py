@@ -31,6 +31,7 @@ from gateway.backends import Backend
 from gateway.catalogue import Kind, ListKind
 from gateway.config.secrets import SecretValues
 from gateway.errors import (
+    ClientTimeout,
     EndlessRounds,
     GatewayError,
     InvalidRequestState,
@@ -280,11 +281,19 @@ class Relay:
                 return self.inputs.relayed(result, binding, call.server)
             # A 2025-11-25 client answers each question on its stream; the backend gets them all.
             caller = Caller(front, call.state["client"], self.fleet.secrets)
-            answers = {
-                key: await caller.ask(str(request.get("method")), dict(request.get("params") or {}))
-                for key, request in requests.items()
-                if isinstance(request, Mapping)
-            }
+            timeout = backend.spec.timeout
+            try:
+                # As long as the backend would wait for an answer asked mid-call (its timeout).
+                with anyio.fail_after(timeout):
+                    answers = {
+                        key: await caller.ask(str(request.get("method")), dict(request.get("params") or {}))
+                        for key, request in requests.items()
+                        if isinstance(request, Mapping)
+                    }
+            except TimeoutError:
+                raise ClientTimeout(
+                    f"the client did not answer {call.server}'s question within {timeout:g}s"
+                ) from None
             params = answering(params, answers, result.get("requestState"))
             result = await self._request(call, backend, params, declared)
         raise EndlessRounds(call.server, MAX_BACKEND_ROUNDS)

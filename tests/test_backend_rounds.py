@@ -136,3 +136,22 @@ async def test_a_client_that_cannot_answer_gets_the_spec_s_error_at_once(mode: s
             await client.call_tool("m__ask", {})
     assert raised.value.error.code == types.MISSING_REQUIRED_CLIENT_CAPABILITY
     assert raised.value.error.data == {"requiredCapabilities": {"elicitation": {"form": {}}}}
+
+
+async def test_a_2025_client_that_never_answers_ends_the_call_within_the_backend_s_timeout() -> None:
+    """The client is asked on its stream; one that never answers does not hold the call for ever:
+    it ends with REQUEST_TIMEOUT after the backend's `timeout`, as a mid-call question would."""
+    timeout = 2.0
+
+    async def never(context: ClientRequestContext, params: types.ElicitRequestParams) -> types.ElicitResult:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    cfg = config({"m": modern(timeout=timeout)}, state={"keys": [KEY]})
+    async with serve(cfg) as gw, SdkClient(gw.url, mode="legacy", elicitation_callback=never) as client:
+        began = anyio.current_time()
+        with anyio.fail_after(START_TIMEOUT), pytest.raises(MCPError) as raised:
+            await client.call_tool("m__ask", {})
+    assert raised.value.error.code == types.REQUEST_TIMEOUT
+    assert "did not answer" in raised.value.error.message
+    assert anyio.current_time() - began >= timeout
