@@ -27,6 +27,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _HASHED = re.compile(r"^sha256:[0-9a-fA-F]{64}$")
 _REFERENCE = re.compile(r"\$\{(env|file):[^}]+\}")
+
+
+def redis_url(value: str | None) -> str | None:
+    """`value` if it can name a Redis (a URL of its schemes, or a reference resolved later)."""
+    if value is None or _REFERENCE.search(value):
+        return value
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL (or a ${env:NAME} reference)")
+    return value
+
+
 HASH_HOWTO = 'store its SHA-256 instead, as "sha256:<hex>" - compute it with `printf %s "$KEY" | sha256sum`'
 DEFAULT_CHANNEL = "mcp-gateway:events"
 
@@ -77,11 +88,7 @@ class EventsConfig(_Model):
     @field_validator("redis")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
-        if value is None or _REFERENCE.search(value):
-            return value
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must be a redis://, rediss:// or unix:// URL (or a ${env:NAME} reference)")
-        return value
+        return redis_url(value)
 
 
 class AdminConfig(_Model):

@@ -18,7 +18,8 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-_REFERENCE = re.compile(r"\$\{(env|file):[^}]+\}")
+from gateway.config.admin import redis_url
+
 _REPLICA = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 
 
@@ -67,8 +68,4 @@ class ClusterConfig(BaseModel):
     @field_validator("redis")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
-        if value is None or _REFERENCE.search(value):
-            return value
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must be a redis://, rediss:// or unix:// URL (or a ${env:NAME} reference)")
-        return value
+        return redis_url(value)
