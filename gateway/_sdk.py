@@ -83,10 +83,11 @@ Ctx = ServerRequestContext[Any, Any]
 class SdkFront:
     """A request the SDK's server dispatched, as a `front.Front`."""
 
-    __slots__ = ("ctx", "meta", "method", "params", "protocol_version", "request_id")
+    __slots__ = ("ctx", "endpoint", "meta", "method", "params", "protocol_version", "request_id")
 
-    def __init__(self, ctx: Ctx) -> None:
+    def __init__(self, ctx: Ctx, endpoint: str = "") -> None:
         self.ctx = ctx
+        self.endpoint = endpoint
         self.method: str = ctx.method
         self.params: Mapping[str, Any] | None = ctx.params
         self.request_id = ctx.request_id

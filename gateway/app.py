@@ -27,11 +27,13 @@ from gateway.admin._auth import AdminAuth, AuthMiddleware
 from gateway.admin.ui import ui_routes
 from gateway.config.models import GatewayConfig
 from gateway.config.secrets import Secrets
+from gateway.endpoints import DEFAULT, Endpoint
 from gateway.fleet import Fleet
 from gateway.front.envelope import EnvelopeCheck
 from gateway.front.events import Events
 from gateway.front.exchange import StreamableHttp
 from gateway.front.http import Authenticated, GatewayApp, Refusing, authenticate, transport_security
+from gateway.front.mounts import Admitting, Mounted, Mounts
 from gateway.front.sdk import build_server
 from gateway.logs import masking_secrets
 from gateway.middleware import Middleware, extras, instantiate
@@ -92,31 +94,43 @@ def build_app(
         authenticate=who,
         config_path=config_path,
     )
-    # The exchange (below) learns 2025-11-25 sessions from the requests the SDK dispatches.
-    server = build_server(relay, on_front=lambda front: exchange.sessions.learn(front))
     security = transport_security()
     listen = config.listen
     # 2025-11-25 event streams are resumable, the SDK's (each session its own view) and the
     # exchange's alike, from one bounded store.
     events = Events(listen.event_store)
-    # The SDK's defaults (10,000 sessions idle for up to 30 minutes, ~39 KB each) let one client
-    # hold a lot of memory; at the cap a new session is refused with a 503, none is evicted.
-    manager = _sdk.SessionManager(
-        app=server,
-        security_settings=security,
-        max_sessions=listen.max_sessions,
-        session_idle_timeout=listen.session_idle_timeout,
-        max_request_body_size=listen.max_body_bytes,
-        retry_interval=listen.event_store.retry,
-        session_events=events.view,
-    )
-    # What the exchange does not serve goes to the SDK's transport; a body that is not one JSON-RPC
-    # message is answered before that reads it.
-    sdk_app = EnvelopeCheck(StreamableHTTPASGIApp(manager), listen.max_body_bytes)
-    exchange = StreamableHttp(sdk_app, relay, server, manager, security, events)
-    endpoint = Refusing(Authenticated(exchange, relay), relay.drain, manager.max_request_body_size)
-    # Draining ends the SDK's standalone GET streams, so no client waits on one past shutdown.
-    relay.drain.on_close.append(lambda: _sdk.close_get_streams(manager))
+
+    def stack(endpoint: Endpoint) -> Mounted:
+        """One endpoint's HTTP stack (`front.mounts`): its own SDK server and sessions."""
+        # The exchange (below) learns 2025-11-25 sessions from the requests the SDK dispatches.
+        server = build_server(relay, on_front=lambda front: exchange.sessions.learn(front), endpoint=endpoint)
+        # The SDK's defaults (10,000 sessions idle for up to 30 minutes, ~39 KB each) let one client
+        # hold a lot of memory; at the cap a new session is refused with a 503, none is evicted.
+        manager = _sdk.SessionManager(
+            app=server,
+            security_settings=security,
+            max_sessions=listen.max_sessions,
+            session_idle_timeout=listen.session_idle_timeout,
+            max_request_body_size=listen.max_body_bytes,
+            retry_interval=listen.event_store.retry,
+            session_events=events.view,
+        )
+        # What the exchange does not serve goes to the SDK's transport; a body that is not one
+        # JSON-RPC message is answered before that reads it.
+        sdk_app = EnvelopeCheck(StreamableHTTPASGIApp(manager), listen.max_body_bytes)
+        exchange = StreamableHttp(sdk_app, relay, server, manager, security, events, endpoint=endpoint.key)
+        admitted = Admitting(exchange, relay, endpoint.key)
+        app = Refusing(Authenticated(admitted, relay), relay.drain, manager.max_request_body_size)
+        # Draining ends the SDK's standalone GET streams, so no client waits on one past shutdown.
+        relay.drain.on_close.append(lambda: _sdk.close_get_streams(manager))
+        if endpoint.key == DEFAULT:
+            stacks.update(sessions=manager, exchange=exchange)
+        return Mounted(endpoint, app, manager.run)
+
+    stacks: dict[str, object] = {}
+    mounts = Mounts(stack)
+    mounts.mount_all(fleet.endpoints)
+    reloader.on_apply.append(lambda: mounts.sync(fleet.endpoints))
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -152,7 +166,7 @@ def build_app(
             await stack.enter_async_context(reloader.running(watch=watch))
             await stack.enter_async_context(fleet.running())
             await stack.enter_async_context(relay.inputs.running())
-            await stack.enter_async_context(manager.run())
+            await stack.enter_async_context(mounts.running())
             app.state.fleet = fleet
             app.state.relay = relay
             app.state.reloader = reloader
@@ -161,20 +175,22 @@ def build_app(
                 yield
                 tg.cancel_scope.cancel()
 
-    path = config.listen.path.rstrip("/") or "/mcp"
+    path = fleet.endpoints[DEFAULT].path
     routes: list[BaseRoute] = [
-        Route(path, endpoint=endpoint),
-        Route(path + "/", endpoint=endpoint),
+        Route(path, endpoint=mounts),
+        Route(path + "/", endpoint=mounts),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         *ui_routes(),  # before the admin API's mount, which would claim /admin/ui
         *admin.routes,
     ]
     # The routes to the endpoint stay for the router's table (and a root path the shortcut misses).
-    app = GatewayApp(endpoint, frozenset({path, path + "/"}), listen, routes=routes, lifespan=lifespan)
+    app = GatewayApp(mounts, mounts.paths, listen, routes=routes, lifespan=lifespan)
     app.state.admin = admin
-    app.state.sessions = manager  # the SDK's 2025-11-25 sessions (tests watch them expire)
-    app.state.exchange = exchange
+    # The default endpoint's SDK sessions (2025-11-25; tests watch them expire) and exchange.
+    app.state.sessions = stacks["sessions"]
+    app.state.exchange = stacks["exchange"]
+    app.state.mounts = mounts
 
     async def drain(hurry: anyio.Event | None = None) -> None:
         # Read at shutdown: a reload may have changed it.

@@ -32,23 +32,36 @@ logger = logging.getLogger(__name__)
 class Clients:
     def __init__(self) -> None:
         self._connections: dict[Hashable, Connection] = {}
+        self._endpoints: dict[Hashable, str] = {}  # connection key -> the endpoint it came in on
         self.subscriptions: dict[str, set[Hashable]] = {}  # public resource URI -> connection keys
         self.on_disconnect: list[Callable[[Hashable], Awaitable[None]]] = []
+        # Listen streams (2026-07-28) of the default endpoint; each other endpoint has its own bus,
+        # since list changes are per endpoint (resource updates go to every bus).
         self.bus = InMemorySubscriptionBus()
+        self._buses: dict[str, InMemorySubscriptionBus] = {"": self.bus}
         self._watchers: dict[Hashable, dict[object, Callable[[ServerEvent], None]]] = {}
 
     def __len__(self) -> int:
         return len(self._connections)
 
-    def track(self, connection: Connection) -> Hashable:
+    def bus_for(self, endpoint: str) -> InMemorySubscriptionBus:
+        """The bus the listen streams of `endpoint` hear (`endpoints.DEFAULT`: `bus`)."""
+        bus = self._buses.get(endpoint)
+        if bus is None:
+            bus = self._buses[endpoint] = InMemorySubscriptionBus()
+        return bus
+
+    def track(self, connection: Connection, endpoint: str = "") -> Hashable:
         key = id(connection)
         if key not in self._connections:
             self._connections[key] = connection
+            self._endpoints[key] = endpoint
             connection.exit_stack.push_async_callback(self._forget, key)
         return key
 
     async def _forget(self, key: Hashable) -> None:
         self._connections.pop(key, None)
+        self._endpoints.pop(key, None)
         for subscribers in self.subscriptions.values():
             subscribers.discard(key)
         for callback in self.on_disconnect:
@@ -63,12 +76,18 @@ class Clients:
     def unsubscribe(self, key: Hashable, uri: str) -> None:
         self.subscriptions.get(uri, set()).discard(key)
 
-    async def broadcast(self, method: str, params: dict[str, Any] | None = None) -> None:
-        for connection in list(self._connections.values()):
-            await connection.notify(method, params)
+    async def broadcast(
+        self, method: str, params: dict[str, Any] | None = None, endpoint: str | None = None
+    ) -> None:
+        """Tell every client (`endpoint` None), or those of one endpoint, of a list change."""
+        for key, connection in list(self._connections.items()):
+            if endpoint is None or self._endpoints.get(key, "") == endpoint:
+                await connection.notify(method, params)
         event = _LIST_EVENTS.get(method)
         if event is not None:
-            await self.bus.publish(event)
+            for name, bus in list(self._buses.items()):
+                if endpoint is None or name == endpoint:
+                    await bus.publish(event)
 
     def watch(self, owner: Hashable, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
         """Hand `listener` the events of client `owner`'s own backend sessions (a listen stream of
@@ -95,7 +114,8 @@ class Clients:
                 await connection.notify("notifications/resources/updated", {"uri": uri})
         event = ResourceUpdated(uri=uri)
         if owner is None:
-            await self.bus.publish(event)  # listen streams filter by URI themselves
+            for bus in list(self._buses.values()):
+                await bus.publish(event)  # listen streams filter by URI themselves
             return
         for listener in list(self._watchers.get(owner, {}).values()):
             try:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from mcp_types import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
+    INVALID_REQUEST,
     MISSING_REQUIRED_CLIENT_CAPABILITY,
     REQUEST_TIMEOUT,
     ErrorData,
@@ -92,6 +93,15 @@ class UnknownName(RoutingError):
 
     def __init__(self, kind: str, name: str) -> None:
         super().__init__(f"Unknown {kind}: {name}")
+
+
+class EndpointGone(GatewayError):
+    """The endpoint a request came in on was removed (a reload) while the request was on its way."""
+
+    code = INVALID_REQUEST
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"the endpoint {path} no longer exists (removed by a configuration reload)")
 
 
 class TaskGone(RoutingError):

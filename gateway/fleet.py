@@ -25,15 +25,16 @@ from gateway.clients import Clients
 from gateway.cluster import Cluster
 from gateway.config.models import GatewayConfig, ServerSpec, namespace_of
 from gateway.config.secrets import Secrets
+from gateway.endpoints import DEFAULT, Endpoint, View, changed_lists, endpoints_of, views
 
 logger = logging.getLogger(__name__)
 
-_LISTS = (
-    ("tools", "notifications/tools/list_changed"),
-    ("prompts", "notifications/prompts/list_changed"),
-    ("resources", "notifications/resources/list_changed"),
-    ("templates", "notifications/resources/list_changed"),
-)
+_LISTS: dict[ListKind, str] = {
+    "tools": "notifications/tools/list_changed",
+    "prompts": "notifications/prompts/list_changed",
+    "resources": "notifications/resources/list_changed",
+    "templates": "notifications/resources/list_changed",
+}
 # A backend in one of these states is about to join or leave the lists.
 _SETTLING = frozenset({State.STARTING, State.BACKOFF, State.STOPPING})
 
@@ -58,6 +59,10 @@ class Fleet:
             name: Backend(name, spec, self) for name, spec in config.servers.items() if spec.enabled
         }
         self.catalogue = Catalogue()
+        # Every endpoint (the default one and `endpoints:`), and what each exposes of the catalogue:
+        # rebuilt with it, so a call is served from its endpoint's view without deriving anything.
+        self.endpoints: dict[str, Endpoint] = endpoints_of(config)
+        self.views: dict[str, View] = views(self.endpoints, self.catalogue)
         # Each backend's last non-empty listing: its names keep routing to it while it is down.
         self._known: dict[str, BackendListing] = {}
         self.events: deque[Event] = deque(maxlen=1000)
@@ -194,10 +199,18 @@ class Fleet:
         for collision in new.collisions:
             if collision not in old.collisions:
                 logger.warning("name collision: %s", collision)
-        changed = {method for attr, method in _LISTS if getattr(old, attr) != getattr(new, attr)}
-        if changed and self._tg is not None:
-            for method in sorted(changed):
-                self._tg.start_soon(self.clients.broadcast, method)
+        before = self.views
+        self.endpoints = endpoints_of(self.config)  # a reload may have changed them
+        self.views = views(self.endpoints, new)
+        # Only the clients of an endpoint whose own lists changed are told.
+        if self._tg is not None:
+            for key, kinds in changed_lists(before, self.views).items():
+                for method in sorted({_LISTS[kind] for kind in kinds}):
+                    self._tg.start_soon(self.clients.broadcast, method, None, key)
+
+    def view(self, endpoint: str = DEFAULT) -> View | None:
+        """What `endpoint` exposes now (None: no such endpoint, e.g. removed by a reload)."""
+        return self.views.get(endpoint)
 
     async def backend_notification(
         self, backend: Backend, method: str, params: Mapping[str, Any], owner: Hashable | None = None

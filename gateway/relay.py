@@ -30,9 +30,11 @@ from gateway._rewrite import Result, finish, forward_params, rewrite_content
 from gateway.backends import Backend
 from gateway.catalogue import Kind, ListKind
 from gateway.config.secrets import SecretValues
+from gateway.endpoints import View
 from gateway.errors import (
     ClientTimeout,
     EndlessRounds,
+    EndpointGone,
     GatewayError,
     InvalidRequestState,
     MissingCapability,
@@ -87,13 +89,13 @@ class Relay:
         self._local = local
         self.use(middlewares)
         self._terminals: dict[str, Callable[[Call], Awaitable[Result]]] = {
-            "tools/list": lambda call: self._listing("tools", "tools", self.fleet.catalogue.tools),
-            "prompts/list": lambda call: self._listing("prompts", "prompts", self.fleet.catalogue.prompts),
+            "tools/list": lambda call: self._listing("tools", "tools", call.state["view"].tools),
+            "prompts/list": lambda call: self._listing("prompts", "prompts", call.state["view"].prompts),
             "resources/list": lambda call: self._listing(
-                "resources", "resources", self.fleet.catalogue.resources
+                "resources", "resources", call.state["view"].resources
             ),
             "resources/templates/list": lambda call: self._listing(
-                "templates", "resourceTemplates", self.fleet.catalogue.templates
+                "templates", "resourceTemplates", call.state["view"].templates
             ),
             "tools/call": self._call_tool,
             "prompts/get": self._get_prompt,
@@ -132,7 +134,13 @@ class Relay:
         # Known from its first request on, so a client that only listed hears list changes.
         call.state["client"] = self._client_key(front, call.identity)
         try:
-            self._route(call)
+            # Every call is served through the view of the endpoint it came in on: its lists, and
+            # its routing (a name outside it is unknown there).
+            view = self.fleet.views.get(front.endpoint)
+            if view is None:
+                raise EndpointGone(front.endpoint)
+            call.state["view"] = view
+            self._route(call, view)
             with request_scope(server=call.server), self.drain.call():
                 result = finish(front.protocol_version, await self.chain(call))
         except (GatewayError, MCPError) as exc:
@@ -165,9 +173,9 @@ class Relay:
         """
         if front.protocol_version in MODERN_PROTOCOL_VERSIONS or front.connection is None:
             return ("stateless", identity.name)
-        return self.fleet.clients.track(front.connection)
+        return self.fleet.clients.track(front.connection, front.endpoint)
 
-    def _route(self, call: Call) -> None:
+    def _route(self, call: Call, view: View) -> None:
         """Fill in which backend serves the call, before the chain sees it.
 
         A name the catalogue does not know is refused here, the same way whatever the backends'
@@ -193,7 +201,7 @@ class Relay:
         else:
             return
         call.name = name
-        route = self.fleet.catalogue.route(kind, name or "")
+        route = view.route(kind, name or "")
         if route is None:
             raise UnknownName(kind, name)
         call.server, call.original = route.server, route.name
@@ -428,9 +436,10 @@ class Relay:
         key = self._client_key(front, self.identity_of(front))
         caller = Caller(front, key, self.fleet.secrets)
         held: list[tuple[Backend, str]] = []
+        view = self.fleet.views.get(front.endpoint)
         try:
             for uri in dict.fromkeys(uris):
-                route = self.fleet.catalogue.route_uri(uri)
+                route = view.route_uri(uri) if view is not None else None
                 backend = self.fleet.backends.get(route.server) if route else None
                 if route is None or backend is None or not backend.capabilities_have("resources"):
                     continue

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,8 @@ class Reloader:
         self._lock = anyio.Lock()
         self._stack: AsyncExitStack | None = None
         self.on_swap: list[Callable[[Sequence[Middleware]], None]] = []
+        # Run once a new config is applied to the fleet (the HTTP front mounts its endpoints).
+        self.on_apply: list[Callable[[], Awaitable[None]]] = []
 
     @asynccontextmanager
     async def running(self, *, watch: bool) -> AsyncIterator[None]:
@@ -84,6 +86,10 @@ class Reloader:
                 if middlewares is not None:
                     self.fleet.secrets.register_options(new.middleware)
                 report: dict[str, Any] = {"servers": await self.fleet.apply(new), "middleware": "unchanged"}
+            for applied in self.on_apply:
+                await applied()
+            if new.endpoints != old.endpoints:
+                report["endpoints"] = sorted(self.fleet.endpoints[k].path for k in self.fleet.endpoints if k)
             if middlewares is not None:
                 stack = await self._start(middlewares)
                 self.relay.use(middlewares)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from gateway.config.admin import AdminConfig
 from gateway.config.cluster import ClusterConfig
@@ -299,6 +299,73 @@ class SecretsConfig(_Model):
     env_prefix: str = Field(default="MCP_SECRET_", description="secret_ref:api_key -> $MCP_SECRET_API_KEY")
 
 
+class Selection(_Model):
+    """Which of one server's tools, prompts or resources an endpoint exposes: globs matched against
+    the server's own names (URIs for resources), like a server's `tools:` filter, and explicit
+    names. An item is exposed if an `allow` glob or `names` has it and no `deny` glob matches it."""
+
+    allow: list[str] = Field(default_factory=lambda: ["*"])
+    deny: list[str] = Field(default_factory=list)
+    names: list[str] = Field(
+        default_factory=list, description="Exact names (or URIs), exposed even when `allow` does not match."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _listed(cls, data: Any) -> Any:
+        # `tools: [a, b]` is the explicit list alone: exactly those.
+        if isinstance(data, list):
+            return {"allow": [], "names": data}
+        return data
+
+
+class ServerSelection(_Model):
+    """What an endpoint takes from one server; an omitted kind is all of that kind."""
+
+    tools: Selection = Field(default_factory=Selection)
+    prompts: Selection = Field(default_factory=Selection)
+    resources: Selection = Field(
+        default_factory=Selection, description="Resources and resource templates, by (backend) URI."
+    )
+
+
+class EndpointAuth(_Model):
+    """Who may use an endpoint (identities as the `auth` middleware names them). Unset: whoever may
+    use the gateway. A caller matching neither list is refused with HTTP 403."""
+
+    roles: list[str] | None = Field(
+        default=None, description="Roles (a JWT's scopes count as roles) any of which admits a caller."
+    )
+    identities: list[str] | None = Field(default=None, description="Identity names admitted.")
+
+
+_RESERVED_PATHS = ("/admin", "/healthz", "/readyz", "/metrics", "/.well-known")
+
+
+class EndpointConfig(_Model):
+    """An extra MCP endpoint (a virtual server): its own path, name and curated catalogue."""
+
+    path: str = Field(
+        pattern=r"^/[A-Za-z0-9._~/-]*$", description='Where it is served, e.g. "/mcp/research".'
+    )
+    name: str | None = Field(
+        default=None, description="Its `serverInfo.name`; default: the gateway's `name`."
+    )
+    instructions: str | None = Field(default=None, description="The `instructions` clients are given.")
+    servers: dict[str, ServerSelection | None] = Field(
+        default_factory=dict,
+        description="The servers it takes items from, each with what it takes (null: everything).",
+    )
+    auth: EndpointAuth = Field(default_factory=EndpointAuth)
+    overrides: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-tool overrides on this endpoint (by public tool name)."
+    )
+
+    @property
+    def route(self) -> str:
+        return self.path.rstrip("/") or "/"
+
+
 class GatewayConfig(_Model):
     name: str = "mcp-gateway"
     listen: ListenConfig = Field(default_factory=ListenConfig)
@@ -308,6 +375,10 @@ class GatewayConfig(_Model):
     middleware: list[MiddlewareSpec] = Field(default_factory=list)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    endpoints: list[EndpointConfig] = Field(
+        default_factory=list,
+        description="Extra MCP endpoints, each serving a curated part of the fleet on its own path.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -348,6 +419,32 @@ class GatewayConfig(_Model):
                 )
             owners[prefix] = name
         return servers
+
+    @field_validator("endpoints")
+    @classmethod
+    def _check_endpoints(cls, endpoints: list[EndpointConfig], info: ValidationInfo) -> list[EndpointConfig]:
+        # Checked here, not on the whole model, so that the error is keyed `endpoints`.
+        listen = info.data.get("listen")
+        servers = info.data.get("servers")
+        main = (listen.path.rstrip("/") or "/mcp") if isinstance(listen, ListenConfig) else "/mcp"
+        taken = {main: "listen.path"}
+        for index, endpoint in enumerate(endpoints):
+            where = f"endpoints[{index}] ({endpoint.path})"
+            route = endpoint.route
+            if route in taken:
+                raise ValueError(f"{where}: path {route!r} is already {taken[route]}'s; give it another path")
+            for reserved in _RESERVED_PATHS:
+                if route == reserved or route.startswith(reserved + "/"):
+                    raise ValueError(
+                        f"{where}: path {route!r} is the gateway's own {reserved}; use another path"
+                    )
+            taken[route] = f"endpoints[{index}]"
+            if isinstance(servers, dict):
+                unknown = [name for name in endpoint.servers if name not in servers]
+                if unknown:
+                    declared = ", ".join(servers) or "none"
+                    raise ValueError(f"{where}: unknown server {unknown[0]!r} (declared servers: {declared})")
+        return endpoints
 
 
 def namespace_of(name: str, spec: StdioServer | HttpServer | DockerServer) -> str:

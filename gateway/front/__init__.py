@@ -39,6 +39,8 @@ class Front(Protocol):
     request_id: str | int | None
     protocol_version: str
     meta: Mapping[str, Any] | None  # the request's `_meta` (progress token, log level opt-in)
+    # Which endpoint the request came in on (`gateway.endpoints`: its key; DEFAULT over stdio).
+    endpoint: str
 
     @property
     def request(self) -> Request | None:

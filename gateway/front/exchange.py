@@ -111,8 +111,10 @@ class StreamableHttp:
         manager: StreamableHTTPSessionManager,
         security: TransportSecuritySettings,
         events: Events | None = None,
+        endpoint: str = "",
     ) -> None:
         self.sdk = sdk
+        self.endpoint = endpoint  # the key of the endpoint this app serves (`gateway.endpoints`)
         self.events = events  # where a 2025-11-25 session's SSE events are kept (None: not kept)
         self.relay = relay
         self._shape = _sdk.result_shaper(server)
@@ -162,6 +164,7 @@ class StreamableHttp:
             return
         req, version, capabilities = admitted
         exchange = Exchange(Request(scope, receive), req, version, send, capabilities, session, self.events)
+        exchange.endpoint = self.endpoint
         if session is None:
             await self._serve(exchange, receive)
             return
@@ -386,6 +389,7 @@ class Exchange:
         events: Events | None = None,
     ) -> None:
         self.request = request
+        self.endpoint = ""  # set by `StreamableHttp`
         self.capabilities = capabilities  # what the client declared (dict or the SDK's model)
         self.session = session
         # The 2025-11-25 session's; a 2026-07-28 client has none.

@@ -7,6 +7,7 @@ admin API, a middleware's routes) is plain Starlette. Every route sits behind `g
 from __future__ import annotations
 
 import json
+from collections.abc import Container
 from typing import Any
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
@@ -142,7 +143,8 @@ class GatewayApp(Starlette):
     error and exception layers cost a measurable share of a relayed call. Errors there are the
     endpoint's own business (it answers JSON-RPC errors); the rest of the app is unchanged."""
 
-    def __init__(self, mcp: ASGIApp, mcp_paths: frozenset[str], listen: ListenConfig, **kwargs: Any) -> None:
+    def __init__(self, mcp: ASGIApp, mcp_paths: Container[str], listen: ListenConfig, **kwargs: Any) -> None:
+        """`mcp_paths`: the paths of every MCP endpoint (live: a reload may add or remove some)."""
         super().__init__(**kwargs)
         self._mcp, self._mcp_paths, self._listen = mcp, mcp_paths, listen
 

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from gateway import __version__
 from gateway._rewrite import Result, finish
 from gateway._sdk import Ctx, SdkFront
+from gateway.endpoints import DEFAULT, Endpoint
 from gateway.errors import ShuttingDown, as_mcp_error
 from gateway.front import Front
 from gateway.front.listen import TaskListen
@@ -80,9 +81,16 @@ class GatewayServer(Server[Any]):
         )
 
 
-def build_server(relay: Relay, on_front: Callable[[Front], None] | None = None) -> GatewayServer:
-    """The SDK's server over `relay`. `on_front` hears of every request the SDK dispatches and of
-    `notifications/initialized` (the exchange learns 2025-11-25 sessions from them)."""
+def build_server(
+    relay: Relay, on_front: Callable[[Front], None] | None = None, endpoint: Endpoint | None = None
+) -> GatewayServer:
+    """The SDK's server over `relay`, for `endpoint` (default: the default endpoint): its name and
+    instructions, and its requests reach the relay as that endpoint's. `on_front` hears of every
+    request the SDK dispatches and of `notifications/initialized` (the exchange learns 2025-11-25
+    sessions from them)."""
+    if endpoint is None:
+        endpoint = relay.fleet.endpoints[DEFAULT]
+    key = endpoint.key
 
     def input_schema(name: str) -> Mapping[str, Any] | None:
         # Only schemas that mark `x-mcp-header` properties can refuse an Mcp-Param-* header. Read
@@ -91,8 +99,9 @@ def build_server(relay: Relay, on_front: Callable[[Front], None] | None = None) 
         return schema
 
     server = GatewayServer(
-        relay.fleet.config.name,
+        endpoint.name,
         version=__version__,
+        instructions=endpoint.instructions,
         # 2026-07-28 list results must carry freshness hints: the relay sets them from the
         # backends' own (`Fleet.cache_hint`); this is what a list without one would say.
         cache_hints=dict.fromkeys(
@@ -105,12 +114,12 @@ def build_server(relay: Relay, on_front: Callable[[Front], None] | None = None) 
     server.offered = relay.extensions
     clients = relay.fleet.clients
     listener = TaskListen(
-        clients.bus, relay.tasks, lambda front: relay.identity_of(front).name, clients.watch
+        clients.bus_for(key), relay.tasks, lambda front: relay.identity_of(front).name, clients.watch
     )
     relay.drain.on_close.append(listener.close)  # each listen stream ends with its final result
 
     def seen(ctx: Ctx) -> SdkFront:
-        front = SdkFront(ctx)
+        front = SdkFront(ctx, key)
         if on_front is not None:
             on_front(front)
         return front
@@ -140,7 +149,7 @@ def build_server(relay: Relay, on_front: Callable[[Front], None] | None = None) 
     async def listen(ctx: Ctx, params: types.SubscriptionsListenRequestParams) -> Any:
         if relay.drain.closing:
             raise as_mcp_error(ShuttingDown())
-        front = SdkFront(ctx)
+        front = SdkFront(ctx, key)
         async with relay.listening(front, params.notifications.resource_subscriptions or ()) as own:
             return await listener(ctx, params, front, own)
 
