@@ -71,6 +71,7 @@ from starlette.requests import Request
 from starlette.types import Scope
 
 from gateway.front import can_answer, scope_identity
+from gateway.front.lists import Encoded
 from gateway.middleware import Identity
 
 Ctx = ServerRequestContext[Any, Any]
@@ -153,12 +154,30 @@ def error_json(error: JSONRPCError) -> tuple[int, bytes]:
 
 def result_json(request_id: str | int, result: dict[str, Any]) -> bytes:
     """The JSON body the SDK's modern entry sends for a result (its model dump would copy the
-    result unchanged: it is JSON already, the backend's, reshaped)."""
+    result unchanged: it is JSON already, the backend's, reshaped).
+
+    A list result's items that carry their own JSON (`front.lists.Encoded`) are written as they
+    are: encoded in place of a marker that no JSON string can hold unescaped."""
     body = {"jsonrpc": "2.0", "id": request_id, "result": result}
+    for key, value in result.items():
+        if type(value) is Encoded:
+            body["result"] = {**result, key: _ITEMS_MARKER}
+            text = json.dumps(body, separators=_COMPACT, check_circular=False).encode()
+            before, _, after = text.partition(_ENCODED_MARKER)
+            return before + value.json + after
     return json.dumps(body, separators=_COMPACT, check_circular=False).encode()
 
 
+def items_json(items: list[Any]) -> bytes:
+    """A list of items encoded as `result_json` encodes it inside a result."""
+    return json.dumps(items, separators=_COMPACT, check_circular=False).encode()
+
+
 _COMPACT = (",", ":")
+# Where a list's own JSON goes: NUL characters, which no field of a list result besides the items
+# holds (the rest is the gateway's: hints, `resultType`, its `serverInfo` stamp).
+_ITEMS_MARKER = "\x00gateway:items\x00"
+_ENCODED_MARKER = json.dumps(_ITEMS_MARKER).encode()
 
 
 sse_event = _modern._sse_event

@@ -78,6 +78,7 @@ from gateway._rewrite import Result
 from gateway.front import can_answer, scope_identity
 from gateway.front.envelope import GONE, decode, read_body, replay
 from gateway.front.events import Event, Events, Sender, StreamKey
+from gateway.front.lists import ListShaper
 from gateway.front.sessions import Session, Sessions
 from gateway.middleware import Identity
 from gateway.relay import Relay
@@ -117,7 +118,8 @@ class StreamableHttp:
         self.endpoint = endpoint  # the key of the endpoint this app serves (`gateway.endpoints`)
         self.events = events  # where a 2025-11-25 session's SSE events are kept (None: not kept)
         self.relay = relay
-        self._shape = _sdk.result_shaper(server)
+        # List results' items are shaped and encoded once per list (`front.lists`).
+        self._shape = ListShaper(_sdk.result_shaper(server), _sdk.items_json)
         self.security = TransportSecurityMiddleware(security)
         self.max_body = manager.max_request_body_size
         # Told of every front the relay sees (wired in `build_app`): sessions learned on the way.
