@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 
 from tests._support import BUILD_IMAGES, FLOOR, TIME_ARGS, TIME_SERVER, TINY, free_port, time_server
-from tests.bench import chain, docker_backends
+from tests.bench import catalogue, chain, docker_backends
 from tests.bench.clients import (
     FIXTURE,
     GATEWAY_TOOL,
@@ -209,6 +209,15 @@ async def scenario_docker(ctx: BenchContext) -> ScenarioResult:
     return res
 
 
+async def scenario_catalogue(ctx: BenchContext) -> ScenarioResult:
+    """Gateway CPU per `tools/list` of a 1,000-tool backend, against the backend's own."""
+    res = ScenarioResult("catalogue", "tools/list of 1,000 tools: gateway CPU per list vs the backend's")
+    calls = max(ctx.settings.calls // 5, 20)
+    res.metrics.update(await catalogue.through_gateway(ctx, calls))
+    res.metrics.update(await anyio.to_thread.run_sync(catalogue.directly, calls))
+    return res
+
+
 SCENARIOS: list[Scenario] = [
     Scenario("direct", "direct stdio", scenario_direct),
     Scenario("gateway", "through the gateway (HTTP)", scenario_gateway),
@@ -216,5 +225,6 @@ SCENARIOS: list[Scenario] = [
     Scenario("rounds", "2026-07-28 backend: calls with and without an input round", scenario_rounds),
     Scenario("fleet", "start 20 stdio backends; RSS with 50 idle backends", scenario_fleet),
     Scenario("chain", "full default middleware chain vs empty; masking 100 KB", scenario_chain),
+    Scenario("catalogue", "tools/list of 1,000 tools: gateway vs directly", scenario_catalogue),
     Scenario("docker", "5 containers' start-up; Docker backend vs stdio", scenario_docker, default=False),
 ]
