@@ -106,8 +106,10 @@ class Auth:
         self._fleet: Fleet | None = None
         self._path = "/mcp"
         self._name: str | None = None
-        # (roles, list key) -> (the catalogue's list, its filtered copy); lists are immutable per catalogue.
-        self._lists: dict[tuple[frozenset[str], str], tuple[list[Any], list[Any]]] = {}
+        # (roles, list key, id of the list) -> (the list, its filtered copy). Lists are immutable per
+        # view (`gateway.endpoints`), one per endpoint: each endpoint's filtered copy is kept, and
+        # the same copy object is what `front.lists` keeps shaped and encoded.
+        self._lists: dict[tuple[frozenset[str], str, int], tuple[list[Any], list[Any]]] = {}
         self.routes: list[BaseRoute] = [
             Route(WELL_KNOWN + "{suffix:path}", self._metadata, methods=["GET", "HEAD", "OPTIONS"])
         ]
@@ -224,7 +226,7 @@ class Auth:
         items = result.get(key)
         if not isinstance(items, list):
             return result
-        cached = self._lists.get((roles, key))
+        cached = self._lists.get((roles, key, id(items)))
         if cached is not None and cached[0] is items:
             return {**result, key: cached[1]}
         catalogue = self._fleet.catalogue if self._fleet is not None else None
@@ -238,7 +240,7 @@ class Auth:
                 kept.append(item)
         if len(self._lists) >= _LIST_CACHE_SIZE:
             self._lists.clear()
-        self._lists[(roles, key)] = (items, kept)
+        self._lists[(roles, key, id(items))] = (items, kept)
         return {**result, key: kept}
 
 

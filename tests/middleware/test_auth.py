@@ -590,3 +590,27 @@ async def test_a_session_is_bound_to_the_authenticator_and_issuer_not_only_the_n
                 assert refused.status_code == 404, (alg, refused.text)
             served = await http.post(gw.url, headers=owner, json=call)
             assert served.status_code == 200 and "misbehave: x" in served.text
+
+
+async def test_a_filtered_list_is_kept_per_endpoint_list() -> None:
+    """Two endpoints' lists, listed in turn by one identity, each keep their filtered copy: the
+    same object request after request (`front.lists` keeps it shaped and encoded by identity)."""
+    auth = Auth(anonymous={"roles": ["reader"]}, rules=[{"roles": ["reader"], "tools": ["keep_*"]}])
+    reader = Identity("reader", frozenset({"reader"}), "api_key")
+    lists = {
+        "one": [{"name": "keep_a"}, {"name": "drop_a"}],
+        "two": [{"name": "keep_b"}, {"name": "drop_b"}],
+    }
+
+    async def listed(which: str) -> list[Any]:
+        async def terminal(call: Call) -> dict[str, Any]:
+            return {"tools": lists[which]}
+
+        result = await auth(Call(method="tools/list", params={}, identity=reader), terminal)
+        tools: list[Any] = result["tools"]
+        return tools
+
+    first_one, first_two = await listed("one"), await listed("two")
+    assert first_one == [{"name": "keep_a"}] and first_two == [{"name": "keep_b"}]
+    assert await listed("one") is first_one
+    assert await listed("two") is first_two
