@@ -20,12 +20,23 @@ import anyio
 import httpx
 import mcp_types as types
 import pytest
+from fastmcp.client.transports import StreamableHttpTransport
 from mcp import Client as SdkClient
 from mcp.client import ClientRequestContext
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from tests._support import MISBEHAVE, config, serve, text_of
+from tests._support import (
+    LEGACY,
+    MISBEHAVE,
+    config,
+    envelope,
+    fastmcp_client,
+    initialize,
+    messages,
+    serve,
+    text_of,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -39,19 +50,17 @@ def _key(name: str, key: str, roles: list[str]) -> dict[str, Any]:
 
 
 def server(name: str, *flags: str) -> dict[str, Any]:
-    return {
-        "type": "stdio",
-        "command": sys.executable,
-        "args": [MISBEHAVE, "--name", name, *flags],
-        "timeout": WAIT,
-    }
+    # Handshake-era, so that `ask` asks mid-call (the relay turns it into an input round for a
+    # 2026-07-28 client); misbehave's 2026-07-28 wire has no back channel for it.
+    args = [MISBEHAVE, "--name", name, *flags]
+    return {"type": "stdio", "command": sys.executable, "args": args, "timeout": WAIT, "protocol": LEGACY}
 
 
 RESEARCH = {
     "path": "/mcp/research",
     "name": "research-desk",
     "instructions": "Research tools only.",
-    "servers": {"a": {"tools": ["echo", "sleep", "ask", "change_tools"], "prompts": ["greet"]}},
+    "servers": {"a": {"tools": ["echo", "sleep", "ask", "change_tools", "ext*"], "prompts": ["greet"]}},
     "auth": {"roles": ["research"]},
 }
 OPS = {
@@ -65,7 +74,7 @@ OPS = {
 def gateway_config(*endpoints: dict[str, Any]) -> Any:
     keys = [_key("alice", ALICE, ["research"]), _key("bob", BOB, []), _key("carol", CAROL, ["admin"])]
     return config(
-        {"a": server("a", "--ask"), "b": server("b")},
+        {"a": server("a", "--ask"), "b": server("b", "--ask")},
         endpoints=list(endpoints),
         middleware=[{"use": "auth", "options": {"api_keys": keys}}],
     )
@@ -115,3 +124,138 @@ async def test_each_endpoint_sees_only_its_own_tools(mode: str) -> None:
         async with sdk(gw.url, CAROL, mode) as client:
             names = await tool_names(client)
             assert {"a__add", "b__crash", "a__echo", "b__echo"} <= names
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_every_relay_feature_works_on_each_endpoint(mode: str) -> None:
+    """Calls, resources, prompts, progress and sampling, through each endpoint, under its name."""
+    reported: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        reported.append(progress)
+
+    async with serve(gateway_config(RESEARCH, OPS)) as gw:
+        for path, key, ns in (("/mcp/research", ALICE, "a"), ("/mcp/ops", BOB, "b")):
+            async with sdk(gw.base + path, key, mode, sampling_callback=sampling) as client:
+                with anyio.fail_after(WAIT):
+                    echoed = await client.call_tool(f"{ns}__echo", {"text": "hi"})
+                    if mode == "legacy":  # (2026-07-28: `test_each_endpoint_has_its_own_name`)
+                        assert client.server_info is not None
+                        assert client.server_info.name == ("research-desk" if ns == "a" else "ops-desk")
+                    assert text_of(echoed) == f"{ns}: hi"
+                    reported.clear()
+                    slept = await client.call_tool(
+                        f"{ns}__sleep", {"seconds": 0.3}, progress_callback=on_progress
+                    )
+                    assert not slept.is_error and reported, (path, reported)
+                    asked = await client.call_tool(f"{ns}__ask", {"kinds": ["sampling"]})
+                    assert asked.structured_content is not None
+                    (answer,) = asked.structured_content["answers"]
+                    assert answer.get("result", {}).get("content") == {"type": "text", "text": "4"}, answer
+                    resources = (await client.list_resources()).resources
+                    prompts = (await client.list_prompts()).prompts
+                if ns == "a":
+                    assert [p.name for p in prompts] == ["a__greet"]
+                    with anyio.fail_after(WAIT):
+                        greeting = await client.get_prompt("a__greet", {"name": "Ada"})
+                    assert "Hello, Ada! (a)" in str(greeting.messages[0].content)
+                    (resource,) = resources
+                    with anyio.fail_after(WAIT):
+                        read = await client.read_resource(str(resource.uri))
+                    assert "hello from a" in str(read.contents[0])
+                else:
+                    # The ops desk takes none of b's prompts or resources: they are unknown there.
+                    assert prompts == [] and resources == []
+                    with anyio.fail_after(WAIT), pytest.raises(MCPError, match="Unknown prompt: b__greet"):
+                        await client.get_prompt("b__greet", {"name": "Ada"})
+                    uri = gw.fleet.catalogue.public_uri("b", "misbehave://static/hello")
+                    with anyio.fail_after(WAIT), pytest.raises(MCPError, match="Unknown resource"):
+                        await client.read_resource(uri)
+
+
+async def test_each_endpoint_has_its_own_name_and_instructions() -> None:
+    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+    modern = {**headers, "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/list"}
+    listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": envelope()}}
+    expected = {"/mcp/research": ("research-desk", "Research tools only."), "/mcp": ("mcp-gateway", None)}
+    async with serve(gateway_config(RESEARCH)) as gw, httpx.AsyncClient(timeout=WAIT) as http:
+        for path, (name, instructions) in expected.items():
+            hello = await http.post(
+                gw.base + path, headers={**headers, "x-api-key": ALICE}, json=initialize()
+            )
+            result = messages(hello)[0]["result"]
+            assert (result["serverInfo"]["name"], result.get("instructions")) == (name, instructions)
+            listed = await http.post(gw.base + path, headers={**modern, "x-api-key": ALICE}, json=listing)
+            assert listed.json()["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == name
+
+
+async def test_fastmcp_client_on_an_endpoint() -> None:
+    transport = StreamableHttpTransport
+    async with serve(gateway_config(RESEARCH)) as gw:
+        url = gw.base + "/mcp/research/"
+        async with fastmcp_client(transport(url, headers={"x-api-key": ALICE})) as client:
+            with anyio.fail_after(WAIT):
+                names = {t.name for t in await client.list_tools()}
+                result = await client.call_tool("a__echo", {"text": "via fastmcp"})
+            assert names == {"a__echo", "a__sleep", "a__ask", "a__change_tools"}
+            assert result.data == {"text": "a: via fastmcp"} or "a: via fastmcp" in str(result.content)
+
+
+async def test_an_identity_refused_on_one_endpoint_works_on_the_other() -> None:
+    """Refused before any session opens: HTTP 403 with a clear message, in either revision."""
+    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+    modern = {**headers, "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/list"}
+    listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": envelope()}}
+    async with serve(gateway_config(RESEARCH, OPS)) as gw, httpx.AsyncClient(timeout=WAIT) as http:
+        cases = [
+            ("/mcp/ops", ALICE, "alice"),
+            ("/mcp/research", BOB, "bob"),
+            ("/mcp/research", CAROL, "carol"),
+        ]
+        for path, key, name in cases:
+            for sent, body in ((headers, initialize()), (modern, listing)):
+                refused = await http.post(gw.base + path, headers={**sent, "x-api-key": key}, json=body)
+                assert refused.status_code == 403, (path, name, refused.text)
+                assert refused.json()["error_description"] == f"{name} may not use the endpoint {path}"
+                assert "mcp-session-id" not in refused.headers
+        # Each of them is let in where its rules allow.
+        for path, key in (("/mcp/research", ALICE), ("/mcp/ops", BOB), ("/mcp", CAROL), ("/mcp", ALICE)):
+            answer = await http.post(gw.base + path, headers={**modern, "x-api-key": key}, json=listing)
+            assert answer.status_code == 200, (path, answer.text)
+            assert answer.json()["result"]["tools"]
+        # Without credentials the gateway's own 401 comes first, on every endpoint.
+        assert (await http.post(gw.base + "/mcp/ops", headers=modern, json=listing)).status_code == 401
+
+
+async def test_list_changed_reaches_only_the_endpoint_whose_view_changed() -> None:
+    heard: dict[str, list[str]] = {"research": [], "ops": []}
+    news = {"research": anyio.Event(), "ops": anyio.Event()}
+
+    def recorder(name: str) -> Any:
+        async def on_message(message: object) -> None:
+            if isinstance(message, types.ToolListChangedNotification):
+                heard[name].append("tools/list_changed")
+                news[name].set()
+
+        return on_message
+
+    async with (
+        serve(gateway_config(RESEARCH, OPS)) as gw,
+        sdk(gw.base + "/mcp/research", ALICE, "legacy", message_handler=recorder("research")) as research,
+        sdk(gw.base + "/mcp/ops", BOB, "legacy", message_handler=recorder("ops")) as ops,
+    ):
+        assert "a__extra" not in await tool_names(research)
+        await tool_names(ops)
+        # a's new tool is in the research desk's selection, and nowhere in the ops desk's.
+        with anyio.fail_after(WAIT):
+            await research.call_tool("a__change_tools", {})
+            await news["research"].wait()
+        assert "a__extra" in await tool_names(research)
+        heard["ops"].append("b changes now")
+        with anyio.fail_after(WAIT):
+            await ops.call_tool("b__change_tools", {})
+            await news["ops"].wait()
+        assert "b__extra" in await tool_names(ops)
+        # The ops client heard of its own change only; the research desk did not hear of b's.
+        assert heard["ops"] == ["b changes now", "tools/list_changed"]
+        assert heard["research"] == ["tools/list_changed"]

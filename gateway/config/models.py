@@ -313,9 +313,9 @@ class Selection(_Model):
     @model_validator(mode="before")
     @classmethod
     def _listed(cls, data: Any) -> Any:
-        # `tools: [a, b]` is the explicit list alone: exactly those.
+        # `tools: [a, b*]` is short for `tools: {allow: [a, b*]}` (a name is a glob of itself).
         if isinstance(data, list):
-            return {"allow": [], "names": data}
+            return {"allow": data}
         return data
 
 
