@@ -185,6 +185,25 @@ SCHEMAS: dict[str, Any] = {
             "additionalProperties": _obj(key=_STR, written=_INT, buffered=_INT, dropped=_INT),
         },
     ),
+    "Endpoint": _obj(
+        path=_STR,
+        name=_STR,
+        default={**_BOOL, "description": "the default endpoint (`listen.path`): the whole fleet"},
+        instructions=_nullable("string"),
+        servers={
+            "oneOf": [
+                {"type": "null"},
+                {"type": "object", "additionalProperties": {"oneOf": [{"type": "null"}, _ANY_OBJ]}},
+            ],
+            "description": "per server, what the endpoint takes of it (null: all of it); null: every server",
+        },
+        auth=_obj(
+            roles={"oneOf": [{"type": "null"}, {"type": "array", "items": _STR}]},
+            identities={"oneOf": [{"type": "null"}, {"type": "array", "items": _STR}]},
+        ),
+        counts=_obj(tools=_INT, prompts=_INT, resources=_INT, templates=_INT),
+    ),
+    "Endpoints": _obj(endpoints={"type": "array", "items": _ref("Endpoint")}),
     "Config": _obj(source=_nullable("string"), config=_ANY_OBJ, admin=_ANY_OBJ),
     "ReloadResult": _obj(report=_ANY_OBJ, duration_ms=_NUM),
 }

@@ -47,6 +47,7 @@ from gateway.admin.stats import CallStats
 from gateway.admin.store import EventFilter, EventLog, EventStore, SharedEvents
 from gateway.backends import Backend
 from gateway.config.admin import AdminConfig
+from gateway.endpoints import DEFAULT, LISTS
 from gateway.errors import ConfigError
 from gateway.fleet import Fleet
 
@@ -124,6 +125,7 @@ class AdminAPI:
             Route("/events", self.events, methods=["GET"]),
             Route("/events/stream", self.events_stream, methods=["GET"]),
             Route("/cluster", self.cluster_view, methods=["GET"]),
+            Route("/endpoints", self.endpoints, methods=["GET"]),
             Route("/config", self.effective_config, methods=["GET"]),
             Route("/config/reload", self.reload_config, methods=["POST"]),
         ]
@@ -348,6 +350,29 @@ class AdminAPI:
             for kind, w in self.cluster.writers.items()
         }
         return _json({"replica": self.cluster.replica, "shared": self.cluster.shared, "streams": streams})
+
+    # -- endpoints -------------------------------------------------------------------------------
+
+    async def endpoints(self, request: Request) -> Response:
+        params.only(request)
+        found = []
+        for key, endpoint in self.fleet.endpoints.items():
+            view = self.fleet.views.get(key)
+            servers = endpoint.servers
+            found.append(
+                {
+                    "path": endpoint.path,
+                    "name": endpoint.name,
+                    "default": key == DEFAULT,
+                    "instructions": endpoint.instructions,
+                    "servers": None
+                    if servers is None
+                    else {n: None if s is None else s.model_dump(mode="json") for n, s in servers.items()},
+                    "auth": endpoint.auth.model_dump(mode="json"),
+                    "counts": {kind: len(view.items(kind)) if view is not None else 0 for kind in LISTS},
+                }
+            )
+        return _json({"endpoints": found})
 
     # -- configuration ---------------------------------------------------------------------------
 

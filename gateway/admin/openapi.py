@@ -259,6 +259,13 @@ def _paths() -> dict[str, Any]:
                 {200: _ok("Cluster"), **_errors()},
             )
         },
+        "/endpoints": {
+            "get": _op(
+                "listEndpoints",
+                "The MCP endpoints (the default one and `endpoints:`), with what each exposes now",
+                {200: _ok("Endpoints"), **_errors()},
+            )
+        },
         "/config": {
             "get": _op(
                 "getConfig",

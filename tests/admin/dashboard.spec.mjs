@@ -82,7 +82,11 @@ try {
     };
   }));
   const headers = await page.$$eval("#fleet thead th", (ths) => ths.map((th) => th.textContent.trim()));
+  await page.locator("#endpoints-body tr").first().waitFor();
+  const endpoints = await page.$$eval("#endpoints-body tr", (rows) => rows.map((tr) => Object.fromEntries(
+    [...tr.querySelectorAll("[data-col]")].map((td) => [td.dataset.col, td.textContent.trim()]))));
   step("fleet", {
+    endpoints,
     headers, fleet_before: await table(), session_key_stored: await page.evaluate(
       () => sessionStorage.getItem("mcp-gateway.admin-key") !== null),
   });

@@ -294,3 +294,33 @@ def test_a_log_buffer_tail_is_its_last_lines_oldest_first() -> None:
     for n in (0, 1, 3, 5, 9):
         assert log.tail(n) == (list(log.lines)[-n:] if n else [])
     assert [line.text for line in log.tail(2)] == ["line 6", "line 7"]
+
+
+async def test_endpoints_are_listed_with_what_each_exposes() -> None:
+    research = {
+        "path": "/mcp/research/",
+        "name": "research-desk",
+        "instructions": "Research only.",
+        "servers": {"mb": {"tools": ["echo", "add"], "prompts": {"deny": ["*"]}}},
+        "auth": {"roles": ["research"]},
+    }
+    async with serve_admin(config({"mb": misbehave()}, endpoints=[research])) as gw, gw.client() as admin:
+        response = await admin.get("/endpoints")
+        assert response.status_code == 200, response.text
+        default, extra = response.json()["endpoints"]
+        tools = len(gw.fleet.catalogue.tools)
+    assert default == {
+        "path": "/mcp",
+        "name": "mcp-gateway",
+        "default": True,
+        "instructions": None,
+        "servers": None,
+        "auth": {"roles": None, "identities": None},
+        "counts": {"tools": tools, "prompts": 1, "resources": 1, "templates": 1},
+    }
+    assert tools > 2
+    assert extra["path"] == "/mcp/research" and extra["default"] is False
+    assert (extra["name"], extra["instructions"]) == ("research-desk", "Research only.")
+    assert extra["servers"]["mb"]["tools"] == {"allow": ["echo", "add"], "deny": [], "names": []}
+    assert extra["auth"] == {"roles": ["research"], "identities": None}
+    assert extra["counts"] == {"tools": 2, "prompts": 0, "resources": 1, "templates": 1}

@@ -118,6 +118,14 @@ async def test_dashboard_drives_the_fleet_in_a_real_browser() -> None:
             "beta": misbehave("--stderr-chatter", "1", "--name", "beta"),
         },
         middleware=[{"use": "masking", "options": {"backend_stderr": True}}],
+        endpoints=[
+            {
+                "path": "/mcp/beta",
+                "name": "beta-desk",
+                "servers": {"beta": {"tools": ["echo", "add"]}},
+                "auth": {"roles": ["ops"]},
+            },
+        ],
     )
     async with serve_admin(cfg) as gw:
         env = {
@@ -160,6 +168,11 @@ async def test_dashboard_drives_the_fleet_in_a_real_browser() -> None:
         "Server", "State", "Health", "Protocol", "Uptime", "Restarts", "Tools", "Calls", "Errors",
         "p50 / p95",
     ]  # fmt: skip
+    # The endpoints: the default one (the whole fleet) and the virtual one, with what each exposes.
+    default = {"path": "/mcp (default)", "name": "mcp-gateway", "servers": "all"}
+    default |= {"auth": "anyone the gateway admits", "tools": str(2 * MISBEHAVE_TOOLS), "prompts": "2"}
+    beta = {"path": "/mcp/beta", "name": "beta-desk", "servers": "beta", "auth": "roles: ops", "tools": "2"}
+    assert out["endpoints"] == [{**default, "resources": "4"}, {**beta, "prompts": "1", "resources": "2"}]
     before = {s["name"]: s for s in out["fleet_before"]}
     assert set(before) == {TARGET, "beta"}
     for row in before.values():

@@ -59,7 +59,8 @@ async def test_schemathesis_finds_no_server_errors_and_no_schema_violations(tmp_
     if not ST.exists():
         pytest.fail(f"schemathesis is not installed in {ST.parent} (pip install -e '.[test]')")
     path = tmp_path / "gateway.yaml"
-    path.write_text(yaml.safe_dump({"servers": {"mb": misbehave()}}))
+    endpoint = {"path": "/mcp/x", "servers": {"mb": {"tools": ["echo"]}}, "auth": {"roles": ["x"]}}
+    path.write_text(yaml.safe_dump({"servers": {"mb": misbehave()}, "endpoints": [endpoint]}))
     async with serve_admin(load_config(path), config_path=path) as gw:
         argv = [
             str(ST), "run", f"{gw.base}/admin/openapi.json",

@@ -22,6 +22,7 @@ const ui = {
   detailMeta: $("detail-meta"), detailError: $("detail-error"), detailTest: $("detail-test"),
   detailClose: $("detail-close"), log: $("log"), logStatus: $("log-status"), logFollow: $("log-follow"),
   logClear: $("log-clear"), serverEvents: $("server-events"), events: $("events"),
+  endpointsBody: $("endpoints-body"),
 };
 
 const state = {
@@ -136,6 +137,7 @@ async function signIn(key) {
   ui.dashboard.hidden = false;
   ui.session.hidden = false;
   applyServers(list);
+  applyEndpoints(await api("endpoints"));
   state.timer = setInterval(() => refresh(), REFRESH_MS);
   state.ticker = setInterval(tickUptime, 1000);
   startEvents(state.session.signal);
@@ -187,6 +189,7 @@ async function refresh() {
       do {
         state.refreshAgain = false;
         applyServers(await api("servers"));
+        applyEndpoints(await api("endpoints")); // a reload may have changed them
         if (state.selected) await loadDetail(state.selected, false);
       } while (state.refreshAgain && state.key);
     } catch (error) {
@@ -229,6 +232,29 @@ function applyServers(list) {
   ui.fleetSummary.textContent = `${list.summary?.total ?? list.servers.length} servers · ` +
     Object.entries(states).map(([s, n]) => `${n} ${s}`).join(", ");
   if (state.selected) renderCharts(state.selected);
+}
+
+// -- the endpoints table --------------------------------------------------------------------------
+
+function applyEndpoints(list) {
+  const rows = list.endpoints.map((endpoint) => {
+    const tr = document.createElement("tr");
+    tr.dataset.endpoint = endpoint.path;
+    const servers = endpoint.servers === null ? "all" : Object.keys(endpoint.servers).join(", ") || "none";
+    const { roles, identities } = endpoint.auth;
+    const who = [roles && `roles: ${roles.join(", ")}`, identities && `identities: ${identities.join(", ")}`]
+      .filter(Boolean).join("; ") || "anyone the gateway admits";
+    const counts = endpoint.counts;
+    const values = {
+      path: endpoint.path + (endpoint.default ? " (default)" : ""), name: endpoint.name, servers, auth: who,
+      tools: counts.tools, prompts: counts.prompts, resources: counts.resources + counts.templates,
+    };
+    for (const [col, value] of Object.entries(values)) {
+      cell(tr, col, typeof value === "number").textContent = String(value);
+    }
+    return tr;
+  });
+  ui.endpointsBody.replaceChildren(...rows);
 }
 
 function sample(server, now) {
