@@ -60,3 +60,53 @@ def test_references_resolve_against_the_checked_config_then_the_setting_is_back(
     assert "servers.s.env.T: secret 'token' is not defined" in err.value.problems[0]
     # A reload's check must not leave the running gateway on the new file's secrets.
     assert gateway.secrets.source is running
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "expected"),
+    [
+        (
+            [{"path": "/mcp/a", "servers": {"mb": None}}, {"path": "/mcp/a/", "servers": {"mb": None}}],
+            "endpoints[1] (/mcp/a/): path '/mcp/a' is already endpoints[0]'s; give it another path",
+        ),
+        (
+            [{"path": "/mcp"}],
+            "endpoints[0] (/mcp): path '/mcp' is already listen.path's; give it another path",
+        ),
+        (
+            [{"path": "/admin/tools"}],
+            "endpoints[0] (/admin/tools): path '/admin/tools' is the gateway's own /admin; use another path",
+        ),
+        ([{"path": "/healthz"}], "is the gateway's own /healthz"),
+        (
+            [{"path": "/mcp/x", "servers": {"mb": None, "nope": None}}],
+            "endpoints[0] (/mcp/x): unknown server 'nope' (declared servers: mb)",
+        ),
+    ],
+)
+def test_a_bad_endpoint_is_refused_with_its_line_and_the_fix(
+    tmp_path: Path, endpoints: list[dict[str, object]], expected: str
+) -> None:
+    data = {"servers": {"mb": {"command": "true"}}, "endpoints": endpoints}
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    line = path.read_text().splitlines().index("endpoints:") + 1
+    with pytest.raises(ConfigError) as err:
+        validate_file(path)
+    (problem,) = err.value.problems
+    assert problem.startswith(f"{path}:{line}: endpoints: "), problem
+    assert expected in problem, problem
+
+
+def test_an_endpoint_selection_accepts_globs_names_and_lists(tmp_path: Path) -> None:
+    selection = {"tools": ["get_*"], "prompts": {"deny": ["secret*"], "names": ["one"]}}
+    path = write(
+        tmp_path,
+        {"servers": {"mb": {"command": "true"}}, "endpoints": [{"path": "/x", "servers": {"mb": selection}}]},
+    )
+    (endpoint,) = validate_file(path).config.endpoints
+    chosen = endpoint.servers["mb"]
+    assert chosen is not None
+    assert (chosen.tools.allow, chosen.tools.names) == (["get_*"], [])
+    assert (chosen.prompts.allow, chosen.prompts.deny, chosen.prompts.names) == (["*"], ["secret*"], ["one"])
+    assert chosen.resources.allow == ["*"]
