@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
+import mcp_types as types
 import pytest
 import yaml
 from mcp import Client as SdkClient
@@ -112,3 +114,50 @@ async def test_file_change_and_sighup_trigger_reload(tmp_path: Path) -> None:
         os.kill(os.getpid(), signal.SIGHUP)
         await wait_until(lambda: "b" not in gw.fleet.backends, timeout=30, interval=0.05)
         assert gw.fleet.backends["a"].available
+
+
+async def test_reload_adds_changes_and_removes_endpoints(tmp_path: Path) -> None:
+    """An added endpoint serves once the reload returns; a changed selection applies to the open
+    session at once, and its client is told; a removed endpoint's path answers 404."""
+    path = tmp_path / "gateway.yaml"
+    servers = {"mb": misbehave()}
+
+    def save(*endpoints: dict[str, Any]) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(yaml.safe_dump({"servers": servers, "endpoints": list(endpoints)}))
+        tmp.replace(path)
+
+    def desk(*tools: str) -> dict[str, Any]:
+        return {"path": "/mcp/desk", "name": "desk", "servers": {"mb": {"tools": list(tools)}}}
+
+    save()
+    changed = anyio.Event()
+
+    async def on_message(message: object) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+
+    async with serve(load_config(path), config_path=path) as gw, httpx.AsyncClient(timeout=60) as http:
+        desk_url = gw.base + "/mcp/desk"
+        assert (await http.post(desk_url, json={})).status_code == 404
+        save(desk("echo"))
+        with anyio.fail_after(60):
+            report = await gw.app.state.reloader.reload("test")
+        assert report["endpoints"] == ["/mcp/desk"]
+        async with SdkClient(desk_url, mode="legacy", message_handler=on_message) as client:
+            with anyio.fail_after(60):
+                assert [t.name for t in (await client.list_tools()).tools] == ["mb__echo"]
+                assert client.server_info is not None and client.server_info.name == "desk"
+                save(desk("echo", "add"))
+                await gw.app.state.reloader.reload("test")
+                await changed.wait()
+                assert {t.name for t in (await client.list_tools()).tools} == {"mb__echo", "mb__add"}
+        save()
+        with anyio.fail_after(60):
+            report = await gw.app.state.reloader.reload("test")
+        assert report["endpoints"] == []
+        assert (await http.post(desk_url, json={})).status_code == 404
+        # The default endpoint was never disturbed.
+        async with SdkClient(gw.url, mode="legacy") as client:
+            with anyio.fail_after(60):
+                assert "mb__echo" in {t.name for t in (await client.list_tools()).tools}
