@@ -25,10 +25,12 @@ from mcp import Client as SdkClient
 from mcp.client import ClientRequestContext
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from mcp.shared.subscriptions import ToolsListChanged
 
 from tests._support import (
     LEGACY,
     MISBEHAVE,
+    MODERN,
     config,
     envelope,
     fastmcp_client,
@@ -259,3 +261,36 @@ async def test_list_changed_reaches_only_the_endpoint_whose_view_changed() -> No
         # The ops client heard of its own change only; the research desk did not hear of b's.
         assert heard["ops"] == ["b changes now", "tools/list_changed"]
         assert heard["research"] == ["tools/list_changed"]
+
+
+async def test_list_changed_reaches_only_the_listen_streams_of_the_endpoint_whose_view_changed() -> None:
+    """The same for 2026-07-28 clients, which hear of changes on `subscriptions/listen` streams."""
+    heard: dict[str, list[object]] = {"research": [], "ops": []}
+    news = {"research": anyio.Event(), "ops": anyio.Event()}
+
+    async def follow(name: str, events: AsyncIterator[object]) -> None:
+        async for event in events:
+            heard[name].append(event)
+            news[name].set()
+
+    async with (
+        serve(gateway_config(RESEARCH, OPS)) as gw,
+        sdk(gw.base + "/mcp/research", ALICE, MODERN) as research,
+        sdk(gw.base + "/mcp/ops", BOB, MODERN) as ops,
+        research.listen(tools_list_changed=True) as research_events,
+        ops.listen(tools_list_changed=True) as ops_events,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(follow, "research", research_events)
+        tg.start_soon(follow, "ops", ops_events)
+        with anyio.fail_after(WAIT):
+            await research.call_tool("a__change_tools", {})
+            await news["research"].wait()
+        heard["ops"].append("b changes now")
+        with anyio.fail_after(WAIT):
+            await ops.call_tool("b__change_tools", {})
+            await news["ops"].wait()
+        assert "b__extra" in await tool_names(ops)
+        assert heard["ops"] == ["b changes now", ToolsListChanged()]
+        assert heard["research"] == [ToolsListChanged()]
+        tg.cancel_scope.cancel()
