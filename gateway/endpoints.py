@@ -133,7 +133,9 @@ class View:
                 catalogue.resources,
                 catalogue.templates,
             )
-        tools = _kept(endpoint, catalogue, "tool", catalogue.tools, catalogue.tool_routes, "name")
+        tools = overridden(
+            _kept(endpoint, catalogue, "tool", catalogue.tools, catalogue.tool_routes, "name"), endpoint
+        )
         prompts = _kept(endpoint, catalogue, "prompt", catalogue.prompts, catalogue.prompt_routes, "name")
         resources = _kept(
             endpoint, catalogue, "resource", catalogue.resources, catalogue.resource_routes, "uri"
@@ -185,6 +187,13 @@ def _kept(
         if route is not None and endpoint.selects(kind, route.server, route.name):
             kept.append(item)
     return kept
+
+
+def overridden(tools: list[Item], endpoint: Endpoint) -> list[Item]:
+    """The per-endpoint tool overrides hook: `endpoint.overrides` applied to its view's tools, once
+    per view (the config refuses them until they are: `EndpointConfig._no_overrides_yet`). Renamed
+    tools will also need `View.route` to map their names back."""
+    return tools
 
 
 def views(endpoints: Mapping[str, Endpoint], catalogue: Catalogue) -> dict[str, View]:

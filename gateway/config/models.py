@@ -358,8 +358,20 @@ class EndpointConfig(_Model):
     )
     auth: EndpointAuth = Field(default_factory=EndpointAuth)
     overrides: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Per-tool overrides on this endpoint (by public tool name)."
+        default_factory=dict,
+        description="Per-tool overrides here, by public tool name (not applied yet: keep it empty).",
     )
+
+    @field_validator("overrides")
+    @classmethod
+    def _no_overrides_yet(cls, overrides: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        # Accepted and ignored, an override would expose a tool as it was meant not to be.
+        if overrides:
+            raise ValueError(
+                "per-endpoint tool overrides are not applied yet; override the tool on its server "
+                "(`servers.<name>`) or remove `overrides:` here"
+            )
+        return overrides
 
     @property
     def route(self) -> str:

@@ -110,3 +110,12 @@ def test_an_endpoint_selection_accepts_globs_names_and_lists(tmp_path: Path) -> 
     assert (chosen.tools.allow, chosen.tools.names) == (["get_*"], [])
     assert (chosen.prompts.allow, chosen.prompts.deny, chosen.prompts.names) == (["*"], ["secret*"], ["one"])
     assert chosen.resources.allow == ["*"]
+
+
+def test_per_endpoint_overrides_are_refused_until_they_apply(tmp_path: Path) -> None:
+    endpoint = {"path": "/x", "overrides": {"mb__echo": {"title": "Echo"}}}
+    path = write(tmp_path, {"servers": {"mb": {"command": "true"}}, "endpoints": [endpoint]})
+    with pytest.raises(ConfigError) as err:
+        validate_file(path)
+    (problem,) = err.value.problems
+    assert "endpoints.0.overrides: per-endpoint tool overrides are not applied yet" in problem, problem
