@@ -154,14 +154,26 @@ class Auth:
 
     # -- authentication helpers ---------------------------------------------------------------
 
-    def _resource(self, request: Request) -> str:
+    def _endpoint(self, path: str) -> str | None:
+        """The path of the virtual endpoint (`endpoints:`) that `path` is, if it is one: each is a
+        protected resource of its own (RFC 9728), whose metadata is at the well-known URL suffixed
+        with its path."""
+        path = path.rstrip("/")
+        endpoints = self._fleet.endpoints if self._fleet is not None else {}
+        return next((e.path for key, e in endpoints.items() if key and e.path == path), None)
+
+    def _resource(self, request: Request, endpoint: str | None = None) -> str:
         if self.options.resource is not None:
-            return self.options.resource
-        return f"{request.url.scheme}://{request.url.netloc}{self._path}"
+            if endpoint is None:
+                return self.options.resource
+            parts = urlsplit(self.options.resource)
+            return f"{parts.scheme}://{parts.netloc}{endpoint}"
+        return f"{request.url.scheme}://{request.url.netloc}{endpoint or self._path}"
 
     def _metadata_url(self, request: Request) -> str:
-        parts = urlsplit(self._resource(request))
-        return f"{parts.scheme}://{parts.netloc}{WELL_KNOWN}"
+        endpoint = self._endpoint(request.url.path)
+        parts = urlsplit(self._resource(request, endpoint))
+        return f"{parts.scheme}://{parts.netloc}{WELL_KNOWN}{endpoint or ''}"
 
     def _refuse(self, request: Request, error: str | None, description: str) -> Response:
         client = request.client.host if request.client else "?"
@@ -177,9 +189,10 @@ class Auth:
 
     async def _metadata(self, request: Request) -> Response:
         """RFC 9728 protected-resource metadata, at the root and at the resource-path suffix."""
-        resource = self._resource(request)
         suffix = request.path_params.get("suffix", "").rstrip("/")
-        if suffix not in ("", urlsplit(resource).path.rstrip("/"), self._path):
+        endpoint = self._endpoint(suffix) if suffix else None
+        resource = self._resource(request, endpoint)
+        if endpoint is None and suffix not in ("", urlsplit(resource).path.rstrip("/"), self._path):
             return JSONResponse({"error": "not_found"}, status_code=404)
         if request.method == "OPTIONS":
             return Response(status_code=204, headers=_CORS)

@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from gateway.config import parse_config
+from gateway.config.models import EndpointConfig
 from gateway.errors import DENIED, ConfigError, Hidden
 from gateway.middleware import Call, Identity, instantiate
 from gateway.middleware.audit import AuditLog
@@ -614,3 +615,29 @@ async def test_a_filtered_list_is_kept_per_endpoint_list() -> None:
     assert first_one == [{"name": "keep_a"}] and first_two == [{"name": "keep_b"}]
     assert await listed("one") is first_one
     assert await listed("two") is first_two
+
+
+@pytest.mark.parametrize("resource", [None, "https://gw.test/mcp"])
+async def test_each_endpoint_is_a_protected_resource_of_its_own(resource: str | None) -> None:
+    """RFC 9728: a client refused at /mcp/desk is pointed at that endpoint's own metadata, whose
+    `resource` is the endpoint it connects to (a client checks that they match)."""
+    options: dict[str, Any] = {"api_keys": KEYS, "authorization_servers": ["https://idp.test/realms/mcp"]}
+    if resource is not None:
+        options["resource"] = resource
+    cfg = auth_config(**options).model_copy(
+        update={"endpoints": [EndpointConfig(path="/mcp/desk", servers={"alpha": None})]}
+    )
+    async with serve(cfg) as gw, httpx.AsyncClient(timeout=WAIT) as http:
+        origin = "https://gw.test" if resource is not None else gw.base
+        refused = await post_initialize(gw.base + "/mcp/desk/", {})
+        assert refused.status_code == 401
+        metadata = challenge_params(refused)["resource_metadata"]
+        assert metadata == f"{origin}/.well-known/oauth-protected-resource/mcp/desk"
+        doc = (await http.get(f"{gw.base}/.well-known/oauth-protected-resource/mcp/desk")).json()
+        assert doc["resource"] == f"{origin}/mcp/desk"
+        assert doc["authorization_servers"] == ["https://idp.test/realms/mcp"]
+        # The default endpoint's stay as they were.
+        default = challenge_params(await post_initialize(gw.url, {}))["resource_metadata"]
+        assert default == f"{origin}/.well-known/oauth-protected-resource"
+        root = (await http.get(f"{gw.base}/.well-known/oauth-protected-resource")).json()
+        assert root["resource"] == (resource or gw.url)
