@@ -136,7 +136,7 @@ class Relay:
         try:
             # Every call is served through the view of the endpoint it came in on: its lists, and
             # its routing (a name outside it is unknown there).
-            view = self.fleet.views.get(front.endpoint)
+            view = self.fleet.view(front.endpoint)
             if view is None:
                 raise EndpointGone(front.endpoint)
             call.state["view"] = view
@@ -436,7 +436,7 @@ class Relay:
         key = self._client_key(front, self.identity_of(front))
         caller = Caller(front, key, self.fleet.secrets)
         held: list[tuple[Backend, str]] = []
-        view = self.fleet.views.get(front.endpoint)
+        view = self.fleet.view(front.endpoint)
         try:
             for uri in dict.fromkeys(uris):
                 route = view.route_uri(uri) if view is not None else None

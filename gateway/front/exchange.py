@@ -165,8 +165,9 @@ class StreamableHttp:
             await self.sdk(scope, replay(body, receive), send)
             return
         req, version, capabilities = admitted
-        exchange = Exchange(Request(scope, receive), req, version, send, capabilities, session, self.events)
-        exchange.endpoint = self.endpoint
+        exchange = Exchange(
+            Request(scope, receive), req, version, send, capabilities, session, self.events, self.endpoint
+        )
         if session is None:
             await self._serve(exchange, receive)
             return
@@ -389,9 +390,10 @@ class Exchange:
         capabilities: Any,
         session: Session | None = None,
         events: Events | None = None,
+        endpoint: str = "",
     ) -> None:
         self.request = request
-        self.endpoint = ""  # set by `StreamableHttp`
+        self.endpoint = endpoint  # the key of the endpoint it came in on (`gateway.endpoints`)
         self.capabilities = capabilities  # what the client declared (dict or the SDK's model)
         self.session = session
         # The 2025-11-25 session's; a 2026-07-28 client has none.
