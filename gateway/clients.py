@@ -13,7 +13,7 @@ the client's key, never the fleet-wide `bus`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Container, Hashable
 from typing import Any
 
 from mcp.server.connection import Connection
@@ -104,18 +104,24 @@ class Clients:
 
         return unwatch
 
-    async def resource_updated(self, uri: str, owner: Hashable | None = None) -> None:
+    async def resource_updated(
+        self, uri: str, owner: Hashable | None = None, endpoints: Container[str] | None = None
+    ) -> None:
         """`uri` changed, at a shared session (`owner` None: every subscriber hears it) or at the
-        per-client session of client `owner` (only that client does)."""
+        per-client session of client `owner` (only that client does). `endpoints`: those whose
+        view has `uri` (None: all); a client of another endpoint is not told, whatever it asked."""
         keys = self.subscriptions.get(uri, ())
         for key in [owner] if owner is not None else list(keys):
             connection = self._connections.get(key)
-            if connection is not None and key in keys:
+            if connection is None or key not in keys:
+                continue
+            if endpoints is None or self._endpoints.get(key, "") in endpoints:
                 await connection.notify("notifications/resources/updated", {"uri": uri})
         event = ResourceUpdated(uri=uri)
         if owner is None:
-            for bus in list(self._buses.values()):
-                await bus.publish(event)  # listen streams filter by URI themselves
+            for name, bus in list(self._buses.items()):
+                if endpoints is None or name in endpoints:
+                    await bus.publish(event)  # listen streams filter by URI themselves
             return
         for listener in list(self._watchers.get(owner, {}).values()):
             try:

@@ -217,7 +217,9 @@ class Fleet:
     ) -> None:
         if method == "notifications/resources/updated" and isinstance(params.get("uri"), str):
             public = self.catalogue.public_uri(backend.name, params["uri"])
-            await self.clients.resource_updated(public, owner)
+            # Only the endpoints that expose the resource hear of it.
+            seen_by = {key for key, view in self.views.items() if view.route_uri(public) is not None}
+            await self.clients.resource_updated(public, owner, seen_by)
             return
         for hook in self.notification_hooks:
             await hook(backend, method, params)

@@ -25,7 +25,7 @@ from mcp import Client as SdkClient
 from mcp.client import ClientRequestContext
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp.shared.subscriptions import ToolsListChanged
+from mcp.shared.subscriptions import ResourceUpdated, ToolsListChanged
 
 from tests._support import (
     LEGACY,
@@ -294,3 +294,46 @@ async def test_list_changed_reaches_only_the_listen_streams_of_the_endpoint_whos
         assert heard["ops"] == ["b changes now", ToolsListChanged()]
         assert heard["research"] == [ToolsListChanged()]
         tg.cancel_scope.cancel()
+
+
+async def test_a_resource_update_reaches_only_the_endpoints_that_expose_the_resource() -> None:
+    """A 2026-07-28 client of an endpoint without `a`'s resources asks to hear of one anyway: it
+    is not told (nor is a subscription made for it); it hears its own endpoint's."""
+    left = {"path": "/mcp/left", "servers": {"a": {"tools": ["touch"]}}}
+    right = {"path": "/mcp/right", "servers": {"b": {"tools": ["touch"]}}}
+    cfg = config(
+        {"a": server("a", "--touch"), "b": server("b", "--touch")},
+        endpoints=[left, right],
+        middleware=[{"use": "auth", "options": {"api_keys": [_key("alice", ALICE, [])]}}],
+    )
+    heard: dict[str, list[object]] = {"left": [], "right": []}
+    news = {"left": anyio.Event(), "right": anyio.Event()}
+
+    async def follow(name: str, events: AsyncIterator[object]) -> None:
+        async for event in events:
+            heard[name].append(event)
+            news[name].set()
+
+    async with serve(cfg) as gw:
+        a_uri = gw.fleet.catalogue.public_uri("a", "misbehave://static/hello")
+        b_uri = gw.fleet.catalogue.public_uri("b", "misbehave://static/hello")
+        async with (
+            sdk(gw.base + "/mcp/left", ALICE, MODERN) as left_client,
+            sdk(gw.base + "/mcp/right", ALICE, MODERN) as right_client,
+            left_client.listen(resource_subscriptions=[a_uri]) as left_events,
+            right_client.listen(resource_subscriptions=[a_uri, b_uri]) as right_events,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(follow, "left", left_events)
+            tg.start_soon(follow, "right", right_events)
+            with anyio.fail_after(WAIT):
+                touched = await left_client.call_tool("a__touch", {"uri": "misbehave://static/hello"})
+                assert touched.structured_content is not None and touched.structured_content["subscribed"]
+                await news["left"].wait()
+            heard["right"].append("b is touched now")
+            with anyio.fail_after(WAIT):
+                await right_client.call_tool("b__touch", {"uri": "misbehave://static/hello"})
+                await news["right"].wait()
+            assert heard["left"] == [ResourceUpdated(uri=a_uri)]
+            assert heard["right"] == ["b is touched now", ResourceUpdated(uri=b_uri)]
+            tg.cancel_scope.cancel()
