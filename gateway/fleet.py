@@ -63,6 +63,9 @@ class Fleet:
         # rebuilt with it, so a call is served from its endpoint's view without deriving anything.
         self.endpoints: dict[str, Endpoint] = endpoints_of(config)
         self.views: dict[str, View] = views(self.endpoints, self.catalogue)
+        # Counts catalogue rebuilds: whatever is kept per list (shaped, filtered) is of the
+        # current lists only when kept under the current generation.
+        self.generation = 0
         # Each backend's last non-empty listing: its names keep routing to it while it is down.
         self._known: dict[str, BackendListing] = {}
         self.events: deque[Event] = deque(maxlen=1000)
@@ -202,6 +205,7 @@ class Fleet:
         before = self.views
         self.endpoints = endpoints_of(self.config)  # a reload may have changed them
         self.views = views(self.endpoints, new)
+        self.generation += 1
         # Only the clients of an endpoint whose own lists changed are told.
         if self._tg is not None:
             for key, kinds in changed_lists(before, self.views).items():

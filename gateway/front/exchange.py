@@ -119,7 +119,8 @@ class StreamableHttp:
         self.events = events  # where a 2025-11-25 session's SSE events are kept (None: not kept)
         self.relay = relay
         # List results' items are shaped and encoded once per list (`front.lists`).
-        self._shape = ListShaper(_sdk.result_shaper(server), _sdk.items_json)
+        fleet = relay.fleet
+        self._shape = ListShaper(_sdk.result_shaper(server), _sdk.items_json, lambda: fleet.generation)
         self.security = TransportSecurityMiddleware(security)
         self.max_body = manager.max_request_body_size
         # Told of every front the relay sees (wired in `build_app`): sessions learned on the way.

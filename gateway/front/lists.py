@@ -48,9 +48,15 @@ class Encoded(list[Any]):
 class ListShaper:
     """`shape` (the SDK's result shaping), keeping the shaped items of large lists."""
 
-    def __init__(self, shape: Shaper, encode: Callable[[list[Any]], bytes]) -> None:
+    def __init__(
+        self, shape: Shaper, encode: Callable[[list[Any]], bytes], generation: Callable[[], int]
+    ) -> None:
+        """`generation()`: changes whenever the lists do (`Fleet.generation`): what is kept of
+        older lists is dropped then, so the kept lists are those in use."""
         self._shape = shape
         self._encode = encode
+        self._generation = generation
+        self._kept_in = generation()
         # (id of the list, method, revision) -> (the list, kept alive so its id stays its own;
         # its shaped items)
         self._kept: dict[tuple[int, str, str], tuple[list[Any], Encoded]] = {}
@@ -67,8 +73,10 @@ class ListShaper:
             return shaped
         shaped = self._shape(method, version, result)
         encoded = Encoded(shaped[key], self._encode(shaped[key]))
-        if len(self._kept) >= _KEPT:
+        generation = self._generation()
+        if generation != self._kept_in or len(self._kept) >= _KEPT:
             self._kept.clear()
+            self._kept_in = generation
         self._kept[(id(items), method, version)] = (items, encoded)
         shaped[key] = encoded
         return shaped

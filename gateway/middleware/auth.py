@@ -110,6 +110,7 @@ class Auth:
         # view (`gateway.endpoints`), one per endpoint: each endpoint's filtered copy is kept, and
         # the same copy object is what `front.lists` keeps shaped and encoded.
         self._lists: dict[tuple[frozenset[str], str, int], tuple[list[Any], list[Any]]] = {}
+        self._lists_of = -1  # the fleet's generation they are of (older lists are dropped)
         self.routes: list[BaseRoute] = [
             Route(WELL_KNOWN + "{suffix:path}", self._metadata, methods=["GET", "HEAD", "OPTIONS"])
         ]
@@ -251,8 +252,10 @@ class Auth:
             server = _server_of(catalogue, kind, name)
             if server is not None and self.policy.allows(roles, kind, server, name):
                 kept.append(item)
-        if len(self._lists) >= _LIST_CACHE_SIZE:
+        generation = self._fleet.generation if self._fleet is not None else 0
+        if generation != self._lists_of or len(self._lists) >= _LIST_CACHE_SIZE:
             self._lists.clear()
+            self._lists_of = generation
         self._lists[(roles, key, id(items))] = (items, kept)
         return {**result, key: kept}
 
