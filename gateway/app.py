@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
@@ -103,7 +103,11 @@ def build_app(
     def stack(endpoint: Endpoint) -> Mounted:
         """One endpoint's HTTP stack (`front.mounts`): its own SDK server and sessions."""
         # The exchange (below) learns 2025-11-25 sessions from the requests the SDK dispatches.
-        server = build_server(relay, on_front=lambda front: exchange.sessions.learn(front), endpoint=endpoint)
+        # What ends its clients' idle streams when the gateway drains (run by `mounts.close`).
+        closing: list[Callable[[], None]] = []
+        server = build_server(
+            relay, on_front=lambda front: exchange.sessions.learn(front), endpoint=endpoint, closing=closing
+        )
         # The SDK's defaults (10,000 sessions idle for up to 30 minutes, ~39 KB each) let one client
         # hold a lot of memory; at the cap a new session is refused with a 503, none is evicted.
         manager = _sdk.SessionManager(
@@ -122,14 +126,15 @@ def build_app(
         admitted = Admitting(exchange, relay, endpoint.key)
         app = Refusing(Authenticated(admitted, relay), relay.drain, manager.max_request_body_size)
         # Draining ends the SDK's standalone GET streams, so no client waits on one past shutdown.
-        relay.drain.on_close.append(lambda: _sdk.close_get_streams(manager))
+        closing.append(lambda: _sdk.close_get_streams(manager))
         if endpoint.key == DEFAULT:
             stacks.update(sessions=manager, exchange=exchange)
-        return Mounted(endpoint, app, manager.run)
+        return Mounted(endpoint, app, manager.run, closing)
 
     stacks: dict[str, object] = {}
     mounts = Mounts(stack)
     mounts.mount_all(fleet.endpoints)
+    relay.drain.on_close.append(mounts.close)
     reloader.on_apply.append(lambda: mounts.sync(fleet.endpoints))
 
     async def healthz(request: Request) -> JSONResponse:

@@ -159,3 +159,33 @@ async def test_a_second_signal_ends_the_drain_at_once(tmp_path: Path) -> None:
         assert anyio.current_time() - began < patient / 2
     _gone, alive = psutil.wait_procs(fleet, timeout=10)
     assert alive == []
+
+
+async def test_the_idle_streams_of_every_endpoint_end_when_the_drain_begins(tmp_path: Path) -> None:
+    desk = {"path": "/mcp/desk", "servers": {"mb": None}}
+    cfg = {"servers": {"mb": misbehave()}, "endpoints": [desk], "listen": {"drain_timeout": DRAIN}}
+    async with (
+        gateway_process(tmp_path, cfg) as gw,
+        httpx.AsyncClient(timeout=httpx.Timeout(120, connect=10)) as http,
+        anyio.create_task_group() as tg,
+    ):
+        url = gw.base + "/mcp/desk"
+        listen, get = Stream(), Stream()
+        listen_headers, listen_body = post(
+            "subscriptions/listen", {"notifications": {"toolsListChanged": True}}, rid=9
+        )
+        tg.start_soon(lambda: listen.read(http, "POST", url, headers=listen_headers, content=listen_body))
+        get_headers = {**await _legacy_session(http, url), "accept": "text/event-stream"}
+        tg.start_soon(lambda: get.read(http, "GET", url, headers=get_headers))
+        with anyio.fail_after(60):
+            for stream in (listen, get):
+                await stream.open.wait()
+        gw.process.send_signal(signal.SIGTERM)
+        # Nothing runs: the streams end at once, and so does the gateway, well before the deadline.
+        with anyio.fail_after(DRAIN):
+            await listen.ended.wait()
+            await get.ended.wait()
+        assert listen.messages[-1].get("id") == 9 and "result" in listen.messages[-1]
+        assert get.status == 200
+        assert await gw.wait(DRAIN + MARGIN) in (0, -signal.SIGTERM)
+    assert "Traceback" not in gw.log_text()

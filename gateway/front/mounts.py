@@ -69,6 +69,8 @@ class Mounted:
     endpoint: Endpoint
     app: ASGIApp
     running: Callable[[], AbstractAsyncContextManager[None]]
+    # Run when the gateway drains: each ends what its clients hold open without a call.
+    closing: list[Callable[[], None]] = field(default_factory=list)
     _stop: anyio.Event = field(default_factory=anyio.Event)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -118,6 +120,13 @@ class Mounts:
         self.paths.pop(path, None)
         self.paths.pop(path + "/", None)
         return mounted
+
+    def close(self) -> None:
+        """The gateway drains: every mounted stack's `closing` hooks (a drain hook of its own, so
+        that an unmounted stack is not kept alive by the drain's list)."""
+        for mounted in list(self._by_key.values()):
+            for close in mounted.closing:
+                close()
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:

@@ -82,12 +82,16 @@ class GatewayServer(Server[Any]):
 
 
 def build_server(
-    relay: Relay, on_front: Callable[[Front], None] | None = None, endpoint: Endpoint | None = None
+    relay: Relay,
+    on_front: Callable[[Front], None] | None = None,
+    endpoint: Endpoint | None = None,
+    closing: list[Callable[[], None]] | None = None,
 ) -> GatewayServer:
     """The SDK's server over `relay`, for `endpoint` (default: the default endpoint): its name and
     instructions, and its requests reach the relay as that endpoint's. `on_front` hears of every
     request the SDK dispatches and of `notifications/initialized` (the exchange learns 2025-11-25
-    sessions from them)."""
+    sessions from them). `closing`: where to put what ends its listen streams when the gateway
+    drains (default: the drain's own hooks; an endpoint's stack runs its own while mounted)."""
     if endpoint is None:
         endpoint = relay.fleet.endpoints[DEFAULT]
     key = endpoint.key
@@ -116,7 +120,8 @@ def build_server(
     listener = TaskListen(
         clients.bus_for(key), relay.tasks, lambda front: relay.identity_of(front).name, clients.watch
     )
-    relay.drain.on_close.append(listener.close)  # each listen stream ends with its final result
+    # Each listen stream ends with its final result.
+    (relay.drain.on_close if closing is None else closing).append(listener.close)
 
     def seen(ctx: Ctx) -> SdkFront:
         front = SdkFront(ctx, key)
