@@ -337,3 +337,22 @@ async def test_a_resource_update_reaches_only_the_endpoints_that_expose_the_reso
             assert heard["left"] == [ResourceUpdated(uri=a_uri)]
             assert heard["right"] == ["b is touched now", ResourceUpdated(uri=b_uri)]
             tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_completions_and_subscriptions_are_routed_through_the_endpoint_s_view(mode: str) -> None:
+    """A prompt or resource outside the view is unknown there for completions and subscriptions
+    too; inside it, the request reaches the backend (whose own answer it gets)."""
+    async with serve(gateway_config(RESEARCH, OPS)) as gw:
+        b_uri = gw.fleet.catalogue.public_uri("b", "misbehave://static/hello")
+        argument = {"name": "name", "value": "A"}
+        async with sdk(gw.base + "/mcp/ops", BOB, mode) as ops:
+            with anyio.fail_after(WAIT), pytest.raises(MCPError, match="Unknown prompt: b__greet"):
+                await ops.complete(types.PromptReference(type="ref/prompt", name="b__greet"), argument)
+            if mode == "legacy":  # (2026-07-28 subscribes on listen streams: tested above)
+                with anyio.fail_after(WAIT), pytest.raises(MCPError, match="Unknown resource"):
+                    await ops.subscribe_resource(b_uri)
+        async with sdk(gw.base + "/mcp/research", ALICE, mode) as research:
+            with anyio.fail_after(WAIT), pytest.raises(MCPError) as reached:
+                await research.complete(types.PromptReference(type="ref/prompt", name="a__greet"), argument)
+            assert "Unknown prompt" not in str(reached.value)  # misbehave has no completions
