@@ -29,6 +29,8 @@ tools
                         ("sampling", "elicitation", "elicitation-url", "roots") mid-call;
                         structuredContent {"answers": [...]}, each {"kind", "seconds"} and either
                         "result" or "error" {"code", "message", "data"}; the text is the same JSON
+    ``log_later(seconds, message)``  (only with ``--log-later``) returns at once; ``seconds`` later
+                        sends a "warning" notifications/message with ``message``, outside any call
     ``touch(uri)``      (only with ``--touch``) announces that the resource ``uri`` changed: to this
                         process's `resources/subscribe` subscribers (2025-11-25) and its
                         `subscriptions/listen` streams (2026-07-28); structuredContent {"pid",
@@ -55,6 +57,7 @@ Misbehaviours (combinable; ``--mode X`` is the same as ``--X`` and may repeat):
 --name NAME           serverInfo.name and the echo prefix
 --start-when PATH     serve only once PATH exists (a slow start the test ends when it wants)
 --ask                 also serve the tool ``ask`` (off by default: the tool list stays as tests count it)
+--log-later           also serve the tool ``log_later`` (off by default, like ``--ask``)
 --touch               also serve the tool ``touch`` and `resources/(un)subscribe` (off by default, so
                       the tool list and the declared capabilities stay as tests count them)
 --echo-env NAME       print NAME=<value> of this environment variable on stderr at start and right
@@ -119,6 +122,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ignore-stdin-eof", action="store_true", help="keep running after stdin ends")
     p.add_argument("--ask", action="store_true", help="also serve the tool `ask`")
     p.add_argument("--touch", action="store_true", help="also serve `touch` and resource subscriptions")
+    p.add_argument("--log-later", action="store_true", help="also serve the tool `log_later`")
     p.add_argument("--start-when", metavar="PATH", help="wait until PATH exists, then serve")
     p.add_argument(
         "--echo-env", action="append", default=[], metavar="NAME", help="print NAME=value on stderr"
@@ -215,6 +219,7 @@ class Misbehave:
         *,
         ask: bool = False,
         touch: bool = False,
+        log_later: bool = False,
     ) -> None:
         import mcp_types as types
 
@@ -362,6 +367,17 @@ class Misbehave:
                 description="Announce that the resource `uri` changed; say who was subscribed.",
                 input_schema={**obj, "properties": {"uri": {"type": "string"}}, "required": ["uri"]},
             )
+        if log_later:
+            self.tools["log_later"] = types.Tool(
+                name="log_later",
+                description="Return at once; `seconds` later, send a log message outside any call.",
+                input_schema={
+                    **obj,
+                    "properties": {"seconds": {"type": "number"}, "message": {"type": "string"}},
+                    "required": ["seconds", "message"],
+                },
+            )
+        self.later: set[Any] = set()  # the pending `log_later` tasks (kept: the loop holds them weakly)
         self.subscribed: set[str] = set()  # URIs subscribed with `resources/subscribe` (2025-11-25)
         self.listening: list[frozenset[str]] = []  # the URIs of each open listen stream (2026-07-28)
         self.extra_tool = types.Tool(
@@ -496,6 +512,19 @@ class Misbehave:
                 return self.text("added tool extra")
             if name == "extra":
                 return self.text(f"{self.name}: extra")
+            if name == "log_later":
+                import asyncio
+
+                seconds, message, session = arg("seconds", float), arg("message", str), ctx.session
+
+                async def later() -> None:
+                    await asyncio.sleep(seconds)
+                    await session.send_log_message("warning", message, logger=self.name)
+
+                task = asyncio.get_running_loop().create_task(later())
+                self.later.add(task)
+                task.add_done_callback(self.later.discard)
+                return self.text("later")
             if name == "touch":
                 uri = arg("uri", str)
                 subscribed = uri in self.subscribed or any(uri in uris for uris in self.listening)
@@ -686,7 +715,9 @@ async def serve(args: argparse.Namespace, child_pid: int | None) -> None:
     from mcp.server.stdio import stdio_server
     from mcp.shared.exceptions import MCPDeprecationWarning
 
-    app = Misbehave(args.name, child_pid, args.echo_env, ask=args.ask, touch=args.touch)
+    app = Misbehave(
+        args.name, child_pid, args.echo_env, ask=args.ask, touch=args.touch, log_later=args.log_later
+    )
     # Taken before the SDK claims fd 1 (it points fd 1 at stderr while it serves).
     app.wire_stdout = os.dup(1)
     server: Server[Any] = Server(
