@@ -523,8 +523,11 @@ class Relay:
         if not callers:
             # Nobody's call is running: a single-user gateway shows the log to every client, but
             # with authentication on, a server's logs are not everyone's business.
+            # Only the endpoints that take from the server: another desk's clients never see it.
             if not self.authenticators:
-                await self.fleet.clients.broadcast(call.method, params)
+                for key, endpoint in self.fleet.endpoints.items():
+                    if endpoint.servers is None or backend.name in endpoint.servers:
+                        await self.fleet.clients.broadcast(call.method, params, key)
             return params
         # The backend is working for these calls: tell their clients on the calls' streams.
         seen: set[Hashable] = set()

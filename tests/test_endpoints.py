@@ -356,3 +356,36 @@ async def test_completions_and_subscriptions_are_routed_through_the_endpoint_s_v
             with anyio.fail_after(WAIT), pytest.raises(MCPError) as reached:
                 await research.complete(types.PromptReference(type="ref/prompt", name="a__greet"), argument)
             assert "Unknown prompt" not in str(reached.value)  # misbehave has no completions
+
+
+async def test_a_backend_log_outside_any_call_reaches_only_the_endpoints_that_take_its_server() -> None:
+    """Without authentication a log no call is waiting for goes to every client, but only of the
+    endpoints that take from its server: another desk's clients do not hear of it."""
+    left = {"path": "/mcp/left", "servers": {"a": None}}
+    right = {"path": "/mcp/right", "servers": {"b": None}}
+    cfg = config({"a": server("a", "--log-later"), "b": server("b", "--log-later")}, endpoints=[left, right])
+    heard: dict[str, list[str]] = {"left": [], "right": []}
+    news = {"left": anyio.Event(), "right": anyio.Event()}
+
+    def recorder(name: str) -> Any:
+        async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+            heard[name].append(str(params.data))
+            news[name].set()
+
+        return on_log
+
+    async with (
+        serve(cfg) as gw,
+        SdkClient(gw.base + "/mcp/left", mode="legacy", logging_callback=recorder("left")) as left_client,
+        SdkClient(gw.base + "/mcp/right", mode="legacy", logging_callback=recorder("right")) as right_client,
+    ):
+        await tool_names(right_client)  # known to the gateway before any log
+        with anyio.fail_after(WAIT):
+            await left_client.call_tool("a__log_later", {"seconds": 0.2, "message": "from a"})
+            await news["left"].wait()
+        heard["right"].append("b logs now")
+        with anyio.fail_after(WAIT):
+            await right_client.call_tool("b__log_later", {"seconds": 0.2, "message": "from b"})
+            await news["right"].wait()
+        assert heard["left"] == ["from a"]
+        assert heard["right"] == ["b logs now", "from b"]
