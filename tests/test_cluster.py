@@ -260,3 +260,46 @@ async def test_cluster_settings_are_restart_only(tmp_path: Path) -> None:
         report = await gw.app.state.reloader.reload("test")
         assert report["restart_required"] == ["cluster"]
         assert gw.fleet.cluster.replica == "gw-a"  # a process keeps its id for its whole life
+
+
+@pytest.mark.redis
+async def test_the_bus_carries_messages_between_replicas_and_survives_a_restart(server: Redis) -> None:
+    """A message published by one replica reaches the other's handler (and its own, marked as
+    its own); after Redis restarts, the subscriber is back without anyone restarting it."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    a = Cluster(ClusterConfig(redis=server.url, key_prefix=prefix, replica_id="a"))
+    b = Cluster(ClusterConfig(redis=server.url, key_prefix=prefix, replica_id="b"))
+    heard: dict[str, list[dict[str, Any]]] = {"a": [], "b": []}
+    arrived = {"a": anyio.Event(), "b": anyio.Event()}
+
+    def hearing(who: str) -> Any:
+        async def handler(message: dict[str, Any]) -> None:
+            heard[who].append(message)
+            arrived[who].set()
+
+        return handler
+
+    a.bus().on("news", hearing("a"))
+    b.bus().on("news", hearing("b"))
+    async with a.bus().running(), b.bus().running():
+        with anyio.fail_after(WAIT):
+            await a.bus().connected.wait()
+            await b.bus().connected.wait()
+        assert await a.bus().publish("news", {"n": 1})
+        with anyio.fail_after(WAIT):
+            await arrived["a"].wait()
+            await arrived["b"].wait()
+        assert heard == {"a": [{"n": 1, "from": "a"}], "b": [{"n": 1, "from": "a"}]}
+
+        await anyio.to_thread.run_sync(server.stop)
+        assert not await a.bus().publish("news", {"n": 2})  # refused at once, not queued
+        await anyio.to_thread.run_sync(server.start)
+        arrived["b"] = anyio.Event()
+        with anyio.fail_after(WAIT):
+            # The subscriber reconnects with backoff: publish until it is heard again.
+            while not arrived["b"].is_set():
+                await a.bus().publish("news", {"n": 3})
+                with anyio.move_on_after(0.5):
+                    await arrived["b"].wait()
+        assert heard["b"][-1] == {"n": 3, "from": "a"}
+        assert {"n": 2, "from": "a"} not in heard["b"]
