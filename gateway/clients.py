@@ -70,6 +70,12 @@ class Clients:
         if event is not None:
             await self.bus.publish(event)
 
+    async def tell(self, key: Hashable, method: str, params: dict[str, Any] | None = None) -> None:
+        """Notify one 2025-11-25 session (on its standalone stream), if it is still connected."""
+        connection = self._connections.get(key)
+        if connection is not None:
+            await connection.notify(method, params)
+
     def watch(self, owner: Hashable, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
         """Hand `listener` the events of client `owner`'s own backend sessions (a listen stream of
         that client's); returns the idempotent way to stop."""

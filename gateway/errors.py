@@ -5,6 +5,7 @@ Hierarchy::
     GatewayError                      base; carries a JSON-RPC code and a client-safe message
     ├── ConfigError                   a config file is wrong (file, key path, what to do)
     ├── SecretError                   a ${env:...}/${file:...} reference cannot be resolved
+    ├── BadArguments                  a gateway tool's (tool search's) arguments are not valid
     ├── RoutingError                  no such tool / resource / prompt in the merged catalogue
     │   ├── UnknownName               "Unknown tool: X": the one wording of a name that is not there
     │   └── TaskGone                  a task whose backend restarted since (the task went with it)
@@ -81,6 +82,12 @@ class ConfigError(GatewayError):
 
 class SecretError(GatewayError):
     """A secret reference could not be resolved. The message names the reference, never a value."""
+
+
+class BadArguments(GatewayError):
+    """Arguments the gateway's own tools (`gateway.search`) cannot take: the message says which."""
+
+    code = INVALID_PARAMS
 
 
 class RoutingError(GatewayError):

@@ -53,6 +53,7 @@ from gateway.questions import (
     declared_by,
     state_seal,
 )
+from gateway.search import CALL, META_NAMES, SEARCH, ToolSearch
 from gateway.tasks import EXTENSION as TASKS_EXTENSION
 from gateway.tasks import METHODS as TASK_METHODS
 from gateway.tasks import OPT_IN, Tasks, declared, opted_in
@@ -85,6 +86,10 @@ class Relay:
         # backend URI) -> how many streams hold it (a client may listen on several at once).
         self._own_subscriptions: collections.Counter[tuple[str, Hashable, str]] = collections.Counter()
         self._local = local
+        self._search: ToolSearch | None = None
+        # 2025-11-25 sessions (`tool_search.expose_found`): client key -> the names its searches found.
+        self._found: dict[Hashable, set[str]] = {}
+        fleet.clients.on_disconnect.append(self._forget_found)
         self.use(middlewares)
         self._terminals: dict[str, Callable[[Call], Awaitable[Result]]] = {
             "tools/list": lambda call: self._listing("tools", "tools", self.fleet.catalogue.tools),
@@ -132,14 +137,83 @@ class Relay:
         # Known from its first request on, so a client that only listed hears list changes.
         call.state["client"] = self._client_key(front, call.identity)
         try:
-            self._route(call)
+            search = self.tool_search
+            meta = (
+                search is not None and call.method == "tools/call" and call.params.get("name") in META_NAMES
+            )
+            if meta and call.params["name"] == CALL:
+                # The real call from here on: routed, checked, limited and audited as the tool's own.
+                assert search is not None
+                call.params, meta = search.unwrapped(call.params), False
+            if not meta:
+                self._route(call)
             with request_scope(server=call.server), self.drain.call():
-                result = finish(front.protocol_version, await self.chain(call))
+                if meta:
+                    assert search is not None
+                    result = await self._meta_tool(search, call)
+                else:
+                    result = await self.chain(call)
+                    if search is not None and call.method == "tools/list":
+                        result = self._condensed(search, call, result)
+                result = finish(front.protocol_version, result)
         except (GatewayError, MCPError) as exc:
             raise self._masked_error(as_mcp_error(exc)) from None
         # Every result leaves here, on every front: a resolved secret a backend echoes is masked
         # by value, whether or not a masking middleware runs (one search when no secret is in it).
         return self.fleet.secrets.mask_json(result)
+
+    @property
+    def tool_search(self) -> ToolSearch | None:
+        """Search mode as configured now (`tool_search:`, reloadable); None: off."""
+        config = self.fleet.config.tool_search
+        if config is None:
+            return None
+        if self._search is None or (self._search.config is not config and self._search.config != config):
+            self._search = ToolSearch(config)
+            self._found.clear()
+        return self._search
+
+    async def _meta_tool(self, search: ToolSearch, call: Call) -> Result:
+        """`gateway_search_tools` or `gateway_describe_tool`, over the tools the caller may see: a
+        `tools/list` of theirs through the chain (so authorization filters it as any list)."""
+        front: Front = call.context
+        params = {"_meta": call.params["_meta"]} if "_meta" in call.params else {}
+        listing = Call(
+            method="tools/list",
+            params=params,
+            identity=call.identity,
+            request_id=call.request_id,
+            context=front,
+        )
+        listing.state["client"] = key = call.state["client"]
+        tools = (await self.chain(listing)).get("tools")
+        visible = tools if isinstance(tools, list) else []
+        arguments = call.params.get("arguments")
+        if call.params["name"] != SEARCH:
+            return search.describe(visible, arguments)
+        hits = search.hits(visible, arguments)
+        session = front.connection is not None and front.protocol_version not in MODERN_PROTOCOL_VERSIONS
+        if search.config.expose_found and hits and session:
+            found = self._found.setdefault(key, set())
+            new = {hit.name for hit in hits} - found
+            if new:
+                found |= new
+                await self.fleet.clients.tell(key, "notifications/tools/list_changed")
+        return search.results(hits)
+
+    def _condensed(self, search: ToolSearch, call: Call, result: Result) -> Result:
+        """A `tools/list` result (the caller's, filtered by the chain) as search mode shows it;
+        with `expose_found`, a session's found tools are listed too."""
+        shown = search.listing(result)
+        found = self._found.get(call.state["client"]) if self._found else None
+        if found and shown.get("tools") is not result.get("tools"):
+            listed = {t.get("name") for t in shown["tools"]}
+            extra = [t for t in result["tools"] if t.get("name") in found and t.get("name") not in listed]
+            shown["tools"] = [*shown["tools"], *extra]
+        return shown
+
+    async def _forget_found(self, key: Hashable) -> None:
+        self._found.pop(key, None)
 
     def identity_of(self, front: Front) -> Identity:
         """Who sent a request: HTTP authentication's identity, or (stdio) the configured one."""

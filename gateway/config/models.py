@@ -299,6 +299,27 @@ class SecretsConfig(_Model):
     env_prefix: str = Field(default="MCP_SECRET_", description="secret_ref:api_key -> $MCP_SECRET_API_KEY")
 
 
+class ToolSearchConfig(_Model):
+    """Tool search mode (`gateway.search`): past `after` tools, `tools/list` shows three meta-tools
+    (search, describe, call) and the pinned tools instead of the whole catalogue."""
+
+    after: int = Field(
+        default=50,
+        ge=0,
+        description="Show the meta-tools instead of the tools when a client would see more than this "
+        "many; 0: always.",
+    )
+    pinned: list[str] = Field(
+        default_factory=list, description="Public tool names or globs always listed beside the meta-tools."
+    )
+    limit: int = Field(default=8, ge=1, le=50, description="How many results a search returns by default.")
+    expose_found: bool = Field(
+        default=False,
+        description="2025-11-25 sessions: the tools a search found join that session's tools/list, and "
+        "the session is sent notifications/tools/list_changed.",
+    )
+
+
 class GatewayConfig(_Model):
     name: str = "mcp-gateway"
     listen: ListenConfig = Field(default_factory=ListenConfig)
@@ -308,6 +329,9 @@ class GatewayConfig(_Model):
     middleware: list[MiddlewareSpec] = Field(default_factory=list)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    tool_search: ToolSearchConfig | None = Field(
+        default=None, description="Tool search mode for large fleets; unset: off (the full list)."
+    )
 
     @model_validator(mode="before")
     @classmethod
