@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 
 from tests._support import BUILD_IMAGES, FLOOR, TIME_ARGS, TIME_SERVER, TINY, free_port, time_server
-from tests.bench import chain, docker_backends
+from tests.bench import chain, docker_backends, search
 from tests.bench.clients import (
     FIXTURE,
     GATEWAY_TOOL,
@@ -209,6 +209,13 @@ async def scenario_docker(ctx: BenchContext) -> ScenarioResult:
     return res
 
 
+async def scenario_search(ctx: BenchContext) -> ScenarioResult:
+    """Tool search mode over >= 1,000 tools: recall@5 and MRR, list tokens, search latency."""
+    res = ScenarioResult("search", "tool search over a 1,000-tool fleet (needs the npm reference servers)")
+    res.metrics.update(await search.bench(ctx))
+    return res
+
+
 SCENARIOS: list[Scenario] = [
     Scenario("direct", "direct stdio", scenario_direct),
     Scenario("gateway", "through the gateway (HTTP)", scenario_gateway),
@@ -217,4 +224,5 @@ SCENARIOS: list[Scenario] = [
     Scenario("fleet", "start 20 stdio backends; RSS with 50 idle backends", scenario_fleet),
     Scenario("chain", "full default middleware chain vs empty; masking 100 KB", scenario_chain),
     Scenario("docker", "5 containers' start-up; Docker backend vs stdio", scenario_docker, default=False),
+    Scenario("search", "tool search: recall@5, MRR, list tokens, latency", scenario_search, default=False),
 ]
