@@ -191,6 +191,7 @@ class Relay:
         arguments = call.params.get("arguments")
         if call.params["name"] != SEARCH:
             return search.describe(visible, arguments)
+        await search.view(visible).prepare()
         hits = search.hits(visible, arguments)
         session = front.connection is not None and front.protocol_version not in MODERN_PROTOCOL_VERSIONS
         if search.config.expose_found and hits and session:

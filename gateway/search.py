@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import anyio
 import bm25s
 import numpy as np
 import Stemmer
@@ -100,8 +101,9 @@ class Hit:
 class ToolIndex:
     """BM25 over one list of tools; `search` ranks within it."""
 
-    def __init__(self, tools: Sequence[Mapping[str, Any]], stemmer: Any) -> None:
-        self._stemmer = stemmer
+    def __init__(self, tools: Sequence[Mapping[str, Any]]) -> None:
+        # Its own: a Snowball stemmer is not to be shared between threads, and indexes are built in one.
+        self._stemmer = Stemmer.Stemmer("english")
         self.names = [str(t.get("name", "")) for t in tools]
         self.summaries = [summary(t) for t in tools]
         self._retriever: Any = None
@@ -140,7 +142,6 @@ class View:
 
     def __init__(self, tools: list[Item], search: ToolSearch) -> None:
         self.tools = tools  # held, so that the ids in its cache key stay unique
-        self._search = search
         self._index: ToolIndex | None = None
         self.by_name: dict[str, Item] = {}
         for tool in tools:
@@ -153,8 +154,14 @@ class View:
     @property
     def index(self) -> ToolIndex:
         if self._index is None:
-            self._index = ToolIndex(self.tools, self._search.stemmer)
+            self._index = ToolIndex(self.tools)
         return self._index
+
+    async def prepare(self) -> None:
+        """Build the index in a worker thread (a 1,000-tool one takes ~150 ms, which would stall
+        every other request on the event loop); two searches racing here build it twice, harmlessly."""
+        if self._index is None:
+            self._index = await anyio.to_thread.run_sync(ToolIndex, self.tools)
 
 
 class _SearchArguments(BaseModel):
@@ -253,7 +260,6 @@ class ToolSearch:
     def __init__(self, config: ToolSearchConfig) -> None:
         self.config = config
         self.meta_tools = _meta_tools(config.limit)
-        self.stemmer = Stemmer.Stemmer("english")
         self._views: collections.OrderedDict[tuple[int, ...], View] = collections.OrderedDict()
         self._last: View | None = None
 
