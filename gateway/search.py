@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import fnmatch
 import json
+import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.config.models import ToolSearchConfig
 from gateway.errors import BadArguments, UnknownName
+
+logger = logging.getLogger(__name__)
 
 Item = dict[str, Any]
 
@@ -262,6 +265,7 @@ class ToolSearch:
         self.meta_tools = _meta_tools(config.limit)
         self._views: collections.OrderedDict[tuple[int, ...], View] = collections.OrderedDict()
         self._last: View | None = None
+        self._shadowed: set[str] = set()  # meta-tool names a backend's tool was found to have
 
     def pinned(self, name: str) -> bool:
         return any(fnmatch.fnmatchcase(name, glob) for glob in self.config.pinned)
@@ -278,12 +282,23 @@ class ToolSearch:
         view = self._views.get(key)
         if view is None:
             view = self._views[key] = View(tools, self)
+            self._warn_shadowed(view)
             if len(self._views) > _VIEWS:
                 self._views.popitem(last=False)
         else:
             self._views.move_to_end(key)
         self._last = view
         return view
+
+    def _warn_shadowed(self, view: View) -> None:
+        for name in META_NAMES & view.by_name.keys() - self._shadowed:
+            self._shadowed.add(name)
+            logger.warning(
+                "tool search: a backend's tool %r is shadowed by the gateway's meta-tool of that name; "
+                "call it through %s (or give its server a `prefix:`)",
+                name,
+                CALL,
+            )
 
     def listing(self, result: Mapping[str, Any]) -> dict[str, Any]:
         """A `tools/list` result as search mode shows it (the meta-tools and the pinned tools past

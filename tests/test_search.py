@@ -113,6 +113,24 @@ def test_describe_and_bad_arguments() -> None:
     assert search.unwrapped(call) == {"name": "t", "arguments": {"a": 1}, "_meta": {"progressToken": 7}}
 
 
+def test_a_backend_tool_with_a_meta_tool_s_name_is_shadowed_and_said_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    own = {"name": CALL, "description": "a backend's own", "inputSchema": {"type": "object"}}
+    tools = [*generate(60), own]
+    search = ToolSearch(ToolSearchConfig(after=50))
+    search.view(tools)
+    search.view(list(reversed(tools)))  # another view: said once, not per view
+    assert [r.getMessage() for r in caplog.records].count(
+        f"tool search: a backend's tool {CALL!r} is shadowed by the gateway's meta-tool of that name; "
+        f"call it through {CALL} (or give its server a `prefix:`)"
+    ) == 1
+    # Still described and reachable through the meta-tool; listed only as the meta-tool.
+    assert search.describe(tools, {"name": CALL})["structuredContent"] == own
+    assert [t["name"] for t in search.view(tools).listed] == META
+    assert search.unwrapped({"name": CALL, "arguments": {"name": CALL}})["name"] == CALL
+
+
 # -- a 1,000-tool fleet through the gateway -------------------------------------------------------
 
 
@@ -188,6 +206,12 @@ async def test_a_2026_07_28_client_searches_and_calls() -> None:
         with pytest.raises(MCPError) as err:
             await client.call_tool(CALL, {"name": "many__no_such_tool", "arguments": {}})
         assert (err.value.code, err.value.message) == (INVALID_PARAMS, "Unknown tool: many__no_such_tool")
+        # Search mode follows the configuration (a reload swaps `fleet.config`): off, the full list.
+        gw.fleet.config = gw.fleet.config.model_copy(update={"tool_search": None})
+        assert len((await client.list_tools(cache_mode="bypass")).tools) == COUNT
+        with pytest.raises(MCPError) as err:
+            await client.call_tool(SEARCH, {"query": "deployment"})
+        assert (err.value.code, err.value.message) == (INVALID_PARAMS, f"Unknown tool: {SEARCH}")
 
 
 @pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
