@@ -138,19 +138,16 @@ class Relay:
         call.state["client"] = self._client_key(front, call.identity)
         try:
             search = self.tool_search
-            meta = (
-                search is not None and call.method == "tools/call" and call.params.get("name") in META_NAMES
-            )
-            if meta and call.params["name"] == CALL:
+            name = call.params.get("name") if call.method == "tools/call" else None
+            meta = search if search is not None and name in META_NAMES else None
+            if meta is not None and name == CALL:
                 # The real call from here on: routed, checked, limited and audited as the tool's own.
-                assert search is not None
-                call.params, meta = search.unwrapped(call.params), False
-            if not meta:
+                call.params, meta = meta.unwrapped(call.params), None
+            if meta is None:
                 self._route(call)
             with request_scope(server=call.server), self.drain.call():
-                if meta:
-                    assert search is not None
-                    result = await self._meta_tool(search, call)
+                if meta is not None:
+                    result = await self._meta_tool(meta, call)
                 else:
                     result = await self.chain(call)
                     if search is not None and call.method == "tools/list":
