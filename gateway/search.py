@@ -20,6 +20,12 @@ millisecond; chosen over `rank-bm25`, whose pure-Python scoring is slower and wh
 released) over English-stemmed words (PyStemmer's Snowball stemmer) of each tool's name (split on
 `_`, `-`, `.` and camelCase), title, description and argument names and descriptions.
 
+How the relay serves them (`Relay.dispatch`): `gateway_call_tool` is unwrapped into the real
+`tools/call` before routing, so auth, rate limits, audit and telemetry see the real tool, as for a
+direct call. A search or a description reads the caller's `tools/list` through the chain (audited
+and rate-limited as a list). `after` counts the tools the caller may see, so an identity allowed a
+few tools gets them listed directly; the meta-tools answer whenever `tool_search:` is set.
+
 A backend tool whose public name is one of the meta-tools' is shadowed by it while search is on
 (and reachable through `gateway_call_tool`): the names are chosen so that this does not happen with
 the default `<server>__` prefixes.
