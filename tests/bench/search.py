@@ -143,6 +143,7 @@ async def bench(ctx: BenchContext) -> dict[str, MetricValue]:
     recall, mrr = quality(queries, rankings)
     # The index alone, in this process, over the same list.
     search = ToolSearch(ToolSearchConfig(after=AFTER, limit=LIMIT))
+    search.view(full[:1]).index  # noqa: B018 - the libraries' import, not timed
     started = time.perf_counter()
     search.view(full).index  # noqa: B018 - built on first use: timed here
     build_ms = (time.perf_counter() - started) * 1000
