@@ -9,6 +9,7 @@ Hierarchy::
     ├── RoutingError                  no such tool / resource / prompt in the merged catalogue
     │   ├── UnknownName               "Unknown tool: X": the one wording of a name that is not there
     │   └── TaskGone                  a task whose backend restarted since (the task went with it)
+    ├── InvalidArguments              a tool call's arguments break the tool's overrides
     ├── MissingCapability             a capability was not declared (by the client a backend asks,
     │                                 or by a client using an extension's methods)
     ├── InvalidRequestState           a `requestState` the gateway will not continue
@@ -108,6 +109,18 @@ class TaskGone(RoutingError):
         super().__init__(
             f"Unknown task: {task_id} (server {server!r} restarted since it was created; its tasks are gone)",
             data={"server": server},
+        )
+
+
+class InvalidArguments(GatewayError):
+    """A call's arguments that the tool's overrides refuse (`gateway.overrides`): a hidden argument
+    the client sent, or a value outside a tightened schema. Refused before the backend is called."""
+
+    code = INVALID_PARAMS
+
+    def __init__(self, tool: str, argument: str, reason: str) -> None:
+        super().__init__(
+            f"Invalid arguments for tool {tool}: {reason}", data={"tool": tool, "argument": argument}
         )
 
 

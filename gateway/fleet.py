@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from contextlib import asynccontextmanager
@@ -178,13 +179,13 @@ class Fleet:
         old = self.catalogue
         ordered = self._in_config_order()
         known = Catalogue.build(
-            Source(b.name, namespace_of(b.name, b.spec), b.spec.tools, self._known[b.name])
+            Source(b.name, namespace_of(b.name, b.spec), b.spec.tools, self._known[b.name], b.spec.overrides)
             for b in ordered
             if b.name in self._known
         )
         self.catalogue = new = Catalogue.build(
             (
-                Source(b.name, namespace_of(b.name, b.spec), b.spec.tools, b.listing)
+                Source(b.name, namespace_of(b.name, b.spec), b.spec.tools, b.listing, b.spec.overrides)
                 for b in ordered
                 if b.listed
             ),
@@ -194,6 +195,10 @@ class Fleet:
         for collision in new.collisions:
             if collision not in old.collisions:
                 logger.warning("name collision: %s", collision)
+        # Reported when a listing first shows it (over the known listings: not again on a restart).
+        for problem in new.override_problems:
+            if problem not in old.override_problems and problem.server is not None:
+                self.warn(problem.server, str(problem))
         changed = {method for attr, method in _LISTS if getattr(old, attr) != getattr(new, attr)}
         if changed and self._tg is not None:
             for method in sorted(changed):
@@ -210,6 +215,23 @@ class Fleet:
             await hook(backend, method, params)
 
     def backend_event(self, backend: Backend, event: Event) -> None:
+        event = self._note(event)
+        if event.old == "running" and not backend.dormant:
+            # No longer listed: from now on its names route as a down backend's (see `Catalogue`).
+            self.listing_changed(backend)
+        for listener in list(self.event_listeners):
+            listener(event)
+
+    def warn(self, server: str, reason: str, category: str = "config") -> None:
+        """A warning about `server` that is no change of its state (e.g. an override its listing
+        does not allow): logged, and an event like its transitions (old and new its state now)."""
+        backend = self.backends.get(server)
+        state = backend.state.value if backend is not None else "stopped"
+        event = self._note(Event(time.time(), server, state, state, reason, "warning", category))
+        for listener in list(self.event_listeners):
+            listener(event)
+
+    def _note(self, event: Event) -> Event:
         # Reasons quote stderr tails and errors: masked once here, for the log, the event store,
         # the admin API, its streams and Redis alike.
         reason = self.secrets.mask(event.reason)
@@ -217,13 +239,12 @@ class Fleet:
             event = dataclasses.replace(event, reason=reason)
         self.events.append(event)
         level = {"error": logging.ERROR, "warning": logging.WARNING}.get(event.severity, logging.INFO)
-        reason = f" ({event.reason})" if event.reason else ""
-        logger.log(level, "server %s: %s -> %s%s", backend.name, event.old, event.new, reason)
-        if event.old == "running" and not backend.dormant:
-            # No longer listed: from now on its names route as a down backend's (see `Catalogue`).
-            self.listing_changed(backend)
-        for listener in list(self.event_listeners):
-            listener(event)
+        if event.old == event.new:
+            logger.log(level, "server %s: %s", event.server, event.reason)
+        else:
+            reason = f" ({event.reason})" if event.reason else ""
+            logger.log(level, "server %s: %s -> %s%s", event.server, event.old, event.new, reason)
+        return event
 
     async def release_client(self, key: Any) -> None:
         """A client is gone: end the per-client sessions it held (a `Clients.on_disconnect` hook)."""

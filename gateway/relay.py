@@ -44,6 +44,7 @@ from gateway.fleet import Fleet
 from gateway.front import Front
 from gateway.logs import request_scope
 from gateway.middleware import ANONYMOUS, Call, Identity, Middleware, build_chain, extras
+from gateway.overrides import Plan
 from gateway.questions import (
     MAX_BACKEND_ROUNDS,
     Caller,
@@ -60,6 +61,9 @@ from gateway.tasks import OPT_IN, Tasks, declared, opted_in
 from gateway.tasks import STATUS as TASK_STATUS
 
 logger = logging.getLogger(__name__)
+
+# `Call.state` key: the overridden tool's `Plan`, from its route (`_route`), for `_call_tool`.
+PLAN = "override_plan"
 
 
 def _masking(report: ProgressFnT, known: SecretValues) -> ProgressFnT:
@@ -269,6 +273,8 @@ class Relay:
         if route is None:
             raise UnknownName(kind, name)
         call.server, call.original = route.server, route.name
+        if route.plan is not None:
+            call.state[PLAN] = route.plan
 
     def _route_task(self, call: Call) -> None:
         """Route a `tasks/*` request to the backend holding the task, if the caller created it.
@@ -419,7 +425,13 @@ class Relay:
             and declared(call.params)
             and self.fleet.backends[server].declares_extension(TASKS_EXTENSION)
         )
-        result = await self._forward(call, opt_in=opt_in, name=call.original)
+        plan: Plan | None = call.state.get(PLAN)
+        if plan is None:
+            result = await self._forward(call, opt_in=opt_in, name=call.original)
+        else:
+            # The client's arguments, as the chain let them through, become the backend's.
+            arguments = plan.prepare(call.name or "", call.params.get("arguments"))
+            result = await self._forward(call, opt_in=opt_in, name=call.original, arguments=arguments)
         if result.get("resultType") == "task" and isinstance(result.get("taskId"), str):
             # A task instead of a result: from now on its id is ours to route (and to guard).
             backend = self.fleet.backends[server]
