@@ -6,6 +6,8 @@ it received: assertions are on what the backend saw, not on what the client sent
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -14,6 +16,7 @@ from typing import Any
 
 import mcp_types as types
 import pytest
+import yaml
 from mcp import Client as SdkClient
 from mcp.shared.exceptions import MCPError
 
@@ -285,3 +288,34 @@ async def _eventually(check: Callable[[], Awaitable[bool]]) -> None:
     with anyio.fail_after(START_TIMEOUT):
         while not await check():  # noqa: ASYNC110 - polled over HTTP, no event exists
             await anyio.sleep(0.05)
+
+
+# -- mcp-gateway tools --------------------------------------------------------------------------
+
+
+def test_the_tools_command_shows_what_is_overridden(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    overrides = {"search": FIND, "missing": {"title": "x"}}
+    path.write_text(yaml.safe_dump({"servers": {"rec": recorder(prefix="rec", overrides=overrides)}}))
+
+    def tools(*extra: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "gateway", "tools", "--config", str(path), *extra]
+        return subprocess.run(command, capture_output=True, text=True, timeout=START_TIMEOUT * 2, check=False)
+
+    text = tools()
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    find = next(i for i, line in enumerate(lines) if line.startswith("rec__find "))
+    assert "Search the records." in lines[find]
+    assert lines[find + 1].strip() == "overrides rec's search: hides region; defaults limit=5; checks units"
+    assert not any(line.startswith("rec__search") for line in lines)
+    assert "servers.rec.overrides.missing: no tool 'missing' is listed" in text.stderr
+
+    rows = {row["name"]: row for row in json.loads(tools("--json").stdout)}
+    assert rows["rec__find"]["original"] == "search"
+    assert rows["rec__find"]["override"] == {
+        "hidden": ["region"],
+        "defaults": {"limit": 5},
+        "tightened": ["units"],
+    }
+    assert rows["rec__lookup"]["original"] == "lookup" and "override" not in rows["rec__lookup"]
