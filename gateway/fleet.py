@@ -119,12 +119,20 @@ class Fleet:
         self.listing_changed(backend)
 
     async def apply(self, new: GatewayConfig) -> dict[str, list[str]]:
-        """Move the running fleet to `new` as a diff; untouched backends and their clients are left alone."""
+        """Move the running fleet to `new` as a diff; untouched backends and their clients are left alone.
+
+        A server whose `overrides` alone changed is not restarted: it is `reshaped` (its tools are
+        shown anew)."""
         wanted = {n: s for n, s in new.servers.items() if s.enabled}
         current = {n: b.spec for n, b in self.backends.items()}
         removed = [n for n in current if n not in wanted]
         added = [n for n in wanted if n not in current]
         changed = [n for n in wanted if n in current and wanted[n] != current[n]]
+        # Overrides shape only what clients see of a server: it keeps running, its tools are reshaped.
+        reshaped = [n for n in changed if wanted[n] == _with_overrides(current[n], wanted[n])]
+        changed = [n for n in changed if n not in reshaped]
+        for name in reshaped:
+            self.backends[name].spec = wanted[name]
         async with anyio.create_task_group() as tg:
             for name in [*removed, *changed]:
                 tg.start_soon(self.remove, name)
@@ -132,12 +140,15 @@ class Fleet:
             self.add(name, wanted[name])
         self.config = new
         self._rebuild()  # the servers' order in the file may have changed
-        return {
+        report = {
             "added": added,
             "removed": removed,
             "changed": changed,
-            "unchanged": [n for n in wanted if n in current and n not in changed],
+            "unchanged": [n for n in wanted if n in current and n not in changed and n not in reshaped],
         }
+        if reshaped:
+            report["reshaped"] = reshaped
+        return report
 
     async def wait_started(self, *, required_only: bool = False) -> None:
         """Until every backend (or every `required` one) has made its first start attempt (each
@@ -251,3 +262,8 @@ class Fleet:
         for backend in self.backends.values():
             if backend.per_client:
                 await backend.release(key)
+
+
+def _with_overrides(spec: ServerSpec, other: ServerSpec) -> ServerSpec:
+    """`spec` with `other`'s overrides: equal to `other` if the overrides are all they differ in."""
+    return spec.model_copy(update={"overrides": other.overrides})

@@ -21,6 +21,7 @@ from mcp import Client as SdkClient
 from mcp.shared.exceptions import MCPError
 
 from gateway.catalogue import BackendListing, Catalogue, Source
+from gateway.config import load_config
 from gateway.config.models import ToolFilter, ToolOverride
 from gateway.errors import InvalidArguments
 from gateway.overrides import Plan, Problem, apply
@@ -280,6 +281,49 @@ async def test_overrides_the_listing_does_not_allow_are_warning_events() -> None
             }
         # Once each, however often the catalogue was rebuilt since.
         assert len(got) == 3
+
+
+@pytest.mark.anyio
+async def test_a_reload_that_changes_only_overrides_keeps_the_backend_running(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump({"servers": {"rec": recorder(prefix="rec", overrides={"search": FIND})}}))
+    changed: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.append(message.method)
+
+    async with (
+        serve(load_config(path), config_path=path) as gw,
+        SdkClient(gw.url, mode="legacy", message_handler=on_message) as client,
+    ):
+        backend = gw.fleet.backends["rec"]
+        started = backend.started_at
+        await client.call_tool("rec__find", {"query": "before"})
+        retitled = {**FIND, "title": "Look for records", "hide": {"region": "us"}}
+        path.write_text(
+            yaml.safe_dump({"servers": {"rec": recorder(prefix="rec", overrides={"search": retitled})}})
+        )
+        report = await gw.app.state.reloader.reload("test")
+        assert report["servers"] == {
+            "added": [],
+            "removed": [],
+            "changed": [],
+            "unchanged": [],
+            "reshaped": ["rec"],
+        }
+        assert gw.fleet.backends["rec"] is backend and backend.started_at == started  # not restarted
+        await wait_until(lambda: changed, timeout=START_TIMEOUT)
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        assert tools["rec__find"].title == "Look for records"
+        result = await client.call_tool("rec__find", {"query": "after"})
+        assert result.structured_content == {
+            "tool": "search",
+            "arguments": {"query": "after", "limit": 5, "region": "us"},
+        }
+        # The same process, which has heard both calls.
+        received = (await client.call_tool("rec__received", {})).structured_content or {}
+        assert [c["arguments"]["query"] for c in received["calls"]] == ["before", "after"]
 
 
 async def _eventually(check: Callable[[], Awaitable[bool]]) -> None:
