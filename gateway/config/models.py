@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from gateway.config.admin import AdminConfig
 from gateway.config.cluster import ClusterConfig
@@ -79,36 +79,40 @@ class ToolOverride(_Model):
             raise ValueError(f"name {value!r} must be 1-64 letters, digits, '_', '.' or '-'")
         return value
 
+    # Fields are validated in order (hide, defaults, schema): each check sees the ones before it,
+    # and its error is keyed (and lined) where the conflict is written.
+    @field_validator("defaults")
+    @classmethod
+    def _check_defaults(cls, defaults: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        for arg in defaults:
+            if arg in info.data.get("hide", {}):
+                raise ValueError(f"argument {arg!r} is hidden too; keep it in one of `hide` and `defaults`")
+        return defaults
+
     @field_validator("tighten")
     @classmethod
-    def _check_fragments(cls, tighten: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        if tighten:
-            from jsonschema import Draft202012Validator, SchemaError  # on use: ~70 ms to import
+    def _check_fragments(
+        cls, tighten: dict[str, dict[str, Any]], info: ValidationInfo
+    ) -> dict[str, dict[str, Any]]:
+        if not tighten:
+            return tighten
+        from jsonschema import Draft202012Validator, SchemaError  # on use: ~70 ms to import
 
-            for arg, fragment in tighten.items():
-                try:
-                    Draft202012Validator.check_schema(fragment)
-                except SchemaError as exc:
-                    path = "".join(f".{p}" for p in exc.path)
-                    raise ValueError(f"schema.{arg}{path} is not valid JSON Schema: {exc.message}") from None
-        return tighten
-
-    @model_validator(mode="after")
-    def _check_arguments(self) -> ToolOverride:
-        for arg in self.hide:
-            if arg in self.defaults:
-                raise ValueError(f"argument {arg!r} is both hidden and defaulted; keep it in one of them")
-            if arg in self.tighten:
+        for arg, fragment in tighten.items():
+            if arg in info.data.get("hide", {}):
                 raise ValueError(
-                    f"argument {arg!r} is hidden: the client never sends it, so `schema` cannot apply"
+                    f"argument {arg!r} is hidden: the client never sends it, so it cannot be checked"
                 )
-        for arg, value in self.defaults.items():
-            if arg in self.tighten:
-                from jsonschema import Draft202012Validator
-
-                if not Draft202012Validator(self.tighten[arg]).is_valid(value):
-                    raise ValueError(f"the default of {arg!r} does not satisfy its own `schema.{arg}`")
-        return self
+            try:
+                Draft202012Validator.check_schema(fragment)
+            except SchemaError as exc:
+                # Where, not the offending value: values are never shown (a misplaced secret).
+                where = ".".join(str(p) for p in (arg, *exc.path))
+                raise ValueError(f"`{where}` is not valid JSON Schema") from None
+            defaults = info.data.get("defaults", {})
+            if arg in defaults and not Draft202012Validator(fragment).is_valid(defaults[arg]):
+                raise ValueError(f"the default of {arg!r} does not pass its own schema here")
+        return tighten
 
 
 class HealthCheck(_Model):
