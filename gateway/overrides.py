@@ -68,10 +68,9 @@ class Plan:
 
     fixed: Mapping[str, Any] = field(default_factory=dict)  # hidden arguments and their values
     defaults: Mapping[str, Any] = field(default_factory=dict)
-    # Checks the client's arguments against the tightened keywords only (the backend checks its own
-    # schema itself): None when nothing is tightened.
-    validator: Validator | None = None
-    tightened: tuple[str, ...] = ()
+    # Per tightened argument, a validator of its tightened keywords only (the backend checks its own
+    # schema itself). One per argument, not one of the object: a fifth of the cost per call.
+    checks: tuple[tuple[str, Validator], ...] = ()
     inner: Plan | None = None  # the plan of the overrides under these (an endpoint's over a server's)
 
     def over(self, inner: Plan | None) -> Plan:
@@ -89,13 +88,12 @@ class Plan:
         if fixed and not fixed.keys().isdisjoint(args):
             arg = next(a for a in fixed if a in args)
             raise InvalidArguments(tool, arg, f"argument {arg!r} is set by the gateway and must not be sent")
-        validator = self.validator
-        if validator is not None and not validator.is_valid(args):
-            from jsonschema.exceptions import best_match
+        for arg, validator in self.checks:
+            if arg in args and not validator.is_valid(args[arg]):
+                from jsonschema.exceptions import best_match
 
-            error = best_match(validator.iter_errors(args))
-            arg = str(error.path[0]) if error.path else ""
-            raise InvalidArguments(tool, arg, f"argument {arg!r}: {error.message}" if arg else error.message)
+                error = best_match(validator.iter_errors(args[arg]))
+                raise InvalidArguments(tool, arg, f"argument {arg!r}: {error.message}")
         for arg, value in self.defaults.items():
             if arg not in args:
                 args[arg] = value
@@ -111,8 +109,8 @@ class Plan:
             shown["hidden"] = sorted(self.fixed)
         if self.defaults:
             shown["defaults"] = dict(self.defaults)
-        if self.tightened:
-            shown["tightened"] = list(self.tightened)
+        if self.checks:
+            shown["tightened"] = [arg for arg, _ in self.checks]
         if self.inner is not None:
             for key, value in self.inner.summary().items():
                 shown.setdefault(key, value)
@@ -216,12 +214,12 @@ def _shape(tool: Item, override: ToolOverride, name: str | None, report: _Report
         shown["required"] = [r for r in schema["required"] if r not in fixed and r not in defaults]
     item["inputSchema"] = shown
 
-    validator = None
+    checks: tuple[tuple[str, Validator], ...] = ()
     if tighten:
         from jsonschema import Draft202012Validator
 
-        validator = Draft202012Validator({"type": "object", "properties": tighten})
-    plan = Plan(fixed=fixed, defaults=defaults, validator=validator, tightened=tuple(tighten))
+        checks = tuple((arg, Draft202012Validator(keywords)) for arg, keywords in tighten.items())
+    plan = Plan(fixed=fixed, defaults=defaults, checks=checks)
     return Shaped(original, item, plan)
 
 
