@@ -133,6 +133,30 @@ def _allowed(name: str, rule: ToolFilter) -> bool:
     )
 
 
+def overridden(
+    tools: Iterable[Item],
+    routes: Mapping[str, Route],
+    tool_overrides: Mapping[str, ToolOverride],
+    *,
+    owner: str,
+) -> tuple[list[Item], dict[str, Route], tuple[Problem, ...]]:
+    """Overrides over tools that are public already (an endpoint's view of the catalogue): keyed
+    by public name, applied to `tools` (routed by `routes`). Returns the tools clients see, the
+    route of each (its new name's, for a renamed one; the route's plan under the override's),
+    and what the overrides name that the tools do not have."""
+    listed = [t for t in tools if t["name"] in routes]
+    applied = overrides.apply(listed, tool_overrides, owner=owner)
+    shown: list[Item] = []
+    shown_routes: dict[str, Route] = {}
+    for tool in applied.tools:
+        route = routes[tool.original]
+        if tool.plan is not None:
+            route = Route(route.server, route.name, tool.plan.over(route.plan))
+        shown.append(tool.item)
+        shown_routes[tool.item["name"]] = route
+    return shown, shown_routes, applied.problems
+
+
 def _freshness(sources: Iterable[Source]) -> dict[ListKind, tuple[float, Literal["public", "private"]]]:
     """Per list kind, when the first of its backends' hints runs out, and whether any is private."""
     fresh: dict[ListKind, tuple[float, Literal["public", "private"]]] = {}

@@ -20,7 +20,7 @@ import yaml
 from mcp import Client as SdkClient
 from mcp.shared.exceptions import MCPError
 
-from gateway.catalogue import BackendListing, Catalogue, Source
+from gateway.catalogue import BackendListing, Catalogue, Source, overridden
 from gateway.config import load_config
 from gateway.config.models import ToolFilter, ToolOverride
 from gateway.errors import InvalidArguments
@@ -174,6 +174,31 @@ def test_the_catalogue_routes_an_overridden_name_to_the_backends_own() -> None:
     known = Catalogue.build([broken])
     assert [p.tool for p in known.override_problems] == ["nope"]
     assert Catalogue.build([], known=known).override_problems == known.override_problems
+
+
+def test_overrides_over_public_tools_stack_on_their_routes_plans() -> None:
+    # What an endpoint does with its own `overrides:` over its view of the catalogue.
+    listing = BackendListing(tools=[SEARCH, LOOKUP])
+    catalogue = Catalogue.build([Source("rec", "rec", ToolFilter(), listing, {"search": override(**FIND)})])
+    on_top = {"rec__find": override(name="records", defaults={"units": "metric"}), "gone": override()}
+    tools, routes, problems = overridden(catalogue.tools, catalogue.tool_routes, on_top, owner="endpoints./r")
+    assert [t["name"] for t in tools] == ["records", "rec__lookup"]
+    assert tools[0]["title"] == "Find records"  # the server's override shows through
+    assert tools[0]["inputSchema"]["properties"]["units"]["default"] == "metric"
+    assert routes["rec__lookup"] is catalogue.tool_routes["rec__lookup"]
+    route = routes["records"]
+    assert (route.server, route.name) == ("rec", "search") and route.plan is not None
+    assert route.plan.prepare("records", {"query": "q"}) == {
+        "query": "q",
+        "units": "metric",
+        "limit": 5,
+        "region": "eu",
+    }
+    with pytest.raises(InvalidArguments, match="'units'"):  # the server's enum still holds
+        route.plan.prepare("records", {"query": "q", "units": "kelvin"})
+    assert [str(p) for p in problems] == [
+        "endpoints./r.overrides.gone: no tool 'gone' is listed; the override is ignored"
+    ]
 
 
 # -- through the gateway: real clients, a real backend -----------------------------------------
