@@ -33,9 +33,11 @@ from gateway.front.events import Events
 from gateway.front.exchange import StreamableHttp
 from gateway.front.http import Authenticated, GatewayApp, Refusing, authenticate, transport_security
 from gateway.front.sdk import build_server
+from gateway.front.sessions import SessionIds, Sessions
 from gateway.logs import masking_secrets
 from gateway.middleware import Middleware, extras, instantiate
 from gateway.middleware._keys import presented_credential
+from gateway.questions import state_seal
 
 logger = logging.getLogger("gateway")
 
@@ -93,7 +95,7 @@ def build_app(
         config_path=config_path,
     )
     # The exchange (below) learns 2025-11-25 sessions from the requests the SDK dispatches.
-    server = build_server(relay, on_front=lambda front: exchange.sessions.learn(front))
+    server = build_server(relay, on_front=lambda front: sessions.learn(front))
     security = transport_security()
     listen = config.listen
     # 2025-11-25 event streams are resumable, the SDK's (each session its own view) and the
@@ -101,6 +103,7 @@ def build_app(
     events = Events(listen.event_store)
     # The SDK's defaults (10,000 sessions idle for up to 30 minutes, ~39 KB each) let one client
     # hold a lot of memory; at the cap a new session is refused with a 503, none is evicted.
+    cluster = fleet.cluster
     manager = _sdk.SessionManager(
         app=server,
         security_settings=security,
@@ -109,11 +112,16 @@ def build_app(
         max_request_body_size=listen.max_body_bytes,
         retry_interval=listen.event_store.retry,
         session_events=events.view,
+        # Session ids any replica with the same `state.keys` restores (README "Running several
+        # replicas"); what must reach another replica goes on the cluster's bus.
+        session_ids=SessionIds(state_seal(config.state, known, ttl=listen.session_max_age), cluster),
     )
+    sessions = Sessions(manager, cluster)
+    fleet.clients.notify = sessions.notify
     # What the exchange does not serve goes to the SDK's transport; a body that is not one JSON-RPC
     # message is answered before that reads it.
     sdk_app = EnvelopeCheck(StreamableHTTPASGIApp(manager), listen.max_body_bytes)
-    exchange = StreamableHttp(sdk_app, relay, server, manager, security, events)
+    exchange = StreamableHttp(sdk_app, relay, server, manager, security, events, sessions)
     endpoint = Refusing(Authenticated(exchange, relay), relay.drain, manager.max_request_body_size)
     # Draining ends the SDK's standalone GET streams, so no client waits on one past shutdown.
     relay.drain.on_close.append(lambda: _sdk.close_get_streams(manager))
@@ -153,6 +161,8 @@ def build_app(
             await stack.enter_async_context(fleet.running())
             await stack.enter_async_context(relay.inputs.running())
             await stack.enter_async_context(manager.run())
+            if cluster.shared:
+                await stack.enter_async_context(cluster.bus().running())
             app.state.fleet = fleet
             app.state.relay = relay
             app.state.reloader = reloader

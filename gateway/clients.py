@@ -29,8 +29,18 @@ from mcp.server.subscriptions import (
 logger = logging.getLogger(__name__)
 
 
+Notify = Callable[[Connection, str, "dict[str, Any] | None"], Awaitable[None]]
+
+
+async def _notify(connection: Connection, method: str, params: dict[str, Any] | None) -> None:
+    await connection.notify(method, params)
+
+
 class Clients:
     def __init__(self) -> None:
+        # How a news item reaches one client's session; the HTTP front replaces it so that news
+        # for a session whose GET stream is open on another replica reaches it there.
+        self.notify: Notify = _notify
         self._connections: dict[Hashable, Connection] = {}
         self.subscriptions: dict[str, set[Hashable]] = {}  # public resource URI -> connection keys
         self.on_disconnect: list[Callable[[Hashable], Awaitable[None]]] = []
@@ -98,7 +108,7 @@ class Clients:
         for key in [owner] if owner is not None else list(keys):
             connection = self._connections.get(key)
             if connection is not None and key in keys:
-                await connection.notify("notifications/resources/updated", {"uri": uri})
+                await self.notify(connection, "notifications/resources/updated", {"uri": uri})
         event = ResourceUpdated(uri=uri)
         if owner is None:
             await self.bus.publish(event)  # listen streams filter by URI themselves

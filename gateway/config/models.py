@@ -345,7 +345,16 @@ class ListenConfig(_Model):
         "JSON-RPC error (open sessions are never evicted).",
     )
     session_idle_timeout: float = Field(
-        default=600.0, gt=0, description="Seconds a 2025-11-25 session may stay unused before it is closed."
+        default=600.0,
+        gt=0,
+        description="Seconds a 2025-11-25 session may stay unused before this process lets go of it "
+        "(its next request restores it, as on another replica, until `session_max_age`).",
+    )
+    session_max_age: float = Field(
+        default=86400.0,
+        gt=0,
+        description="Seconds a 2025-11-25 session id stays good (it is sealed under `state.keys`, so "
+        "any replica with the same keys serves the session); after it, the client opens a new one.",
     )
     header_timeout: float = Field(
         default=10.0, gt=0, description="Seconds a client has to send a request's headers (slowloris guard)."
