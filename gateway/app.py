@@ -117,6 +117,8 @@ def build_app(
         session_ids=SessionIds(state_seal(config.state, known, ttl=listen.session_max_age), cluster),
     )
     sessions = Sessions(manager, cluster)
+    if cluster.shared:
+        relay.inputs.attach(cluster.bus())  # a retry reaching another replica continues the call
     fleet.clients.notify = sessions.notify
     # What the exchange does not serve goes to the SDK's transport; a body that is not one JSON-RPC
     # message is answered before that reads it.

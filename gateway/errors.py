@@ -151,6 +151,18 @@ class InvalidRequestState(GatewayError):
         super().__init__(message, data={"reason": "invalid_request_state"})
 
 
+class HeldElsewhere(InvalidRequestState):
+    """A `requestState` continuing a call another gateway process holds (`process`): continued
+    there over the cluster's bus when there is one, else refused as invalid."""
+
+    def __init__(self, process: str) -> None:
+        self.process = process
+        super().__init__(
+            "the call is held by another gateway process",
+            "This requestState continues a call held by another gateway process; start the call again",
+        )
+
+
 class ShuttingDown(GatewayError):
     """The gateway is shutting down: a new request is refused, a call still running at the drain
     deadline is ended. Same code as an unavailable backend: retry elsewhere or later."""

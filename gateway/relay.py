@@ -393,22 +393,23 @@ class Relay:
         raw = front.params or {}
         state = raw.get("requestState")
         if state is not None:
-            deferred = self.inputs.resume(state, dict(raw.get("inputResponses") or {}), front, binding)
-        else:
-            key = call.state["client"]
-            known = self.fleet.secrets
+            # Held here, or continued by the process that holds it (with `cluster.redis`).
+            responses = dict(raw.get("inputResponses") or {})
+            return await self.inputs.continue_call(state, responses, front, binding)
+        key = call.state["client"]
+        known = self.fleet.secrets
 
-            async def progress(progress: float, total: float | None, message: str | None) -> None:
-                await deferred.context.report_progress(progress, total, message)
+        async def progress(progress: float, total: float | None, message: str | None) -> None:
+            await deferred.context.report_progress(progress, total, message)
 
-            masked = _masking(progress, known)
+        masked = _masking(progress, known)
 
-            def run(rounds: InputCaller) -> Awaitable[Result]:
-                # The backend's questions pass the same check as on any other front, then queue.
-                caller = Caller(front, key, known, channel=rounds.ask)
-                return backend.request(method, params, caller, on_progress=masked)
+        def run(rounds: InputCaller) -> Awaitable[Result]:
+            # The backend's questions pass the same check as on any other front, then queue.
+            caller = Caller(front, key, known, channel=rounds.ask)
+            return backend.request(method, params, caller, on_progress=masked)
 
-            deferred = self.inputs.start(key, front, run, binding)
+        deferred = self.inputs.start(key, front, run, binding)
         return await self.inputs.next_result(deferred)
 
     def _public_uri(self, server: str) -> Callable[[str], str]:
