@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -23,11 +23,11 @@ from gateway.admin._record import EventRecord
 from gateway.cluster import Cluster, StreamWriter, default_replica_id, is_stream_id, stream_order
 from gateway.config import load_config
 from gateway.config.cluster import ClusterConfig
+from gateway.errors import ConfigError
 from gateway.middleware.audit import Audit
-from tests._infra import require
-from tests._support import config, fastmcp_client, free_port, misbehave, serve
+from tests._infra import Redis
+from tests._support import config, fastmcp_client, misbehave, serve
 from tests.admin._helpers import SSEReader, error_of, serve_admin
-from tests.middleware.test_ratelimit import Redis
 
 pytestmark = pytest.mark.anyio
 
@@ -35,15 +35,9 @@ WAIT = 60.0  # generous: a loaded 2-core machine
 
 
 @pytest.fixture
-def server() -> Iterator[Redis]:
+def server(redis: Redis) -> Redis:
     """A real redis-server of this test's own, which a test may stop and start again."""
-    require("redis")
-    redis = Redis(free_port())
-    redis.start()
-    try:
-        yield redis
-    finally:
-        redis.stop()
+    return redis
 
 
 def cluster_config(server: Redis, prefix: str, **extra: Any) -> dict[str, Any]:
@@ -57,6 +51,7 @@ async def replica(server: Redis, prefix: str, name: str, tmp_path: Path) -> Asyn
         {"mb": misbehave()},
         middleware=[{"use": "audit", "options": {"path": str(tmp_path / f"{name}-audit.db")}}],
         cluster=cluster_config(server, prefix, replica_id=name),
+        state={"keys": ["k" * 32]},  # what every replica shares
     )
     async with serve_admin(cfg) as gw:
         yield gw
@@ -150,6 +145,27 @@ async def test_a_replica_id_is_generated_unique_per_process() -> None:
         ClusterConfig(replica_id="has space")
     with pytest.raises(ValueError, match="redis"):
         ClusterConfig(redis="http://127.0.0.1:6379")
+
+
+async def test_replicas_without_a_shared_state_key_are_refused_with_the_fix(tmp_path: Path) -> None:
+    """Each replica would seal session ids under a key of its own: no other could serve them."""
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        yaml.safe_dump({"servers": {"mb": misbehave()}, "cluster": {"redis": "redis://127.0.0.1:1"}})
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "state.keys" in str(caught.value) and "MCP_STATE_KEY" in str(caught.value)
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "servers": {"mb": misbehave()},
+                "cluster": {"redis": "redis://127.0.0.1:1"},
+                "state": {"keys": ["k" * 32]},
+            }
+        )
+    )
+    assert load_config(path).cluster.redis == "redis://127.0.0.1:1"
 
 
 def record(text: str) -> EventRecord:

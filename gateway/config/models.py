@@ -461,6 +461,17 @@ class GatewayConfig(_Model):
             data = {**data, "servers": servers}
         return data
 
+    @model_validator(mode="after")
+    def _replicas_share_keys(self) -> GatewayConfig:
+        if self.cluster.redis is not None and not self.state.keys:
+            raise ValueError(
+                "cluster.redis is set (several replicas) but state.keys is empty: each replica would "
+                "seal session ids and requestState under a key of its own, and the others could not "
+                "open them; set state.keys to the same secret on every replica, e.g. "
+                "keys: ['${env:MCP_STATE_KEY}']"
+            )
+        return self
+
     @field_validator("servers")
     @classmethod
     def _check_names(cls, servers: dict[str, ServerSpec]) -> dict[str, ServerSpec]:
