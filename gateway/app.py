@@ -116,10 +116,11 @@ def build_app(
         # replicas"); what must reach another replica goes on the cluster's bus.
         session_ids=SessionIds(state_seal(config.state, known, ttl=listen.session_max_age), cluster),
     )
-    sessions = Sessions(manager, cluster)
+    sessions = Sessions(manager, cluster, fleet.clients)
     if cluster.shared:
         relay.inputs.attach(cluster.bus())  # a retry reaching another replica continues the call
     fleet.clients.notify = sessions.notify
+    fleet.clients.unsubscribed = sessions.unsubscribed
     # What the exchange does not serve goes to the SDK's transport; a body that is not one JSON-RPC
     # message is answered before that reads it.
     sdk_app = EnvelopeCheck(StreamableHTTPASGIApp(manager), listen.max_body_bytes)

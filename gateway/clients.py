@@ -30,10 +30,15 @@ logger = logging.getLogger(__name__)
 
 
 Notify = Callable[[Connection, str, "dict[str, Any] | None"], Awaitable[None]]
+Unsubscribed = Callable[[Hashable, str], Awaitable[None]]
 
 
 async def _notify(connection: Connection, method: str, params: dict[str, Any] | None) -> None:
     await connection.notify(method, params)
+
+
+async def _unsubscribed(key: Hashable, uri: str) -> None:
+    pass
 
 
 class Clients:
@@ -41,6 +46,8 @@ class Clients:
         # How a news item reaches one client's session; the HTTP front replaces it so that news
         # for a session whose GET stream is open on another replica reaches it there.
         self.notify: Notify = _notify
+        # Told when a client unsubscribes (the HTTP front tells the replicas holding its session).
+        self.unsubscribed: Unsubscribed = _unsubscribed
         self._connections: dict[Hashable, Connection] = {}
         self.subscriptions: dict[str, set[Hashable]] = {}  # public resource URI -> connection keys
         self.on_disconnect: list[Callable[[Hashable], Awaitable[None]]] = []
@@ -70,7 +77,11 @@ class Clients:
     def subscribe(self, key: Hashable, uri: str) -> None:
         self.subscriptions.setdefault(uri, set()).add(key)
 
-    def unsubscribe(self, key: Hashable, uri: str) -> None:
+    async def unsubscribe(self, key: Hashable, uri: str) -> None:
+        self.forget_subscription(key, uri)
+        await self.unsubscribed(key, uri)
+
+    def forget_subscription(self, key: Hashable, uri: str) -> None:
         self.subscriptions.get(uri, set()).discard(key)
 
     async def broadcast(self, method: str, params: dict[str, Any] | None = None) -> None:

@@ -481,7 +481,7 @@ class Relay:
             result = await self._forward(call, uri=call.original)
             self.fleet.clients.subscribe(key, call.name or "")
             return result
-        self.fleet.clients.unsubscribe(key, call.name or "")
+        await self.fleet.clients.unsubscribe(key, call.name or "")
         return await self._forward(call, uri=call.original)
 
     async def _complete(self, call: Call) -> Result:

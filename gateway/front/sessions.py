@@ -48,6 +48,7 @@ from starlette.types import Scope
 
 from gateway import _sdk
 from gateway._inputs import StateSeal
+from gateway.clients import Clients
 from gateway.cluster import TIMEOUT, Cluster
 from gateway.errors import InvalidRequestState
 from gateway.front import Front
@@ -145,8 +146,11 @@ class Session:
 class Sessions:
     """The sessions the exchange serves here, and what reaches them from other replicas."""
 
-    def __init__(self, manager: _sdk.SessionManager, cluster: Cluster | None = None) -> None:
+    def __init__(
+        self, manager: _sdk.SessionManager, cluster: Cluster | None = None, clients: Clients | None = None
+    ) -> None:
         self._manager = manager
+        self._clients = clients
         self._known: dict[str, Session] = {}
         self._by_connection: dict[int, str] = {}  # id(connection) -> session id
         self._learned = 0
@@ -267,6 +271,13 @@ class Sessions:
             _TOPIC, {"kind": "notify", "session": session_id, "method": method, "params": params}
         )
 
+    async def unsubscribed(self, key: Hashable, uri: str) -> None:
+        """A session unsubscribed from `uri` here: the replicas that took its subscription stop
+        sending it updates."""
+        session_id = self._by_connection.get(key) if isinstance(key, int) else None
+        if self._bus is not None and session_id is not None:
+            await self._bus.publish(_TOPIC, {"kind": "unsubscribe", "session": session_id, "uri": uri})
+
     async def _heard(self, message: dict[str, Any]) -> None:
         kind, session_id = message.get("kind"), message.get("session")
         session = self._known.get(session_id) if isinstance(session_id, str) else None
@@ -281,6 +292,8 @@ class Sessions:
             session.cancel(message["params"])
         elif kind == "answer" and message.get("to") == self.tag and isinstance(message.get("message"), dict):
             session.answer(message["message"])
+        elif kind == "unsubscribe" and self._clients is not None and isinstance(message.get("uri"), str):
+            self._clients.forget_subscription(id(session.connection), message["uri"])
         elif kind == "notify" and session.id in self._listening and isinstance(message.get("method"), str):
             params = message.get("params")
             await session.connection.notify(message["method"], params if isinstance(params, dict) else None)

@@ -186,7 +186,8 @@ async def test_a_cancellation_sent_to_another_replica_reaches_the_call(redis: Re
 
 
 async def test_a_resource_update_reaches_the_get_stream_on_another_replica(redis: Redis) -> None:
-    """Subscribed and changed through replica a; the session's GET stream is open on b."""
+    """Subscribed and changed through replica a; the session's GET stream is open on b; the
+    unsubscription, sent to b, reaches a."""
     async with (
         replicas(redis, "--touch") as (a, b),
         httpx.AsyncClient(timeout=30) as http,
@@ -229,6 +230,13 @@ async def test_a_resource_update_reaches_the_get_stream_on_another_replica(redis
             assert heard == [
                 {"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": uri}}
             ]
+            # Unsubscribed through b: a, which took the subscription, stops sending its updates.
+            clients = a.fleet.clients
+            assert clients.subscriptions.get(uri)
+            unsub = await http.post(b.url, headers=headers, json=rpc("resources/unsubscribe", {"uri": uri}))
+            assert "error" not in messages(unsub)[0], unsub.text
+            with anyio.fail_after(WAIT):
+                await wait_for(lambda: not clients.subscriptions.get(uri), timeout=WAIT)
 
 
 def _echo(text: str) -> dict[str, Any]:
