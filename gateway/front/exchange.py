@@ -128,7 +128,7 @@ class StreamableHttp:
                 await self.sdk(scope, receive, send)
             elif not await self._resume(scope, receive, send):
                 # The session's GET stream: news for it is delivered here while it is open.
-                with self.sessions.listening(Headers(scope=scope).get(MCP_SESSION_ID_HEADER, "")):
+                with self.sessions.listening(Headers(scope=scope).get(MCP_SESSION_ID_HEADER)):
                     await self.sdk(scope, receive, send)
             return
         # Decoded once; the first of repeated headers wins, as in Starlette's `Headers`.

@@ -219,8 +219,11 @@ class Sessions:
         return self.find(session_id, version, scope)
 
     @contextmanager
-    def listening(self, session_id: str) -> Iterator[None]:
+    def listening(self, session_id: str | None) -> Iterator[None]:
         """While a GET stream of the session is open here (news for it is delivered here)."""
+        if session_id is None:
+            yield  # refused by the SDK's transport: no session to listen to
+            return
         self._listening[session_id] += 1
         try:
             yield
@@ -282,7 +285,7 @@ class Sessions:
         kind, session_id = message.get("kind"), message.get("session")
         session = self._known.get(session_id) if isinstance(session_id, str) else None
         if kind == "ended" and isinstance(session_id, str):
-            if message.get("from") != self._bus_replica():
+            if self._bus is not None and message.get("from") != self._bus.cluster.replica:
                 self._forget(session_id)
                 await _sdk.end_session(self._manager, session_id)
             return
@@ -297,9 +300,6 @@ class Sessions:
         elif kind == "notify" and session.id in self._listening and isinstance(message.get("method"), str):
             params = message.get("params")
             await session.connection.notify(message["method"], params if isinstance(params, dict) else None)
-
-    def _bus_replica(self) -> str | None:
-        return self._bus.cluster.replica if self._bus is not None else None
 
 
 class SessionIds:
