@@ -343,7 +343,8 @@ class SessionIds:
             return
         now = time.time()
         digest = _digest(session_id)
-        self._ended = {d: t for d, t in self._ended.items() if t > now}
+        if len(self._ended) % _PRUNE_EVERY == 0:  # now and then: a DELETE costs O(1) on average
+            self._ended = {d: t for d, t in self._ended.items() if t > now}
         self._ended[digest] = expires
         cluster = self._cluster
         if cluster is None:
