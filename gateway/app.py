@@ -27,6 +27,7 @@ from gateway.admin._auth import AdminAuth, AuthMiddleware
 from gateway.admin.ui import ui_routes
 from gateway.config.models import GatewayConfig
 from gateway.config.secrets import Secrets
+from gateway.control import ControlPlane
 from gateway.fleet import Fleet
 from gateway.front.envelope import EnvelopeCheck
 from gateway.front.events import Events
@@ -85,6 +86,10 @@ def build_app(
     parts = Gateway.assemble(config, middlewares, known, fleet=fleet, config_path=config_path)
     fleet, relay, reloader = parts.fleet, parts.relay, parts.reloader
     who = functools.partial(authenticate, relay)
+    if fleet.cluster.shared and fleet.control is None:
+        # One control plane for the replicas: registrations, actions, reloads and pins made
+        # through any of them apply to all (its handlers are on the bus before it runs).
+        fleet.control = ControlPlane(fleet, fleet.cluster.bus())
 
     admin = admin_api(
         fleet,

@@ -170,6 +170,9 @@ def _serve(validated: Validated, args: argparse.Namespace, *, config_path: str |
     # uvicorn logs its address when it binds; handed a bound socket, it leaves that to the binder.
     host, port = listener.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
+    control = app.state.admin.control
+    if control is not None and control.address is None:
+        control.address = f"{shown}:{port}"  # what the cluster view shows (`cluster.address` wins)
     logging.getLogger("uvicorn.error").info(
         "Uvicorn running on http://%s:%d (Press CTRL+C to quit)", shown, port
     )

@@ -14,6 +14,8 @@ Hierarchy::
     │                                 or by a client using an extension's methods)
     ├── InvalidRequestState           a `requestState` the gateway will not continue
     ├── ShuttingDown                  the gateway is draining: no new work; what is left is ended
+    ├── ClusterUnavailable            the replicas' shared store (Redis) is unreachable: a change
+    │                                 that must reach every replica is refused, not half applied
     ├── BackendError                  something about one backend
     │   ├── BackendUnavailable        not running (starting, crashed, stopped, circuit open)
     │   ├── BackendTimeout            no answer within the server's `timeout`
@@ -171,6 +173,12 @@ class ShuttingDown(GatewayError):
 
     def __init__(self, message: str = "gateway shutting down") -> None:
         super().__init__(message)
+
+
+class ClusterUnavailable(GatewayError):
+    """The shared store the replicas agree through (`cluster.redis`) is unreachable, so a change
+    that must apply to every replica (a registration, a removal, a pin approval) is refused rather
+    than applied to this replica only."""
 
 
 class BackendError(GatewayError):

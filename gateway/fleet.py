@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -26,6 +26,9 @@ from gateway.clients import Clients
 from gateway.cluster import Cluster
 from gateway.config.models import GatewayConfig, ServerSpec, namespace_of
 from gateway.config.secrets import Secrets
+
+if TYPE_CHECKING:
+    from gateway.control import ControlPlane
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +57,9 @@ class Fleet:
         self.secrets = secrets if secrets is not None else Secrets(config.secrets)
         # This process's replica id, and the streams replicas share (restart-only: read once).
         self.cluster = Cluster(config.cluster, self.secrets)
+        # With `cluster.redis`: the control plane the replicas share (registrations, pins), set by
+        # whoever assembles the gateway.
+        self.control: ControlPlane | None = None
         self.clients = clients or Clients()
         self.backends: dict[str, Backend] = {
             name: Backend(name, spec, self) for name, spec in config.servers.items() if spec.enabled

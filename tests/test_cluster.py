@@ -45,10 +45,12 @@ def cluster_config(server: Redis, prefix: str, **extra: Any) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def replica(server: Redis, prefix: str, name: str, tmp_path: Path) -> AsyncIterator[Any]:
+async def replica(
+    server: Redis, prefix: str, name: str, tmp_path: Path, **servers: dict[str, Any]
+) -> AsyncIterator[Any]:
     """A gateway (admin API, audit) that is replica `name` of the cluster under `prefix`."""
     cfg = config(
-        {"mb": misbehave()},
+        {"mb": misbehave(), **servers},
         middleware=[{"use": "audit", "options": {"path": str(tmp_path / f"{name}-audit.db")}}],
         cluster=cluster_config(server, prefix, replica_id=name),
         state={"keys": ["k" * 32]},  # what every replica shares
@@ -67,7 +69,8 @@ async def test_two_replicas_read_each_others_events_and_audit(server: Redis, tmp
     prefix = f"t{uuid.uuid4().hex[:8]}"
     async with AsyncExitStack() as stack:
         a = await stack.enter_async_context(replica(server, prefix, "gw-a", tmp_path))
-        b = await stack.enter_async_context(replica(server, prefix, "gw-b", tmp_path))
+        # `own` is B's alone: an action on it, announced, changes nothing on A.
+        b = await stack.enter_async_context(replica(server, prefix, "gw-b", tmp_path, own=misbehave()))
         http_a = await stack.enter_async_context(a.client())
         http_b = await stack.enter_async_context(b.client())
         view = (await http_a.get("/cluster")).json()
@@ -81,11 +84,11 @@ async def test_two_replicas_read_each_others_events_and_audit(server: Redis, tmp
 
         # A's SSE stream is open before B acts: it must show B's events live.
         stream = await stack.enter_async_context(
-            http_a.stream("GET", "/events/stream", params={"server": "mb"})
+            http_a.stream("GET", "/events/stream", params={"server": "own"})
         )
         assert stream.status_code == 200
         reader = SSEReader(stream)
-        assert (await http_b.post("/servers/mb/stop")).json()["ok"] is True
+        assert (await http_b.post("/servers/own/stop")).json()["ok"] is True
         live = [json.loads(e["data"]) | {"sse_id": e["id"]} for e in await reader.next(3, timeout=WAIT)]
         assert [(e["replica"], e["type"], e.get("new"), e.get("action")) for e in live] == [
             ("gw-b", "transition", "stopping", None),
@@ -95,11 +98,11 @@ async def test_two_replicas_read_each_others_events_and_audit(server: Redis, tmp
         assert all(e["sse_id"] == e["id"] and is_stream_id(e["id"]) for e in live)
         # Resuming on the other replica from the first one: the rest come from the shared log.
         resume = {"Last-Event-ID": live[0]["id"]}
-        async with http_b.stream("GET", "/events/stream", params={"server": "mb"}, headers=resume) as again:
+        async with http_b.stream("GET", "/events/stream", params={"server": "own"}, headers=resume) as again:
             replayed = [json.loads(e["data"])["id"] for e in await SSEReader(again).next(2, timeout=WAIT)]
         assert replayed == [live[1]["id"], live[2]["id"]]
 
-        assert (await http_b.post("/servers/mb/start")).json()["ok"] is True
+        assert (await http_b.post("/servers/own/start")).json()["ok"] is True
 
         # One call through each replica.
         for gw in (a, b):
