@@ -38,6 +38,7 @@ from gateway.front.sessions import SessionIds, Sessions
 from gateway.logs import masking_secrets
 from gateway.middleware import Middleware, extras, instantiate
 from gateway.middleware._keys import presented_credential
+from gateway.middleware.pinning import Pinning
 from gateway.questions import state_seal
 
 logger = logging.getLogger("gateway")
@@ -98,6 +99,7 @@ def build_app(
         # The admin API also admits an identity with the admin role, looked up per request like /mcp.
         authenticate=who,
         config_path=config_path,
+        pins=lambda: next((m for m in relay.middlewares if isinstance(m, Pinning)), None),
     )
     # The exchange (below) learns 2025-11-25 sessions from the requests the SDK dispatches.
     server = build_server(relay, on_front=lambda front: sessions.learn(front))

@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.admin._auth import Authenticator
-from gateway.admin.api import AdminAPI, Reload
+from gateway.admin.api import AdminAPI, Pins, Reload
 from gateway.config.admin import AdminConfig
 from gateway.fleet import Fleet
 
@@ -33,6 +33,10 @@ def admin_api(
     reload: Reload | None = None,
     authenticate: Authenticator | None = None,
     config_path: str | Path | None = None,
+    pins: Pins | None = None,
 ) -> AdminAPI:
-    """The admin API over `fleet`: `.routes` to mount, `.running()` to enter while serving."""
-    return AdminAPI(fleet, config, reload=reload, authenticate=authenticate, config_path=config_path)
+    """The admin API over `fleet`: `.routes` to mount, `.running()` to enter while serving;
+    `pins`, the pinning middleware of the current chain (for pin approvals)."""
+    return AdminAPI(
+        fleet, config, reload=reload, authenticate=authenticate, config_path=config_path, pins=pins
+    )

@@ -245,6 +245,23 @@ SCHEMAS: dict[str, Any] = {
             ),
         },
     ),
+    "PinChange": _obj(
+        server=_STR,
+        tool={**_STR, "description": "the backend's own name of the tool"},
+        pinned={**_STR, "description": "the trusted fingerprint"},
+        current={**_STR, "description": "what the backend shows now"},
+        seen={**_STR, "description": "when the change was first seen here"},
+    ),
+    "Pins": _obj(
+        shared={**_BOOL, "description": "pins are the cluster's (`cluster.redis`)"},
+        mode={"enum": ["warn", "hide"]},
+        changes={"type": "array", "items": _ref("PinChange")},
+    ),
+    "PinRequest": {
+        **_obj(server=_STR, tool=_STR),
+        "additionalProperties": False,
+    },
+    "PinAccepted": _obj(accepted=_obj(server=_STR, tool=_STR), shared=_BOOL),
     "Config": _obj(source=_nullable("string"), config=_ANY_OBJ, admin=_ANY_OBJ),
     "ReloadResult": _obj(
         ["report", "duration_ms"], report=_ANY_OBJ, duration_ms=_NUM, cluster=_ref("Announced")

@@ -52,8 +52,11 @@ from gateway.config.admin import AdminConfig
 from gateway.control import ControlPlane, local_view
 from gateway.errors import ClusterUnavailable, ConfigError
 from gateway.fleet import Fleet
+from gateway.middleware.pinning import Pinning
 
 Reload = Callable[[str], Awaitable[Mapping[str, Any]]]
+# The pinning middleware in the current chain, if any (the chain may change with a reload).
+Pins = Callable[[], Pinning | None]
 RUNTIME_NOTE = (
     "runtime change: not written to gateway.yaml; lost on restart, "
     "and a reload makes the fleet match the file"
@@ -85,8 +88,10 @@ class AdminAPI:
         reload: Reload | None = None,
         authenticate: Authenticator | None = None,
         config_path: str | Path | None = None,
+        pins: Pins | None = None,
     ) -> None:
         self.fleet = fleet
+        self.pins = pins
         # With `cluster.redis`: what is changed here is changed on every replica.
         self.control: ControlPlane | None = fleet.control
         self.config = config = config or AdminConfig()
@@ -135,6 +140,8 @@ class AdminAPI:
             Route("/events", self.events, methods=["GET"]),
             Route("/events/stream", self.events_stream, methods=["GET"]),
             Route("/cluster", self.cluster_view, methods=["GET"]),
+            Route("/pins", self.list_pins, methods=["GET"]),
+            Route("/pins/accept", self.accept_pin, methods=["POST"]),
             Route("/config", self.effective_config, methods=["GET"]),
             Route("/config/reload", self.reload_config, methods=["POST"]),
         ]
@@ -459,6 +466,40 @@ class AdminAPI:
             # Redis down: this replica is all that can be seen, and the view says so.
             return _json({**body, "reachable": False, "replicas": [self.control.snapshot()]})
         return _json({**body, "reachable": True, "replicas": replicas})
+
+    # -- pins ------------------------------------------------------------------------------------
+
+    def _pinning(self) -> Pinning:
+        pinning = self.pins() if self.pins is not None else None
+        if pinning is None:
+            raise ApiError(409, "not_configured", "the `pinning` middleware is not in the chain")
+        return pinning
+
+    async def list_pins(self, request: Request) -> Response:
+        params.only(request)
+        pinning = self._pinning()
+        return _json({"shared": pinning.shared, "mode": pinning.options.mode, "changes": pinning.changes()})
+
+    async def accept_pin(self, request: Request) -> Response:
+        params.only(request)
+        pinning = self._pinning()
+        data = await params.body(request, required=True)
+        if (
+            not isinstance(data, dict)
+            or set(data) != {"server", "tool"}
+            or not all(isinstance(v, str) for v in data.values())
+        ):
+            raise ApiError(422, "validation_failed", 'the body must be {"server": ..., "tool": ...}')
+        server, tool = data["server"], data["tool"]
+        target = f"{server}/{tool}"
+        try:
+            accepted = await pinning.approve(server, tool)
+        except ClusterUnavailable as exc:
+            raise self._unavailable(request, "accept_pin", target, exc) from None
+        if not accepted:
+            raise ApiError(404, "not_found", f"no pending change of tool {tool!r} of server {server!r}", data)
+        self._audit(request, "accept_pin", target, True, "cluster-wide" if pinning.shared else "")
+        return _json({"accepted": {"server": server, "tool": tool}, "shared": pinning.shared})
 
     # -- configuration ---------------------------------------------------------------------------
 

@@ -265,6 +265,22 @@ def _paths() -> dict[str, Any]:
                 "is unreachable, this replica only (`reachable` false).",
             )
         },
+        "/pins": {
+            "get": _op(
+                "listPins",
+                "Tools whose definition differs from its pin (the `pinning` middleware)",
+                {200: _ok("Pins"), **_errors(409)},
+            )
+        },
+        "/pins/accept": {
+            "post": _op(
+                "acceptPin",
+                "Trust a changed tool's current definition (on every replica with `cluster.redis`)",
+                {200: _ok("PinAccepted"), **_errors(400, 404, 409, 413, 422, 503)},
+                body={"required": True, "content": {"application/json": {"schema": _ref("PinRequest")}}},
+                description="404 when no change of that tool is pending on this replica.",
+            )
+        },
         "/config": {
             "get": _op(
                 "getConfig",
