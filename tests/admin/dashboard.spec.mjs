@@ -87,6 +87,21 @@ try {
       () => sessionStorage.getItem("mcp-gateway.admin-key") !== null),
   });
 
+  // 3b. The cluster panel: every replica (here the one process) with each backend's state on it.
+  await page.waitForFunction((count) => {
+    const chips = [...document.querySelectorAll("#cluster-body tr .badge")];
+    return chips.length === count && chips.every((chip) => chip.textContent.endsWith(" running"));
+  }, servers.length, { timeout: STEP });
+  step("cluster", {
+    cluster: await page.$$eval("#cluster-body tr", (rows) => rows.map((tr) => ({
+      replica: tr.dataset.replica,
+      text: tr.querySelector('[data-col="replica"]').textContent,
+      backends: [...tr.querySelectorAll(".badge")].map((chip) => chip.textContent),
+      in_flight: tr.querySelector('[data-col="in-flight"]').textContent,
+    }))),
+    cluster_summary: await page.locator("#cluster-summary").textContent(),
+  });
+
   // 4. The target's log view: the backlog of its stderr.
   await page.getByRole("button", { name: `Logs ${target}` }).click();
   await page.locator(`#detail[data-server="${target}"]`).waitFor();

@@ -118,6 +118,7 @@ async def test_dashboard_drives_the_fleet_in_a_real_browser() -> None:
             "beta": misbehave("--stderr-chatter", "1", "--name", "beta"),
         },
         middleware=[{"use": "masking", "options": {"backend_stderr": True}}],
+        cluster={"replica_id": "gw-dash"},
     )
     async with serve_admin(cfg) as gw:
         env = {
@@ -160,6 +161,12 @@ async def test_dashboard_drives_the_fleet_in_a_real_browser() -> None:
         "Server", "State", "Health", "Protocol", "Uptime", "Restarts", "Tools", "Calls", "Errors",
         "p50 / p95",
     ]  # fmt: skip
+    # The cluster panel: this one process, each backend's state on it.
+    [replica] = out["cluster"]
+    assert (replica["replica"], replica["text"]) == ("gw-dash", "gw-dashthis replica")
+    assert replica["backends"] == sorted(f"{name} running" for name in (TARGET, "beta"))
+    assert replica["in_flight"].isdigit()  # the test's traffic runs meanwhile
+    assert out["cluster_summary"] == "1 replica · a single process (no cluster.redis)"
     before = {s["name"]: s for s in out["fleet_before"]}
     assert set(before) == {TARGET, "beta"}
     for row in before.values():

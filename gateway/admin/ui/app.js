@@ -22,6 +22,7 @@ const ui = {
   detailMeta: $("detail-meta"), detailError: $("detail-error"), detailTest: $("detail-test"),
   detailClose: $("detail-close"), log: $("log"), logStatus: $("log-status"), logFollow: $("log-follow"),
   logClear: $("log-clear"), serverEvents: $("server-events"), events: $("events"),
+  clusterBody: $("cluster-body"), clusterSummary: $("cluster-summary"),
 };
 
 const state = {
@@ -136,6 +137,7 @@ async function signIn(key) {
   ui.dashboard.hidden = false;
   ui.session.hidden = false;
   applyServers(list);
+  applyCluster(await api("cluster"));
   state.timer = setInterval(() => refresh(), REFRESH_MS);
   state.ticker = setInterval(tickUptime, 1000);
   startEvents(state.session.signal);
@@ -187,6 +189,7 @@ async function refresh() {
       do {
         state.refreshAgain = false;
         applyServers(await api("servers"));
+        applyCluster(await api("cluster"));
         if (state.selected) await loadDetail(state.selected, false);
       } while (state.refreshAgain && state.key);
     } catch (error) {
@@ -229,6 +232,46 @@ function applyServers(list) {
   ui.fleetSummary.textContent = `${list.summary?.total ?? list.servers.length} servers · ` +
     Object.entries(states).map(([s, n]) => `${n} ${s}`).join(", ");
   if (state.selected) renderCharts(state.selected);
+}
+
+// -- the cluster panel ----------------------------------------------------------------------------
+
+// Every replica (one row each, from their heartbeats), redrawn whole: a handful of rows.
+function applyCluster(view) {
+  const rows = view.replicas.map((replica) => {
+    const tr = document.createElement("tr");
+    tr.dataset.replica = replica.replica;
+    const name = cell(tr, "replica");
+    name.textContent = replica.replica;
+    if (replica.replica === view.replica) {
+      const here = document.createElement("span");
+      here.className = "type";
+      here.textContent = "this replica";
+      name.append(here);
+    }
+    cell(tr, "address").textContent = replica.address || "–";
+    cell(tr, "up").textContent = replica.up_since ? new Date(replica.up_since).toLocaleString() : "–";
+    cell(tr, "in-flight", true).textContent = String(replica.load.in_flight);
+    const rate = replica.load.calls_per_second;
+    cell(tr, "rate", true).textContent = rate == null ? "–" : rate.toFixed(1);
+    const backends = cell(tr, "backends");
+    backends.className = "backends";
+    for (const [server, b] of Object.entries(replica.backends).sort(([x], [y]) => x.localeCompare(y))) {
+      const chip = badge(b.state, "s");
+      chip.dataset.server = server;
+      chip.textContent = `${server} ${b.state}`;
+      chip.title = `${server}: ${b.state}, ${b.restarts} restarts, ${b.in_flight} in flight`;
+      backends.append(chip, " ");
+    }
+    return tr;
+  });
+  ui.clusterBody.replaceChildren(...rows);
+  const count = `${rows.length} ${rows.length === 1 ? "replica" : "replicas"}`;
+  ui.clusterSummary.textContent = !view.shared
+    ? `${count} · a single process (no cluster.redis)`
+    : view.reachable === false
+      ? `${count} shown · Redis unreachable: only this replica can be seen`
+      : count;
 }
 
 function sample(server, now) {
