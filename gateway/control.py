@@ -151,7 +151,7 @@ class ControlPlane:
             with anyio.CancelScope(shield=True), anyio.move_on_after(TIMEOUT):
                 try:
                     await self._client.delete(self.key(f"replica:{self.replica}"))
-                    await self._client.zrem(self.key("replicas"), self.replica)
+                    await self._client.srem(self.key("replicas"), self.replica)
                 except _REDIS_ERRORS:
                     pass
         finally:
@@ -188,21 +188,20 @@ class ControlPlane:
             await anyio.sleep(self.interval)
 
     async def _beat(self) -> None:
-        now = time.time()
+        now = time.monotonic()
+        began, calls = self._rate
+        self.calls_per_second = round((self._calls - calls) / max(now - began, 1e-9), 3)
+        self._rate = (now, self._calls)
         entry = json.dumps(self.snapshot(), separators=(",", ":"))
         async with self.client.pipeline(transaction=False) as pipe:
+            # The key's expiry (Redis's clock, not each replica's) says whether a replica is live;
+            # the set is only the index of who to look for.
             pipe.set(self.key(f"replica:{self.replica}"), entry, px=int(self.ttl * 1000))
-            pipe.zadd(self.key("replicas"), {self.replica: now})
-            pipe.zremrangebyscore(self.key("replicas"), "-inf", now - self.ttl)
+            pipe.sadd(self.key("replicas"), self.replica)
             await pipe.execute()
 
     def snapshot(self) -> dict[str, Any]:
-        """This replica as the cluster view shows it."""
-        now = time.monotonic()
-        began, calls = self._rate
-        if now - began >= 1.0:
-            self.calls_per_second = round((self._calls - calls) / max(now - began, 1e-9), 3)
-            self._rate = (now, self._calls)
+        """This replica as the cluster view shows it (calls/s as of the last heartbeat)."""
         backends = self.fleet.backends
         return {
             "replica": self.replica,
@@ -220,22 +219,34 @@ class ControlPlane:
     async def replicas(self) -> list[dict[str, Any]]:
         """Every live replica (this one as it is now), by id. Raises `ClusterUnavailable`."""
         try:
-            with anyio.fail_after(TIMEOUT * 2):
-                ids = await self.client.zrangebyscore(self.key("replicas"), time.time() - self.ttl, "+inf")
-                others = [str(i) for i in ids if str(i) != self.replica]
-                raw = await self.client.mget([self.key(f"replica:{i}") for i in others]) if others else []
+            others = await self._others()
         except _REDIS_ERRORS as exc:
             raise self._unavailable(exc) from None
-        found = [json.loads(entry) for entry in raw if entry]
-        return sorted([self.snapshot(), *found], key=lambda r: str(r["replica"]))
+        return sorted([self.snapshot(), *others.values()], key=lambda r: str(r["replica"]))
+
+    async def _others(self) -> dict[str, dict[str, Any]]:
+        """The other live replicas' last heartbeats; the index forgets those that expired."""
+        with anyio.fail_after(TIMEOUT * 2):
+            ids = sorted(
+                str(i) for i in await self.client.smembers(self.key("replicas")) if str(i) != self.replica
+            )
+            raw: list[Any] = await self.client.mget([self.key(f"replica:{i}") for i in ids]) if ids else []
+            gone = [i for i, entry in zip(ids, raw, strict=True) if entry is None]
+            if gone:
+                await self.client.srem(self.key("replicas"), *gone)
+        found = {}
+        for replica, entry in zip(ids, raw, strict=True):
+            try:
+                found[replica] = json.loads(entry) if entry is not None else None
+            except ValueError:
+                logger.warning("cluster: the heartbeat of replica %r is not valid JSON; ignored", replica)
+        return {replica: entry for replica, entry in found.items() if isinstance(entry, dict)}
 
     async def _live_others(self) -> set[str]:
         try:
-            with anyio.fail_after(TIMEOUT * 2):
-                ids = await self.client.zrangebyscore(self.key("replicas"), time.time() - self.ttl, "+inf")
+            return set(await self._others())
         except _REDIS_ERRORS:
             return set()
-        return {str(i) for i in ids} - {self.replica}
 
     def _unavailable(self, exc: BaseException) -> ClusterUnavailable:
         self.reachable = False
