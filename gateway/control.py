@@ -108,6 +108,9 @@ class ControlPlane:
         # After each re-sync: what caches the store's state (pins) reads it again.
         self.resync_listeners: list[Callable[[], None]] = []
         self._epoch: str | None = None
+        # Whether this replica matches the store since Redis last failed it: the heartbeat
+        # re-syncs when not (what other paths learn of Redis only sets `reachable`).
+        self._in_sync = False
         self._client: Redis | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._lock = anyio.Lock()
@@ -167,7 +170,7 @@ class ControlPlane:
     async def _heartbeat_forever(self) -> None:
         beats = 0
         while True:
-            was = self.reachable
+            was = self._in_sync
             beats += 1
             try:
                 with anyio.fail_after(TIMEOUT * 2):
@@ -176,8 +179,8 @@ class ControlPlane:
                     logger.info("cluster: Redis reachable; re-syncing from the shared store")
                 if not was or beats % _RESYNC_EVERY == 0:
                     await self.sync()
-                self.reachable = True
             except _REDIS_ERRORS as exc:
+                self._in_sync = False
                 if was:
                     logger.warning(
                         "cluster: Redis unreachable (%s): registrations, removals and pin approvals "
@@ -249,7 +252,7 @@ class ControlPlane:
             return set()
 
     def _unavailable(self, exc: BaseException) -> ClusterUnavailable:
-        self.reachable = False
+        self.reachable = self._in_sync = False
         return ClusterUnavailable(
             f"the cluster's shared store (Redis) is unreachable ({type(exc).__name__}); "
             "nothing was changed, retry once it is back"
@@ -335,7 +338,7 @@ class ControlPlane:
                     epoch = _string(await client.get(self.key("control:epoch")))
                 entries: dict[str, str] = _strings(await client.hgetall(self.key(SERVERS)))
             self._epoch = epoch
-            self.reachable = True
+            self.reachable = self._in_sync = True
             wanted: dict[str, tuple[Any, ServerSpec]] = {}
             for name, text in entries.items():
                 try:
@@ -392,6 +395,7 @@ class ControlPlane:
         except _REDIS_ERRORS as exc:
             logger.warning("cluster: cannot read registration %r (%s); re-synced later", name, exc)
             return
+        self.reachable = True
         if text is None:
             return
         try:
@@ -469,6 +473,7 @@ class ControlPlane:
                     answers = await pipe.execute()
         except _REDIS_ERRORS as exc:
             raise self._unavailable(exc) from None
+        self.reachable = True
         pinned: list[str | None] = answers[-1]
         return {k: p if p is not None else seen[k] for k, p in zip(keys, pinned, strict=True)}
 

@@ -217,6 +217,17 @@ async def test_pins_are_the_clusters(server: Redis, tmp_path: Path) -> None:  # 
         assert await tools(b) == ["rug__hello"]
         assert (await call(b, "rug__hello")).startswith("rug ")
 
+        # Redis down: B still compares against the pins it knows, and refuses to approve.
+        await anyio.to_thread.run_sync(server.stop)
+        description.write_text("Say hello. Version three.")
+        assert (await http_b.post("/servers/rug/restart")).json()["cluster"]["announced"] is False
+        assert await tools(b) == []
+        refused = error_of(
+            await http_b.post("/pins/accept", json={"server": "rug", "tool": "hello"}), 503, "unavailable"
+        )
+        assert "Redis" in refused["message"]
+        assert [c["tool"] for c in (await http_b.get("/pins")).json()["changes"]] == ["hello"]
+
 
 async def test_while_redis_is_down_changes_are_refused_and_calls_served(
     server: Redis,  # noqa: F811
@@ -260,6 +271,18 @@ async def test_while_redis_is_down_changes_are_refused_and_calls_served(
         # An action still applies here, and says it did not reach the others.
         stopped = (await http_a.post("/servers/mb/restart")).json()
         assert stopped["ok"] is True and stopped["cluster"]["announced"] is False
+        # A tool first seen now has no pin this replica knows: `hide` refuses it, saying why.
+        async with fastmcp_client(b.url) as client:
+            await client.call_tool("mb__change_tools", {})
+
+        async def extra_listed() -> bool:
+            detail = (await http_b.get("/servers/mb")).json()
+            return any(t["original"] == "extra" for t in detail["catalogue"]["tools"])
+
+        await eventually(extra_listed, "B's mb lists its new tool")
+        assert "mb__extra" not in await tools(b)
+        with pytest.raises(MCPError, match="cannot be checked against its pin"):
+            await call(b, "mb__extra")
 
         # Redis back, empty (no persistence): registrations work again, and what the replicas
         # held is back in the store.
@@ -288,3 +311,10 @@ async def test_while_redis_is_down_changes_are_refused_and_calls_served(
             return bool(view["reachable"]) and len(view["replicas"]) == 2
 
         await eventually(reachable_again, "both replicas in the view again")
+
+        # Once re-synced, the new tool is pinned in the store and served.
+        async def extra_served() -> bool:
+            return "mb__extra" in await tools(b)
+
+        await eventually(extra_served, "B pins and serves mb__extra")
+        assert await call(b, "mb__extra")

@@ -200,12 +200,14 @@ class Pinning:
             self._sync(tools)
             return
         async with self._lock:  # one round-trip to Redis per catalogue version, not one per call
-            if catalogue is self._synced or (catalogue is self._tried and time.monotonic() < self._retry_at):
-                return  # (Redis down a moment ago: this version was compared with what is known)
+            # Redis down a moment ago (and not known to be back): not tried again on every call.
+            waiting = not self._shared.reachable and time.monotonic() < self._retry_at
+            if catalogue is self._synced or (catalogue is self._tried and waiting):
+                return  # (this version was compared with the pins known here)
             self._tried = catalogue
             seen = {(server, name): fingerprint(tool) for server, name, tool in tools}
             try:
-                if time.monotonic() < self._retry_at:  # down a moment ago: not on every call
+                if waiting:
                     raise ClusterUnavailable("the cluster's store was unreachable")
                 pinned = await self._shared.claim_pins(seen)
             except ClusterUnavailable:
@@ -244,8 +246,9 @@ class Pinning:
 
     def _forget_synced(self) -> None:
         # The store was read again (an approval announced while the bus was reconnecting is not
-        # missed): the next listing or call compares against it once more.
+        # missed), and is reachable: the next listing or call compares against it once more.
         self._synced = None
+        self._retry_at = 0.0
 
     async def _reseed(self) -> None:
         """Redis came back empty: put back the pins this replica trusts, before anything is
