@@ -105,6 +105,8 @@ class ControlPlane:
         # came back empty, a call to put this replica's pins back.
         self.pin_listeners: list[PinListener] = []
         self.reseed_listeners: list[Callable[[], Awaitable[None]]] = []
+        # ("added" | "removed", server) when the store or another replica changed this fleet.
+        self.membership_listeners: list[Callable[[str, str], None]] = []
         # After each re-sync: what caches the store's state (pins) reads it again.
         self.resync_listeners: list[Callable[[], None]] = []
         self._epoch: str | None = None
@@ -366,6 +368,11 @@ class ControlPlane:
         self.fleet.add(name, spec)
         self.registered[name] = raw
         logger.info("cluster: server %s added (registered through another replica)", name)
+        self._tell("added", name)
+
+    def _tell(self, change: str, name: str) -> None:
+        for listener in list(self.membership_listeners):
+            listener(change, name)
 
     async def _remove_here(self, name: str) -> None:
         self.registered.pop(name, None)
@@ -375,6 +382,7 @@ class ControlPlane:
             await self.fleet.remove(name)
         except TimeoutError:
             logger.error("cluster: server %s did not stop in time while being removed", name)
+        self._tell("removed", name)
 
     async def _on_servers(self, message: dict[str, Any]) -> None:
         if message.get("from") == self.replica or not isinstance(message.get("server"), str):

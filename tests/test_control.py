@@ -170,6 +170,23 @@ async def test_a_registration_restart_removal_and_reload_through_one_replica_rea
             await eventually(gone, "reg removed")
         with pytest.raises(MCPError, match="Unknown tool"):
             await call(a, "reg__hello")
+
+        # Each replica recorded what it did on another's behalf; the event log is the cluster's.
+        wanted = {
+            ("gw-b", "cluster", "register"),
+            ("gw-b", "replica gw-a", "restart"),
+            ("gw-c", "cluster", "register"),
+            ("gw-b", "replica gw-a", "reload"),
+            ("gw-a", "cluster", "delete"),
+            ("gw-c", "cluster", "delete"),
+        }
+
+        async def recorded() -> bool:
+            page = await http_a.get("/events", params={"type": "action", "limit": 1000})
+            events = page.json()["events"]
+            return wanted <= {(e["replica"], e["actor"], e["action"]) for e in events}
+
+        await eventually(recorded, "every replica's actions in the shared event log")
         store = RedisClient.from_url(server.url, decode_responses=True)
         try:
             assert await store.hkeys(f"{prefix}:servers") == []

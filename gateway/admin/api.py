@@ -162,6 +162,7 @@ class AdminAPI:
             await stack.enter_async_context(self.store.running())
             if self.control is not None:
                 self.control.perform = self._perform
+                self.control.membership_listeners.append(self._membership)
                 # Loads the cluster's registrations into the fleet before it starts.
                 await stack.enter_async_context(self.control.running())
             yield self
@@ -239,6 +240,18 @@ class AdminAPI:
             for name in names:
                 tg.start_soon(one, name)
         return {"ok": all(r["ok"] for r in results.values()), "results": results}
+
+    def _membership(self, change: str, name: str) -> None:
+        """A server registered or removed through another replica (or found so in the store)."""
+        action = "register" if change == "added" else "delete"
+        self.store.record_admin("cluster", action, name, "ok", reason="through another replica")
+        if change == "removed":
+            self._forget(name)
+
+    def _forget(self, name: str) -> None:
+        self.stats.forget(name)
+        self._tests.pop(name, None)
+        self._locks.pop(name, None)
 
     def _lock(self, name: str) -> anyio.Lock:
         return self._locks.setdefault(name, anyio.Lock())
@@ -395,9 +408,7 @@ class AdminAPI:
             except TimeoutError:
                 self._audit(request, "delete", name, False, "did not stop in time")
                 raise timeout(name) from None
-        self.stats.forget(name)
-        self._tests.pop(name, None)
-        self._locks.pop(name, None)
+        self._forget(name)
         self._audit(request, "delete", name, True, "not persisted")
         body: dict[str, Any] = {"removed": name, "persisted": False, "note": RUNTIME_NOTE}
         if self.control is not None:
