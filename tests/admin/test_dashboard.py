@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,10 @@ from mcp import Client as SdkClient
 from tests._infra import NODE_MODULES, REPO_ROOT, require, server_node
 from tests._support import config, misbehave
 from tests.admin._helpers import ADMIN_KEY, serve_admin
+from tests.middleware.test_ratelimit import Redis
 from tests.servers.misbehave import FAKE_SECRET
+from tests.test_cluster import server  # noqa: F401  (the redis-server fixture)
+from tests.test_control import replica
 
 pytestmark = pytest.mark.anyio
 
@@ -99,6 +103,52 @@ async def _run_spec(argv: list[str], env: dict[str, str], step: str, reached: an
                     reached.set()
         returncode = await process.wait()
     return SpecRun(returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(300)
+async def test_the_cluster_panel_shows_every_replica_and_its_backends(
+    server: Redis,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Two `serve` processes sharing a real Redis: the dashboard of one lists both, with their
+    backends' states."""
+    require("chromium")
+    require("playwright")
+    node, chromium = server_node(), shutil.which("chromium")
+    assert node is not None and chromium is not None
+    await anyio.Path(ARTIFACTS).mkdir(exist_ok=True)
+    servers = {name: misbehave("--name", name) for name in ("alpha", "beta")}
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    async with (
+        replica(server, prefix, "gw-a", tmp_path, servers) as (a, _),
+        replica(server, prefix, "gw-b", tmp_path, servers),
+    ):
+        env = {
+            **os.environ,
+            "GATEWAY_BASE": a.base,
+            "ADMIN_KEY": ADMIN_KEY,
+            "CHROMIUM": chromium,
+            "SERVERS": json.dumps(sorted(servers)),
+            "TARGET": "alpha",
+            "SCREENSHOT": str(ARTIFACTS / "admin-dashboard-cluster.png"),
+            "PLAYWRIGHT": str(PLAYWRIGHT / "index.mjs"),
+            "REPLICAS": "2",
+            "ONLY": "cluster",
+        }
+        with anyio.fail_after(SPEC_TIMEOUT):
+            done = await _run_spec([node, str(SPEC)], env, "cluster", anyio.Event())
+    lines = done.stdout.strip().splitlines()
+    assert lines, f"the spec printed nothing (exit {done.returncode}):\n{done.stderr}"
+    out: dict[str, Any] = json.loads(lines[-1])
+    assert out["ok"] is True and done.returncode == 0, f"{out.get('error')}\n{done.stderr}"
+    rows = {row["replica"]: row for row in out["cluster"]}
+    assert list(rows) == ["gw-a", "gw-b"]
+    assert rows["gw-a"]["text"] == "gw-athis replica" and rows["gw-b"]["text"] == "gw-b"
+    for row in rows.values():
+        assert row["backends"] == ["alpha running", "beta running"]
+    assert out["cluster_summary"] == "2 replicas"
+    assert out["page_errors"] == [] and out["console_errors"] == [] and out["foreign_requests"] == []
 
 
 @pytest.mark.timeout(300)
