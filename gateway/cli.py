@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -172,7 +173,10 @@ def _serve(validated: Validated, args: argparse.Namespace, *, config_path: str |
     shown = f"[{host}]" if ":" in host else host
     control = app.state.admin.control
     if control is not None and control.address is None:
-        control.address = f"{shown}:{port}"  # what the cluster view shows (`cluster.address` wins)
+        # What the cluster view shows (`cluster.address` wins). A wildcard says nothing about
+        # where this replica is: its host name does (a pod's name, in Kubernetes).
+        where = socket.gethostname() if host in ("0.0.0.0", "::") else shown
+        control.address = f"{where}:{port}"
     logging.getLogger("uvicorn.error").info(
         "Uvicorn running on http://%s:%d (Press CTRL+C to quit)", shown, port
     )

@@ -61,7 +61,7 @@ class ClusterConfig(BaseModel):
     address: str | None = Field(
         default=None,
         description="How this replica is reached (host:port), as the cluster view shows it. "
-        "Default: the address it listens on.",
+        "Default: the address it listens on (the host name for 0.0.0.0 or ::).",
     )
     heartbeat: float = Field(
         default=5.0,
