@@ -9,7 +9,8 @@ Wiring (in `gateway.app.build_app`)::
     stack.enter_context(listening(fleet.call_listeners, admin.stats.record))
 
 Runtime registrations are not persisted: they live until the gateway stops or a reload makes the
-fleet match gateway.yaml again.
+fleet match gateway.yaml again. With `cluster.redis` they are the cluster's (`gateway.control`):
+kept in Redis, applied on every replica, kept by reloads.
 
 Its configuration (`admin:` in gateway.yaml) is modelled in `gateway.config.admin`.
 """
