@@ -392,27 +392,28 @@ class ControlPlane:
 
     async def _follow(self, message: dict[str, Any]) -> None:
         name = message["server"]
-        if message.get("op") == "remove":
-            async with self._lock:
-                await self._remove_here(name)
-            logger.info("cluster: server %s removed (through replica %s)", name, message.get("from"))
-            return
-        try:
-            with anyio.fail_after(TIMEOUT * 2):
-                text = await self.client.hget(self.key(SERVERS), name)
-        except _REDIS_ERRORS as exc:
-            logger.warning("cluster: cannot read registration %r (%s); re-synced later", name, exc)
-            return
-        self.reachable = True
-        if text is None:
-            return
-        try:
-            raw = json.loads(text)["spec"]
-            spec = parse_spec(name, raw)
-        except (ValueError, KeyError, TypeError, ValidationError):
-            logger.error("cluster: the shared registration of %r is not valid; ignored", name)
-            return
+        # Under the lock, in the order the announcements came: a registration read before a
+        # removal that followed it must not be applied after that removal.
         async with self._lock:
+            if message.get("op") == "remove":
+                await self._remove_here(name)
+                logger.info("cluster: server %s removed (through replica %s)", name, message.get("from"))
+                return
+            try:
+                with anyio.fail_after(TIMEOUT * 2):
+                    text = await self.client.hget(self.key(SERVERS), name)
+            except _REDIS_ERRORS as exc:
+                logger.warning("cluster: cannot read registration %r (%s); re-synced later", name, exc)
+                return
+            self.reachable = True
+            if text is None:
+                return
+            try:
+                raw = json.loads(text)["spec"]
+                spec = parse_spec(name, raw)
+            except (ValueError, KeyError, TypeError, ValidationError):
+                logger.error("cluster: the shared registration of %r is not valid; ignored", name)
+                return
             await self._apply(name, raw, spec)
 
     # -- actions and reloads -------------------------------------------------------------------
