@@ -231,8 +231,10 @@ class Pinning:
             self._sync(tools)
 
     def _approved(self, server: str, tool: str, value: str) -> None:
-        """Another replica approved `value` for the tool: trusted here too."""
+        """Another replica approved `value` for the tool: trusted here too (and only it: a copy here
+        still showing the old definition is compared again at once, as after a local accept)."""
         self.pins.setdefault(server, {})[tool] = value
+        self._synced = None
         change = self.pending.get((server, tool))
         if change is not None and change.current == value:
             del self.pending[(server, tool)]
