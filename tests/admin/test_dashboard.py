@@ -21,12 +21,10 @@ import httpx
 import pytest
 from mcp import Client as SdkClient
 
-from tests._infra import NODE_MODULES, REPO_ROOT, require, server_node
+from tests._infra import NODE_MODULES, REPO_ROOT, Redis, require, server_node
 from tests._support import config, misbehave
 from tests.admin._helpers import ADMIN_KEY, serve_admin
-from tests.middleware.test_ratelimit import Redis
 from tests.servers.misbehave import FAKE_SECRET
-from tests.test_cluster import server  # noqa: F401  (the redis-server fixture)
 from tests.test_control import replica
 
 pytestmark = pytest.mark.anyio
@@ -108,7 +106,7 @@ async def _run_spec(argv: list[str], env: dict[str, str], step: str, reached: an
 @pytest.mark.redis
 @pytest.mark.timeout(300)
 async def test_the_cluster_panel_shows_every_replica_and_its_backends(
-    server: Redis,  # noqa: F811
+    redis: Redis,
     tmp_path: Path,
 ) -> None:
     """Two `serve` processes sharing a real Redis: the dashboard of one lists both, with their
@@ -121,8 +119,8 @@ async def test_the_cluster_panel_shows_every_replica_and_its_backends(
     servers = {name: misbehave("--name", name) for name in ("alpha", "beta")}
     prefix = f"t{uuid.uuid4().hex[:8]}"
     async with (
-        replica(server, prefix, "gw-a", tmp_path, servers) as (a, _),
-        replica(server, prefix, "gw-b", tmp_path, servers),
+        replica(redis, prefix, "gw-a", tmp_path, servers) as (a, _),
+        replica(redis, prefix, "gw-b", tmp_path, servers),
     ):
         env = {
             **os.environ,
