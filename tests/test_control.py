@@ -149,6 +149,14 @@ async def test_a_registration_restart_removal_and_reload_through_one_replica_rea
                 assert entry["up_since"] and entry["load"]["in_flight"] == 0
             assert replicas["gw-b"]["load"]["calls"] >= 2  # the calls above went through B
 
+        # A bulk restart of "everything" through C: every replica restarts all of its own servers.
+        bulk = (await http_c.post("/servers/bulk/restart")).json()
+        assert bulk["summary"] == {"requested": 2, "succeeded": 2, "failed": 0}
+        assert bulk["cluster"]["pending"] == []
+        for ack in bulk["cluster"]["replicas"].values():
+            assert ack["ok"] is True and set(ack["results"]) == {"mb", "reg"}
+        assert set(bulk["cluster"]["replicas"]) == {"gw-a", "gw-b"}
+
         # A reload through A: every replica reloads its own file; the registration stays.
         reloaded = (await http_a.post("/config/reload")).json()
         assert reloaded["cluster"]["pending"] == []

@@ -213,6 +213,8 @@ class AdminAPI:
             self.store.record_admin(who, "reload", None, "ok", reason="announced")
             return {"ok": True, "report": dict(report)}
         action, names, wait = request.get("action"), request.get("servers"), request.get("wait") is not False
+        if names is None:  # a bulk action without a list: every server of this replica
+            names = list(self.fleet.backends)
         if action not in ACTIONS or not isinstance(names, list):
             return {"ok": False, "error": "not an action this replica knows"}
         results: dict[str, dict[str, Any]] = {}
@@ -310,6 +312,7 @@ class AdminAPI:
         wait = params.flag(request, "wait", True)
         data = await params.body(request, required=False)
         names = list(self.fleet.backends)
+        listed = False
         if data is not params.EMPTY:
             if not isinstance(data, dict) or set(data) - {"servers"}:
                 raise ApiError(422, "validation_failed", 'the body must be {"servers": [names]} or empty')
@@ -317,7 +320,7 @@ class AdminAPI:
                 given = data["servers"]
                 if not isinstance(given, list) or not all(isinstance(n, str) for n in given):
                     raise ApiError(422, "validation_failed", '"servers" must be a list of server names')
-                names = list(dict.fromkeys(given))
+                names, listed = list(dict.fromkeys(given)), True
         results: dict[str, dict[str, Any]] = {}
 
         async def one(name: str) -> None:
@@ -340,9 +343,9 @@ class AdminAPI:
         succeeded = sum(1 for r in ordered.values() if r["ok"])
         summary = {"requested": len(names), "succeeded": succeeded, "failed": len(names) - succeeded}
         body: dict[str, Any] = {"action": action, "results": ordered, "summary": summary}
-        cluster = await self._announce(
-            {"op": "act", "action": action, "servers": names, "wait": wait}, _ACK_WAIT
-        )
+        # Without a list, each replica acts on all of its own servers.
+        announced = {"op": "act", "action": action, "servers": names if listed else None, "wait": wait}
+        cluster = await self._announce(announced, _ACK_WAIT)
         return _json(body if cluster is None else {**body, "cluster": cluster})
 
     async def test(self, request: Request) -> Response:
@@ -407,6 +410,8 @@ class AdminAPI:
                 await self.fleet.remove(name)
             except TimeoutError:
                 self._audit(request, "delete", name, False, "did not stop in time")
+                if self.control is not None:  # gone from the store: the others remove theirs
+                    await self.control.removed(name)
                 raise timeout(name) from None
         self._forget(name)
         self._audit(request, "delete", name, True, "not persisted")
