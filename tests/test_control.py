@@ -179,6 +179,16 @@ async def test_a_registration_restart_removal_and_reload_through_one_replica_rea
         with pytest.raises(MCPError, match="Unknown tool"):
             await call(a, "reg__hello")
 
+        # A gateway.yaml server removed through one replica is removed from the running others
+        # (nothing to delete in the store: a replica (re)started later has it from its file).
+        assert (await http_c.delete("/servers/mb")).json()["cluster"]["announced"] is True
+        for http in (http_a, http_b):
+
+            async def mb_gone(http: httpx.AsyncClient = http) -> bool:
+                return (await http.get("/servers/mb")).status_code == 404
+
+            await eventually(mb_gone, "mb removed")
+
         # Each replica recorded what it did on another's behalf; the event log is the cluster's.
         wanted = {
             ("gw-b", "cluster", "register"),
