@@ -25,14 +25,18 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 from mcp.server.request_state import AESGCMRequestStateCodec
 from mcp.server.request_state import InvalidRequestState as SdkInvalidState
+from mcp.shared.exceptions import MCPError
+from mcp_types import INTERNAL_ERROR
 
-from gateway.errors import InvalidRequestState
+if TYPE_CHECKING:
+    from gateway.cluster import Bus
+from gateway.errors import GatewayError, HeldElsewhere, InvalidRequestState, as_mcp_error
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +146,30 @@ class Deferred:
         self.changed = anyio.Event()
 
 
+@dataclass
+class _Reply:
+    """What another process answered to a continuation asked of it."""
+
+    taken: anyio.Event = field(default_factory=anyio.Event)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: Result | None = None
+    error: dict[str, Any] | None = None
+
+
+class _Away:
+    """The front of a call continued for another process's client: its progress has nowhere to
+    go (the client's request is answered by the process it reached, with the call's result)."""
+
+    async def report_progress(self, progress: float, total: float | None, message: str | None) -> None:
+        pass
+
+
+_AWAY = _Away()
+# The bus topic of continuations; how long the process holding a call has to take one.
+_TOPIC = "inputs"
+ACK_TIMEOUT = 5.0
+
+
 class InputCaller:
     """The `Caller` a backend sees for a 2026-07-28 client: asking means queueing an input request."""
 
@@ -167,6 +195,8 @@ class InputBridge:
         self.process = secrets.token_urlsafe(9)
         self._calls: dict[str, Deferred] = {}
         self._tg: anyio.abc.TaskGroup | None = None
+        self._bus: Bus | None = None
+        self._replies: dict[str, _Reply] = {}  # continuations asked of other processes
 
     @property
     def ttl(self) -> float:
@@ -242,16 +272,113 @@ class InputBridge:
         ):
             raise InvalidRequestState("issued to another client or for another request")
         if claims.get("p") != self.process:
-            raise InvalidRequestState(
-                "the call is held by another gateway process",
-                "This requestState continues a call held by another gateway process; start the call again",
-            )
+            raise HeldElsewhere(str(claims.get("p")))
         deferred = self._calls.get(claims.get("c"))  # type: ignore[arg-type]
         if deferred is None:
             raise InvalidRequestState("the call is over or expired")
         if claims.get("r") != deferred.round or deferred.used:
             raise InvalidRequestState(f"replayed: round {claims.get('r')}, current {deferred.round}")
         return deferred
+
+    # -- a call held by another gateway process ---------------------------------------------------
+
+    def attach(self, bus: Bus) -> None:
+        """Continue over `bus` the calls other processes hold, and theirs for them (registered
+        before the bus runs)."""
+        self._bus = bus
+        bus.on(_TOPIC, self._heard)
+
+    async def continue_call(
+        self, state: object, responses: dict[str, Any], context: Any, binding: Binding
+    ) -> Result:
+        """The next result of the call `state` continues, wherever it is held: here, or in the
+        gateway process it names (asked over the bus). That process is given `ACK_TIMEOUT` to
+        take it (a dead one does not), then as long as a round may wait for its answer (`ttl`)."""
+        try:
+            deferred = self.resume(state, responses, context, binding)
+        except HeldElsewhere as elsewhere:
+            if self._bus is None:
+                raise
+            return await self._continue_elsewhere(elsewhere, state, responses, binding)
+        return await self.next_result(deferred)
+
+    async def _continue_elsewhere(
+        self, elsewhere: HeldElsewhere, state: object, responses: dict[str, Any], binding: Binding
+    ) -> Result:
+        assert self._bus is not None
+        ask_id = secrets.token_hex(8)
+        waiting = self._replies[ask_id] = _Reply()
+        ask = {
+            "kind": "continue",
+            "to": elsewhere.process,
+            "reply_to": self.process,
+            "id": ask_id,
+            "state": state,
+            "responses": responses,
+            "binding": [list(binding.who), binding.method, binding.target],
+        }
+        try:
+            if not await self._bus.publish(_TOPIC, ask):
+                raise elsewhere
+            with anyio.move_on_after(ACK_TIMEOUT):
+                await waiting.taken.wait()
+            if not waiting.taken.is_set():
+                logger.info("requestState refused: the process holding the call did not answer")
+                raise elsewhere
+            with anyio.fail_after(self.ttl):
+                await waiting.done.wait()
+        finally:
+            del self._replies[ask_id]
+        if waiting.error is not None:
+            error = waiting.error
+            code = error.get("code")
+            raise MCPError(
+                code=code if isinstance(code, int) else INTERNAL_ERROR,
+                message=str(error.get("message", "")),
+                data=error.get("data"),
+            )
+        assert waiting.result is not None
+        return waiting.result
+
+    async def _heard(self, message: dict[str, Any]) -> None:
+        if message.get("to") != self.process:
+            return
+        kind, ask_id = message.get("kind"), message.get("id")
+        reply = self._replies.get(ask_id) if isinstance(ask_id, str) else None
+        if kind == "taken" and reply is not None:
+            reply.taken.set()
+        elif kind == "result" and reply is not None:
+            result, error = message.get("result"), message.get("error")
+            reply.result = result if isinstance(result, dict) else None
+            if reply.result is None:
+                missing = {"code": INTERNAL_ERROR, "message": "no result"}
+                reply.error = error if isinstance(error, dict) else missing
+            reply.done.set()
+        elif kind == "continue" and self._tg is not None:
+            self._tg.start_soon(self._continue_for, message)
+
+    async def _continue_for(self, message: dict[str, Any]) -> None:
+        """Continue, for another process's client, a call held here; answer with its next result."""
+        assert self._bus is not None
+        to, ask_id = message.get("reply_to"), message.get("id")
+        answer: dict[str, Any] = {"kind": "result", "to": to, "id": ask_id}
+        try:
+            who, method, target = message["binding"]
+            binding = Binding(who=tuple(who), method=method, target=target)
+            responses = message.get("responses")
+            answers = responses if isinstance(responses, dict) else {}
+            deferred = self.resume(message.get("state"), answers, _AWAY, binding)
+            await self._bus.publish(_TOPIC, {"kind": "taken", "to": to, "id": ask_id})
+            answer["result"] = await self.next_result(deferred)
+        except HeldElsewhere:
+            return  # not here after all (a process id is never reused): the asker times out
+        except (GatewayError, MCPError) as exc:
+            error = as_mcp_error(exc).error
+            await self._bus.publish(_TOPIC, {"kind": "taken", "to": to, "id": ask_id})
+            answer["error"] = {"code": error.code, "message": error.message, "data": error.data}
+        except (KeyError, TypeError, ValueError):
+            return  # not a message of ours
+        await self._bus.publish(_TOPIC, answer)
 
     # -- a 2026-07-28 backend's own rounds, relayed -----------------------------------------------
 

@@ -12,8 +12,10 @@ The accesses, by library (why each, at its use):
   `mcp.shared._stream_protocols` (`ReadStream`, `WriteStream`), `mcp.server.stdio` (`_claim_fd`,
   `_open_stdin_diversion`, `_open_stdout_diversion`), `ServerSession._connection`,
   `ServerSession._request_outbound`, `ServerRunner._serialize`,
-  `StreamableHTTPSessionManager._admit_session` (overridden), `._server_instances`,
-  `._session_owners`, `StreamableHTTPServerTransport._terminate_unanswered_request` (replaced),
+  `StreamableHTTPSessionManager._admit_session`, `._handle_stateful_request` (overridden),
+  `._serve_opening_request`, `._discard_session`, `._session_creation_lock`,
+  `._server_instances`, `._session_owners`,
+  `StreamableHTTPServerTransport._terminate_unanswered_request` (replaced),
   `._event_store` (set), `._requests_in_flight`, `._idle_timeout`, `ClientSession._stamp`,
   `ClientSession._dispatcher`, `._task_group`, `._register_listen_route`,
   `._unregister_listen_route`, `JSONRPCDispatcher._closed`;
@@ -33,7 +35,8 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager, suppress
-from typing import Any, BinaryIO
+from contextvars import ContextVar
+from typing import Any, BinaryIO, Protocol
 
 import anyio
 import mcp.server._streamable_http_modern as _modern
@@ -49,7 +52,7 @@ from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.runner import ServerRunner
-from mcp.server.streamable_http import EventStore, StreamableHTTPServerTransport
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, EventStore, StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared._stream_protocols import ReadStream as ReadStream
 from mcp.shared._stream_protocols import WriteStream as WriteStream
@@ -67,10 +70,13 @@ from mcp_types import (
     SubscriptionFilter,
 )
 from mcp_types.version import LATEST_MODERN_VERSION, MODERN_PROTOCOL_VERSIONS
+from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.types import Scope
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 
 from gateway.front import can_answer, scope_identity
+from gateway.front.envelope import GONE, read_body, replay
 from gateway.front.lists import Encoded
 from gateway.middleware import Identity
 
@@ -192,9 +198,26 @@ SSE_HEADERS = _modern._SSE_HEADERS
 SSE_PING_INTERVAL = _modern._SSE_PING_INTERVAL
 
 
+class SessionIds(Protocol):
+    """How a 2025-11-25 session's id is made and trusted (`front.sessions.SessionIds`)."""
+
+    def mint(self, opening: Mapping[str, Any], owner: AuthorizationContext | None) -> str:
+        """The id of a session opened with `initialize` params `opening` by `owner`."""
+        ...
+
+    async def restorable(self, session_id: str, owner: AuthorizationContext | None) -> dict[str, Any] | None:
+        """The `initialize` params of a session this process does not hold, if `owner` may
+        resume it (it was minted by a replica of this gateway, for `owner`, and not ended)."""
+        ...
+
+    async def ended(self, session_id: str) -> None:
+        """The client ended the session (DELETE): no replica may resume it."""
+        ...
+
+
 class SessionManager(StreamableHTTPSessionManager):
-    """The SDK's session manager, whose sessions leave a cancelled request unanswered, and each
-    have an event store of their own.
+    """The SDK's session manager, whose sessions leave a cancelled request unanswered, each have an
+    event store of their own, and (with `session_ids`) live on any replica.
 
     The SDK's 2025-11-25 transport ends a request that settled without a response (the client
     cancelled it) with a `REQUEST_CANCELLED` error on its stream; the spec says the receiver of a
@@ -208,26 +231,173 @@ class SessionManager(StreamableHTTPSessionManager):
     unique only within a session: one session's `Last-Event-ID` could replay another's events. So
     each transport's private `_event_store` is set to its session's own (read per use, so setting
     it after construction is enough).
+
+    `session_ids`: the SDK names a session `uuid4().hex` and knows it only in the process that
+    opened it. Here the id is minted from the opening request (`SessionIds.mint`, set through the
+    private `_admit_session`), and a request naming a session this process does not hold is
+    preceded by that session's restoration: its opening `initialize` and `notifications/initialized`
+    replayed through the SDK's own private `_serve_opening_request`, under the same id, as the
+    client sent them. So every check and every negotiation stays the SDK's, in every process.
     """
 
     def __init__(
-        self, *args: Any, session_events: Callable[[str], EventStore] | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        session_events: Callable[[str], EventStore] | None = None,
+        session_ids: SessionIds | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.session_events = session_events
+        self.session_ids = session_ids
+        # The id `_admit_session` gives the session it admits (set around it, per request).
+        self._next_id: ContextVar[str | None] = ContextVar("next_session_id", default=None)
+        self._restoring: dict[str, anyio.Event] = {}
+
+    def held(self, session_id: str) -> bool:
+        """Whether this process holds the session (open, or restored)."""
+        return session_id in self._server_instances
 
     def _admit_session(self, requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | None:
         transport = super()._admit_session(requestor)
-        if transport is not None:
-            bound = transport
-            if self.session_events is not None and transport.mcp_session_id is not None:
-                transport._event_store = self.session_events(transport.mcp_session_id)
+        if transport is None:
+            return None
+        chosen = self._next_id.get()
+        if chosen is not None and transport.mcp_session_id is not None:
+            # Re-keyed before any await: nothing has seen the SDK's own id yet.
+            self._server_instances[chosen] = self._server_instances.pop(transport.mcp_session_id)
+            if transport.mcp_session_id in self._session_owners:
+                self._session_owners[chosen] = self._session_owners.pop(transport.mcp_session_id)
+            transport.mcp_session_id = chosen
+        bound = transport
+        if self.session_events is not None and transport.mcp_session_id is not None:
+            transport._event_store = self.session_events(transport.mcp_session_id)
 
-            async def end_unanswered(request_id: RequestId) -> None:
-                bound.close_sse_stream(str(request_id))  # streams are keyed by the id's text
+        async def end_unanswered(request_id: RequestId) -> None:
+            bound.close_sse_stream(str(request_id))  # streams are keyed by the id's text
 
-            transport._terminate_unanswered_request = end_unanswered  # type: ignore[method-assign]
+        transport._terminate_unanswered_request = end_unanswered  # type: ignore[method-assign]
         return transport
+
+    async def _handle_stateful_request(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ids = self.session_ids
+        if ids is None:
+            await super()._handle_stateful_request(scope, receive, send)
+            return
+        session_id = Headers(scope=scope).get(MCP_SESSION_ID_HEADER)
+        if session_id is None:
+            minted = None
+            if scope["method"] == "POST":
+                # Bodies reach here whole and within bounds (`front.envelope.EnvelopeCheck`).
+                body = await read_body(receive, self.max_request_body_size)
+                if body is None:
+                    await Response("Request body too large", status_code=413)(scope, receive, send)
+                    return
+                if body is GONE:
+                    return  # the client left before it finished sending
+                receive = replay(body, receive)
+                opening = _opening(body)
+                minted = None if opening is None else ids.mint(opening, _owner(scope))
+            token = self._next_id.set(minted)
+            try:
+                await super()._handle_stateful_request(scope, receive, send)
+            finally:
+                self._next_id.reset(token)
+            return
+        held = await self.restore(session_id, scope)
+        await super()._handle_stateful_request(scope, receive, send)
+        if held and scope["method"] == "DELETE" and not self.held(session_id):
+            await ids.ended(session_id)
+
+    async def restore(self, session_id: str, scope: Scope) -> bool:
+        """Hold the session `session_id` (restoring it if this process does not); False when it
+        cannot be (not one of ours, another owner's, ended, expired, or at `max_sessions`)."""
+        if self.held(session_id):
+            return True
+        ids = self.session_ids
+        if ids is None:
+            return False
+        pending = self._restoring.get(session_id)
+        if pending is not None:  # another request of the session is restoring it
+            with anyio.move_on_after(RESTORE_TIMEOUT):
+                await pending.wait()
+            return self.held(session_id)
+        done = self._restoring[session_id] = anyio.Event()
+        try:
+            owner = _owner(scope)
+            opening = await ids.restorable(session_id, owner)
+            if opening is not None:
+                with anyio.move_on_after(RESTORE_TIMEOUT):
+                    await self._replay_opening(session_id, owner, opening, scope)
+            return self.held(session_id)
+        finally:
+            del self._restoring[session_id]
+            done.set()
+
+    async def _replay_opening(
+        self, session_id: str, owner: AuthorizationContext | None, opening: dict[str, Any], scope: Scope
+    ) -> None:
+        async with self._session_creation_lock:
+            token = self._next_id.set(session_id)
+            try:
+                transport = self._admit_session(owner)
+            finally:
+                self._next_id.reset(token)
+        if transport is None:
+            return
+        # As the client sent them: its Host and Origin (checked again), its principal.
+        kept = [(k, v) for k, v in scope["headers"] if k in (b"host", b"origin")]
+        headers = [*kept, (b"content-type", b"application/json"), (b"accept", _ACCEPT)]
+        opened = {**scope, "method": "POST", "headers": headers}
+        initialize = {"jsonrpc": "2.0", "id": RESTORE_ID, "method": "initialize", "params": opening}
+        await self._serve_opening_request(transport, opened, _body(initialize), _discard)
+        if not self.held(session_id):
+            return
+        version = str(opening.get("protocolVersion", "")).encode()
+        headers += [(MCP_SESSION_ID_HEADER.encode(), session_id.encode()), (b"mcp-protocol-version", version)]
+        initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        await transport.handle_request({**opened, "headers": headers}, _body(initialized), _discard)
+
+
+_ACCEPT = b"application/json, text/event-stream"
+# The id of the replayed `initialize` (its answer goes nowhere), and how long a restoration may take.
+RESTORE_ID = "gateway-restore"
+RESTORE_TIMEOUT = 10.0
+
+
+def _owner(scope: Scope) -> AuthorizationContext | None:
+    user = scope.get("user")
+    return authorization_context(user) if isinstance(user, AuthenticatedUser) else None
+
+
+def _opening(body: bytes) -> dict[str, Any] | None:
+    """The params of the `initialize` request `body` is, if it is one."""
+    try:
+        decoded = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(decoded, dict) or decoded.get("method") != "initialize":
+        return None
+    params = decoded.get("params")
+    return params if isinstance(params, dict) else None
+
+
+def _body(message: Mapping[str, Any]) -> Receive:
+    body = json.dumps(message, separators=(",", ":")).encode()
+
+    async def receive() -> Message:
+        nonlocal body
+        if body is not None:
+            chunk, body = body, None  # type: ignore[assignment]
+            return {"type": "http.request", "body": chunk, "more_body": False}
+        await anyio.sleep_forever()
+        raise AssertionError  # unreachable
+
+    return receive
+
+
+async def _discard(message: Message) -> None:
+    pass
 
 
 @contextmanager
@@ -255,6 +425,14 @@ def session_open(manager: StreamableHTTPSessionManager, session_id: str) -> bool
     """Whether the SDK's transport still holds the 2025-11-25 session `session_id`."""
     transport = manager._server_instances.get(session_id)
     return transport is not None and not transport.is_terminated
+
+
+async def end_session(manager: StreamableHTTPSessionManager, session_id: str) -> None:
+    """End this process's copy of a session the client ended through another replica, as the
+    SDK ends one after a DELETE (its private `_discard_session`: forget, then terminate)."""
+    transport = manager._server_instances.get(session_id)
+    if transport is not None:
+        await manager._discard_session(session_id, transport)
 
 
 def close_get_streams(manager: StreamableHTTPSessionManager) -> None:

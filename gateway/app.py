@@ -27,6 +27,7 @@ from gateway.admin._auth import AdminAuth, AuthMiddleware
 from gateway.admin.ui import ui_routes
 from gateway.config.models import GatewayConfig
 from gateway.config.secrets import Secrets
+from gateway.control import ControlPlane
 from gateway.endpoints import DEFAULT, Endpoint
 from gateway.fleet import Fleet
 from gateway.front.envelope import EnvelopeCheck
@@ -35,9 +36,12 @@ from gateway.front.exchange import StreamableHttp
 from gateway.front.http import Authenticated, GatewayApp, Refusing, authenticate, transport_security
 from gateway.front.mounts import Admitting, Mounted, Mounts
 from gateway.front.sdk import build_server
+from gateway.front.sessions import SessionIds, Sessions, SessionsByEndpoint
 from gateway.logs import masking_secrets
 from gateway.middleware import Middleware, extras, instantiate
 from gateway.middleware._keys import presented_credential
+from gateway.middleware.pinning import Pinning
+from gateway.questions import state_seal
 
 logger = logging.getLogger("gateway")
 
@@ -85,6 +89,10 @@ def build_app(
     parts = Gateway.assemble(config, middlewares, known, fleet=fleet, config_path=config_path)
     fleet, relay, reloader = parts.fleet, parts.relay, parts.reloader
     who = functools.partial(authenticate, relay)
+    if fleet.cluster.shared and fleet.control is None:
+        # One control plane for the replicas: registrations, actions, reloads and pins made
+        # through any of them apply to all (its handlers are on the bus before it runs).
+        fleet.control = ControlPlane(fleet, fleet.cluster.bus())
 
     admin = admin_api(
         fleet,
@@ -93,12 +101,23 @@ def build_app(
         # The admin API also admits an identity with the admin role, looked up per request like /mcp.
         authenticate=who,
         config_path=config_path,
+        pins=lambda: next((m for m in relay.middlewares if isinstance(m, Pinning)), None),
     )
     security = transport_security()
     listen = config.listen
     # 2025-11-25 event streams are resumable, the SDK's (each session its own view) and the
     # exchange's alike, from one bounded store.
     events = Events(listen.event_store)
+    cluster = fleet.cluster
+    if cluster.shared:
+        relay.inputs.attach(cluster.bus())  # a retry reaching another replica continues the call
+    # Session ids any replica with the same `state.keys` restores (README "Running several
+    # replicas"); what must reach another replica goes on the cluster's bus.
+    sealed = state_seal(config.state, known, ttl=listen.session_max_age)
+    # News for one 2025-11-25 session goes through the sessions of its endpoint.
+    by_endpoint = SessionsByEndpoint()
+    fleet.clients.notify = by_endpoint.notify
+    fleet.clients.unsubscribed = by_endpoint.unsubscribed
 
     def stack(endpoint: Endpoint) -> Mounted:
         """One endpoint's HTTP stack (`front.mounts`): its own SDK server and sessions."""
@@ -106,7 +125,7 @@ def build_app(
         # What ends its clients' idle streams when the gateway drains (run by `mounts.close`).
         closing: list[Callable[[], None]] = []
         server = build_server(
-            relay, on_front=lambda front: exchange.sessions.learn(front), endpoint=endpoint, closing=closing
+            relay, on_front=lambda front: sessions.learn(front), endpoint=endpoint, closing=closing
         )
         # The SDK's defaults (10,000 sessions idle for up to 30 minutes, ~39 KB each) let one client
         # hold a lot of memory; at the cap a new session is refused with a 503, none is evicted.
@@ -118,11 +137,16 @@ def build_app(
             max_request_body_size=listen.max_body_bytes,
             retry_interval=listen.event_store.retry,
             session_events=events.view,
+            # A session is its endpoint's: its id names the endpoint, restored there only.
+            session_ids=SessionIds(sealed, cluster, endpoint=endpoint.key),
         )
+        sessions = by_endpoint.add(endpoint.key, Sessions(manager, cluster, fleet.clients))
         # What the exchange does not serve goes to the SDK's transport; a body that is not one
         # JSON-RPC message is answered before that reads it.
         sdk_app = EnvelopeCheck(StreamableHTTPASGIApp(manager), listen.max_body_bytes)
-        exchange = StreamableHttp(sdk_app, relay, server, manager, security, events, endpoint=endpoint.key)
+        exchange = StreamableHttp(
+            sdk_app, relay, server, manager, security, events, sessions, endpoint=endpoint.key
+        )
         admitted = Admitting(exchange, relay, endpoint.key)
         app = Refusing(Authenticated(admitted, relay), relay.drain, manager.max_request_body_size)
         # Draining ends the SDK's standalone GET streams, so no client waits on one past shutdown.
@@ -172,6 +196,8 @@ def build_app(
             await stack.enter_async_context(fleet.running())
             await stack.enter_async_context(relay.inputs.running())
             await stack.enter_async_context(mounts.running())
+            if cluster.shared:
+                await stack.enter_async_context(cluster.bus().running())
             app.state.fleet = fleet
             app.state.relay = relay
             app.state.reloader = reloader

@@ -28,8 +28,9 @@ from typing import Any, Literal
 from mcp.server.caching import CacheHint
 from mcp.shared.inbound import x_mcp_header_map
 
-from gateway import naming
-from gateway.config.models import ToolFilter
+from gateway import naming, overrides
+from gateway.config.models import ToolFilter, ToolOverride
+from gateway.overrides import Plan, Problem
 
 Item = dict[str, Any]
 Kind = Literal["tool", "prompt", "resource"]
@@ -49,6 +50,7 @@ NO_HINT = CacheHint(ttl_ms=0, scope="private")
 class Route:
     server: str
     name: str  # the backend's own name (or URI)
+    plan: Plan | None = None  # an overridden tool's: what its calls' arguments need
 
 
 @dataclass(frozen=True)
@@ -122,12 +124,37 @@ class Source:
     namespace: str
     tool_filter: ToolFilter
     listing: BackendListing
+    overrides: Mapping[str, ToolOverride] = field(default_factory=dict)  # by the backend's tool name
 
 
 def _allowed(name: str, rule: ToolFilter) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in rule.allow) and not any(
         fnmatch.fnmatchcase(name, p) for p in rule.deny
     )
+
+
+def overridden(
+    tools: Iterable[Item],
+    routes: Mapping[str, Route],
+    tool_overrides: Mapping[str, ToolOverride],
+    *,
+    owner: str,
+) -> tuple[list[Item], dict[str, Route], tuple[Problem, ...]]:
+    """Overrides over tools that are public already (an endpoint's view of the catalogue): keyed
+    by public name, applied to `tools` (routed by `routes`). Returns the tools clients see, the
+    route of each (its new name's, for a renamed one; the route's plan under the override's),
+    and what the overrides name that the tools do not have."""
+    listed = [t for t in tools if t["name"] in routes]
+    applied = overrides.apply(listed, tool_overrides, owner=owner)
+    shown: list[Item] = []
+    shown_routes: dict[str, Route] = {}
+    for tool in applied.tools:
+        route = routes[tool.original]
+        if tool.plan is not None:
+            route = Route(route.server, route.name, tool.plan.over(route.plan))
+        shown.append(tool.item)
+        shown_routes[tool.item["name"]] = route
+    return shown, shown_routes, applied.problems
 
 
 def _freshness(sources: Iterable[Source]) -> dict[ListKind, tuple[float, Literal["public", "private"]]]:
@@ -169,6 +196,11 @@ class Catalogue:
     freshness: Mapping[ListKind, tuple[float, Literal["public", "private"]]] = field(default_factory=dict)
     # Every backend's last known listing, down ones included (None: not kept). Routing only.
     known: Catalogue | None = None
+    # (server, its own tool name) -> the name its override gives it (before the namespace).
+    override_names: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    # What of the servers' overrides their listings do not allow (with `known`: over `known`'s,
+    # so that a backend's restart does not report them again).
+    override_problems: tuple[Problem, ...] = ()
 
     @classmethod
     def build(cls, sources: Iterable[Source], *, known: Catalogue | None = None) -> Catalogue:
@@ -180,6 +212,9 @@ class Catalogue:
         # Every item that takes a name, in list order: (kind, server, item, its own name, public name).
         entries: list[tuple[Kind, str, Item, str, str]] = []
         templates: list[Item] = []
+        plans: dict[tuple[str, str], Plan] = {}
+        override_names: dict[tuple[str, str], str] = {}
+        problems: list[Problem] = []
         for src in sources:
             ns = src.namespace
             namespaces[src.server] = ns
@@ -187,10 +222,20 @@ class Catalogue:
                 uri_owners[naming.uri_namespace(ns)] = src.server
             else:
                 unprefixed.append(src.server)
-            for tool in src.listing.tools:
-                original = tool["name"]
+            # Overrides apply to the whole listing (what they name is checked against all of
+            # it); the filter to the backend's own names, as without them.
+            shaped = overrides.apply(
+                src.listing.tools, src.overrides, owner=f"servers.{src.server}", server=src.server
+            )
+            problems += shaped.problems
+            for tool in shaped.tools:
+                original, shown = tool.original, tool.item["name"]
                 if _allowed(original, src.tool_filter):
-                    entries.append(("tool", src.server, tool, original, naming.public_name(ns, original)))
+                    entries.append(("tool", src.server, tool.item, original, naming.public_name(ns, shown)))
+                    if tool.plan is not None:
+                        plans[(src.server, original)] = tool.plan
+                    if shown != original:
+                        override_names[(src.server, original)] = shown
             for prompt in src.listing.prompts:
                 original = prompt["name"]
                 entries.append(("prompt", src.server, prompt, original, naming.public_name(ns, original)))
@@ -228,9 +273,10 @@ class Catalogue:
                 renames[key] = name
             if name in routes[kind]:
                 continue  # the backend lists it twice: its first one stands
-            routes[kind][name] = Route(server, original)
+            plan = plans.get((server, original)) if kind == "tool" and plans else None
+            routes[kind][name] = Route(server, original, plan)
             attr = "uri" if kind == "resource" else "name"
-            merged[kind].append(item if name == original else {**item, attr: name})
+            merged[kind].append(item if item[attr] == name else {**item, attr: name})
         tools = merged["tool"]
         return cls(
             tools=tools,
@@ -252,6 +298,8 @@ class Catalogue:
                 if isinstance(schema := t.get("inputSchema"), dict) and x_mcp_header_map(schema)
             },
             freshness=_freshness(sources),
+            override_names=override_names,
+            override_problems=known.override_problems if known is not None else tuple(problems),
         )
 
     def cache_hint(self, kind: ListKind) -> CacheHint:
@@ -272,6 +320,8 @@ class Catalogue:
             return renamed
         if kind == "resource":
             return naming.public_uri(namespace, original)
+        if kind == "tool":
+            original = self.override_names.get((server, original), original)
         return naming.public_name(namespace, original)
 
     def route(self, kind: Kind, name: str) -> Route | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -170,6 +171,12 @@ def _serve(validated: Validated, args: argparse.Namespace, *, config_path: str |
     # uvicorn logs its address when it binds; handed a bound socket, it leaves that to the binder.
     host, port = listener.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
+    control = app.state.admin.control
+    if control is not None and control.address is None:
+        # What the cluster view shows (`cluster.address` wins). A wildcard says nothing about
+        # where this replica is: its host name does (a pod's name, in Kubernetes).
+        where = socket.gethostname() if host in ("0.0.0.0", "::") else shown
+        control.address = f"{where}:{port}"
     logging.getLogger("uvicorn.error").info(
         "Uvicorn running on http://%s:%d (Press CTRL+C to quit)", shown, port
     )
@@ -200,15 +207,17 @@ async def _inspect(config: GatewayConfig, args: argparse.Namespace) -> int:
                 n: {"state": b.state.value, "error": b.last_error, "protocol_version": b.protocol_version}
                 for n, b in fleet.backends.items()
             }
+    # Overrides the backends' listings do not allow: warnings, the rest of the fleet is fine.
+    for warning in catalogue.override_problems:
+        print(f"warning: {fleet.secrets.mask(str(warning))}", file=sys.stderr)
     if args.command == "tools":
-        rows: list[dict[str, Any]] = [
-            {
-                "name": t["name"],
-                "server": catalogue.tool_routes[t["name"]].server,
-                "description": t.get("description"),
-            }
-            for t in catalogue.tools
-        ]
+        rows: list[dict[str, Any]] = []
+        for tool in catalogue.tools:
+            route = catalogue.tool_routes[tool["name"]]
+            row = {"name": tool["name"], "server": route.server, "original": route.name}
+            if route.plan is not None:
+                row["override"] = route.plan.summary()
+            rows.append({**row, "description": tool.get("description")})
         rows = fleet.secrets.mask_json(rows)  # a description may quote what the server was handed
         if args.json:
             print(json.dumps(rows, indent=2))
@@ -216,6 +225,8 @@ async def _inspect(config: GatewayConfig, args: argparse.Namespace) -> int:
             for row in rows:
                 summary = (row["description"] or "").strip().split("\n")[0][:70]
                 print(f"{row['name']:<48} {summary}")
+                if row["name"] != row["original"] or "override" in row:
+                    print(f"    {_overridden(row)}")
         return EXIT_FAILURE if failed else EXIT_OK
     report = {
         "config": args.config,
@@ -225,6 +236,7 @@ async def _inspect(config: GatewayConfig, args: argparse.Namespace) -> int:
         "resources": [r["uri"] for r in catalogue.resources],
         "resource_templates": [t["uriTemplate"] for t in catalogue.templates],
         "collisions": [str(c) for c in catalogue.collisions],
+        "override_problems": [str(p) for p in catalogue.override_problems],
     }
     report = fleet.secrets.mask_json(report)
     if args.json:
@@ -241,3 +253,17 @@ async def _inspect(config: GatewayConfig, args: argparse.Namespace) -> int:
         for problem in catalogue.collisions:
             print(f"error: {problem}")
     return EXIT_FAILURE if failed or catalogue.collisions else EXIT_OK
+
+
+def _overridden(row: dict[str, Any]) -> str:
+    """What `mcp-gateway tools` says of a tool its overrides renamed or changed."""
+    said = f"overrides {row['server']}'s {row['original']}"
+    override = row.get("override") or {}
+    parts = []
+    if override.get("hidden"):
+        parts.append("hides " + ", ".join(override["hidden"]))
+    if override.get("defaults"):
+        parts.append("defaults " + ", ".join(f"{k}={json.dumps(v)}" for k, v in override["defaults"].items()))
+    if override.get("tightened"):
+        parts.append("checks " + ", ".join(override["tightened"]))
+    return f"{said}: {'; '.join(parts)}" if parts else said

@@ -29,8 +29,25 @@ from mcp.server.subscriptions import (
 logger = logging.getLogger(__name__)
 
 
+Notify = Callable[[Connection, str, "dict[str, Any] | None"], Awaitable[None]]
+Unsubscribed = Callable[[Hashable, str], Awaitable[None]]
+
+
+async def _notify(connection: Connection, method: str, params: dict[str, Any] | None) -> None:
+    await connection.notify(method, params)
+
+
+async def _unsubscribed(key: Hashable, uri: str) -> None:
+    pass
+
+
 class Clients:
     def __init__(self) -> None:
+        # How a news item reaches one client's session; the HTTP front replaces it so that news
+        # for a session whose GET stream is open on another replica reaches it there.
+        self.notify: Notify = _notify
+        # Told when a client unsubscribes (the HTTP front tells the replicas holding its session).
+        self.unsubscribed: Unsubscribed = _unsubscribed
         self._connections: dict[Hashable, Connection] = {}
         self._endpoints: dict[Hashable, str] = {}  # connection key -> the endpoint it came in on
         self.subscriptions: dict[str, set[Hashable]] = {}  # public resource URI -> connection keys
@@ -73,7 +90,11 @@ class Clients:
     def subscribe(self, key: Hashable, uri: str) -> None:
         self.subscriptions.setdefault(uri, set()).add(key)
 
-    def unsubscribe(self, key: Hashable, uri: str) -> None:
+    async def unsubscribe(self, key: Hashable, uri: str) -> None:
+        self.forget_subscription(key, uri)
+        await self.unsubscribed(key, uri)
+
+    def forget_subscription(self, key: Hashable, uri: str) -> None:
         self.subscriptions.get(uri, set()).discard(key)
 
     async def broadcast(
@@ -88,6 +109,12 @@ class Clients:
             for name, bus in list(self._buses.items()):
                 if endpoint is None or name == endpoint:
                     await bus.publish(event)
+
+    async def tell(self, key: Hashable, method: str, params: dict[str, Any] | None = None) -> None:
+        """Notify one 2025-11-25 session (on its standalone stream), if it is still connected."""
+        connection = self._connections.get(key)
+        if connection is not None:
+            await connection.notify(method, params)
 
     def watch(self, owner: Hashable, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
         """Hand `listener` the events of client `owner`'s own backend sessions (a listen stream of
@@ -116,7 +143,7 @@ class Clients:
             if connection is None or key not in keys:
                 continue
             if endpoints is None or self._endpoints.get(key, "") in endpoints:
-                await connection.notify("notifications/resources/updated", {"uri": uri})
+                await self.notify(connection, "notifications/resources/updated", {"uri": uri})
         event = ResourceUpdated(uri=uri)
         if owner is None:
             for name, bus in list(self._buses.items()):

@@ -5,6 +5,11 @@ audit records carry. With `cluster.redis`, those records are also appended to on
 kind (`<key_prefix>:events`, `<key_prefix>:audit`), so the admin API of any replica reads the
 whole cluster's: the stream entry id, assigned by Redis, is the cluster-unique id and the order.
 
+`Bus` carries messages between replicas (Redis pub/sub, one connection per replica): what one
+replica must tell the others at once, such as a client's answer to a question another replica
+asked. Pub/sub delivers only to who listens now; what must outlive a Redis restart or reach a
+replica started later is kept in Redis besides (the streams, or keys), not only announced.
+
 Appending is write-behind: `StreamWriter.append` puts the record in a bounded in-memory buffer and
 returns; one task sends batches. While Redis is unreachable the buffer holds what was not sent (the
 oldest dropped beyond `cluster.buffer`, counted and logged) and the batch is retried with backoff,
@@ -14,13 +19,14 @@ batch whose answer was lost to a dropped connection is sent again: delivery is a
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar
 
@@ -68,6 +74,7 @@ class Cluster:
         self.secrets = secrets if secrets is not None else Secrets()
         # The latest writer of each kind, for the admin API's view of what is buffered or lost.
         self.writers: dict[str, StreamWriter[Any]] = {}
+        self._bus: Bus | None = None
 
     @property
     def shared(self) -> bool:
@@ -85,6 +92,12 @@ class Cluster:
         return Redis.from_url(
             url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT, decode_responses=True
         )
+
+    def bus(self) -> Bus:
+        """This replica's bus (one per process: it holds one Redis connection)."""
+        if self._bus is None:
+            self._bus = Bus(self)
+        return self._bus
 
     def writer(self, kind: str, encode: Callable[[T], Fields]) -> StreamWriter[T]:
         config = self.config
@@ -208,6 +221,97 @@ class StreamWriter(Generic[T]):
         if now - self._last_warning >= _WARN_INTERVAL:
             self._last_warning = now
             logger.warning("%s; %d buffered, %d dropped so far", message, len(self._pending), self.dropped)
+
+
+Handler = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Bus:
+    """Messages between replicas: JSON objects on topics (channel `<key_prefix>:bus:<topic>`).
+
+    Every message carries `from`, the sender's replica id; handlers hear every message of their
+    topic, this replica's own included (a handler that acts only elsewhere checks `from`). While
+    Redis is unreachable `publish` returns False at once rather than waiting, and the subscriber
+    reconnects with backoff: what was published meanwhile is not delivered (pub/sub keeps
+    nothing), so a sender that must not lose a message keeps it in Redis as well."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self._handlers: dict[str, list[Handler]] = {}
+        self._client: Redis | None = None
+        self.connected = anyio.Event()  # set once subscribed (tests and start-up wait on it)
+
+    def on(self, topic: str, handler: Handler) -> None:
+        """Hear `topic`'s messages (registered before `running()`: the channels are fixed then)."""
+        self._handlers.setdefault(self.cluster.key(f"bus:{topic}"), []).append(handler)
+
+    async def publish(self, topic: str, message: Mapping[str, Any]) -> bool:
+        """Send `message` to every replica listening; False (logged) when Redis did not take it."""
+        client = self._client
+        if client is None:
+            return False
+        data = json.dumps({**message, "from": self.cluster.replica}, separators=(",", ":"))
+        try:
+            with anyio.fail_after(TIMEOUT):
+                await client.publish(self.cluster.key(f"bus:{topic}"), data)
+        except (RedisError, OSError, TimeoutError) as exc:
+            logger.warning("bus: publishing on %s failed (%s)", topic, type(exc).__name__)
+            return False
+        return True
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Bus]:
+        client = self._client = self.cluster.client()
+        try:
+            async with anyio.create_task_group() as tg:
+                if self._handlers:
+                    tg.start_soon(self._listen_forever, client)
+                else:
+                    self.connected.set()
+                try:
+                    yield self
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            self._client = None
+            with anyio.CancelScope(shield=True), anyio.move_on_after(TIMEOUT):
+                await client.aclose()
+
+    async def _listen_forever(self, client: Redis) -> None:
+        delay = _RETRY_MIN
+        while True:
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                with anyio.fail_after(TIMEOUT):
+                    await pubsub.subscribe(*self._handlers)
+                self.connected.set()
+                delay = _RETRY_MIN
+                while True:
+                    # Bounded, so that a connection Redis dropped silently is noticed.
+                    with anyio.fail_after(TIMEOUT * 6):
+                        raw = await pubsub.get_message(timeout=TIMEOUT * 2)
+                    if raw is not None:
+                        await self._deliver(raw)
+            except (RedisError, OSError, TimeoutError) as exc:
+                logger.debug("bus: %s; resubscribing", type(exc).__name__)
+            finally:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(TIMEOUT):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+            await anyio.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX)
+
+    async def _deliver(self, raw: Mapping[str, Any]) -> None:
+        try:
+            message = json.loads(raw["data"])
+        except (TypeError, ValueError, KeyError):
+            return  # not one of ours: the channel names are ours, but Redis is shared
+        if not isinstance(message, dict):
+            return
+        for handler in self._handlers.get(str(raw.get("channel")), ()):
+            try:
+                await handler(message)
+            except Exception:  # one handler's bug must not end the bus for the others
+                logger.exception("bus: handler for %s failed", raw.get("channel"))
 
 
 # -- reading ---------------------------------------------------------------------------------------

@@ -21,11 +21,21 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from gateway.catalogue import Catalogue, Item, Kind, ListKind, Route
-from gateway.config.models import EndpointAuth, EndpointConfig, GatewayConfig, Selection, ServerSelection
+from gateway.catalogue import overridden as catalogue_overridden
+from gateway.config.models import (
+    EndpointAuth,
+    EndpointConfig,
+    GatewayConfig,
+    Selection,
+    ServerSelection,
+    ToolOverride,
+    ToolSearchConfig,
+)
 from gateway.middleware.base import Identity
+from gateway.overrides import Problem
 
 DEFAULT = ""
 """The key of the default endpoint (`listen.path`): stdio clients always use it."""
@@ -55,9 +65,9 @@ class Endpoint:
     instructions: str | None = None
     servers: Mapping[str, ServerSelection | None] | None = None
     auth: EndpointAuth = field(default_factory=EndpointAuth)
-    # Per-tool overrides of this endpoint, by public tool name: the hook where `gateway.overrides`
-    # (per-server overrides) is to be applied per endpoint too; not applied here.
-    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Per-tool overrides of this endpoint, by public tool name (over the servers' own).
+    overrides: Mapping[str, ToolOverride] = field(default_factory=dict)
+    tool_search: ToolSearchConfig | None = None  # search mode here (None: the full list)
 
     @classmethod
     def of(cls, config: EndpointConfig, gateway: GatewayConfig) -> Endpoint:
@@ -69,6 +79,7 @@ class Endpoint:
             servers=dict(config.servers),
             auth=config.auth,
             overrides=dict(config.overrides),
+            tool_search=config.tool_search,
         )
 
     def admits(self, identity: Identity) -> bool:
@@ -101,7 +112,7 @@ def _selected(name: str, rule: Selection) -> bool:
 def endpoints_of(config: GatewayConfig) -> dict[str, Endpoint]:
     """Every endpoint `config` declares, the default one first, by key."""
     path = config.listen.path.rstrip("/") or "/mcp"
-    found = {DEFAULT: Endpoint(DEFAULT, path, config.name)}
+    found = {DEFAULT: Endpoint(DEFAULT, path, config.name, tool_search=config.tool_search)}
     for declared in config.endpoints:
         endpoint = Endpoint.of(declared, config)
         found[endpoint.key] = endpoint
@@ -120,6 +131,11 @@ class View:
     templates: list[Item]
     # The public names listed, per kind: a listed name routes without asking the selection again.
     listed: Mapping[Kind, frozenset[str]] = field(default_factory=dict)
+    # The endpoint's overridden tools: their routes (by the name shown here), and the names they
+    # replace (no longer tools of this endpoint).
+    tool_routes: Mapping[str, Route] = field(default_factory=dict)
+    replaced: frozenset[str] = frozenset()
+    problems: tuple[Problem, ...] = ()  # what the endpoint's overrides name that its tools lack
 
     @classmethod
     def build(cls, endpoint: Endpoint, catalogue: Catalogue) -> View:
@@ -133,9 +149,16 @@ class View:
                 catalogue.resources,
                 catalogue.templates,
             )
-        tools = overridden(
-            _kept(endpoint, catalogue, "tool", catalogue.tools, catalogue.tool_routes, "name"), endpoint
-        )
+        tools = _kept(endpoint, catalogue, "tool", catalogue.tools, catalogue.tool_routes, "name")
+        tool_routes: dict[str, Route] = {}
+        replaced: frozenset[str] = frozenset()
+        problems: tuple[Problem, ...] = ()
+        if endpoint.overrides:
+            kept = {t["name"] for t in tools}
+            tools, tool_routes, problems = catalogue_overridden(
+                tools, catalogue.tool_routes, endpoint.overrides, owner=f"endpoints.{endpoint.path}"
+            )
+            replaced = frozenset(kept - {t["name"] for t in tools})
         prompts = _kept(endpoint, catalogue, "prompt", catalogue.prompts, catalogue.prompt_routes, "name")
         resources = _kept(
             endpoint, catalogue, "resource", catalogue.resources, catalogue.resource_routes, "uri"
@@ -150,7 +173,9 @@ class View:
             "prompt": frozenset(p["name"] for p in prompts),
             "resource": frozenset(r["uri"] for r in resources),
         }
-        return cls(endpoint, catalogue, tools, prompts, resources, templates, listed)
+        return cls(
+            endpoint, catalogue, tools, prompts, resources, templates, listed, tool_routes, replaced, problems
+        )
 
     def items(self, kind: ListKind) -> list[Item]:
         items: list[Item] = getattr(self, kind)
@@ -163,6 +188,11 @@ class View:
 
     def route(self, kind: Kind, name: str) -> Route | None:
         """Which backend serves the public `name` of a `kind` on this endpoint (None: unknown here)."""
+        if kind == "tool" and self.tool_routes:
+            if name in self.tool_routes:
+                return self.tool_routes[name]
+            if name in self.replaced:
+                return None  # renamed on this endpoint: its old name is not one of its tools
         route = self.catalogue.route(kind, name)
         if route is None or self.endpoint.servers is None or name in self.listed.get(kind, ()):
             return route
@@ -187,13 +217,6 @@ def _kept(
         if route is not None and endpoint.selects(kind, route.server, route.name):
             kept.append(item)
     return kept
-
-
-def overridden(tools: list[Item], endpoint: Endpoint) -> list[Item]:
-    """The per-endpoint tool overrides hook: `endpoint.overrides` applied to its view's tools, once
-    per view (the config refuses them until they are: `EndpointConfig._no_overrides_yet`). Renamed
-    tools will also need `View.route` to map their names back."""
-    return tools
 
 
 def views(endpoints: Mapping[str, Endpoint], catalogue: Catalogue) -> dict[str, View]:

@@ -5,13 +5,17 @@ Hierarchy::
     GatewayError                      base; carries a JSON-RPC code and a client-safe message
     ├── ConfigError                   a config file is wrong (file, key path, what to do)
     ├── SecretError                   a ${env:...}/${file:...} reference cannot be resolved
+    ├── BadArguments                  a gateway tool's (tool search's) arguments are not valid
     ├── RoutingError                  no such tool / resource / prompt in the merged catalogue
     │   ├── UnknownName               "Unknown tool: X": the one wording of a name that is not there
     │   └── TaskGone                  a task whose backend restarted since (the task went with it)
+    ├── InvalidArguments              a tool call's arguments break the tool's overrides
     ├── MissingCapability             a capability was not declared (by the client a backend asks,
     │                                 or by a client using an extension's methods)
     ├── InvalidRequestState           a `requestState` the gateway will not continue
     ├── ShuttingDown                  the gateway is draining: no new work; what is left is ended
+    ├── ClusterUnavailable            the replicas' shared store (Redis) is unreachable: a change
+    │                                 that must reach every replica is refused, not half applied
     ├── BackendError                  something about one backend
     │   ├── BackendUnavailable        not running (starting, crashed, stopped, circuit open)
     │   ├── BackendTimeout            no answer within the server's `timeout`
@@ -84,6 +88,12 @@ class SecretError(GatewayError):
     """A secret reference could not be resolved. The message names the reference, never a value."""
 
 
+class BadArguments(GatewayError):
+    """Arguments the gateway's own tools (`gateway.search`) cannot take: the message says which."""
+
+    code = INVALID_PARAMS
+
+
 class RoutingError(GatewayError):
     code = INVALID_PARAMS
 
@@ -114,6 +124,18 @@ class TaskGone(RoutingError):
         )
 
 
+class InvalidArguments(GatewayError):
+    """A call's arguments that the tool's overrides refuse (`gateway.overrides`): a hidden argument
+    the client sent, or a value outside a tightened schema. Refused before the backend is called."""
+
+    code = INVALID_PARAMS
+
+    def __init__(self, tool: str, argument: str, reason: str) -> None:
+        super().__init__(
+            f"Invalid arguments for tool {tool}: {reason}", data={"tool": tool, "argument": argument}
+        )
+
+
 class MissingCapability(GatewayError):
     """A backend asked the client for something (sampling, elicitation, roots) that the client did
     not declare it can do: the backend is told at once, as the spec's SEP-2133 error, with the
@@ -141,6 +163,18 @@ class InvalidRequestState(GatewayError):
         super().__init__(message, data={"reason": "invalid_request_state"})
 
 
+class HeldElsewhere(InvalidRequestState):
+    """A `requestState` continuing a call another gateway process holds (`process`): continued
+    there over the cluster's bus when there is one, else refused as invalid."""
+
+    def __init__(self, process: str) -> None:
+        self.process = process
+        super().__init__(
+            "the call is held by another gateway process",
+            "This requestState continues a call held by another gateway process; start the call again",
+        )
+
+
 class ShuttingDown(GatewayError):
     """The gateway is shutting down: a new request is refused, a call still running at the drain
     deadline is ended. Same code as an unavailable backend: retry elsewhere or later."""
@@ -149,6 +183,12 @@ class ShuttingDown(GatewayError):
 
     def __init__(self, message: str = "gateway shutting down") -> None:
         super().__init__(message)
+
+
+class ClusterUnavailable(GatewayError):
+    """The shared store the replicas agree through (`cluster.redis`) is unreachable, so a change
+    that must apply to every replica (a registration, a removal, a pin approval) is refused rather
+    than applied to this replica only."""
 
 
 class BackendError(GatewayError):

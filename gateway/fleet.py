@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -26,6 +27,9 @@ from gateway.cluster import Cluster
 from gateway.config.models import GatewayConfig, ServerSpec, namespace_of
 from gateway.config.secrets import Secrets
 from gateway.endpoints import DEFAULT, Endpoint, View, changed_lists, endpoints_of, views
+
+if TYPE_CHECKING:
+    from gateway.control import ControlPlane
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +58,9 @@ class Fleet:
         self.secrets = secrets if secrets is not None else Secrets(config.secrets)
         # This process's replica id, and the streams replicas share (restart-only: read once).
         self.cluster = Cluster(config.cluster, self.secrets)
+        # With `cluster.redis`: the control plane the replicas share (registrations, pins), set by
+        # whoever assembles the gateway.
+        self.control: ControlPlane | None = None
         self.clients = clients or Clients()
         self.backends: dict[str, Backend] = {
             name: Backend(name, spec, self) for name, spec in config.servers.items() if spec.enabled
@@ -126,12 +133,20 @@ class Fleet:
         self.listing_changed(backend)
 
     async def apply(self, new: GatewayConfig) -> dict[str, list[str]]:
-        """Move the running fleet to `new` as a diff; untouched backends and their clients are left alone."""
+        """Move the running fleet to `new` as a diff; untouched backends and their clients are left alone.
+
+        A server whose `overrides` alone changed is not restarted: it is `reshaped` (its tools are
+        shown anew)."""
         wanted = {n: s for n, s in new.servers.items() if s.enabled}
         current = {n: b.spec for n, b in self.backends.items()}
         removed = [n for n in current if n not in wanted]
         added = [n for n in wanted if n not in current]
         changed = [n for n in wanted if n in current and wanted[n] != current[n]]
+        # Overrides shape only what clients see of a server: it keeps running, its tools are reshaped.
+        reshaped = [n for n in changed if wanted[n] == _with_overrides(current[n], wanted[n])]
+        changed = [n for n in changed if n not in reshaped]
+        for name in reshaped:
+            self.backends[name].spec = wanted[name]
         async with anyio.create_task_group() as tg:
             for name in [*removed, *changed]:
                 tg.start_soon(self.remove, name)
@@ -139,12 +154,15 @@ class Fleet:
             self.add(name, wanted[name])
         self.config = new
         self._rebuild()  # the servers' order in the file may have changed
-        return {
+        report = {
             "added": added,
             "removed": removed,
             "changed": changed,
-            "unchanged": [n for n in wanted if n in current and n not in changed],
+            "unchanged": [n for n in wanted if n in current and n not in changed and n not in reshaped],
         }
+        if reshaped:
+            report["reshaped"] = reshaped
+        return report
 
     async def wait_started(self, *, required_only: bool = False) -> None:
         """Until every backend (or every `required` one) has made its first start attempt (each
@@ -186,13 +204,13 @@ class Fleet:
         old = self.catalogue
         ordered = self._in_config_order()
         known = Catalogue.build(
-            Source(b.name, namespace_of(b.name, b.spec), b.spec.tools, self._known[b.name])
+            Source(b.name, namespace_of(b.name, b.spec), b.spec.tools, self._known[b.name], b.spec.overrides)
             for b in ordered
             if b.name in self._known
         )
         self.catalogue = new = Catalogue.build(
             (
-                Source(b.name, namespace_of(b.name, b.spec), b.spec.tools, b.listing)
+                Source(b.name, namespace_of(b.name, b.spec), b.spec.tools, b.listing, b.spec.overrides)
                 for b in ordered
                 if b.listed
             ),
@@ -202,10 +220,19 @@ class Fleet:
         for collision in new.collisions:
             if collision not in old.collisions:
                 logger.warning("name collision: %s", collision)
+        # Reported when a listing first shows it (over the known listings: not again on a restart).
+        for problem in new.override_problems:
+            if problem not in old.override_problems and problem.server is not None:
+                self.warn(problem.server, str(problem))
         before = self.views
         self.endpoints = endpoints_of(self.config)  # a reload may have changed them
         self.views = views(self.endpoints, new)
         self.generation += 1
+        for key, view in self.views.items():
+            seen = before[key].problems if key in before else ()
+            for problem in view.problems:
+                if problem not in seen:
+                    logger.warning("endpoint %s: %s", view.endpoint.path, problem)
         # Only the clients of an endpoint whose own lists changed are told.
         if self._tg is not None:
             for key, kinds in changed_lists(before, self.views).items():
@@ -229,6 +256,23 @@ class Fleet:
             await hook(backend, method, params)
 
     def backend_event(self, backend: Backend, event: Event) -> None:
+        event = self._note(event)
+        if event.old == "running" and not backend.dormant:
+            # No longer listed: from now on its names route as a down backend's (see `Catalogue`).
+            self.listing_changed(backend)
+        for listener in list(self.event_listeners):
+            listener(event)
+
+    def warn(self, server: str, reason: str, category: str = "config") -> None:
+        """A warning about `server` that is no change of its state (e.g. an override its listing
+        does not allow): logged, and an event like its transitions (old and new its state now)."""
+        backend = self.backends.get(server)
+        state = backend.state.value if backend is not None else "stopped"
+        event = self._note(Event(time.time(), server, state, state, reason, "warning", category))
+        for listener in list(self.event_listeners):
+            listener(event)
+
+    def _note(self, event: Event) -> Event:
         # Reasons quote stderr tails and errors: masked once here, for the log, the event store,
         # the admin API, its streams and Redis alike.
         reason = self.secrets.mask(event.reason)
@@ -236,16 +280,20 @@ class Fleet:
             event = dataclasses.replace(event, reason=reason)
         self.events.append(event)
         level = {"error": logging.ERROR, "warning": logging.WARNING}.get(event.severity, logging.INFO)
-        reason = f" ({event.reason})" if event.reason else ""
-        logger.log(level, "server %s: %s -> %s%s", backend.name, event.old, event.new, reason)
-        if event.old == "running" and not backend.dormant:
-            # No longer listed: from now on its names route as a down backend's (see `Catalogue`).
-            self.listing_changed(backend)
-        for listener in list(self.event_listeners):
-            listener(event)
+        if event.old == event.new:
+            logger.log(level, "server %s: %s", event.server, event.reason)
+        else:
+            reason = f" ({event.reason})" if event.reason else ""
+            logger.log(level, "server %s: %s -> %s%s", event.server, event.old, event.new, reason)
+        return event
 
     async def release_client(self, key: Any) -> None:
         """A client is gone: end the per-client sessions it held (a `Clients.on_disconnect` hook)."""
         for backend in self.backends.values():
             if backend.per_client:
                 await backend.release(key)
+
+
+def _with_overrides(spec: ServerSpec, other: ServerSpec) -> ServerSpec:
+    """`spec` with `other`'s overrides: equal to `other` if the overrides are all they differ in."""
+    return spec.model_copy(update={"overrides": other.overrides})

@@ -85,10 +85,10 @@ def missing_capability(
     return None
 
 
-def state_seal(config: StateConfig, secrets: Secrets) -> StateSeal:
-    """The seal of the gateway's `requestState`, from the `state:` section. The keys are secrets:
-    resolved like every reference (so masked wherever a string leaves), and a literal one is
-    masked too."""
+def state_seal(config: StateConfig, secrets: Secrets, ttl: float | None = None) -> StateSeal:
+    """The seal of the gateway's `requestState` (or, with `ttl`, of its session ids), from the
+    `state:` section. The keys are secrets: resolved like every reference (so masked wherever a
+    string leaves), and a literal one is masked too."""
     keys = []
     for index, key in enumerate(config.keys):
         where = f"state.keys[{index}]"
@@ -97,7 +97,7 @@ def state_seal(config: StateConfig, secrets: Secrets) -> StateSeal:
             secrets.add(value, where)
         keys.append(value)
     try:
-        return StateSeal(keys, config.ttl)
+        return StateSeal(keys, config.ttl if ttl is None else ttl)
     except ValueError as exc:  # the SDK's codec: a key under 32 bytes, or one given twice
         raise ConfigError([f"state.keys: {exc}"]) from None
 

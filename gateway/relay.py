@@ -30,7 +30,7 @@ from gateway._rewrite import Result, finish, forward_params, rewrite_content
 from gateway.backends import Backend
 from gateway.catalogue import Kind, ListKind
 from gateway.config.secrets import SecretValues
-from gateway.endpoints import View
+from gateway.endpoints import DEFAULT, View
 from gateway.errors import (
     ClientTimeout,
     EndlessRounds,
@@ -46,6 +46,7 @@ from gateway.fleet import Fleet
 from gateway.front import Front
 from gateway.logs import request_scope
 from gateway.middleware import ANONYMOUS, Call, Identity, Middleware, build_chain, extras
+from gateway.overrides import Plan
 from gateway.questions import (
     MAX_BACKEND_ROUNDS,
     Caller,
@@ -55,12 +56,16 @@ from gateway.questions import (
     declared_by,
     state_seal,
 )
+from gateway.search import CALL, META_NAMES, SEARCH, ToolSearch
 from gateway.tasks import EXTENSION as TASKS_EXTENSION
 from gateway.tasks import METHODS as TASK_METHODS
 from gateway.tasks import OPT_IN, Tasks, declared, opted_in
 from gateway.tasks import STATUS as TASK_STATUS
 
 logger = logging.getLogger(__name__)
+
+# `Call.state` key: the overridden tool's `Plan`, from its route (`_route`), for `_call_tool`.
+PLAN = "override_plan"
 
 
 def _masking(report: ProgressFnT, known: SecretValues) -> ProgressFnT:
@@ -87,6 +92,10 @@ class Relay:
         # backend URI) -> how many streams hold it (a client may listen on several at once).
         self._own_subscriptions: collections.Counter[tuple[str, Hashable, str]] = collections.Counter()
         self._local = local
+        self._searches: dict[str, ToolSearch] = {}  # per endpoint key
+        # 2025-11-25 sessions (`tool_search.expose_found`): client key -> the names its searches found.
+        self._found: dict[Hashable, set[str]] = {}
+        fleet.clients.on_disconnect.append(self._forget_found)
         self.use(middlewares)
         self._terminals: dict[str, Callable[[Call], Awaitable[Result]]] = {
             "tools/list": lambda call: self._listing("tools", "tools", call.state["view"].tools),
@@ -140,14 +149,85 @@ class Relay:
             if view is None:
                 raise EndpointGone(front.endpoint)
             call.state["view"] = view
-            self._route(call, view)
+            search = self.tool_search(view)
+            name = call.params.get("name") if call.method == "tools/call" else None
+            meta = search if search is not None and name in META_NAMES else None
+            if meta is not None and name == CALL:
+                # The real call from here on: routed, checked, limited and audited as the tool's own.
+                call.params, meta = meta.unwrapped(call.params), None
+            if meta is None:
+                self._route(call, view)
             with request_scope(server=call.server), self.drain.call():
-                result = finish(front.protocol_version, await self.chain(call))
+                if meta is not None:
+                    result = await self._meta_tool(meta, call)
+                else:
+                    result = await self.chain(call)
+                    if search is not None and call.method == "tools/list":
+                        result = self._condensed(search, call, result)
+                result = finish(front.protocol_version, result)
         except (GatewayError, MCPError) as exc:
             raise self._masked_error(as_mcp_error(exc)) from None
         # Every result leaves here, on every front: a resolved secret a backend echoes is masked
         # by value, whether or not a masking middleware runs (one search when no secret is in it).
         return self.fleet.secrets.mask_json(result)
+
+    def tool_search(self, view: View) -> ToolSearch | None:
+        """Search mode of the view's endpoint as configured now (its `tool_search:`; the default
+        endpoint's is the top-level one; reloadable); None: off."""
+        endpoint = view.endpoint
+        config = self.fleet.config.tool_search if endpoint.key == DEFAULT else endpoint.tool_search
+        if config is None:
+            return None
+        key = endpoint.key
+        current = self._searches.get(key)
+        if current is None or (current.config is not config and current.config != config):
+            current = self._searches[key] = ToolSearch(config)
+            self._found.clear()
+        return current
+
+    async def _meta_tool(self, search: ToolSearch, call: Call) -> Result:
+        """`gateway_search_tools` or `gateway_describe_tool`, over the tools the caller may see: a
+        `tools/list` of theirs through the chain (so authorization filters it as any list)."""
+        front: Front = call.context
+        params = {"_meta": call.params["_meta"]} if "_meta" in call.params else {}
+        listing = Call(
+            method="tools/list",
+            params=params,
+            identity=call.identity,
+            request_id=call.request_id,
+            context=front,
+        )
+        listing.state["client"] = key = call.state["client"]
+        listing.state["view"] = call.state["view"]
+        tools = (await self.chain(listing)).get("tools")
+        visible = tools if isinstance(tools, list) else []
+        arguments = call.params.get("arguments")
+        if call.params["name"] != SEARCH:
+            return search.describe(visible, arguments)
+        await search.view(visible).prepare()
+        hits = search.hits(visible, arguments)
+        session = front.connection is not None and front.protocol_version not in MODERN_PROTOCOL_VERSIONS
+        if search.config.expose_found and hits and session:
+            found = self._found.setdefault(key, set())
+            new = {hit.name for hit in hits} - found
+            if new:
+                found |= new
+                await self.fleet.clients.tell(key, "notifications/tools/list_changed")
+        return search.results(hits)
+
+    def _condensed(self, search: ToolSearch, call: Call, result: Result) -> Result:
+        """A `tools/list` result (the caller's, filtered by the chain) as search mode shows it;
+        with `expose_found`, a session's found tools are listed too."""
+        shown = search.listing(result)
+        found = self._found.get(call.state["client"]) if self._found else None
+        if found and shown.get("tools") is not result.get("tools"):
+            listed = {t.get("name") for t in shown["tools"]}
+            extra = [t for t in result["tools"] if t.get("name") in found and t.get("name") not in listed]
+            shown["tools"] = [*shown["tools"], *extra]
+        return shown
+
+    async def _forget_found(self, key: Hashable) -> None:
+        self._found.pop(key, None)
 
     def identity_of(self, front: Front) -> Identity:
         """Who sent a request: HTTP authentication's identity, or (stdio) the configured one."""
@@ -205,6 +285,8 @@ class Relay:
         if route is None:
             raise UnknownName(kind, name)
         call.server, call.original = route.server, route.name
+        if route.plan is not None:
+            call.state[PLAN] = route.plan
 
     def _route_task(self, call: Call) -> None:
         """Route a `tasks/*` request to the backend holding the task, if the caller created it.
@@ -323,22 +405,23 @@ class Relay:
         raw = front.params or {}
         state = raw.get("requestState")
         if state is not None:
-            deferred = self.inputs.resume(state, dict(raw.get("inputResponses") or {}), front, binding)
-        else:
-            key = call.state["client"]
-            known = self.fleet.secrets
+            # Held here, or continued by the process that holds it (with `cluster.redis`).
+            responses = dict(raw.get("inputResponses") or {})
+            return await self.inputs.continue_call(state, responses, front, binding)
+        key = call.state["client"]
+        known = self.fleet.secrets
 
-            async def progress(progress: float, total: float | None, message: str | None) -> None:
-                await deferred.context.report_progress(progress, total, message)
+        async def progress(progress: float, total: float | None, message: str | None) -> None:
+            await deferred.context.report_progress(progress, total, message)
 
-            masked = _masking(progress, known)
+        masked = _masking(progress, known)
 
-            def run(rounds: InputCaller) -> Awaitable[Result]:
-                # The backend's questions pass the same check as on any other front, then queue.
-                caller = Caller(front, key, known, channel=rounds.ask)
-                return backend.request(method, params, caller, on_progress=masked)
+        def run(rounds: InputCaller) -> Awaitable[Result]:
+            # The backend's questions pass the same check as on any other front, then queue.
+            caller = Caller(front, key, known, channel=rounds.ask)
+            return backend.request(method, params, caller, on_progress=masked)
 
-            deferred = self.inputs.start(key, front, run, binding)
+        deferred = self.inputs.start(key, front, run, binding)
         return await self.inputs.next_result(deferred)
 
     def _public_uri(self, server: str) -> Callable[[str], str]:
@@ -355,7 +438,13 @@ class Relay:
             and declared(call.params)
             and self.fleet.backends[server].declares_extension(TASKS_EXTENSION)
         )
-        result = await self._forward(call, opt_in=opt_in, name=call.original)
+        plan: Plan | None = call.state.get(PLAN)
+        if plan is None:
+            result = await self._forward(call, opt_in=opt_in, name=call.original)
+        else:
+            # The client's arguments, as the chain let them through, become the backend's.
+            arguments = plan.prepare(call.name or "", call.params.get("arguments"))
+            result = await self._forward(call, opt_in=opt_in, name=call.original, arguments=arguments)
         if result.get("resultType") == "task" and isinstance(result.get("taskId"), str):
             # A task instead of a result: from now on its id is ours to route (and to guard).
             backend = self.fleet.backends[server]
@@ -404,7 +493,7 @@ class Relay:
             result = await self._forward(call, uri=call.original)
             self.fleet.clients.subscribe(key, call.name or "")
             return result
-        self.fleet.clients.unsubscribe(key, call.name or "")
+        await self.fleet.clients.unsubscribe(key, call.name or "")
         return await self._forward(call, uri=call.original)
 
     async def _complete(self, call: Call) -> Result:

@@ -80,6 +80,8 @@ class Reloader:
             # restart); the running configuration stays if anything is wrong.
             validated = validate_file(self.path)
             new, old = validated.config, self.fleet.config
+            if self.fleet.control is not None:
+                new = self.fleet.control.extend(new)  # the cluster's registrations stay
             middlewares = validated.middlewares if new.middleware != old.middleware else None
             # The new `secrets:` from here on, unless applying fails (then the old one stays).
             with self.fleet.secrets.using(new.secrets):

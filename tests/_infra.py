@@ -14,12 +14,18 @@ import functools
 import json
 import os
 import shutil
+import socket
 import subprocess
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis as redis_sync
+
+from tests._support import START_TIMEOUT
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = REPO_ROOT / "tests" / "node"
@@ -259,3 +265,56 @@ def conformance_next_cli() -> list[str]:
     """
     require(CONFORMANCE_NEXT)
     return [str(node22()), str(_package_bin(CONFORMANCE_NEXT))]
+
+
+@dataclass
+class Redis:
+    """A real redis-server of a test's own on 127.0.0.1 (no persistence), which the test may stop
+    and start again on the same port (`redis` fixture in conftest)."""
+
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, "redis-server exited"
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)  # nothing to wait on but the port itself
+        raise TimeoutError("redis-server did not answer PING")
+
+    def command(self, *args: str) -> Any:
+        """One command on a connection of its own (not one of the gateway's)."""
+        with redis_sync.Redis(port=self.port, socket_timeout=10) as client:
+            return client.execute_command(*args)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None

@@ -34,6 +34,7 @@ MISBEHAVE = str(HERE / "servers" / "misbehave.py")
 TINY = str(HERE / "servers" / "tiny.py")
 FLOOR = str(HERE / "servers" / "floor.py")
 MODERN_SERVER = str(HERE / "servers" / "modern.py")
+MANY_TOOLS = str(HERE / "servers" / "many_tools.py")
 VENV_BIN = Path(sys.executable).parent
 TIME_SERVER = str(VENV_BIN / "mcp-server-time")
 TIME_ARGS = ("--local-timezone", "UTC")

@@ -87,3 +87,20 @@ def test_the_benchmark_imports_no_test_module() -> None:
                 imported.update(alias.name for alias in node.names)
     assert imported, "no benchmark modules found"
     assert not [m for m in imported if m.rsplit(".", 1)[-1].startswith("test_")]
+
+
+def test_tool_search_meets_its_quality_and_size_targets() -> None:
+    """Recall and list size do not depend on the machine's speed: the targets are asserted (the
+    latencies are only reported)."""
+    for server in ("server-everything", "server-memory", "server-filesystem"):
+        require(server)
+    argv = [sys.executable, "-m", "tests.bench", "--only", "search", "--json"]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    scenario = json.loads(done.stdout)["scenarios"]["search"]
+    assert scenario["error"] is None, scenario["error"]
+    metrics = scenario["metrics"]
+    assert metrics["tools"] >= 1000 and metrics["queries"] >= 50
+    assert metrics["recall_at_5"] >= 0.9, metrics["misses"]
+    assert metrics["search_list_pct"] < 2
+    assert metrics["search_p50_ms"] > 0 and metrics["index_search_p50_ms"] > 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -23,11 +23,11 @@ from gateway.admin._record import EventRecord
 from gateway.cluster import Cluster, StreamWriter, default_replica_id, is_stream_id, stream_order
 from gateway.config import load_config
 from gateway.config.cluster import ClusterConfig
+from gateway.errors import ConfigError
 from gateway.middleware.audit import Audit
-from tests._infra import require
-from tests._support import config, fastmcp_client, free_port, misbehave, serve
+from tests._infra import Redis
+from tests._support import config, fastmcp_client, misbehave, serve
 from tests.admin._helpers import SSEReader, error_of, serve_admin
-from tests.middleware.test_ratelimit import Redis
 
 pytestmark = pytest.mark.anyio
 
@@ -35,15 +35,9 @@ WAIT = 60.0  # generous: a loaded 2-core machine
 
 
 @pytest.fixture
-def server() -> Iterator[Redis]:
+def server(redis: Redis) -> Redis:
     """A real redis-server of this test's own, which a test may stop and start again."""
-    require("redis")
-    redis = Redis(free_port())
-    redis.start()
-    try:
-        yield redis
-    finally:
-        redis.stop()
+    return redis
 
 
 def cluster_config(server: Redis, prefix: str, **extra: Any) -> dict[str, Any]:
@@ -51,12 +45,15 @@ def cluster_config(server: Redis, prefix: str, **extra: Any) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def replica(server: Redis, prefix: str, name: str, tmp_path: Path) -> AsyncIterator[Any]:
+async def replica(
+    server: Redis, prefix: str, name: str, tmp_path: Path, **servers: dict[str, Any]
+) -> AsyncIterator[Any]:
     """A gateway (admin API, audit) that is replica `name` of the cluster under `prefix`."""
     cfg = config(
-        {"mb": misbehave()},
+        {"mb": misbehave(), **servers},
         middleware=[{"use": "audit", "options": {"path": str(tmp_path / f"{name}-audit.db")}}],
         cluster=cluster_config(server, prefix, replica_id=name),
+        state={"keys": ["k" * 32]},  # what every replica shares
     )
     async with serve_admin(cfg) as gw:
         yield gw
@@ -72,7 +69,8 @@ async def test_two_replicas_read_each_others_events_and_audit(server: Redis, tmp
     prefix = f"t{uuid.uuid4().hex[:8]}"
     async with AsyncExitStack() as stack:
         a = await stack.enter_async_context(replica(server, prefix, "gw-a", tmp_path))
-        b = await stack.enter_async_context(replica(server, prefix, "gw-b", tmp_path))
+        # `own` is B's alone: an action on it, announced, changes nothing on A.
+        b = await stack.enter_async_context(replica(server, prefix, "gw-b", tmp_path, own=misbehave()))
         http_a = await stack.enter_async_context(a.client())
         http_b = await stack.enter_async_context(b.client())
         view = (await http_a.get("/cluster")).json()
@@ -86,11 +84,11 @@ async def test_two_replicas_read_each_others_events_and_audit(server: Redis, tmp
 
         # A's SSE stream is open before B acts: it must show B's events live.
         stream = await stack.enter_async_context(
-            http_a.stream("GET", "/events/stream", params={"server": "mb"})
+            http_a.stream("GET", "/events/stream", params={"server": "own"})
         )
         assert stream.status_code == 200
         reader = SSEReader(stream)
-        assert (await http_b.post("/servers/mb/stop")).json()["ok"] is True
+        assert (await http_b.post("/servers/own/stop")).json()["ok"] is True
         live = [json.loads(e["data"]) | {"sse_id": e["id"]} for e in await reader.next(3, timeout=WAIT)]
         assert [(e["replica"], e["type"], e.get("new"), e.get("action")) for e in live] == [
             ("gw-b", "transition", "stopping", None),
@@ -100,11 +98,11 @@ async def test_two_replicas_read_each_others_events_and_audit(server: Redis, tmp
         assert all(e["sse_id"] == e["id"] and is_stream_id(e["id"]) for e in live)
         # Resuming on the other replica from the first one: the rest come from the shared log.
         resume = {"Last-Event-ID": live[0]["id"]}
-        async with http_b.stream("GET", "/events/stream", params={"server": "mb"}, headers=resume) as again:
+        async with http_b.stream("GET", "/events/stream", params={"server": "own"}, headers=resume) as again:
             replayed = [json.loads(e["data"])["id"] for e in await SSEReader(again).next(2, timeout=WAIT)]
         assert replayed == [live[1]["id"], live[2]["id"]]
 
-        assert (await http_b.post("/servers/mb/start")).json()["ok"] is True
+        assert (await http_b.post("/servers/own/start")).json()["ok"] is True
 
         # One call through each replica.
         for gw in (a, b):
@@ -150,6 +148,27 @@ async def test_a_replica_id_is_generated_unique_per_process() -> None:
         ClusterConfig(replica_id="has space")
     with pytest.raises(ValueError, match="redis"):
         ClusterConfig(redis="http://127.0.0.1:6379")
+
+
+async def test_replicas_without_a_shared_state_key_are_refused_with_the_fix(tmp_path: Path) -> None:
+    """Each replica would seal session ids under a key of its own: no other could serve them."""
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        yaml.safe_dump({"servers": {"mb": misbehave()}, "cluster": {"redis": "redis://127.0.0.1:1"}})
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "state.keys" in str(caught.value) and "MCP_STATE_KEY" in str(caught.value)
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "servers": {"mb": misbehave()},
+                "cluster": {"redis": "redis://127.0.0.1:1"},
+                "state": {"keys": ["k" * 32]},
+            }
+        )
+    )
+    assert load_config(path).cluster.redis == "redis://127.0.0.1:1"
 
 
 def record(text: str) -> EventRecord:
@@ -260,3 +279,46 @@ async def test_cluster_settings_are_restart_only(tmp_path: Path) -> None:
         report = await gw.app.state.reloader.reload("test")
         assert report["restart_required"] == ["cluster"]
         assert gw.fleet.cluster.replica == "gw-a"  # a process keeps its id for its whole life
+
+
+@pytest.mark.redis
+async def test_the_bus_carries_messages_between_replicas_and_survives_a_restart(server: Redis) -> None:
+    """A message published by one replica reaches the other's handler (and its own, marked as
+    its own); after Redis restarts, the subscriber is back without anyone restarting it."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    a = Cluster(ClusterConfig(redis=server.url, key_prefix=prefix, replica_id="a"))
+    b = Cluster(ClusterConfig(redis=server.url, key_prefix=prefix, replica_id="b"))
+    heard: dict[str, list[dict[str, Any]]] = {"a": [], "b": []}
+    arrived = {"a": anyio.Event(), "b": anyio.Event()}
+
+    def hearing(who: str) -> Any:
+        async def handler(message: dict[str, Any]) -> None:
+            heard[who].append(message)
+            arrived[who].set()
+
+        return handler
+
+    a.bus().on("news", hearing("a"))
+    b.bus().on("news", hearing("b"))
+    async with a.bus().running(), b.bus().running():
+        with anyio.fail_after(WAIT):
+            await a.bus().connected.wait()
+            await b.bus().connected.wait()
+        assert await a.bus().publish("news", {"n": 1})
+        with anyio.fail_after(WAIT):
+            await arrived["a"].wait()
+            await arrived["b"].wait()
+        assert heard == {"a": [{"n": 1, "from": "a"}], "b": [{"n": 1, "from": "a"}]}
+
+        await anyio.to_thread.run_sync(server.stop)
+        assert not await a.bus().publish("news", {"n": 2})  # refused at once, not queued
+        await anyio.to_thread.run_sync(server.start)
+        arrived["b"] = anyio.Event()
+        with anyio.fail_after(WAIT):
+            # The subscriber reconnects with backoff: publish until it is heard again.
+            while not arrived["b"].is_set():
+                await a.bus().publish("news", {"n": 3})
+                with anyio.move_on_after(0.5):
+                    await arrived["b"].wait()
+        assert heard["b"][-1] == {"n": 3, "from": "a"}
+        assert {"n": 2, "from": "a"} not in heard["b"]

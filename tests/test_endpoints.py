@@ -27,6 +27,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import ResourceUpdated, ToolsListChanged
 
+from gateway.search import META_NAMES, SEARCH
 from tests._support import (
     LEGACY,
     MISBEHAVE,
@@ -389,3 +390,47 @@ async def test_a_backend_log_outside_any_call_reaches_only_the_endpoints_that_ta
             await news["right"].wait()
         assert heard["left"] == ["from a"]
         assert heard["right"] == ["b logs now", "from b"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_endpoint_has_its_own_overrides_and_search_mode(mode: str) -> None:
+    """`/mcp/ops` renames `b__echo` and fixes its argument; `/mcp/research` lists meta-tools
+    (search over its own view only); the default endpoint is unchanged."""
+    ops = {**OPS, "overrides": {"b__echo": {"name": "say", "hide": {"text": "fixed"}}}}
+    research = {**RESEARCH, "tool_search": {"after": 0}}
+    async with serve(gateway_config(research, ops)) as gw:
+        async with sdk(gw.base + "/mcp/ops", BOB, mode) as client:
+            names = await tool_names(client)
+            assert "say" in names and "b__echo" not in names
+            tool = next(t for t in (await client.list_tools()).tools if t.name == "say")
+            assert "text" not in (tool.input_schema.get("properties") or {})
+            with anyio.fail_after(WAIT):
+                assert text_of(await client.call_tool("say", {})) == "b: fixed"
+            with anyio.fail_after(WAIT), pytest.raises(MCPError, match="Unknown tool: b__echo"):
+                await client.call_tool("b__echo", {"text": "hi"})
+        async with sdk(gw.base + "/mcp/research", ALICE, mode) as client:
+            assert await tool_names(client) == set(META_NAMES)
+            with anyio.fail_after(WAIT):
+                found = await client.call_tool(SEARCH, {"query": "echo text back"})
+            assert "a__echo" in text_of(found) and "b__" not in text_of(found)
+        async with sdk(gw.url, CAROL, mode) as client:
+            names = await tool_names(client)
+            assert "b__echo" in names and "say" not in names and not names & set(META_NAMES)
+
+
+async def test_a_session_belongs_to_the_endpoint_it_was_opened_on() -> None:
+    """Its id names the endpoint: presented on another one (even by its owner), it is unknown
+    there, not restored."""
+    async with serve(gateway_config(RESEARCH)) as gw, httpx.AsyncClient(timeout=WAIT) as http:
+        base = {
+            "content-type": "application/json",
+            "accept": "application/json, text/event-stream",
+            "x-api-key": ALICE,
+        }
+        opened = await http.post(gw.base + "/mcp/research", headers=base, json=initialize())
+        assert opened.status_code == 200, opened.text
+        headers = {**base, "mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": LEGACY}
+        listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+        assert (await http.post(gw.base + "/mcp/research", headers=headers, json=listing)).status_code == 200
+        elsewhere = await http.post(gw.url, headers=headers, json=listing)
+        assert elsewhere.status_code == 404, elsewhere.text

@@ -31,6 +31,7 @@ from gateway.errors import ConfigError
 from gateway.questions import state_seal
 from gateway.relay import Relay
 from tests._gateway_process import gateway_process
+from tests._infra import Redis
 from tests._support import LEGACY, Running, config, messages, misbehave, serve
 from tests.front.test_exchange import post
 
@@ -229,6 +230,45 @@ async def test_a_second_process_with_the_key_refuses_a_call_parked_in_the_first(
         assert refused["error"]["code"] == INVALID_PARAMS
         assert "another gateway process" in refused["error"]["message"], refused
         assert completed(await call(http, first.url, ["sampling"], state, {"sampling-1": SAMPLED}))
+    assert KEY not in first.log_text() + second.log_text()
+
+
+@pytest.mark.redis
+async def test_another_replica_continues_a_call_parked_in_the_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis: Redis
+) -> None:
+    """With `cluster.redis`, a retry reaching another replica is continued by the one holding the
+    call (over the cluster's bus): each round may land on either, and the call completes. Once the
+    holder is gone, a retry is refused within the bounded wait, not hung."""
+    monkeypatch.setenv("GATEWAY_TEST_STATE_KEY", KEY)
+    cfg = {
+        "servers": {"mb": misbehave("--ask", protocol=LEGACY)},
+        "state": {"keys": ["${env:GATEWAY_TEST_STATE_KEY}"]},
+        "cluster": {"redis": redis.url, "key_prefix": f"t{secrets.token_hex(4)}"},
+    }
+    elicited = {"action": "accept", "content": {"name": "Ada"}}
+    async with (
+        gateway_process(tmp_path, cfg, name="first") as first,
+        httpx.AsyncClient(timeout=WAIT) as http,
+    ):
+        async with gateway_process(tmp_path, cfg, name="second") as second:
+            state, keys = round_of(await call(http, first.url, ["sampling", "elicitation"]))
+            assert keys == ["sampling-1"]
+            with anyio.fail_after(WAIT):
+                state, keys = round_of(
+                    await call(http, second.url, ["sampling", "elicitation"], state, {"sampling-1": SAMPLED})
+                )
+            assert keys == ["elicitation-2"]
+            with anyio.fail_after(WAIT):
+                answer = await call(
+                    http, second.url, ["sampling", "elicitation"], state, {"elicitation-2": elicited}
+                )
+            assert [a["result"] for a in completed(answer)] == [SAMPLED, elicited]
+            state, _ = round_of(await call(http, second.url, ["sampling"]))  # parked in the second
+        with anyio.fail_after(WAIT / 2):
+            refused = await call(http, first.url, ["sampling"], state, {"sampling-1": SAMPLED})
+        assert refused["error"]["code"] == INVALID_PARAMS
+        assert "another gateway process" in refused["error"]["message"], refused
     assert KEY not in first.log_text() + second.log_text()
 
 

@@ -88,6 +88,17 @@ def test_session_manager_tables_and_admission() -> None:
     assert need(manager, "_session_owners", "session_owned") == {}
     admit = need(StreamableHTTPSessionManager, "_admit_session", "SessionManager")
     assert params(admit) == ["requestor"], "mcp changed StreamableHTTPSessionManager._admit_session"
+    # Portable sessions: the id minted around admission, a session restored by replaying its opening.
+    handle = need(StreamableHTTPSessionManager, "_handle_stateful_request", "SessionManager")
+    assert params(handle) == ["scope", "receive", "send"]
+    serve_opening = need(StreamableHTTPSessionManager, "_serve_opening_request", "SessionManager.restore")
+    assert params(serve_opening) == ["http_transport", "scope", "receive", "send"]
+    discard = need(StreamableHTTPSessionManager, "_discard_session", "end_session")
+    assert params(discard) == ["session_id", "transport"]
+    assert need(manager, "_session_creation_lock", "SessionManager.restore") is not None
+    # The admitted transport is registered under its `mcp_session_id`, which the override re-keys.
+    source = inspect.getsource(StreamableHTTPSessionManager._admit_session)
+    assert "self._server_instances[session_id] = http_transport" in source
 
 
 def test_transport_idle_counters_and_unanswered_request_hook() -> None:

@@ -9,7 +9,8 @@ Wiring (in `gateway.app.build_app`)::
     stack.enter_context(listening(fleet.call_listeners, admin.stats.record))
 
 Runtime registrations are not persisted: they live until the gateway stops or a reload makes the
-fleet match gateway.yaml again.
+fleet match gateway.yaml again. With `cluster.redis` they are the cluster's (`gateway.control`):
+kept in Redis, applied on every replica, kept by reloads.
 
 Its configuration (`admin:` in gateway.yaml) is modelled in `gateway.config.admin`.
 """
@@ -19,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.admin._auth import Authenticator
-from gateway.admin.api import AdminAPI, Reload
+from gateway.admin.api import AdminAPI, Pins, Reload
 from gateway.config.admin import AdminConfig
 from gateway.fleet import Fleet
 
@@ -33,6 +34,10 @@ def admin_api(
     reload: Reload | None = None,
     authenticate: Authenticator | None = None,
     config_path: str | Path | None = None,
+    pins: Pins | None = None,
 ) -> AdminAPI:
-    """The admin API over `fleet`: `.routes` to mount, `.running()` to enter while serving."""
-    return AdminAPI(fleet, config, reload=reload, authenticate=authenticate, config_path=config_path)
+    """The admin API over `fleet`: `.routes` to mount, `.running()` to enter while serving;
+    `pins`, the pinning middleware of the current chain (for pin approvals)."""
+    return AdminAPI(
+        fleet, config, reload=reload, authenticate=authenticate, config_path=config_path, pins=pins
+    )

@@ -137,12 +137,37 @@ SCHEMAS: dict[str, Any] = {
         ]
     },
     "ActionResult": _obj(
+        ["server", "action", "ok", "state", "error", "duration_ms"],
         server=_STR,
         action={"enum": list(ACTIONS)},
         ok=_BOOL,
         state=_nullable("string"),
         error=_nullable("string"),
         duration_ms=_NUM,
+        cluster=_ref("Announced"),
+    ),
+    "Announced": {
+        **_obj(
+            announced={**_BOOL, "description": "whether the other replicas were told (false: Redis down)"},
+            replicas={
+                "type": "object",
+                "additionalProperties": _ref("Acknowledged"),
+                "description": "the replicas that acknowledged within the wait, by id",
+            },
+            pending={
+                "type": "array",
+                "items": _STR,
+                "description": "live replicas that did not acknowledge within the wait",
+            },
+        ),
+        "description": "with `cluster.redis`: what the other replicas did about it",
+    },
+    "Acknowledged": _obj(
+        ["ok"],
+        ok=_BOOL,
+        error=_nullable("string"),
+        results={"type": "object", "additionalProperties": _ref("ActionResult")},
+        report=_ANY_OBJ,
     ),
     "BulkRequest": {
         "type": "object",
@@ -150,9 +175,11 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"servers": {"type": "array", "items": _STR, "description": "default: every server"}},
     },
     "BulkResult": _obj(
+        ["action", "results", "summary"],
         action={"enum": list(ACTIONS)},
         results={"type": "object", "additionalProperties": _ref("ActionResult")},
         summary=_obj(requested=_INT, succeeded=_INT, failed=_INT),
+        cluster=_ref("Announced"),
     ),
     "TestResult": _obj(
         ["server", "time", "ok", "stage", "error", "timings", "stderr"],
@@ -176,7 +203,13 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
     },
     "Registered": _obj(server=_ref("ServerSummary"), persisted=_BOOL, note=_STR),
-    "Removed": _obj(removed=_STR, persisted=_BOOL, note=_STR),
+    "Removed": _obj(
+        ["removed", "persisted", "note"],
+        removed=_STR,
+        persisted=_BOOL,
+        note=_STR,
+        cluster=_obj(announced=_BOOL),
+    ),
     "Cluster": _obj(
         replica=_STR,
         shared=_BOOL,
@@ -184,6 +217,12 @@ SCHEMAS: dict[str, Any] = {
             "type": "object",
             "additionalProperties": _obj(key=_STR, written=_INT, buffered=_INT, dropped=_INT),
         },
+        reachable={
+            **_nullable("boolean"),
+            "description": "whether Redis answered (null without `cluster.redis`); false: `replicas` "
+            "holds this replica only",
+        },
+        replicas={"type": "array", "items": _ref("Replica"), "description": "every live replica, by id"},
     ),
     "Endpoint": _obj(
         path=_STR,
@@ -204,8 +243,48 @@ SCHEMAS: dict[str, Any] = {
         counts=_obj(tools=_INT, prompts=_INT, resources=_INT, templates=_INT),
     ),
     "Endpoints": _obj(endpoints={"type": "array", "items": _ref("Endpoint")}),
+    "Replica": _obj(
+        replica=_STR,
+        address={**_nullable("string"), "description": "host:port it listens on (or `cluster.address`)"},
+        up_since=_nullable("string", format="date-time"),
+        seen={**_STR, "format": "date-time", "description": "its last heartbeat"},
+        load=_obj(
+            in_flight={**_INT, "description": "calls in flight to its backends"},
+            calls={**_nullable("integer"), "description": "calls relayed since it started"},
+            calls_per_second=_nullable("number"),
+        ),
+        backends={
+            "type": "object",
+            "additionalProperties": _obj(
+                state={"enum": _STATES},
+                available=_BOOL,
+                restarts=_INT,
+                in_flight=_INT,
+                started_at=_nullable("string", format="date-time"),
+            ),
+        },
+    ),
+    "PinChange": _obj(
+        server=_STR,
+        tool={**_STR, "description": "the backend's own name of the tool"},
+        pinned={**_STR, "description": "the trusted fingerprint"},
+        current={**_STR, "description": "what the backend shows now"},
+        seen={**_STR, "description": "when the change was first seen here"},
+    ),
+    "Pins": _obj(
+        shared={**_BOOL, "description": "pins are the cluster's (`cluster.redis`)"},
+        mode={"enum": ["warn", "hide"]},
+        changes={"type": "array", "items": _ref("PinChange")},
+    ),
+    "PinRequest": {
+        **_obj(server=_STR, tool=_STR),
+        "additionalProperties": False,
+    },
+    "PinAccepted": _obj(accepted=_obj(server=_STR, tool=_STR), shared=_BOOL),
     "Config": _obj(source=_nullable("string"), config=_ANY_OBJ, admin=_ANY_OBJ),
-    "ReloadResult": _obj(report=_ANY_OBJ, duration_ms=_NUM),
+    "ReloadResult": _obj(
+        ["report", "duration_ms"], report=_ANY_OBJ, duration_ms=_NUM, cluster=_ref("Announced")
+    ),
 }
 
 # What the document builder reuses.

@@ -7,7 +7,9 @@ reference is the OpenAPI document at `/admin/openapi.json`.
 
 Runtime changes (`POST /admin/servers`, `DELETE /admin/servers/{name}`) change the running fleet
 only: they are not written to gateway.yaml, are lost on restart, and a reload makes the fleet
-match the file again.
+match the file again. With `cluster.redis` they go through the cluster's control plane
+(`gateway.control`): registrations, removals, actions, reloads and pin approvals made here apply
+to every replica, registrations outlive a reload and reach replicas started later.
 """
 
 from __future__ import annotations
@@ -47,16 +49,26 @@ from gateway.admin.stats import CallStats
 from gateway.admin.store import EventFilter, EventLog, EventStore, SharedEvents
 from gateway.backends import Backend
 from gateway.config.admin import AdminConfig
+from gateway.control import ControlPlane, local_view
 from gateway.endpoints import DEFAULT, LISTS
-from gateway.errors import ConfigError
+from gateway.errors import ClusterUnavailable, ConfigError
 from gateway.fleet import Fleet
+from gateway.middleware.pinning import Pinning
 
 Reload = Callable[[str], Awaitable[Mapping[str, Any]]]
+# The pinning middleware in the current chain, if any (the chain may change with a reload).
+Pins = Callable[[], Pinning | None]
 RUNTIME_NOTE = (
     "runtime change: not written to gateway.yaml; lost on restart, "
     "and a reload makes the fleet match the file"
 )
+CLUSTER_NOTE = (
+    "cluster change: applied on every replica and kept in the cluster's Redis (replicas started "
+    "later load it; a reload keeps it); not written to gateway.yaml"
+)
 _MAX_PROBES = 4
+# How long an action or a reload waits for the other replicas to acknowledge it.
+_ACK_WAIT = 60.0
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -77,8 +89,12 @@ class AdminAPI:
         reload: Reload | None = None,
         authenticate: Authenticator | None = None,
         config_path: str | Path | None = None,
+        pins: Pins | None = None,
     ) -> None:
         self.fleet = fleet
+        self.pins = pins
+        # With `cluster.redis`: what is changed here is changed on every replica.
+        self.control: ControlPlane | None = fleet.control
         self.config = config = config or AdminConfig()
         self.reload = reload
         self.config_path = None if config_path is None else str(config_path)
@@ -126,6 +142,8 @@ class AdminAPI:
             Route("/events/stream", self.events_stream, methods=["GET"]),
             Route("/cluster", self.cluster_view, methods=["GET"]),
             Route("/endpoints", self.endpoints, methods=["GET"]),
+            Route("/pins", self.list_pins, methods=["GET"]),
+            Route("/pins/accept", self.accept_pin, methods=["POST"]),
             Route("/config", self.effective_config, methods=["GET"]),
             Route("/config/reload", self.reload_config, methods=["POST"]),
         ]
@@ -144,6 +162,11 @@ class AdminAPI:
             if self.shared is not None:
                 await stack.enter_async_context(self.shared.running())  # outlives the store's drain
             await stack.enter_async_context(self.store.running())
+            if self.control is not None:
+                self.control.perform = self._perform
+                self.control.membership_listeners.append(self._membership)
+                # Loads the cluster's registrations into the fleet before it starts.
+                await stack.enter_async_context(self.control.running())
             yield self
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -163,6 +186,76 @@ class AdminAPI:
             reason=reason,
             request_id=request_id(request),
         )
+
+    def _unavailable(
+        self, request: Request, action: str, target: str | None, exc: ClusterUnavailable
+    ) -> ApiError:
+        self._audit(request, action, target, False, "cluster store unreachable")
+        return ApiError(503, "unavailable", exc.message, {"retry": True})
+
+    async def _announce(self, request: Mapping[str, Any], wait: float) -> dict[str, Any] | None:
+        """Have the other replicas do it too (None without a cluster)."""
+        if self.control is None:
+            return None
+        return await self.control.announce(request, min(wait, _ACK_WAIT))
+
+    async def _perform(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """An action or a reload announced by another replica, done here to this replica's copy."""
+        who = f"replica {request.get('from')}"
+        if request.get("op") == "reload":
+            if self.reload is None:
+                return {"ok": False, "error": "this replica was started without a reloadable config file"}
+            try:
+                report = await self.reload(f"admin API through {who}")
+            except ConfigError as exc:
+                self.store.record_admin(
+                    who, "reload", None, "failed", reason=f"{len(exc.problems)} problem(s)"
+                )
+                return {"ok": False, "error": "the config file is invalid; the running configuration stays"}
+            self.store.record_admin(who, "reload", None, "ok", reason="announced")
+            return {"ok": True, "report": dict(report)}
+        action, names, wait = request.get("action"), request.get("servers"), request.get("wait") is not False
+        if names is None:  # a bulk action without a list: every server of this replica
+            names = list(self.fleet.backends)
+        if action not in ACTIONS or not isinstance(names, list):
+            return {"ok": False, "error": "not an action this replica knows"}
+        results: dict[str, dict[str, Any]] = {}
+
+        async def one(name: str) -> None:
+            backend = self.fleet.backends.get(name) if isinstance(name, str) else None
+            if backend is None:
+                results[str(name)] = views.failed(str(name), str(action), None, "no such server here")
+                return
+            try:
+                async with self._lock(name):
+                    results[name] = await views.act(self.fleet, name, backend, str(action), wait)
+            except ApiError as exc:
+                results[name] = views.failed(name, str(action), backend.state.value, exc.message)
+            result = results[name]
+            self.store.record_admin(
+                who,
+                str(action),
+                name,
+                "ok" if result["ok"] else "failed",
+                reason=result["error"] or "announced",
+            )
+
+        async with anyio.create_task_group() as tg:
+            for name in names:
+                tg.start_soon(one, name)
+        return {"ok": all(r["ok"] for r in results.values()), "results": results}
+
+    def _membership(self, change: str, name: str) -> None:
+        """A server registered or removed through another replica (or found so in the store)."""
+        action = "register" if change == "added" else "delete"
+        self.store.record_admin("cluster", action, name, "ok", reason="through another replica")
+        if change == "removed":
+            self._forget(name)
+
+    def _forget(self, name: str) -> None:
+        self.stats.forget(name)
+        self._tests.pop(name, None)
+        self._locks.pop(name, None)
 
     def _lock(self, name: str) -> anyio.Lock:
         return self._locks.setdefault(name, anyio.Lock())
@@ -209,7 +302,11 @@ class AdminAPI:
         async with self._lock(name):
             result = await views.act(self.fleet, name, backend, action, wait)
         self._audit(request, action, name, result["ok"], result["error"] or "")
-        return _json(result)
+        limit = min(backend.spec.startup_timeout + 5, views.MAX_WAIT)
+        cluster = await self._announce(
+            {"op": "act", "action": action, "servers": [name], "wait": wait}, limit
+        )
+        return _json(result if cluster is None else {**result, "cluster": cluster})
 
     async def bulk(self, request: Request) -> Response:
         action = request.url.path.rstrip("/").rsplit("/", 1)[-1]
@@ -217,6 +314,7 @@ class AdminAPI:
         wait = params.flag(request, "wait", True)
         data = await params.body(request, required=False)
         names = list(self.fleet.backends)
+        listed = False
         if data is not params.EMPTY:
             if not isinstance(data, dict) or set(data) - {"servers"}:
                 raise ApiError(422, "validation_failed", 'the body must be {"servers": [names]} or empty')
@@ -224,7 +322,7 @@ class AdminAPI:
                 given = data["servers"]
                 if not isinstance(given, list) or not all(isinstance(n, str) for n in given):
                     raise ApiError(422, "validation_failed", '"servers" must be a list of server names')
-                names = list(dict.fromkeys(given))
+                names, listed = list(dict.fromkeys(given)), True
         results: dict[str, dict[str, Any]] = {}
 
         async def one(name: str) -> None:
@@ -246,7 +344,11 @@ class AdminAPI:
         ordered = {name: results[name] for name in names}
         succeeded = sum(1 for r in ordered.values() if r["ok"])
         summary = {"requested": len(names), "succeeded": succeeded, "failed": len(names) - succeeded}
-        return _json({"action": action, "results": ordered, "summary": summary})
+        body: dict[str, Any] = {"action": action, "results": ordered, "summary": summary}
+        # Without a list, each replica acts on all of its own servers.
+        announced = {"op": "act", "action": action, "servers": names if listed else None, "wait": wait}
+        cluster = await self._announce(announced, _ACK_WAIT)
+        return _json(body if cluster is None else {**body, "cluster": cluster})
 
     async def test(self, request: Request) -> Response:
         params.only(request)
@@ -270,7 +372,19 @@ class AdminAPI:
             )
             self._audit(request, "register", target, False, exc.message)
             raise
-        backend = self.fleet.add(name, spec)
+        if self.control is None:
+            backend = self.fleet.add(name, spec)
+        else:
+            try:
+                added = await self.control.register(name, data["spec"], spec)
+            except ClusterUnavailable as exc:
+                raise self._unavailable(request, "register", name, exc) from None
+            if added is None:
+                self._audit(request, "register", name, False, "already registered in the cluster")
+                raise ApiError(
+                    409, "conflict", f"server {name!r} is already registered in the cluster", {"server": name}
+                )
+            backend = added
         if wait:
             with anyio.move_on_after(min(spec.startup_timeout + 5, views.MAX_WAIT)):
                 await backend.first_attempt.wait()
@@ -278,7 +392,7 @@ class AdminAPI:
         body = {
             "server": views.summary(name, backend, self.fleet, self.stats, None),
             "persisted": False,
-            "note": RUNTIME_NOTE,
+            "note": RUNTIME_NOTE if self.control is None else CLUSTER_NOTE,
         }
         return _json(body, 201, {"Location": f"{request.scope.get('root_path', '')}/servers/{name}"})
 
@@ -289,16 +403,24 @@ class AdminAPI:
         async with self._lock(name):
             if name not in self.fleet.backends:  # removed while we waited for the lock
                 raise not_found("server", name)
+            if self.control is not None:
+                try:
+                    await self.control.unregister(name)
+                except ClusterUnavailable as exc:
+                    raise self._unavailable(request, "delete", name, exc) from None
             try:
                 await self.fleet.remove(name)
             except TimeoutError:
                 self._audit(request, "delete", name, False, "did not stop in time")
+                if self.control is not None:  # gone from the store: the others remove theirs
+                    await self.control.removed(name)
                 raise timeout(name) from None
-        self.stats.forget(name)
-        self._tests.pop(name, None)
-        self._locks.pop(name, None)
+        self._forget(name)
         self._audit(request, "delete", name, True, "not persisted")
-        return _json({"removed": name, "persisted": False, "note": RUNTIME_NOTE})
+        body: dict[str, Any] = {"removed": name, "persisted": False, "note": RUNTIME_NOTE}
+        if self.control is not None:
+            body |= {"note": CLUSTER_NOTE, "cluster": {"announced": await self.control.removed(name)}}
+        return _json(body)
 
     async def logs(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -349,7 +471,53 @@ class AdminAPI:
             kind: {"key": w.key, "written": w.written, "buffered": len(w), "dropped": w.dropped}
             for kind, w in self.cluster.writers.items()
         }
-        return _json({"replica": self.cluster.replica, "shared": self.cluster.shared, "streams": streams})
+        body: dict[str, Any] = {
+            "replica": self.cluster.replica,
+            "shared": self.cluster.shared,
+            "streams": streams,
+        }
+        if self.control is None:
+            return _json({**body, "reachable": None, "replicas": [local_view(self.fleet)]})
+        try:
+            replicas = await self.control.replicas()
+        except ClusterUnavailable:
+            # Redis down: this replica is all that can be seen, and the view says so.
+            return _json({**body, "reachable": False, "replicas": [self.control.snapshot()]})
+        return _json({**body, "reachable": True, "replicas": replicas})
+
+    # -- pins ------------------------------------------------------------------------------------
+
+    def _pinning(self) -> Pinning:
+        pinning = self.pins() if self.pins is not None else None
+        if pinning is None:
+            raise ApiError(409, "not_configured", "the `pinning` middleware is not in the chain")
+        return pinning
+
+    async def list_pins(self, request: Request) -> Response:
+        params.only(request)
+        pinning = self._pinning()
+        return _json({"shared": pinning.shared, "mode": pinning.options.mode, "changes": pinning.changes()})
+
+    async def accept_pin(self, request: Request) -> Response:
+        params.only(request)
+        pinning = self._pinning()
+        data = await params.body(request, required=True)
+        if (
+            not isinstance(data, dict)
+            or set(data) != {"server", "tool"}
+            or not all(isinstance(v, str) for v in data.values())
+        ):
+            raise ApiError(422, "validation_failed", 'the body must be {"server": ..., "tool": ...}')
+        server, tool = data["server"], data["tool"]
+        target = f"{server}/{tool}"
+        try:
+            accepted = await pinning.approve(server, tool)
+        except ClusterUnavailable as exc:
+            raise self._unavailable(request, "accept_pin", target, exc) from None
+        if not accepted:
+            raise ApiError(404, "not_found", f"no pending change of tool {tool!r} of server {server!r}", data)
+        self._audit(request, "accept_pin", target, True, "cluster-wide" if pinning.shared else "")
+        return _json({"accepted": {"server": server, "tool": tool}, "shared": pinning.shared})
 
     # -- endpoints -------------------------------------------------------------------------------
 
@@ -402,4 +570,6 @@ class AdminAPI:
                 {"problems": exc.problems},
             ) from None
         self._audit(request, "reload", None, True, str(dict(report).get("servers", "")))
-        return _json({"report": dict(report), "duration_ms": round((time.perf_counter() - began) * 1000, 3)})
+        body = {"report": dict(report), "duration_ms": round((time.perf_counter() - began) * 1000, 3)}
+        cluster = await self._announce({"op": "reload"}, _ACK_WAIT)
+        return _json(body if cluster is None else {**body, "cluster": cluster})

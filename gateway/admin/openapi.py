@@ -115,7 +115,9 @@ def _errors(*statuses: int) -> dict[int, Any]:
 
 _RUNTIME = (
     "Runtime change: it is NOT written to gateway.yaml, is lost when the gateway restarts, and a config "
-    "reload makes the fleet match the file again. Connected clients are told (list_changed)."
+    "reload makes the fleet match the file again. Connected clients are told (list_changed). With "
+    "`cluster.redis` it applies to every replica and is kept in Redis (replicas started later load "
+    "it, a reload keeps it); while Redis is unreachable it is refused (503)."
 )
 
 
@@ -127,7 +129,9 @@ def _paths() -> dict[str, Any]:
                 f"{a.capitalize()} a server",
                 {200: _ok("ActionResult"), **_errors(400, 404, 504)},
                 parameters=[_NAME, _WAIT],
-                description="The result says whether the server reached the wanted state (`ok`).",
+                description="The result says whether the server reached the wanted state (`ok`). With "
+                "`cluster.redis` every other replica does the same to its own copy; `cluster` says "
+                "which acknowledged.",
             )
         }
         for a in ACTIONS
@@ -154,7 +158,7 @@ def _paths() -> dict[str, Any]:
             "post": _op(
                 "registerServer",
                 "Register and start a server at runtime",
-                {201: _ok("Registered", "Registered"), **_errors(400, 409, 413, 422)},
+                {201: _ok("Registered", "Registered"), **_errors(400, 409, 413, 422, 503)},
                 parameters=[_WAIT],
                 description=_RUNTIME,
                 body={"required": True, "content": {"application/json": {"schema": _ref("RegisterRequest")}}},
@@ -175,7 +179,7 @@ def _paths() -> dict[str, Any]:
             "delete": _op(
                 "deleteServer",
                 "Stop and remove a server",
-                {200: _ok("Removed"), **_errors(404, 504)},
+                {200: _ok("Removed"), **_errors(404, 503, 504)},
                 parameters=[_NAME],
                 description=_RUNTIME,
             ),
@@ -255,8 +259,26 @@ def _paths() -> dict[str, Any]:
         "/cluster": {
             "get": _op(
                 "getCluster",
-                "This replica's id, and whether events and audit are shared through Redis",
+                "Every replica (id, address, up since, load) and each backend on each replica",
                 {200: _ok("Cluster"), **_errors()},
+                description="With `cluster.redis`, every replica whose heartbeat is live; while Redis "
+                "is unreachable, this replica only (`reachable` false).",
+            )
+        },
+        "/pins": {
+            "get": _op(
+                "listPins",
+                "Tools whose definition differs from its pin (the `pinning` middleware)",
+                {200: _ok("Pins"), **_errors(409)},
+            )
+        },
+        "/pins/accept": {
+            "post": _op(
+                "acceptPin",
+                "Trust a changed tool's current definition (on every replica with `cluster.redis`)",
+                {200: _ok("PinAccepted"), **_errors(400, 404, 409, 413, 422, 503)},
+                body={"required": True, "content": {"application/json": {"schema": _ref("PinRequest")}}},
+                description="404 when no change of that tool is pending on this replica.",
             )
         },
         "/endpoints": {

@@ -58,6 +58,20 @@ class ClusterConfig(BaseModel):
         "back; beyond this the oldest are dropped (counted and logged).",
     )
 
+    address: str | None = Field(
+        default=None,
+        description="How this replica is reached (host:port), as the cluster view shows it. "
+        "Default: the address it listens on (the host name for 0.0.0.0 or ::).",
+    )
+    heartbeat: float = Field(
+        default=5.0,
+        ge=0.2,
+        le=60,
+        description="Seconds between this replica's heartbeats (with `redis`): its entry in the "
+        "cluster view expires after 3 missed ones, and a Redis that comes back is re-synced from at "
+        "the next one.",
+    )
+
     @field_validator("replica_id")
     @classmethod
     def _replica(cls, value: str | None) -> str | None:

@@ -32,6 +32,89 @@ class ToolFilter(_Model):
     deny: list[str] = Field(default_factory=list)
 
 
+# A tool's public name: the characters clients accept in tool names, within their 64-character cap.
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class ToolOverride(_Model):
+    """How one of a server's tools is shown to clients, and what the gateway adds to its calls.
+
+    Keyed by the server's own tool name; the backend always receives that name and the full
+    arguments (hidden and defaulted ones filled in)."""
+
+    # `schema` is the key users write; the attribute is named apart from pydantic's `BaseModel.schema`.
+    model_config = ConfigDict(extra="forbid", frozen=True, serialize_by_alias=True)
+
+    name: str | None = Field(
+        default=None,
+        description="The tool's public name instead of its own; the server's `prefix` still applies "
+        '(`prefix: ""` to choose the whole name).',
+    )
+    title: str | None = Field(default=None, description="The tool's `title`.")
+    description: str | None = Field(default=None, description="Replaces the tool's description.")
+    description_append: str | None = Field(
+        default=None, description="Added after the (possibly replaced) description, as a new paragraph."
+    )
+    hide: dict[str, Any] = Field(
+        default_factory=dict,
+        description="argument: fixed value. The argument leaves the client's inputSchema and the gateway "
+        "sends the value in every call; a client that sends it gets an invalid-params error.",
+    )
+    defaults: dict[str, Any] = Field(
+        default_factory=dict,
+        description="argument: value. Shown as the argument's `default` (and no longer required); sent "
+        "when the client omits the argument.",
+    )
+    tighten: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        alias="schema",
+        description="argument: JSON Schema keywords (enum, maximum, pattern, ...) merged into the "
+        "argument's schema; the gateway checks the client's value against them before the call.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str | None) -> str | None:
+        if value is not None and not _TOOL_NAME.match(value):
+            raise ValueError(f"name {value!r} must be 1-64 letters, digits, '_', '.' or '-'")
+        return value
+
+    # Fields are validated in order (hide, defaults, schema): each check sees the ones before it,
+    # and its error is keyed (and lined) where the conflict is written.
+    @field_validator("defaults")
+    @classmethod
+    def _check_defaults(cls, defaults: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        for arg in defaults:
+            if arg in info.data.get("hide", {}):
+                raise ValueError(f"argument {arg!r} is hidden too; keep it in one of `hide` and `defaults`")
+        return defaults
+
+    @field_validator("tighten")
+    @classmethod
+    def _check_fragments(
+        cls, tighten: dict[str, dict[str, Any]], info: ValidationInfo
+    ) -> dict[str, dict[str, Any]]:
+        if not tighten:
+            return tighten
+        from jsonschema import Draft202012Validator, SchemaError  # on use: ~70 ms to import
+
+        for arg, fragment in tighten.items():
+            if arg in info.data.get("hide", {}):
+                raise ValueError(
+                    f"argument {arg!r} is hidden: the client never sends it, so it cannot be checked"
+                )
+            try:
+                Draft202012Validator.check_schema(fragment)
+            except SchemaError as exc:
+                # Where, not the offending value: values are never shown (a misplaced secret).
+                where = ".".join(str(p) for p in (arg, *exc.path))
+                raise ValueError(f"`{where}` is not valid JSON Schema") from None
+            defaults = info.data.get("defaults", {})
+            if arg in defaults and not Draft202012Validator(fragment).is_valid(defaults[arg]):
+                raise ValueError(f"the default of {arg!r} does not pass its own schema here")
+        return tighten
+
+
 class HealthCheck(_Model):
     """MCP `ping` (`server/discover` in 2026-07-28, which has no ping) on an interval; `failures`
     misses in a row restart the backend."""
@@ -99,6 +182,24 @@ class _ServerBase(_Model):
         "with itself, when no client can: on the shared session, and for a client that declared no roots. "
         "A per-client session otherwise gets its client's own roots.",
     )
+
+    overrides: dict[str, ToolOverride] = Field(
+        default_factory=dict,
+        description="Per tool (the server's own name): rename it, change its description or title, hide "
+        "or default arguments, tighten their schema.",
+    )
+
+    @field_validator("overrides")
+    @classmethod
+    def _check_override_names(cls, overrides: dict[str, ToolOverride]) -> dict[str, ToolOverride]:
+        # Two tools under one name: one of them would be unreachable.
+        shown: dict[str, str] = {}
+        for tool, override in overrides.items():
+            name = override.name or tool
+            if name in shown:
+                raise ValueError(f"tools {shown[name]!r} and {tool!r} would both be named {name!r}")
+            shown[name] = tool
+        return overrides
 
     @field_validator("roots")
     @classmethod
@@ -244,7 +345,16 @@ class ListenConfig(_Model):
         "JSON-RPC error (open sessions are never evicted).",
     )
     session_idle_timeout: float = Field(
-        default=600.0, gt=0, description="Seconds a 2025-11-25 session may stay unused before it is closed."
+        default=600.0,
+        gt=0,
+        description="Seconds a 2025-11-25 session may stay unused before this process lets go of it "
+        "(its next request restores it, as on another replica, until `session_max_age`).",
+    )
+    session_max_age: float = Field(
+        default=86400.0,
+        gt=0,
+        description="Seconds a 2025-11-25 session id stays good (it is sealed under `state.keys`, so "
+        "any replica with the same keys serves the session); after it, the client opens a new one.",
     )
     header_timeout: float = Field(
         default=10.0, gt=0, description="Seconds a client has to send a request's headers (slowloris guard)."
@@ -297,6 +407,27 @@ class SecretsConfig(_Model):
 
     file: str | None = None
     env_prefix: str = Field(default="MCP_SECRET_", description="secret_ref:api_key -> $MCP_SECRET_API_KEY")
+
+
+class ToolSearchConfig(_Model):
+    """Tool search mode (`gateway.search`): past `after` tools, `tools/list` shows three meta-tools
+    (search, describe, call) and the pinned tools instead of the whole catalogue."""
+
+    after: int = Field(
+        default=50,
+        ge=0,
+        description="Show the meta-tools instead of the tools when a client would see more than this "
+        "many; 0: always.",
+    )
+    pinned: list[str] = Field(
+        default_factory=list, description="Public tool names or globs always listed beside the meta-tools."
+    )
+    limit: int = Field(default=8, ge=1, le=50, description="How many results a search returns by default.")
+    expose_found: bool = Field(
+        default=False,
+        description="2025-11-25 sessions: the tools a search found join that session's tools/list, and "
+        "the session is sent notifications/tools/list_changed.",
+    )
 
 
 class Selection(_Model):
@@ -357,21 +488,16 @@ class EndpointConfig(_Model):
         description="The servers it takes items from, each with what it takes (null: everything).",
     )
     auth: EndpointAuth = Field(default_factory=EndpointAuth)
-    overrides: dict[str, dict[str, Any]] = Field(
+    overrides: dict[str, ToolOverride] = Field(
         default_factory=dict,
-        description="Per-tool overrides here, by public tool name (not applied yet: keep it empty).",
+        description="Per-tool overrides on this endpoint, by public tool name (over the server's own "
+        "`overrides:`): rename, describe, hide or default arguments, tighten their schema.",
     )
-
-    @field_validator("overrides")
-    @classmethod
-    def _no_overrides_yet(cls, overrides: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        # Accepted and ignored, an override would expose a tool as it was meant not to be.
-        if overrides:
-            raise ValueError(
-                "per-endpoint tool overrides are not applied yet; override the tool on its server "
-                "(`servers.<name>`) or remove `overrides:` here"
-            )
-        return overrides
+    tool_search: ToolSearchConfig | None = Field(
+        default=None,
+        description="Tool search mode on this endpoint (the top-level `tool_search:` is the default "
+        "endpoint's); unset: off.",
+    )
 
     @property
     def route(self) -> str:
@@ -391,6 +517,9 @@ class GatewayConfig(_Model):
         default_factory=list,
         description="Extra MCP endpoints, each serving a curated part of the fleet on its own path.",
     )
+    tool_search: ToolSearchConfig | None = Field(
+        default=None, description="Tool search mode for large fleets; unset: off (the full list)."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -409,6 +538,17 @@ class GatewayConfig(_Model):
                 servers[name] = spec
             data = {**data, "servers": servers}
         return data
+
+    @model_validator(mode="after")
+    def _replicas_share_keys(self) -> GatewayConfig:
+        if self.cluster.redis is not None and not self.state.keys:
+            raise ValueError(
+                "cluster.redis is set (several replicas) but state.keys is empty: each replica would "
+                "seal session ids and requestState under a key of its own, and the others could not "
+                "open them; set state.keys to the same secret on every replica, e.g. "
+                "keys: ['${env:MCP_STATE_KEY}']"
+            )
+        return self
 
     @field_validator("servers")
     @classmethod

@@ -111,7 +111,8 @@ class StreamableHttp:
         server: Server[Any],
         manager: StreamableHTTPSessionManager,
         security: TransportSecuritySettings,
-        events: Events | None = None,
+        events: Events | None,
+        sessions: Sessions,
         endpoint: str = "",
     ) -> None:
         self.sdk = sdk
@@ -124,16 +125,16 @@ class StreamableHttp:
         self.security = TransportSecurityMiddleware(security)
         self.max_body = manager.max_request_body_size
         # Told of every front the relay sees (wired in `build_app`): sessions learned on the way.
-        self.sessions = Sessions(manager)
+        self.sessions = sessions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
-            if (
-                scope["type"] != "http"
-                or scope["method"] != "GET"
-                or not await self._resume(scope, receive, send)
-            ):
+            if scope["type"] != "http" or scope["method"] != "GET":
                 await self.sdk(scope, receive, send)
+            elif not await self._resume(scope, receive, send):
+                # The session's GET stream: news for it is delivered here while it is open.
+                with self.sessions.listening(Headers(scope=scope).get(MCP_SESSION_ID_HEADER)):
+                    await self.sdk(scope, receive, send)
             return
         # Decoded once; the first of repeated headers wins, as in Starlette's `Headers`.
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
@@ -142,6 +143,9 @@ class StreamableHttp:
         session = None
         if version not in MODERN_PROTOCOL_VERSIONS:
             session = self.sessions.find(session_id, version, scope)
+            if session is None:
+                # Opened on another replica (or forgotten here): restored, then served here.
+                session = await self.sessions.restore(session_id, version, scope)
             if session is None:
                 await self.sdk(scope, receive, send)
                 return
@@ -158,7 +162,7 @@ class StreamableHttp:
             return
         if body is GONE:
             return  # the client left before it finished sending
-        if session is not None and _delivered(session, body):
+        if session is not None and await _delivered(self.sessions, session, body):
             await Response(status_code=202)(scope, receive, send)
             return
         admitted = self._admit(scope, headers, body, session)
@@ -291,23 +295,17 @@ class StreamableHttp:
         return shaped
 
 
-def _delivered(session: Session, body: bytes) -> bool:
-    """Whether `body` is for a call the exchange runs in `session`, and was delivered: a
-    `notifications/cancelled` naming it, or the client's answer to a request it sent."""
+async def _delivered(sessions: Sessions, session: Session, body: bytes) -> bool:
+    """Whether `body` is for a call the exchange runs in `session` (here or on another replica),
+    and was delivered: a `notifications/cancelled` naming it, or the client's answer to a request
+    it sent."""
     if b"notifications/cancelled" not in body and b'"result"' not in body and b'"error"' not in body:
         return False  # most bodies are requests: they are not decoded twice
     try:
         message = json.loads(body)
     except (ValueError, RecursionError):
         return False
-    if not isinstance(message, dict):
-        return False
-    if message.get("method") == "notifications/cancelled" and "id" not in message:
-        params = message.get("params")
-        return isinstance(params, dict) and session.cancel(params)
-    if "method" not in message and "id" in message:
-        return session.answer(message)
-    return False
+    return isinstance(message, dict) and await sessions.deliver(session, message)
 
 
 def _request(headers: Mapping[str, str], body: bytes) -> tuple[dict[str, Any], JSONRPCRequest] | None:

@@ -4,7 +4,9 @@
 //
 // env: GATEWAY_BASE (http://127.0.0.1:PORT), ADMIN_KEY, CHROMIUM (executable), SERVERS (JSON list),
 //      TARGET (the server to restart and follow), SCREENSHOT (PNG path), PLAYWRIGHT (module path),
-//      SECRET (a string that must never be shown), STEP_TIMEOUT_MS (per wait, default 60000)
+//      SECRET (a string that must never be shown), STEP_TIMEOUT_MS (per wait, default 60000),
+//      REPLICAS (how many replicas the cluster panel must list, default 1), ONLY ("cluster": stop
+//      once the cluster panel is checked)
 
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -18,7 +20,9 @@ const target = env.TARGET;
 const STEP = Number(env.STEP_TIMEOUT_MS || 60_000);
 const { chromium } = await import(pathToFileURL(env.PLAYWRIGHT).href);
 
+const replicas = Number(env.REPLICAS || 1);
 const result = { steps: [], console_errors: [], page_errors: [], foreign_requests: [] };
+class StopHere {} // thrown once what ONLY asks for is checked: the run ends there, successfully
 const log = (...parts) => console.error("[dashboard.spec]", ...parts);
 const step = (name, data = {}) => {
   result.steps.push(name);
@@ -90,6 +94,23 @@ try {
     headers, fleet_before: await table(), session_key_stored: await page.evaluate(
       () => sessionStorage.getItem("mcp-gateway.admin-key") !== null),
   });
+
+  // 3b. The cluster panel: every replica with each backend's state on it.
+  await page.waitForFunction(({ count, rows }) => {
+    const chips = [...document.querySelectorAll("#cluster-body tr .badge")];
+    return document.querySelectorAll("#cluster-body tr").length === rows && chips.length === count * rows &&
+      chips.every((chip) => chip.textContent.endsWith(" running"));
+  }, { count: servers.length, rows: replicas }, { timeout: STEP });
+  step("cluster", {
+    cluster: await page.$$eval("#cluster-body tr", (rows) => rows.map((tr) => ({
+      replica: tr.dataset.replica,
+      text: tr.querySelector('[data-col="replica"]').textContent,
+      backends: [...tr.querySelectorAll(".badge")].map((chip) => chip.textContent),
+      in_flight: tr.querySelector('[data-col="in-flight"]').textContent,
+    }))),
+    cluster_summary: await page.locator("#cluster-summary").textContent(),
+  });
+  if (env.ONLY === "cluster") throw new StopHere();
 
   // 4. The target's log view: the backlog of its stderr.
   await page.getByRole("button", { name: `Logs ${target}` }).click();
@@ -214,13 +235,17 @@ try {
   });
   result.ok = true;
 } catch (error) {
-  result.ok = false;
-  result.error = String(error && error.stack ? error.stack : error);
-  try {
-    const page = context?.pages()[0];
-    if (page && env.SCREENSHOT) await page.screenshot({ path: env.SCREENSHOT.replace(/\.png$/, ".failed.png") });
-  } catch {
-    // the browser itself is gone: the error above says why
+  if (error instanceof StopHere) {
+    result.ok = true;
+  } else {
+    result.ok = false;
+    result.error = String(error && error.stack ? error.stack : error);
+    try {
+      const page = context?.pages()[0];
+      if (page && env.SCREENSHOT) await page.screenshot({ path: env.SCREENSHOT.replace(/\.png$/, ".failed.png") });
+    } catch {
+      // the browser itself is gone: the error above says why
+    }
   }
 } finally {
   await context?.close().catch(() => {});

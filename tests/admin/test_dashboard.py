@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,11 @@ import httpx
 import pytest
 from mcp import Client as SdkClient
 
-from tests._infra import NODE_MODULES, REPO_ROOT, require, server_node
+from tests._infra import NODE_MODULES, REPO_ROOT, Redis, require, server_node
 from tests._support import config, misbehave
 from tests.admin._helpers import ADMIN_KEY, serve_admin
 from tests.servers.misbehave import FAKE_SECRET
+from tests.test_control import replica
 
 pytestmark = pytest.mark.anyio
 
@@ -101,6 +103,52 @@ async def _run_spec(argv: list[str], env: dict[str, str], step: str, reached: an
     return SpecRun(returncode, out.decode(errors="replace"), err.decode(errors="replace"))
 
 
+@pytest.mark.redis
+@pytest.mark.timeout(300)
+async def test_the_cluster_panel_shows_every_replica_and_its_backends(
+    redis: Redis,
+    tmp_path: Path,
+) -> None:
+    """Two `serve` processes sharing a real Redis: the dashboard of one lists both, with their
+    backends' states."""
+    require("chromium")
+    require("playwright")
+    node, chromium = server_node(), shutil.which("chromium")
+    assert node is not None and chromium is not None
+    await anyio.Path(ARTIFACTS).mkdir(exist_ok=True)
+    servers = {name: misbehave("--name", name) for name in ("alpha", "beta")}
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    async with (
+        replica(redis, prefix, "gw-a", tmp_path, servers) as (a, _),
+        replica(redis, prefix, "gw-b", tmp_path, servers),
+    ):
+        env = {
+            **os.environ,
+            "GATEWAY_BASE": a.base,
+            "ADMIN_KEY": ADMIN_KEY,
+            "CHROMIUM": chromium,
+            "SERVERS": json.dumps(sorted(servers)),
+            "TARGET": "alpha",
+            "SCREENSHOT": str(ARTIFACTS / "admin-dashboard-cluster.png"),
+            "PLAYWRIGHT": str(PLAYWRIGHT / "index.mjs"),
+            "REPLICAS": "2",
+            "ONLY": "cluster",
+        }
+        with anyio.fail_after(SPEC_TIMEOUT):
+            done = await _run_spec([node, str(SPEC)], env, "cluster", anyio.Event())
+    lines = done.stdout.strip().splitlines()
+    assert lines, f"the spec printed nothing (exit {done.returncode}):\n{done.stderr}"
+    out: dict[str, Any] = json.loads(lines[-1])
+    assert out["ok"] is True and done.returncode == 0, f"{out.get('error')}\n{done.stderr}"
+    rows = {row["replica"]: row for row in out["cluster"]}
+    assert list(rows) == ["gw-a", "gw-b"]
+    assert rows["gw-a"]["text"] == "gw-athis replica" and rows["gw-b"]["text"] == "gw-b"
+    for row in rows.values():
+        assert row["backends"] == ["alpha running", "beta running"]
+    assert out["cluster_summary"] == "2 replicas"
+    assert out["page_errors"] == [] and out["console_errors"] == [] and out["foreign_requests"] == []
+
+
 @pytest.mark.timeout(300)
 async def test_dashboard_drives_the_fleet_in_a_real_browser() -> None:
     require("chromium")
@@ -126,6 +174,7 @@ async def test_dashboard_drives_the_fleet_in_a_real_browser() -> None:
                 "auth": {"roles": ["ops"]},
             },
         ],
+        cluster={"replica_id": "gw-dash"},
     )
     async with serve_admin(cfg) as gw:
         env = {
@@ -173,6 +222,12 @@ async def test_dashboard_drives_the_fleet_in_a_real_browser() -> None:
     default |= {"auth": "anyone the gateway admits", "tools": str(2 * MISBEHAVE_TOOLS), "prompts": "2"}
     beta = {"path": "/mcp/beta", "name": "beta-desk", "servers": "beta", "auth": "roles: ops", "tools": "2"}
     assert out["endpoints"] == [{**default, "resources": "4"}, {**beta, "prompts": "1", "resources": "2"}]
+    # The cluster panel: this one process, each backend's state on it.
+    [replica] = out["cluster"]
+    assert (replica["replica"], replica["text"]) == ("gw-dash", "gw-dashthis replica")
+    assert replica["backends"] == sorted(f"{name} running" for name in (TARGET, "beta"))
+    assert replica["in_flight"].isdigit()  # the test's traffic runs meanwhile
+    assert out["cluster_summary"] == "1 replica · a single process (no cluster.redis)"
     before = {s["name"]: s for s in out["fleet_before"]}
     assert set(before) == {TARGET, "beta"}
     for row in before.values():

@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 
 from tests._support import BUILD_IMAGES, FLOOR, TIME_ARGS, TIME_SERVER, TINY, free_port, time_server
-from tests.bench import catalogue, chain, docker_backends
+from tests.bench import catalogue, chain, docker_backends, search
 from tests.bench.clients import (
     FIXTURE,
     GATEWAY_TOOL,
@@ -218,6 +218,13 @@ async def scenario_catalogue(ctx: BenchContext) -> ScenarioResult:
     return res
 
 
+async def scenario_search(ctx: BenchContext) -> ScenarioResult:
+    """Tool search mode over >= 1,000 tools: recall@5 and MRR, list tokens, search latency."""
+    res = ScenarioResult("search", "tool search over a 1,000-tool fleet (needs the npm reference servers)")
+    res.metrics.update(await search.bench(ctx))
+    return res
+
+
 SCENARIOS: list[Scenario] = [
     Scenario("direct", "direct stdio", scenario_direct),
     Scenario("gateway", "through the gateway (HTTP)", scenario_gateway),
@@ -227,4 +234,5 @@ SCENARIOS: list[Scenario] = [
     Scenario("chain", "full default middleware chain vs empty; masking 100 KB", scenario_chain),
     Scenario("catalogue", "tools/list of 1,000 tools: gateway vs directly", scenario_catalogue),
     Scenario("docker", "5 containers' start-up; Docker backend vs stdio", scenario_docker, default=False),
+    Scenario("search", "tool search: recall@5, MRR, list tokens, latency", scenario_search, default=False),
 ]

@@ -112,10 +112,13 @@ def test_an_endpoint_selection_accepts_globs_names_and_lists(tmp_path: Path) -> 
     assert chosen.resources.allow == ["*"]
 
 
-def test_per_endpoint_overrides_are_refused_until_they_apply(tmp_path: Path) -> None:
-    endpoint = {"path": "/x", "overrides": {"mb__echo": {"title": "Echo"}}}
-    path = write(tmp_path, {"servers": {"mb": {"command": "true"}}, "endpoints": [endpoint]})
+def test_per_endpoint_overrides_are_checked_like_a_servers(tmp_path: Path) -> None:
+    good = {"path": "/x", "overrides": {"mb__echo": {"title": "Echo", "hide": {"text": "hi"}}}}
+    path = write(tmp_path, {"servers": {"mb": {"command": "true"}}, "endpoints": [good]})
+    validate_file(path)
+    bad = {"path": "/x", "overrides": {"mb__echo": {"titel": "Echo"}}}
+    path = write(tmp_path, {"servers": {"mb": {"command": "true"}}, "endpoints": [bad]})
     with pytest.raises(ConfigError) as err:
         validate_file(path)
     (problem,) = err.value.problems
-    assert "endpoints.0.overrides: per-endpoint tool overrides are not applied yet" in problem, problem
+    assert "endpoints.0.overrides.mb__echo.titel" in problem, problem

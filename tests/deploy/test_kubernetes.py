@@ -243,8 +243,10 @@ def test_services_and_budget_select_their_pods() -> None:
     gateway = _one("Deployment", "mcp-gateway")["spec"]
     assert budget["selector"]["matchLabels"].items() <= gateway["template"]["metadata"]["labels"].items()
     assert budget["maxUnavailable"] < gateway["replicas"]
-    # A 2025-11-25 session lives in one replica (sessions are not portable yet): its client sticks.
-    assert _one("Service", "mcp-gateway")["spec"].get("sessionAffinity") == "ClientIP"
+    # Every replica serves every session (ids sealed under the shared key): no affinity.
+    assert _one("Service", "mcp-gateway")["spec"].get("sessionAffinity") in (None, "None")
+    gateway_yaml = yaml.safe_load(_one("ConfigMap", "mcp-gateway-config")["data"]["gateway.yaml"])
+    assert gateway_yaml["cluster"]["redis"] and gateway_yaml["state"]["keys"]
 
 
 def test_the_rate_limit_counts_in_the_redis_service(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -323,7 +323,7 @@ async def test_a_closed_session_is_left_to_the_sdk() -> None:
 async def test_a_session_used_only_by_the_exchange_does_not_expire_as_idle(through_sdk: list[str]) -> None:
     """The SDK's idle expiry counts requests its transport serves; the exchange's count too: a
     session busy with hot-path calls stays open past `session_idle_timeout`, then expires once
-    it is left alone."""
+    it is left alone; its id stays good, so its next request restores it."""
     idle = 2.0
     cfg = config({"mb": misbehave()}, listen={"session_idle_timeout": idle})
     async with serve(cfg) as gw, httpx.AsyncClient(timeout=10) as http, session(http, gw.url) as headers:
@@ -339,5 +339,6 @@ async def test_a_session_used_only_by_the_exchange_does_not_expire_as_idle(throu
         await wait_until(
             lambda: not session_open(gw.app.state.sessions, headers["mcp-session-id"]), timeout=60
         )
-        gone = await http.post(gw.url, headers=headers, json=LEGACY_CASES["tool call"])
-        assert gone.status_code == 404
+        again = await http.post(gw.url, headers=headers, json=LEGACY_CASES["tool call"])
+        assert again.status_code == 200, again.text
+        assert session_open(gw.app.state.sessions, headers["mcp-session-id"])

@@ -7,13 +7,9 @@ import functools
 import logging
 import os
 import signal
-import socket
-import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from contextlib import suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +17,6 @@ import anyio
 import mcp_types as types
 import psutil
 import pytest
-import redis as redis_sync
 from mcp import Client as SdkClient
 from mcp.shared.exceptions import MCPError
 
@@ -32,8 +27,8 @@ from gateway.middleware import _ratelimit_store as store_module
 from gateway.middleware._bulkhead import Bulkhead, ConcurrencyOptions, Full, SharedBulkhead
 from gateway.middleware.ratelimit import RateLimit, RateLimitOptions
 from tests._gateway_process import gateway_process
-from tests._infra import require
-from tests._support import START_TIMEOUT, config, free_port, misbehave, serve, wait_until
+from tests._infra import Redis
+from tests._support import config, free_port, misbehave, serve, wait_until
 
 pytestmark = pytest.mark.anyio
 LOGGER = "gateway.middleware.ratelimit"
@@ -358,67 +353,6 @@ async def test_bulkhead_refuses_a_second_concurrent_call_end_to_end() -> None:
 
 
 # -- a real Redis ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Redis:
-    port: int
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, "redis-server exited"
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            time.sleep(0.05)  # nothing to wait on but the port itself
-        raise TimeoutError("redis-server did not answer PING")
-
-    def command(self, *args: str) -> Any:
-        """One command on a connection of its own (not one of the gateway's)."""
-        with redis_sync.Redis(port=self.port, socket_timeout=10) as client:
-            return client.execute_command(*args)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-
-@pytest.fixture
-def redis() -> Iterator[Redis]:
-    require("redis")
-    server = Redis(free_port())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.redis

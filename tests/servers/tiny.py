@@ -6,6 +6,9 @@ Starts in a few milliseconds and a few MB, so tests can run fleets of 50 of them
 
 `tiny.py [NAME [TTL_MS SCOPE]]`: with TTL_MS and SCOPE, its tools/list result carries the
 2026-07-28 freshness hint `ttlMs`/`cacheScope` (raw JSON, which a 2025-11-25 client passes on).
+With the environment variable TINY_DESCRIPTION_FILE, `hello`'s description is that file's text,
+read at every tools/list (a tool whose definition a test changes under the gateway). A call
+answers "NAME PID".
 """
 
 import json
@@ -41,7 +44,12 @@ def main() -> None:
                 },
             )
         elif method == "tools/list":
-            reply(request_id, {"tools": [{"name": "hello", "inputSchema": {"type": "object"}}], **hint})
+            tool: dict[str, object] = {"name": "hello", "inputSchema": {"type": "object"}}
+            described = os.environ.get("TINY_DESCRIPTION_FILE")
+            if described:
+                with open(described) as f:
+                    tool["description"] = f.read()
+            reply(request_id, {"tools": [tool], **hint})
         elif method == "tools/call":
             text = f"{name} {os.getpid()}"
             reply(request_id, {"content": [{"type": "text", "text": text}]})

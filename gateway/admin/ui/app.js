@@ -23,6 +23,7 @@ const ui = {
   detailClose: $("detail-close"), log: $("log"), logStatus: $("log-status"), logFollow: $("log-follow"),
   logClear: $("log-clear"), serverEvents: $("server-events"), events: $("events"),
   endpointsBody: $("endpoints-body"),
+  clusterBody: $("cluster-body"), clusterSummary: $("cluster-summary"),
 };
 
 const state = {
@@ -138,6 +139,7 @@ async function signIn(key) {
   ui.session.hidden = false;
   applyServers(list);
   applyEndpoints(await api("endpoints"));
+  applyCluster(await api("cluster"));
   state.timer = setInterval(() => refresh(), REFRESH_MS);
   state.ticker = setInterval(tickUptime, 1000);
   startEvents(state.session.signal);
@@ -190,6 +192,7 @@ async function refresh() {
         state.refreshAgain = false;
         applyServers(await api("servers"));
         applyEndpoints(await api("endpoints")); // a reload may have changed them
+        applyCluster(await api("cluster"));
         if (state.selected) await loadDetail(state.selected, false);
       } while (state.refreshAgain && state.key);
     } catch (error) {
@@ -255,6 +258,46 @@ function applyEndpoints(list) {
     return tr;
   });
   ui.endpointsBody.replaceChildren(...rows);
+}
+
+// -- the cluster panel ----------------------------------------------------------------------------
+
+// Every replica (one row each, from their heartbeats), redrawn whole: a handful of rows.
+function applyCluster(view) {
+  const rows = view.replicas.map((replica) => {
+    const tr = document.createElement("tr");
+    tr.dataset.replica = replica.replica;
+    const name = cell(tr, "replica");
+    name.textContent = replica.replica;
+    if (replica.replica === view.replica) {
+      const here = document.createElement("span");
+      here.className = "type";
+      here.textContent = "this replica";
+      name.append(here);
+    }
+    cell(tr, "address").textContent = replica.address || "–";
+    cell(tr, "up").textContent = replica.up_since ? new Date(replica.up_since).toLocaleString() : "–";
+    cell(tr, "in-flight", true).textContent = String(replica.load.in_flight);
+    const rate = replica.load.calls_per_second;
+    cell(tr, "rate", true).textContent = rate == null ? "–" : rate.toFixed(1);
+    const backends = cell(tr, "backends");
+    backends.className = "backends";
+    for (const [server, b] of Object.entries(replica.backends).sort(([x], [y]) => x.localeCompare(y))) {
+      const chip = badge(b.state, "s");
+      chip.dataset.server = server;
+      chip.textContent = `${server} ${b.state}`;
+      chip.title = `${server}: ${b.state}, ${b.restarts} restarts, ${b.in_flight} in flight`;
+      backends.append(chip, " ");
+    }
+    return tr;
+  });
+  ui.clusterBody.replaceChildren(...rows);
+  const count = `${rows.length} ${rows.length === 1 ? "replica" : "replicas"}`;
+  ui.clusterSummary.textContent = !view.shared
+    ? `${count} · a single process (no cluster.redis)`
+    : view.reachable === false
+      ? `${count} shown · Redis unreachable: only this replica can be seen`
+      : count;
 }
 
 function sample(server, now) {
