@@ -2,7 +2,7 @@
 
 Mostly the `mcp` SDK: the gateway relays raw JSON-RPC and needs the client connection behind a
 request; the SDK has no public accessor for either yet. `pyproject.toml` pins the SDK's minor
-series these were read from. Also one private each of `limits` and `docker` (sections at the end).
+series these were read from. Also one private each of `limits`, `uvicorn` and `docker` (sections at the end).
 Nothing else in the gateway touches a third-party private; `tests/test_sdk.py` checks each one
 below against the installed libraries and names the one that changed.
 
@@ -22,6 +22,8 @@ The accesses, by library (why each, at its use):
 - limits: `MemoryStorage.__schedule_expiry` (name-mangled), and the undocumented
   `RedisStorage.bridge.storage` (the redis client, to close it and to run the cluster-wide
   concurrency scripts on the connections limits already has);
+- uvicorn: the module global `uvicorn.supervisors.multiprocess.Process` (replaced while the
+  supervisor of `serve --workers` runs);
 - docker (and the stdlib under it): the attach response's `socket.SocketIO._sock`, and the
   `_response` docker-py hangs on it.
 """
@@ -41,6 +43,7 @@ from typing import Any, BinaryIO, Protocol
 import anyio
 import mcp.server._streamable_http_modern as _modern
 import mcp.server.stdio as _stdio
+import uvicorn.supervisors.multiprocess as _multiprocess
 from mcp.client.session import ClientSession
 from mcp.client.subscriptions import ListenNotSupportedError, Subscription, SubscriptionLost
 from mcp.server.auth.middleware.bearer_auth import (
@@ -614,6 +617,26 @@ def redis_client(storage: Any) -> Any:
     None: limits has no public close, and an unclosed client warns at exit. The ratelimit
     middleware also runs its concurrency scripts on it (one pool, one set of timeouts)."""
     return getattr(getattr(storage, "bridge", None), "storage", None)
+
+
+# -- uvicorn --------------------------------------------------------------------------------------
+
+# uvicorn's supervisor (`uvicorn.supervisors.Multiprocess`) makes each worker as
+# `Process(config, sockets)`, a name it looks up in its module at the time, and takes no class to
+# use instead: only through that name can a worker run the gateway's server (the drain on
+# SIGTERM) rather than a plain uvicorn one. Replaced for as long as the supervisor runs, in the
+# supervising process, which does nothing else.
+
+
+@contextmanager
+def uvicorn_worker_class(make: Callable[..., Any]) -> Iterator[None]:
+    """While inside, uvicorn's supervisor makes its workers with `make(config, sockets)`."""
+    saved = _multiprocess.Process
+    _multiprocess.Process = make  # type: ignore[misc,assignment]
+    try:
+        yield
+    finally:
+        _multiprocess.Process = saved  # type: ignore[misc]
 
 
 # -- docker ---------------------------------------------------------------------------------------

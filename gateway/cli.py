@@ -49,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--no-reload", action="store_true", help="do not reload on config file changes or SIGHUP"
     )
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="N gateway processes on one port (replicas: needs cluster.redis); default 1",
+    )
     check = with_config(
         sub.add_parser("check", help="validate a config, start the fleet once, print the catalogue")
     )
@@ -92,6 +99,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return value
+
+
 def schema() -> dict[str, Any]:
     document = GatewayConfig.model_json_schema()
     document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
@@ -105,6 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(schema(), indent=2))
         return EXIT_OK
     logs.configure(args.log_level, json=args.log_format == "json")
+    if args.command == "serve" and args.stdio and args.workers > 1:
+        print(
+            "mcp-gateway: --workers serves HTTP; over stdio there is one client and one process",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     try:
         if args.command == "serve" and args.stdio:
             from gateway.front.stdio import serve_stdio
@@ -122,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mcp-gateway: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
+    if args.command == "serve" and args.workers > 1:
+        return _serve_workers(validated, args)
     if args.command == "serve":
         return _serve(validated, args, config_path=args.config, watch=not args.no_reload)
     if validated.listener is not None:
@@ -189,6 +214,40 @@ def _serve(validated: Validated, args: argparse.Namespace, *, config_path: str |
         listener.close()
     # Never started: the fleet could not be set up; uvicorn said why.
     return EXIT_OK if server.started else EXIT_FAILURE
+
+
+def _serve_workers(validated: Validated, args: argparse.Namespace) -> int:
+    from gateway.front import _workers
+
+    config, listener = validated.config, validated.listener
+    assert listener is not None
+    if config.cluster.redis is None:
+        listener.close()
+        print(
+            f"mcp-gateway: --workers {args.workers} needs cluster.redis in {args.config}: each worker "
+            "is a replica with its own memory, and replicas share sessions, rate limits, "
+            "concurrency caps, events and audit only through Redis (README: Running several "
+            "replicas); set cluster.redis, or serve with one worker",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    plan = _workers.plan(
+        config,
+        config_path=args.config,
+        watch=not args.no_reload,
+        log_level=args.log_level,
+        log_json=args.log_format == "json",
+    )
+    host, port = listener.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    logging.getLogger("uvicorn.error").info(
+        "Uvicorn running on http://%s:%d with %d workers (Press CTRL+C to quit)", shown, port, args.workers
+    )
+    try:
+        started = _workers.run(plan, listener, args.workers)
+    finally:
+        listener.close()
+    return EXIT_OK if started else EXIT_FAILURE
 
 
 async def _inspect(config: GatewayConfig, args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,17 +50,18 @@ class GatewayProcess:
 
 @asynccontextmanager
 async def gateway_process(
-    tmp_path: Path, cfg: dict[str, Any], *, name: str = "gateway"
+    tmp_path: Path, cfg: dict[str, Any], *, name: str = "gateway", options: Sequence[str] = ()
 ) -> AsyncIterator[GatewayProcess]:
-    """Start `python -m gateway serve` on `cfg` and wait until /readyz says ready; on exit, kill
-    whatever is still running of it (a test that stops it itself has nothing left to kill)."""
+    """Start `python -m gateway serve` on `cfg` (with more command-line `options`) and wait until
+    /readyz says ready; on exit, kill whatever is still running of it (a test that stops it
+    itself has nothing left to kill)."""
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     log = tmp_path / f"{name}.log"
     port = free_port()
     with log.open("wb") as err:
         process = await anyio.open_process(
-            gateway_command(path, port, "--no-reload"),
+            gateway_command(path, port, "--no-reload", *options),
             cwd=REPO_ROOT,
             stdin=subprocess.DEVNULL,
             stdout=err,

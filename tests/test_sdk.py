@@ -190,6 +190,28 @@ def test_limits_redis_storage_exposes_its_client() -> None:
     assert callable(need(client, "register_script", "redis_client", "redis"))
 
 
+# -- uvicorn ---------------------------------------------------------------------------------------
+
+
+def test_uvicorn_supervisor_makes_its_workers_through_the_module_global() -> None:
+    import uvicorn.supervisors.multiprocess as multiprocess
+
+    need(multiprocess, "Process", "uvicorn_worker_class", "uvicorn")
+    # Every place the supervisor makes a worker looks the class up by that name at the time.
+    for method in ("init_processes", "keep_subprocess_alive", "restart_all", "handle_ttin"):
+        code = need(multiprocess.Multiprocess, method, "uvicorn_worker_class", "uvicorn").__code__
+        assert "Process" in code.co_names, f"uvicorn's Multiprocess.{method} no longer makes a Process"
+    # What gateway/front/_workers.py's Worker overrides and sets: the child's entry point and the
+    # server it runs (read by the ping-answering thread through `server`).
+    assert params(multiprocess.Process.target) == ["sockets"]
+    assert "_server" in inspect.getsource(vars(multiprocess.Process)["server"].fget)
+    made: list[tuple[object, object]] = []
+    with _sdk.uvicorn_worker_class(lambda config, sockets: made.append((config, sockets))):
+        multiprocess.Process("config", "sockets")  # type: ignore[arg-type]
+    assert made == [("config", "sockets")]
+    assert multiprocess.Process.__module__ == "uvicorn.supervisors.multiprocess"  # put back
+
+
 # -- docker ----------------------------------------------------------------------------------------
 
 
