@@ -24,7 +24,18 @@ from mcp.shared.exceptions import MCPError
 from gateway.errors import RATE_LIMITED
 from tests._cluster import WAIT, Replicas, argument, replicas
 from tests._infra import require
-from tests._support import MODERN, envelope, fastmcp_client, free_port, misbehave, rpc, text_of
+from tests._support import (
+    MODERN,
+    envelope,
+    fastmcp_client,
+    free_port,
+    messages,
+    misbehave,
+    modern,
+    rpc,
+    session,
+    text_of,
+)
 from tests.middleware.test_ratelimit import Redis
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
@@ -229,3 +240,130 @@ async def test_a_redis_restart_behaves_as_documented_and_loses_nothing(tmp_path:
         assert sorted(argument(r, "text") for r in down) == [f"down {n}" for n in range(6)]
         assert {r["replica"] for r in down} == NAMES  # each replica's refusals were kept and sent
         assert all(r["error_code"] == str(RATE_LIMITED) for r in down)
+
+
+# -- 2025-11-25 sessions: each consecutive request of a session on another replica ----------------
+
+NOT_PORTABLE = pytest.mark.xfail(reason="2025-11-25 sessions are not portable yet", strict=False)
+HELLO = "misbehave://static/hello"
+
+
+@pytest.fixture
+async def sessions(tmp_path: Path, redis: Redis) -> AsyncIterator[Replicas]:
+    """Replicas whose backends ask the client mid-call (`mb__ask`, a 2025-11-25 backend
+    session), announce resource changes (`mb__touch`) and count cancelled waits
+    (`m__cancellations`). Each case passes against one replica (`replicas(count=1)`)."""
+    servers = {"mb": misbehave("--ask", "--touch", protocol="2025-11-25"), "m": modern()}
+    async with replicas(tmp_path, redis, servers) as running:
+        yield running
+
+
+@NOT_PORTABLE
+@pytest.mark.parametrize("client", ["sdk", "fastmcp"])
+async def test_a_2025_session_calls_with_progress_on_every_replica(sessions: Replicas, client: str) -> None:
+    notes: list[float] = []
+
+    async def progress(progress: float, total: float | None, message: str | None) -> None:
+        notes.append(progress)
+
+    with anyio.fail_after(WAIT * 2):
+        if client == "sdk":
+            async with SdkClient(sessions.url, mode="legacy") as sdk:
+                assert "mb__echo" in {t.name for t in (await sdk.list_tools()).tools}
+                for n in range(6):
+                    assert text_of(await sdk.call_tool("mb__echo", {"text": f"{n}"})) == f"misbehave: {n}"
+                await sdk.call_tool("mb__sleep", {"seconds": 0.5}, progress_callback=progress)
+        else:
+            async with fastmcp_client(sessions.url, mode="legacy") as fast:
+                assert "mb__echo" in {t.name for t in await fast.list_tools()}
+                for n in range(6):
+                    result = await fast.call_tool("mb__echo", {"text": f"{n}"})
+                    assert result.structured_content == {"text": f"misbehave: {n}"}
+                await fast.call_tool("mb__sleep", {"seconds": 0.5}, progress_handler=progress)
+    assert notes  # the backend's progress reached the client, wherever its stream was
+    rows = await sessions.audit(7)
+    assert {r["replica"] for r in rows} == NAMES and all(r["outcome"] == "ok" for r in rows)
+
+
+@NOT_PORTABLE
+async def test_a_2025_cancellation_reaches_the_replica_running_the_call(sessions: Replicas) -> None:
+    async with SdkClient(sessions.url, mode="legacy") as sdk:
+        with anyio.move_on_after(2):  # the SDK client sends notifications/cancelled
+            await sdk.call_tool("m__wait", {"seconds": 60})
+
+        async def cancelled() -> int:  # each replica's backend, in turn (round-robin)
+            asked = range(len(sessions.gateways))
+            return sum([int(text_of(await sdk.call_tool("m__cancellations", {}))) for _ in asked])
+
+        with anyio.fail_after(WAIT):
+            while await cancelled() != 1:  # noqa: ASYNC110 - backends' state in other processes
+                await anyio.sleep(0.2)
+
+
+@NOT_PORTABLE
+async def test_a_2025_backend_question_is_answered_through_another_replica(sessions: Replicas) -> None:
+    import mcp_types as types
+    from mcp.client.context import ClientRequestContext
+
+    async def sampling(context: ClientRequestContext, params: types.CreateMessageRequestParams) -> Any:
+        return types.CreateMessageResult.model_validate(
+            {"role": "assistant", "content": {"type": "text", "text": "4"}, "model": "test-model"}
+        )
+
+    async def elicitation(context: ClientRequestContext, params: types.ElicitRequestParams) -> Any:
+        return types.ElicitResult(action="accept", content={"name": "Ada"})
+
+    async with SdkClient(
+        sessions.url, mode="legacy", sampling_callback=sampling, elicitation_callback=elicitation
+    ) as sdk:
+        with anyio.fail_after(WAIT):
+            result = await sdk.call_tool("mb__ask", {"kinds": ["sampling", "elicitation"]})
+    assert result.structured_content is not None
+    sampled, elicited = result.structured_content["answers"]
+    assert sampled.get("result", {}).get("content") == {"type": "text", "text": "4"}, sampled
+    assert elicited["result"] == {"action": "accept", "content": {"name": "Ada"}}, elicited
+
+
+@NOT_PORTABLE
+async def test_2025_notifications_reach_the_session_s_stream_from_any_replica(sessions: Replicas) -> None:
+    """A resource subscription made through one replica, and list_changed: the news comes from
+    whichever replica's backend had it, and reaches the client's GET stream wherever it is."""
+    import mcp_types as types
+
+    updated, changed = anyio.Event(), anyio.Event()
+
+    async def on_message(message: object) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification):
+            updated.set()
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+
+    async with SdkClient(sessions.url, mode="legacy", message_handler=on_message) as sdk:
+        uri = next(str(r.uri) for r in (await sdk.list_resources()).resources if "static/hello" in str(r.uri))
+        await sdk.subscribe_resource(uri)
+        for _ in range(3):  # every replica's backend announces the change: one holds the subscription
+            await sdk.call_tool("mb__touch", {"uri": HELLO})
+        with anyio.fail_after(WAIT):
+            await updated.wait()
+        await sdk.call_tool("mb__change_tools", {})
+        with anyio.fail_after(WAIT):
+            await changed.wait()
+
+
+@NOT_PORTABLE
+async def test_a_2025_session_deleted_through_one_replica_is_gone_on_all(sessions: Replicas) -> None:
+    async with httpx.AsyncClient(timeout=WAIT) as http:
+        async with session(http, sessions.url) as headers:
+            for n in range(3):
+                resp = await http.post(sessions.url, headers=headers, json=rpc("tools/list", rid=10 + n))
+                assert resp.status_code == 200, resp.text
+                assert "result" in messages(resp)[0]
+            # The GET stream, opened through whichever replica is next.
+            async with http.stream(
+                "GET", sessions.url, headers={**headers, "accept": "text/event-stream"}
+            ) as get:
+                assert get.status_code == 200
+        # `session` sent DELETE on leaving; the id is unknown everywhere now.
+        for n in range(3):
+            resp = await http.post(sessions.url, headers=headers, json=rpc("tools/list", rid=20 + n))
+            assert resp.status_code == 404, resp.text
