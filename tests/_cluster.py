@@ -25,10 +25,9 @@ from anyio.abc import Process
 from redis.asyncio import Redis as RedisClient
 
 from tests._gateway_process import GatewayProcess, gateway_process
-from tests._infra import require
+from tests._infra import Redis, require
 from tests._support import START_TIMEOUT, free_port
 from tests.admin._helpers import ADMIN_KEY, hashed
-from tests.middleware.test_ratelimit import Redis
 
 WAIT = 60.0  # generous: a loaded 2-core machine
 STATE_KEY = "s" * 48  # every replica holds it: a 2026-07-28 input round resumes on any
@@ -36,7 +35,7 @@ ADMIN = {"x-api-key": ADMIN_KEY}
 
 # `inter 200ms fall 2`: a dead replica is out within about half a second. The check sends a Host
 # the gateway accepts (it refuses others: DNS rebinding).
-_CONFIG = """\
+_GLOBAL = """\
 global
     maxconn 2000
     stats socket {stats} mode 600 level admin
@@ -49,12 +48,13 @@ defaults
     timeout http-request 30s
     option redispatch
     retries 3
-
-frontend mcp
+"""
+_POOL = """
+frontend mcp{port}
     bind 127.0.0.1:{port}
-    default_backend gateways
+    default_backend gateways{port}
 
-backend gateways
+backend gateways{port}
     balance roundrobin
     option httpchk
     http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host localhost
@@ -62,6 +62,16 @@ backend gateways
     default-server inter 200ms fastinter 200ms downinter 500ms fall 2 rise 1
 {servers}
 """
+
+
+def haproxy_config(stats: Path, pools: Mapping[int, Mapping[str, str]]) -> str:
+    """HAProxy's config: for each port, round-robin without stickiness over its replicas (name
+    -> host:port), each checked on /readyz; `stats`: the admin socket."""
+    text = _GLOBAL.format(stats=stats)
+    for port, backends in pools.items():
+        servers = "\n".join(f"    server {name} {address} check" for name, address in backends.items())
+        text += _POOL.format(port=port, servers=servers)
+    return text
 
 
 @dataclass
@@ -96,7 +106,7 @@ class Balancer:
         return {
             row["svname"]: row["status"].split()[0]
             for row in rows
-            if row.get("pxname") == "gateways" and row["svname"] not in ("FRONTEND", "BACKEND")
+            if row.get("pxname") == f"gateways{self.port}" and row["svname"] not in ("FRONTEND", "BACKEND")
         }
 
     async def wait_status(self, wanted: Mapping[str, str], timeout: float = WAIT) -> None:
@@ -119,9 +129,8 @@ async def haproxy(tmp_path: Path, backends: Mapping[str, str]) -> AsyncIterator[
     require("haproxy")
     port = free_port()
     stats = tmp_path / "haproxy.sock"
-    servers = "\n".join(f"    server {name} {address} check" for name, address in backends.items())
     path = tmp_path / "haproxy.cfg"
-    path.write_text(_CONFIG.format(stats=stats, port=port, servers=servers))
+    path.write_text(haproxy_config(stats, {port: backends}))
     log = tmp_path / "haproxy.log"
     with log.open("wb") as out:
         # -db: in the foreground, not a daemon, so that this test owns it.

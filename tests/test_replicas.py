@@ -11,7 +11,7 @@ are here too, expected to fail until sessions are portable.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,11 @@ from mcp.shared.exceptions import MCPError
 
 from gateway.errors import RATE_LIMITED
 from tests._cluster import WAIT, Replicas, argument, replicas
-from tests._infra import require
+from tests._infra import Redis
 from tests._support import (
     MODERN,
     envelope,
     fastmcp_client,
-    free_port,
     messages,
     misbehave,
     modern,
@@ -36,23 +35,10 @@ from tests._support import (
     session,
     text_of,
 )
-from tests.middleware.test_ratelimit import Redis
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
 NAMES = {"r1", "r2", "r3"}
-
-
-@pytest.fixture
-def redis() -> Iterator[Redis]:
-    """A real redis-server of this test's own, which a test may stop and start again."""
-    require("redis")
-    server = Redis(free_port())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
