@@ -9,9 +9,8 @@ Each worker is a whole gateway, built in the worker from the config: its own fle
 started once per worker), drain, admin API and replica id, `<cluster.replica_id or
 host:pid:random of the parent>-w<k>` (k from 1; a replacement gets the next number, being a new
 process). Workers are therefore replicas behind a load balancer, the kernel spreading connections
-among them; what replicas share goes through `cluster.redis`, which is why several workers need it.
-Without `state.keys`, the parent makes one random key for all its workers, so that an input round
-begun on one is answered on any.
+among them; what replicas share goes through `cluster.redis`, which is why several workers need it
+(and the same `state.keys`, which a config with `cluster.redis` has).
 
 A worker reads the config file as it starts, so that a worker started later (a replacement, or
 SIGHUP's rolling restart) runs what the file says now, as its siblings do after a reload; a file
@@ -21,7 +20,6 @@ that no longer validates is logged and the config the parent read at start is us
 from __future__ import annotations
 
 import logging
-import secrets
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -59,11 +57,10 @@ class Plan:
     log_level: str
     log_json: bool
     replica: str  # the base id; each worker appends -w<k>
-    state_keys: tuple[str, ...]  # the keys the parent made, or () when the config has its own
 
     def worker_config(self, number: int) -> GatewayConfig:
-        """The config of worker `number`: the file as it is now (else the parent's), its replica
-        id and the shared state keys."""
+        """The config of worker `number`: the file as it is now (else the parent's) with its
+        replica id."""
         config = self.config
         if self.config_path is not None:
             try:
@@ -76,10 +73,7 @@ class Plan:
                     exc.message,
                 )
         cluster = config.cluster.model_copy(update={"replica_id": f"{self.replica}-w{number}"})
-        update: dict[str, object] = {"cluster": cluster}
-        if self.state_keys and not config.state.keys:
-            update["state"] = config.state.model_copy(update={"keys": list(self.state_keys)})
-        return config.model_copy(update=update)
+        return config.model_copy(update={"cluster": cluster})
 
 
 class Worker(Process):
@@ -144,7 +138,6 @@ def plan(
     log_level: str,
     log_json: bool,
 ) -> Plan:
-    keys = () if config.state.keys else (secrets.token_hex(32),)
     return Plan(
         config=config,
         config_path=config_path,
@@ -152,7 +145,6 @@ def plan(
         log_level=log_level,
         log_json=log_json,
         replica=config.cluster.replica_id or default_replica_id(),
-        state_keys=keys,
     )
 
 

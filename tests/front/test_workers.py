@@ -12,7 +12,6 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,12 @@ import yaml
 from mcp import Client as SdkClient
 from redis.asyncio import Redis as RedisClient
 
+from tests._cluster import STATE_KEY
 from tests._gateway_process import GatewayProcess, gateway_process
-from tests._infra import require
-from tests._support import MODERN, fastmcp_client, free_port, misbehave, modern, text_of
+from tests._infra import Redis
+from tests._support import MODERN, fastmcp_client, misbehave, modern, text_of
 from tests.admin._helpers import ADMIN_KEY, hashed
 from tests.front.test_exchange import post
-from tests.middleware.test_ratelimit import Redis
 from tests.test_drain import Stream
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
@@ -37,21 +36,11 @@ pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 WAIT = 60.0  # generous: a loaded 2-core machine
 
 
-@pytest.fixture
-def redis() -> Iterator[Redis]:
-    require("redis")
-    server = Redis(free_port())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def workers_config(redis: Redis, tmp_path: Path, **cluster: Any) -> dict[str, Any]:
     return {
         "servers": {"mb": misbehave(), "m": modern()},
         "cluster": {"redis": redis.url, "key_prefix": f"t{uuid.uuid4().hex[:8]}", **cluster},
+        "state": {"keys": [STATE_KEY]},
         "admin": {"api_keys": [hashed(ADMIN_KEY)], "events": {"path": str(tmp_path / "events.db")}},
         # Each worker writes its own file (SQLite in WAL mode); the shared view is the Redis stream.
         "middleware": [{"use": "audit", "options": {"path": str(tmp_path / "audit.db")}}],
