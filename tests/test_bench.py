@@ -69,6 +69,29 @@ def test_the_benchmark_measures_the_typescript_sdk_client_too(report: dict[str, 
     assert any("TypeScript SDK client" in key for key in report["summary"])
 
 
+def test_the_benchmark_measures_replicas_behind_haproxy() -> None:
+    """`--only replicas`: one process directly and 1, 2, 3 replicas behind HAProxy all answer,
+    taking turns and under concurrent clients, and the summary compares them."""
+    require("redis")
+    require("haproxy")
+    argv = [
+        sys.executable, "-m", "tests.bench", "--only", "replicas", "--json",
+        "--calls", "10", "--warmup", "2", "--clients", "3", "--calls-per-client", "5",
+    ]  # fmt: skip
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    scenario = report["scenarios"]["replicas"]
+    assert scenario["error"] is None, scenario["error"]
+    modes = {load["mode"] for load in scenario["loads"]}
+    assert modes == {"turns direct", "turns lb1", "turns lb3", "direct x3", "lb1 x3", "lb2 x3", "lb3 x3"}
+    for load in scenario["loads"]:
+        assert load["errors"] == 0 and load["p50_ms"] > 0, load
+    assert all(scenario["metrics"][f"lb{n}_per_replica_vs_single"] > 0 for n in (1, 2, 3))
+    assert any(key.startswith("replicas: p50 added") for key in report["summary"])
+    assert any(key.startswith("replicas: calls/s") for key in report["summary"])
+
+
 def test_nothing_in_the_product_exists_only_for_the_benchmark() -> None:
     import gateway.masking
 

@@ -108,12 +108,36 @@ def summarize(results: dict[str, ScenarioResult], clients: int) -> dict[str, str
                 "  the same round for a client in a 2025-11-25 session (an elicitation/create mid-call)"
             ] = f"{legacy:.2f} ms through the gateway"
 
+    lines.update(_replicas_summary(results))
+
     gw_cps, px_cps = cps("gateway", "concurrent"), cps("proxy", "concurrent")
     if "gateway" in results and "proxy" in results:
         ratio = "n/a"
         if gw_cps and px_cps:
             ratio = f"{gw_cps / px_cps:.2f}x ({gw_cps:.0f} vs {px_cps:.0f} calls/s)"
         lines[f"gateway/FastMCP-proxy throughput ratio at {clients} clients"] = ratio
+    return lines
+
+
+def _replicas_summary(results: dict[str, ScenarioResult]) -> dict[str, str]:
+    """The replicas section: what HAProxy and more processes add, and what each replica yields."""
+    m = results["replicas"].metrics if "replicas" in results else {}
+    lines: dict[str, str] = {}
+    turns = {k: m.get(f"turns_{k}_p50_ms") for k in ("direct", "lb1", "lb3")}
+    if all(isinstance(v, float) for v in turns.values()):
+        one, lb1, lb3 = (float(v or 0) for v in turns.values())
+        lines["replicas: p50 added over one process reached directly (calls taking turns)"] = (
+            f"HAProxy + 1 replica {lb1 - one:+.2f} ms, HAProxy + 3 replicas {lb3 - one:+.2f} ms "
+            f"({lb1:.2f}, {lb3:.2f} vs {one:.2f})"
+        )
+    single = m.get("direct_calls_per_s")
+    if isinstance(single, float):
+        parts = [f"one process directly {single:.0f}"]
+        for n in (1, 2, 3):
+            total, each = m.get(f"lb{n}_calls_per_s"), m.get(f"lb{n}_per_replica_vs_single")
+            if isinstance(total, float):
+                parts.append(f"{n} behind HAProxy {total:.0f} ({each}x of one process per replica)")
+        lines["replicas: calls/s, concurrent clients"] = "; ".join(parts)
     return lines
 
 

@@ -33,6 +33,7 @@ from tests.bench.clients import (
 )
 from tests.bench.masking import benchmark_masking
 from tests.bench.processes import BenchContext, rss_metrics
+from tests.bench.replicas import scenario_replicas
 from tests.bench.results import ScenarioResult, round_or_none
 from tests.bench.runners import run_interleaved, run_sequential, run_standard_loads, run_ts_interleaved
 
@@ -235,4 +236,5 @@ SCENARIOS: list[Scenario] = [
     Scenario("catalogue", "tools/list of 1,000 tools: gateway vs directly", scenario_catalogue),
     Scenario("docker", "5 containers' start-up; Docker backend vs stdio", scenario_docker, default=False),
     Scenario("search", "tool search: recall@5, MRR, list tokens, latency", scenario_search, default=False),
+    Scenario("replicas", "1-3 replicas behind HAProxy vs one process", scenario_replicas, default=False),
 ]
