@@ -4,12 +4,14 @@ What a deployment of replicas promises (README "Running several replicas"), chec
 load balancer with real clients: 2026-07-28 calls from any client reach every replica and all
 succeed; a rate limit is exact and a concurrency cap cluster-wide; one replica reads the events and
 audit of all; a replica killed with SIGKILL is taken out and later calls succeed; Redis stopped
-and restarted behaves as documented and loses nothing acknowledged. The 2025-11-25 session cases
-are here too, expected to fail until sessions are portable.
+and restarted behaves as documented and loses nothing acknowledged. 2025-11-25 sessions too, each
+request of a session on the next replica: calls, progress, notifications, DELETE, a replica
+killed mid-session (two cases that do not hold across replicas yet are marked).
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -230,7 +232,9 @@ async def test_a_redis_restart_behaves_as_documented_and_loses_nothing(tmp_path:
 
 # -- 2025-11-25 sessions: each consecutive request of a session on another replica ----------------
 
-NOT_PORTABLE = pytest.mark.xfail(reason="2025-11-25 sessions are not portable yet", strict=False)
+# Found failing through the balancer at main 18b1841, while each passes against one replica:
+# the message does not reach the replica running the call.
+NOT_ACROSS = pytest.mark.xfail(reason="not delivered across replicas yet (bus)", strict=False)
 HELLO = "misbehave://static/hello"
 
 
@@ -244,7 +248,6 @@ async def sessions(tmp_path: Path, redis: Redis) -> AsyncIterator[Replicas]:
         yield running
 
 
-@NOT_PORTABLE
 @pytest.mark.parametrize("client", ["sdk", "fastmcp"])
 async def test_a_2025_session_calls_with_progress_on_every_replica(sessions: Replicas, client: str) -> None:
     notes: list[float] = []
@@ -271,7 +274,23 @@ async def test_a_2025_session_calls_with_progress_on_every_replica(sessions: Rep
     assert {r["replica"] for r in rows} == NAMES and all(r["outcome"] == "ok" for r in rows)
 
 
-@NOT_PORTABLE
+async def test_a_2025_session_outlives_a_replica_killed_mid_session(sessions: Replicas) -> None:
+    async with SdkClient(sessions.url, mode="legacy") as sdk:
+        for n in range(3):
+            assert (
+                text_of(await sdk.call_tool("mb__echo", {"text": f"before {n}"})) == f"misbehave: before {n}"
+            )
+        sessions.kill("r2")
+        await sessions.balancer.wait_status({"r1": "UP", "r2": "DOWN", "r3": "UP"})
+        # The same session, its id sealed: the two replicas left serve it (its GET stream, if it
+        # was on r2, is gone; the client may open another).
+        for n in range(6):
+            assert text_of(await sdk.call_tool("mb__echo", {"text": f"after {n}"})) == f"misbehave: after {n}"
+    after = await sessions.audit(6, text="after")
+    assert {r["replica"] for r in after} == {"r1", "r3"}
+
+
+@NOT_ACROSS
 async def test_a_2025_cancellation_reaches_the_replica_running_the_call(sessions: Replicas) -> None:
     async with SdkClient(sessions.url, mode="legacy") as sdk:
         with anyio.move_on_after(2):  # the SDK client sends notifications/cancelled
@@ -286,7 +305,7 @@ async def test_a_2025_cancellation_reaches_the_replica_running_the_call(sessions
                 await anyio.sleep(0.2)
 
 
-@NOT_PORTABLE
+@NOT_ACROSS
 async def test_a_2025_backend_question_is_answered_through_another_replica(sessions: Replicas) -> None:
     import mcp_types as types
     from mcp.client.context import ClientRequestContext
@@ -310,10 +329,11 @@ async def test_a_2025_backend_question_is_answered_through_another_replica(sessi
     assert elicited["result"] == {"action": "accept", "content": {"name": "Ada"}}, elicited
 
 
-@NOT_PORTABLE
 async def test_2025_notifications_reach_the_session_s_stream_from_any_replica(sessions: Replicas) -> None:
-    """A resource subscription made through one replica, and list_changed: the news comes from
-    whichever replica's backend had it, and reaches the client's GET stream wherever it is."""
+    """A resource subscription made through one replica: its update comes from that replica's
+    backend and reaches the client's GET stream wherever it is. list_changed: each replica
+    announces its own catalogue's changes on the streams it holds (README), so every replica's
+    backend changes its tools here."""
     import mcp_types as types
 
     updated, changed = anyio.Event(), anyio.Event()
@@ -327,16 +347,19 @@ async def test_2025_notifications_reach_the_session_s_stream_from_any_replica(se
     async with SdkClient(sessions.url, mode="legacy", message_handler=on_message) as sdk:
         uri = next(str(r.uri) for r in (await sdk.list_resources()).resources if "static/hello" in str(r.uri))
         await sdk.subscribe_resource(uri)
-        for _ in range(3):  # every replica's backend announces the change: one holds the subscription
-            await sdk.call_tool("mb__touch", {"uri": HELLO})
-        with anyio.fail_after(WAIT):
+        touched = [json.loads(text_of(await sdk.call_tool("mb__touch", {"uri": HELLO}))) for _ in range(3)]
+        # Every replica's backend announced the change; the one the subscription went through
+        # had a subscriber.
+        assert [t["subscribed"] for t in touched].count(True) == 1, touched
+        with anyio.move_on_after(WAIT):
             await updated.wait()
-        await sdk.call_tool("mb__change_tools", {})
-        with anyio.fail_after(WAIT):
+        for _ in range(3):
+            await sdk.call_tool("mb__change_tools", {})
+        with anyio.move_on_after(WAIT):
             await changed.wait()
+    assert (updated.is_set(), changed.is_set()) == (True, True)
 
 
-@NOT_PORTABLE
 async def test_a_2025_session_deleted_through_one_replica_is_gone_on_all(sessions: Replicas) -> None:
     async with httpx.AsyncClient(timeout=WAIT) as http:
         async with session(http, sessions.url) as headers:
@@ -349,7 +372,12 @@ async def test_a_2025_session_deleted_through_one_replica_is_gone_on_all(session
                 "GET", sessions.url, headers={**headers, "accept": "text/event-stream"}
             ) as get:
                 assert get.status_code == 200
-        # `session` sent DELETE on leaving; the id is unknown everywhere now.
-        for n in range(3):
-            resp = await http.post(sessions.url, headers=headers, json=rpc("tools/list", rid=20 + n))
-            assert resp.status_code == 404, resp.text
+        # `session` sent DELETE on leaving; the bus tells every replica, a moment later (bounded):
+        # then the id is unknown everywhere, three requests in a row (round-robin) answering 404.
+        statuses: list[int] = []
+        with anyio.fail_after(WAIT):
+            while statuses[-3:] != [404, 404, 404]:
+                resp = await http.post(sessions.url, headers=headers, json=rpc("tools/list", rid=20))
+                assert resp.status_code in (200, 404), resp.text
+                statuses.append(resp.status_code)
+        assert len(statuses) < 30, statuses
