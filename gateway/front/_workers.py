@@ -36,6 +36,7 @@ from gateway.cluster import default_replica_id
 from gateway.config import GatewayConfig
 from gateway.config.validation import validate_file
 from gateway.errors import ConfigError
+from gateway.middleware import Middleware
 
 logger = logging.getLogger("gateway")
 
@@ -51,20 +52,21 @@ HEALTHCHECK = 30
 class Plan:
     """What a worker needs to build its gateway (pickled to the spawned process)."""
 
-    config: GatewayConfig  # as the parent validated it, with the workers' shared settings
+    config: GatewayConfig  # as the parent validated it
     config_path: str | None
     watch: bool
     log_level: str
     log_json: bool
     replica: str  # the base id; each worker appends -w<k>
 
-    def worker_config(self, number: int) -> GatewayConfig:
-        """The config of worker `number`: the file as it is now (else the parent's) with its
-        replica id."""
-        config = self.config
+    def worker_config(self, number: int) -> tuple[GatewayConfig, list[Middleware] | None]:
+        """The config of worker `number`, with its replica id: the file as it is now, and the
+        middlewares its check made; else the parent's config (middlewares still to make)."""
+        config, middlewares = self.config, None
         if self.config_path is not None:
             try:
-                config = validate_file(self.config_path).config
+                validated = validate_file(self.config_path)
+                config, middlewares = validated.config, validated.middlewares
             except ConfigError as exc:
                 logger.error(
                     "worker %d: %s no longer validates, starting on the config read at start: %s",
@@ -73,7 +75,7 @@ class Plan:
                     exc.message,
                 )
         cluster = config.cluster.model_copy(update={"replica_id": f"{self.replica}-w{number}"})
-        return config.model_copy(update={"cluster": cluster})
+        return config.model_copy(update={"cluster": cluster}), middlewares
 
 
 class Worker(Process):
@@ -92,8 +94,8 @@ class Worker(Process):
 
         plan = self.plan
         logs.configure(plan.log_level, json=plan.log_json)
-        config = plan.worker_config(self.number)
-        app = build_app(config, config_path=plan.config_path, watch=plan.watch)
+        config, middlewares = plan.worker_config(self.number)
+        app = build_app(config, config_path=plan.config_path, watch=plan.watch, middlewares=middlewares)
         app.router.lifespan_context = _ready_first(app.router.lifespan_context)
         settings = _uvicorn.settings(app, config.listen, log_level=plan.log_level, log_config=None)
         self._server = _uvicorn.Server(settings, app.state.drain)

@@ -156,6 +156,9 @@ async def test_a_worker_that_dies_is_replaced(redis: Redis, tmp_path: Path) -> N
         assert len(first) == 2
         victim = first[0]
         backends = victim.children(recursive=True)
+        # A worker reads the file as it starts; one that no longer validates is logged and the
+        # config the parent read is used instead, rather than a worker that cannot start.
+        (tmp_path / "gateway.yaml").write_text("servers: [not, a, mapping\n")
         victim.send_signal(signal.SIGKILL)
         # uvicorn's supervisor sees it gone (it checks twice a second) and starts another, a new
         # replica (w3) with a fleet of its own.
@@ -165,6 +168,7 @@ async def test_a_worker_that_dies_is_replaced(redis: Redis, tmp_path: Path) -> N
         # The dead worker's backends ended with it (their stdin closed).
         assert await still_running(backends) == []
         await call_on_new_connections(gateway, 6)
+    assert "worker 3: " in gateway.log_text() and "no longer validates" in gateway.log_text()
 
 
 def test_several_workers_need_cluster_redis(tmp_path: Path) -> None:
