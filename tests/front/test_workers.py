@@ -190,3 +190,10 @@ def test_several_workers_need_cluster_redis(tmp_path: Path) -> None:
         timeout=60,
     )
     assert bad.returncode == 2 and "--workers: must be a whole number of at least 1" in bad.stderr
+    stdio = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(path), "--stdio", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert stdio.returncode == 2 and "--workers serves HTTP" in stdio.stderr
