@@ -289,7 +289,7 @@ class SessionManager(StreamableHTTPSessionManager):
             return
         session_id = Headers(scope=scope).get(MCP_SESSION_ID_HEADER)
         if session_id is None:
-            minted = None
+            minted, opening = None, None
             if scope["method"] == "POST":
                 # Bodies reach here whole and within bounds (`front.envelope.EnvelopeCheck`).
                 body = await read_body(receive, self.max_request_body_size)
@@ -306,6 +306,11 @@ class SessionManager(StreamableHTTPSessionManager):
                 await super()._handle_stateful_request(scope, receive, send)
             finally:
                 self._next_id.reset(token)
+            if minted is not None and opening is not None and self.held(minted):
+                # The client's `notifications/initialized` may reach another replica: this one
+                # counts the session initialized now, as a restoring one does, so that it serves
+                # the session's calls itself (questions and cancellations then cross replicas).
+                await self._initialized(minted, opening, scope)
             return
         held = await self.restore(session_id, scope)
         await super()._handle_stateful_request(scope, receive, send)
@@ -354,12 +359,21 @@ class SessionManager(StreamableHTTPSessionManager):
         opened = {**scope, "method": "POST", "headers": headers}
         initialize = {"jsonrpc": "2.0", "id": RESTORE_ID, "method": "initialize", "params": opening}
         await self._serve_opening_request(transport, opened, _body(initialize), _discard)
-        if not self.held(session_id):
+        if self.held(session_id):
+            await self._initialized(session_id, opening, scope)
+
+    async def _initialized(self, session_id: str, opening: Mapping[str, Any], scope: Scope) -> None:
+        """The session's `notifications/initialized`, sent to it as its client sends it."""
+        transport = self._server_instances.get(session_id)
+        if transport is None:
             return
         version = str(opening.get("protocolVersion", "")).encode()
+        headers = [(k, v) for k, v in scope["headers"] if k in (b"host", b"origin")]
+        headers += [(b"content-type", b"application/json"), (b"accept", _ACCEPT)]
         headers += [(MCP_SESSION_ID_HEADER.encode(), session_id.encode()), (b"mcp-protocol-version", version)]
         initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-        await transport.handle_request({**opened, "headers": headers}, _body(initialized), _discard)
+        note = {**scope, "method": "POST", "headers": headers}
+        await transport.handle_request(note, _body(initialized), _discard)
 
 
 _ACCEPT = b"application/json, text/event-stream"

@@ -232,9 +232,6 @@ async def test_a_redis_restart_behaves_as_documented_and_loses_nothing(tmp_path:
 
 # -- 2025-11-25 sessions: each consecutive request of a session on another replica ----------------
 
-# Found failing through the balancer at main 18b1841, while each passes against one replica:
-# the message does not reach the replica running the call.
-NOT_ACROSS = pytest.mark.xfail(reason="not delivered across replicas yet (bus)", strict=False)
 HELLO = "misbehave://static/hello"
 
 
@@ -290,7 +287,6 @@ async def test_a_2025_session_outlives_a_replica_killed_mid_session(sessions: Re
     assert {r["replica"] for r in after} == {"r1", "r3"}
 
 
-@NOT_ACROSS
 async def test_a_2025_cancellation_reaches_the_replica_running_the_call(sessions: Replicas) -> None:
     async with SdkClient(sessions.url, mode="legacy") as sdk:
         with anyio.move_on_after(2):  # the SDK client sends notifications/cancelled
@@ -305,7 +301,6 @@ async def test_a_2025_cancellation_reaches_the_replica_running_the_call(sessions
                 await anyio.sleep(0.2)
 
 
-@NOT_ACROSS
 async def test_a_2025_backend_question_is_answered_through_another_replica(sessions: Replicas) -> None:
     import mcp_types as types
     from mcp.client.context import ClientRequestContext
