@@ -75,11 +75,10 @@ from mcp_types import (
 from mcp_types.version import LATEST_MODERN_VERSION, MODERN_PROTOCOL_VERSIONS
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway.front import can_answer, scope_identity
-from gateway.front.envelope import GONE, read_body, replay
+from gateway.front.envelope import replay, whole_body
 from gateway.front.lists import Encoded
 from gateway.middleware import Identity
 
@@ -292,12 +291,9 @@ class SessionManager(StreamableHTTPSessionManager):
             minted, opening = None, None
             if scope["method"] == "POST":
                 # Bodies reach here whole and within bounds (`front.envelope.EnvelopeCheck`).
-                body = await read_body(receive, self.max_request_body_size)
+                body = await whole_body(scope, receive, send, self.max_request_body_size)
                 if body is None:
-                    await Response("Request body too large", status_code=413)(scope, receive, send)
                     return
-                if body is GONE:
-                    return  # the client left before it finished sending
                 receive = replay(body, receive)
                 opening = _opening(body)
                 minted = None if opening is None else ids.mint(opening, _owner(scope))

@@ -129,11 +129,8 @@ class EnvelopeCheck:
         ):
             await self.app(scope, receive, send)
             return
-        body = await read_body(receive, self.max_body)
-        if body is GONE:
-            return  # the client left before it finished sending
+        body = await whole_body(scope, receive, send, self.max_body)
         if body is None:
-            await Response("Request body too large", status_code=413)(scope, receive, send)  # as the SDK
             return
         refused = refusal(body)
         if refused is not None:
@@ -143,6 +140,16 @@ class EnvelopeCheck:
 
 
 GONE = b"<disconnected>"
+
+
+async def whole_body(scope: Scope, receive: Receive, send: Send, limit: int) -> bytes | None:
+    """The whole body; None once it is dealt with here: past `limit` answered 413 (as the SDK's
+    transport does), or the client left before it finished sending."""
+    body = await read_body(receive, limit)
+    if body is None:
+        await Response("Request body too large", status_code=413)(scope, receive, send)
+        return None
+    return None if body is GONE else body
 
 
 async def read_body(receive: Receive, limit: int) -> bytes | None:

@@ -76,7 +76,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway import _sdk
 from gateway._rewrite import Result
 from gateway.front import can_answer, scope_identity
-from gateway.front.envelope import GONE, decode, read_body, replay
+from gateway.front.envelope import decode, replay, whole_body
 from gateway.front.events import Event, Events, Sender, StreamKey
 from gateway.front.lists import ListShaper
 from gateway.front.sessions import Session, Sessions
@@ -156,12 +156,9 @@ class StreamableHttp:
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             await self.sdk(scope, receive, send)
             return
-        body = await read_body(receive, self.max_body)
+        body = await whole_body(scope, receive, send, self.max_body)
         if body is None:
-            await Response("Request body too large", status_code=413)(scope, receive, send)
             return
-        if body is GONE:
-            return  # the client left before it finished sending
         if session is not None and await _delivered(self.sessions, session, body):
             await Response(status_code=202)(scope, receive, send)
             return
