@@ -50,6 +50,17 @@ def replica_config(
     }
 
 
+async def two_replicas(
+    stack: AsyncExitStack, redis: Redis, prefix: str, tmp_path: Path
+) -> list[tuple[GatewayProcess, httpx.AsyncClient]]:
+    """Replicas gw-a and gw-b, each with one misbehave server `mb`, kept open by `stack`."""
+    servers = {"mb": misbehave()}
+    return [
+        await stack.enter_async_context(replica(redis, prefix, name, tmp_path, servers))
+        for name in ("gw-a", "gw-b")
+    ]
+
+
 @asynccontextmanager
 async def replica(
     redis: Redis, prefix: str, name: str, tmp_path: Path, servers: dict[str, Any]
@@ -96,12 +107,7 @@ async def test_a_registration_restart_removal_and_reload_through_one_replica_rea
 ) -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}"
     async with AsyncExitStack() as stack:
-        a, http_a = await stack.enter_async_context(
-            replica(redis, prefix, "gw-a", tmp_path, {"mb": misbehave()})
-        )
-        b, http_b = await stack.enter_async_context(
-            replica(redis, prefix, "gw-b", tmp_path, {"mb": misbehave()})
-        )
+        (a, http_a), (b, http_b) = await two_replicas(stack, redis, prefix, tmp_path)
 
         # Registered through A, called through B.
         created = await http_a.post("/servers", json={"name": "reg", "spec": tiny("reg")})
@@ -270,12 +276,7 @@ async def test_while_redis_is_down_changes_are_refused_and_calls_served(
 ) -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}"
     async with AsyncExitStack() as stack:
-        a, http_a = await stack.enter_async_context(
-            replica(redis, prefix, "gw-a", tmp_path, {"mb": misbehave()})
-        )
-        b, http_b = await stack.enter_async_context(
-            replica(redis, prefix, "gw-b", tmp_path, {"mb": misbehave()})
-        )
+        (a, http_a), (b, http_b) = await two_replicas(stack, redis, prefix, tmp_path)
         kept = await http_a.post("/servers", json={"name": "kept", "spec": tiny("kept")})
         assert kept.status_code == 201, kept.text
         await eventually(lambda: has_server(http_b, "kept"), "B runs kept")
