@@ -135,6 +135,8 @@ class View:
     # replace (no longer tools of this endpoint).
     tool_routes: Mapping[str, Route] = field(default_factory=dict)
     replaced: frozenset[str] = frozenset()
+    # An overridden tool's name in the catalogue (what `auth` rules and audit name it by).
+    catalogue_names: Mapping[str, str] = field(default_factory=dict)
     problems: tuple[Problem, ...] = ()  # what the endpoint's overrides name that its tools lack
 
     @classmethod
@@ -152,6 +154,7 @@ class View:
         tools = _kept(endpoint, catalogue, "tool", catalogue.tools, catalogue.tool_routes, "name")
         tool_routes: dict[str, Route] = {}
         replaced: frozenset[str] = frozenset()
+        catalogue_names: dict[str, str] = {}
         problems: tuple[Problem, ...] = ()
         if endpoint.overrides:
             kept = {t["name"] for t in tools}
@@ -159,6 +162,12 @@ class View:
                 tools, catalogue.tool_routes, endpoint.overrides, owner=f"endpoints.{endpoint.path}"
             )
             replaced = frozenset(kept - {t["name"] for t in tools})
+            public = {(r.server, r.name): name for name, r in catalogue.tool_routes.items()}
+            catalogue_names = {
+                shown: public[(r.server, r.name)]
+                for shown, r in tool_routes.items()
+                if (r.server, r.name) in public
+            }
         prompts = _kept(endpoint, catalogue, "prompt", catalogue.prompts, catalogue.prompt_routes, "name")
         resources = _kept(
             endpoint, catalogue, "resource", catalogue.resources, catalogue.resource_routes, "uri"
@@ -174,7 +183,17 @@ class View:
             "resource": frozenset(r["uri"] for r in resources),
         }
         return cls(
-            endpoint, catalogue, tools, prompts, resources, templates, listed, tool_routes, replaced, problems
+            endpoint,
+            catalogue,
+            tools,
+            prompts,
+            resources,
+            templates,
+            listed,
+            tool_routes,
+            replaced,
+            catalogue_names,
+            problems,
         )
 
     def items(self, kind: ListKind) -> list[Item]:
@@ -201,6 +220,11 @@ class View:
 
     def route_uri(self, uri: str) -> Route | None:
         return self.route("resource", uri)
+
+    def catalogue_name(self, kind: Kind, name: str) -> str:
+        """The catalogue's public name of what this endpoint shows as `name` (the same, unless an
+        endpoint override renamed a tool): what `auth` rules and audit records name it by."""
+        return self.catalogue_names.get(name, name) if kind == "tool" else name
 
 
 def _kept(

@@ -280,10 +280,11 @@ class Relay:
             return
         else:
             return
-        call.name = name
         route = view.route(kind, name or "")
         if route is None:
             raise UnknownName(kind, name)
+        # Rules and records name a tool as the catalogue does, whatever an endpoint shows it as.
+        call.name = view.catalogue_name(kind, name)
         call.server, call.original = route.server, route.name
         if route.plan is not None:
             call.state[PLAN] = route.plan

@@ -434,3 +434,28 @@ async def test_a_session_belongs_to_the_endpoint_it_was_opened_on() -> None:
         assert (await http.post(gw.base + "/mcp/research", headers=headers, json=listing)).status_code == 200
         elsewhere = await http.post(gw.url, headers=headers, json=listing)
         assert elsewhere.status_code == 404, elsewhere.text
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_auth_rules_name_a_tool_an_endpoint_renames_by_its_catalogue_name(mode: str) -> None:
+    """A deny rule on `b__add` holds on an endpoint that shows it as `plus`; a tool the rules allow
+    stays listed under its new name."""
+    ops = {
+        **OPS,
+        "overrides": {"b__add": {"name": "plus"}, "b__echo": {"name": "say"}},
+        "auth": {"identities": ["bob"]},
+    }
+    cfg = gateway_config(ops)
+    rules = [{"roles": ["ops"], "servers": ["b"]}, {"roles": ["ops"], "tools": ["b__add"], "effect": "deny"}]
+    keys = [_key("bob", BOB, ["ops"])]
+    cfg = cfg.model_copy(
+        update={"middleware": [{"use": "auth", "options": {"api_keys": keys, "rules": rules}}]}
+    )
+    cfg = type(cfg).model_validate(cfg.model_dump())
+    async with serve(cfg) as gw, sdk(gw.base + "/mcp/ops", BOB, mode) as client:
+        names = await tool_names(client)
+        assert "say" in names and "plus" not in names and "b__add" not in names
+        with anyio.fail_after(WAIT), pytest.raises(MCPError, match="Unknown tool"):
+            await client.call_tool("plus", {"a": 1, "b": 2})
+        with anyio.fail_after(WAIT):
+            assert text_of(await client.call_tool("say", {"text": "hi"})) == "b: hi"

@@ -45,6 +45,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.catalogue import Catalogue, Kind
+from gateway.endpoints import View
 from gateway.errors import Denied, Hidden
 from gateway.fleet import Fleet
 from gateway.middleware._auth_jwt import JwtAuthenticator, JwtVerifier, KeysUnavailable, TokenRejected
@@ -215,7 +216,8 @@ class Auth:
             return await call_next(call)
         listing = _LISTS.get(call.method)
         if listing is not None:
-            return self._filtered(call.identity.roles, await call_next(call), *listing)
+            view = call.state.get("view")
+            return self._filtered(call.identity.roles, await call_next(call), view, *listing)
         kind = _CHECKED.get(call.method)
         if call.method == "completion/complete":
             ref = call.params.get("ref") or {}
@@ -236,7 +238,9 @@ class Auth:
             raise Denied(f"{call.method} is not allowed")
         return await call_next(call)
 
-    def _filtered(self, roles: frozenset[str], result: Result, key: str, kind: Kind, field: str) -> Result:
+    def _filtered(
+        self, roles: frozenset[str], result: Result, view: View | None, key: str, kind: Kind, field: str
+    ) -> Result:
         items = result.get(key)
         if not isinstance(items, list):
             return result
@@ -249,8 +253,9 @@ class Auth:
             name = item.get(field) if isinstance(item, dict) else None
             if not isinstance(name, str):
                 continue
-            server = _server_of(catalogue, kind, name)
-            if server is not None and self.policy.allows(roles, kind, server, name):
+            server = _server_of(view, catalogue, kind, name)
+            public = view.catalogue_name(kind, name) if view is not None else name
+            if server is not None and self.policy.allows(roles, kind, server, public):
                 kept.append(item)
         generation = self._fleet.generation if self._fleet is not None else 0
         if generation != self._lists_of or len(self._lists) >= _LIST_CACHE_SIZE:
@@ -260,8 +265,12 @@ class Auth:
         return {**result, key: kept}
 
 
-def _server_of(catalogue: Catalogue | None, kind: Kind, name: str) -> str | None:
-    """Which backend serves a listed item; None (the item is dropped) if the catalogue lost it."""
+def _server_of(view: View | None, catalogue: Catalogue | None, kind: Kind, name: str) -> str | None:
+    """Which backend serves a listed item (as the endpoint's view routes it); None (the item is
+    dropped) if the catalogue lost it."""
+    if view is not None:
+        found = view.route(kind, name)
+        return found.server if found is not None else None
     if catalogue is None:
         return ""  # not attached to a fleet (unit use): only rules for every server (`*`) apply
     route = catalogue.route(kind, name)
