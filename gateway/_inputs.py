@@ -36,7 +36,7 @@ from mcp_types import INTERNAL_ERROR
 
 if TYPE_CHECKING:
     from gateway.cluster import Bus
-from gateway.errors import GatewayError, HeldElsewhere, InvalidRequestState, as_mcp_error
+from gateway.errors import ClientTimeout, GatewayError, HeldElsewhere, InvalidRequestState, as_mcp_error
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +165,13 @@ class _Away:
 
 
 _AWAY = _Away()
+
+
+def _error_of(exc: GatewayError | MCPError) -> dict[str, Any]:
+    error = as_mcp_error(exc).error
+    return {"code": error.code, "message": error.message, "data": error.data}
+
+
 # The bus topic of continuations; how long the process holding a call has to take one.
 _TOPIC = "inputs"
 ACK_TIMEOUT = 5.0
@@ -325,8 +332,10 @@ class InputBridge:
             if not waiting.taken.is_set():
                 logger.info("requestState refused: the process holding the call did not answer")
                 raise elsewhere
-            with anyio.fail_after(self.ttl):
+            with anyio.move_on_after(self.ttl):
                 await waiting.done.wait()
+            if not waiting.done.is_set():
+                raise ClientTimeout(f"the call's next round did not come within {self.ttl:g}s")
         finally:
             del self._replies[ask_id]
         if waiting.error is not None:
@@ -367,17 +376,24 @@ class InputBridge:
             binding = Binding(who=tuple(who), method=method, target=target)
             responses = message.get("responses")
             answers = responses if isinstance(responses, dict) else {}
+        except (KeyError, TypeError, ValueError):
+            return  # not a message of ours
+        try:
             deferred = self.resume(message.get("state"), answers, _AWAY, binding)
-            await self._bus.publish(_TOPIC, {"kind": "taken", "to": to, "id": ask_id})
-            answer["result"] = await self.next_result(deferred)
         except HeldElsewhere:
             return  # not here after all (a process id is never reused): the asker times out
         except (GatewayError, MCPError) as exc:
-            error = as_mcp_error(exc).error
+            answer["error"] = _error_of(exc)  # refused here: taken, and answered at once
             await self._bus.publish(_TOPIC, {"kind": "taken", "to": to, "id": ask_id})
-            answer["error"] = {"code": error.code, "message": error.message, "data": error.data}
-        except (KeyError, TypeError, ValueError):
-            return  # not a message of ours
+        else:
+            await self._bus.publish(_TOPIC, {"kind": "taken", "to": to, "id": ask_id})
+            try:
+                answer["result"] = await self.next_result(deferred)
+            except (GatewayError, MCPError) as exc:
+                answer["error"] = _error_of(exc)
+            except Exception:  # the call's own failure: the asker's client is told, nothing here ends
+                logger.exception("a call continued for another gateway process failed")
+                answer["error"] = {"code": INTERNAL_ERROR, "message": "Internal error", "data": None}
         await self._bus.publish(_TOPIC, answer)
 
     # -- a 2026-07-28 backend's own rounds, relayed -----------------------------------------------

@@ -22,9 +22,12 @@ import pytest
 import yaml
 from mcp import Client as SdkClient
 from mcp.client import ClientRequestContext
-from mcp_types import CLIENT_CAPABILITIES_META_KEY, INVALID_PARAMS
+from mcp.shared.exceptions import MCPError
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, INTERNAL_ERROR, INVALID_PARAMS
 
-from gateway._inputs import StateSeal
+from gateway._inputs import Binding, InputBridge, InputCaller, StateSeal
+from gateway.cluster import Cluster
+from gateway.config.cluster import ClusterConfig
 from gateway.config.secrets import Secrets
 from gateway.config.validation import validate_file
 from gateway.errors import ConfigError
@@ -270,6 +273,42 @@ async def test_another_replica_continues_a_call_parked_in_the_first(
         assert refused["error"]["code"] == INVALID_PARAMS
         assert "another gateway process" in refused["error"]["message"], refused
     assert KEY not in first.log_text() + second.log_text()
+
+
+@pytest.mark.redis
+async def test_a_call_failing_for_another_process_is_its_clients_error_not_a_crash_here(
+    redis: Redis,
+) -> None:
+    """Two input bridges on a real Redis bus: a call held by `a` fails (not with an MCP error)
+    while `b` continues it for its client; `b`'s client gets an internal error, and `a` goes on."""
+    prefix = f"t{secrets.token_hex(4)}"
+    clusters = [Cluster(ClusterConfig(redis=redis.url, key_prefix=prefix, replica_id=n)) for n in "ab"]
+    seal = StateSeal([KEY])
+    a, b = InputBridge(seal), InputBridge(seal)
+    a.attach(clusters[0].bus())
+    b.attach(clusters[1].bus())
+    binding = Binding(who=("api_key", None, "alice"), method="tools/call", target="mb__ask")
+
+    async def failing(rounds: InputCaller) -> dict[str, Any]:
+        await rounds.ask("sampling/createMessage", {})
+        raise RuntimeError("the backend call broke")
+
+    async def fine(rounds: InputCaller) -> dict[str, Any]:
+        return {"content": [], "isError": False}
+
+    async with clusters[0].bus().running(), clusters[1].bus().running(), a.running(), b.running():
+        with anyio.fail_after(WAIT):
+            for cluster in clusters:
+                await cluster.bus().connected.wait()
+            first = await a.next_result(a.start("alice", None, failing, binding))
+            (key,) = first["inputRequests"]
+            with pytest.raises(MCPError) as refused:
+                await b.continue_call(first["requestState"], {key: SAMPLED}, None, binding)
+            assert refused.value.error.code == INTERNAL_ERROR
+            assert await a.next_result(a.start("alice", None, fine, binding)) == {
+                "content": [],
+                "isError": False,
+            }
 
 
 def test_state_keys_are_secrets_and_must_be_long_enough(
