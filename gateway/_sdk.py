@@ -309,9 +309,22 @@ class SessionManager(StreamableHTTPSessionManager):
                 await self._initialized(minted, opening, scope)
             return
         held = await self.restore(session_id, scope)
-        await super()._handle_stateful_request(scope, receive, send)
-        if held and scope["method"] == "DELETE" and not self.held(session_id):
+        if not held or scope["method"] != "DELETE":
+            await super()._handle_stateful_request(scope, receive, send)
+            return
+        # Ended by its answer, not by what is held after it: a request racing the DELETE may
+        # have restored the session meanwhile.
+        status: list[int] = []
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
+        await super()._handle_stateful_request(scope, receive, sending)
+        if status and 200 <= status[0] < 300:
             await ids.ended(session_id)
+            await end_session(self, session_id)  # restored by a racing request: ended too
 
     async def restore(self, session_id: str, scope: Scope) -> bool:
         """Hold the session `session_id` (restoring it if this process does not); False when it

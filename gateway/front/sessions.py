@@ -383,6 +383,8 @@ class SessionIds:
         digest = _digest(session_id)
         if len(self._ended) % _PRUNE_EVERY == 0:  # now and then: a DELETE costs O(1) on average
             self._ended = {d: t for d, t in self._ended.items() if t > now}
+        while len(self._ended) >= _MAX_ENDED:  # bounded (with a cluster, Redis remembers them all)
+            del self._ended[next(iter(self._ended))]
         self._ended[digest] = expires
         cluster = self._cluster
         if cluster is None:
@@ -422,6 +424,9 @@ _TOPIC = "sessions"
 _USE = "session"
 _OPENING = ("protocolVersion", "capabilities", "clientInfo")
 _TAG_LENGTH = 8
+# Ended session ids remembered by one process without `cluster.redis`: a client ending more
+# sessions than this in `listen.session_max_age` may restore its oldest ended ones.
+_MAX_ENDED = 100_000
 
 
 def _tag(replica: str) -> str:
