@@ -278,9 +278,11 @@ def test_image_is_non_root_health_checked_and_small(gateway_image: str) -> None:
     probe = " ".join(cfg["Healthcheck"]["Test"])
     assert "MCP_GATEWAY_HEALTHCHECK_URL" in probe
     assert "MCP_GATEWAY_HEALTHCHECK_URL=http://127.0.0.1:8765/healthz" in cfg["Env"]
-    # What the gateway adds to its base (the venv): a guard against it silently doubling.
+    # What the gateway adds to its base (the venv): a guard against it silently doubling. Tool
+    # search's ranking (bm25s, PyStemmer, numpy: ~35 MB, imported only when used) took it past
+    # 200 MB (208 MB measured).
     added = image["Size"] - base["Size"]
-    assert added < 200e6, f"the gateway's layers take {added / 1e6:.0f} MB"
+    assert added < 240e6, f"the gateway's layers take {added / 1e6:.0f} MB"
     # pip/setuptools only build the venv; the runtime image has no installer, and no build tree.
     listing = subprocess.run(
         ["docker", "run", "--rm", "--network", "none", "--label", f"{LABEL}={RUN_ID}", "--entrypoint", "sh",
