@@ -232,7 +232,9 @@ class Auth:
         elif kind is not None:
             if not self.policy.allows(call.identity.roles, kind, call.server or "", call.name or ""):
                 logger.info("auth: %s denied %s %r", call.identity.name, kind, call.name)
-                raise Hidden(kind, call.name or "")
+                # Refused by the name the client used (an endpoint may show a tool renamed).
+                asked = call.params.get("name") if kind == "tool" else None
+                raise Hidden(kind, asked if isinstance(asked, str) else call.name or "")
         elif call.server is not None:
             # A method this middleware does not know, aimed at a backend: fail closed.
             raise Denied(f"{call.method} is not allowed")
