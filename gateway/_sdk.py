@@ -362,12 +362,8 @@ class SessionManager(StreamableHTTPSessionManager):
                 self._next_id.reset(token)
         if transport is None:
             return
-        # As the client sent them: its Host and Origin (checked again), its principal.
-        kept = [(k, v) for k, v in scope["headers"] if k in (b"host", b"origin")]
-        headers = [*kept, (b"content-type", b"application/json"), (b"accept", _ACCEPT)]
-        opened = {**scope, "method": "POST", "headers": headers}
         initialize = {"jsonrpc": "2.0", "id": RESTORE_ID, "method": "initialize", "params": opening}
-        await self._serve_opening_request(transport, opened, _body(initialize), _discard)
+        await self._serve_opening_request(transport, _replayed(scope), _body(initialize), _discard)
         if self.held(session_id):
             await self._initialized(session_id, opening, scope)
 
@@ -377,12 +373,19 @@ class SessionManager(StreamableHTTPSessionManager):
         if transport is None:
             return
         version = str(opening.get("protocolVersion", "")).encode()
-        headers = [(k, v) for k, v in scope["headers"] if k in (b"host", b"origin")]
-        headers += [(b"content-type", b"application/json"), (b"accept", _ACCEPT)]
-        headers += [(MCP_SESSION_ID_HEADER.encode(), session_id.encode()), (b"mcp-protocol-version", version)]
+        note = _replayed(
+            scope, (MCP_SESSION_ID_HEADER.encode(), session_id.encode()), (b"mcp-protocol-version", version)
+        )
         initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-        note = {**scope, "method": "POST", "headers": headers}
         await transport.handle_request(note, _body(initialized), _discard)
+
+
+def _replayed(scope: Scope, *extra: tuple[bytes, bytes]) -> Scope:
+    """A POST of the session's, replayed as its client sent it: its Host and Origin (checked
+    again) and its principal (`scope["user"]`), with `extra` headers."""
+    kept = [(k, v) for k, v in scope["headers"] if k in (b"host", b"origin")]
+    headers = [*kept, (b"content-type", b"application/json"), (b"accept", _ACCEPT), *extra]
+    return {**scope, "method": "POST", "headers": headers}
 
 
 _ACCEPT = b"application/json, text/event-stream"

@@ -28,7 +28,6 @@ from tests._cluster import WAIT, Replicas, argument, replicas
 from tests._infra import Redis
 from tests._support import (
     MODERN,
-    envelope,
     fastmcp_client,
     messages,
     misbehave,
@@ -37,6 +36,7 @@ from tests._support import (
     session,
     text_of,
 )
+from tests.front.test_exchange import post
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
@@ -47,19 +47,6 @@ NAMES = {"r1", "r2", "r3"}
 async def cluster(tmp_path: Path, redis: Redis) -> AsyncIterator[Replicas]:
     async with replicas(tmp_path, redis, {"mb": misbehave()}) as running:
         yield running
-
-
-def raw_call(rid: int, text: str) -> tuple[dict[str, str], dict[str, Any]]:
-    """A 2026-07-28 `tools/call` of mb__echo as raw HTTP: headers and body."""
-    headers = {
-        "content-type": "application/json",
-        "accept": "application/json, text/event-stream",
-        "mcp-protocol-version": MODERN,
-        "mcp-method": "tools/call",
-        "mcp-name": "mb__echo",
-    }
-    params = {"name": "mb__echo", "arguments": {"text": text}, "_meta": envelope()}
-    return headers, rpc("tools/call", params, rid)
 
 
 async def test_2026_calls_from_every_client_succeed_on_every_replica(cluster: Replicas) -> None:
@@ -75,9 +62,9 @@ async def test_2026_calls_from_every_client_succeed_on_every_replica(cluster: Re
             calls += 1
     # Raw HTTP, a new connection for each request: round-robin by connection and by request alike.
     for n in range(6):
-        headers, body = raw_call(n, f"raw {n}")
+        headers, body = post("tools/call", {"name": "mb__echo", "arguments": {"text": f"raw {n}"}}, rid=n)
         async with httpx.AsyncClient(timeout=WAIT) as http:
-            resp = await http.post(cluster.url, headers=headers, json=body)
+            resp = await http.post(cluster.url, headers=headers, content=body)
         assert resp.status_code == 200, resp.text
         answer = resp.json()
         assert answer["id"] == n and answer["result"]["structuredContent"] == {"text": f"misbehave: raw {n}"}
