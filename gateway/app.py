@@ -153,7 +153,16 @@ def build_app(
         closing.append(lambda: _sdk.close_get_streams(manager))
         if endpoint.key == DEFAULT:
             stacks.update(sessions=manager, exchange=exchange)
-        return Mounted(endpoint, app, manager.run, closing)
+
+        @asynccontextmanager
+        async def running() -> AsyncIterator[None]:
+            try:
+                async with manager.run():
+                    yield
+            finally:
+                by_endpoint.remove(endpoint.key, sessions)  # unmounted by a reload, or shut down
+
+        return Mounted(endpoint, app, running, closing)
 
     stacks: dict[str, object] = {}
     mounts = Mounts(stack)

@@ -245,6 +245,12 @@ class Bus:
         """Hear `topic`'s messages (registered before `running()`: the channels are fixed then)."""
         self._handlers.setdefault(self.cluster.key(f"bus:{topic}"), []).append(handler)
 
+    def off(self, topic: str, handler: Handler) -> None:
+        """Stop hearing `topic` with `handler` (a part unmounted while the bus runs)."""
+        handlers = self._handlers.get(self.cluster.key(f"bus:{topic}"), [])
+        if handler in handlers:
+            handlers.remove(handler)
+
     async def publish(self, topic: str, message: Mapping[str, Any]) -> bool:
         """Send `message` to every replica listening; False (logged) when Redis did not take it."""
         client = self._client

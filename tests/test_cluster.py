@@ -300,6 +300,13 @@ async def test_the_bus_carries_messages_between_replicas_and_survives_a_restart(
 
     a.bus().on("news", hearing("a"))
     b.bus().on("news", hearing("b"))
+    gone: list[dict[str, Any]] = []
+
+    async def unmounted(message: dict[str, Any]) -> None:
+        gone.append(message)
+
+    b.bus().on("news", unmounted)
+    b.bus().off("news", unmounted)  # a handler taken off hears nothing (delivered in the same turn)
     async with a.bus().running(), b.bus().running():
         with anyio.fail_after(WAIT):
             await a.bus().connected.wait()
@@ -309,6 +316,7 @@ async def test_the_bus_carries_messages_between_replicas_and_survives_a_restart(
             await arrived["a"].wait()
             await arrived["b"].wait()
         assert heard == {"a": [{"n": 1, "from": "a"}], "b": [{"n": 1, "from": "a"}]}
+        assert gone == []
 
         await anyio.to_thread.run_sync(server.stop)
         assert not await a.bus().publish("news", {"n": 2})  # refused at once, not queued

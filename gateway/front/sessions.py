@@ -165,6 +165,11 @@ class Sessions:
     def __contains__(self, session_id: str) -> bool:
         return session_id in self._known
 
+    def close(self) -> None:
+        """Its endpoint's stack is gone (a reload): it hears nothing more from the bus."""
+        if self._bus is not None:
+            self._bus.off(_TOPIC, self._heard)
+
     def knows(self, connection_key: Hashable) -> bool:
         """Whether the session of this connection (`Clients` key: its id) is one of these."""
         return connection_key in self._by_connection
@@ -316,6 +321,12 @@ class SessionsByEndpoint:
     def add(self, endpoint: str, sessions: Sessions) -> Sessions:
         self._all[endpoint] = sessions  # a reload that rebuilds an endpoint's stack replaces it
         return sessions
+
+    def remove(self, endpoint: str, sessions: Sessions) -> None:
+        """`sessions` (an endpoint's stack that stopped) are done: no news goes through them."""
+        sessions.close()
+        if self._all.get(endpoint) is sessions:
+            del self._all[endpoint]
 
     def _of(self, key: Hashable) -> Sessions | None:
         return next((s for s in self._all.values() if s.knows(key)), None)
