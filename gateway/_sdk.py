@@ -306,7 +306,9 @@ class SessionManager(StreamableHTTPSessionManager):
                 # The client's `notifications/initialized` may reach another replica: this one
                 # counts the session initialized now, as a restoring one does, so that it serves
                 # the session's calls itself (questions and cancellations then cross replicas).
-                await self._initialized(minted, opening, scope)
+                # Bounded: the session's loop takes it as it takes the client's own.
+                with anyio.move_on_after(RESTORE_TIMEOUT):
+                    await self._initialized(minted, opening, scope)
             return
         held = await self.restore(session_id, scope)
         if not held or scope["method"] != "DELETE":
